@@ -1,0 +1,1 @@
+"""twolane: two serving lanes for text classification."""

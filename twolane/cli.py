@@ -1,0 +1,95 @@
+"""The `twolane` command line. Each command is a thin wrapper over the module that owns it;
+imports are lazy so `twolane --help` is instant and serving never imports build code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="twolane: an instant lane and a batch lane for text classification.",
+                  no_args_is_help=True)
+build_app = typer.Typer(help="Train, export to ONNX, check and write a versioned bundle.",
+                        no_args_is_help=True)
+app.add_typer(build_app, name="build")
+
+DataOpt = typer.Option(None, "--data", help="Labelled CSV (NHS v6 shape). Default: the bundled NHS data.")
+OutOpt = typer.Option(None, "--out", help="Bundles root. Default: ./bundles")
+
+
+@build_app.command("instant")
+def build_instant(
+    data: Optional[Path] = DataOpt,
+    out: Optional[Path] = OutOpt,
+    rows: Optional[int] = typer.Option(None, help="Train on the first N rows only (quick check)."),
+) -> None:
+    """TF-IDF + linear and TF-IDF + XGBoost for the 32 labels, plus sentiment, as ONNX."""
+    from model_build.instant import run
+
+    run(data=data, out=out, rows=rows)
+
+
+@build_app.command("batch")
+def build_batch(
+    data: Optional[Path] = DataOpt,
+    out: Optional[Path] = OutOpt,
+    model: Optional[str] = typer.Option(None, help="Encoder id or path (default: the packaged all-MiniLM-L6-v2)."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs."),
+    rows: Optional[int] = typer.Option(None, help="Train on the first N rows only (quick check)."),
+) -> None:
+    """Fine-tune a transformer, export to ONNX, quantise (int8 CPU, fp16 GPU), gate, bundle."""
+    from model_build.batch import run
+
+    run(data=data, out=out, model=model, epochs=epochs, rows=rows)
+
+
+@app.command()
+def up(
+    port: int = typer.Option(8000, help="Port of the API."),
+    no_batch: bool = typer.Option(False, "--no-batch", help="Do not build or start the batch lane."),
+) -> None:
+    """Run everything locally: build default models if missing, start API, drop folder, batch lane."""
+    from twolane.local.stack import up as run_up
+
+    run_up(port=port, batch=not no_batch)
+
+
+@app.command()
+def serve(
+    bundle: Optional[Path] = typer.Option(None, help="Instant bundle folder or bundles root."),
+    port: int = typer.Option(8000),
+    host: str = typer.Option("127.0.0.1"),
+) -> None:
+    """Run the API alone on a given bundle."""
+    from twolane.local.stack import serve as run_serve
+
+    run_serve(bundle=bundle, port=port, host=host)
+
+
+@app.command()
+def predict(
+    file: Path = typer.Argument(..., help="CSV, JSON list or JSONL of comments."),
+    out: Optional[Path] = typer.Option(None, help="Where to write results (default: next to FILE)."),
+    bundle: Optional[Path] = typer.Option(None, help="Instant bundle folder or bundles root."),
+) -> None:
+    """Label a file in one go with the instant lane."""
+    from twolane.local.stack import predict_file
+
+    predict_file(file=file, out=out, bundle=bundle)
+
+
+@app.command()
+def recommend(
+    lane: str = typer.Option("both", help="instant, batch or both."),
+    slo_p95_ms: float = typer.Option(1000.0, "--slo-p95-ms", help="p95 latency objective per request."),
+    out: Path = typer.Option(Path("bench/recommend"), help="Report folder."),
+) -> None:
+    """Load-test each lane, project cost per million comments, pick hardware, update infra config."""
+    from recommender.run import run
+
+    run(lane=lane, slo_p95_ms=slo_p95_ms, out=out)
+
+
+if __name__ == "__main__":
+    app()

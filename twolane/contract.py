@@ -1,0 +1,107 @@
+"""The request and response shapes both lanes speak (pydantic), independent of any model.
+
+Path of a request: handler (FastAPI router / Lambda / container) -> contract (these models)
+-> predictor (ONNX). Limits that depend on settings (items per request, text length) are
+checked by the API layer, which knows the settings; shapes are checked here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+QuestionType = Literal["what_good", "could_improve", "nonspecific"]
+
+# 1 very positive .. 5 very negative, as the NHS labellers scored it.
+SENTIMENT_NAMES: dict[int, str] = {
+    1: "very positive",
+    2: "positive",
+    3: "neutral or mixed",
+    4: "negative",
+    5: "very negative",
+}
+
+
+class CommentIn(BaseModel):
+    """One comment to label. `comment_text` may be empty or null: it gets 'Labelling not possible'."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    comment_id: str = Field(..., min_length=1, max_length=256)
+    comment_text: str | None = None
+    question_type: QuestionType | None = None
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[CommentIn]
+    include_probabilities: bool = False
+
+
+class Sentiment(BaseModel):
+    score: int = Field(..., ge=1, le=5)  # 1 very positive .. 5 very negative
+    label: str
+
+
+class Prediction(BaseModel):
+    """What a predictor says of one comment. Never holds the comment text."""
+
+    comment_id: str
+    labels: list[str]
+    sentiment: Sentiment | None = None  # None when labelling is not possible
+    probabilities: dict[str, float] | None = None  # per label, only on request
+
+
+class PredictResponse(BaseModel):
+    model_version: str
+    results: list[Prediction]
+
+
+# pxtextmining quick API (/predict_multilabel): exactly its request and response shapes.
+class PxItemIn(BaseModel):
+    comment_id: str
+    comment_text: str
+    question_type: QuestionType
+
+
+class PxItemOut(BaseModel):
+    comment_id: str
+    comment_text: str
+    labels: list[str]
+
+
+# Batch lane jobs.
+JobTarget = Literal["m", "s", "ms"]  # multilabel, sentiment, both (pxtextmining slow API)
+JobStatus = Literal["pending", "running", "succeeded", "failed", "collected"]
+
+
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[CommentIn]
+    target: JobTarget = "ms"
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: JobStatus
+    results_url: str
+
+
+class JobState(BaseModel):
+    job_id: str
+    status: JobStatus
+    items: int
+    progress: float = 0.0  # 0..1
+    error: str | None = None
+    created_at: str
+    updated_at: str
+
+
+class JobResults(BaseModel):
+    job_id: str
+    model_version: str
+    target: JobTarget
+    results: list[Prediction]

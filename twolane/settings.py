@@ -1,0 +1,46 @@
+"""Runtime settings, read once from environment variables (prefix TWOLANE_).
+
+The same code runs locally and on AWS; only these values differ.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TWOLANE_", extra="ignore")
+
+    # Where bundles live: a bundle folder, or a root holding <lane>/<version>/ folders.
+    bundles: Path = REPO_ROOT / "bundles"
+    instant_bundle: Path | None = None  # overrides `bundles` for the instant lane
+    batch_bundle: Path | None = None  # overrides `bundles` for the batch lane
+
+    # onnxruntime intra-op threads per session (0 = onnxruntime's default: all cores).
+    # The recommender sets it to stand in for an instance's vCPU count.
+    intra_op_threads: int = Field(0, ge=0)
+
+    # API limits and auth.
+    max_items: int = Field(2000, ge=1)
+    max_text_chars: int = Field(5000, ge=1)
+    api_keys: str = ""  # comma-separated; empty = no auth
+
+    # AWS (moto locally). boto3 also honours AWS_ENDPOINT_URL on its own.
+    aws_endpoint_url: str | None = None
+    aws_region: str = "eu-west-2"
+    bucket: str = "twolane-local"
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,43 @@
+"""Shared fixtures: small real models trained on slices of the NHS data, built once per test run.
+
+With pytest-xdist each worker is a process; the bundles are built once under the run's shared
+temp root, guarded by a file lock, so two workers never train the same model twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+
+def _shared(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
+    root = tmp_path_factory.getbasetemp().parent  # shared by all xdist workers of this run
+    out = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        done = out / ".done"
+        if done.is_file():
+            return Path(done.read_text())
+        bundle = build(out)
+        done.write_text(str(bundle))
+        return bundle
+
+
+@pytest.fixture(scope="session")
+def instant_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real instant-lane bundle trained on 800 rows of the NHS data."""
+    from model_build.instant import build_small_bundle
+
+    return _shared(tmp_path_factory, "instant-small", lambda out: build_small_bundle(out, rows=800))
+
+
+@pytest.fixture(scope="session")
+def batch_bundle(tmp_path_factory: pytest.TempPathFactory, instant_bundle: Path) -> Path:
+    """A tiny randomly initialised transformer bundle, exported like the real one."""
+    from model_build.batch import build_tiny_bundle
+
+    return _shared(
+        tmp_path_factory, "batch-tiny", lambda out: build_tiny_bundle(out, instant_bundle=instant_bundle)
+    )

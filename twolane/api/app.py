@@ -1,0 +1,53 @@
+"""The FastAPI app factory. `create_app()` is what uvicorn, Mangum and the tests all serve.
+
+The model is loaded once per process: passed in (Lambda loads it at import), or loaded at
+startup / on first use from the settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from twolane.api import errors
+from twolane.api.deps import PredictorHolder, default_loader
+from twolane.api.errors import ModelUnavailable
+from twolane.api.routers import health, models, predict, pxtextmining
+from twolane.settings import Settings, get_settings
+
+log = logging.getLogger("twolane.api")
+
+DESCRIPTION = """The instant lane of twolane: TF-IDF models as ONNX label patient-experience comments
+with 32 themes and a 5-class sentiment in milliseconds.
+
+* `POST /v1/predict`: labels, sentiment and (on request) per-label probabilities.
+* `POST /predict_multilabel`: the pxtextmining quick API, same shapes.
+* When the service has API keys, send one in the `x-api-key` header.
+"""
+
+
+def create_app(predictor: Any | None = None, settings: Settings | None = None) -> FastAPI:
+    """An app serving `predictor`, or the instant bundle named by the settings (loaded once)."""
+    settings = settings or get_settings()
+    holder = PredictorHolder(predictor, loader=None if predictor is not None else default_loader)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            holder.get()  # load at startup, not on the first request
+        except ModelUnavailable:
+            log.warning("starting without a model; /health answers 503 until it loads")
+        yield
+
+    app = FastAPI(title="twolane instant lane", description=DESCRIPTION, version="1",
+                  lifespan=lifespan)
+    app.state.settings = settings
+    app.state.predictor = holder
+    errors.install(app)
+    for r in (health.router, predict.router, pxtextmining.router, models.router):
+        app.include_router(r)
+    return app

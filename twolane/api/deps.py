@@ -1,0 +1,77 @@
+"""FastAPI dependencies: the settings, the predictor (loaded once per process) and API-key auth."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+from typing import Any, Callable
+
+from fastapi import Depends, Header, HTTPException, Request
+
+from twolane.api.errors import ModelUnavailable
+from twolane.settings import Settings
+
+log = logging.getLogger("twolane.api")
+
+
+class PredictorHolder:
+    """Holds the process's one predictor; loads it on first use (or at startup) exactly once."""
+
+    def __init__(self, predictor: Any | None = None, loader: Callable[[], Any] | None = None):
+        self._predictor = predictor
+        self._loader = loader
+        self._lock = threading.Lock()
+        self.error: str | None = None
+
+    @property
+    def loaded(self) -> Any | None:
+        return self._predictor
+
+    def get(self) -> Any:
+        if self._predictor is not None:
+            return self._predictor
+        with self._lock:
+            if self._predictor is None:
+                if self._loader is None:
+                    raise ModelUnavailable("no predictor configured")
+                try:
+                    self._predictor = self._loader()
+                    self.error = None
+                    log.info("model %s loaded", getattr(self._predictor, "version", "?"))
+                except Exception as exc:  # a missing/broken bundle: say so, answer 503
+                    self.error = f"{type(exc).__name__}: {exc}"
+                    log.error("could not load the instant model: %s", self.error)
+                    raise ModelUnavailable(self.error) from exc
+        return self._predictor
+
+
+def default_loader() -> Any:
+    from twolane.predictor import get_predictor
+
+    return get_predictor()
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def predictor_of(request: Request) -> Any:
+    """The app's predictor. Routes call it after validating the request, so a client's mistake
+    is reported as such (422) even while the model is unavailable (503)."""
+    holder: PredictorHolder = request.app.state.predictor
+    return holder.get()
+
+
+def require_api_key(
+    settings: Settings = Depends(get_app_settings),
+    x_api_key: str | None = Header(default=None, description="API key, when the service has keys set."),
+) -> None:
+    """401 unless the `x-api-key` header holds one of `settings.api_keys` (no keys set = open)."""
+    keys = settings.api_key_set
+    if not keys:
+        return
+    if not x_api_key:
+        raise HTTPException(status_code=401, detail="missing x-api-key header")
+    if not any(hmac.compare_digest(x_api_key.encode(), k.encode()) for k in keys):
+        raise HTTPException(status_code=401, detail="invalid API key")

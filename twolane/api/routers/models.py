@@ -1,0 +1,38 @@
+"""GET /v1/models: what the served bundle is (version, labels, thresholds, test metrics)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from twolane.api.deps import predictor_of, require_api_key
+
+router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
+
+
+def thresholds_of(manifest: Any) -> dict[str, float]:
+    """Per-label decision thresholds of the model that serves /v1/predict (label -> threshold)."""
+    entry = manifest.models.get(manifest.default_model)
+    values = list(entry.thresholds) if entry is not None else []
+    if not values:
+        values = list(manifest.ensemble.get("thresholds", []) or [])
+    labels = manifest.labels
+    return {lab: float(t) for lab, t in zip(labels, values)} if len(values) == len(labels) else {}
+
+
+@router.get("/v1/models")
+def models(predictor: Any = Depends(predictor_of)) -> dict[str, Any]:
+    m = predictor.manifest
+    return {
+        "lane": m.lane,
+        "version": m.version,
+        "created_at": m.created_at,
+        "default_model": m.default_model,
+        "models": {name: {"kind": e.kind, "task": e.task} for name, e in m.models.items()},
+        "labels": list(m.labels),
+        "sentiment_classes": list(m.sentiment_classes),
+        "thresholds": thresholds_of(m),
+        "metrics": m.metrics,
+        "data": m.data,
+    }

@@ -1,0 +1,181 @@
+"""Read comments from, and write results to, CSV / JSON list / JSONL files.
+
+Input: a `comment_id` and a `comment_text` column (or key), `question_type` optional
+(what_good, could_improve, nonspecific). A JSON file is a list of such objects, as
+pxtextmining's docker `data_in`, or an object with an `items` list. Results hold the id,
+labels and sentiment, never the comment text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import PurePosixPath
+from typing import Any, Literal, get_args
+
+from twolane.contract import CommentIn, Prediction, QuestionType
+
+Family = Literal["csv", "json", "jsonl"]
+FAMILIES: dict[str, Family] = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+CONTENT_TYPES: dict[Family, str] = {
+    "csv": "text/csv; charset=utf-8",
+    "json": "application/json",
+    "jsonl": "application/x-ndjson",
+}
+QUESTION_TYPES: tuple[str, ...] = get_args(QuestionType)
+LABEL_SEPARATOR = "; "  # labels in one CSV cell (labels contain commas, never semicolons)
+MAX_NAMED = 20
+
+
+class FormatError(ValueError):
+    """The file cannot be read as comments. The message says why (and which rows or ids)."""
+
+
+def family_of(name: str) -> Family:
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix not in FAMILIES:
+        raise FormatError(
+            f"unsupported file type {suffix or '(none)'!r}: use .csv, .json, .jsonl or .ndjson"
+        )
+    return FAMILIES[suffix]
+
+
+def _named(values: list[str]) -> str:
+    more = len(values) - MAX_NAMED
+    return ", ".join(repr(v) for v in values[:MAX_NAMED]) + (f" and {more} more" if more > 0 else "")
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="strict")  # Excel's "CSV" on Windows
+
+
+def _item(row: dict[str, Any], where: str) -> CommentIn:
+    cid = row.get("comment_id")
+    if cid is None or (isinstance(cid, str) and not cid.strip()):
+        raise FormatError(f"{where}: comment_id is missing or empty")
+    if isinstance(cid, (dict, list, bool)):
+        raise FormatError(f"{where}: comment_id must be a string or a number")
+    text = row.get("comment_text")
+    if text is not None and not isinstance(text, (str, int, float)):
+        raise FormatError(f"{where}: comment_text must be text")
+    qt = row.get("question_type")
+    qt = None if qt is None or (isinstance(qt, str) and not qt.strip()) else str(qt).strip()
+    if qt is not None and qt not in QUESTION_TYPES:
+        raise FormatError(f"{where}: question_type {qt!r} is not one of {', '.join(QUESTION_TYPES)}")
+    cid_s = str(cid).strip()
+    if len(cid_s) > 256:
+        raise FormatError(f"{where}: comment_id longer than 256 characters")
+    return CommentIn(comment_id=cid_s, comment_text=None if text is None else str(text),
+                     question_type=qt)  # type: ignore[arg-type]
+
+
+def _read_csv(text: str) -> list[CommentIn]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise FormatError("the file is empty") from None
+    except csv.Error as exc:
+        raise FormatError(f"not a readable CSV: {exc}") from None
+    cols = [h.strip().lower().replace(" ", "_") for h in header]
+    missing = [c for c in ("comment_id", "comment_text") if c not in cols]
+    if missing:
+        raise FormatError(f"CSV header lacks column(s) {missing}; found {header}")
+    items: list[CommentIn] = []
+    try:
+        for n, row in enumerate(reader, start=2):
+            if not any(cell.strip() for cell in row):
+                continue  # blank line
+            if len(row) > len(cols):
+                raise FormatError(f"line {n}: {len(row)} fields but the header has {len(cols)}")
+            items.append(_item(dict(zip(cols, row)), f"line {n}"))
+    except csv.Error as exc:
+        raise FormatError(f"not a readable CSV: {exc}") from None
+    return items
+
+
+def _objects(rows: Iterable[Any], what: str) -> list[CommentIn]:
+    items: list[CommentIn] = []
+    for n, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise FormatError(f"{what} {n}: expected an object with comment_id and comment_text")
+        if "comment_text" not in row:
+            raise FormatError(f"{what} {n}: no comment_text key")
+        items.append(_item(row, f"{what} {n}"))
+    return items
+
+
+def _read_json(text: str) -> list[CommentIn]:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"not valid JSON: {exc}") from None
+    if isinstance(doc, dict) and isinstance(doc.get("items"), list):
+        doc = doc["items"]
+    if not isinstance(doc, list):
+        raise FormatError("a JSON file must be a list of {comment_id, comment_text} objects")
+    return _objects(doc, "item")
+
+
+def _read_jsonl(text: str) -> list[CommentIn]:
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise FormatError(f"line {n}: not valid JSON: {exc}") from None
+    return _objects(rows, "line")
+
+
+def read_items(data: bytes, family: Family, max_text_chars: int | None = None) -> list[CommentIn]:
+    """Comments in the file; FormatError says why when it cannot be used as a whole."""
+    try:
+        text = _decode(data)
+    except UnicodeDecodeError:
+        raise FormatError("the file is not UTF-8 (or Windows-1252) text") from None
+    reader = {"csv": _read_csv, "json": _read_json, "jsonl": _read_jsonl}[family]
+    items = reader(text)
+    if not items:
+        raise FormatError("no comments in the file")
+    dups = [i for i, n in Counter(i.comment_id for i in items).items() if n > 1]
+    if dups:
+        raise FormatError(f"comment_id must be unique; repeated: {_named(dups)}")
+    if max_text_chars is not None:
+        long_ = [i.comment_id for i in items if len(i.comment_text or "") > max_text_chars]
+        if long_:
+            raise FormatError(
+                f"comment_text longer than {max_text_chars} characters for comment_id {_named(long_)}"
+            )
+    return items
+
+
+def _row(p: Prediction) -> dict[str, Any]:
+    return {
+        "comment_id": p.comment_id,
+        "labels": list(p.labels),
+        "sentiment": p.sentiment.model_dump() if p.sentiment else None,
+    }
+
+
+def write_results(predictions: list[Prediction], family: Family) -> bytes:
+    """Results as bytes in the same family as the input: id, labels, sentiment (no text)."""
+    if family == "json":
+        return json.dumps([_row(p) for p in predictions], ensure_ascii=False, indent=1).encode()
+    if family == "jsonl":
+        return "".join(json.dumps(_row(p), ensure_ascii=False) + "\n" for p in predictions).encode()
+    out = io.StringIO(newline="")
+    w = csv.writer(out)
+    w.writerow(["comment_id", "labels", "sentiment", "sentiment_label"])
+    for p in predictions:
+        s = p.sentiment
+        w.writerow([p.comment_id, LABEL_SEPARATOR.join(p.labels),
+                    s.score if s else "", s.label if s else ""])
+    return out.getvalue().encode("utf-8")

@@ -1,0 +1,160 @@
+"""Process S3 events for the drop folder: `inbox/<name>` -> `outbox/<name>` or `failed/<name>`.
+
+Order of writes keeps every file safe: results (or the failed copy and its report) are written
+BEFORE the inbox object is deleted, so a crash at any point leaves the input in place and a
+retry finishes the job. A repeated event whose inbox object is gone and whose result exists is
+reported as already done. Faults that are not the file's (S3 down, a model error) are raised,
+so Lambda retries; the file stays in the inbox.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal
+from urllib.parse import unquote_plus
+
+from botocore.exceptions import ClientError
+
+from twolane.contract import Prediction
+from twolane.dropfolder.formats import CONTENT_TYPES, FormatError, family_of, read_items, write_results
+from twolane.settings import Settings, get_settings
+
+log = logging.getLogger("twolane.dropfolder")
+
+INBOX, OUTBOX, FAILED = "inbox/", "outbox/", "failed/"
+CHUNK = 1000  # comments per predictor call
+
+Status = Literal["done", "failed", "already_done", "missing", "ignored"]
+
+
+@dataclass
+class Outcome:
+    key: str
+    status: Status
+    detail: str = ""
+    result_key: str | None = None
+    comments: int = 0
+
+
+def s3_objects(event: dict[str, Any]) -> list[tuple[str, str]]:
+    """(bucket, key) of every object-created record; keys arrive URL-encoded from S3."""
+    out = []
+    for rec in event.get("Records") or []:
+        if not str(rec.get("eventName", "ObjectCreated")).startswith("ObjectCreated"):
+            continue
+        s3 = rec.get("s3") or {}
+        bucket = (s3.get("bucket") or {}).get("name")
+        key = (s3.get("object") or {}).get("key")
+        if bucket and key:
+            out.append((bucket, unquote_plus(key)))
+    return out
+
+
+def result_key(key: str) -> str:
+    """inbox/a/b.csv -> outbox/a/b.csv (same stem, same format family)."""
+    return OUTBOX + key[len(INBOX):]
+
+
+def failed_keys(key: str) -> tuple[str, str]:
+    rel = key[len(INBOX):]
+    return FAILED + rel, FAILED + rel + ".error.json"
+
+
+def label(predictor: Any, items: list[Any]) -> list[Prediction]:
+    preds: list[Prediction] = []
+    for i in range(0, len(items), CHUNK):
+        chunk = items[i : i + CHUNK]
+        qts = [c.question_type for c in chunk]
+        preds.extend(predictor.predict(
+            [c.comment_text for c in chunk],
+            question_types=qts if any(q is not None for q in qts) else None,
+            ids=[c.comment_id for c in chunk],
+        ))
+    return preds
+
+
+def _exists(s3: Any, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        return True
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+
+
+def _move_to_failed(s3: Any, bucket: str, key: str, reason: str, size: int | None) -> Outcome:
+    failed_key, report_key = failed_keys(key)
+    s3.copy_object(Bucket=bucket, Key=failed_key, CopySource={"Bucket": bucket, "Key": key})
+    report = {
+        "source_key": key,
+        "failed_key": failed_key,
+        "error": reason,
+        "size_bytes": size,
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "help": "Fix the file and put it in inbox/ again. Expected: CSV with comment_id and "
+                "comment_text columns (question_type optional), a JSON list of such objects, "
+                "or JSONL.",
+    }
+    s3.put_object(Bucket=bucket, Key=report_key, Body=json.dumps(report, indent=1).encode(),
+                  ContentType="application/json")
+    s3.delete_object(Bucket=bucket, Key=key)
+    log.warning("moved %s to %s: %s", key, failed_key, reason)
+    return Outcome(key, "failed", reason, failed_key)
+
+
+def process_object(s3: Any, bucket: str, key: str, predictor: Any,
+                   settings: Settings | None = None) -> Outcome:
+    """Label one inbox object and move it on. Idempotent: safe to call twice for the same key."""
+    settings = settings or get_settings()
+    if not key.startswith(INBOX) or key.endswith("/") or key == INBOX:
+        return Outcome(key, "ignored", "not a file under inbox/")
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            raise
+        out_key = result_key(key)
+        for done_key in (out_key, failed_keys(key)[1]):
+            if _exists(s3, bucket, done_key):
+                return Outcome(key, "already_done", "event repeated; result exists", done_key)
+        return Outcome(key, "missing", "the inbox object is gone and no result exists")
+    size = int(head.get("ContentLength", 0))
+    try:
+        family = family_of(key)
+    except FormatError as exc:
+        return _move_to_failed(s3, bucket, key, str(exc), size)
+    if size > settings.dropfolder_max_bytes:
+        return _move_to_failed(
+            s3, bucket, key,
+            f"file is {size} bytes; the limit is {settings.dropfolder_max_bytes} bytes. "
+            "Split it into smaller files.", size)
+    data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    try:
+        items = read_items(data, family, settings.max_text_chars)
+    except FormatError as exc:
+        return _move_to_failed(s3, bucket, key, str(exc), size)
+    preds = label(predictor, items)
+    out_key = result_key(key)
+    s3.put_object(
+        Bucket=bucket, Key=out_key, Body=write_results(preds, family),
+        ContentType=CONTENT_TYPES[family],
+        Metadata={"model-version": str(predictor.version), "comments": str(len(preds))},
+    )
+    s3.delete_object(Bucket=bucket, Key=key)  # only after the result is safely written
+    log.info("labelled %d comments: %s -> %s", len(preds), key, out_key)
+    return Outcome(key, "done", f"{len(preds)} comments labelled", out_key, len(preds))
+
+
+def process_event(event: dict[str, Any], predictor: Any, s3: Any = None,
+                  settings: Settings | None = None) -> dict[str, Any]:
+    """Handle an S3 event (any number of records). Returns a summary of what happened."""
+    if s3 is None:
+        from twolane.aws import client
+
+        s3 = client("s3")
+    outcomes = [process_object(s3, b, k, predictor, settings) for b, k in s3_objects(event)]
+    return {"outcomes": [asdict(o) for o in outcomes]}

@@ -1,0 +1,259 @@
+"""The local stack, offline: the instant-lane API (uvicorn), S3 (moto server on 127.0.0.1), the
+drop folder (a watcher feeding the Lambda's own processing code real-shaped S3 events) and,
+when asked, the batch lane. Also `serve` (the API alone) and `predict_file` (label one file).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from twolane.bundle import BundleError, resolve_bundle
+from twolane.settings import Settings, get_settings
+
+console = Console(highlight=False)
+log = logging.getLogger("twolane.local")
+
+EXAMPLE_CSV = (
+    "comment_id,comment_text,question_type\n"
+    "1,The nurses were kind and explained everything clearly,what_good\n"
+    "2,\"Waited four hours in A&E, and parking was impossible\",could_improve\n"
+    "3,n/a,nonspecific\n"
+)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def instant_bundle_path(bundle: Path | None = None, settings: Settings | None = None) -> Path:
+    s = settings or get_settings()
+    return resolve_bundle(bundle or s.instant_bundle or s.bundles, "instant")
+
+
+def load_predictor(bundle: Path | None = None) -> Any:
+    from twolane.predictor import InstantPredictor
+
+    return InstantPredictor.from_bundle(instant_bundle_path(bundle))
+
+
+def ensure_instant_bundle(settings: Settings) -> Path:
+    """The instant bundle; built from the packaged NHS data the first time (a few minutes, once)."""
+    try:
+        return instant_bundle_path(settings=settings)
+    except BundleError:
+        if settings.instant_bundle is not None:
+            raise  # a bundle was named explicitly: do not build somewhere else
+    console.print(
+        "[bold]No instant-lane model yet.[/] Building it from the NHS data in data/: this takes a "
+        "few minutes, once; later starts reuse it from " + str(settings.bundles) + "."
+    )
+    from model_build.instant import run
+
+    run(out=settings.bundles)
+    return instant_bundle_path(settings=settings)
+
+
+def _local_aws(endpoint: str) -> Settings:
+    """Point every AWS client in this process at moto, with dummy credentials."""
+    os.environ["TWOLANE_AWS_ENDPOINT_URL"] = endpoint
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    for k, v in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                 ("AWS_SESSION_TOKEN", "testing")):
+        os.environ[k] = v
+    os.environ.setdefault("AWS_DEFAULT_REGION", get_settings().aws_region)
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def _start_batch(settings: Settings) -> Any | None:
+    """The batch lane, if it can start; the instant lane runs either way."""
+    try:
+        from twolane.local.batch import start_batch_lane
+
+        return start_batch_lane(settings)
+    except Exception as exc:
+        log.warning("batch lane not started: %s", exc)
+        console.print(f"[yellow]Batch lane not started ({type(exc).__name__}: {exc}). "
+                      "The instant lane runs without it.[/]")
+        return None
+
+
+def _curl(port: int, settings: Settings) -> str:
+    key = f" -H 'x-api-key: {sorted(settings.api_key_set)[0]}'" if settings.api_key_set else ""
+    return (
+        f"curl -s http://127.0.0.1:{port}/v1/predict -H 'content-type: application/json'{key} \\\n"
+        "    -d '{\"items\": [{\"comment_id\": \"1\", \"comment_text\": "
+        "\"The nurses were kind but parking was awful\", \"question_type\": \"nonspecific\"}]}'"
+    )
+
+
+def _print_outcome(o: dict[str, Any]) -> None:
+    if o["status"] == "done":
+        console.print(f"[green]drop folder:[/] {o['key']} -> {o['result_key']} ({o['detail']})")
+    elif o["status"] == "failed":
+        console.print(f"[red]drop folder:[/] {o['key']} -> {o['result_key']}: {o['detail']}")
+
+
+def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
+       moto_port: int | None = None, dropbox: Path | None = Path("dropbox")) -> None:
+    """Run the local stack until Ctrl-C: API, local S3 + drop folder, and (if `batch`) the batch lane."""
+    import uvicorn
+    from moto.server import ThreadedMotoServer
+
+    from twolane.api.app import create_app
+    from twolane.aws import client
+    from twolane.local.watcher import DropFolderWatcher
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    settings = get_settings()
+    if not port_is_free(port, host):
+        raise SystemExit(f"port {port} on {host} is in use: pass another with --port")
+
+    bundle = ensure_instant_bundle(settings)
+    predictor = load_predictor(bundle)
+
+    mport = settings.moto_port if moto_port is None else moto_port
+    if not mport or not port_is_free(mport):
+        mport = 0  # any free port
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=mport, verbose=False)
+    moto.start()
+    mport = moto.get_host_and_port()[1]
+    settings = _local_aws(f"http://127.0.0.1:{mport}")
+    s3 = client("s3")
+    region = settings.aws_region
+    s3.create_bucket(Bucket=settings.bucket,
+                     **({} if region == "us-east-1" else
+                        {"CreateBucketConfiguration": {"LocationConstraint": region}}))
+    if dropbox is not None:
+        dropbox = dropbox.resolve()
+        dropbox.mkdir(parents=True, exist_ok=True)
+        if not (dropbox / "example.csv").exists():
+            (dropbox / "example.csv").write_text(EXAMPLE_CSV, encoding="utf-8")
+    watcher = DropFolderWatcher(s3, settings.bucket, predictor, settings, dropbox, _print_outcome)
+    watcher.start()
+
+    batch_handle = _start_batch(settings) if batch else None
+
+    server = uvicorn.Server(uvicorn.Config(create_app(predictor, settings), host=host, port=port,
+                                           log_level="warning"))
+    api = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    api.start()
+    while not server.started and api.is_alive():
+        time.sleep(0.05)
+
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        if not server.started:
+            raise SystemExit(f"the API did not start on {host}:{port}")
+        _banner(host, port, mport, settings, predictor.version, dropbox, batch, batch_handle)
+        while not stop.is_set() and api.is_alive():
+            stop.wait(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("Stopping...")
+        server.should_exit = True
+        api.join(10)
+        watcher.stop()
+        if batch_handle is not None:
+            try:
+                batch_handle.stop()
+            except Exception as exc:
+                console.print(f"[yellow]batch lane did not stop cleanly: {exc}[/]")
+        moto.stop()
+        console.print("Stopped.")
+
+
+def _banner(host: str, port: int, mport: int, settings: Settings, version: str,
+            dropbox: Path | None, batch: bool, batch_handle: Any) -> None:
+    b = settings.bucket
+    here = Path.cwd()
+    shown = (dropbox.relative_to(here) if dropbox and dropbox.is_relative_to(here) else dropbox)
+    lines = [
+        "",
+        f"[bold green]twolane is running[/] (instant model {version})",
+        "",
+        f"  API          http://{host}:{port}   (docs: http://{host}:{port}/docs)",
+        f"  Local S3     http://127.0.0.1:{mport}   bucket {b} (moto; in memory, gone on stop)",
+    ]
+    if shown is not None:
+        lines.append(f"  Drop folder  put files in {shown}/inbox/  ->  results in {shown}/outbox/ "
+                     f"(bad files: {shown}/failed/)")
+    else:
+        lines.append(f"  Drop folder  s3://{b}/inbox/  ->  s3://{b}/outbox/")
+    state = ("starting in the background" if batch_handle is not None else
+             "not running (see the warning above)") if batch else "off (--no-batch)"
+    lines += [
+        f"  Batch lane   {state}",
+        "",
+        "[bold]Label a comment:[/]",
+        "  " + _curl(port, settings),
+        "",
+        "[bold]Label a file[/] (CSV with comment_id, comment_text[, question_type]; or JSON / JSONL):",
+    ]
+    if shown is not None:
+        lines.append(f"  cp {shown}/example.csv {shown}/inbox/    # results appear in "
+                     f"{shown}/outbox/example.csv")
+    lines += [
+        f"  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing aws --endpoint-url "
+        f"http://127.0.0.1:{mport} s3 cp {shown or '.'}/example.csv s3://{b}/inbox/",
+        "",
+        "Press Ctrl-C to stop.",
+    ]
+    for line in lines:
+        console.print(line, soft_wrap=True)
+
+
+def serve(bundle: Path | None = None, port: int = 8000, host: str = "127.0.0.1") -> None:
+    """The API alone, on a given bundle (default: the newest under the settings' bundles root)."""
+    import uvicorn
+
+    from twolane.api.app import create_app
+
+    predictor = load_predictor(bundle)
+    console.print(f"Serving instant model {predictor.version} on http://{host}:{port} "
+                  f"(docs: http://{host}:{port}/docs)")
+    uvicorn.run(create_app(predictor), host=host, port=port, log_level="info")
+
+
+def predict_file(file: Path, out: Path | None = None, bundle: Path | None = None) -> Path:
+    """Label a CSV / JSON / JSONL file in one go (the drop folder's formats); returns the result path."""
+    from twolane.dropfolder.formats import FormatError, family_of, read_items, write_results
+    from twolane.dropfolder.process import label
+
+    file = Path(file)
+    try:
+        family = family_of(file.name)
+        items = read_items(file.read_bytes(), family, get_settings().max_text_chars)
+    except (FormatError, OSError) as exc:
+        console.print(f"[red]Cannot label {file}: {exc}[/]")
+        raise SystemExit(1) from None
+    predictor = load_predictor(bundle)
+    preds = label(predictor, items)
+    out = Path(out) if out else file.with_name(f"{file.stem}.labels{file.suffix}")
+    out.write_bytes(write_results(preds, family))
+    console.print(f"Labelled {len(preds)} comments with instant model {predictor.version}: {out}")
+    return out

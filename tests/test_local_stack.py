@@ -1,0 +1,110 @@
+"""The local stack end to end: `up` in a subprocess on free ports (no batch lane), a real HTTP
+request, a file through moto's S3 inbox and one through the local ./dropbox folder, clean stop."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+
+from twolane.local.stack import free_port, predict_file
+from twolane.text import LABELLING_NOT_POSSIBLE
+
+REPO = Path(__file__).resolve().parent.parent
+CSV = (b"comment_id,comment_text,question_type\n"
+       b"1,The nurses were kind and explained everything clearly,what_good\n"
+       b"2,n/a,nonspecific\n")
+
+
+def wait_for(cond, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_up_serves_api_and_drop_folder(instant_bundle: Path, tmp_path: Path) -> None:
+    port, mport = free_port(), free_port()
+    env = dict(os.environ, TWOLANE_INSTANT_BUNDLE=str(instant_bundle), TWOLANE_POLL_SECONDS="0.2",
+               TWOLANE_BUCKET="stack-test", PYTHONUNBUFFERED="1")
+    for k in ("AWS_ENDPOINT_URL", "TWOLANE_AWS_ENDPOINT_URL", "TWOLANE_API_KEYS"):
+        env.pop(k, None)
+    code = f"from twolane.local.stack import up; up(port={port}, batch=False, moto_port={mport})"
+    log = tmp_path / "up.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"up exited: {log.read_text()}")
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, 60, "the API")
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json={"items": [
+            {"comment_id": "x", "comment_text": "Parking was awful"}]}, timeout=5)
+        assert r.status_code == 200 and r.json()["results"][0]["comment_id"] == "x"
+
+        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{mport}", region_name="eu-west-2",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        s3.put_object(Bucket="stack-test", Key="inbox/from s3.csv", Body=CSV)
+
+        def result() -> bytes | None:
+            try:
+                return s3.get_object(Bucket="stack-test", Key="outbox/from s3.csv")["Body"].read()
+            except s3.exceptions.NoSuchKey:
+                return None
+
+        rows = list(csv.DictReader(io.StringIO(wait_for(result, 20, "outbox result").decode())))
+        assert [r["comment_id"] for r in rows] == ["1", "2"]
+        assert rows[1]["labels"] == LABELLING_NOT_POSSIBLE
+        assert "inbox/from s3.csv" not in {o["Key"] for o in
+                                           s3.list_objects_v2(Bucket="stack-test").get("Contents", [])}
+
+        # The local folder: the example file the stack writes, dropped into ./dropbox/inbox/.
+        example = tmp_path / "dropbox" / "example.csv"
+        assert example.is_file()
+        (tmp_path / "dropbox" / "inbox" / "mine.csv").write_bytes(example.read_bytes())
+        local = tmp_path / "dropbox" / "outbox" / "mine.csv"
+        wait_for(local.is_file, 20, "dropbox/outbox/mine.csv")
+        assert not (tmp_path / "dropbox" / "inbox" / "mine.csv").exists()
+        assert local.read_text().startswith("comment_id,labels,sentiment,sentiment_label")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    text = log.read_text()
+    assert rc == 0, text
+    assert "twolane is running" in text and f"http://127.0.0.1:{port}/v1/predict" in text
+    assert "Stopped." in text
+
+
+def test_predict_file(instant_bundle: Path, tmp_path: Path) -> None:
+    src = tmp_path / "comments.csv"
+    src.write_bytes(CSV)
+    out = predict_file(src, bundle=instant_bundle)
+    assert out == tmp_path / "comments.labels.csv"
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [r["comment_id"] for r in rows] == ["1", "2"]
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"id,text\n1,x\n")
+    with pytest.raises(SystemExit):
+        predict_file(bad, bundle=instant_bundle)

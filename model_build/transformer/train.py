@@ -1,0 +1,203 @@
+"""Fine-tune the encoder (multilabel BCE with positive-class weights + sentiment CE), predict,
+and tune per-label thresholds and the ensemble weight on a validation fold."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from model_build.transformer.export import macro_f1
+from model_build.transformer.model import EncoderClassifier
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 6
+    batch_size: int = 32
+    encoder_lr: float = 1.5e-4
+    head_lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.06  # share of steps
+    sentiment_weight: float = 0.5  # loss = BCE + w * CE
+    pos_weight_power: float = 0.5  # pos_weight = (neg/pos) ** power, capped
+    pos_weight_cap: float = 30.0
+    max_minutes: float | None = None  # wall-clock budget for training; epochs are cut to fit
+    seed: int = 42
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Batches of similar length (sorted with a little noise), in shuffled order."""
+    noisy = np.asarray(lengths, dtype=float) + rng.uniform(0, 3, len(lengths))
+    order = np.argsort(noisy, kind="stable")
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(x) for x in ids)
+    inp = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for r, x in enumerate(ids):
+        inp[r, :len(x)] = torch.tensor(x, dtype=torch.long)
+        mask[r, :len(x)] = 1
+    return inp, mask
+
+
+def pos_weights(Y: np.ndarray, power: float, cap: float) -> torch.Tensor:
+    pos = Y.sum(0).astype(float)
+    neg = len(Y) - pos
+    w = np.where(pos > 0, (neg / np.maximum(pos, 1)) ** power, 1.0)
+    return torch.tensor(np.clip(w, 1.0, cap), dtype=torch.float32)
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train(model: EncoderClassifier, ids: list[list[int]], Y: np.ndarray, sentiment: np.ndarray,
+          cfg: TrainConfig, pad_id: int, on_step: Callable[[int, int, float], None] | None = None,
+          max_steps: int | None = None) -> dict:
+    """Train in place. on_step(step, total_steps, loss). Returns a summary (losses, time, epochs)."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    dev = device()
+    model.to(dev).train()
+    enc_params = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
+    head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    opt = torch.optim.AdamW([{"params": enc_params, "lr": cfg.encoder_lr},
+                             {"params": head_params, "lr": cfg.head_lr}], weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(ids) / cfg.batch_size)
+    plan = {"epochs": cfg.epochs, "total": steps_per_epoch * cfg.epochs}
+    if max_steps is not None:
+        plan["total"] = min(plan["total"], max_steps)
+
+    def lr_lambda(step: int) -> float:
+        warm = max(1, int(cfg.warmup * plan["total"]))
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (plan["total"] - step) / max(1, plan["total"] - warm))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    bce = nn.BCEWithLogitsLoss(pos_weight=pos_weights(Y, cfg.pos_weight_power, cfg.pos_weight_cap).to(dev))
+    ce = nn.CrossEntropyLoss(ignore_index=-1)
+    Yt = torch.tensor(Y, dtype=torch.float32)
+    St = torch.tensor(sentiment, dtype=torch.long)
+    lengths = [len(x) for x in ids]
+    losses: list[float] = []
+    epoch_losses: list[float] = []
+    start = time.monotonic()
+    step = 0
+    epoch = 0
+    stopped = None
+    while epoch < plan["epochs"] and step < plan["total"]:
+        running, count = 0.0, 0
+        for b in length_batches(lengths, cfg.batch_size, rng):
+            if step >= plan["total"]:
+                break
+            inp, mask = collate([ids[i] for i in b], pad_id)
+            label_logits, sent_logits = model(inp.to(dev), mask.to(dev))
+            loss = bce(label_logits, Yt[b].to(dev))
+            sb = St[b].to(dev)
+            if (sb >= 0).any():
+                loss = loss + cfg.sentiment_weight * ce(sent_logits, sb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            loss_value = loss.item()
+            losses.append(loss_value)
+            running += loss_value
+            count += 1
+            if on_step:
+                on_step(step, plan["total"], loss_value)
+        epoch += 1
+        epoch_losses.append(running / max(count, 1))
+        elapsed = time.monotonic() - start
+        if cfg.max_minutes and epoch < plan["epochs"]:
+            per_epoch = elapsed / epoch
+            fits = int((cfg.max_minutes * 60) // per_epoch)
+            if fits < plan["epochs"]:  # re-plan: fewer epochs, schedule decays to zero by then
+                plan["epochs"] = max(epoch, fits)
+                plan["total"] = min(plan["total"], steps_per_epoch * plan["epochs"])
+                stopped = f"time budget {cfg.max_minutes} min: {plan['epochs']} of {cfg.epochs} epochs"
+    model.eval()
+    return {"steps": step, "epochs_run": epoch, "epoch_losses": epoch_losses, "losses": losses,
+            "seconds": round(time.monotonic() - start, 1), "budget_note": stopped, "device": str(dev)}
+
+
+@torch.no_grad()
+def predict(model: EncoderClassifier, ids: list[list[int]], pad_id: int, batch_size: int = 64
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(sigmoid label probabilities, softmax sentiment probabilities), in input order."""
+    dev = device()
+    model.to(dev).eval()
+    n_l = model.label_head.out_features
+    n_s = model.sentiment_head.out_features
+    lab = np.zeros((len(ids), n_l), np.float32)
+    sen = np.zeros((len(ids), n_s), np.float32)
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    for i in range(0, len(order), batch_size):
+        b = order[i:i + batch_size]
+        inp, mask = collate([ids[j] for j in b], pad_id)
+        ll, sl = model(inp.to(dev), mask.to(dev))
+        lab[b] = torch.sigmoid(ll).float().cpu().numpy()
+        sen[b] = torch.softmax(sl, -1).float().cpu().numpy()
+    return lab, sen
+
+
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.025), 3)
+
+
+def f1_per_threshold(p: np.ndarray, y: np.ndarray, grid: np.ndarray = THRESHOLD_GRID) -> np.ndarray:
+    """F1 of one label at each threshold in grid."""
+    pred = p[None, :] >= grid[:, None]
+    tp = (pred & (y[None, :] == 1)).sum(1)
+    fp = (pred & (y[None, :] == 0)).sum(1)
+    fn = ((~pred) & (y[None, :] == 1)).sum(1)
+    return np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+
+
+def tune_thresholds(probs: np.ndarray, Y: np.ndarray, min_positives: int = 3) -> np.ndarray:
+    """Per-label threshold maximising that label's F1 on the validation fold. Labels with fewer
+    than min_positives there share one threshold tuned on all labels pooled."""
+    pooled = f1_per_threshold(probs.ravel(), Y.ravel())
+    shared = float(THRESHOLD_GRID[int(np.argmax(pooled))])
+    thr = np.full(Y.shape[1], shared, dtype=np.float32)
+    for j in range(Y.shape[1]):
+        if Y[:, j].sum() >= min_positives:
+            f = f1_per_threshold(probs[:, j], Y[:, j])
+            best = np.flatnonzero(f >= f.max() - 1e-9)
+            thr[j] = float(THRESHOLD_GRID[best[len(best) // 2]])  # middle of the best plateau
+    return thr
+
+
+def tune_ensemble(p_transformer: np.ndarray, p_instant: np.ndarray | None, Y: np.ndarray,
+                  weights: Sequence[float] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)) -> dict:
+    """Choose the transformer weight, per-label thresholds and the at-least-one-label rule by
+    validation macro-F1 (weight 1.0 = transformer alone)."""
+    from twolane.batch.predictor import decide
+
+    candidates = weights if p_instant is not None else (1.0,)
+    best: dict | None = None
+    for w in candidates:
+        p = p_transformer if p_instant is None else w * p_transformer + (1 - w) * p_instant
+        thr = tune_thresholds(p, Y)
+        for min_one in (False, True):
+            score = macro_f1(Y.astype(np.uint8), decide(p, thr, min_one))
+            if best is None or score > best["val_macro_f1"] + 1e-9:
+                best = {"weight_transformer": float(w), "thresholds": [float(t) for t in thr],
+                        "min_one_label": min_one, "val_macro_f1": float(score)}
+    assert best is not None
+    return best

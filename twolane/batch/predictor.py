@@ -1,0 +1,229 @@
+"""Batch-lane predictor: a fine-tuned encoder as ONNX (int8 on CPU, fp16 on CUDA).
+
+Serving imports only onnxruntime, tokenizers and numpy (cold start matters on a scale-to-zero
+endpoint). A batch is sorted by token length, padded per mini-batch and put back in input order.
+Multilabel probabilities are the manifest's weighted ensemble of the transformer and the instant
+lane when an instant bundle is available, the transformer alone otherwise; sentiment is the
+transformer's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from twolane.bundle import Manifest, read_manifest, resolve_bundle
+from twolane.contract import SENTIMENT_NAMES, Prediction, Sentiment
+from twolane.settings import get_settings
+from twolane.text import LABELLING_NOT_POSSIBLE, is_unlabellable, normalise
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILE = "tokenizer.json"
+INSTANT_DIR = "instant"  # the instant bundle the ensemble was tuned with, copied inside
+CPU_MODEL = "int8"
+GPU_MODEL = "fp16"
+DEFAULT_BATCH_SIZE = 32
+
+
+def _session(path: Path, providers: Sequence[str]):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    threads = get_settings().intra_op_threads
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
+
+
+def load_tokenizer(path: Path, max_length: int):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(path))
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_length)
+    return tok
+
+
+class OnnxEncoder:
+    """One exported encoder file + its tokenizer: texts in, (label probs, sentiment probs) out."""
+
+    def __init__(self, model_path: Path, tokenizer, providers: Sequence[str] = ("CPUExecutionProvider",),
+                 batch_size: int = DEFAULT_BATCH_SIZE):
+        self.session = _session(model_path, providers)
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.pad_id = tokenizer.token_to_id("[PAD]") or 0
+        self.input_names = {i.name for i in self.session.get_inputs()}
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+
+    def proba(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted by length, padded per mini-batch, returned in input order."""
+        ids = self.encode(texts)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        out_l: list[np.ndarray] = []
+        out_s: list[np.ndarray] = []
+        for start in range(0, len(order), self.batch_size):
+            chunk = [ids[i] for i in order[start:start + self.batch_size]]
+            width = max(len(x) for x in chunk)
+            inp = np.full((len(chunk), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(chunk), width), dtype=np.int64)
+            for r, x in enumerate(chunk):
+                inp[r, :len(x)] = x
+                mask[r, :len(x)] = 1
+            feeds = {"input_ids": inp, "attention_mask": mask}
+            if "token_type_ids" in self.input_names:
+                feeds["token_type_ids"] = np.zeros_like(inp)
+            lp, sp = self.session.run(["label_probs", "sentiment_probs"], feeds)
+            out_l.append(lp.astype(np.float32))
+            out_s.append(sp.astype(np.float32))
+        n = len(ids)
+        if n == 0:
+            return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
+        lab = np.concatenate(out_l)
+        sen = np.concatenate(out_s)
+        res_l = np.empty_like(lab)
+        res_s = np.empty_like(sen)
+        res_l[order] = lab
+        res_s[order] = sen
+        return res_l, res_s
+
+
+def decide(probs: np.ndarray, thresholds: np.ndarray, min_one_label: bool = False) -> np.ndarray:
+    """Labels (n x L, 0/1): probability >= the label's threshold. With min_one_label, a comment
+    with none gets the label whose probability is highest relative to its threshold."""
+    probs = np.asarray(probs, dtype=np.float32)
+    thr = np.asarray(thresholds, dtype=np.float32)
+    out = (probs >= thr).astype(np.uint8)
+    if min_one_label and out.size:
+        empty = out.sum(1) == 0
+        if empty.any():
+            best = np.argmax(probs[empty] / np.maximum(thr, 1e-6), axis=1)
+            out[np.flatnonzero(empty), best] = 1
+    return out
+
+
+def _cuda_available() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+class BatchPredictor:
+    """Loads a batch bundle once; `predict` labels comments (and scores sentiment)."""
+
+    def __init__(self, bundle_dir: Path, manifest: Manifest, encoder: OnnxEncoder, model_name: str,
+                 instant=None):
+        self.bundle_dir = bundle_dir
+        self.manifest = manifest
+        self.encoder = encoder
+        self.model_name = model_name
+        self.instant = instant
+        self.labels: list[str] = list(manifest.labels)
+        self.sentiment_classes: list[str] = list(manifest.sentiment_classes)
+        entry = manifest.models[model_name]
+        if instant is not None and manifest.ensemble:
+            self.weight = float(manifest.ensemble["weight_transformer"])
+            self.thresholds = np.asarray(manifest.ensemble["thresholds"], dtype=np.float32)
+            self.mode = "ensemble"
+            self.min_one_label = bool(manifest.ensemble.get("min_one_label", False))
+        else:
+            self.weight = 1.0
+            self.thresholds = np.asarray(entry.thresholds or [0.5] * len(self.labels), dtype=np.float32)
+            self.mode = "transformer"
+            self.min_one_label = bool(entry.extra.get("min_one_label", False))
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @classmethod
+    def from_bundle(cls, path: str | Path | None = None, providers: Sequence[str] | None = None,
+                    instant_bundle: str | Path | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                    use_instant: bool = True) -> "BatchPredictor":
+        """`path`: a batch bundle folder or a bundles root (default: settings).
+
+        providers: onnxruntime providers; default CUDA (fp16 model) when available, else CPU (int8).
+        instant_bundle: the instant bundle for the ensemble; default the copy inside the bundle.
+        """
+        s = get_settings()
+        bundle_dir = resolve_bundle(path or s.batch_bundle or s.bundles, "batch")
+        manifest = read_manifest(bundle_dir, verify=False)
+        if manifest.lane != "batch":
+            raise ValueError(f"{bundle_dir} is a {manifest.lane} bundle, not a batch bundle")
+        if providers is None:
+            providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if _cuda_available()
+                         else ["CPUExecutionProvider"])
+        gpu = "CUDAExecutionProvider" in providers
+        name = GPU_MODEL if gpu and GPU_MODEL in manifest.models else CPU_MODEL
+        entry = manifest.models[name]
+        max_length = int(manifest.config.get("max_length", 128))
+        tok = load_tokenizer(bundle_dir / manifest.config.get("tokenizer", TOKENIZER_FILE), max_length)
+        encoder = OnnxEncoder(bundle_dir / entry.file, tok, providers, batch_size)
+        instant = None
+        if use_instant and manifest.ensemble:
+            inst_path = Path(instant_bundle) if instant_bundle else bundle_dir / INSTANT_DIR
+            if (inst_path / "manifest.json").is_file() or instant_bundle:
+                from twolane.predictor import InstantPredictor
+
+                instant = InstantPredictor.from_bundle(inst_path)
+                tuned = manifest.ensemble.get("instant_version")
+                if tuned and instant.version != tuned:
+                    log.warning("instant bundle %s differs from the one the ensemble was tuned "
+                                "with (%s)", instant.version, tuned)
+                if list(instant.labels) != list(manifest.labels):
+                    raise ValueError("instant bundle labels differ from the batch bundle's")
+        return cls(bundle_dir, manifest, encoder, name, instant)
+
+    def probabilities(self, texts: Sequence[str], question_types: Sequence[str | None] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """(multilabel probabilities as served, sentiment probabilities) for labellable texts."""
+        lab, sen = self.encoder.proba(texts)
+        if self.instant is not None and len(texts):
+            inst = np.asarray(self.instant.predict_proba(list(texts), question_types), dtype=np.float32)
+            lab = self.weight * lab + (1.0 - self.weight) * inst
+        return lab, sen
+
+    def predict(self, texts: Sequence[object], question_types: Sequence[str | None] | None = None,
+                target: str = "ms", ids: Sequence[str] | None = None,
+                include_probabilities: bool = False) -> list[Prediction]:
+        """target: "m" labels only, "s" sentiment only, "ms" both. Output in input order."""
+        if target not in ("m", "s", "ms"):
+            raise ValueError(f"target must be m, s or ms, not {target!r}")
+        texts = [normalise(t) for t in texts]
+        ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(len(texts))]
+        if len(ids) != len(texts):
+            raise ValueError("ids and texts differ in length")
+        if question_types is not None and len(question_types) != len(texts):
+            raise ValueError("question_types and texts differ in length")
+        ok = [i for i, t in enumerate(texts) if not is_unlabellable(t)]
+        qts = [question_types[i] for i in ok] if question_types is not None else None
+        if "m" in target:
+            lab, sen = self.probabilities([texts[i] for i in ok], qts)
+        else:
+            lab, sen = self.encoder.proba([texts[i] for i in ok])
+        results: list[Prediction] = [
+            Prediction(comment_id=cid, labels=[LABELLING_NOT_POSSIBLE], sentiment=None)
+            for cid in ids
+        ]
+        for row, i in enumerate(ok):
+            labels: list[str] = []
+            probs = None
+            if "m" in target:
+                chosen = decide(lab[row:row + 1], self.thresholds, self.min_one_label)[0]
+                labels = [self.labels[j] for j in np.flatnonzero(chosen)]
+                if include_probabilities:
+                    probs = {self.labels[j]: round(float(lab[row, j]), 4) for j in range(len(self.labels))}
+            sentiment = None
+            if "s" in target:
+                score = int(self.sentiment_classes[int(np.argmax(sen[row]))])
+                sentiment = Sentiment(score=score, label=SENTIMENT_NAMES[score])
+            results[i] = Prediction(comment_id=ids[i], labels=labels, sentiment=sentiment,
+                                    probabilities=probs)
+        return results

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,23 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = None
     aws_region: str = "eu-west-2"
     bucket: str = "twolane-local"
+
+    # Batch lane (async jobs). On AWS: invoker "sagemaker" and the endpoint names; locally:
+    # invoker "local" (an SQS queue in moto drained by twolane.batch.runner).
+    batch_invoker: Literal["local", "sagemaker"] = "local"
+    batch_endpoint: str = "twolane-batch"  # classifier endpoint (ONNX image)
+    summary_endpoint: str = "twolane-llm"  # text-generation endpoint (torch/LMI image)
+    max_job_items: int = Field(50_000, ge=1)  # items per job (POST /v1/jobs, /v1/summaries)
+    batch_max_concurrency: int = Field(2, ge=1)  # MaxConcurrentInvocationsPerInstance
+    batch_idle_seconds: float = Field(120.0, gt=0)  # local runner: stop the container after
+    batch_max_attempts: int = Field(2, ge=1)  # local runner: tries per invocation
+    batch_invocation_timeout_s: float = Field(900.0, gt=0)
+    batch_queue: str = "twolane-batch-invocations"  # local stand-in for SageMaker's queue
+    batch_success_topic: str = "twolane-batch-success"
+    batch_error_topic: str = "twolane-batch-error"
+    batch_notification_queue: str = "twolane-batch-notifications"
+    generation_model: str | None = None  # causal LM id or path for summaries
+    state_dir: Path = REPO_ROOT / ".twolane"  # local logs and pid files
 
     @property
     def api_key_set(self) -> frozenset[str]:

@@ -1,0 +1,1 @@
+"""Lambda: completes batch-lane jobs from SageMaker async SNS notifications."""

@@ -1,0 +1,280 @@
+"""The batch-lane serving process: the SageMaker hosting contract on one small HTTP server.
+
+    GET  /ping         200 once the model is loaded (SageMaker's health check)
+    POST /invocations  JSON in, JSON out (real-time and async endpoints call the same route)
+
+Run as a file, never imported as `sagemaker` (that name is the AWS SDK's):
+    SM_MODEL_DIR=bundles/batch/<version> python sagemaker/serve.py
+
+Environment (SageMaker's names where it has one):
+    SM_MODEL_DIR                     model folder (default /opt/ml/model): the batch bundle at
+                                     its root, the instant bundle in instant/ (for the ensemble)
+    TWOLANE_INSTANT_BUNDLE           instant bundle when there is no instant/ in SM_MODEL_DIR
+    SAGEMAKER_BIND_TO_PORT           port (default 8080); host 0.0.0.0 (TWOLANE_SERVE_HOST)
+    SAGEMAKER_MODEL_SERVER_WORKERS   invocations served at once (default 2); more wait
+    TWOLANE_ONNX_PROVIDERS           e.g. "CPUExecutionProvider" (default: CUDA when present)
+    TWOLANE_GENERATION_MODEL         causal LM (path) for "target": "summary"; default
+                                     SM_MODEL_DIR/generation when that folder exists
+    TWOLANE_SERVE_DELAY_S            fault injection for tests: sleep before each invocation
+
+Body: {"items": [{"comment_id", "comment_text", "question_type"}...], "target": "m"|"s"|"ms",
+"include_probabilities": false} (twolane.contract.JobRequest), or a plain list of items
+(target "ms"), or {"items": [...], "target": "summary", "instruction": "...",
+"max_new_tokens": 200}. Answer: {"model_version", "target", "results": [{comment_id, labels,
+sentiment}]} or {"model_version", "target": "summary", "items", "items_used", "summary"};
+never the comment text. A bad body gets 400 (not JSON) / 415 / 422 with a reason.
+
+The same functions serve an AWS deep-learning container (the file is packed as
+code/inference.py): model_fn, input_fn, predict_fn, output_fn.
+
+Why http.server: only the standard library, so the process imports onnxruntime, tokenizers,
+numpy and pydantic and nothing else; a ThreadingHTTPServer answers /ping while an invocation
+runs, and onnxruntime releases the GIL during inference.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+T_START = time.perf_counter()
+log = logging.getLogger("twolane.serve")
+
+MAX_BODY_BYTES = 100 * 1024 * 1024
+
+try:  # installed (our image, the venv) or vendored next to this file (code/ in model.tar.gz)
+    import twolane  # noqa: F401
+except ImportError:  # a bare checkout: the repository root
+    sys.path.append(str(Path(__file__).resolve().parent.parent))
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def instant_bundle_for(model_dir: Path) -> Path | None:
+    """The instant bundle for the ensemble: instant/ inside the model folder (model.tar.gz),
+    else TWOLANE_INSTANT_BUNDLE (a bundle or a bundles root; the local runner sets it)."""
+    inside = model_dir / "instant"
+    if (inside / "manifest.json").is_file():
+        return inside
+    env = os.environ.get("TWOLANE_INSTANT_BUNDLE")
+    if env:
+        from twolane.bundle import resolve_bundle
+
+        return resolve_bundle(env, "instant")
+    return None
+
+
+@dataclass
+class Classify:
+    request: Any  # twolane.contract.JobRequest
+    include_probabilities: bool = False
+
+    @property
+    def items(self) -> list[Any]:
+        return self.request.items
+
+
+class Model:
+    """The loaded classifier, plus the text generator (loaded on the first summary)."""
+
+    def __init__(self, model_dir: Path):
+        from twolane.batch.predictor import BatchPredictor
+
+        providers = os.environ.get("TWOLANE_ONNX_PROVIDERS")
+        self.model_dir = model_dir
+        self.predictor = BatchPredictor.from_bundle(
+            model_dir,
+            providers=[p.strip() for p in providers.split(",")] if providers else None,
+            instant_bundle=instant_bundle_for(model_dir),
+        )
+        self._generator: Any = None
+        self._gen_lock = threading.Lock()
+
+    def generation_source(self) -> str | None:
+        src = os.environ.get("TWOLANE_GENERATION_MODEL")
+        if src:
+            return src
+        local = self.model_dir / "generation"
+        return str(local) if (local / "config.json").is_file() else None
+
+    def generator(self) -> Any:
+        with self._gen_lock:
+            if self._generator is None:
+                src = self.generation_source()
+                if src is None:
+                    raise BadRequest(422, "this endpoint serves no text-generation model "
+                                          "(set TWOLANE_GENERATION_MODEL)")
+                from twolane.batch.generate import Generator
+
+                self._generator = Generator.from_pretrained(src)
+            return self._generator
+
+
+# The four SageMaker inference-toolkit functions.
+
+def model_fn(model_dir: str | os.PathLike[str]) -> Model:
+    return Model(Path(model_dir))
+
+
+def input_fn(body: bytes | str, content_type: str | None = "application/json") -> Any:
+    """Parse and validate the body: a JobRequest, a SummaryRequest (+ target) or a list of items."""
+    from pydantic import ValidationError
+
+    from twolane.contract import JobRequest
+    from twolane.jobs.schemas import SummaryRequest
+
+    ctype = (content_type or "application/json").split(";")[0].strip().lower()
+    if ctype not in ("application/json", "application/x-json", "*/*", ""):
+        raise BadRequest(415, f"content type {ctype!r} is not supported; send application/json")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(400, f"body is not valid JSON: {exc}") from exc
+    if isinstance(data, list):
+        data = {"items": data}
+    if not isinstance(data, dict):
+        raise BadRequest(422, "body must be a JSON object with 'items', or a list of items")
+    try:
+        if data.get("target") == "summary":
+            req: Any = SummaryRequest.model_validate({k: v for k, v in data.items() if k != "target"})
+        else:
+            include = data.pop("include_probabilities", False)
+            if not isinstance(include, bool):
+                raise BadRequest(422, "include_probabilities must be true or false")
+            req = Classify(JobRequest.model_validate(data), include)
+    except ValidationError as exc:
+        first = exc.errors()[:5]
+        reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in first)
+        raise BadRequest(422, f"invalid request: {reasons}") from exc
+    if not req.items:
+        raise BadRequest(422, "no comments: send at least one item")
+    return req
+
+
+def predict_fn(req: Any, model: Model) -> dict[str, Any]:
+    delay = float(os.environ.get("TWOLANE_SERVE_DELAY_S", "0") or 0)
+    if delay:
+        time.sleep(delay)
+    texts = [i.comment_text for i in req.items]
+    if isinstance(req, Classify):
+        qtypes = [i.question_type for i in req.items]
+        results = model.predictor.predict(
+            texts,
+            question_types=qtypes if any(q is not None for q in qtypes) else None,
+            target=req.request.target,
+            ids=[i.comment_id for i in req.items],
+            include_probabilities=req.include_probabilities,
+        )
+        return {"model_version": model.predictor.version, "target": req.request.target,
+                "results": [r.model_dump(mode="json") for r in results]}
+    gen = model.generator()
+    summary, used = gen.summarise(texts, req.instruction, req.max_new_tokens)
+    return {"model_version": gen.version, "target": "summary", "items": len(texts),
+            "items_used": used, "summary": summary}
+
+
+def output_fn(prediction: dict[str, Any], accept: str | None = "application/json") -> bytes:
+    return json.dumps(prediction, separators=(",", ":")).encode("utf-8")
+
+
+# The HTTP server.
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "twolane-batch/1"
+    protocol_version = "HTTP/1.1"
+    model: Model | None = None
+    slots: threading.BoundedSemaphore
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # one line per request, to stderr
+        log.info("%s %s", self.address_string(), fmt % args)
+
+    def _send(self, status: int, payload: bytes, ctype: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _error(self, status: int, reason: str) -> None:
+        self._send(status, json.dumps({"error": reason}).encode())
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0] == "/ping":
+            if self.model is None:
+                self._error(503, "model not loaded")
+            else:
+                self._send(200, b'{"status":"ok"}')
+        else:
+            self._error(404, f"no route {self.path}; use GET /ping or POST /invocations")
+
+    def do_POST(self) -> None:
+        if self.path.split("?")[0] != "/invocations":
+            self._error(404, f"no route {self.path}; use POST /invocations")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length <= 0:
+            self._error(400, "empty body: send JSON with 'items'")
+            return
+        if length > MAX_BODY_BYTES:
+            self._error(413, f"body of {length} bytes is over the {MAX_BODY_BYTES} byte limit")
+            return
+        body = self.rfile.read(length)
+        if self.model is None:
+            self._error(503, "model not loaded")
+            return
+        try:
+            req = input_fn(body, self.headers.get("Content-Type"))
+            with self.slots:
+                out = predict_fn(req, self.model)
+            self._send(200, output_fn(out, self.headers.get("Accept")))
+        except BadRequest as exc:
+            self._error(exc.status, exc.reason)
+        except Exception as exc:  # a real fault: say what, keep serving
+            log.exception("invocation failed")
+            self._error(500, f"{type(exc).__name__}: {exc}")
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("TWOLANE_LOG_LEVEL", "INFO"), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    model_dir = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
+    port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
+    host = os.environ.get("TWOLANE_SERVE_HOST", "0.0.0.0")
+    workers = max(1, int(os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS", "2") or 2))
+
+    Handler.slots = threading.BoundedSemaphore(workers)
+    Handler.model = model_fn(model_dir)
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("model %s loaded from %s; serving on %s:%d (%d workers) %.3f s after start",
+             Handler.model.predictor.version, model_dir, host, port, workers,
+             time.perf_counter() - T_START)
+    server.serve_forever(poll_interval=0.2)
+    server.server_close()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] not in ("serve",):  # SageMaker runs `<image> serve`
+        sys.exit(f"usage: {sys.argv[0]} [serve]")
+    main()

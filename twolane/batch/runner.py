@@ -1,0 +1,454 @@
+"""SageMaker asynchronous-inference semantics on this machine, around the real container process.
+
+What SageMaker does for an async endpoint, and how this runner does the same locally:
+
+* queue: `invoke_endpoint_async` enqueues {InputLocation, InferenceId}; locally
+  `twolane.jobs.invoker.LocalInvoker` puts the same fields on an SQS queue (moto), drained here.
+* instance: `python sagemaker/serve.py` as a subprocess on a free 127.0.0.1 port, the same file
+  the image runs. It starts when the backlog is non-empty (we wait for GET /ping = 200) and is
+  stopped after `idle_seconds` with nothing queued or in flight: scale to zero.
+* concurrency: at most `max_concurrency` invocations at once (MaxConcurrentInvocationsPerInstance).
+* results: the input object is read from S3 and POSTed to /invocations; a 200 body is written to
+  the output location, anything else to the failure location.
+* notifications: SageMaker-shaped messages are published to the success / error SNS topics;
+  an SQS queue subscribed to both is polled here and each SNS envelope is handed, as a Lambda
+  SNS event, to the same handler that runs on AWS (functions/notifications/handler.py).
+* faults: if the container dies (or cannot be reached) mid-invocation it is restarted and the
+  invocation retried, at most `max_attempts` times in all; then the failure object says why.
+  The queue message is deleted only after an output or failure object exists, so a crash of
+  the runner itself loses nothing either (the message comes back after its visibility timeout).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from twolane.jobs.store import parse_s3_uri
+from twolane.settings import REPO_ROOT, Settings
+
+log = logging.getLogger("twolane.runner")
+
+SERVE_PY = REPO_ROOT / "sagemaker" / "serve.py"
+CONNECTION_ERRORS = (ConnectionError, http.client.HTTPException, OSError)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class ContainerDied(RuntimeError):
+    """The serving process exited or stopped answering during an invocation."""
+
+
+class ContainerProcess:
+    """One local instance of the serving container: sagemaker/serve.py on a free port."""
+
+    def __init__(self, model_dir: Path, env: dict[str, str], log_path: Path,
+                 startup_timeout_s: float = 120.0):
+        self.model_dir = model_dir
+        self.port = free_port()
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        full_env = {**os.environ, **env, "SM_MODEL_DIR": str(model_dir),
+                    "SAGEMAKER_BIND_TO_PORT": str(self.port), "TWOLANE_SERVE_HOST": "127.0.0.1"}
+        self._log = open(log_path, "ab")
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, str(SERVE_PY)], env=full_env,
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        try:
+            self._wait_ready(startup_timeout_s)
+        except Exception:
+            self.stop()
+            raise
+        self.ready_s = time.perf_counter() - t0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise ContainerDied(f"container exited with code {self.proc.returncode} while "
+                                    f"starting; see {self.log_path}")
+            try:
+                status, _ = self.request("GET", "/ping", timeout=2.0)
+                if status == 200:
+                    return
+            except CONNECTION_ERRORS:
+                pass
+            time.sleep(0.02)
+        raise ContainerDied(f"container did not answer /ping within {timeout_s:.0f} s; "
+                            f"see {self.log_path}")
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                timeout: float = 900.0) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            headers = {"Content-Type": "application/json", "Accept": "application/json"}
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@dataclass
+class RunnerStats:
+    starts: int = 0
+    stops: int = 0
+    invocations: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retries: int = 0
+    start_seconds: list[float] = field(default_factory=list)  # backlog seen -> /ping 200
+
+
+def sagemaker_notification(req: dict[str, Any], ok: bool, received: str,
+                           reason: str | None = None, region: str = "eu-west-2") -> dict[str, Any]:
+    """The message SageMaker publishes to the success or error topic for one invocation."""
+    msg: dict[str, Any] = {
+        "awsRegion": region,
+        "eventTime": _iso(),
+        "receivedTime": received,
+        "invocationStatus": "Completed" if ok else "Failed",
+        "requestParameters": {"contentType": req.get("ContentType", "application/json"),
+                              "endpointName": req.get("EndpointName"),
+                              "inputLocation": req.get("InputLocation")},
+        "responseParameters": ({"contentType": "application/json",
+                                "outputLocation": req.get("OutputLocation")} if ok else
+                               {"contentType": "application/json",
+                                "failureLocation": req.get("FailureLocation")}),
+        "inferenceId": req.get("InferenceId"),
+        "eventVersion": "1.0",
+        "eventSource": "aws:sagemaker",
+        "eventName": "InferenceResult",
+    }
+    if not ok:
+        msg["failureReason"] = reason or "inference failed"
+    return msg
+
+
+def sns_lambda_event(envelope: dict[str, Any], subscription_arn: str) -> dict[str, Any]:
+    """An SNS envelope (as SQS receives it) in the shape SNS hands a Lambda."""
+    return {"Records": [{
+        "EventSource": "aws:sns",
+        "EventVersion": "1.0",
+        "EventSubscriptionArn": subscription_arn,
+        "Sns": {
+            "Type": envelope.get("Type", "Notification"),
+            "MessageId": envelope.get("MessageId", str(uuid.uuid4())),
+            "TopicArn": envelope.get("TopicArn"),
+            "Subject": envelope.get("Subject"),
+            "Message": envelope.get("Message"),
+            "Timestamp": envelope.get("Timestamp", _iso()),
+            "SignatureVersion": envelope.get("SignatureVersion", "1"),
+            "Signature": envelope.get("Signature", ""),
+            "SigningCertUrl": envelope.get("SigningCertURL", ""),
+            "UnsubscribeUrl": envelope.get("UnsubscribeURL", ""),
+            "MessageAttributes": envelope.get("MessageAttributes", {}),
+        },
+    }]}
+
+
+def default_notification_handler(event: dict[str, Any]) -> Any:
+    from functions.notifications.handler import handler
+
+    ctx = SimpleNamespace(function_name="twolane-notifications-local", memory_limit_in_mb=256,
+                          invoked_function_arn="arn:aws:lambda:local:000000000000:function:"
+                                               "twolane-notifications-local",
+                          aws_request_id=str(uuid.uuid4()))
+    return handler(event, ctx)
+
+
+class AsyncRunner:
+    """Drains the local invocation queue through the container; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        model_dir: Callable[[], Path | None],
+        *,
+        s3: Any = None,
+        sqs: Any = None,
+        sns: Any = None,
+        container_env: dict[str, str] | None = None,
+        notify: Callable[[dict[str, Any]], Any] | None = default_notification_handler,
+        idle_seconds: float | None = None,
+        max_concurrency: int | None = None,
+        max_attempts: int | None = None,
+        poll_wait_s: int = 1,
+    ):
+        from twolane.aws import client
+
+        self.settings = settings
+        self.model_dir = model_dir
+        self.s3 = s3 or client("s3")
+        self.sqs = sqs or client("sqs")
+        self.sns = sns or client("sns")
+        self.container_env = dict(container_env or {})
+        if settings.generation_model and "TWOLANE_GENERATION_MODEL" not in self.container_env:
+            self.container_env["TWOLANE_GENERATION_MODEL"] = settings.generation_model
+        self.notify = notify
+        self.idle_seconds = idle_seconds if idle_seconds is not None else settings.batch_idle_seconds
+        self.max_concurrency = max_concurrency or settings.batch_max_concurrency
+        self.max_attempts = max_attempts or settings.batch_max_attempts
+        self.timeout_s = settings.batch_invocation_timeout_s
+        self.poll_wait_s = poll_wait_s
+        self.log_path = Path(settings.state_dir) / "logs" / "batch-container.log"
+        self.stats = RunnerStats()
+
+        self.container: ContainerProcess | None = None
+        self._lock = threading.Lock()  # container start/stop and the in-flight count
+        self._in_flight = 0
+        self._last_activity = time.monotonic()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="invocation")
+
+    # --- wiring: queues and topics (idempotent, like `cdk deploy` on AWS)
+
+    def setup(self) -> None:
+        self.s3_bucket_ready()
+        self.queue_url = self.sqs.create_queue(QueueName=self.settings.batch_queue)["QueueUrl"]
+        visibility = str(int(self.timeout_s * self.max_attempts + 120))
+        self.sqs.set_queue_attributes(QueueUrl=self.queue_url,
+                                      Attributes={"VisibilityTimeout": visibility})
+        self.success_arn = self.sns.create_topic(Name=self.settings.batch_success_topic)["TopicArn"]
+        self.error_arn = self.sns.create_topic(Name=self.settings.batch_error_topic)["TopicArn"]
+        self.note_url = self.sqs.create_queue(
+            QueueName=self.settings.batch_notification_queue)["QueueUrl"]
+        note_arn = self.sqs.get_queue_attributes(
+            QueueUrl=self.note_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.subscriptions: dict[str, str] = {}
+        for topic in (self.success_arn, self.error_arn):
+            existing = [s for s in self.sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+                        if s["Endpoint"] == note_arn]
+            arn = existing[0]["SubscriptionArn"] if existing else self.sns.subscribe(
+                TopicArn=topic, Protocol="sqs", Endpoint=note_arn)["SubscriptionArn"]
+            self.subscriptions[topic] = arn
+
+    def s3_bucket_ready(self) -> None:
+        try:
+            self.s3.head_bucket(Bucket=self.settings.bucket)
+        except Exception:
+            kw: dict[str, Any] = {}
+            if self.settings.aws_region != "us-east-1":
+                kw["CreateBucketConfiguration"] = {"LocationConstraint": self.settings.aws_region}
+            self.s3.create_bucket(Bucket=self.settings.bucket, **kw)
+
+    def start(self) -> "AsyncRunner":
+        self.setup()
+        for target, name in ((self._dispatch_loop, "dispatch"), (self._idle_loop, "idle"),
+                             (self._notification_loop, "notifications")):
+            t = threading.Thread(target=target, name=f"runner-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=self.poll_wait_s + 5)
+        self._pool.shutdown(wait=True, cancel_futures=False)
+        with self._lock:
+            self._stop_container()
+
+    # --- state
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def container_pid(self) -> int | None:
+        c = self.container
+        return c.pid if c is not None and c.alive() else None
+
+    # --- the container: start on demand, stop when idle
+
+    def _ensure_container(self) -> ContainerProcess:
+        with self._lock:
+            c = self.container
+            if c is not None and c.alive():
+                return c
+            if c is not None:
+                self._stop_container()
+            model_dir = self.model_dir()
+            if model_dir is None:
+                raise ContainerDied("no batch model bundle to serve")
+            t0 = time.perf_counter()
+            c = ContainerProcess(model_dir, self.container_env, self.log_path)
+            self.stats.starts += 1
+            self.stats.start_seconds.append(time.perf_counter() - t0)
+            log.info("container %d started on port %d in %.2f s", c.pid, c.port, c.ready_s)
+            self.container = c
+            return c
+
+    def _stop_container(self) -> None:  # caller holds the lock
+        if self.container is not None:
+            log.info("container %d stopping", self.container.pid)
+            self.container.stop()
+            self.container = None
+            self.stats.stops += 1
+
+    def _container_failed(self, c: ContainerProcess) -> None:
+        with self._lock:
+            if self.container is c:
+                self._stop_container()
+
+    def _idle_loop(self) -> None:
+        while not self._stop.wait(0.2):
+            with self._lock:
+                idle = time.monotonic() - self._last_activity
+                if self.container is not None and self._in_flight == 0 and idle >= self.idle_seconds:
+                    log.info("idle for %.1f s: scaling to zero", idle)
+                    self._stop_container()
+
+    # --- invocations
+
+    def _dispatch_loop(self) -> None:
+        while not self._stop.is_set():
+            free = self.max_concurrency - self._in_flight
+            if free <= 0:
+                time.sleep(0.05)
+                continue
+            try:
+                msgs = self.sqs.receive_message(
+                    QueueUrl=self.queue_url, MaxNumberOfMessages=min(10, free),
+                    WaitTimeSeconds=self.poll_wait_s).get("Messages", [])
+            except Exception:
+                log.exception("could not read the invocation queue")
+                self._stop.wait(1.0)
+                continue
+            for m in msgs:
+                with self._lock:
+                    self._in_flight += 1
+                    self._last_activity = time.monotonic()
+                self._pool.submit(self._handle, m)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        received = _iso()
+        try:
+            req = json.loads(message["Body"])
+            self.stats.invocations += 1
+            ok, body, reason = self._invoke(req)
+            self._finish(req, ok, body, reason, received)
+            self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        except Exception:  # leave the message: it comes back after the visibility timeout
+            log.exception("invocation %s not completed; it will be redelivered",
+                          message.get("MessageId"))
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._last_activity = time.monotonic()
+
+    def _invoke(self, req: dict[str, Any]) -> tuple[bool, bytes, str | None]:
+        """(ok, body to write, failure reason)."""
+        bucket, key = parse_s3_uri(req["InputLocation"])
+        try:
+            payload = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except self.s3.exceptions.NoSuchKey:
+            reason = f"input object {req['InputLocation']} not found"
+            return False, json.dumps({"error": reason}).encode(), reason
+        last = ""
+        for attempt in range(1, self.max_attempts + 1):
+            c: ContainerProcess | None = None
+            try:
+                c = self._ensure_container()
+                status, body = c.request("POST", "/invocations", payload, timeout=self.timeout_s)
+            except socket.timeout:
+                reason = f"invocation timed out after {self.timeout_s:.0f} s"
+                if c is not None:
+                    self._container_failed(c)
+                return False, json.dumps({"error": reason}).encode(), reason
+            except (ContainerDied, *CONNECTION_ERRORS) as exc:
+                code = c.proc.poll() if c is not None else None
+                last = (f"container exited (code {code}) during the invocation" if code is not None
+                        else f"container unreachable or failed to start: {exc}")
+                log.warning("attempt %d/%d of %s failed: %s", attempt, self.max_attempts,
+                            req.get("InferenceId"), last)
+                if c is not None:
+                    self._container_failed(c)
+                if attempt < self.max_attempts:
+                    self.stats.retries += 1
+                continue
+            if status == 200:
+                return True, body, None
+            kind = "client" if 400 <= status < 500 else "server"
+            reason = f"ClientError: Received {kind} error ({status}) from model"
+            return False, body, reason
+        reason = f"{last}; gave up after {self.max_attempts} attempt(s)"
+        return False, json.dumps({"error": reason}).encode(), reason
+
+    def _finish(self, req: dict[str, Any], ok: bool, body: bytes, reason: str | None,
+                received: str) -> None:
+        where = req["OutputLocation"] if ok else req["FailureLocation"]
+        bucket, key = parse_s3_uri(where)
+        self.s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+        if ok:
+            self.stats.succeeded += 1
+        else:
+            self.stats.failed += 1
+        msg = sagemaker_notification(req, ok, received, reason, self.settings.aws_region)
+        self.sns.publish(TopicArn=self.success_arn if ok else self.error_arn,
+                         Message=json.dumps(msg))
+
+    # --- notifications: SQS (subscribed to both topics) -> the notification handler
+
+    def _notification_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msgs = self.sqs.receive_message(QueueUrl=self.note_url, MaxNumberOfMessages=10,
+                                                WaitTimeSeconds=self.poll_wait_s).get("Messages", [])
+            except Exception:
+                log.exception("could not read the notification queue")
+                self._stop.wait(1.0)
+                continue
+            for m in msgs:
+                try:
+                    envelope = json.loads(m["Body"])
+                    event = sns_lambda_event(envelope,
+                                             self.subscriptions.get(envelope.get("TopicArn"), ""))
+                    if self.notify is not None:
+                        self.notify(event)
+                    self.sqs.delete_message(QueueUrl=self.note_url,
+                                            ReceiptHandle=m["ReceiptHandle"])
+                except Exception:
+                    log.exception("notification not handled; it will be redelivered")

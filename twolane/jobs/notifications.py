@@ -1,0 +1,92 @@
+"""Complete jobs from SageMaker async notifications (SNS success and error topics).
+
+A SageMaker async notification (the SNS `Message`, a JSON string) looks like::
+
+    {"awsRegion": "eu-west-2", "eventTime": "...", "receivedTime": "...",
+     "invocationStatus": "Completed" | "Failed",
+     "failureReason": "ClientError: Received client error (400) from model ...",   # Failed only
+     "requestParameters": {"contentType": "application/json", "endpointName": "...",
+                           "inputLocation": "s3://bucket/batch/input/<job_id>.json"},
+     "responseParameters": {"contentType": "application/json",
+                            "outputLocation": "s3://..." | "failureLocation": "s3://..."},
+     "inferenceId": "<job_id>", "eventVersion": "1.0", "eventSource": "aws:sagemaker",
+     "eventName": "InferenceResult"}
+
+The same code serves the Lambda on AWS and the local stack (which reads the SNS envelopes
+from an SQS queue subscribed to both topics and passes them here as Lambda SNS events).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import PurePosixPath
+from typing import Any
+
+from twolane.jobs.store import (
+    JOB_ID,
+    JobNotFound,
+    JobRecord,
+    JobStore,
+    parse_s3_uri,
+    reason_from_failure_body,
+)
+
+log = logging.getLogger("twolane.jobs")
+
+
+def job_id_of(message: dict[str, Any]) -> str | None:
+    """The job a notification is about: its inferenceId, else the input object's name."""
+    jid = message.get("inferenceId")
+    if isinstance(jid, str) and JOB_ID.match(jid):
+        return jid
+    loc = (message.get("requestParameters") or {}).get("inputLocation")
+    if isinstance(loc, str):
+        try:
+            stem = PurePosixPath(parse_s3_uri(loc)[1]).stem
+        except ValueError:
+            return None
+        return stem if JOB_ID.match(stem) else None
+    return None
+
+
+def apply_notification(store: JobStore, message: dict[str, Any]) -> JobRecord | None:
+    """Move the job forward per one SageMaker notification; None if it names no known job."""
+    job_id = job_id_of(message)
+    if job_id is None:
+        log.warning("notification names no job: %s", str(message)[:300])
+        return None
+    response = message.get("responseParameters") or {}
+    status = message.get("invocationStatus")
+    try:
+        if status == "Completed":
+            return store.mark_succeeded(job_id, response.get("outputLocation"))
+        if status == "Failed":
+            where = response.get("failureLocation") or message.get("failureLocation")
+            body = store.read(where) if where else None
+            reason = (reason_from_failure_body(body) if body is not None
+                      else str(message.get("failureReason") or "inference failed"))
+            return store.mark_failed(job_id, reason, where)
+    except JobNotFound:
+        log.warning("notification for unknown job %s", job_id)
+        return None
+    log.warning("notification with unknown invocationStatus %r for job %s", status, job_id)
+    return None
+
+
+def handle_sns_event(event: dict[str, Any], store: JobStore) -> dict[str, int]:
+    """A Lambda SNS event (`Records[].Sns.Message`): apply each message; never raise on one bad
+    record, so SNS does not redeliver the good ones."""
+    done = skipped = 0
+    for rec in event.get("Records", []):
+        try:
+            message = json.loads((rec.get("Sns") or {}).get("Message") or "")
+        except ValueError:
+            log.warning("SNS record whose Message is not JSON; skipped")
+            skipped += 1
+            continue
+        if isinstance(message, dict) and apply_notification(store, message) is not None:
+            done += 1
+        else:
+            skipped += 1
+    return {"processed": done, "skipped": skipped}

@@ -1,0 +1,305 @@
+"""The job store: SageMaker async has no status API, so each job has a record of its own.
+
+Layout in the bucket (the S3-backed store; moto locally)::
+
+    jobs/<job_id>.json             the record (status, locations, counts; never comment text)
+    batch/input/<job_id>.json      the request body, deleted as soon as predictions exist
+    <output location>              the container's answer (SageMaker names it; locally
+                                   batch/output/<job_id>.out), deleted once handed out
+    <failure location>             the error body, deleted once reported
+
+Every change to a record is a compare-and-swap: the record is read with its ETag and written
+back with `If-Match: <etag>` (a new record with `If-None-Match: *`), retrying on 412. Two
+GETs racing for the results both read the record, both try to swap `succeeded -> collected`;
+S3 lets exactly one write win, and only the winner returns the results (the loser answers
+410). The record is the one source of truth; output/failure objects and the notifications
+only ever move it forward (pending -> succeeded|failed -> collected), so repeats are harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Literal
+from urllib.parse import urlparse
+
+from botocore.exceptions import ClientError
+from pydantic import BaseModel
+
+from twolane.contract import JobStatus
+
+JobKind = Literal["classify", "summary"]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "collected"})
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_REASON_CHARS = 500
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class JobRecord(BaseModel):
+    """What the store knows of one job. Holds counts and locations, never comment text."""
+
+    job_id: str
+    kind: JobKind = "classify"
+    target: str  # "m", "s", "ms" for classify; "summary" for summaries
+    status: JobStatus = "pending"
+    items: int
+    input_location: str
+    output_location: str | None = None
+    failure_location: str | None = None
+    error: str | None = None
+    endpoint: str | None = None
+    created_at: str
+    updated_at: str
+
+
+class JobNotFound(KeyError):
+    """No job has this id."""
+
+
+class JobGone(Exception):
+    """The job's results were handed out already and deleted."""
+
+
+class Conflict(Exception):
+    """A conditional write lost a race (HTTP 412/409); re-read and try again."""
+
+
+@dataclass
+class Collected:
+    """What a GET gets: the record, and the results payload when this caller won them."""
+
+    record: JobRecord
+    payload: dict[str, Any] | None = None
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    u = urlparse(uri)
+    if u.scheme != "s3" or not u.netloc or not u.path.strip("/"):
+        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
+    return u.netloc, u.path.lstrip("/")
+
+
+def reason_from_failure_body(body: bytes) -> str:
+    """The error a container wrote to the failure location, as one short line."""
+    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        data = json.loads(text)
+        if isinstance(data, dict):
+            text = str(data.get("error") or data.get("detail") or data.get("message") or text)
+    except ValueError:
+        pass
+    return (text or "the model failed without a message")[:MAX_REASON_CHARS]
+
+
+class JobStore(ABC):
+    """Job records plus the objects a job owns. `S3JobStore` is the implementation."""
+
+    @abstractmethod
+    def create(self, record: JobRecord, input_body: bytes) -> JobRecord:
+        """Write the input object and a new record (fails if the id exists)."""
+
+    @abstractmethod
+    def get(self, job_id: str) -> JobRecord | None: ...
+
+    @abstractmethod
+    def update(self, job_id: str, change: Callable[[JobRecord], JobRecord | None]) -> JobRecord:
+        """Apply `change` to the record with compare-and-swap, retrying on conflict.
+        `change` returns the new record, or None for no change."""
+
+    @abstractmethod
+    def exists(self, uri: str) -> bool: ...
+
+    @abstractmethod
+    def read(self, uri: str) -> bytes | None: ...
+
+    @abstractmethod
+    def delete(self, uri: str) -> None: ...
+
+    @abstractmethod
+    def _swap(self, record: JobRecord, etag: str) -> None:
+        """Write `record` only if the stored one still has `etag` (raise Conflict if not)."""
+
+    @abstractmethod
+    def _get_tagged(self, job_id: str) -> tuple[JobRecord, str] | None: ...
+
+    # Transitions: each is idempotent and only moves a job forward.
+
+    def mark_succeeded(self, job_id: str, output_location: str | None = None) -> JobRecord:
+        def change(r: JobRecord) -> JobRecord | None:
+            if r.status in TERMINAL:
+                return None
+            return r.model_copy(update={
+                "status": "succeeded",
+                "output_location": output_location or r.output_location,
+                "updated_at": now_iso(),
+            })
+
+        rec = self.update(job_id, change)
+        self.delete(rec.input_location)  # predictions exist: the text goes
+        return rec
+
+    def mark_failed(self, job_id: str, reason: str, failure_location: str | None = None) -> JobRecord:
+        def change(r: JobRecord) -> JobRecord | None:
+            if r.status in TERMINAL:
+                return None
+            return r.model_copy(update={
+                "status": "failed",
+                "error": reason[:MAX_REASON_CHARS],
+                "failure_location": failure_location or r.failure_location,
+                "updated_at": now_iso(),
+            })
+
+        rec = self.update(job_id, change)
+        self.delete(rec.input_location)  # a failed job keeps no text either
+        return rec
+
+    def refresh(self, record: JobRecord) -> JobRecord:
+        """Bring a pending record up to date from the output/failure objects, in case a
+        notification is late or lost."""
+        if record.status in TERMINAL:
+            return record
+        if record.output_location and self.exists(record.output_location):
+            return self.mark_succeeded(record.job_id)
+        if record.failure_location:
+            body = self.read(record.failure_location)
+            if body is not None:
+                return self.mark_failed(record.job_id, reason_from_failure_body(body))
+        return record
+
+    def collect(self, job_id: str) -> Collected:
+        """Hand out a finished job's results (or its failure) exactly once, then delete them.
+
+        Raises JobNotFound, or JobGone once collected. A job still pending comes back as a
+        Collected with no payload."""
+        for _ in range(20):
+            tagged = self._get_tagged(job_id)
+            if tagged is None:
+                raise JobNotFound(job_id)
+            record, etag = tagged
+            if record.status not in TERMINAL:
+                fresh = self.refresh(record)
+                if fresh.status not in TERMINAL:
+                    return Collected(fresh)
+                continue  # re-read with the new etag
+            if record.status == "collected":
+                raise JobGone(job_id)
+            payload: dict[str, Any] | None = None
+            if record.status == "succeeded":
+                body = self.read(record.output_location or "")
+                if body is None:  # results vanished (deleted by hand?): say so, once
+                    record = record.model_copy(update={
+                        "status": "failed", "error": "results were not found in the store"})
+                else:
+                    payload = json.loads(body)
+            done = record.model_copy(update={"status": "collected", "updated_at": now_iso()})
+            try:
+                self._swap(done, etag)
+            except Conflict:
+                continue  # someone else moved it: re-read (most likely now collected -> 410)
+            for uri in (record.output_location, record.failure_location, record.input_location):
+                if uri:
+                    self.delete(uri)
+            return Collected(record, payload)
+        raise Conflict(f"job {job_id}: too many concurrent changes")
+
+
+class S3JobStore(JobStore):
+    def __init__(self, s3: Any, bucket: str, prefix: str = "jobs/"):
+        self.s3 = s3
+        self.bucket = bucket
+        self.prefix = prefix
+
+    def _key(self, job_id: str) -> str:
+        if not JOB_ID.match(job_id):
+            raise JobNotFound(job_id)
+        return f"{self.prefix}{job_id}.json"
+
+    def input_location(self, job_id: str) -> str:
+        return f"s3://{self.bucket}/batch/input/{job_id}.json"
+
+    def _put(self, record: JobRecord, **cond: str) -> None:
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=self._key(record.job_id),
+                               Body=record.model_dump_json().encode(),
+                               ContentType="application/json", **cond)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                raise Conflict(str(exc)) from exc
+            raise
+
+    def create(self, record: JobRecord, input_body: bytes) -> JobRecord:
+        bucket, key = parse_s3_uri(record.input_location)
+        self.s3.put_object(Bucket=bucket, Key=key, Body=input_body, ContentType="application/json")
+        self._put(record, IfNoneMatch="*")
+        return record
+
+    def _get_tagged(self, job_id: str) -> tuple[JobRecord, str] | None:
+        try:
+            obj = self.s3.get_object(Bucket=self.bucket, Key=self._key(job_id))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        return JobRecord.model_validate_json(obj["Body"].read()), obj["ETag"]
+
+    def get(self, job_id: str) -> JobRecord | None:
+        tagged = self._get_tagged(job_id)
+        return tagged[0] if tagged else None
+
+    def _swap(self, record: JobRecord, etag: str) -> None:
+        self._put(record, IfMatch=etag)
+
+    def update(self, job_id: str, change: Callable[[JobRecord], JobRecord | None]) -> JobRecord:
+        for attempt in range(20):
+            tagged = self._get_tagged(job_id)
+            if tagged is None:
+                raise JobNotFound(job_id)
+            record, etag = tagged
+            new = change(record)
+            if new is None:
+                return record
+            try:
+                self._swap(new, etag)
+                return new
+            except Conflict:
+                time.sleep(0.01 * (attempt + 1))
+        raise Conflict(f"job {job_id}: too many concurrent changes")
+
+    def exists(self, uri: str) -> bool:
+        bucket, key = parse_s3_uri(uri)
+        try:
+            self.s3.head_object(Bucket=bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def read(self, uri: str) -> bytes | None:
+        bucket, key = parse_s3_uri(uri)
+        try:
+            return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+
+    def delete(self, uri: str) -> None:
+        bucket, key = parse_s3_uri(uri)
+        self.s3.delete_object(Bucket=bucket, Key=key)  # idempotent: no error if absent
+
+
+def store_from_settings() -> S3JobStore:
+    from twolane.aws import client
+    from twolane.settings import get_settings
+
+    return S3JobStore(client("s3"), get_settings().bucket)

@@ -1,0 +1,102 @@
+"""CDK construct for the instant-lane API: this folder's handler behind an HTTP API.
+
+HTTP API (API Gateway v2) -> Lambda authorizer (API keys, hashed in SSM) -> API Lambda (Mangum).
+Throttling is set on the stage; access logs go to CloudWatch Logs. Imported by infra only;
+never imported at run time (the Lambda asset carries it, but nothing loads it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_apigatewayv2 as apigw
+from aws_cdk import aws_apigatewayv2_authorizers as authorizers
+from aws_cdk import aws_apigatewayv2_integrations as integrations
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.common import Shared, python_function, retention
+
+AUTHORIZER_CODE = Path(__file__).resolve().parents[2] / "infra" / "authorizer"
+API_KEY_HEADER = "x-api-key"
+
+
+def api_key_parameter_name(env: str) -> str:
+    return f"/twolane/{env}/api-key-hashes"
+
+
+class InstantApi(Construct):
+    """The API Lambda, its authorizer and the HTTP API with throttling and access logs."""
+
+    def __init__(self, scope: Construct, id: str, *, shared: Shared, code: lambda_.Code,
+                 environment: Mapping[str, str]) -> None:
+        super().__init__(scope, id)
+        cfg = shared.cfg
+        inst = cfg.instant
+
+        self.function = python_function(
+            self, "Function", shared=shared, code=code,
+            handler="functions.api.handler.handler",
+            description="twolane instant-lane API (FastAPI via Mangum)",
+            memory_mb=inst.lambda_memory_mb, timeout_s=inst.timeout_s,
+            reserved_concurrency=inst.reserved_concurrency,
+            environment={**environment, "TWOLANE_API_KEYS": ""},  # auth is at the gateway
+        )
+
+        # Authorizer: compares sha256(x-api-key) with the hashes in an SSM parameter that
+        # operators own (created outside the stack so a deploy never resets the keys).
+        self.parameter_name = api_key_parameter_name(cfg.env)
+        param_arn = Stack.of(self).format_arn(
+            service="ssm", resource="parameter", resource_name=self.parameter_name.lstrip("/"))
+        self.authorizer_function = python_function(
+            self, "Authorizer", shared=shared, code=lambda_.Code.from_asset(str(AUTHORIZER_CODE)),
+            handler="handler.handler",
+            description="twolane API-key authorizer",
+            memory_mb=256, timeout_s=5,
+            environment={"TWOLANE_API_KEY_PARAMETER": self.parameter_name},
+        )
+        self.authorizer_function.add_to_role_policy(iam.PolicyStatement(
+            actions=["ssm:GetParameter"], resources=[param_arn]))
+        authorizer = authorizers.HttpLambdaAuthorizer(
+            "ApiKeyAuthorizer", self.authorizer_function,
+            identity_source=[f"$request.header.{API_KEY_HEADER}"],
+            response_types=[authorizers.HttpLambdaResponseType.SIMPLE],
+            results_cache_ttl=Duration.seconds(inst.auth_cache_ttl_s),
+        )
+
+        self.http_api = apigw.HttpApi(
+            self, "HttpApi",
+            api_name=f"twolane-{cfg.env}",
+            description="twolane instant lane and batch jobs",
+            default_integration=integrations.HttpLambdaIntegration("Api", self.function),
+            default_authorizer=authorizer,
+            create_default_stage=False,
+        )
+        self.access_logs = logs.LogGroup(self, "AccessLogs",
+                                         retention=retention(cfg.monitoring.log_retention_days))
+        self.stage = apigw.HttpStage(
+            self, "Stage", http_api=self.http_api, stage_name="$default", auto_deploy=True,
+            throttle=apigw.ThrottleSettings(rate_limit=inst.throttle_rate_limit,
+                                            burst_limit=inst.throttle_burst_limit),
+        )
+        cfn_stage: apigw.CfnStage = self.stage.node.default_child  # type: ignore[assignment]
+        cfn_stage.access_log_settings = apigw.CfnStage.AccessLogSettingsProperty(
+            destination_arn=self.access_logs.log_group_arn,
+            format=json.dumps({
+                "requestId": "$context.requestId", "ip": "$context.identity.sourceIp",
+                "requestTime": "$context.requestTime", "method": "$context.httpMethod",
+                "path": "$context.path", "status": "$context.status",
+                "latencyMs": "$context.responseLatency", "length": "$context.responseLength",
+                "client": "$context.authorizer.client", "error": "$context.error.message",
+                "integrationError": "$context.integrationErrorMessage",
+            }),
+        )
+
+    @property
+    def url(self) -> str:
+        return self.http_api.api_endpoint

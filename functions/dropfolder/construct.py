@@ -1,0 +1,58 @@
+"""CDK construct for the S3 drop folder: this folder's handler on `inbox/` object-created events.
+
+S3 invokes the Lambda asynchronously; failed events are retried, then kept in an SQS queue
+(on-failure destination) for ops to inspect and replay. Imported by infra only.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from aws_cdk import Duration
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from constructs import Construct
+
+from infra.common import Shared, acknowledge, failure_queue, python_function
+from infra.storage import FAILED, INBOX, OUTBOX, Storage
+
+
+class DropFolder(Construct):
+    def __init__(self, scope: Construct, id: str, *, shared: Shared, code: lambda_.Code,
+                 storage: Storage, environment: Mapping[str, str]) -> None:
+        super().__init__(scope, id)
+        inst = shared.cfg.instant
+        self.failures = failure_queue(self, "FailedEvents", shared)
+        self.function = python_function(
+            self, "Function", shared=shared, code=code,
+            handler="functions.dropfolder.handler.handler",
+            description="twolane drop folder: inbox/ -> outbox/ or failed/",
+            memory_mb=inst.dropfolder_memory_mb, timeout_s=inst.dropfolder_timeout_s,
+            environment=environment,
+        )
+        self.function.configure_async_invoke(
+            retry_attempts=inst.dropfolder_retry_attempts,
+            max_event_age=Duration.hours(6),
+            on_failure=destinations.SqsDestination(self.failures),
+        )
+        # Exactly what twolane.dropfolder.process does: read + delete (or copy to failed/)
+        # in inbox/, write results to outbox/ and reports to failed/.
+        self.function.add_to_role_policy(iam.PolicyStatement(
+            actions=["s3:GetObject", "s3:DeleteObject"],
+            resources=[storage.object_arn(INBOX)]))
+        self.function.add_to_role_policy(iam.PolicyStatement(
+            actions=["s3:PutObject"],
+            resources=[storage.object_arn(OUTBOX), storage.object_arn(FAILED)]))
+        # HeadObject on a missing key answers 403 without ListBucket; the handler needs 404.
+        self.function.add_to_role_policy(iam.PolicyStatement(
+            actions=["s3:ListBucket"], resources=[storage.bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{INBOX}*", f"{OUTBOX}*", f"{FAILED}*"]}}))
+        storage.bucket.add_event_notification(
+            s3.EventType.OBJECT_CREATED, s3n.LambdaDestination(self.function),
+            s3.NotificationKeyFilter(prefix=INBOX))
+        acknowledge(self.function, "AwsSolutions-IAM5[Resource::<StorageDataB6E7A5D8.Arn>/inbox/*]",
+                    "The drop folder handles any file a user drops under inbox/; keys are not "
+                    "known in advance, so the grant is scoped to the prefix.")

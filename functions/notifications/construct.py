@@ -1,0 +1,48 @@
+"""CDK construct for the job-completion Lambda: this folder's handler on the async endpoint's
+SNS success and error topics. It moves job records forward (pending -> succeeded|failed) and
+deletes the job input once predictions exist. Imported by infra only.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from aws_cdk import Duration
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subs
+from constructs import Construct
+
+from infra.common import Shared, failure_queue, python_function
+from infra.storage import BATCH_FAILURES, BATCH_INPUT, BATCH_OUTPUT, JOBS, Storage
+
+
+class JobNotifications(Construct):
+    def __init__(self, scope: Construct, id: str, *, shared: Shared, code: lambda_.Code,
+                 storage: Storage, topics: list[sns.ITopic],
+                 environment: Mapping[str, str]) -> None:
+        super().__init__(scope, id)
+        self.failures = failure_queue(self, "FailedNotifications", shared)
+        self.function = python_function(
+            self, "Function", shared=shared, code=code,
+            handler="functions.notifications.handler.handler",
+            description="twolane batch jobs: apply SageMaker async success/error notifications",
+            memory_mb=256, timeout_s=60, environment=environment,
+        )
+        self.function.configure_async_invoke(
+            retry_attempts=2, max_event_age=Duration.hours(6),
+            on_failure=destinations.SqsDestination(self.failures))
+        for topic in topics:
+            topic.add_subscription(subs.LambdaSubscription(self.function))
+        # twolane.jobs.store: compare-and-swap on jobs/<id>.json; read/delete outputs, failures
+        # and inputs of the async endpoint.
+        self.function.add_to_role_policy(iam.PolicyStatement(
+            actions=["s3:GetObject", "s3:PutObject"], resources=[storage.object_arn(JOBS)]))
+        self.function.add_to_role_policy(iam.PolicyStatement(
+            actions=["s3:GetObject", "s3:DeleteObject"],
+            resources=[storage.object_arn(p) for p in (BATCH_INPUT, BATCH_OUTPUT, BATCH_FAILURES)]))
+        self.function.add_to_role_policy(iam.PolicyStatement(
+            actions=["s3:ListBucket"], resources=[storage.bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{JOBS}*", "batch/*"]}}))

@@ -1,0 +1,73 @@
+"""API Gateway (HTTP API) Lambda authorizer: API keys checked against hashes in SSM.
+
+The SSM parameter (name in TWOLANE_API_KEY_PARAMETER) holds a JSON object
+`{"<client name>": "<sha256 hex of the key>", ...}`; see `python -m infra.api_keys`.
+Only hashes are stored, so reading the parameter never reveals a key. The parameter is read
+once per cold start and again after CACHE_SECONDS; API Gateway also caches each answer per key.
+Standard library + boto3 (in the Lambda runtime) only: this folder is the whole asset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+from typing import Any, Callable
+
+LOG = logging.getLogger()
+LOG.setLevel(logging.INFO)
+CACHE_SECONDS = 300.0
+HEADER = "x-api-key"
+
+_cache: tuple[float, dict[str, str]] | None = None
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _read_parameter() -> dict[str, str]:
+    import boto3
+
+    name = os.environ["TWOLANE_API_KEY_PARAMETER"]
+    try:
+        value = boto3.client("ssm").get_parameter(Name=name)["Parameter"]["Value"]
+    except Exception as exc:  # missing parameter or no access: deny everything, say why
+        LOG.error("cannot read API key parameter %s: %s", name, exc)
+        return {}
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError:
+        LOG.error("API key parameter %s is not JSON", name)
+        return {}
+    return {str(k): str(v).lower() for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def known_hashes(read: Callable[[], dict[str, str]] = _read_parameter,
+                 now: Callable[[], float] = time.monotonic) -> dict[str, str]:
+    global _cache
+    if _cache is None or now() - _cache[0] > CACHE_SECONDS:
+        _cache = (now(), read())
+    return _cache[1]
+
+
+def authorize(headers: dict[str, str] | None, hashes: dict[str, str]) -> dict[str, Any]:
+    """The simple-response answer for one request's headers."""
+    key = {k.lower(): v for k, v in (headers or {}).items()}.get(HEADER, "")
+    if key:
+        digest = key_hash(key)
+        for client, known in hashes.items():
+            if hmac.compare_digest(digest, known):
+                return {"isAuthorized": True, "context": {"client": client}}
+    return {"isAuthorized": False, "context": {}}
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    result = authorize(event.get("headers"), known_hashes())
+    LOG.info(json.dumps({"authorized": result["isAuthorized"],
+                         "client": result["context"].get("client"),
+                         "route": event.get("routeKey")}))
+    return result

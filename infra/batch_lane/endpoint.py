@@ -1,0 +1,242 @@
+"""`AsyncEndpoint`: a SageMaker asynchronous inference endpoint that scales to zero.
+
+CfnModel -> CfnEndpointConfig (AsyncInferenceConfig: S3 output/failure paths, SNS success/error
+topics, MaxConcurrentInvocationsPerInstance) -> CfnEndpoint, plus Application Auto Scaling:
+
+* a ScalableTarget with MinCapacity 0;
+* target tracking on `ApproximateBacklogSizePerInstance` (customized metric) to follow the load
+  and scale back in to 0 when the backlog is empty;
+* step scaling driven by an alarm on `HasBacklogWithoutCapacity` to wake the endpoint from 0.
+  Target tracking alone never wakes it: with no instance, backlog *per instance* is undefined.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_applicationautoscaling as appscaling
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sagemaker as sm
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from infra.batch_lane.image import dlc_image_uri, parse_ecr_uri
+from infra.common import Shared, acknowledge, retention
+from infra.config import BatchConfig, ConfigError
+from infra.storage import BATCH_FAILURES, BATCH_INPUT, BATCH_OUTPUT, MODELS, Storage
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VARIANT = "AllTraffic"
+NAMESPACE = "AWS/SageMaker"
+# Application Auto Scaling's service-linked role for SageMaker; naming it makes CloudFormation
+# create it on first use (a plain role would get no permissions to scale the endpoint).
+SCALING_SLR = ("arn:{partition}:iam::{account}:role/aws-service-role/"
+               "sagemaker.application-autoscaling.amazonaws.com/"
+               "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint")
+
+
+class AsyncEndpoint(Construct):
+    def __init__(self, scope: Construct, id: str, *, shared: Shared, storage: Storage,
+                 endpoint_name: str, batch: BatchConfig,
+                 container_env: Mapping[str, str] | None = None) -> None:
+        super().__init__(scope, id)
+        stack = Stack.of(self)
+        self.endpoint_name = endpoint_name
+        self.batch = batch
+        bucket = storage.bucket
+
+        # Completion topics: SageMaker publishes one message per request to one of them.
+        self.success_topic = sns.Topic(self, "Success", master_key=shared.key, enforce_ssl=True,
+                                       display_name=f"{endpoint_name} succeeded")
+        self.error_topic = sns.Topic(self, "Error", master_key=shared.key, enforce_ssl=True,
+                                     display_name=f"{endpoint_name} failed")
+
+        # Endpoint logs: created here so they get a retention period.
+        self.log_group = logs.LogGroup(
+            self, "Logs", log_group_name=f"/aws/sagemaker/Endpoints/{endpoint_name}",
+            retention=retention(shared.cfg.monitoring.log_retention_days),
+            removal_policy=RemovalPolicy.DESTROY)
+
+        role = iam.Role(self, "ExecutionRole",
+                        assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+                        description=f"SageMaker execution role of {endpoint_name}")
+        self.role = role
+        model_data_url = batch.model_data_url or bucket.s3_url_for_object(
+            f"{MODELS}batch/{batch.model_version}/model.tar.gz")
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["s3:GetObject"], resources=[_object_arn(stack, model_data_url)]))
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["s3:GetObject"], resources=[storage.object_arn(BATCH_INPUT)]))
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+            resources=[storage.object_arn(BATCH_OUTPUT), storage.object_arn(BATCH_FAILURES)]))
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["sns:Publish"],
+            resources=[self.success_topic.topic_arn, self.error_topic.topic_arn]))
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[shared.key.key_arn]))
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            resources=[self.log_group.log_group_arn]))
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["cloudwatch:PutMetricData"], resources=["*"],
+            conditions={"StringEquals": {"cloudwatch:namespace": [
+                "/aws/sagemaker/Endpoints", NAMESPACE]}}))
+        image_uri = self._image(batch, role)
+        acknowledge(role, "AwsSolutions-IAM5[Resource::*]",
+                    "cloudwatch:PutMetricData and ecr:GetAuthorizationToken support no resource-"
+                    "level permissions; PutMetricData is limited by a namespace condition.")
+        acknowledge(role, f"AwsSolutions-IAM5[Resource::<{_logical(bucket)}.Arn>/batch/input/*]",
+                    "The endpoint reads any request the jobs API writes under batch/input/.")
+        acknowledge(role, f"AwsSolutions-IAM5[Resource::<{_logical(bucket)}.Arn>/batch/output/*]",
+                    "The endpoint writes results under batch/output/ with names SageMaker picks.")
+        acknowledge(role,
+                    f"AwsSolutions-IAM5[Resource::<{_logical(bucket)}.Arn>/batch/failures/*]",
+                    "The endpoint writes error bodies under batch/failures/ with names SageMaker "
+                    "picks.")
+
+        env = {"TWOLANE_BATCH_BUNDLE": "/opt/ml/model", **(container_env or {})}
+        self.model = sm.CfnModel(
+            self, "Model",
+            execution_role_arn=role.role_arn,
+            primary_container=sm.CfnModel.ContainerDefinitionProperty(
+                image=image_uri, model_data_url=model_data_url, environment=env),
+        )
+        # The endpoint pulls the image and model as soon as it is created: policy first.
+        policy = role.node.try_find_child("DefaultPolicy")
+        if policy is not None:
+            self.model.node.add_dependency(policy)
+
+        self.config = sm.CfnEndpointConfig(
+            self, "Config",
+            production_variants=[sm.CfnEndpointConfig.ProductionVariantProperty(
+                variant_name=VARIANT, model_name=self.model.attr_model_name,
+                instance_type=batch.instance_type,
+                initial_instance_count=1,  # async endpoints start with 1; scaling takes it to 0
+                initial_variant_weight=1.0)],
+            async_inference_config=sm.CfnEndpointConfig.AsyncInferenceConfigProperty(
+                client_config=sm.CfnEndpointConfig.AsyncInferenceClientConfigProperty(
+                    max_concurrent_invocations_per_instance=(
+                        batch.max_concurrent_invocations_per_instance)),
+                output_config=sm.CfnEndpointConfig.AsyncInferenceOutputConfigProperty(
+                    s3_output_path=bucket.s3_url_for_object(BATCH_OUTPUT.rstrip("/")),
+                    s3_failure_path=bucket.s3_url_for_object(BATCH_FAILURES.rstrip("/")),
+                    notification_config=sm.CfnEndpointConfig.AsyncInferenceNotificationConfigProperty(
+                        success_topic=self.success_topic.topic_arn,
+                        error_topic=self.error_topic.topic_arn)),
+            ),
+        )
+        self.endpoint = sm.CfnEndpoint(self, "Endpoint", endpoint_name=endpoint_name,
+                                       endpoint_config_name=self.config.attr_endpoint_config_name)
+        self.endpoint.node.add_dependency(self.log_group)
+        self.endpoint_arn = stack.format_arn(service="sagemaker", resource="endpoint",
+                                             resource_name=endpoint_name.lower())
+        self._scaling(stack)
+
+    # -- image ---------------------------------------------------------------------------
+    def _image(self, batch: BatchConfig, role: iam.Role) -> str:
+        stack = Stack.of(self)
+        if batch.image_source == "asset":
+            context = (REPO_ROOT / batch.image_context).resolve()
+            if not (context / batch.image_dockerfile).is_file():
+                raise ConfigError(
+                    f"batch.image_source is 'asset' but {context / batch.image_dockerfile} does "
+                    "not exist; set batch.image_source to 'dlc' or 'uri' (with batch.image_uri)")
+            asset = ecr_assets.DockerImageAsset(
+                self, "Image", directory=str(context),
+                file=batch.image_dockerfile, platform=ecr_assets.Platform.LINUX_AMD64,
+                exclude=_DOCKER_EXCLUDE, ignore_mode=_ignore_mode())
+            asset.repository.grant_pull(role)
+            return asset.image_uri
+        if batch.image_source == "dlc":
+            image = dlc_image_uri(batch, stack.region)
+        else:
+            image = parse_ecr_uri(batch.image_uri or "")
+        if image.repository:
+            role.add_to_policy(iam.PolicyStatement(
+                actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                         "ecr:BatchCheckLayerAvailability"],
+                resources=[stack.format_arn(service="ecr", account=image.account,
+                                            resource="repository",
+                                            resource_name=image.repository)]))
+            role.add_to_policy(iam.PolicyStatement(
+                actions=["ecr:GetAuthorizationToken"], resources=["*"]))
+        return image.uri
+
+    # -- scaling -------------------------------------------------------------------------
+    def metric(self, name: str, statistic: str = "Average", period_s: int = 60,
+               variant: bool = False) -> cw.Metric:
+        dims = {"EndpointName": self.endpoint.attr_endpoint_name}
+        if variant:
+            dims["VariantName"] = VARIANT
+        return cw.Metric(namespace=NAMESPACE, metric_name=name, dimensions_map=dims,
+                         statistic=statistic, period=Duration.seconds(period_s))
+
+    def _scaling(self, stack: Stack) -> None:
+        b = self.batch
+        slr = iam.Role.from_role_arn(
+            self, "ScalingRole",
+            SCALING_SLR.format(partition=stack.partition, account=stack.account), mutable=False)
+        self.scalable_target = appscaling.ScalableTarget(
+            self, "ScalableTarget",
+            service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
+            resource_id=f"endpoint/{self.endpoint.attr_endpoint_name}/variant/{VARIANT}",
+            scalable_dimension="sagemaker:variant:DesiredInstanceCount",
+            min_capacity=b.min_instances, max_capacity=b.max_instances, role=slr)
+
+        # Follow the load; scale in (to 0) when the backlog per instance falls under target.
+        self.scalable_target.scale_to_track_metric(
+            "BacklogPerInstance",
+            target_value=b.backlog_target_per_instance,
+            custom_metric=self.metric("ApproximateBacklogSizePerInstance"),
+            scale_in_cooldown=Duration.seconds(b.scale_in_cooldown_s),
+            scale_out_cooldown=Duration.seconds(b.scale_out_cooldown_s),
+        )
+
+        # Wake from zero: requests are waiting and no instance is there to take them.
+        wake = appscaling.StepScalingAction(
+            self, "WakeFromZero", scaling_target=self.scalable_target,
+            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+            cooldown=Duration.seconds(b.scale_out_cooldown_s),
+            metric_aggregation_type=appscaling.MetricAggregationType.MAXIMUM)
+        wake.add_adjustment(adjustment=1, lower_bound=0)
+        self.wake_alarm = cw.Alarm(
+            self, "HasBacklogWithoutCapacity",
+            alarm_description=f"{self.endpoint_name}: requests waiting with no instance; "
+                              "scales out from zero",
+            metric=self.metric("HasBacklogWithoutCapacity", statistic="Average"),
+            threshold=1, evaluation_periods=1, datapoints_to_alarm=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING)
+        self.wake_alarm.add_alarm_action(cw_actions.ApplicationScalingAction(wake))
+
+
+_DOCKER_EXCLUDE = [
+    ".git", ".venv", "build", "cdk.out", "bundles", "bench", "data", "docs", "tests",
+    "node_modules", ".twolane", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache",
+    "*.log", ".whl", ".gl",
+]
+
+
+def _ignore_mode():
+    from aws_cdk import IgnoreMode
+
+    return IgnoreMode.GLOB
+
+
+def _logical(construct: Construct) -> str:
+    """Logical id of a construct's CloudFormation resource, as cdk-nag prints it."""
+    child = construct.node.default_child
+    return Stack.of(construct).resolve(child.logical_id)  # type: ignore[union-attr]
+
+
+def _object_arn(stack: Stack, s3_url: str) -> str:
+    """arn:aws:s3:::bucket/key for an s3:// URL (tokens allowed)."""
+    rest = s3_url[len("s3://"):] if s3_url.startswith("s3://") else s3_url
+    return f"arn:{stack.partition}:s3:::{rest}"

@@ -1,0 +1,191 @@
+"""Deployment configuration: one pretty-printed JSON file per environment.
+
+`infra/config/<env>.json` is the only place a deployer (or the recommender, which writes
+`instant.lambda_memory_mb` and `batch.instance_type`) changes sizes and limits. The file is
+validated by `DeployConfig`; a bad value raises `ConfigError` with one readable line per problem.
+
+    cfg = load_config("prod")
+    cfg.instant.lambda_memory_mb = 2048
+    save_config("prod", cfg)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError,
+                      field_validator, model_validator)
+
+CONFIG_DIR = Path(__file__).resolve().parent / "config"
+ENVS: tuple[str, ...] = ("dev", "prod")
+# CloudWatch Logs accepts only these retention periods (days).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
+                      1827, 2192, 2557, 2922, 3288, 3653)
+
+
+class ConfigError(ValueError):
+    """The deployment configuration is missing or invalid. The message is meant for people."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class InstantConfig(_Strict):
+    """Instant lane: the API Lambda, the drop-folder Lambda and the HTTP API in front."""
+
+    architecture: Literal["x86_64", "arm64"] = "x86_64"
+    lambda_memory_mb: StrictInt = Field(1024, ge=128, le=10240)
+    timeout_s: StrictInt = Field(29, ge=1, le=29, description="API Lambda; HTTP API waits 30 s at most")
+    reserved_concurrency: StrictInt | None = Field(None, ge=1, le=1000)
+    dropfolder_memory_mb: StrictInt = Field(1024, ge=128, le=10240)
+    dropfolder_timeout_s: StrictInt = Field(300, ge=1, le=900)
+    dropfolder_retry_attempts: StrictInt = Field(2, ge=0, le=2)
+    throttle_rate_limit: float = Field(50.0, gt=0, description="steady requests per second")
+    throttle_burst_limit: StrictInt = Field(100, ge=1)
+    auth_cache_ttl_s: StrictInt = Field(300, ge=0, le=3600)
+    asset_dir: str = Field("build/lambda/instant", description="built Lambda asset (repo-relative)")
+    bundle: str = Field("bundles", description="instant bundle folder or bundles root to ship")
+
+
+class BatchConfig(_Strict):
+    """Batch lane: the SageMaker asynchronous endpoint and its scaling."""
+
+    enabled: StrictBool = True
+    instance_type: str = "ml.g4dn.xlarge"
+    max_concurrent_invocations_per_instance: StrictInt = Field(4, ge=1, le=1000)
+    min_instances: StrictInt = Field(0, ge=0, description="0 = scale to zero when idle")
+    max_instances: StrictInt = Field(1, ge=1, le=100)
+    backlog_target_per_instance: float = Field(5.0, gt=0)
+    scale_in_cooldown_s: StrictInt = Field(600, ge=0)
+    scale_out_cooldown_s: StrictInt = Field(120, ge=0)
+    image_source: Literal["asset", "dlc", "uri"] = Field(
+        "asset", description="asset: build sagemaker/Dockerfile at deploy; dlc: AWS PyTorch "
+        "inference image for the region; uri: image_uri as given")
+    image_uri: str | None = None
+    image_context: str = Field(".", description="docker build context for 'asset' (repo-relative)")
+    image_dockerfile: str = Field("sagemaker/Dockerfile", description="relative to image_context")
+    dlc_framework_version: str = "2.6"
+    dlc_py_version: str = "py312"
+    model_data_url: str | None = Field(
+        None, description="s3:// URL of model.tar.gz; default s3://<bucket>/models/batch/"
+        "<model_version>/model.tar.gz")
+    model_version: str = Field("initial", pattern=r"^[A-Za-z0-9._-]+$")
+    invocation_timeout_s: StrictInt = Field(900, ge=1, le=3600)
+    backlog_age_alarm_s: StrictInt = Field(1800, ge=60)
+
+    @field_validator("instance_type")
+    @classmethod
+    def _instance_type(cls, v: str) -> str:
+        if not re.fullmatch(r"ml\.[a-z0-9-]+\.[a-z0-9]+", v):
+            raise ValueError("must be a SageMaker instance type of the form ml.<family>.<size>, "
+                             "e.g. ml.g4dn.xlarge")
+        return v
+
+
+class StorageConfig(_Strict):
+    """Bucket lifecycle: inputs and uncollected results do not linger."""
+
+    inbox_expiry_days: StrictInt = Field(7, ge=1)
+    outbox_expiry_days: StrictInt = Field(30, ge=1)
+    failed_expiry_days: StrictInt = Field(30, ge=1)
+    job_input_expiry_days: StrictInt = Field(2, ge=1)
+    job_result_expiry_days: StrictInt = Field(7, ge=1)
+    job_record_expiry_days: StrictInt = Field(30, ge=1)
+    access_log_expiry_days: StrictInt = Field(90, ge=1)
+    retain_on_delete: StrictBool = True
+
+
+class MonitoringConfig(_Strict):
+    alarm_email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    log_retention_days: StrictInt = 30
+    lambda_error_alarm_threshold: StrictInt = Field(1, ge=1)
+
+
+class DeployConfig(_Strict):
+    """Everything `cdk synth -c env=<env>` needs to know about one environment."""
+
+    env: Literal["dev", "prod"]
+    region: str = Field("eu-west-2", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    account: str | None = Field(None, pattern=r"^\d{12}$")
+    stack_name: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
+    instant: InstantConfig = Field(default_factory=InstantConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.stack_name or f"Twolane-{self.env}"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DeployConfig":
+        if self.monitoring.log_retention_days not in LOG_RETENTION_DAYS:
+            raise ValueError(f"monitoring.log_retention_days must be one of {LOG_RETENTION_DAYS}")
+        if self.batch.image_source == "uri" and not self.batch.image_uri:
+            raise ValueError("batch.image_uri is required when batch.image_source is 'uri'")
+        if self.batch.min_instances > self.batch.max_instances:
+            raise ValueError("batch.min_instances must not exceed batch.max_instances")
+        return self
+
+
+def describe_errors(err: ValidationError) -> str:
+    """One line per problem: `instant.lambda_memory_mb: Input should be ... (got 20000)`."""
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(file)"
+        msg = e["msg"].removeprefix("Value error, ")
+        got = f" (got {e['input']!r})" if e["loc"] and e["type"] != "missing" else ""
+        lines.append(f"  {where}: {msg}{got}")
+    return "\n".join(lines)
+
+
+def config_path(env: str, config_dir: Path | None = None) -> Path:
+    if env not in ENVS:
+        raise ConfigError(f"unknown env {env!r}: choose one of {', '.join(ENVS)}")
+    return (config_dir or CONFIG_DIR) / f"{env}.json"
+
+
+def validate_config(data: Any, source: str = "config") -> DeployConfig:
+    try:
+        return DeployConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"invalid deployment config {source}:\n{describe_errors(err)}") from None
+
+
+def load_config(env: str, config_dir: Path | None = None) -> DeployConfig:
+    """Read and validate `infra/config/<env>.json`."""
+    path = config_path(env, config_dir)
+    if not path.is_file():
+        raise ConfigError(f"no config file for env {env!r}: expected {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path} is not valid JSON: {err}") from None
+    cfg = validate_config(data, str(path))
+    if cfg.env != env:
+        raise ConfigError(f"{path} says env={cfg.env!r}, expected {env!r}")
+    return cfg
+
+
+def dump_config(cfg: DeployConfig) -> str:
+    """The stable file format: every field, in model order, 2-space JSON, trailing newline."""
+    return json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n"
+
+
+def save_config(env: str, cfg: DeployConfig | dict[str, Any],
+                config_dir: Path | None = None) -> Path:
+    """Validate and write `infra/config/<env>.json` (atomically)."""
+    path = config_path(env, config_dir)
+    data = cfg.model_dump(mode="json") if isinstance(cfg, DeployConfig) else cfg
+    model = validate_config(data, f"for env {env!r}")  # re-validate: assignments may bypass
+    if model.env != env:
+        raise ConfigError(f"config says env={model.env!r} but is being saved as {env!r}")
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(dump_config(model), encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -36,7 +36,7 @@ from twolane.text import LABELLING_NOT_POSSIBLE, is_unlabellable
 VAL_SHARE = 0.15
 VAL_SEED = 7
 DEFAULT_EPOCHS = 6
-DEFAULT_MAX_MINUTES = 40.0  # training wall-clock budget on the 2-core build machine
+DEFAULT_MAX_MINUTES = 35.0  # training wall-clock budget on the 2-core build machine
 BUILD_DIR = ROOT / "build" / "batch"
 
 
@@ -101,6 +101,7 @@ def instant_proba(instant_bundle: Path | None, texts: list[str], qts: list[str])
 
 
 def _progress():
+    """Rich progress bar with ETA (on a terminal)."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
@@ -147,11 +148,17 @@ def build(ds: Dataset, out_root: Path, base_model: str, cfg, *, tiny: bool = Fal
         encoder = tiny_encoder(base_model, tok.get_vocab_size(), cfg.seed) if tiny else load_encoder(base_model)
         model = EncoderClassifier(encoder, len(ds.labels), len(SENTIMENT_CLASSES))
         fit_ids = enc(fit.texts)
+        t_train = time.monotonic()
         with _progress() as prog:
             task = prog.add_task("train", total=None, info="")
+            plain = not prog.console.is_terminal  # a log file: a line every 50 steps instead
 
             def on_step(step: int, total: int, loss: float) -> None:
                 prog.update(task, completed=step, total=total, info=f"loss {loss:.3f}")
+                if plain and (step % 50 == 0 or step == total):
+                    el = time.monotonic() - t_train
+                    log(f"  step {step}/{total} loss {loss:.3f} elapsed {el / 60:.1f} min "
+                        f"ETA {el / step * (total - step) / 60:.1f} min")
 
             summary = train(model, fit_ids, fit.Y, fit.sentiment, cfg, pad_id, on_step, max_steps)
         log(f"trained {summary['epochs_run']} epoch(s), {summary['steps']} steps in {summary['seconds']} s "
@@ -179,6 +186,14 @@ def build(ds: Dataset, out_root: Path, base_model: str, cfg, *, tiny: bool = Fal
         tok_path = bundle / "tokenizer.json"
         tok.save(str(tok_path))
         log(f"exported: fused {fused}")
+        if side is not None:  # kept before the gates, so a failed gate never loses the training
+            side.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(tmp / "model.fp32.onnx", side / "model.fp32.onnx")
+            torch.save(model.state_dict(), side / "model.pt")
+            (side / "encoder_config.json").write_text(model.encoder.config.to_json_string())
+            np.save(side / "val_transformer_probs.npy", p_val)
+            (side / "val_ids.json").write_text(json.dumps(val.ids))
+            (side / "tuning.json").write_text(json.dumps({"alone": alone, "ensemble": ens}))
 
         # Test split: fp32 and int8 ONNX, exactly as served (serving tokenizer from the bundle file).
         stok = serve_tokenizer(tok_path, MAX_LENGTH)
@@ -262,11 +277,6 @@ def build(ds: Dataset, out_root: Path, base_model: str, cfg, *, tiny: bool = Fal
                     "build_seconds": round(time.monotonic() - t_start, 1)},
         )
         write_manifest(bundle, manifest)
-        if side is not None:
-            side.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(tmp / "model.fp32.onnx", side / "model.fp32.onnx")
-            torch.save(model.state_dict(), side / "model.pt")
-            (side / "encoder_config.json").write_text(model.encoder.config.to_json_string())
         log(f"bundle: {bundle} ({time.monotonic() - t_start:.0f} s)")
         return bundle
     except BaseException:
@@ -295,7 +305,8 @@ def run(data: Path | None = None, out: Path | None = None, model: str | None = N
     inst = s.instant_bundle or latest_bundle(s.bundles, "instant") or latest_bundle(root, "instant")
     if inst is None:
         print("no instant bundle found: building the transformer alone (no ensemble)")
-    return build(ds, root, model or default_base_model(), cfg, instant_bundle=inst, side_dir=BUILD_DIR)
+    return build(ds, root, model or default_base_model(), cfg, instant_bundle=inst, side_dir=BUILD_DIR,
+                 log=lambda msg: print(msg, flush=True))
 
 
 def build_tiny_bundle(out: Path, instant_bundle: Path | None = None, rows: int = 300) -> Path:

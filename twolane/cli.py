@@ -37,11 +37,13 @@ def build_batch(
     model: Optional[str] = typer.Option(None, help="Encoder id or path (default: the packaged all-MiniLM-L6-v2)."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs."),
     rows: Optional[int] = typer.Option(None, help="Train on the first N rows only (quick check)."),
+    max_minutes: Optional[float] = typer.Option(
+        None, "--max-minutes", help="Training time budget; epochs are cut to fit (default 35, 0 = none)."),
 ) -> None:
     """Fine-tune a transformer, export to ONNX, quantise (int8 CPU, fp16 GPU), gate, bundle."""
     from model_build.batch import run
 
-    run(data=data, out=out, model=model, epochs=epochs, rows=rows)
+    run(data=data, out=out, model=model, epochs=epochs, rows=rows, max_minutes=max_minutes)
 
 
 @app.command()
@@ -84,11 +86,25 @@ def recommend(
     lane: str = typer.Option("both", help="instant, batch or both."),
     slo_p95_ms: float = typer.Option(1000.0, "--slo-p95-ms", help="p95 latency objective per request."),
     out: Path = typer.Option(Path("bench/recommend"), help="Report folder."),
+    env: str = typer.Option("dev,prod", help="Infra configs to update (comma list, or 'none')."),
+    aws: bool = typer.Option(False, "--aws", help="Measure on AWS instead: SageMaker Inference "
+                             "Recommender (batch) and a Lambda memory sweep (instant)."),
+    aws_role_arn: str = typer.Option("", help="--aws: IAM role for Inference Recommender."),
+    aws_model_name: str = typer.Option("", help="--aws: SageMaker model of the batch container."),
+    aws_payload_url: str = typer.Option("", help="--aws: s3:// tar.gz of sample JSON payloads."),
+    aws_function_name: str = typer.Option("", help="--aws: the instant-lane API Lambda."),
 ) -> None:
     """Load-test each lane, project cost per million comments, pick hardware, update infra config."""
+    envs = tuple(e.strip() for e in env.split(",") if e.strip() and e.strip() != "none")
+    if aws:
+        from recommender.aws import run_aws
+
+        run_aws(slo_p95_ms, out, lane=lane, role_arn=aws_role_arn, model_name=aws_model_name,
+                payload_url=aws_payload_url, function_name=aws_function_name, envs=envs)
+        return
     from recommender.run import run
 
-    run(lane=lane, slo_p95_ms=slo_p95_ms, out=out)
+    run(lane=lane, slo_p95_ms=slo_p95_ms, out=out, envs=envs)
 
 
 if __name__ == "__main__":

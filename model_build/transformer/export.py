@@ -55,12 +55,15 @@ def optimise(src: Path, dst: Path, num_heads: int, hidden_size: int) -> dict[str
 
 
 def quantise_int8(src: Path, dst: Path) -> Path:
-    """Dynamic int8 quantisation of the optimised graph: per-channel, reduced range."""
+    """Dynamic int8 quantisation of the optimised graph: per-channel, reduced range. The two small
+    classification heads stay fp32 (they cost nothing and decide the labels)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    graph = onnx.load(str(src), load_external_data=False).graph
+    heads = [n.name for n in graph.node if "_head/" in n.name]
     quantize_dynamic(str(src), str(dst), per_channel=True, reduce_range=True, weight_type=QuantType.QInt8,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                     nodes_to_exclude=heads, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return dst
 
 

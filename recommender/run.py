@@ -1,0 +1,195 @@
+"""`twolane recommend`: load-test the lanes, choose Lambda memory and instance type, report,
+and write the choice into the deployment config (infra/config/<env>.json)."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import platform
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from recommender.cost import Choice, choose_instance, choose_lambda_memory, load_prices
+from recommender.loadtest import LaneResult, Sweep, payload_texts, run_lane
+from recommender.report import write_report
+
+LANES = ("instant", "batch")
+DEFAULT_SWEEPS: dict[str, Sweep] = {
+    # Instant lane: Lambda serves one request per execution environment, so concurrency 1 is
+    # what the cost model uses; concurrency 4 shows the local server under load.
+    "instant": Sweep(cores=[1, 2], batch_sizes=[1, 20, 100], concurrency=[1, 4],
+                     requests=80, max_seconds=5.0, warmup=3, repeats=3),
+    # Batch lane: the transformer is ~100x slower per comment, so fewer, bigger requests.
+    "batch": Sweep(cores=[1, 2], batch_sizes=[8, 32], concurrency=[1, 2],
+                   requests=30, max_seconds=7.0, warmup=1, repeats=3),
+}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def resolve_lane_bundle(lane: str, workdir: Path,
+                        log: Callable[[str], None]) -> tuple[Path, str, str]:
+    """(bundle, label, warning) for a lane: settings / newest under bundles/, else (batch) tiny."""
+    from twolane.bundle import BundleError, resolve_bundle
+    from twolane.settings import get_settings
+
+    s = get_settings()
+    explicit = s.instant_bundle if lane == "instant" else s.batch_bundle
+    try:
+        b = resolve_bundle(explicit or s.bundles, lane)  # type: ignore[arg-type]
+        return b, str(b), ""
+    except BundleError:
+        if lane == "instant":
+            raise
+    log("[batch] no real batch bundle found: building the tiny test bundle (labelled as such)")
+    from model_build.batch import build_tiny_bundle
+
+    try:  # ship the instant bundle inside, as the real batch build does (ensemble mode)
+        inst: Path | None = resolve_bundle(s.instant_bundle or s.bundles, "instant")
+    except BundleError:
+        inst = None
+    b = build_tiny_bundle(workdir / "batch-tiny", instant_bundle=inst)
+    warning = ("No trained batch bundle existed when this ran, so the batch lane was measured on "
+               "the TINY randomly initialised test model (same export path and container, far "
+               "smaller network). Its numbers show the method, not the real model's speed or "
+               "cost: re-run `twolane recommend --lane batch` after `twolane build batch`.")
+    return b, f"TINY test bundle (not the real model): {b.name}", warning
+
+
+def method_notes(lane: str, choice: Choice, prices: dict[str, Any]) -> list[str]:
+    m = choice.method
+    if choice.target == "lambda_memory":
+        lam = prices["lambda"]
+        return [
+            "Lambda runs one request per execution environment at a time, so the projection "
+            "starts from the 1-core, concurrency-1 runs at "
+            f"{m.get('reference_batch')} comments per request (the largest size measured).",
+            f"CPU share is proportional to memory (1 vCPU at {lam['mb_per_vcpu']} MB): below "
+            "that, latency is scaled by 1769/MB (assumes the request is CPU-bound and that "
+            "Lambda's CPU throttling behaves like a slower core; short requests may do a "
+            "little better in practice).",
+            f"Above {lam['mb_per_vcpu']} MB the second vCPU speeds a request up by "
+            f"{m.get('two_core_speedup', 1):.2f}x at 2 vCPUs ({m.get('two_core_speedup_basis')}).",
+            f"Memory must exceed the measured peak server RSS ({m.get('peak_rss_mb', 0):.0f} MB) "
+            "by 10 %; the Lambda runtime (Mangum instead of uvicorn) is assumed similar.",
+            "Cost = billed duration (mean latency, rounded up to 1 ms) x GB x $/GB-s plus the "
+            "request fee, per request, divided by comments per request. Cold starts, API "
+            "Gateway and network time are not included.",
+        ]
+    return [
+        "The batch lane runs on a SageMaker asynchronous endpoint; Inference Recommender cannot "
+        "test async endpoints, and neither can this local run: the same container was measured "
+        "as a real-time server (requests answered synchronously).",
+        f"CPU instances: throughput scales as S(n) = 1 + (n-1) x {m.get('core_efficiency', 0):.2f} "
+        f"({m.get('core_efficiency_basis')}); beyond the 2 cores measured this is an "
+        "extrapolation, and AWS vCPUs are hyper-threads of a different CPU, so expect +-30 %.",
+        "GPU instances: NOT measured (no GPU here). Throughput = 1-core throughput x an assumed "
+        f"speed-up {m.get('gpu_speedup_assumption')} and latency divided by it; treat GPU rows "
+        "as placeholders until measured with `--aws` or on a GPU host.",
+        "Operating point: for each candidate the measured (comments per request, concurrency) "
+        "with the highest projected throughput whose p95 meets the objective.",
+        "Cost per million comments assumes the instance is busy while it runs; the async "
+        "endpoint scales to zero, so idle cost is only the scale-in cooldown after each burst.",
+    ]
+
+
+def update_configs(changes: dict[str, Any], envs: Iterable[str],
+                   config_dir: Path | None = None) -> list[dict[str, str]]:
+    """Set dotted fields (e.g. 'instant.lambda_memory_mb') in each env's config, validated by
+    infra.config; returns a unified diff per env."""
+    from infra.config import config_path, dump_config, load_config, save_config
+
+    out = []
+    for env in envs:
+        cfg = load_config(env, config_dir)
+        before = dump_config(cfg)
+        data = cfg.model_dump(mode="json")
+        for dotted, value in changes.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for p in parents:
+                node = node[p]
+            node[leaf] = value
+        path = save_config(env, data, config_dir)  # validates; raises ConfigError if bad
+        after = dump_config(load_config(env, config_dir))
+        diff = "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True),
+                                            f"a/{path.name}", f"b/{path.name}"))
+        out.append({"env": env, "path": str(config_path(env, config_dir)), "diff": diff})
+    return out
+
+
+def run(lane: str = "both", slo_p95_ms: float = 1000.0, out: Path = Path("bench/recommend"),
+        envs: Iterable[str] = ("dev", "prod"), sweeps: dict[str, Sweep] | None = None,
+        bundles: dict[str, Path] | None = None, config_dir: Path | None = None,
+        log: Callable[[str], None] = print) -> Path:
+    """Measure, choose, report and update the config. Returns the HTML report's path."""
+    t0 = time.perf_counter()
+    lanes = list(LANES) if lane == "both" else [lane]
+    if any(x not in LANES for x in lanes):
+        raise SystemExit(f"--lane must be instant, batch or both (got {lane!r})")
+    sweeps = {**DEFAULT_SWEEPS, **(sweeps or {})}
+    prices = load_prices()
+    out = Path(out)
+    load_before = os.getloadavg()
+    texts = payload_texts()
+    doc_lanes: dict[str, Any] = {}
+    changes: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="twolane-recommend-") as tmp:
+        work = Path(tmp)
+        for name in lanes:
+            if bundles and name in bundles:
+                bundle, label, warning = bundles[name], str(bundles[name]), ""
+            else:
+                bundle, label, warning = resolve_lane_bundle(name, work, log)
+            result: LaneResult = run_lane(name, bundle, sweeps[name], work / name, texts,
+                                          bundle_label=label, log=log)
+            if name == "instant":
+                choice = choose_lambda_memory(result.cells, slo_p95_ms, prices)
+                if choice.chosen:
+                    changes["instant.lambda_memory_mb"] = int(choice.chosen.memory_mb)
+            else:
+                choice = choose_instance(result.cells, slo_p95_ms, prices)
+                if choice.chosen:
+                    changes["batch.instance_type"] = choice.chosen.name
+            log(choice.message)
+            doc_lanes[name] = {"result": result.to_dict(), "choice": choice.to_dict(),
+                               "warning": warning,
+                               "method_notes": method_notes(name, choice, prices)}
+    envs = [e for e in envs if e and e != "none"]
+    config_changes = update_configs(changes, envs, config_dir) if changes and envs else []
+    for ch in config_changes:
+        log(f"Updated {ch['path']}:\n{ch['diff'] or '(already set: no change)'}")
+    doc: dict[str, Any] = {
+        "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "slo_p95_ms": slo_p95_ms,
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
+                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "lanes": doc_lanes,
+        "config_changes": config_changes,
+        "prices": {k: prices[k] for k in ("region", "currency", "as_of", "source")},
+        "assumptions": [
+            f"Prices: {prices['source']} Region {prices['region']}, as of {prices['as_of']}. "
+            "The deployment region (infra config) may differ; relative ranking usually holds.",
+            "Local cores stand in for vCPUs via CPU affinity plus onnxruntime thread count; the "
+            "machine is shared, so every figure carries the noise shown as min-max ranges.",
+            "Latency is measured at the server's HTTP interface on 127.0.0.1: no network, API "
+            "Gateway, SageMaker queueing or cold start is included.",
+        ],
+        "wall_s": 0.0,
+    }
+    doc["wall_s"] = time.perf_counter() - t0
+    html_path = write_report(doc, out)
+    log(f"Report: {html_path} (whole run {doc['wall_s']:.0f} s)")
+    return html_path
+

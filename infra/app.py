@@ -59,17 +59,24 @@ def check_asset(asset_dir: Path) -> dict:
 def build_app(env: str | None = None, outdir: str | Path | None = None,
               cfg: DeployConfig | None = None, asset_dir: str | Path | None = None,
               nag: bool = True):
-    """Build (not synthesise) the CDK app for one environment. Returns (app, stack)."""
+    """Build (not synthesise) the CDK app for one environment. Returns (app, stack).
+    The config and the asset are checked before the CDK (jsii) starts, so errors are quick."""
+    if cfg is None and env is not None:
+        cfg = load_config(env)
+    if cfg is not None:
+        asset = Path(asset_dir) if asset_dir else REPO_ROOT / cfg.instant.asset_dir
+        info = check_asset(asset)
+
     from aws_cdk import App, Environment, Validations
     from cdk_nag import AwsSolutionsChecks
 
     from infra.stack import TwolaneStack
 
     app = App(outdir=str(outdir) if outdir else None, context=dict(FEATURE_FLAGS))
-    env = env or app.node.try_get_context("env") or "dev"
-    cfg = cfg or load_config(env)
-    asset = Path(asset_dir) if asset_dir else REPO_ROOT / cfg.instant.asset_dir
-    info = check_asset(asset)
+    if cfg is None:  # run by the CDK CLI: `cdk synth -c env=prod`
+        cfg = load_config(app.node.try_get_context("env") or "dev")
+        asset = Path(asset_dir) if asset_dir else REPO_ROOT / cfg.instant.asset_dir
+        info = check_asset(asset)
     stack = TwolaneStack(app, cfg.name, cfg=cfg, asset_dir=asset,
                          env=Environment(account=cfg.account, region=cfg.region))
     stack.asset_info = info
@@ -125,7 +132,13 @@ def main(argv: list[str] | None = None) -> int:
 
             if os.environ.get("CDK_OUTDIR"):
                 app, _ = build_app()
-                app.synth()
+                try:
+                    app.synth()
+                except RuntimeError as exc:
+                    if "Validation failed" not in str(exc):
+                        raise
+                    print("cdk-nag: unacknowledged findings (see above)", file=sys.stderr)
+                    return 1
                 return 0
         result = synth(env=args.env, outdir=args.out or REPO_ROOT / "cdk.out",
                        asset_dir=args.asset_dir)

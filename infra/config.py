@@ -12,6 +12,7 @@ validated by `DeployConfig`; a bad value raises `ConfigError` with one readable 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -63,8 +64,9 @@ class BatchConfig(_Strict):
     scale_in_cooldown_s: StrictInt = Field(600, ge=0)
     scale_out_cooldown_s: StrictInt = Field(120, ge=0)
     image_source: Literal["asset", "dlc", "uri"] = Field(
-        "asset", description="asset: build sagemaker/Dockerfile at deploy; dlc: AWS PyTorch "
-        "inference image for the region; uri: image_uri as given")
+        "dlc", description="dlc: AWS PyTorch inference image for the region (runs code/"
+        "inference.py from model.tar.gz); asset: build sagemaker/Dockerfile at deploy; uri: "
+        "image_uri as given")
     image_uri: str | None = None
     image_context: str = Field(".", description="docker build context for 'asset' (repo-relative)")
     image_dockerfile: str = Field("sagemaker/Dockerfile", description="relative to image_context")
@@ -145,9 +147,11 @@ def describe_errors(err: ValidationError) -> str:
 
 
 def config_path(env: str, config_dir: Path | None = None) -> Path:
+    """`infra/config/<env>.json`; TWOLANE_INFRA_CONFIG_DIR points elsewhere (tests, forks)."""
     if env not in ENVS:
         raise ConfigError(f"unknown env {env!r}: choose one of {', '.join(ENVS)}")
-    return (config_dir or CONFIG_DIR) / f"{env}.json"
+    folder = config_dir or Path(os.environ.get("TWOLANE_INFRA_CONFIG_DIR") or CONFIG_DIR)
+    return folder / f"{env}.json"
 
 
 def validate_config(data: Any, source: str = "config") -> DeployConfig:

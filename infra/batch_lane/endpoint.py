@@ -101,7 +101,10 @@ class AsyncEndpoint(Construct):
                     "The endpoint writes error bodies under batch/failures/ with names SageMaker "
                     "picks.")
 
-        env = {"TWOLANE_BATCH_BUNDLE": "/opt/ml/model", **(container_env or {})}
+        # sagemaker/serve.py (our image, or code/inference.py in the DLC) reads the model from
+        # /opt/ml/model; one worker per concurrent invocation SageMaker sends.
+        env = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(batch.max_concurrent_invocations_per_instance),
+               **(container_env or {})}
         self.model = sm.CfnModel(
             self, "Model",
             execution_role_arn=role.role_arn,

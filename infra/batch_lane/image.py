@@ -1,6 +1,6 @@
 """Which container image the batch endpoint runs.
 
-- "asset": build `sagemaker/Dockerfile` (the twolane ONNX server) at deploy time; synth only
+- "asset": build `sagemaker/Dockerfile` (the twolane ONNX server image) at deploy; synth only
   stages the build context, so it needs no Docker and no network.
 - "dlc":   the AWS PyTorch inference Deep Learning Container for the region and instance type,
   looked up offline from the `sagemaker` SDK's bundled image_uri_config tables.

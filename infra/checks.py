@@ -1,0 +1,68 @@
+"""Offline checks of the synthesised app, shared by tests/test_infra*.py and bench/infra.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from infra.app import SynthResult, synth
+from infra.build_lambda_asset import build_code_only
+from infra.config import DeployConfig
+
+# cfn-lint W3005: CDK puts DependsOn on a Lambda's role *and* its DefaultPolicy; the role one
+# is redundant with the GetAtt (harmless, and emitted by the CDK, not by us).
+CFN_LINT_IGNORE = ["W3005"]
+
+
+def synth_offline(tmp: Path, cfg: DeployConfig) -> SynthResult:
+    """Synth with a code-only asset (the real handler code, no pip): no network, no Docker."""
+    asset = tmp / "asset"
+    build_code_only(asset)
+    return synth(cfg=cfg, outdir=tmp / "cdk.out", asset_dir=asset)
+
+
+def cfn_lint(template: Path) -> list[str]:
+    """cfn-lint (as a library) on one template; returns the problems, [] when clean."""
+    from cfnlint import api
+
+    matches = api.lint_file(template, config=api.ManualArgs(ignore_checks=CFN_LINT_IGNORE))
+    return [f"{m.rule.id} {m.message} ({m.path})" for m in matches]
+
+
+def statements(template: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(logical id, resource type, statement) for every policy statement in the template."""
+    for lid, res in template["Resources"].items():
+        props = res.get("Properties", {})
+        docs = []
+        for key in ("PolicyDocument", "KeyPolicy", "AssumeRolePolicyDocument"):
+            if key in props:
+                docs.append(props[key])
+        for pol in props.get("Policies", []) or []:
+            docs.append(pol.get("PolicyDocument", {}))
+        for doc in docs:
+            for st in doc.get("Statement", []):
+                yield lid, res["Type"], st
+
+
+def wildcard_actions(template: dict[str, Any]) -> list[tuple[str, str]]:
+    """Allow statements granting "*" or "service:*" (TLS-only Deny statements and the account
+    root's standard KMS key-administration statement excepted)."""
+    bad = []
+    for lid, rtype, st in statements(template):
+        if st.get("Effect") != "Allow":
+            continue
+        if rtype == "AWS::KMS::Key" and ":root" in dumps(st.get("Principal")):
+            continue
+        for action in as_list(st.get("Action", [])):
+            if action == "*" or action.endswith(":*"):
+                bad.append((lid, action))
+    return bad
+
+
+def as_list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else [v]
+
+
+def dumps(v: Any) -> str:
+    return json.dumps(v, sort_keys=True)

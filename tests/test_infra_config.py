@@ -1,0 +1,165 @@
+"""Deployment config (load/save/validation), the API-key authorizer, the asset builder's
+code-only mode and the offline image lookup. No synth here: fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra.config import (CONFIG_DIR, ConfigError, DeployConfig, dump_config, load_config,
+                          save_config, validate_config)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_shipped_configs_load_and_round_trip_byte_for_byte(env):
+    cfg = load_config(env)
+    assert cfg.env == env and cfg.name == f"Twolane-{env}"
+    assert dump_config(cfg) == (CONFIG_DIR / f"{env}.json").read_text()
+
+
+def test_recommender_style_update_is_saved_and_read_back(tmp_path):
+    for env in ("dev", "prod"):
+        (tmp_path / f"{env}.json").write_text((CONFIG_DIR / f"{env}.json").read_text())
+    cfg = load_config("prod", tmp_path)
+    cfg.instant.lambda_memory_mb = 1769
+    cfg.batch.instance_type = "ml.g5.xlarge"
+    save_config("prod", cfg, tmp_path)
+    again = load_config("prod", tmp_path)
+    assert (again.instant.lambda_memory_mb, again.batch.instance_type) == (1769, "ml.g5.xlarge")
+    text = (tmp_path / "prod.json").read_text()
+    assert text.startswith("{\n  \"env\": \"prod\"") and text.endswith("}\n")
+    assert load_config("dev", tmp_path) == load_config("dev")  # the other file untouched
+
+
+@pytest.mark.parametrize("value,words", [
+    (20000, "less than or equal to 10240"), (64, "greater than or equal to 128"),
+    ("1024", "valid integer"), (1024.5, "valid integer"), (None, "valid integer")])
+def test_bad_lambda_memory_is_refused_clearly(value, words):
+    with pytest.raises(ConfigError) as e:
+        validate_config({"env": "dev", "instant": {"lambda_memory_mb": value}})
+    assert "instant.lambda_memory_mb" in str(e.value) and words in str(e.value)
+
+
+@pytest.mark.parametrize("value", ["g4dn.xlarge", "ml.g4dn", "ML.G4DN.XLARGE", "", "ml..x"])
+def test_bad_instance_type_is_refused_clearly(value):
+    with pytest.raises(ConfigError) as e:
+        validate_config({"env": "dev", "batch": {"instance_type": value}})
+    assert "batch.instance_type" in str(e.value) and "ml.<family>.<size>" in str(e.value)
+
+
+def test_assignment_is_validated_and_save_revalidates(tmp_path):
+    cfg = load_config("dev")
+    with pytest.raises(Exception):
+        cfg.instant.lambda_memory_mb = 99999
+    with pytest.raises(ConfigError, match="batch.instance_type"):
+        save_config("dev", {**cfg.model_dump(mode="json"), "batch": {"instance_type": "x"}},
+                    tmp_path)
+    with pytest.raises(ConfigError, match="saved as"):
+        save_config("dev", load_config("prod"), tmp_path)
+
+
+def test_unknown_env_typos_and_inconsistencies(tmp_path):
+    with pytest.raises(ConfigError, match="unknown env 'staging'"):
+        load_config("staging")
+    with pytest.raises(ConfigError, match="batch.instnce_type: Extra inputs"):
+        validate_config({"env": "dev", "batch": {"instnce_type": "ml.m5.large"}})
+    with pytest.raises(ConfigError, match="image_uri is required"):
+        validate_config({"env": "dev", "batch": {"image_source": "uri"}})
+    with pytest.raises(ConfigError, match="log_retention_days"):
+        validate_config({"env": "dev", "monitoring": {"log_retention_days": 31}})
+    (tmp_path / "dev.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config("dev", tmp_path)
+    with pytest.raises(ConfigError, match="no config file"):
+        load_config("prod", tmp_path)
+
+
+def test_synth_command_prints_the_validation_error_not_a_traceback(tmp_path):
+    bad = json.loads((CONFIG_DIR / "dev.json").read_text())
+    bad["instant"]["lambda_memory_mb"] = 20000
+    (tmp_path / "dev.json").write_text(json.dumps(bad))
+    env = {**os.environ, "TWOLANE_INFRA_CONFIG_DIR": str(tmp_path)}
+    p = subprocess.run([sys.executable, "-m", "infra.app", "--env", "dev", "--out",
+                        str(tmp_path / "out")], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2
+    assert "instant.lambda_memory_mb: Input should be less than or equal to 10240" in p.stderr
+    assert "Traceback" not in p.stderr + p.stdout
+
+
+def test_missing_asset_is_explained(tmp_path):
+    from infra.app import check_asset
+
+    with pytest.raises(ConfigError, match="build_lambda_asset"):
+        check_asset(tmp_path / "nothing")
+
+
+def test_code_only_asset_holds_the_handlers_and_no_cdk_code(tmp_path):
+    from infra.app import REQUIRED_IN_ASSET, check_asset
+    from infra.build_lambda_asset import build_code_only
+
+    out = tmp_path / "asset"
+    info = build_code_only(out)
+    assert info["kind"] == "code-only"
+    for rel in REQUIRED_IN_ASSET:
+        assert (out / rel).is_file()
+    assert not list(out.rglob("construct.py")) and not (out / "infra").exists()
+    assert check_asset(out)["kind"] == "unknown"  # no marker written by the function itself
+
+
+def test_authorizer_accepts_known_keys_only():
+    sys.path.insert(0, str(REPO / "infra" / "authorizer"))
+    try:
+        import handler as authz  # the asset's own module name in the Lambda
+    finally:
+        sys.path.pop(0)
+    from infra.api_keys import key_hash, new_key
+
+    key, other = new_key(), new_key()
+    assert key != other and len(key) > 40
+    assert key_hash(key) == authz.key_hash(key)
+    hashes = {"trust-a": key_hash(key)}
+    assert authz.authorize({"x-api-key": key}, hashes) == {
+        "isAuthorized": True, "context": {"client": "trust-a"}}
+    assert authz.authorize({"X-Api-Key": key}, hashes)["isAuthorized"]  # header case
+    for headers in ({"x-api-key": other}, {"x-api-key": ""}, {}, None,
+                    {"authorization": key}):
+        assert authz.authorize(headers, hashes) == {"isAuthorized": False, "context": {}}
+    assert authz.authorize({"x-api-key": key}, {})["isAuthorized"] is False  # no parameter
+
+    reads = []
+    clock = [0.0]
+    authz._cache = None
+
+    def read():
+        reads.append(1)
+        return hashes
+
+    assert authz.known_hashes(read, lambda: clock[0]) == hashes
+    clock[0] = 100.0
+    authz.known_hashes(read, lambda: clock[0])
+    assert len(reads) == 1  # cached
+    clock[0] = 100.0 + authz.CACHE_SECONDS + 1
+    authz.known_hashes(read, lambda: clock[0])
+    assert len(reads) == 2  # refreshed after CACHE_SECONDS
+
+
+def test_dlc_image_lookup_is_offline_and_region_specific():
+    from infra.batch_lane.image import dlc_image_uri, parse_ecr_uri
+
+    batch = DeployConfig(env="dev").batch
+    img = dlc_image_uri(batch, "eu-west-2")
+    assert img.uri == "763104351884.dkr.ecr.eu-west-2.amazonaws.com/pytorch-inference:2.6-gpu-py312"
+    assert (img.account, img.repository) == ("763104351884", "pytorch-inference")
+    cpu = dlc_image_uri(batch.model_copy(update={"instance_type": "ml.c5.xlarge"}), "us-east-1")
+    assert cpu.uri.endswith("pytorch-inference:2.6-cpu-py312") and ".us-east-1." in cpu.uri
+    with pytest.raises(ConfigError, match="image_uri"):
+        dlc_image_uri(batch.model_copy(update={"dlc_framework_version": "0.1"}), "eu-west-2")
+    assert parse_ecr_uri("public.ecr.aws/x/y:1").repository == ""

@@ -1,0 +1,56 @@
+"""The prod config, synthesised once offline, with the batch image as a Docker *asset*:
+synth stages the build context but needs no Docker engine and no network."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.checks import cfn_lint, synth_offline, wildcard_actions
+from infra.config import load_config
+
+
+@pytest.fixture(scope="module")
+def prod(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("infra-prod")
+    context = tmp / "image"
+    (context / "sagemaker").mkdir(parents=True)
+    (context / "sagemaker" / "Dockerfile").write_text("FROM scratch\n")
+    cfg = load_config("prod")
+    cfg.batch.image_source = "asset"
+    cfg.batch.image_context = str(context)  # absolute: used as is
+    result = synth_offline(tmp, cfg)
+    return cfg, result, result.template
+
+
+def test_prod_has_no_nag_findings_lint_problems_or_wildcards(prod):
+    _, result, tpl = prod
+    assert result.findings == []
+    assert cfn_lint(result.template_path) == []
+    assert wildcard_actions(tpl) == []
+
+
+def test_prod_keeps_data_and_uses_its_sizes(prod):
+    cfg, _, tpl = prod
+    res = tpl["Resources"]
+    buckets = [r for r in res.values() if r["Type"] == "AWS::S3::Bucket"]
+    assert cfg.storage.retain_on_delete
+    assert all(b["DeletionPolicy"] == "Retain" for b in buckets)
+    api = next(r["Properties"] for r in res.values() if r["Type"] == "AWS::Lambda::Function"
+               and r["Properties"]["Handler"] == "functions.api.handler.handler")
+    assert api["ReservedConcurrentExecutions"] == cfg.instant.reserved_concurrency
+    target = next(r["Properties"] for r in res.values()
+                  if r["Type"] == "AWS::ApplicationAutoScaling::ScalableTarget")
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (0, cfg.batch.max_instances)
+
+
+def test_asset_image_is_staged_and_pullable_by_the_endpoint_only(prod):
+    _, result, tpl = prod
+    manifest = (result.outdir / f"{result.stack_name}.assets.json").read_text()
+    assert "dockerImages" in manifest and "sagemaker/Dockerfile" in manifest
+    image = next(r["Properties"]["PrimaryContainer"]["Image"] for r in tpl["Resources"].values()
+                 if r["Type"] == "AWS::SageMaker::Model")
+    assert "cdk-hnb659fds-container-assets" in str(image)
+    pulls = [st for r in tpl["Resources"].values() if r["Type"] == "AWS::IAM::Policy"
+             for st in r["Properties"]["PolicyDocument"]["Statement"]
+             if "ecr:BatchGetImage" in st["Action"]]
+    assert len(pulls) == 1

@@ -70,11 +70,15 @@ def build_app(env: str | None = None, outdir: str | Path | None = None,
     from aws_cdk import App, Environment, Validations
     from cdk_nag import AwsSolutionsChecks
 
+    from infra.common import ACKNOWLEDGED
     from infra.stack import TwolaneStack
 
+    ACKNOWLEDGED.clear()  # one app per process at a time; the bench reads this list
     app = App(outdir=str(outdir) if outdir else None, context=dict(FEATURE_FLAGS))
-    if cfg is None:  # run by the CDK CLI: `cdk synth -c env=prod`
+    if cfg is None:  # run by the CDK CLI: `cdk synth -c env=prod [-c batch=false]`
         cfg = load_config(app.node.try_get_context("env") or "dev")
+        if str(app.node.try_get_context("batch")).lower() == "false":
+            cfg = cfg.model_copy(update={"batch": cfg.batch.model_copy(update={"enabled": False})})
         asset = Path(asset_dir) if asset_dir else REPO_ROOT / cfg.instant.asset_dir
         info = check_asset(asset)
     stack = TwolaneStack(app, cfg.name, cfg=cfg, asset_dir=asset,
@@ -124,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env", default=None, help="dev or prod (default: -c env=..., else dev)")
     p.add_argument("--out", default=None, help="cloud assembly folder (default: cdk.out)")
     p.add_argument("--asset-dir", default=None, help="built Lambda asset (default: from config)")
+    p.add_argument("--no-batch", action="store_true",
+                   help="leave the batch lane out (first deploy, before model.tar.gz is uploaded)")
     args = p.parse_args(argv)
     try:
         if args.out is None and not args.env and not args.asset_dir:
@@ -140,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
                     print("cdk-nag: unacknowledged findings (see above)", file=sys.stderr)
                     return 1
                 return 0
-        result = synth(env=args.env, outdir=args.out or REPO_ROOT / "cdk.out",
+        cfg = load_config(args.env or "dev")
+        if args.no_batch:
+            cfg.batch.enabled = False
+        result = synth(cfg=cfg, outdir=args.out or REPO_ROOT / "cdk.out",
                        asset_dir=args.asset_dir)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -35,6 +35,14 @@ TARGET_BYTES = 100 * 1024 * 1024
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
 # Never needed at run time in the Lambda.
 PRUNE_DIRS = ("infra", "model_build", "recommender", "bin")
+# Files the serving path never loads (checked by importing the asset under Python 3.12 and
+# running the API handler, see bench/infra.py). libonnxruntime.so is the C-API library for
+# other language bindings; the Python module (onnxruntime_pybind11_state) is self-contained.
+PRUNE_GLOBS = (
+    "onnxruntime/capi/libonnxruntime.so*", "onnxruntime/transformers", "onnxruntime/quantization",
+    "onnxruntime/tools", "onnxruntime/datasets", "numpy/**/tests", "numpy/f2py",
+    "numpy/_core/include", "**/*.pyi",
+)
 CODE_PACKAGES = ("twolane", "functions")
 PLATFORMS = {
     "x86_64": ["manylinux2014_x86_64", "manylinux_2_28_x86_64", "manylinux_2_34_x86_64"],
@@ -59,6 +67,12 @@ def prune(out: Path, keep_boto3: bool) -> None:
         for p in [out / name, *out.glob(f"{name}-*.dist-info")]:
             if p.is_dir():
                 shutil.rmtree(p)
+    for pattern in PRUNE_GLOBS:
+        for p in list(out.glob(pattern)):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.exists():
+                p.unlink()
     for p in list(out.rglob("__pycache__")):
         shutil.rmtree(p, ignore_errors=True)
     for p in out.glob("functions/*/construct.py"):

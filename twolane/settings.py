@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     aws_region: str = "eu-west-2"
     bucket: str = "twolane-local"
 
+    # Drop folder (S3 inbox/ -> outbox/, failed/) and the local stack.
+    dropfolder_max_bytes: int = Field(20_000_000, ge=1)  # larger files go to failed/
+    moto_port: int = Field(5000, ge=0)  # local S3 stand-in; 0 or busy = any free port
+    poll_seconds: float = Field(1.0, gt=0)  # local watcher: how often to look at inbox/
+
     # Batch lane (async jobs). On AWS: invoker "sagemaker" and the endpoint names; locally:
     # invoker "local" (an SQS queue in moto drained by twolane.batch.runner).
     batch_invoker: Literal["local", "sagemaker"] = "local"

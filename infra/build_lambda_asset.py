@@ -119,7 +119,7 @@ def build_full(out: Path, architecture: str, bundle: str, keep_boto3: bool = Fal
     subprocess.run(cmd + [f"{wheel}[serve]"], check=True)
     shutil.rmtree(wheels)
     prune(out, keep_boto3)
-    version = copy_bundle(out, bundle)
+    version = copy_bundle(out, bundle) if bundle != "none" else None
     return {"kind": "full", "architecture": architecture, "python": "3.12",
             "platforms": PLATFORMS[architecture], "bundle_version": version,
             "boto3_included": keep_boto3}
@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                                 .splitlines()[0])
     p.add_argument("--env", default="dev", help="config to read (architecture, asset_dir, bundle)")
     p.add_argument("--out", default=None, help="asset folder (default: instant.asset_dir)")
-    p.add_argument("--bundle", default=None, help="instant bundle or bundles root to ship")
+    p.add_argument("--bundle", default=None, help="instant bundle or bundles root to ship "
+                   "('none': dependencies only, to measure them; not deployable)")
     p.add_argument("--code-only", action="store_true", help="copy handlers only (offline)")
     p.add_argument("--keep-boto3", action="store_true", help="ship our own boto3/botocore")
     args = p.parse_args(argv)

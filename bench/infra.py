@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from datetime import UTC
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,7 +119,7 @@ def smoke(asset: Path, tmp: Path) -> dict:
            "TWOLANE_INSTANT_BUNDLE": str(asset / "bundle"), "TWOLANE_API_KEYS": "",
            "AWS_DEFAULT_REGION": "eu-west-2", "POWERTOOLS_SERVICE_NAME": "bench"}
     p = subprocess.run([py, "-I", "-c", f"import sys; sys.path[:0] = {[str(asset), str(extra)]!r}\n"
-                        + SMOKE], env=env, capture_output=True, text=True, timeout=300)
+                        + SMOKE], env=env, capture_output=True, text=True, timeout=300, check=False)
     if p.returncode != 0:
         return {"ran": True, "ok": False, "stderr_tail": p.stderr[-2000:]}
     res = json.loads(p.stdout.strip().splitlines()[-1])
@@ -169,7 +170,7 @@ def rewrite_report() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from infra.build_lambda_asset import build_code_only
 
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-smoke", action="store_true")
     a = p.parse_args(argv)
     asset = Path(a.asset)
-    data: dict = {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    data: dict = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
                   "synth": {}}
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)

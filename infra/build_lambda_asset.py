@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from infra.config import ConfigError, load_config
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     size = dir_size(out)
     info.update(size_bytes=size, build_seconds=round(time.perf_counter() - start, 1),
-                built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                built_at=datetime.now(UTC).isoformat(timespec="seconds"))
     (out / MARKER).write_text(json.dumps(info, indent=2) + "\n")
     print(f"{info['kind']} Lambda asset: {out} ({size / 2**20:.1f} MiB unzipped; "
           f"Lambda limit 250 MiB)")

@@ -17,8 +17,16 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 ENVS: tuple[str, ...] = ("dev", "prod")
@@ -125,7 +133,7 @@ class DeployConfig(_Strict):
         return self.stack_name or f"Twolane-{self.env}"
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DeployConfig":
+    def _consistent(self) -> DeployConfig:
         if self.monitoring.log_retention_days not in LOG_RETENTION_DAYS:
             raise ValueError(f"monitoring.log_retention_days must be one of {LOG_RETENTION_DAYS}")
         if self.batch.image_source == "uri" and not self.batch.image_uri:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from infra.config import load_config
 from infra.checks import as_list, cfn_lint, dumps, statements, synth_offline, wildcard_actions
+from infra.config import load_config
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ never imported at run time (the Lambda asset carries it, but nothing loads it).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_apigatewayv2 as apigw

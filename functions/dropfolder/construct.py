@@ -6,7 +6,7 @@ S3 invokes the Lambda asynchronously; failed events are retried, then kept in an
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from aws_cdk import Duration
 from aws_cdk import aws_iam as iam

@@ -5,7 +5,7 @@ deletes the job input once predictions exist. Imported by infra only.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from aws_cdk import Duration
 from aws_cdk import aws_iam as iam

@@ -15,7 +15,8 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 LOG = logging.getLogger()
 LOG.setLevel(logging.INFO)

@@ -12,8 +12,8 @@ topics, MaxConcurrentInvocationsPerInstance) -> CfnEndpoint, plus Application Au
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_applicationautoscaling as appscaling
@@ -241,5 +241,5 @@ def _logical(construct: Construct) -> str:
 
 def _object_arn(stack: Stack, s3_url: str) -> str:
     """arn:aws:s3:::bucket/key for an s3:// URL (tokens allowed)."""
-    rest = s3_url[len("s3://"):] if s3_url.startswith("s3://") else s3_url
+    rest = s3_url.removeprefix("s3://")
     return f"arn:{stack.partition}:s3:::{rest}"

@@ -1,0 +1,422 @@
+"""Build the instant-lane bundle: TF-IDF + linear and TF-IDF + XGBoost for the 32 labels, a
+TF-IDF + multinomial sentiment model, each exported whole to ONNX (raw strings in).
+
+Steps: load + split (model_build.data) -> fit TF-IDF on the training rows -> out-of-fold
+probabilities on the TRAINING split to tune per-label thresholds (linear, XGBoost, their mean)
+-> fit on all training rows -> export ONNX -> parity gate (ONNX vs in-memory labels on the test
+split) -> test metrics -> bundle + manifest (twolane.bundle).
+
+Training uses the comments that can be labelled; empty/placeholder comments are labelled
+"Labelling not possible" by rule (twolane.text), in the build's metrics and in the predictor.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from model_build import metrics
+from model_build.data import DEFAULT_DATA, SEED, SENTIMENT_CLASSES, TEST_SIZE, Dataset, load_dataset
+from twolane.bundle import Manifest, ModelEntry, new_version, write_manifest
+from twolane.text import LABELLING_NOT_POSSIBLE, is_unlabellable
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "bundles"
+CONST_LOGIT = 20.0  # logit of a label that had one class only in training (prob ~ 0 or ~ 1)
+
+FILES = {"linear": "linear.onnx", "xgboost": "xgboost.onnx", "sentiment": "sentiment.onnx"}
+
+console = Console(stderr=True)
+
+
+class BuildError(RuntimeError):
+    """The build cannot produce a trustworthy bundle (e.g. ONNX disagrees with the model)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    max_features: int = 10_000
+    min_df: int = 2
+    ngram_max: int = 2
+    linear_C: float = 4.0
+    linear_class_weight: str | None = "balanced"
+    sentiment_C: float = 4.0
+    xgb_rounds: int = 200
+    xgb_depth: int = 4
+    xgb_eta: float = 0.15
+    xgb_max_bin: int = 32
+    xgb_features: int = 3000  # XGBoost sees the most frequent TF-IDF columns only (speed)
+    folds: int = 5
+    threads: int = 1  # XGBoost threads: 2 OpenMP threads on a busy 2-core box run 10x slower
+    default_model: str = "linear"  # "linear", "xgboost" or "ensemble"
+    parity_min: float = 0.999  # share of test rows whose ONNX labels equal the in-memory ones
+    chunk: int = 1000  # rows per ONNX call (the TF-IDF op emits dense rows)
+
+
+SMALL = Config(max_features=3000, xgb_rounds=25, xgb_features=1000, folds=3)
+
+
+# --------------------------------------------------------------------------- fitting
+def fit_vectorizer(texts: list[str], cfg: Config) -> Any:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    # sublinear_tf stays off: skl2onnx converts it as log(tf+1), not sklearn's 1+log(tf).
+    vec = TfidfVectorizer(ngram_range=(1, cfg.ngram_max), min_df=cfg.min_df,
+                          max_features=cfg.max_features, dtype=np.float32)
+    return vec.fit(texts)
+
+
+@dataclass
+class LinearOVR:
+    """Per-label logistic regressions; `coef` (labels x V) and `intercept` feed the ONNX MatMul."""
+
+    estimators: list[Any]  # fitted LogisticRegression or None (single class in training)
+    coef: np.ndarray
+    intercept: np.ndarray
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        cols = []
+        for j, est in enumerate(self.estimators):
+            if est is None:
+                cols.append(np.full(X.shape[0], 1 / (1 + np.exp(-self.intercept[j]))))
+            else:
+                cols.append(est.predict_proba(X)[:, 1])
+        return np.column_stack(cols)
+
+
+def fit_linear(X: Any, Y: np.ndarray, cfg: Config, tick: Callable[[], None] = lambda: None) -> LinearOVR:
+    from sklearn.linear_model import LogisticRegression
+
+    ests: list[Any] = []
+    coef = np.zeros((Y.shape[1], X.shape[1]))
+    intercept = np.zeros(Y.shape[1])
+    for j in range(Y.shape[1]):
+        y = Y[:, j]
+        if y.min() == y.max():
+            ests.append(None)
+            intercept[j] = CONST_LOGIT if y[0] else -CONST_LOGIT
+        else:
+            est = LogisticRegression(C=cfg.linear_C, class_weight=cfg.linear_class_weight,
+                                     solver="liblinear", max_iter=1000)
+            est.fit(X, y)
+            ests.append(est)
+            coef[j] = est.coef_[0]
+            intercept[j] = est.intercept_[0]
+        tick()
+    return LinearOVR(ests, coef, intercept)
+
+
+@dataclass
+class XGBoostOVR:
+    members: list[Any]  # fitted XGBClassifier, or a float logit for a single-class label
+    columns: np.ndarray  # the TF-IDF columns the trees see (tree feature k = column columns[k])
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        Xs = X[:, self.columns]
+        cols = []
+        for m in self.members:
+            if isinstance(m, float):
+                cols.append(np.full(X.shape[0], 1 / (1 + np.exp(-m))))
+            else:
+                cols.append(m.predict_proba(Xs)[:, 1])
+        return np.column_stack(cols)
+
+
+def frequent_columns(X: Any, k: int) -> np.ndarray:
+    """The k columns with the highest document frequency, in column order."""
+    df = np.asarray((X > 0).sum(0)).ravel()
+    if k >= X.shape[1]:
+        return np.arange(X.shape[1])
+    return np.sort(np.argsort(-df, kind="stable")[:k])
+
+
+def fit_xgboost(X: Any, Y: np.ndarray, cfg: Config, tick: Callable[[], None] = lambda: None,
+                columns: np.ndarray | None = None) -> XGBoostOVR:
+    from xgboost import XGBClassifier
+
+    columns = frequent_columns(X, cfg.xgb_features) if columns is None else columns
+    X = X[:, columns]
+    members: list[Any] = []
+    for j in range(Y.shape[1]):
+        y = Y[:, j]
+        if y.min() == y.max():
+            members.append(CONST_LOGIT if y[0] else -CONST_LOGIT)
+        else:
+            clf = XGBClassifier(
+                n_estimators=cfg.xgb_rounds, max_depth=cfg.xgb_depth, learning_rate=cfg.xgb_eta,
+                tree_method="hist", max_bin=cfg.xgb_max_bin, n_jobs=cfg.threads,
+                random_state=SEED, objective="binary:logistic", base_score=0.5,
+            )
+            clf.fit(X, y)  # sparse: absent (zero) entries are "missing" (the ONNX graph agrees)
+            members.append(clf)
+        tick()
+    return XGBoostOVR(members, columns)
+
+
+@dataclass
+class Sentiment:
+    est: Any
+    coef: np.ndarray  # 5 x V
+    intercept: np.ndarray
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        P = np.zeros((X.shape[0], len(SENTIMENT_CLASSES)))
+        P[:, self.est.classes_] = self.est.predict_proba(X)
+        return P
+
+
+def fit_sentiment(X: Any, y: np.ndarray, cfg: Config) -> Sentiment:
+    from sklearn.linear_model import LogisticRegression
+
+    est = LogisticRegression(C=cfg.sentiment_C, max_iter=2000).fit(X, y)
+    k = len(SENTIMENT_CLASSES)
+    coef = np.zeros((k, X.shape[1]))
+    intercept = np.full(k, -CONST_LOGIT)
+    cls = est.classes_
+    if len(cls) < 2:
+        raise BuildError("sentiment needs at least two classes in the training rows")
+    if len(cls) == 2:  # binary LR: softmax([-z/2, z/2]) == sigmoid(z)
+        coef[cls[0]], coef[cls[1]] = -est.coef_[0] / 2, est.coef_[0] / 2
+        intercept[cls[0]], intercept[cls[1]] = -est.intercept_[0] / 2, est.intercept_[0] / 2
+    else:
+        coef[cls] = est.coef_
+        intercept[cls] = est.intercept_
+    return Sentiment(est, coef, intercept)
+
+
+def out_of_fold(fit: Callable[[Any, np.ndarray], Any], X: Any, Y: np.ndarray, folds: int) -> np.ndarray:
+    """Out-of-fold probabilities on the training rows (thresholds are tuned on these only)."""
+    from sklearn.model_selection import KFold
+
+    P = np.zeros(Y.shape, dtype=np.float64)
+    for tr, va in KFold(folds, shuffle=True, random_state=SEED).split(X):
+        P[va] = fit(X[tr], Y[tr]).predict_proba(X[va])
+    return P
+
+
+# --------------------------------------------------------------------------- parity
+def onnx_proba(model_bytes: bytes, texts: list[str], chunk: int = 1000) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    outs = [sess.run(None, {name: np.array(texts[i:i + chunk], dtype=object)})[0]
+            for i in range(0, len(texts), chunk)]
+    return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+
+def parity(name: str, onnx_P: np.ndarray, mem_P: np.ndarray, thresholds: np.ndarray | None,
+           minimum: float) -> dict[str, Any]:
+    """Share of rows whose ONNX labels equal the in-memory ones; raises BuildError below `minimum`.
+
+    Multilabel: the thresholded label sets; sentiment (thresholds None): the argmax class.
+    """
+    if onnx_P.shape != mem_P.shape:
+        raise BuildError(f"{name}: ONNX output shape {onnx_P.shape} != in-memory {mem_P.shape}")
+    if thresholds is None:
+        same = onnx_P.argmax(1) == mem_P.argmax(1)
+    else:
+        same = ((onnx_P >= thresholds) == (mem_P >= thresholds)).all(1)
+    share = float(same.mean()) if len(same) else 1.0
+    result = {"identical_rows": share, "rows": int(len(same)),
+              "max_abs_prob_diff": float(np.abs(onnx_P - mem_P).max()) if len(same) else 0.0}
+    if share < minimum:
+        raise BuildError(
+            f"ONNX parity gate failed for {name}: labels identical on {share:.2%} of "
+            f"{len(same)} test rows (need >= {minimum:.1%}); the export does not reproduce the model"
+        )
+    return result
+
+
+# --------------------------------------------------------------------------- build
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxmltools
+    import onnxruntime
+    import skl2onnx
+    import sklearn
+    import xgboost
+
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "scikit-learn": sklearn.__version__, "xgboost": xgboost.__version__,
+            "skl2onnx": skl2onnx.__version__, "onnxmltools": onnxmltools.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
+    """Train, export, gate and write `out/instant/<version>/`; returns that folder."""
+    from model_build import onnx_export
+
+    t0 = time.perf_counter()
+    L = len(ds.labels)
+    lnp = ds.labels.index(LABELLING_NOT_POSSIBLE)
+    train, test = ds.train, ds.test
+    keep = np.array([not is_unlabellable(t) for t in train.texts])
+    tr_texts = [t for t, k in zip(train.texts, keep) if k]
+    Ytr = train.Y[keep]
+    str_ = train.sentiment[keep]
+    if len(tr_texts) < 20 or Ytr.sum() == 0:
+        raise BuildError(f"too few labelled training rows ({len(tr_texts)}) in {ds.source}")
+    if len(test.texts) == 0:
+        raise BuildError("the test split is empty")
+
+    with _progress() as prog:
+        step = prog.add_task("TF-IDF", total=1)
+        vec = fit_vectorizer(tr_texts, cfg)
+        Xtr = vec.transform(tr_texts)
+        Xte = vec.transform(test.texts)
+        prog.advance(step)
+
+        t = prog.add_task(f"linear: {cfg.folds}-fold thresholds + fit", total=L * (cfg.folds + 1))
+        tick = lambda: prog.advance(t)  # noqa: E731
+        oof_lin = out_of_fold(lambda X, Y: fit_linear(X, Y, cfg, tick), Xtr, Ytr, cfg.folds)
+        linear = fit_linear(Xtr, Ytr, cfg, tick)
+
+        t = prog.add_task(f"xgboost: {cfg.folds}-fold thresholds + fit", total=L * (cfg.folds + 1))
+        tick = lambda: prog.advance(t)  # noqa: E731
+        cols = frequent_columns(Xtr, cfg.xgb_features)
+        oof_xgb = out_of_fold(lambda X, Y: fit_xgboost(X, Y, cfg, tick, cols), Xtr, Ytr, cfg.folds)
+        xgb = fit_xgboost(Xtr, Ytr, cfg, tick, cols)
+
+        t = prog.add_task("sentiment", total=1)
+        has_sent = str_ >= 0
+        sent = fit_sentiment(Xtr[has_sent], str_[has_sent], cfg)
+        prog.advance(t)
+
+        thresholds = {
+            "linear": metrics.tune_thresholds(Ytr, oof_lin),
+            "xgboost": metrics.tune_thresholds(Ytr, oof_xgb),
+            "ensemble": metrics.tune_thresholds(Ytr, (oof_lin + oof_xgb) / 2),
+        }
+        oof_scores = {
+            name: metrics.multilabel_scores(
+                Ytr, metrics.apply_rules(P >= thresholds[name], np.zeros(len(Ytr), bool), lnp))
+            for name, P in (("linear", oof_lin), ("xgboost", oof_xgb),
+                            ("ensemble", (oof_lin + oof_xgb) / 2))
+        }
+
+        t = prog.add_task("export ONNX", total=3)
+        onnx_models = {}
+        onnx_models["linear"] = onnx_export.linear_model(vec, linear.coef, linear.intercept)
+        prog.advance(t)
+        onnx_models["xgboost"] = onnx_export.xgboost_model(vec, xgb.members, xgb.columns)
+        prog.advance(t)
+        onnx_models["sentiment"] = onnx_export.softmax_model(vec, sent.coef, sent.intercept)
+        prog.advance(t)
+        blobs = {k: m.SerializeToString() for k, m in onnx_models.items()}
+
+        t = prog.add_task("parity gate (ONNX vs in-memory, test split)", total=3)
+        mem = {"linear": linear.predict_proba(Xte), "xgboost": xgb.predict_proba(Xte),
+               "sentiment": sent.predict_proba(Xte)}
+        onx: dict[str, np.ndarray] = {}
+        par: dict[str, Any] = {}
+        for name in ("linear", "xgboost", "sentiment"):
+            onx[name] = onnx_proba(blobs[name], test.texts, cfg.chunk)
+            par[name] = parity(name, onx[name], mem[name],
+                               None if name == "sentiment" else thresholds[name], cfg.parity_min)
+            prog.advance(t)
+        ens_onnx = (onx["linear"] + onx["xgboost"]) / 2
+        par["ensemble"] = parity("ensemble", ens_onnx, (mem["linear"] + mem["xgboost"]) / 2,
+                                 thresholds["ensemble"], cfg.parity_min)
+        par["minimum"] = cfg.parity_min
+
+    # Test metrics from the ONNX outputs (what serves), with the shared scoring rule.
+    unl = np.array([is_unlabellable(x) for x in test.texts])
+    test_metrics: dict[str, Any] = {}
+    for name, P in (("linear", onx["linear"]), ("xgboost", onx["xgboost"]), ("ensemble", ens_onnx)):
+        pred = metrics.apply_rules(P >= thresholds[name], unl, lnp)
+        test_metrics[name] = metrics.multilabel_scores(test.Y, pred)
+    s_pred = onx["sentiment"].argmax(1)
+    s_true = np.where(unl, -1, test.sentiment)  # unlabellable rows get no sentiment
+    test_metrics["sentiment"] = metrics.sentiment_scores(s_true, s_pred)
+    test_metrics["scoring"] = metrics.__doc__.split("Scoring rule", 1)[1].strip()
+
+    version = new_version(ds.fingerprint)
+    final = Path(out) / "instant" / version
+    tmp = final.with_name(version + ".partial")
+    tmp.mkdir(parents=True, exist_ok=False)
+    for name, blob in blobs.items():
+        (tmp / FILES[name]).write_bytes(blob)
+    io = {"inputs": {onnx_export.INPUT: "raw comment strings, shape [N]"}}
+    models = {
+        "linear": ModelEntry(file=FILES["linear"], task="multilabel", kind="tfidf-linear",
+                             labels=ds.labels, thresholds=thresholds["linear"].tolist(), **io,
+                             outputs={onnx_export.OUTPUT: f"per-label probability, shape [N, {L}]"}),
+        "xgboost": ModelEntry(file=FILES["xgboost"], task="multilabel", kind="tfidf-xgboost",
+                              labels=ds.labels, thresholds=thresholds["xgboost"].tolist(), **io,
+                              outputs={onnx_export.OUTPUT: f"per-label probability, shape [N, {L}]"}),
+        "sentiment": ModelEntry(file=FILES["sentiment"], task="sentiment", kind="tfidf-linear",
+                                labels=SENTIMENT_CLASSES, **io,
+                                outputs={onnx_export.OUTPUT: "class probability, shape [N, 5] "
+                                         "(1 very positive .. 5 very negative)"}),
+    }
+    manifest = Manifest(
+        lane="instant", version=version,
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        labels=ds.labels, sentiment_classes=SENTIMENT_CLASSES, models=models,
+        default_model=cfg.default_model,
+        ensemble={"members": ["linear", "xgboost"], "weights": [0.5, 0.5],
+                  "thresholds": thresholds["ensemble"].tolist()},
+        data={"fingerprint": ds.fingerprint, "source": Path(ds.source).name,
+              "rows": len(ds.ids), "train_rows": len(train.ids), "train_rows_used": len(tr_texts),
+              "test_rows": len(test.ids), "split_seed": SEED, "test_size": TEST_SIZE,
+              "sentiment_train_rows": int(has_sent.sum())},
+        metrics={"test": test_metrics, "train_out_of_fold": oof_scores},
+        parity=par, library_versions=_versions(),
+        config={**asdict(cfg), "vocabulary_size": len(vec.vocabulary_),
+                "question_type_used": False, "chunk_rows": cfg.chunk,
+                "labelling_not_possible": LABELLING_NOT_POSSIBLE,
+                "build_seconds": round(time.perf_counter() - t0, 1)},
+    )
+    write_manifest(tmp, manifest)
+    tmp.rename(final)
+    return final
+
+
+def run(data: Path | None = None, out: Path | None = None, rows: int | None = None,
+        cfg: Config | None = None) -> Path:
+    """`twolane build instant`: build from `data` (default: the NHS CSV) into `out` (default bundles/)."""
+    from model_build.data import DataError
+
+    cfg = cfg or Config()
+    t0 = time.perf_counter()
+    try:
+        ds = load_dataset(Path(data) if data else DEFAULT_DATA)
+    except (DataError, UnicodeDecodeError, ValueError, KeyError) as e:
+        raise BuildError(f"cannot read training data {data}: {e}") from e
+    if rows:
+        ds = ds.head(rows)
+    console.print(f"instant build: {len(ds.ids)} rows from {Path(ds.source).name}, "
+                  f"{int((~ds.is_test).sum())} train / {int(ds.is_test.sum())} test")
+    bundle = build(ds, Path(out) if out else DEFAULT_OUT, cfg)
+    m = __import__("twolane.bundle", fromlist=["read_manifest"]).read_manifest(bundle)
+    for name in ("linear", "xgboost", "ensemble"):
+        s = m.metrics["test"][name]
+        console.print(f"  {name:9s} test macro-F1 {s['macro_f1']:.3f}  micro-F1 {s['micro_f1']:.3f}  "
+                      f"parity {m.parity[name]['identical_rows']:.2%}")
+    s = m.metrics["test"]["sentiment"]
+    console.print(f"  sentiment test accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}  "
+                  f"parity {m.parity['sentiment']['identical_rows']:.2%}")
+    console.print(f"bundle: {bundle}  ({time.perf_counter() - t0:.0f} s)")
+    return bundle
+
+
+def build_small_bundle(out: Path, rows: int = 800) -> Path:
+    """A real, small instant bundle for tests (first `rows` rows, small vocabulary, few trees)."""
+    ds = load_dataset(DEFAULT_DATA).head(rows)
+    return build(ds, Path(out), replace(SMALL))
+
+
+__all__ = ["BuildError", "Config", "SMALL", "build", "build_small_bundle", "run"]

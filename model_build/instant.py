@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -225,7 +226,7 @@ def parity(name: str, onnx_P: np.ndarray, mem_P: np.ndarray, thresholds: np.ndar
     else:
         same = ((onnx_P >= thresholds) == (mem_P >= thresholds)).all(1)
     share = float(same.mean()) if len(same) else 1.0
-    result = {"identical_rows": share, "rows": int(len(same)),
+    result = {"identical_rows": share, "rows": len(same),
               "max_abs_prob_diff": float(np.abs(onnx_P - mem_P).max()) if len(same) else 0.0}
     if share < minimum:
         raise BuildError(
@@ -280,12 +281,12 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
         prog.advance(step)
 
         t = prog.add_task(f"linear: {cfg.folds}-fold thresholds + fit", total=L * (cfg.folds + 1))
-        tick = lambda: prog.advance(t)  # noqa: E731
+        tick = lambda: prog.advance(t)
         oof_lin = out_of_fold(lambda X, Y: fit_linear(X, Y, cfg, tick), Xtr, Ytr, cfg.folds)
         linear = fit_linear(Xtr, Ytr, cfg, tick)
 
         t = prog.add_task(f"xgboost: {cfg.folds}-fold thresholds + fit", total=L * (cfg.folds + 1))
-        tick = lambda: prog.advance(t)  # noqa: E731
+        tick = lambda: prog.advance(t)
         cols = frequent_columns(Xtr, cfg.xgb_features)
         oof_xgb = out_of_fold(lambda X, Y: fit_xgboost(X, Y, cfg, tick, cols), Xtr, Ytr, cfg.folds)
         xgb = fit_xgboost(Xtr, Ytr, cfg, tick, cols)
@@ -419,4 +420,4 @@ def build_small_bundle(out: Path, rows: int = 800) -> Path:
     return build(ds, Path(out), replace(SMALL))
 
 
-__all__ = ["BuildError", "Config", "SMALL", "build", "build_small_bundle", "run"]
+__all__ = ["SMALL", "BuildError", "Config", "build", "build_small_bundle", "run"]

@@ -50,8 +50,8 @@ def multilabel_scores(Y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
         "micro_f1": float(f1_score(Y, pred, average="micro", zero_division=0)),
         "exact_accuracy": float(accuracy_score(Y, pred)),
         "hamming_loss": float(hamming_loss(Y, pred)),
-        "rows": int(len(Y)),
-        "labels_scored": int(len(present)),
+        "rows": len(Y),
+        "labels_scored": len(present),
     }
 
 

@@ -125,7 +125,7 @@ def softmax_model(vectorizer: Any, coef: np.ndarray, intercept: np.ndarray) -> o
                       "tfidf_sentiment", "TF-IDF + multinomial logistic regression")
 
 
-def _tree_attrs(clf: Any, n_features: int) -> dict[str, Any]:  # noqa: D401
+def _tree_attrs(clf: Any, n_features: int) -> dict[str, Any]:
     """The TreeEnsembleClassifier attributes onnxmltools makes for one binary XGBClassifier."""
     from onnxmltools import convert_xgboost
     from onnxmltools.convert.common.data_types import FloatTensorType

@@ -1,0 +1,185 @@
+"""The instant-lane predictor: an instant bundle's ONNX models, loaded once per process.
+
+Only onnxruntime and numpy here (this runs on AWS Lambda): no scikit-learn, xgboost, torch or
+pandas. Each ONNX file is a whole pipeline (raw strings -> probabilities); the TF-IDF op emits
+dense rows, so big batches are cut into chunks.
+
+Rules: unlabellable text (twolane.text.is_unlabellable) gets exactly ["Labelling not possible"]
+and no sentiment; a comment no label clears its threshold for also gets
+["Labelling not possible"] (as pxtextmining does). Output order = input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from twolane.bundle import BundleError, Manifest, read_manifest, resolve_bundle
+from twolane.contract import SENTIMENT_NAMES, Prediction, Sentiment
+from twolane.text import LABELLING_NOT_POSSIBLE, is_unlabellable, normalise
+
+CHUNK = 1000  # rows per ONNX call: the TF-IDF op emits dense rows (memory grows with the chunk)
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+class InstantPredictor:
+    """Labels and sentiment for comments from an instant bundle (see `from_bundle`)."""
+
+    def __init__(self, bundle_dir: Path, manifest: Manifest, threads: int = 0,
+                 model: str | None = None, chunk: int = CHUNK) -> None:
+        self.bundle_dir = Path(bundle_dir)
+        self._manifest = manifest
+        self.model = model or manifest.default_model
+        self.chunk = chunk
+        if self.model == "ensemble":
+            members = list(manifest.ensemble.get("members", []))
+            weights = list(manifest.ensemble.get("weights", [1 / len(members)] * len(members)))
+            thresholds = manifest.ensemble.get("thresholds")
+        elif self.model in manifest.models and manifest.models[self.model].task == "multilabel":
+            members, weights = [self.model], [1.0]
+            thresholds = manifest.models[self.model].thresholds
+        else:
+            raise BundleError(f"bundle {bundle_dir} has no multilabel model {self.model!r}")
+        if not members or not thresholds or len(thresholds) != len(manifest.labels):
+            raise BundleError(f"bundle {bundle_dir}: model {self.model!r} lacks thresholds")
+        self._weights = np.asarray(weights, dtype=np.float32)
+        self.thresholds = np.asarray(thresholds, dtype=np.float32)
+        self._sessions = {m: _session(self.bundle_dir / manifest.models[m].file, threads)
+                          for m in members}
+        sent = [n for n, e in manifest.models.items() if e.task == "sentiment"]
+        self._sentiment = _session(self.bundle_dir / manifest.models[sent[0]].file, threads) if sent else None
+        self._lnp = manifest.labels.index(LABELLING_NOT_POSSIBLE)
+        self._labels = list(manifest.labels)
+        self._label_arr = np.array(self._labels, dtype=object)
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, threads: int = 0, model: str | None = None,
+                    verify: bool = True) -> InstantPredictor:
+        """Load an instant bundle folder (or the newest under a bundles root) once.
+
+        verify=True checks every file against the manifest's sha256 before loading.
+        """
+        bundle = resolve_bundle(path, "instant")
+        manifest = read_manifest(bundle, verify=verify)
+        if manifest.lane != "instant":
+            raise BundleError(f"{bundle} is a {manifest.lane} bundle, not an instant one")
+        return cls(bundle, manifest, threads=threads, model=model)
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._manifest
+
+    @property
+    def version(self) -> str:
+        return self._manifest.version
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self._labels)
+
+    # ------------------------------------------------------------------ arrays
+    def _run(self, sess: ort.InferenceSession, texts: list[str]) -> np.ndarray:
+        outs = [sess.run(None, {"text": np.array(texts[i:i + self.chunk], dtype=object)})[0]
+                for i in range(0, len(texts), self.chunk)]
+        return np.concatenate(outs)
+
+    def _texts(self, texts: Sequence[object]) -> tuple[list[str], np.ndarray]:
+        clean = [normalise(t) for t in texts]
+        return clean, np.fromiter((not is_unlabellable(t) for t in clean), bool, len(clean))
+
+    def _proba(self, clean: list[str], ok: np.ndarray) -> np.ndarray:
+        P = np.zeros((len(clean), len(self._labels)), dtype=np.float32)
+        P[~ok, self._lnp] = 1.0
+        idx = np.flatnonzero(ok)
+        if len(idx):
+            sub = [clean[i] for i in idx]
+            acc = sum(w * self._run(s, sub) for w, s in zip(self._weights, self._sessions.values()))
+            acc = acc / float(self._weights.sum())
+            acc[:, self._lnp] = 0.0  # set by rule, never by the model
+            P[idx] = acc
+        return P
+
+    def predict_proba(self, texts: Sequence[object], question_types: Sequence[str | None] | None = None
+                      ) -> np.ndarray:
+        """Per-label probabilities, n x len(labels), of the bundle's default model.
+
+        Unlabellable rows: 1.0 for "Labelling not possible", 0 elsewhere. `question_types` is
+        accepted for API symmetry; the current models do not use it.
+        """
+        clean, ok = self._texts(texts)
+        return self._proba(clean, ok)
+
+    def sentiment_proba(self, texts: Sequence[object]) -> np.ndarray:
+        """Sentiment class probabilities, n x 5 (1 very positive .. 5 very negative).
+
+        Unlabellable rows are all NaN (they get no sentiment).
+        """
+        clean, ok = self._texts(texts)
+        return self._sentiment_proba(clean, ok)
+
+    def _sentiment_proba(self, clean: list[str], ok: np.ndarray) -> np.ndarray:
+        S = np.full((len(clean), len(SENTIMENT_NAMES)), np.nan, dtype=np.float32)
+        idx = np.flatnonzero(ok)
+        if self._sentiment is not None and len(idx):
+            S[idx] = self._run(self._sentiment, [clean[i] for i in idx])
+        return S
+
+    def decide(self, P: np.ndarray) -> np.ndarray:
+        """Thresholded label matrix (bool) with the 'Labelling not possible' rule applied."""
+        D = P >= self.thresholds
+        D[:, self._lnp] = P[:, self._lnp] >= 1.0  # only by rule (unlabellable text)
+        empty = ~D.any(1)
+        D[empty, self._lnp] = True
+        return D
+
+    # ------------------------------------------------------------------ predictions
+    def predict(self, texts: Sequence[object], question_types: Sequence[str | None] | None = None,
+                include_probabilities: bool = False, ids: Sequence[str] | None = None
+                ) -> list[Prediction]:
+        """One Prediction per text, in input order. ids default to "0", "1", ..."""
+        n = len(texts)
+        if ids is not None and len(ids) != n:
+            raise ValueError(f"{len(ids)} ids for {n} texts")
+        if question_types is not None and len(question_types) != n:
+            raise ValueError(f"{len(question_types)} question types for {n} texts")
+        clean, ok = self._texts(texts)
+        P = self._proba(clean, ok)
+        D = self.decide(P)
+        S = self._sentiment_proba(clean, ok)
+        out: list[Prediction] = []
+        for i in range(n):
+            cid = str(ids[i]) if ids is not None else str(i)
+            labels = self._label_arr[D[i]].tolist()
+            sentiment = None
+            if ok[i] and self._sentiment is not None:
+                score = int(np.argmax(S[i])) + 1
+                sentiment = Sentiment(score=score, label=SENTIMENT_NAMES[score])
+            probs = None
+            if include_probabilities:
+                probs = {lab: round(float(p), 6) for lab, p in zip(self._labels, P[i])}
+            out.append(Prediction(comment_id=cid, labels=labels, sentiment=sentiment,
+                                  probabilities=probs))
+        return out
+
+
+@lru_cache(maxsize=1)
+def get_predictor() -> InstantPredictor:
+    """The process-wide predictor for the bundle named by settings (loaded once, then cached)."""
+    from twolane.settings import get_settings
+
+    s = get_settings()
+    where: Any = s.instant_bundle or s.bundles
+    return InstantPredictor.from_bundle(where, threads=s.intra_op_threads)

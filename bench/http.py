@@ -20,13 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python bench/http.py`: do not shadow the stdlib `http`
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import httpx  # noqa: E402
+import httpx
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -103,7 +103,7 @@ def run(bundle_arg: str | None, n: int, warmup: int) -> dict:
     p50, p99 = pct(ms, 50), pct(ms, 99)
     return {
         "what": "POST /v1/predict, 1 comment, sequential, keep-alive, uvicorn on 127.0.0.1 (1 worker)",
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "bundle": kind, "model_version": version, "requests": n, "warmup": warmup,
         "p50_ms": round(p50, 3), "p90_ms": round(pct(ms, 90), 3), "p99_ms": round(p99, 3),
         "mean_ms": round(statistics.fmean(ms), 3), "max_ms": round(max(ms), 3),
@@ -131,7 +131,7 @@ def write_report(res: dict) -> None:
         END,
     ])
     text = REPORT.read_text() if REPORT.exists() else "# Benchmark results\n\nMeasured numbers only; each section is written by its bench script.\n"
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
     REPORT.write_text(text)
 

@@ -12,14 +12,20 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import unquote_plus
 
 from botocore.exceptions import ClientError
 
 from twolane.contract import Prediction
-from twolane.dropfolder.formats import CONTENT_TYPES, FormatError, family_of, read_items, write_results
+from twolane.dropfolder.formats import (
+    CONTENT_TYPES,
+    FormatError,
+    family_of,
+    read_items,
+    write_results,
+)
 from twolane.settings import Settings, get_settings
 
 log = logging.getLogger("twolane.dropfolder")
@@ -94,7 +100,7 @@ def _move_to_failed(s3: Any, bucket: str, key: str, reason: str, size: int | Non
         "failed_key": failed_key,
         "error": reason,
         "size_bytes": size,
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "help": "Fix the file and put it in inbox/ again. Expected: CSV with comment_id and "
                 "comment_text columns (question_type optional), a JSON list of such objects, "
                 "or JSONL.",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -10,7 +10,7 @@ from urllib.parse import quote_plus
 def object_created(bucket: str, key: str, size: int = 0, etag: str = "",
                    region: str = "eu-west-2") -> dict[str, Any]:
     """An `ObjectCreated:Put` event for one object, as S3 delivers it (event version 2.1)."""
-    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return {
         "Records": [
             {

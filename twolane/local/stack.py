@@ -99,7 +99,7 @@ def _start_batch(settings: Settings) -> Any | None:
 
 
 def _curl(port: int, settings: Settings) -> str:
-    key = f" -H 'x-api-key: {sorted(settings.api_key_set)[0]}'" if settings.api_key_set else ""
+    key = f" -H 'x-api-key: {min(settings.api_key_set)}'" if settings.api_key_set else ""
     return (
         f"curl -s http://127.0.0.1:{port}/v1/predict -H 'content-type: application/json'{key} \\\n"
         "    -d '{\"items\": [{\"comment_id\": \"1\", \"comment_text\": "
@@ -204,8 +204,12 @@ def _banner(host: str, port: int, mport: int, settings: Settings, version: str,
                      f"(bad files: {shown}/failed/)")
     else:
         lines.append(f"  Drop folder  s3://{b}/inbox/  ->  s3://{b}/outbox/")
-    state = ("starting in the background" if batch_handle is not None else
-             "not running (see the warning above)") if batch else "off (--no-batch)"
+    if not batch:
+        state = "off (--no-batch)"
+    elif batch_handle is None:
+        state = "not running (see the warning above); the instant lane works without it"
+    else:
+        state = str(getattr(batch_handle, "message", "starting in the background"))
     lines += [
         f"  Batch lane   {state}",
         "",

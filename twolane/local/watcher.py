@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from twolane.dropfolder.process import FAILED, INBOX, OUTBOX, process_event
 from twolane.local.s3events import object_created
@@ -40,25 +41,25 @@ class DropFolderWatcher(threading.Thread):
         self.s3, self.bucket, self.predictor, self.settings = s3, bucket, predictor, settings
         self.local_dir = local_dir
         self.on_outcome = on_outcome
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._errored: dict[str, str] = {}  # key -> etag that raised; retried when it changes
         self._pulled: dict[str, str] = {}  # outbox/failed key -> etag downloaded
         self._sizes: dict[Path, int] = {}  # local file -> size at the last look
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout)
 
     def run(self) -> None:
         if self.local_dir is not None:
             for sub in ("inbox", "outbox", "failed"):
                 (self.local_dir / sub).mkdir(parents=True, exist_ok=True)
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 self.tick()
             except Exception:  # keep watching; the next tick retries
                 log.exception("drop-folder watcher")
-            self._stop.wait(self.settings.poll_seconds)
+            self._halt.wait(self.settings.poll_seconds)
 
     def tick(self) -> None:
         if self.local_dir is not None:

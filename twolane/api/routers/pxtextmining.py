@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Body, Depends, Request
 
 from twolane.api.deps import get_app_settings, predictor_of, require_api_key

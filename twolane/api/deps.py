@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import Depends, Header, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 
 from twolane.api.errors import ModelUnavailable
 from twolane.settings import Settings
@@ -53,7 +54,18 @@ def default_loader() -> Any:
     return get_predictor()
 
 
-def get_app_settings(request: Request) -> Settings:
+# Requests with at most this many comments are labelled on the event loop (about 0.2 ms each:
+# cheaper than a thread hop); larger ones go to the thread pool so the loop stays responsive.
+INLINE_ITEMS = 32
+
+
+async def run_model(n_items: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    if n_items <= INLINE_ITEMS:
+        return fn(*args, **kwargs)
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -64,7 +76,7 @@ def predictor_of(request: Request) -> Any:
     return holder.get()
 
 
-def require_api_key(
+async def require_api_key(
     settings: Settings = Depends(get_app_settings),
     x_api_key: str | None = Header(default=None, description="API key, when the service has keys set."),
 ) -> None:

@@ -12,7 +12,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
-def health(request: Request) -> JSONResponse:
+async def health(request: Request) -> JSONResponse:
     holder: PredictorHolder = request.app.state.predictor
     try:
         predictor = holder.get()

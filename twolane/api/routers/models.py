@@ -22,7 +22,7 @@ def thresholds_of(manifest: Any) -> dict[str, float]:
 
 
 @router.get("/v1/models")
-def models(predictor: Any = Depends(predictor_of)) -> dict[str, Any]:
+async def models(predictor: Any = Depends(predictor_of)) -> dict[str, Any]:
     m = predictor.manifest
     return {
         "lane": m.lane,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from twolane.api.deps import get_app_settings, predictor_of, require_api_key
+from twolane.api.deps import get_app_settings, predictor_of, require_api_key, run_model
 from twolane.api.limits import check_items
 from twolane.contract import PredictRequest, PredictResponse
 from twolane.settings import Settings
@@ -13,7 +13,7 @@ router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key)])
 
 
 @router.post("/v1/predict", response_model=PredictResponse)
-def predict(
+async def predict(
     body: PredictRequest,
     request: Request,
     settings: Settings = Depends(get_app_settings),
@@ -28,7 +28,9 @@ def predict(
     check_items(ids, texts, settings)
     predictor = predictor_of(request)
     qtypes = [i.question_type for i in body.items]
-    results = predictor.predict(
+    results = await run_model(
+        len(ids),
+        predictor.predict,
         texts,
         question_types=qtypes if any(q is not None for q in qtypes) else None,
         include_probabilities=body.include_probabilities,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Body, Depends, Request
 
-from twolane.api.deps import get_app_settings, predictor_of, require_api_key
+from twolane.api.deps import get_app_settings, predictor_of, require_api_key, run_model
 from twolane.api.limits import check_items
 from twolane.contract import PxItemIn, PxItemOut
 from twolane.settings import Settings
@@ -20,7 +20,7 @@ EXAMPLE = [
 
 
 @router.post("/predict_multilabel", response_model=list[PxItemOut])
-def predict_multilabel(
+async def predict_multilabel(
     request: Request,
     items: list[PxItemIn] = Body(..., examples=[EXAMPLE]),
     settings: Settings = Depends(get_app_settings),
@@ -34,7 +34,8 @@ def predict_multilabel(
     texts = [i.comment_text for i in items]
     check_items(ids, texts, settings)
     predictor = predictor_of(request)
-    preds = predictor.predict(texts, question_types=[i.question_type for i in items], ids=ids)
+    preds = await run_model(len(ids), predictor.predict, texts,
+                            question_types=[i.question_type for i in items], ids=ids)
     return [
         PxItemOut(comment_id=i.comment_id, comment_text=i.comment_text,
                   labels=p.labels or [LABELLING_NOT_POSSIBLE])

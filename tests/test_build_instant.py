@@ -1,0 +1,121 @@
+"""The instant build on a real slice of the NHS data: bundle, hashes, parity gate, --data, errors."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_build.data import DEFAULT_DATA, load_dataset
+from model_build.instant import SMALL, BuildError, fit_vectorizer, onnx_proba, parity, run
+from twolane.bundle import BundleError, read_manifest
+
+
+def test_bundle_manifest_verifies(instant_bundle: Path) -> None:
+    m = read_manifest(instant_bundle, verify=True)
+    assert m.lane == "instant" and len(m.labels) == 32
+    assert set(m.files) == {"linear.onnx", "xgboost.onnx", "sentiment.onnx"}
+    for name in ("linear", "xgboost", "sentiment", "ensemble"):
+        assert m.parity[name]["identical_rows"] >= 0.999
+    assert len(m.models["linear"].thresholds) == 32 and len(m.ensemble["thresholds"]) == 32
+    assert m.data["fingerprint"] and m.library_versions["skl2onnx"]
+    assert {"linear", "xgboost", "ensemble", "sentiment"} <= set(m.metrics["test"])
+
+
+def test_tampered_file_fails_verification(instant_bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(instant_bundle, copy)
+    with open(copy / "linear.onnx", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(BundleError, match="does not match"):
+        read_manifest(copy, verify=True)
+
+
+def test_broken_export_fails_parity_gate() -> None:
+    """The XGBoost graph without the zero->NaN step (ONNX feeds 0.0 where XGBoost saw "missing")
+    disagrees with the model; the gate must stop it. The real export passes."""
+    from model_build import onnx_export
+    from model_build.instant import fit_xgboost
+
+    ds = load_dataset(DEFAULT_DATA).head(800)
+    tr, te = ds.train, ds.test
+    cfg = replace(SMALL, xgb_rounds=10)
+    vec = fit_vectorizer(tr.texts, cfg)
+    xgb = fit_xgboost(vec.transform(tr.texts), tr.Y, cfg)
+    mem = xgb.predict_proba(vec.transform(te.texts))
+    th = np.full(32, 0.5)
+    good = onnx_export.xgboost_model(vec, xgb.members, xgb.columns)
+    assert parity("x", onnx_proba(good.SerializeToString(), te.texts), mem, th, 0.999)[
+        "identical_rows"] >= 0.999
+
+    nodes = [n for n in good.graph.node if n.op_type not in ("Equal", "Where")]
+    for n in nodes:
+        for i, name in enumerate(n.input):
+            if name == "tfidf_nan":
+                n.input[i] = "tfidf"
+    del good.graph.node[:]
+    good.graph.node.extend(nodes)
+    with pytest.raises(BuildError, match="parity gate failed for xgboost"):
+        parity("xgboost", onnx_proba(good.SerializeToString(), te.texts), mem, th, 0.999)
+
+
+TRICKY = [
+    "", "I was seen by a GP", "Café staff were très gentils", "Ο γιατρός ήταν καλός",
+    "Great 😀😀 service!!", "A&E wait: 4 hrs", "x y z", "don't know_why", "ÉCOLE École école",
+    "naïve co-operation e-mail", "1 2 33 444", "   ", "NHS nhs Nhs",
+]
+
+
+def test_tfidf_export_matches_sklearn_on_tricky_text() -> None:
+    """Lowercasing (C.UTF-8 locale), token pattern and bigrams match sklearn exactly; skl2onnx's
+    default `[a-zA-Z0-9_]+` tokens do not."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import StringTensorType
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from model_build import onnx_export
+
+    vec = TfidfVectorizer(ngram_range=(1, 2), dtype=np.float32).fit(TRICKY)
+    want = vec.transform(TRICKY).toarray()
+    got = onnx_proba(onnx_export.tfidf_model(vec).SerializeToString(), TRICKY)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    naive = convert_sklearn(vec, initial_types=[("text", StringTensorType([None]))],
+                            options={id(vec): {"locale": "C.UTF-8"}})
+    assert not np.allclose(onnx_proba(naive.SerializeToString(), TRICKY), want, atol=1e-3)
+
+
+def _slice_csv(path: Path, rows: int) -> Path:
+    with open(DEFAULT_DATA, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        body = [r for _, r in zip(range(rows), reader)]
+    out = path / "other.csv"
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(body)
+    return out
+
+
+def test_build_from_another_csv(tmp_path: Path) -> None:
+    csv_path = _slice_csv(tmp_path, 500)
+    bundle = run(data=csv_path, out=tmp_path / "bundles", cfg=replace(SMALL, xgb_rounds=5))
+    m = read_manifest(bundle, verify=True)
+    assert bundle.parent == tmp_path / "bundles" / "instant"
+    assert m.data["source"] == "other.csv" and m.data["rows"] == 500
+    assert m.data["fingerprint"] != load_dataset(DEFAULT_DATA).fingerprint
+
+
+def test_bad_csv_gives_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n", encoding="utf-8")
+    with pytest.raises(BuildError, match="lacks column"):
+        run(data=bad, out=tmp_path / "bundles")
+    with pytest.raises(BuildError, match="no data file"):
+        run(data=tmp_path / "missing.csv", out=tmp_path / "bundles")
+    assert not (tmp_path / "bundles").exists()

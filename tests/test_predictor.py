@@ -1,0 +1,123 @@
+"""InstantPredictor on the small real bundle (800 NHS rows): labels, rules, order, chunking."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_build.data import DEFAULT_DATA, load_dataset
+from twolane.bundle import BundleError
+from twolane.predictor import InstantPredictor
+from twolane.text import LABELLING_NOT_POSSIBLE, is_unlabellable
+
+LNP = [LABELLING_NOT_POSSIBLE]
+
+
+@pytest.fixture(scope="module")
+def predictor(instant_bundle: Path) -> InstantPredictor:
+    return InstantPredictor.from_bundle(instant_bundle)
+
+
+def test_properties(predictor: InstantPredictor, instant_bundle: Path) -> None:
+    assert predictor.version == instant_bundle.name
+    assert len(predictor.labels) == 32 and predictor.manifest.lane == "instant"
+    # a bundles root resolves to its newest instant bundle
+    assert InstantPredictor.from_bundle(instant_bundle.parent.parent).version == predictor.version
+
+
+def test_real_comments_get_plausible_labels(predictor: InstantPredictor) -> None:
+    """On real test comments the slice model agrees with the labellers far above chance."""
+    test = load_dataset(DEFAULT_DATA).test
+    idx = [i for i, t in enumerate(test.texts) if not is_unlabellable(t)][:300]
+    texts = [test.texts[i] for i in idx]
+    preds = predictor.predict(texts)
+    truth = [{predictor.labels[j] for j in np.flatnonzero(test.Y[i])} for i in idx]
+    hits = sum(bool(set(p.labels) & t) for p, t in zip(preds, truth))
+    assert hits / len(idx) > 0.5  # at least one right label on most comments
+    # Comments the labellers marked as about staff manner: the model says so far more often
+    # than it does on the other comments.
+    staff = "Staff manner & personal attributes"
+    said = np.array([staff in p.labels for p in preds])
+    marked = np.array([staff in t for t in truth])
+    assert marked.sum() > 10
+    assert said[marked].mean() > 2 * said[~marked].mean()
+    assert all(p.sentiment is not None for p in preds)
+
+
+def test_rude_staff_and_praise(predictor: InstantPredictor) -> None:
+    rude, praise = predictor.predict(
+        ["The staff were rude and unhelpful and nobody listened to me",
+         "Excellent care, the nurses were kind and friendly. Thank you all"])
+    assert "Staff manner & personal attributes" in rude.labels
+    assert "Staff manner & personal attributes" in praise.labels
+    assert "Positive experience & gratitude" in praise.labels
+    assert praise.sentiment is not None and rude.sentiment is not None
+    assert praise.sentiment.score < rude.sentiment.score  # 1 = very positive
+
+
+def test_unlabellable_mix_keeps_order(predictor: InstantPredictor) -> None:
+    texts = ["", "Lovely staff, very kind", "n/a", None, float("nan"), "😀👍", "   ",
+             "Did not answer", "Waited four hours to be seen"]
+    preds = predictor.predict(texts, ids=[f"c{i}" for i in range(len(texts))],
+                              include_probabilities=True)
+    assert [p.comment_id for p in preds] == [f"c{i}" for i in range(len(texts))]
+    for i, p in enumerate(preds):
+        if is_unlabellable(texts[i]):
+            assert p.labels == LNP and p.sentiment is None
+        else:
+            assert p.labels and p.sentiment is not None
+        assert p.probabilities is not None and set(p.probabilities) == set(predictor.labels)
+    only_blank = predictor.predict(["", None])
+    assert [p.labels for p in only_blank] == [LNP, LNP]
+    assert predictor.predict([]) == []
+
+
+def test_proba_arrays_and_chunking(instant_bundle: Path) -> None:
+    test = load_dataset(DEFAULT_DATA).test.texts[:250]
+    one = InstantPredictor.from_bundle(instant_bundle)
+    small = InstantPredictor.from_bundle(instant_bundle)
+    small.chunk = 7  # many chunks: same answers
+    P = one.predict_proba(test)
+    assert P.shape == (250, 32) and P.dtype == np.float32
+    np.testing.assert_allclose(small.predict_proba(test), P, atol=1e-6)
+    unl = np.array([is_unlabellable(t) for t in test])
+    lnp = one.labels.index(LABELLING_NOT_POSSIBLE)
+    assert (P[unl, lnp] == 1).all() and (P[~unl, lnp] == 0).all()
+    S = one.sentiment_proba(test)
+    assert S.shape == (250, 5) and np.isnan(S[unl]).all()
+    np.testing.assert_allclose(S[~unl].sum(1), 1, atol=1e-5)
+    # labels from predict == thresholded predict_proba (+ the empty -> LNP rule)
+    D = one.decide(P)
+    assert [p.labels for p in one.predict(test)] == [
+        [one.labels[j] for j in np.flatnonzero(row)] for row in D]
+
+
+def test_every_model_of_the_bundle_serves(instant_bundle: Path) -> None:
+    texts = ["The wait was far too long", "n/a"]
+    for model in ("linear", "xgboost", "ensemble"):
+        p = InstantPredictor.from_bundle(instant_bundle, model=model)
+        out = p.predict(texts)
+        assert out[1].labels == LNP and out[0].labels
+    with pytest.raises(BundleError):
+        InstantPredictor.from_bundle(instant_bundle, model="sentiment")
+
+
+def test_predictor_imports_no_training_libraries(instant_bundle: Path) -> None:
+    code = (
+        "import sys; from twolane.predictor import InstantPredictor as P; "
+        f"P.from_bundle({str(instant_bundle)!r}).predict(['hello there staff']); "
+        "bad = [m for m in ('sklearn', 'xgboost', 'torch', 'pandas', 'skl2onnx') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_missing_bundle_is_clear(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="no instant bundle"):
+        InstantPredictor.from_bundle(tmp_path)

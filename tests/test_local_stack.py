@@ -108,3 +108,11 @@ def test_predict_file(instant_bundle: Path, tmp_path: Path) -> None:
     bad.write_bytes(b"id,text\n1,x\n")
     with pytest.raises(SystemExit):
         predict_file(bad, bundle=instant_bundle)
+
+
+def test_batch_lane_failure_does_not_stop_instant_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    from twolane.local import stack
+    from twolane.settings import Settings
+
+    monkeypatch.setitem(sys.modules, "twolane.local.batch", None)  # import fails
+    assert stack._start_batch(Settings()) is None

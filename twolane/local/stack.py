@@ -19,7 +19,7 @@ from rich.console import Console
 from twolane.bundle import BundleError, resolve_bundle
 from twolane.settings import Settings, get_settings
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 log = logging.getLogger("twolane.local")
 
 EXAMPLE_CSV = (
@@ -210,6 +210,7 @@ def _banner(host: str, port: int, mport: int, settings: Settings, version: str,
         state = "not running (see the warning above); the instant lane works without it"
     else:
         state = str(getattr(batch_handle, "message", "starting in the background"))
+        state = state.removeprefix("batch lane: ").removeprefix("batch lane ")
     lines += [
         f"  Batch lane   {state}",
         "",

@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -136,55 +137,60 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
     mport = settings.moto_port if moto_port is None else moto_port
     if not mport or not port_is_free(mport):
         mport = 0  # any free port
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=mport, verbose=False)
-    moto.start()
-    mport = moto.get_host_and_port()[1]
-    settings = _local_aws(f"http://127.0.0.1:{mport}")
-    s3 = client("s3")
-    region = settings.aws_region
-    s3.create_bucket(Bucket=settings.bucket,
-                     **({} if region == "us-east-1" else
-                        {"CreateBucketConfiguration": {"LocationConstraint": region}}))
-    if dropbox is not None:
-        dropbox = dropbox.resolve()
-        dropbox.mkdir(parents=True, exist_ok=True)
-        if not (dropbox / "example.csv").exists():
-            (dropbox / "example.csv").write_text(EXAMPLE_CSV, encoding="utf-8")
-    watcher = DropFolderWatcher(s3, settings.bucket, predictor, settings, dropbox, _print_outcome)
-    watcher.start()
+    with ExitStack() as running:  # whatever started is stopped, in reverse order, however we leave
+        running.callback(lambda: console.print("Stopped."))
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=mport, verbose=False)
+        moto.start()
+        running.callback(moto.stop)
+        mport = moto.get_host_and_port()[1]
+        settings = _local_aws(f"http://127.0.0.1:{mport}")
+        s3 = client("s3")
+        region = settings.aws_region
+        s3.create_bucket(Bucket=settings.bucket,
+                         **({} if region == "us-east-1" else
+                            {"CreateBucketConfiguration": {"LocationConstraint": region}}))
+        if dropbox is not None:
+            dropbox = dropbox.resolve()
+            dropbox.mkdir(parents=True, exist_ok=True)
+            if not (dropbox / "example.csv").exists():
+                (dropbox / "example.csv").write_text(EXAMPLE_CSV, encoding="utf-8")
+        watcher = DropFolderWatcher(s3, settings.bucket, predictor, settings, dropbox,
+                                    _print_outcome)
+        watcher.start()
+        running.callback(watcher.stop)
 
-    batch_handle = _start_batch(settings) if batch else None
+        batch_handle = _start_batch(settings) if batch else None
+        if batch_handle is not None:
+            running.callback(_stop_batch, batch_handle)
 
-    server = uvicorn.Server(uvicorn.Config(create_app(predictor, settings), host=host, port=port,
-                                           log_level="warning"))
-    api = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    api.start()
-    while not server.started and api.is_alive():
-        time.sleep(0.05)
-
-    stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
+        server = uvicorn.Server(uvicorn.Config(create_app(predictor, settings), host=host,
+                                               port=port, log_level="warning"))
+        api = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+        api.start()
+        running.callback(api.join, 10)
+        running.callback(setattr, server, "should_exit", True)
+        running.callback(lambda: console.print("Stopping..."))
+        while not server.started and api.is_alive():
+            time.sleep(0.05)
         if not server.started:
             raise SystemExit(f"the API did not start on {host}:{port}")
+
+        stop = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
         _banner(host, port, mport, settings, predictor.version, dropbox, batch, batch_handle)
-        while not stop.is_set() and api.is_alive():
-            stop.wait(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        console.print("Stopping...")
-        server.should_exit = True
-        api.join(10)
-        watcher.stop()
-        if batch_handle is not None:
-            try:
-                batch_handle.stop()
-            except Exception as exc:
-                console.print(f"[yellow]batch lane did not stop cleanly: {exc}[/]")
-        moto.stop()
-        console.print("Stopped.")
+        try:
+            while not stop.is_set() and api.is_alive():
+                stop.wait(0.5)
+        except KeyboardInterrupt:
+            pass
+
+
+def _stop_batch(handle: Any) -> None:
+    try:
+        handle.stop()
+    except Exception as exc:
+        console.print(f"[yellow]batch lane did not stop cleanly: {exc}[/]")
 
 
 def _banner(host: str, port: int, mport: int, settings: Settings, version: str,

@@ -1,9 +1,9 @@
 """One comment over local HTTP: POST /v1/predict to uvicorn on 127.0.0.1, keep-alive client.
 
-    .venv/bin/python -m bench.http [--bundle PATH] [--requests 2000]
+    .venv/bin/python -m bench.http [--bundle PATH] [--requests 1000] [--rounds 5]
 
 Starts the API in its own process (as `twolane serve` does, access log off), sends warm-up
-requests, then times N sequential requests of one comment each, end to end at the client
+requests, then times rounds of N sequential requests of one comment each, end to end at the client
 (JSON encode, HTTP, FastAPI, validation, ONNX, response). Writes bench/results/http.json and
 the http section of bench/RESULTS.md. Target: p50 and p99 <= 5 ms.
 """
@@ -64,7 +64,7 @@ def free_port() -> int:
     return fp()
 
 
-def run(bundle_arg: str | None, n: int, warmup: int) -> dict:
+def run(bundle_arg: str | None, n: int, warmup: int, rounds: int = 1) -> dict:
     bundle, kind = find_bundle(bundle_arg)
     port = free_port()
     env = dict(os.environ, TWOLANE_INSTANT_BUNDLE=str(bundle))
@@ -91,22 +91,30 @@ def run(bundle_arg: str | None, n: int, warmup: int) -> dict:
             headers = {"content-type": "application/json"}
             for _ in range(warmup):
                 c.post("/v1/predict", content=payload, headers=headers).raise_for_status()
-            ms: list[float] = []
-            for _ in range(n):
-                t0 = time.perf_counter()
-                r = c.post("/v1/predict", content=payload, headers=headers)
-                ms.append((time.perf_counter() - t0) * 1000)
-                r.raise_for_status()
+            rounds_ms: list[list[float]] = []
+            for _ in range(rounds):  # rounds show how much a shared machine's load moves the tail
+                ms_r: list[float] = []
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    r = c.post("/v1/predict", content=payload, headers=headers)
+                    ms_r.append((time.perf_counter() - t0) * 1000)
+                    r.raise_for_status()
+                rounds_ms.append(ms_r)
     finally:
         server.terminate()
         server.wait(10)
+    ms = [x for r in rounds_ms for x in r]
     p50, p99 = pct(ms, 50), pct(ms, 99)
+    per_round = [{"p50_ms": round(pct(r, 50), 3), "p99_ms": round(pct(r, 99), 3)} for r in rounds_ms]
     return {
         "what": "POST /v1/predict, 1 comment, sequential, keep-alive, uvicorn on 127.0.0.1 (1 worker)",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "bundle": kind, "model_version": version, "requests": n, "warmup": warmup,
+        "bundle": kind, "model_version": version, "requests": n * rounds, "rounds": rounds,
+        "warmup": warmup,
         "p50_ms": round(p50, 3), "p90_ms": round(pct(ms, 90), 3), "p99_ms": round(p99, 3),
         "mean_ms": round(statistics.fmean(ms), 3), "max_ms": round(max(ms), 3),
+        "per_round": per_round,
+        "best_round_p99_ms": min(r["p99_ms"] for r in per_round),
         "target_ms": TARGET_MS, "meets_target": p50 <= TARGET_MS and p99 <= TARGET_MS,
         "machine": {"cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2),
                     "python": platform.python_version(), "platform": platform.platform()},
@@ -120,7 +128,7 @@ def write_report(res: dict) -> None:
         START,
         "## Instant lane over local HTTP (bench/http.py)",
         "",
-        f"{res['what']}; {res['requests']} timed requests after {res['warmup']} warm-up; "
+        f"{res['what']}; {res['requests']} timed requests ({res['rounds']} rounds) after {res['warmup']} warm-up; "
         f"bundle: {res['bundle']} ({res['model_version']}); measured {res['measured_at']} on "
         f"{res['machine']['cpus']} CPUs, 1-min load {res['machine']['loadavg_1m']}.",
         "",
@@ -128,6 +136,10 @@ def write_report(res: dict) -> None:
         "|---|---|---|---|---|---|",
         f"| {res['p50_ms']} | {res['p90_ms']} | {res['p99_ms']} | {res['mean_ms']} | "
         f"{res['max_ms']} | <= {res['target_ms']} ms: {'met' if res['meets_target'] else 'NOT met'} |",
+        "",
+        f"p99 per round of {res['requests'] // res['rounds']}: "
+        + ", ".join(str(r["p99_ms"]) for r in res["per_round"])
+        + " ms (rounds move with the load on the shared 2-core machine).",
         END,
     ])
     text = REPORT.read_text() if REPORT.exists() else "# Benchmark results\n\nMeasured numbers only; each section is written by its bench script.\n"
@@ -139,10 +151,11 @@ def write_report(res: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", help="instant bundle folder or bundles root (default: settings)")
-    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--requests", type=int, default=1000, help="timed requests per round")
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=200)
     a = ap.parse_args()
-    res = run(a.bundle, a.requests, a.warmup)
+    res = run(a.bundle, a.requests, a.warmup, a.rounds)
     write_report(res)
     print(json.dumps(res, indent=2))
 

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from twolane.api import errors
-from twolane.api.deps import PredictorHolder, default_loader
+from twolane.api.deps import PredictorHolder, loader_for
 from twolane.api.errors import ModelUnavailable
 from twolane.api.routers import health, models, predict, pxtextmining
 from twolane.settings import Settings, get_settings
@@ -33,7 +33,7 @@ with 32 themes and a 5-class sentiment in milliseconds.
 def create_app(predictor: Any | None = None, settings: Settings | None = None) -> FastAPI:
     """An app serving `predictor`, or the instant bundle named by the settings (loaded once)."""
     settings = settings or get_settings()
-    holder = PredictorHolder(predictor, loader=None if predictor is not None else default_loader)
+    holder = PredictorHolder(predictor, loader=None if predictor is not None else loader_for(settings))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -48,10 +48,20 @@ class PredictorHolder:
         return self._predictor
 
 
-def default_loader() -> Any:
-    from twolane.predictor import get_predictor
+def loader_for(settings: Settings) -> Callable[[], Any]:
+    """Loads the instant bundle the settings name: the process-wide cached predictor for the
+    process's own settings, a predictor of its own for any other settings."""
 
-    return get_predictor()
+    def load() -> Any:
+        from twolane.predictor import InstantPredictor, get_predictor
+        from twolane.settings import get_settings
+
+        if settings is get_settings():
+            return get_predictor()
+        return InstantPredictor.from_bundle(settings.instant_bundle or settings.bundles,
+                                            threads=settings.intra_op_threads)
+
+    return load
 
 
 # Requests with at most this many comments are labelled on the event loop (about 0.2 ms each:

@@ -107,5 +107,16 @@ def recommend(
     run(lane=lane, slo_p95_ms=slo_p95_ms, out=out, envs=envs)
 
 
+@app.command()
+def synth(
+    env: str = typer.Option("dev", help="Config in infra/config/<env>.json."),
+    no_batch: bool = typer.Option(False, "--no-batch", help="Leave the batch endpoint out (first deploy)."),
+) -> None:
+    """Synthesise the CDK app offline into cdk.out/ (cdk-nag and config validation included)."""
+    from infra.app import main
+
+    raise typer.Exit(main(["--env", env] + (["--no-batch"] if no_batch else [])) or 0)
+
+
 if __name__ == "__main__":
     app()

@@ -11,16 +11,19 @@ from aws_lambda_powertools import Logger
 
 from twolane.jobs.notifications import handle_sns_event
 from twolane.jobs.store import S3JobStore, store_from_settings
+from twolane.settings import get_settings
 
 logger = Logger(service="twolane-notifications")
-_store: S3JobStore | None = None
+_stores: dict[tuple[str | None, str], S3JobStore] = {}
 
 
 def _get_store() -> S3JobStore:
-    global _store
-    if _store is None:
-        _store = store_from_settings()
-    return _store
+    """One store (boto3 client) per process and endpoint, made on first use."""
+    s = get_settings()
+    key = (s.aws_endpoint_url, s.bucket)
+    if key not in _stores:
+        _stores[key] = store_from_settings()
+    return _stores[key]
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from twolane.api import errors
 from twolane.api.deps import PredictorHolder, loader_for
 from twolane.api.errors import ModelUnavailable
-from twolane.api.routers import health, models, predict, pxtextmining
+from twolane.api.routers import health, jobs, models, predict, pxtextmining
 from twolane.settings import Settings, get_settings
 
 log = logging.getLogger("twolane.api")
@@ -48,6 +48,6 @@ def create_app(predictor: Any | None = None, settings: Settings | None = None) -
     app.state.settings = settings
     app.state.predictor = holder
     errors.install(app)
-    for r in (health.router, predict.router, pxtextmining.router, models.router):
+    for r in (health.router, predict.router, pxtextmining.router, models.router, jobs.router):
         app.include_router(r)
     return app

@@ -102,6 +102,10 @@ class JobStore(ABC):
     """Job records plus the objects a job owns. `S3JobStore` is the implementation."""
 
     @abstractmethod
+    def input_location(self, job_id: str) -> str:
+        """Where a new job's input goes (an s3:// URI)."""
+
+    @abstractmethod
     def create(self, record: JobRecord, input_body: bytes) -> JobRecord:
         """Write the input object and a new record (fails if the id exists)."""
 

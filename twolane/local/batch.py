@@ -1,0 +1,124 @@
+"""The batch lane inside `twolane up`: the local async runner around the serving container, and
+(when there is no batch bundle yet) the transformer build in a background process.
+
+The build is slow (tens of minutes on 2 cores), so it never blocks the instant lane: it runs
+niced in its own process, writing to .twolane/logs/batch-build.log. Until a batch bundle exists,
+POST /v1/jobs answers 503 "batch model is still building; see <log>". The runner looks for the
+bundle each time it starts the container, so jobs work as soon as the build finishes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from twolane.bundle import BundleError, resolve_bundle
+from twolane.settings import REPO_ROOT, Settings
+
+BUILD_LOG = "batch-build.log"
+BUILD_PID = "batch-build.pid"
+
+
+def build_log(settings: Settings) -> Path:
+    return Path(settings.state_dir) / "logs" / BUILD_LOG
+
+
+def _pid_file(settings: Settings) -> Path:
+    return Path(settings.state_dir) / BUILD_PID
+
+
+def find_batch_bundle(settings: Settings) -> Path | None:
+    try:
+        return resolve_bundle(settings.batch_bundle or settings.bundles, "batch")
+    except BundleError:
+        return None
+
+
+def build_running(settings: Settings) -> bool:
+    """True while the background build this stack started is alive."""
+    pid_file = _pid_file(settings)
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def unavailable_reason(settings: Settings, kind: str) -> str | None:
+    """Why the local batch lane cannot take a job of this kind now (the API answers 503)."""
+    if kind == "summary":
+        if settings.generation_model:
+            return None
+        return ("no text-generation model is configured: set TWOLANE_GENERATION_MODEL to a local "
+                "causal-LM folder (transformers format)")
+    if find_batch_bundle(settings) is not None:
+        return None
+    log = build_log(settings)
+    if build_running(settings):
+        return f"batch model is still building; see {log}"
+    if log.is_file():
+        return f"no batch model: its build stopped before finishing; see {log}"
+    return "no batch model yet: run `twolane build batch` (or `twolane up`, which starts the build)"
+
+
+def start_build(settings: Settings) -> subprocess.Popen[bytes]:
+    """`twolane build batch` in a niced background process, output to the build log."""
+    log = build_log(settings)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out = open(log, "ab")
+    cmd = [sys.executable, "-m", "twolane.cli", "build", "batch", "--out", str(settings.bundles)]
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                            start_new_session=True, preexec_fn=lambda: os.nice(10))
+    out.close()
+    _pid_file(settings).write_text(str(proc.pid))
+    return proc
+
+
+@dataclass
+class BatchLane:
+    """What `start_batch_lane` started; `stop()` ends the runner, its container and the build."""
+
+    runner: object | None
+    build: subprocess.Popen[bytes] | None
+    message: str
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            self.runner.stop()  # type: ignore[attr-defined]
+        if self.build is not None and self.build.poll() is None:
+            os.killpg(self.build.pid, signal.SIGTERM)  # its own session: the build and children
+            try:
+                self.build.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.build.pid, signal.SIGKILL)
+
+
+def start_batch_lane(settings: Settings, build_if_missing: bool = True) -> BatchLane:
+    """Start the local batch lane (AWS clients must already point at moto). Returns at once."""
+    from twolane.batch.runner import AsyncRunner
+
+    build = None
+    bundle = find_batch_bundle(settings)
+    if bundle is not None:
+        message = f"batch lane ready: model {bundle.name} (container starts on the first job)"
+    elif settings.batch_bundle is not None:
+        message = f"batch lane: no batch bundle at {settings.batch_bundle}; jobs answer 503"
+    elif build_running(settings):
+        message = f"batch model is still building; see {build_log(settings)}"
+    elif build_if_missing:
+        build = start_build(settings)
+        message = (f"batch model is building in the background (slow: tens of minutes on a CPU); "
+                   f"progress in {build_log(settings)}. Jobs answer 503 until it is done.")
+    else:
+        message = "batch lane: no batch model; jobs answer 503"
+
+    env: dict[str, str] = {}  # the bundle holds its instant/ copy for the ensemble
+    if settings.intra_op_threads:
+        env["TWOLANE_INTRA_OP_THREADS"] = str(settings.intra_op_threads)
+    runner = AsyncRunner(settings, lambda: find_batch_bundle(settings), container_env=env).start()
+    return BatchLane(runner=runner, build=build, message=message)

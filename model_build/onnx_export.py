@@ -1,13 +1,15 @@
 """Export fitted TF-IDF pipelines to ONNX graphs that take raw strings.
 
-The TF-IDF front (lowercase -> tokenise -> n-gram counts -> idf -> L2) comes from skl2onnx,
-with the traps fixed (see `tfidf_model`). The heads are added here by hand:
+The TF-IDF front (lowercase -> tokenise -> n-gram lookup) comes from skl2onnx, with the traps
+fixed (see `tfidf_model`), cut after the n-gram lookup (`bow_front`). The rest is added here:
 
-- linear: all labels' logistic regressions folded into ONE MatMul + Add + Sigmoid;
-- sentiment: multinomial logistic regression, MatMul + Add + Softmax;
-- xgboost: every label's trees (converted by onnxmltools) merged into ONE
-  TreeEnsembleRegressor with one target per label, + Sigmoid. Zeros are turned into NaN
-  first, because XGBoost trained on sparse TF-IDF treats absent (zero) entries as missing.
+- linear.onnx: the 32 one-vs-rest logistic regressions AND the multinomial sentiment model as
+  heads of ONE MatMul whose matrix also folds in the idf weights and the L2 norm (outputs
+  `probabilities` [N, 32] and `sentiment` [N, 5]);
+- xgboost.onnx: every label's trees (converted by onnxmltools) merged into ONE
+  TreeEnsembleRegressor with one target per label, + Sigmoid. The trees read n-gram presence
+  (exact in both runtimes); zeros are turned into NaN first, because XGBoost trained on sparse
+  rows treats absent (zero) entries as missing.
 """
 
 from __future__ import annotations
@@ -61,68 +63,114 @@ def tfidf_model(vectorizer: Any) -> onnx.ModelProto:
     return model
 
 
-def _with_head(
-    front: onnx.ModelProto,
-    nodes: list[onnx.NodeProto],
-    initializers: list[onnx.TensorProto],
-    head_input: str,
-    n_out: int,
-    name: str,
-    doc: str,
-) -> onnx.ModelProto:
-    """Append head nodes to the TF-IDF front; the front's output is renamed to `head_input`."""
+def bow_front(vectorizer: Any) -> tuple[onnx.ModelProto, str]:
+    """The TF-IDF front cut after the n-gram lookup: strings [N] -> binary bag of n-grams [N, V].
+
+    The vectorizer must use binary=True and norm="l2". The idf weighting and the L2 norm are then
+    folded into the heads' matrix (see `linear_model`), which avoids three dense [N, V] passes
+    (Mul by idf, the ai.onnx.ml Normalizer, and a copy): the dense work left is one MatMul.
+    """
+    if not vectorizer.binary or vectorizer.norm != "l2" or not vectorizer.use_idf:
+        raise ExportError("the folded export needs TfidfVectorizer(binary=True, norm='l2', use_idf=True)")
+    model = tfidf_model(vectorizer)
+    g = model.graph
+    tfidf = [n for n in g.node if n.op_type == "TfIdfVectorizer"]
+    if len(tfidf) != 1:
+        raise ExportError("expected one TfIdfVectorizer node from skl2onnx")
+    node = tfidf[0]
+    n_out = int(np.max(helper.get_attribute_value(
+        next(a for a in node.attribute if a.name == "ngram_indexes")))) + 1
+    for a in list(node.attribute):
+        if a.name in ("mode", "weights"):
+            node.attribute.remove(a)
+    # IDF mode with unit weights = 1 where the n-gram occurs, else 0 (binary term frequency).
+    node.attribute.extend([helper.make_attribute("mode", "IDF"),
+                           helper.make_attribute("weights", [1.0] * n_out)])
+    bow = node.output[0]
+    keep: list[onnx.NodeProto] = []
+    for n in g.node:  # the nodes up to and including the n-gram lookup
+        keep.append(n)
+        if n is node:
+            break
+    del g.node[:]
+    g.node.extend(keep)
+    used = {i for n in keep for i in n.input}
+    kept_init = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept_init)
+    return model, bow
+
+
+def _assemble(front: onnx.ModelProto, nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto],
+              outputs: list[tuple[str, int]], name: str, doc: str) -> onnx.ModelProto:
     g = front.graph
-    front_out = g.output[0].name
-    front_nodes = []
-    for n in g.node:
-        n2 = onnx.NodeProto()
-        n2.CopyFrom(n)
-        for i, o in enumerate(n2.output):
-            if o == front_out:
-                n2.output[i] = head_input
-        front_nodes.append(n2)
     graph = helper.make_graph(
-        front_nodes + nodes,
-        name,
+        list(g.node) + nodes, name,
         [helper.make_tensor_value_info(INPUT, TensorProto.STRING, [None])],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [None, n_out])],
-        initializer=list(g.initializer) + initializers,
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, [None, k]) for o, k in outputs],
+        initializer=list(g.initializer) + inits,
     )
-    model = helper.make_model(
-        graph,
-        opset_imports=list(front.opset_import),
-        producer_name="twolane",
-        doc_string=doc,
-    )
+    model = helper.make_model(graph, opset_imports=list(front.opset_import),
+                              producer_name="twolane", doc_string=doc)
     model.ir_version = front.ir_version
     onnx.checker.check_model(model)
     return model
 
 
-def linear_model(vectorizer: Any, coef: np.ndarray, intercept: np.ndarray) -> onnx.ModelProto:
-    """Strings -> sigmoid(tfidf @ W + b): one MatMul for all labels. coef is labels x V."""
-    W = numpy_helper.from_array(np.ascontiguousarray(coef.T, dtype=np.float32), "linear_W")
-    b = numpy_helper.from_array(intercept.astype(np.float32), "linear_b")
-    nodes = [
-        helper.make_node("MatMul", ["tfidf", "linear_W"], ["logits_mm"]),
-        helper.make_node("Add", ["logits_mm", "linear_b"], ["logits"]),
-        helper.make_node("Sigmoid", ["logits"], [OUTPUT]),
-    ]
-    return _with_head(tfidf_model(vectorizer), nodes, [W, b], "tfidf", coef.shape[0],
-                      "tfidf_linear", "TF-IDF + one-vs-rest logistic regression (folded)")
+def _const(name: str, arr: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.ascontiguousarray(arr), name)
 
 
-def softmax_model(vectorizer: Any, coef: np.ndarray, intercept: np.ndarray) -> onnx.ModelProto:
-    """Strings -> softmax(tfidf @ W + b): multinomial logistic regression. coef is classes x V."""
-    W = numpy_helper.from_array(np.ascontiguousarray(coef.T, dtype=np.float32), "sent_W")
-    b = numpy_helper.from_array(intercept.astype(np.float32), "sent_b")
-    nodes = [
-        helper.make_node("MatMul", ["tfidf", "sent_W"], ["logits_mm"]),
-        helper.make_node("Add", ["logits_mm", "sent_b"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], [OUTPUT], axis=1),
+def _norm_nodes(sq: str) -> list[onnx.NodeProto]:
+    """`sq` = squared L2 norm of the tf-idf row -> `inv_norm` = 1 / max(norm, tiny)."""
+    return [
+        helper.make_node("Sqrt", [sq], ["norm"]),
+        helper.make_node("Max", ["norm", "tiny"], ["norm_safe"]),  # empty row: 0 / tiny = 0
+        helper.make_node("Reciprocal", ["norm_safe"], ["inv_norm"]),
     ]
-    return _with_head(tfidf_model(vectorizer), nodes, [W, b], "tfidf", coef.shape[0],
-                      "tfidf_sentiment", "TF-IDF + multinomial logistic regression")
+
+
+Head = tuple[str, np.ndarray, np.ndarray, str]  # output name, coef (k x V), intercept, activation
+
+
+def linear_model(vectorizer: Any, heads: list[Head]) -> onnx.ModelProto:
+    """Strings -> one output per linear head, from ONE MatMul over the binary bag of n-grams.
+
+    logits_h = (b * idf / ||b * idf||) @ W_h + c_h = (b @ (idf * W_h)) / sqrt(b @ idf^2) + c_h,
+    so the matrix is [idf * W_1 | idf * W_2 | ... | idf^2] and everything after the MatMul is
+    on [N, k] only. Activation "sigmoid" (one-vs-rest labels) or "softmax" (multinomial).
+    """
+    front, bow = bow_front(vectorizer)
+    idf = vectorizer.idf_.astype(np.float64)
+    blocks = [idf[:, None] * coef.T for _, coef, _, _ in heads] + [(idf ** 2)[:, None]]
+    K = np.hstack(blocks).astype(np.float32)
+    total = K.shape[1]
+    nodes = [
+        helper.make_node("MatMul", [bow, "heads_W"], ["z"]),
+        helper.make_node("Slice", ["z", "sq_start", "sq_end", "axis1"], ["sq"]),
+        *_norm_nodes("sq"),
+        helper.make_node("Mul", ["z", "inv_norm"], ["zn"]),
+    ]
+    inits = [_const("heads_W", K), _const("sq_start", np.array([total - 1], np.int64)),
+             _const("sq_end", np.array([total], np.int64)), _const("axis1", np.array([1], np.int64)),
+             _const("tiny", np.array([1e-12], np.float32))]
+    start = 0
+    outputs = []
+    for out, coef, intercept, act in heads:
+        k = coef.shape[0]
+        nodes += [
+            helper.make_node("Slice", ["zn", f"{out}_s", f"{out}_e", "axis1"], [f"{out}_zs"]),
+            helper.make_node("Add", [f"{out}_zs", f"{out}_b"], [f"{out}_logits"]),
+            helper.make_node("Sigmoid", [f"{out}_logits"], [out]) if act == "sigmoid"
+            else helper.make_node("Softmax", [f"{out}_logits"], [out], axis=1),
+        ]
+        inits += [_const(f"{out}_s", np.array([start], np.int64)),
+                  _const(f"{out}_e", np.array([start + k], np.int64)),
+                  _const(f"{out}_b", intercept.astype(np.float32))]
+        outputs.append((out, k))
+        start += k
+    return _assemble(front, nodes, inits, outputs, "tfidf_linear",
+                     "TF-IDF (binary tf, idf, l2) + linear heads folded into one MatMul")
 
 
 def _tree_attrs(clf: Any, n_features: int) -> dict[str, Any]:
@@ -138,12 +186,13 @@ def _tree_attrs(clf: Any, n_features: int) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in nodes[0].attribute}
 
 
-def xgboost_model(vectorizer: Any, members: list[Any | float], columns: np.ndarray) -> onnx.ModelProto:
+def xgboost_model(vectorizer: Any, members: list[Any | float], columns: np.ndarray,
+                  output: str = OUTPUT) -> onnx.ModelProto:
     """Strings -> per-label probabilities from one TreeEnsembleRegressor (one target per label).
 
     `members[j]` is a fitted binary XGBClassifier, or a float logit for a label that had a
     single class in training (no trees; constant output). The classifiers were trained on the
-    TF-IDF columns `columns` (feature k = column columns[k]); the ensemble reads the full row.
+    TF-IDF columns `columns` (feature k = column columns[k]); the graph gathers those columns.
     """
     n_features = len(columns)
     keys = ("nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_values", "nodes_modes",
@@ -177,8 +226,6 @@ def xgboost_model(vectorizer: Any, members: list[Any | float], columns: np.ndarr
             vals = list(a.get(k, []))
             if k == "nodes_treeids":
                 vals = [v + offset for v in vals]
-            if k == "nodes_featureids":
-                vals = [int(columns[v]) for v in vals]
             if k == "nodes_hitrates" and not vals:
                 continue
             acc[k].extend(vals)
@@ -189,9 +236,15 @@ def xgboost_model(vectorizer: Any, members: list[Any | float], columns: np.ndarr
         offset = max(acc["nodes_treeids"]) + 1
     if not acc["nodes_hitrates"]:
         del acc["nodes_hitrates"]
-    nan = numpy_helper.from_array(np.array([np.nan], dtype=np.float32), "xgb_nan")
-    zero = numpy_helper.from_array(np.array([0.0], dtype=np.float32), "xgb_zero")
+    front, bow = bow_front(vectorizer)
+    inits = [
+        _const("xgb_cols", np.asarray(columns, np.int64)),
+        _const("xgb_nan", np.array([np.nan], np.float32)),
+        _const("xgb_zero", np.array([0.0], np.float32)),
+    ]
     nodes = [
+        # The trees were trained on n-gram presence (1.0) of these columns.
+        helper.make_node("Gather", [bow, "xgb_cols"], ["tfidf"], axis=1),
         # XGBoost saw sparse rows: an absent (zero) entry is "missing", so feed it as NaN.
         helper.make_node("Equal", ["tfidf", "xgb_zero"], ["is_zero"]),
         helper.make_node("Where", ["is_zero", "xgb_nan", "tfidf"], ["tfidf_nan"]),
@@ -199,10 +252,10 @@ def xgboost_model(vectorizer: Any, members: list[Any | float], columns: np.ndarr
             "TreeEnsembleRegressor", ["tfidf_nan"], ["margins"], domain="ai.onnx.ml",
             n_targets=len(members), base_values=base, post_transform="NONE", **acc, **tgt,
         ),
-        helper.make_node("Sigmoid", ["margins"], [OUTPUT]),
+        helper.make_node("Sigmoid", ["margins"], [output]),
     ]
-    return _with_head(tfidf_model(vectorizer), nodes, [nan, zero], "tfidf", len(members),
-                      "tfidf_xgboost", "TF-IDF + per-label XGBoost, merged into one ensemble")
+    return _assemble(front, nodes, inits, [(output, len(members))], "tfidf_xgboost",
+                     "TF-IDF + per-label XGBoost, merged into one tree ensemble")
 
 
 def session(model: onnx.ModelProto | bytes | str, threads: int = 0) -> Any:

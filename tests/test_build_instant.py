@@ -17,7 +17,8 @@ from twolane.bundle import BundleError, read_manifest
 def test_bundle_manifest_verifies(instant_bundle: Path) -> None:
     m = read_manifest(instant_bundle, verify=True)
     assert m.lane == "instant" and len(m.labels) == 32
-    assert set(m.files) == {"linear.onnx", "xgboost.onnx", "sentiment.onnx"}
+    assert set(m.files) == {"linear.onnx", "xgboost.onnx"}
+    assert m.models["sentiment"].file == "linear.onnx" and "sentiment" in m.models["sentiment"].outputs
     for name in ("linear", "xgboost", "sentiment", "ensemble"):
         assert m.parity[name]["identical_rows"] >= 0.999
     assert len(m.models["linear"].thresholds) == 32 and len(m.ensemble["thresholds"]) == 32

@@ -57,13 +57,32 @@ class InstantPredictor:
             raise BundleError(f"bundle {bundle_dir}: model {self.model!r} lacks thresholds")
         self._weights = np.asarray(weights, dtype=np.float32)
         self.thresholds = np.asarray(thresholds, dtype=np.float32)
-        self._sessions = {m: _session(self.bundle_dir / manifest.models[m].file, threads)
-                          for m in members}
         sent = [n for n, e in manifest.models.items() if e.task == "sentiment"]
-        self._sentiment = _session(self.bundle_dir / manifest.models[sent[0]].file, threads) if sent else None
+        self._has_sentiment = bool(sent)
+        # What to ask of which file: one session per file, and one run per file and chunk
+        # (the linear file also holds the sentiment head: labels + sentiment in one pass).
+        self._wanted: dict[str, list[str]] = {}
+        self._member_out = [self._add(manifest.models[m].file, self._output(manifest, m))
+                            for m in members]
+        self._sent_out = self._add(manifest.models[sent[0]].file, self._output(manifest, sent[0])) \
+            if sent else None
+        self._sessions = {f: _session(self.bundle_dir / f, threads) for f in self._wanted}
         self._lnp = manifest.labels.index(LABELLING_NOT_POSSIBLE)
         self._labels = list(manifest.labels)
         self._label_arr = np.array(self._labels, dtype=object)
+
+    @staticmethod
+    def _output(manifest: Manifest, name: str) -> str:
+        outs = list(manifest.models[name].outputs)
+        if not outs:
+            raise BundleError(f"model {name!r} names no ONNX output in the manifest")
+        return outs[0]
+
+    def _add(self, file: str, output: str) -> tuple[str, str]:
+        self._wanted.setdefault(file, [])
+        if output not in self._wanted[file]:
+            self._wanted[file].append(output)
+        return file, output
 
     @classmethod
     def from_bundle(cls, path: str | Path, threads: int = 0, model: str | None = None,
@@ -91,26 +110,41 @@ class InstantPredictor:
         return list(self._labels)
 
     # ------------------------------------------------------------------ arrays
-    def _run(self, sess: ort.InferenceSession, texts: list[str]) -> np.ndarray:
-        outs = [sess.run(None, {"text": np.array(texts[i:i + self.chunk], dtype=object)})[0]
-                for i in range(0, len(texts), self.chunk)]
-        return np.concatenate(outs)
+    def _run(self, texts: list[str], sentiment: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Label probabilities (default model, weighted over members) and sentiment, chunked."""
+        P_parts, S_parts = [], []
+        for i in range(0, len(texts), self.chunk):
+            feed = {"text": np.array(texts[i:i + self.chunk], dtype=object)}
+            got: dict[tuple[str, str], np.ndarray] = {}
+            for file, outs in self._wanted.items():
+                if not sentiment and all((file, o) == self._sent_out for o in outs):
+                    continue
+                for o, arr in zip(outs, self._sessions[file].run(outs, feed)):
+                    got[(file, o)] = arr
+            acc = sum(w * got[k] for w, k in zip(self._weights, self._member_out))
+            P_parts.append(acc / float(self._weights.sum()))
+            if sentiment and self._sent_out:
+                S_parts.append(got[self._sent_out])
+        return np.concatenate(P_parts), (np.concatenate(S_parts) if S_parts else None)
 
     def _texts(self, texts: Sequence[object]) -> tuple[list[str], np.ndarray]:
         clean = [normalise(t) for t in texts]
         return clean, np.fromiter((not is_unlabellable(t) for t in clean), bool, len(clean))
 
-    def _proba(self, clean: list[str], ok: np.ndarray) -> np.ndarray:
-        P = np.zeros((len(clean), len(self._labels)), dtype=np.float32)
+    def _both(self, clean: list[str], ok: np.ndarray, sentiment: bool = True
+              ) -> tuple[np.ndarray, np.ndarray]:
+        n = len(clean)
+        P = np.zeros((n, len(self._labels)), dtype=np.float32)
         P[~ok, self._lnp] = 1.0
+        S = np.full((n, len(SENTIMENT_NAMES)), np.nan, dtype=np.float32)
         idx = np.flatnonzero(ok)
         if len(idx):
-            sub = [clean[i] for i in idx]
-            acc = sum(w * self._run(s, sub) for w, s in zip(self._weights, self._sessions.values()))
-            acc = acc / float(self._weights.sum())
-            acc[:, self._lnp] = 0.0  # set by rule, never by the model
-            P[idx] = acc
-        return P
+            p, s = self._run([clean[i] for i in idx], sentiment)
+            p[:, self._lnp] = 0.0  # set by rule, never by the model
+            P[idx] = p
+            if s is not None:
+                S[idx] = s
+        return P, S
 
     def predict_proba(self, texts: Sequence[object], question_types: Sequence[str | None] | None = None
                       ) -> np.ndarray:
@@ -120,7 +154,7 @@ class InstantPredictor:
         accepted for API symmetry; the current models do not use it.
         """
         clean, ok = self._texts(texts)
-        return self._proba(clean, ok)
+        return self._both(clean, ok, sentiment=False)[0]
 
     def sentiment_proba(self, texts: Sequence[object]) -> np.ndarray:
         """Sentiment class probabilities, n x 5 (1 very positive .. 5 very negative).
@@ -128,14 +162,12 @@ class InstantPredictor:
         Unlabellable rows are all NaN (they get no sentiment).
         """
         clean, ok = self._texts(texts)
-        return self._sentiment_proba(clean, ok)
+        return self._both(clean, ok)[1]
 
-    def _sentiment_proba(self, clean: list[str], ok: np.ndarray) -> np.ndarray:
-        S = np.full((len(clean), len(SENTIMENT_NAMES)), np.nan, dtype=np.float32)
-        idx = np.flatnonzero(ok)
-        if self._sentiment is not None and len(idx):
-            S[idx] = self._run(self._sentiment, [clean[i] for i in idx])
-        return S
+    def predict_arrays(self, texts: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
+        """(label probabilities n x 32, sentiment probabilities n x 5) in one pass."""
+        clean, ok = self._texts(texts)
+        return self._both(clean, ok)
 
     def decide(self, P: np.ndarray) -> np.ndarray:
         """Thresholded label matrix (bool) with the 'Labelling not possible' rule applied."""
@@ -156,15 +188,14 @@ class InstantPredictor:
         if question_types is not None and len(question_types) != n:
             raise ValueError(f"{len(question_types)} question types for {n} texts")
         clean, ok = self._texts(texts)
-        P = self._proba(clean, ok)
+        P, S = self._both(clean, ok)
         D = self.decide(P)
-        S = self._sentiment_proba(clean, ok)
         out: list[Prediction] = []
         for i in range(n):
             cid = str(ids[i]) if ids is not None else str(i)
             labels = self._label_arr[D[i]].tolist()
             sentiment = None
-            if ok[i] and self._sentiment is not None:
+            if ok[i] and self._has_sentiment:
                 score = int(np.argmax(S[i])) + 1
                 sentiment = Sentiment(score=score, label=SENTIMENT_NAMES[score])
             probs = None

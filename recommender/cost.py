@@ -88,9 +88,10 @@ def core_efficiency(cells: Iterable[Cell]) -> tuple[float, str]:
     """Marginal throughput of the 2nd core relative to the 1st, median over request sizes."""
     cells = [c for c in cells if c.errors == 0]
     ratios = []
+    # Best repeat of each cell: the run least disturbed by other work on the machine.
     for b in sorted({c.batch for c in cells}):
-        one = [c.throughput_cps for c in cells if c.batch == b and c.cores == 1]
-        two = [c.throughput_cps for c in cells if c.batch == b and c.cores == 2]
+        one = [c.throughput_range_cps[1] for c in cells if c.batch == b and c.cores == 1]
+        two = [c.throughput_range_cps[1] for c in cells if c.batch == b and c.cores == 2]
         if one and two and max(one) > 0:
             ratios.append(max(two) / max(one) - 1.0)
     if not ratios:
@@ -98,7 +99,8 @@ def core_efficiency(cells: Iterable[Cell]) -> tuple[float, str]:
                                     "(no 1-core vs 2-core pair measured)")
     e = float(np.clip(np.median(ratios), 0.0, 1.0))
     spread = ", ".join(f"{r:+.2f}" for r in ratios)
-    return e, f"measured: median of 2-core/1-core best throughput - 1 per request size ({spread})"
+    return e, ("measured: median over request sizes of (best 2-core throughput / best 1-core "
+               f"throughput - 1), clipped to 0..1; per size: {spread}")
 
 
 def _usd_per_million_instance(usd_per_hour: float, cps: float) -> float:
@@ -212,15 +214,32 @@ def choose_lambda_memory(cells: list[Cell], slo_p95_ms: float, prices: dict[str,
                   candidates=out, method=method)
 
 
+def money(x: float) -> str:
+    """$ with 3 significant figures (costs per million comments span 0.001 to 100)."""
+    if not math.isfinite(x):
+        return "n/a"
+    return f"${x:,.2f}" if x >= 10 else f"${x:.3g}"
+
+
+def ms(x: float) -> str:
+    return f"{x:.0f} ms" if x >= 10 else f"{x:.2g} ms"
+
+
 def _message(lane: str, chosen: Candidate | None, cands: list[Candidate], slo: float,
              what: str) -> str:
     if chosen is not None:
         label = f"{int(chosen.memory_mb)} MB" if chosen.kind == "lambda" else chosen.name
-        extra = " (rests on an assumed GPU speed-up)" if chosen.assumed else ""
-        return (f"{lane} lane: use {label}{extra}: the cheapest {what} whose projected p95 "
-                f"({chosen.p95_ms:.0f} ms at {chosen.batch} comments per request) meets the "
-                f"{slo:.0f} ms objective, at about ${chosen.usd_per_million:.2f} per million "
-                f"comments.")
+        extra = " (rests on an ASSUMED GPU speed-up, not a measurement)" if chosen.assumed else ""
+        msg = (f"{lane} lane: use {label}{extra}: the cheapest {what} whose projected p95 "
+               f"({ms(chosen.p95_ms)} at {chosen.batch} comments per request) meets the "
+               f"{slo:.0f} ms objective, at about {money(chosen.usd_per_million)} per million "
+               f"comments.")
+        if chosen.assumed:
+            alt = _pick([c for c in cands if not c.assumed])
+            if alt is not None:
+                msg += (f" The cheapest option resting on measurements only is {alt.name} at "
+                        f"{money(alt.usd_per_million)} per million (p95 {ms(alt.p95_ms)}).")
+        return msg
     if not cands:
         return f"{lane} lane: nothing measured, so no {what} can be recommended."
     fastest = min(cands, key=lambda c: c.p95_ms)

@@ -10,6 +10,8 @@ from typing import Any
 
 import matplotlib
 
+from recommender.cost import money
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -17,7 +19,7 @@ CHOSEN, OK, BAD, ASSUMED = "#1b7837", "#7fbf7b", "#bbbbbb", "#fdb863"
 
 
 def _fmt_money(x: float) -> str:
-    return "n/a" if not math.isfinite(x) else (f"${x:,.2f}" if x >= 0.1 else f"${x:,.4f}")
+    return money(x)
 
 
 def plot_latency_throughput(lane: dict[str, Any], slo: float, path: Path) -> Path:

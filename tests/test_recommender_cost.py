@@ -71,7 +71,7 @@ def test_slow_cpu_loses_to_gpu_when_only_gpu_meets_the_slo() -> None:
     cells = [cell(1, 8, 1, 800, 10.0), cell(2, 8, 2, 900, 18.0)]
     ch = choose_instance(cells, slo_p95_ms=500, prices=PRICES)
     assert ch.chosen is not None and ch.chosen.name == "gpu.big" and ch.chosen.assumed
-    assert "assumed GPU" in ch.message
+    assert "ASSUMED GPU" in ch.message
     assert not {c.name: c for c in ch.candidates}["cheap.small"].meets_slo
 
 

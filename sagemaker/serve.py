@@ -13,6 +13,7 @@ Environment (SageMaker's names where it has one):
     SAGEMAKER_BIND_TO_PORT           port (default 8080); host 0.0.0.0 (TWOLANE_SERVE_HOST)
     SAGEMAKER_MODEL_SERVER_WORKERS   invocations served at once (default 2); more wait
     TWOLANE_ONNX_PROVIDERS           e.g. "CPUExecutionProvider" (default: CUDA when present)
+    TWOLANE_ORT_PRELOAD_DLLS=1       load CUDA/cuDNN from the nvidia-* pip wheels (GPU image)
     TWOLANE_GENERATION_MODEL         causal LM (path) for "target": "summary"; default
                                      SM_MODEL_DIR/generation when that folder exists
     TWOLANE_SERVE_DELAY_S            fault injection for tests: sleep before each invocation
@@ -95,6 +96,10 @@ class Model:
         from twolane.batch.predictor import BatchPredictor
 
         providers = os.environ.get("TWOLANE_ONNX_PROVIDERS")
+        if os.environ.get("TWOLANE_ORT_PRELOAD_DLLS") == "1":  # CUDA/cuDNN from nvidia-* wheels
+            import onnxruntime
+
+            onnxruntime.preload_dlls()
         self.model_dir = model_dir
         self.predictor = BatchPredictor.from_bundle(
             model_dir,

@@ -311,7 +311,8 @@ def run_aws(slo_p95_ms: float, out: Path, *, lane: str = "both", role_arn: str =
     return write_report(doc, out)
 
 
-def _lane_doc(lane: str, cells: list[Cell], choice: Choice, label: str, t0: float) -> dict[str, Any]:
+def _lane_doc(lane: str, cells: list[Cell], choice: Choice, label: str,
+              t0: float) -> dict[str, Any]:
     from dataclasses import asdict
 
     return {"result": {"lane": lane, "bundle": label, "bundle_label": label, "sweep": {},

@@ -10,16 +10,12 @@ from typing import Any
 
 import matplotlib
 
-from recommender.cost import money
+from recommender.cost import money, ms
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 CHOSEN, OK, BAD, ASSUMED = "#1b7837", "#7fbf7b", "#bbbbbb", "#fdb863"
-
-
-def _fmt_money(x: float) -> str:
-    return money(x)
 
 
 def plot_latency_throughput(lane: dict[str, Any], slo: float, path: Path) -> Path:
@@ -66,7 +62,7 @@ def plot_cost(lane: dict[str, Any], path: Path) -> Path:
     bars = ax.bar(names, vals, color=colours, edgecolor="black", linewidth=0.5)
     for bar, c in zip(bars, cands, strict=True):
         tag = "" if c["feasible"] else ("\nslow" if not c["meets_slo"] else "\nno fit")
-        ax.annotate(f"{_fmt_money(c['usd_per_million'])}{tag}\np95 {c['p95_ms']:.0f} ms",
+        ax.annotate(f"{money(c['usd_per_million'])}{tag}\np95 {ms(c['p95_ms'])}",
                     (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
                     va="bottom", fontsize=6.5)
     ax.set_ylabel("USD per million comments")
@@ -110,9 +106,10 @@ def _cands_table(choice: dict[str, Any]) -> str:
         mark = "<b>chosen</b>" if c["name"] == chosen else ("ok" if c["feasible"] else (
             "misses p95" if not c["meets_slo"] else "too little memory"))
         rows.append([html.escape(c["name"]), f"{c['vcpus']:g}", f"{c['memory_mb']:.0f}",
-                     _fmt_money(c["usd_per_hour"]) if c.get("usd_per_hour") else "&ndash;",
-                     f"{c['p95_ms']:.0f}", f"{c['throughput_cps']:.1f}",
-                     _fmt_money(c["usd_per_million"]), mark + (" (assumed)" if c["assumed"] else ""),
+                     money(c["usd_per_hour"]) if c.get("usd_per_hour") else "&ndash;",
+                     f"{c['p95_ms']:.3g}", f"{c['throughput_cps']:.1f}",
+                     money(c["usd_per_million"]),
+                     mark + (" (assumed)" if c["assumed"] else ""),
                      html.escape(c["basis"])])
     return _table(rows, ["candidate", "vCPUs", "memory MB", "$/hour", "projected p95 ms",
                          "projected comments/s", "$ per million comments", "verdict", "basis"])
@@ -197,7 +194,8 @@ def write_report(doc: dict[str, Any], out: Path) -> Path:
     """Plots, report.json and report.html under `out`; returns the HTML path."""
     out.mkdir(parents=True, exist_ok=True)
     for name, lane in doc["lanes"].items():
-        lat = plot_latency_throughput(lane, doc["slo_p95_ms"], out / f"{name}-latency-throughput.png")
+        lat = plot_latency_throughput(lane, doc["slo_p95_ms"],
+                                      out / f"{name}-latency-throughput.png")
         cost = plot_cost(lane, out / f"{name}-cost.png")
         lane["plots"] = {"latency": lat.name, "cost": cost.name}
     (out / "report.json").write_text(json.dumps(_clean(doc), indent=2) + "\n", encoding="utf-8")
@@ -215,3 +213,48 @@ def _clean(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     return o
+
+
+START, END = "<!-- recommend:start -->", "<!-- recommend:end -->"
+
+
+def results_section(doc: dict[str, Any], report_dir: str = "bench/recommend") -> str:
+    """The bench/RESULTS.md section: the choice, the key measurements, where the report is."""
+    lines = [START, "## Hardware recommendation (`twolane recommend`)", "",
+             f"Run {doc['generated_at']}, {doc['wall_s']:.0f} s in all, on "
+             f"{doc['machine']['cpu']} ({doc['machine']['cores']} cores, shared with other "
+             f"work; load average {doc['machine']['loadavg_before'][0]:.1f} before, "
+             f"{doc['machine']['loadavg_after'][0]:.1f} after). p95 objective "
+             f"{doc['slo_p95_ms']:.0f} ms per request. Full report: "
+             f"[{report_dir}/report.html]({report_dir.removeprefix('bench/')}/report.html).", ""]
+    for lane in doc["lanes"].values():
+        lines.append(f"- **{lane['choice']['message']}**")
+        if lane.get("warning"):
+            lines.append(f"  - {lane['warning']}")
+    lines += ["", "| lane | cores | comments/request | concurrency | p50 ms | p95 ms (min-max) "
+              "| comments/s | errors | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, lane in doc["lanes"].items():
+        for c in lane["result"]["cells"]:
+            lines.append(f"| {name} | {c['cores']} | {c['batch']} | {c['concurrency']} | "
+                         f"{c['p50_ms']:.1f} | {c['p95_ms']:.1f} ({c['p95_range_ms'][0]:.1f}-"
+                         f"{c['p95_range_ms'][1]:.1f}) | {c['throughput_cps']:.1f} | "
+                         f"{c['errors']} | {c['rss_peak_mb']:.0f} |")
+    for ch in doc["config_changes"]:
+        lines += ["", f"Config change `{Path(ch['path']).name}`:", "```diff",
+                  (ch["diff"] or "(no change)").rstrip(), "```"]
+    lines.append(END)
+    return "\n".join(lines) + "\n"
+
+
+def update_results_md(path: Path, section: str) -> Path:
+    """Replace the recommender's section between the markers (or append it)."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmark results\n"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        tail = rest.split(END, 1)[1].lstrip("\n")
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

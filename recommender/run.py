@@ -14,7 +14,8 @@ from typing import Any, Callable, Iterable
 
 from recommender.cost import Choice, choose_instance, choose_lambda_memory, load_prices
 from recommender.loadtest import LaneResult, Sweep, payload_texts, run_lane
-from recommender.report import write_report
+from recommender.report import results_section, update_results_md, write_report
+from recommender.servers import REPO_ROOT
 
 LANES = ("instant", "batch")
 DEFAULT_SWEEPS: dict[str, Sweep] = {
@@ -132,8 +133,10 @@ def update_configs(changes: dict[str, Any], envs: Iterable[str],
 def run(lane: str = "both", slo_p95_ms: float = 1000.0, out: Path = Path("bench/recommend"),
         envs: Iterable[str] = ("dev", "prod"), sweeps: dict[str, Sweep] | None = None,
         bundles: dict[str, Path] | None = None, config_dir: Path | None = None,
-        log: Callable[[str], None] = print) -> Path:
-    """Measure, choose, report and update the config. Returns the HTML report's path."""
+        results_md: Path | None = None, log: Callable[[str], None] = print) -> Path:
+    """Measure, choose, report and update the config. Returns the HTML report's path.
+    The bench/RESULTS.md section is rewritten when `results_md` is given, or when the report
+    goes to the repository's bench/recommend (the committed one)."""
     t0 = time.perf_counter()
     lanes = list(LANES) if lane == "both" else [lane]
     if any(x not in LANES for x in lanes):
@@ -190,6 +193,11 @@ def run(lane: str = "both", slo_p95_ms: float = 1000.0, out: Path = Path("bench/
     }
     doc["wall_s"] = time.perf_counter() - t0
     html_path = write_report(doc, out)
+    if results_md is None and out.resolve() == (REPO_ROOT / "bench" / "recommend").resolve():
+        results_md = REPO_ROOT / "bench" / "RESULTS.md"
+    if results_md is not None:
+        update_results_md(results_md, results_section(doc))
+        log(f"Updated {results_md}")
     log(f"Report: {html_path} (whole run {doc['wall_s']:.0f} s)")
     return html_path
 

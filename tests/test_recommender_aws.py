@@ -109,7 +109,8 @@ def test_wait_describe_and_steps_then_choose() -> None:
     assert ch.chosen is not None and ch.chosen.name == "ml.g4dn.xlarge"
 
 
-def report_tail(duration: float, billed: int, mem: int, used: int, init: float | None = None) -> str:
+def report_tail(duration: float, billed: int, mem: int, used: int,
+                init: float | None = None) -> str:
     init_s = f"\tInit Duration: {init} ms" if init else ""
     text = (f"START RequestId: r Version: $LATEST\nEND RequestId: r\n"
             f"REPORT RequestId: r\tDuration: {duration} ms\tBilled Duration: {billed} ms\t"

@@ -40,7 +40,8 @@ def test_prices_file_is_complete() -> None:
     for name, spec in p["sagemaker_instances"].items():
         assert name.startswith("ml.") and spec["vcpus"] > 0 and spec["usd_per_hour"] > 0
     assert p["lambda"]["mb_per_vcpu"] == 1769 and p["lambda"]["usd_per_million_requests"] == 0.2
-    assert min(p["lambda"]["memory_sizes_mb"]) == 128 and max(p["lambda"]["memory_sizes_mb"]) == 3008
+    sizes = p["lambda"]["memory_sizes_mb"]
+    assert min(sizes) == 128 and max(sizes) == 3008
 
 
 def test_core_efficiency_is_measured_from_1_and_2_core_runs() -> None:

@@ -38,7 +38,10 @@ def test_payloads_are_real_comments() -> None:
 def test_recommend_end_to_end(tmp_path: Path, config_dir: Path, instant_bundle: Path,
                               batch_bundle: Path) -> None:
     out = tmp_path / "report"
-    html = run(lane="both", slo_p95_ms=5000, out=out, envs=("dev",),
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Results\n\nother\n<!-- recommend:start -->\nOLD-SECTION\n"
+                       "<!-- recommend:end -->\nafter\n")
+    html = run(lane="both", slo_p95_ms=5000, out=out, envs=("dev",), results_md=results,
                sweeps={"instant": TINY, "batch": TINY},
                bundles={"instant": instant_bundle, "batch": batch_bundle},
                config_dir=config_dir, log=lambda s: None)
@@ -66,6 +69,9 @@ def test_recommend_end_to_end(tmp_path: Path, config_dir: Path, instant_bundle: 
     assert cfg.batch.instance_type == batch["chosen"]["name"]
     assert doc["config_changes"][0]["env"] == "dev"
     assert load_config("prod", config_dir) == load_config("prod", CONFIG_DIR)
+    md = results.read_text()
+    assert md.startswith("# Results\n\nother\n") and md.endswith("after\n")
+    assert "OLD-SECTION" not in md and inst["message"] in md and md.count("recommend:start") == 1
 
 
 def test_config_update_is_validated(config_dir: Path) -> None:

@@ -1,18 +1,24 @@
 """Batch lane build: fine-tune an encoder (32 labels + sentiment), export ONNX, quantise, gate, bundle.
 
     twolane build batch [--data CSV] [--out DIR] [--model ID_OR_PATH] [--epochs N] [--rows N]
-                        [--max-minutes M]
+                        [--max-minutes M] [--retune VERSION]
 
 Steps: carve a validation fold from the TRAINING split only (the test split is never used for any
-choice); fine-tune; tune per-label thresholds, and the weight of the instant lane's probabilities in
-the ensemble, on the validation fold; export fp32 ONNX (dynamic batch and sequence axes), run
-onnxruntime's BERT optimiser, quantise to int8 (CPU) and convert to fp16 (GPU); gate int8 against
-fp32 on the test split; write `bundles/batch/<version>/`.
+choice); fine-tune; export fp32 ONNX (dynamic batch and sequence axes), run onnxruntime's BERT
+optimiser, quantise to int8 (CPU) and convert to fp16 (GPU); tune per-label thresholds, and the
+weight of the instant lane's probabilities in the ensemble, on the validation fold; gate int8
+against fp32 on the test split; write `bundles/batch/<version>/`.
+
+The instant lane's probabilities on the validation fold come from the instant lane's own models
+refitted on the fit rows only (its shipped bundle was trained on the whole training split, so its
+probabilities there would be in-sample and would over-weight it).
 
 The bundle holds what serving needs: `model.int8.onnx` (CPU), `model.fp16.onnx` (CUDA),
 `tokenizer.json`, a copy of the instant bundle the ensemble was tuned with (`instant/`) and
 `manifest.json`. The fp32 ONNX and the PyTorch weights stay out of it, under
-`build/batch/<version>/` (benchmarks and re-quantising use them).
+`build/batch/<version>/`, with the validation probabilities (benchmarks and `--retune` use them).
+`--retune VERSION` re-packages a saved training run (quantise, tune, gate) without retraining, e.g.
+against a newer instant bundle, into a new bundle version.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +45,12 @@ VAL_SEED = 7
 DEFAULT_EPOCHS = 6
 DEFAULT_MAX_MINUTES = 35.0  # training wall-clock budget on the 2-core build machine
 BUILD_DIR = ROOT / "build" / "batch"
+Probs = tuple[np.ndarray, np.ndarray]  # (label probabilities, sentiment probabilities)
+Log = Callable[[str], None]
+
+
+class BatchBuildError(RuntimeError):
+    """The batch build cannot produce a trustworthy bundle."""
 
 
 def validation_mask(n: int, seed: int = VAL_SEED, share: float = VAL_SHARE) -> np.ndarray:
@@ -52,52 +65,211 @@ def labellable(ds: Dataset) -> Dataset:
     return ds.subset(np.array([not is_unlabellable(t) for t in ds.texts], dtype=bool))
 
 
+def split(ds: Dataset) -> tuple[Dataset, Dataset, Dataset]:
+    """(fit, validation, test): validation is carved from the labellable training rows only."""
+    train_all = labellable(ds.train)
+    val_mask = validation_mask(len(train_all.texts))
+    return train_all.subset(~val_mask), train_all.subset(val_mask), ds.test
+
+
+def lnp_index(labels: list[str]) -> int | None:
+    return labels.index(LABELLING_NOT_POSSIBLE) if LABELLING_NOT_POSSIBLE in labels else None
+
+
 def served_labels(ds: Dataset, probs_ok: np.ndarray, thresholds, min_one_label: bool) -> np.ndarray:
-    """Label matrix as serving returns it: the rule for unlabellable text, the model elsewhere."""
+    """Label matrix as serving returns it: the rule for unlabellable text, the model elsewhere
+    (a labellable comment with no label gets "Labelling not possible", as in the instant lane)."""
     from twolane.batch.predictor import decide
 
     out = np.zeros((len(ds.texts), len(ds.labels)), dtype=np.uint8)
     ok = np.array([not is_unlabellable(t) for t in ds.texts], dtype=bool)
-    lnp = ds.labels.index(LABELLING_NOT_POSSIBLE) if LABELLING_NOT_POSSIBLE in ds.labels else None
+    lnp = lnp_index(ds.labels)
     if lnp is not None:
         out[~ok, lnp] = 1
     if ok.any():
-        out[ok] = decide(probs_ok, np.asarray(thresholds, np.float32), min_one_label)
+        out[ok] = decide(probs_ok, np.asarray(thresholds, np.float32), min_one_label, lnp)
     return out
 
 
-def quality(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    from model_build.transformer.export import macro_f1
+def quality(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """The instant lane's scores (model_build.metrics: macro-F1 over labels present in the split)."""
+    from model_build.metrics import multilabel_scores
 
-    tp = int((y & pred).sum())
-    fp = int(((1 - y) & pred).sum())
-    fn = int((y & (1 - pred)).sum())
-    return {"macro_f1": round(macro_f1(y, pred), 4),
-            "micro_f1": round(2 * tp / max(2 * tp + fp + fn, 1), 4),
-            "exact_match": round(float((y == pred).all(1).mean()), 4)}
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in multilabel_scores(y, pred).items()}
 
 
-def sentiment_quality(s_true: np.ndarray, s_probs: np.ndarray) -> dict[str, float]:
-    keep = s_true >= 0
-    if not keep.any():
+def sentiment_quality(s_true: np.ndarray, s_probs: np.ndarray) -> dict[str, Any]:
+    from model_build.metrics import sentiment_scores
+
+    if not (s_true >= 0).any():
         return {"accuracy": 0.0, "macro_f1": 0.0, "rows": 0}
-    t, p = s_true[keep], s_probs[keep].argmax(1)
-    f1s = []
-    for c in range(s_probs.shape[1]):
-        tp = int(((t == c) & (p == c)).sum())
-        d = int((t == c).sum() + (p == c).sum())
-        if (t == c).any() or (p == c).any():
-            f1s.append(2 * tp / max(d, 1))
-    return {"accuracy": round(float((t == p).mean()), 4), "macro_f1": round(float(np.mean(f1s)), 4),
-            "rows": int(keep.sum())}
+    return {k: (round(v, 4) if isinstance(v, float) else v)
+            for k, v in sentiment_scores(s_true, s_probs.argmax(1)).items()}
 
 
-def instant_proba(instant_bundle: Path | None, texts: list[str], qts: list[str]) -> np.ndarray | None:
-    if instant_bundle is None:
-        return None
+# ----------------------------------------------------------------------------- instant lane
+def instant_models(manifest: Manifest) -> dict[str, list[str]]:
+    """Instant-lane predictors the ensemble may use: name -> member models."""
+    out = {}
+    if "linear" in manifest.models:
+        out["linear"] = ["linear"]
+    if manifest.ensemble.get("members"):
+        out["ensemble"] = list(manifest.ensemble["members"])
+    return out
+
+
+def instant_out_of_fold(manifest: Manifest, fit: Dataset, val: Dataset) -> dict[str, np.ndarray]:
+    """The instant lane's models refitted on the fit rows, predicting the validation fold."""
+    from dataclasses import fields
+
+    from model_build import instant
+
+    known = {f.name for f in fields(instant.Config)}
+    cfg = instant.Config(**{k: v for k, v in manifest.config.items() if k in known})
+    vec = instant.fit_vectorizer(fit.texts, cfg)
+    Xf, Xv = vec.transform(fit.texts), vec.transform(val.texts)
+    member_probs: dict[str, np.ndarray] = {}
+    need = {m for ms in instant_models(manifest).values() for m in ms}
+    if "linear" in need:
+        member_probs["linear"] = instant.fit_linear(Xf, fit.Y, cfg).predict_proba(Xv)
+    if "xgboost" in need:
+        member_probs["xgboost"] = instant.fit_xgboost(Xf, fit.Y, cfg).predict_proba(Xv)
+    lnp = lnp_index(fit.labels)
+    out = {}
+    for name, members in instant_models(manifest).items():
+        if not all(m in member_probs for m in members):
+            continue
+        w = manifest.ensemble.get("weights") if name == "ensemble" else None
+        w = np.asarray(w or [1.0] * len(members), dtype=float)
+        p = sum(wi * member_probs[m] for wi, m in zip(w, members)) / w.sum()
+        if lnp is not None:
+            p[:, lnp] = 0.0  # the instant predictor sets it by rule only
+        out[name] = p.astype(np.float32)
+    return out
+
+
+def instant_test_proba(instant_bundle: Path, name: str, texts: list[str], qts: list[str]) -> np.ndarray:
     from twolane.predictor import InstantPredictor
 
-    return np.asarray(InstantPredictor.from_bundle(instant_bundle).predict_proba(texts, qts), np.float32)
+    pred = InstantPredictor.from_bundle(instant_bundle, model=name)
+    return np.asarray(pred.predict_proba(texts, qts), np.float32)
+
+
+# ----------------------------------------------------------------------------- tuning, gates, manifest
+def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_out: Probs | None,
+           base: dict[str, Any], instant_bundle: Path | None, enforce_gates: bool, log: Log) -> Path:
+    """Tune thresholds (and the ensemble) on validation, gate int8 on test, write the manifest."""
+    from model_build.transformer import export as ex
+    from model_build.transformer.train import tune_ensemble
+    from twolane.batch.predictor import INSTANT_DIR
+
+    fit, val, test = split(ds)
+    test_ok = labellable(test)
+    lnp = lnp_index(ds.labels)
+    if len(p_val) != len(val.texts):
+        raise BatchBuildError(f"{len(p_val)} validation probabilities for {len(val.texts)} validation rows: "
+                              "the data or the split changed since training")
+    alone = tune_ensemble(p_val, None, val.Y, empty_label=lnp)
+    log(f"validation macro-F1, transformer alone: {alone['val_macro_f1']:.4f}")
+
+    parity: dict[str, Any] = {}
+    if fp32_out is not None:
+        parity = ex.gate_int8(fp32_out, int8_out, test_ok.Y, np.array(alone["thresholds"]),
+                              alone["min_one_label"], lnp, enforce=enforce_gates)
+        log(f"int8 gate: {parity['label_rows_identical']:.2%} label sets identical to fp32 "
+            f"(>= {ex.MIN_ROW_AGREEMENT:.0%} required), macro-F1 {parity['macro_f1_fp32']:.4f} -> "
+            f"{parity['macro_f1_int8']:.4f} (drop <= {ex.MAX_MACRO_F1_DROP * 100:.0f} pt required): "
+            f"{'passed' if parity['passed'] else 'FAILED (not enforced)'}")
+    parity.update(base.get("parity_extra", {}))
+
+    metrics: dict[str, Any] = {"rows": len(test.texts), "labellable_rows": len(test_ok.texts),
+                               "scoring": "model_build.metrics (the instant lane's rule)"}
+    outs = {"int8": int8_out, **({"fp32": fp32_out} if fp32_out is not None else {})}
+    for kind, out in outs.items():
+        metrics[f"transformer_{kind}"] = quality(test.Y, served_labels(test, out[0], alone["thresholds"],
+                                                                      alone["min_one_label"]))
+        metrics[f"sentiment_{kind}"] = sentiment_quality(test_ok.sentiment, out[1])
+
+    ensemble: dict[str, Any] = {}
+    if instant_bundle is not None:
+        inst = read_manifest(Path(instant_bundle), verify=True)
+        if list(inst.labels) != list(ds.labels):
+            raise BatchBuildError(f"instant bundle {instant_bundle} has other labels than the data")
+        t0 = time.monotonic()
+        oof = instant_out_of_fold(inst, fit, val)
+        log(f"instant lane refitted on the fit rows for validation probabilities "
+            f"({', '.join(oof)}; {time.monotonic() - t0:.0f} s)")
+        best: dict[str, Any] | None = None
+        for name, p_inst in oof.items():
+            cand = tune_ensemble(p_val, p_inst, val.Y, empty_label=lnp)
+            cand["instant_model"] = name
+            log(f"  with instant {name}: validation macro-F1 {cand['val_macro_f1']:.4f} "
+                f"(transformer weight {cand['weight_transformer']})")
+            if best is None or cand["val_macro_f1"] > best["val_macro_f1"]:
+                best = cand
+        if best is not None and best["weight_transformer"] < 1.0:
+            inst_test = instant_test_proba(Path(instant_bundle), best["instant_model"], test_ok.texts,
+                                           test_ok.question_types)
+            w = best["weight_transformer"]
+            for kind, out in outs.items():
+                p = w * out[0] + (1 - w) * inst_test
+                metrics[f"ensemble_{kind}"] = quality(test.Y, served_labels(test, p, best["thresholds"],
+                                                                          best["min_one_label"]))
+            metrics["instant_alone"] = quality(test.Y, served_labels(
+                test, inst_test, instant_thresholds(inst, best["instant_model"]), False))
+            if (bundle / INSTANT_DIR).exists():
+                shutil.rmtree(bundle / INSTANT_DIR)
+            shutil.copytree(instant_bundle, bundle / INSTANT_DIR)
+            ensemble = {"members": ["transformer", "instant"], "weight_transformer": w,
+                        "instant_model": best["instant_model"], "thresholds": best["thresholds"],
+                        "min_one_label": best["min_one_label"], "instant_version": inst.version,
+                        "instant_dir": INSTANT_DIR,
+                        "tuned_on": "validation fold of the training split; instant probabilities "
+                                    "there from its models refitted on the fit rows only",
+                        "val_macro_f1": round(best["val_macro_f1"], 4)}
+        else:
+            log("the ensemble does not beat the transformer alone on validation: transformer only")
+    log("test: " + json.dumps({k: {m: v[m] for m in ("macro_f1", "micro_f1", "accuracy") if m in v}
+                               for k, v in metrics.items() if isinstance(v, dict)}))
+
+    from model_build.transformer.export import INPUTS, OUTPUTS
+
+    common = dict(task="multilabel", labels=list(ds.labels), thresholds=alone["thresholds"],
+                  inputs=INPUTS, outputs=OUTPUTS)
+    models = {
+        "int8": ModelEntry(file="model.int8.onnx", kind="encoder-int8", **common,
+                           extra={"provider": "CPUExecutionProvider", "min_one_label": alone["min_one_label"],
+                                  "quantisation": "dynamic int8, per-channel, reduced range; heads fp32"}),
+        "fp16": ModelEntry(file="model.fp16.onnx", kind="encoder-fp16", **common,
+                           extra={"provider": "CUDAExecutionProvider", "min_one_label": alone["min_one_label"],
+                                  "note": "fp16 weights and activations, int64/float32 inputs and outputs"}),
+    }
+    files = {"tokenizer.json": ""}
+    if ensemble:
+        for f in sorted((bundle / INSTANT_DIR).rglob("*")):
+            if f.is_file():
+                files[str(f.relative_to(bundle))] = ""
+    fit_rows, val_rows = len(fit.texts), len(val.texts)
+    config = dict(base["config"])
+    config["val_macro_f1_transformer"] = round(alone["val_macro_f1"], 4)
+    manifest = Manifest(
+        lane="batch", version=bundle.name, created_at=datetime.now(timezone.utc).isoformat(),
+        labels=list(ds.labels), sentiment_classes=list(SENTIMENT_CLASSES), models=models,
+        default_model="ensemble" if ensemble else "int8", ensemble=ensemble, files=files,
+        data={"source": Path(ds.source).name, "fingerprint": ds.fingerprint, "rows": len(ds.texts),
+              "fit_rows": fit_rows, "validation_rows": val_rows, "test_rows": len(test.texts),
+              "split": "test = seeded 20 % (model_build.data); validation = seeded 15 % of the "
+                       "labellable training rows; unlabellable text is excluded from training"},
+        metrics=metrics, parity=parity, library_versions=base["library_versions"], config=config,
+    )
+    write_manifest(bundle, manifest)
+    return bundle
+
+
+def instant_thresholds(manifest: Manifest, name: str) -> list[float]:
+    if name == "ensemble":
+        return list(manifest.ensemble["thresholds"])
+    return list(manifest.models[name].thresholds)
 
 
 def _progress():
@@ -110,41 +282,52 @@ def _progress():
                     TimeRemainingColumn())
 
 
-def build(ds: Dataset, out_root: Path, base_model: str, cfg, *, tiny: bool = False,
-          instant_bundle: Path | None = None, enforce_gates: bool = True, side_dir: Path | None = None,
-          max_steps: int | None = None, log: Callable[[str], None] = print) -> Path:
-    """Train, tune, export, gate and write one batch bundle. Returns the bundle folder."""
+def _versions() -> dict[str, str]:
     import onnxruntime
     import tokenizers
     import torch
     import transformers
 
+    return {"torch": torch.__version__, "transformers": transformers.__version__,
+            "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__,
+            "python": platform.python_version()}
+
+
+# ----------------------------------------------------------------------------- build
+SIDE_FILES = ("model.fp32.onnx", "model.pt", "encoder_config.json", "val_transformer_probs.npy",
+              "val_ids.json", "build_info.json")
+
+
+def build(ds: Dataset, out_root: Path, base_model: str, cfg, *, tiny: bool = False,
+          instant_bundle: Path | None = None, enforce_gates: bool = True, side_dir: Path | None = None,
+          max_steps: int | None = None, log: Log = print) -> Path:
+    """Train and export fp32 ONNX into the side folder, then `package` it. Returns the bundle."""
+    import torch
+
     from model_build.transformer import export as ex
-    from model_build.transformer.model import (EncoderClassifier, MAX_LENGTH, load_encoder,
-                                               load_tokenizer, tiny_encoder)
-    from model_build.transformer.train import predict, train, tune_ensemble
-    from twolane.batch.predictor import INSTANT_DIR, OnnxEncoder, load_tokenizer as serve_tokenizer
+    from model_build.transformer.model import (MAX_LENGTH, EncoderClassifier, load_encoder, load_tokenizer,
+                                               tiny_encoder)
+    from model_build.transformer.train import predict, train
+    from twolane.batch.predictor import OnnxEncoder
 
     t_start = time.monotonic()
     torch.manual_seed(cfg.seed)
     version = new_version(ds.fingerprint)
-    bundle = Path(out_root) / "batch" / version
     tmp = Path(tempfile.mkdtemp(prefix="twolane-batch-"))
-    side = Path(side_dir) / version if side_dir else None
-    inst_manifest = read_manifest(Path(instant_bundle)) if instant_bundle else None
-    if inst_manifest is not None and list(inst_manifest.labels) != list(ds.labels):
-        raise ValueError(f"instant bundle {instant_bundle} has other labels than the data")
+    side = (Path(side_dir) if side_dir else tmp) / version
     try:
         tok = load_tokenizer(base_model, MAX_LENGTH)
         pad_id = tok.token_to_id("[PAD]") or 0
-        train_all = labellable(ds.train)
-        val_mask = validation_mask(len(train_all.texts))
-        fit, val = train_all.subset(~val_mask), train_all.subset(val_mask)
-        test = ds.test
-        enc = (lambda texts: [e.ids for e in tok.encode_batch(texts)])
+        fit, val, test = split(ds)
+        if len(fit.texts) < 20 or len(val.texts) < 5:
+            raise BatchBuildError(f"too few labelled training rows ({len(fit.texts)} fit, {len(val.texts)} "
+                                  f"validation) in {ds.source}")
+
+        def enc(texts: list[str]) -> list[list[int]]:
+            return [e.ids for e in tok.encode_batch(texts)]
+
         log(f"data: {len(fit.texts)} fit, {len(val.texts)} validation (from the training split), "
             f"{len(test.texts)} test; base model {base_model}{' (tiny random config)' if tiny else ''}")
-
         encoder = tiny_encoder(base_model, tok.get_vocab_size(), cfg.seed) if tiny else load_encoder(base_model)
         model = EncoderClassifier(encoder, len(ds.labels), len(SENTIMENT_CLASSES))
         fit_ids = enc(fit.texts)
@@ -165,153 +348,142 @@ def build(ds: Dataset, out_root: Path, base_model: str, cfg, *, tiny: bool = Fal
             f"on {summary['device']}; epoch losses {[round(x, 4) for x in summary['epoch_losses']]}"
             + (f" ({summary['budget_note']})" if summary["budget_note"] else ""))
 
-        # Tune on the validation fold (fp32 PyTorch probabilities).
         p_val, _ = predict(model, enc(val.texts), pad_id)
-        alone = tune_ensemble(p_val, None, val.Y)
-        inst_val = instant_proba(instant_bundle, val.texts, val.question_types)
-        ens = tune_ensemble(p_val, inst_val, val.Y) if inst_val is not None else None
-        log(f"validation macro-F1: transformer {alone['val_macro_f1']:.4f}"
-            + (f", ensemble {ens['val_macro_f1']:.4f} (transformer weight {ens['weight_transformer']})"
-               if ens else ""))
-
-        # Export.
         model.cpu().eval()
-        ids_example = tok.encode("The staff were kind and the ward was clean.").ids
-        fp32_raw = ex.export_onnx(model, tmp / "model.fp32.raw.onnx", ids_example)
+        side.mkdir(parents=True, exist_ok=True)
+        fp32_raw = ex.export_onnx(model, tmp / "model.fp32.raw.onnx",
+                                  tok.encode("The staff were kind and the ward was clean.").ids)
         cfg_enc = model.encoder.config
-        fused = ex.optimise(fp32_raw, tmp / "model.fp32.onnx", cfg_enc.num_attention_heads, cfg_enc.hidden_size)
-        bundle.mkdir(parents=True, exist_ok=False)
-        ex.quantise_int8(tmp / "model.fp32.onnx", bundle / "model.int8.onnx")
-        ex.to_fp16(tmp / "model.fp32.onnx", bundle / "model.fp16.onnx")
-        tok_path = bundle / "tokenizer.json"
-        tok.save(str(tok_path))
-        log(f"exported: fused {fused}")
-        if side is not None:  # kept before the gates, so a failed gate never loses the training
-            side.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(tmp / "model.fp32.onnx", side / "model.fp32.onnx")
-            torch.save(model.state_dict(), side / "model.pt")
-            (side / "encoder_config.json").write_text(model.encoder.config.to_json_string())
-            np.save(side / "val_transformer_probs.npy", p_val)
-            (side / "val_ids.json").write_text(json.dumps(val.ids))
-            (side / "tuning.json").write_text(json.dumps({"alone": alone, "ensemble": ens}))
-
-        # Test split: fp32 and int8 ONNX, exactly as served (serving tokenizer from the bundle file).
-        stok = serve_tokenizer(tok_path, MAX_LENGTH)
-        if [e.ids for e in stok.encode_batch(val.texts[:50])] != enc(val.texts[:50]):
-            raise RuntimeError("the bundled tokenizer.json tokenises differently from training")
-        test_ok = labellable(test)
-        fp32_out = OnnxEncoder(tmp / "model.fp32.onnx", stok).proba(test_ok.texts)
-        int8_out = OnnxEncoder(bundle / "model.int8.onnx", stok).proba(test_ok.texts)
-        torch_out = predict(model, enc(test_ok.texts), pad_id)
-        onnx_vs_torch = float(np.abs(fp32_out[0] - torch_out[0]).max()) if len(test_ok.texts) else 0.0
+        fused = ex.optimise(fp32_raw, side / "model.fp32.onnx", cfg_enc.num_attention_heads, cfg_enc.hidden_size)
+        log(f"exported fp32 ONNX: fused {fused}")
+        test_ok = labellable(test).texts
+        fp32_test = OnnxEncoder(side / "model.fp32.onnx", tok).proba(test_ok)[0]
+        torch_test = predict(model, enc(test_ok), pad_id)[0]
+        onnx_vs_torch = float(np.abs(fp32_test - torch_test).max()) if test_ok else 0.0
         if onnx_vs_torch > 1e-3:
-            raise RuntimeError(f"fp32 ONNX differs from PyTorch by {onnx_vs_torch:.2e} (> 1e-3)")
-        gate = ex.gate_int8(fp32_out, int8_out, test_ok.Y, np.array(alone["thresholds"]),
-                            alone["min_one_label"], enforce=enforce_gates)
-        gate["fp32_onnx_vs_torch_max_abs"] = onnx_vs_torch
-        sub = test_ok.texts[:200]  # fp16 is for CUDA; on CPU onnxruntime runs it slowly, so a slice
-        fp16_out = OnnxEncoder(bundle / "model.fp16.onnx", stok).proba(sub)
-        a32 = (fp32_out[0][:len(sub)], fp32_out[1][:len(sub)])
-        fp16_gate = ex.gate_int8(a32, fp16_out, test_ok.Y[:len(sub)], np.array(alone["thresholds"]),
-                                 alone["min_one_label"], enforce=False)
-        gate["fp16_on_cpu"] = {k: fp16_gate[k] for k in ("rows", "label_rows_identical", "sentiment_identical",
-                                                         "max_abs_prob_diff")}
-        log(f"int8 gate: {gate['label_rows_identical']:.1%} label sets identical to fp32, macro-F1 "
-            f"{gate['macro_f1_fp32']:.4f} -> {gate['macro_f1_int8']:.4f}: "
-            f"{'passed' if gate['passed'] else 'FAILED (not enforced)'}")
-
-        metrics: dict = {"rows": len(test.texts), "labellable_rows": len(test_ok.texts)}
-        metrics["transformer_fp32"] = quality(test.Y, served_labels(test, fp32_out[0], alone["thresholds"],
-                                                                   alone["min_one_label"]))
-        metrics["transformer_int8"] = quality(test.Y, served_labels(test, int8_out[0], alone["thresholds"],
-                                                                   alone["min_one_label"]))
-        metrics["sentiment_int8"] = sentiment_quality(test_ok.sentiment, int8_out[1])
-        metrics["sentiment_fp32"] = sentiment_quality(test_ok.sentiment, fp32_out[1])
-        ensemble: dict = {}
-        if ens is not None and inst_manifest is not None:
-            inst_test = instant_proba(instant_bundle, test_ok.texts, test_ok.question_types)
-            w = ens["weight_transformer"]
-            for name, out in (("ensemble_int8", int8_out), ("ensemble_fp32", fp32_out)):
-                p = w * out[0] + (1 - w) * inst_test if len(test_ok.texts) else out[0]
-                metrics[name] = quality(test.Y, served_labels(test, p, ens["thresholds"], ens["min_one_label"]))
-            shutil.copytree(instant_bundle, bundle / INSTANT_DIR)
-            ensemble = {"members": ["transformer", "instant"], "weight_transformer": w,
-                        "thresholds": ens["thresholds"], "min_one_label": ens["min_one_label"],
-                        "instant_version": inst_manifest.version, "instant_dir": INSTANT_DIR,
-                        "tuned_on": "validation fold of the training split",
-                        "val_macro_f1": round(ens["val_macro_f1"], 4)}
-        log("test: " + json.dumps({k: v for k, v in metrics.items() if isinstance(v, dict)}))
-
-        common = dict(task="multilabel", labels=list(ds.labels), thresholds=alone["thresholds"],
-                      inputs=ex.INPUTS, outputs=ex.OUTPUTS)
-        models = {
-            "int8": ModelEntry(file="model.int8.onnx", kind="encoder-int8", **common,
-                               extra={"provider": "CPUExecutionProvider", "min_one_label": alone["min_one_label"],
-                                      "quantisation": "dynamic int8, per-channel, reduced range"}),
-            "fp16": ModelEntry(file="model.fp16.onnx", kind="encoder-fp16", **common,
-                               extra={"provider": "CUDAExecutionProvider", "min_one_label": alone["min_one_label"],
-                                      "note": "fp16 weights, float32 inputs/outputs; not run on CPU"}),
-        }
-        extra_files = {"tokenizer.json": ""}
-        if ensemble:
-            for f in sorted((bundle / INSTANT_DIR).rglob("*")):
-                if f.is_file():
-                    extra_files[str(f.relative_to(bundle))] = ""
-        manifest = Manifest(
-            lane="batch", version=version, created_at=datetime.now(timezone.utc).isoformat(),
-            labels=list(ds.labels), sentiment_classes=list(SENTIMENT_CLASSES), models=models,
-            default_model="ensemble" if ensemble else "int8", ensemble=ensemble, files=extra_files,
-            data={"source": ds.source, "fingerprint": ds.fingerprint, "rows": len(ds.texts),
-                  "fit_rows": len(fit.texts), "validation_rows": len(val.texts), "test_rows": len(test.texts),
-                  "split": "test = seeded 20 % (model_build.data); validation = seeded 15 % of the "
-                           "labellable training rows; unlabellable text is excluded from training"},
-            metrics=metrics, parity=gate,
-            library_versions={"torch": torch.__version__, "transformers": transformers.__version__,
-                              "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__,
-                              "python": platform.python_version()},
-            config={"base_model": base_model, "tiny": tiny, "max_length": MAX_LENGTH, "tokenizer": "tokenizer.json",
-                    "pooling": "attention-masked mean", "train": cfg.as_dict(), "train_summary":
-                    {k: v for k, v in summary.items() if k != "losses"}, "fused_ops": fused,
-                    "val_macro_f1_transformer": round(alone["val_macro_f1"], 4),
-                    "fp32_onnx": "kept out of the bundle" + (f": {side}" if side else ""),
-                    "build_seconds": round(time.monotonic() - t_start, 1)},
-        )
-        write_manifest(bundle, manifest)
-        log(f"bundle: {bundle} ({time.monotonic() - t_start:.0f} s)")
-        return bundle
-    except BaseException:
-        if bundle.exists():
-            shutil.rmtree(bundle, ignore_errors=True)
-        raise
+            raise BatchBuildError(f"fp32 ONNX differs from PyTorch by {onnx_vs_torch:.2e} (> 1e-3)")
+        torch.save(model.state_dict(), side / "model.pt")
+        (side / "encoder_config.json").write_text(model.encoder.config.to_json_string())
+        np.save(side / "val_transformer_probs.npy", p_val)
+        (side / "val_ids.json").write_text(json.dumps(val.ids))
+        info = {"library_versions": _versions(), "parity_extra": {"fp32_onnx_vs_torch_max_abs": onnx_vs_torch},
+                "rows": len(ds.texts), "fingerprint": ds.fingerprint, "config": {
+                    "base_model": base_model, "tiny": tiny, "max_length": MAX_LENGTH,
+                    "tokenizer": "tokenizer.json", "pooling": "attention-masked mean",
+                    "heads": "linear multilabel (BCE with pos_weight) + linear sentiment (CE, unlabelled "
+                             "rows excluded), one shared encoder", "train": cfg.as_dict(),
+                    "train_summary": {k: v for k, v in summary.items() if k != "losses"}, "fused_ops": fused,
+                    "fp32_onnx": "kept out of the bundle" + (f": {side}" if side_dir else ""),
+                    "train_export_seconds": round(time.monotonic() - t_start, 1)}}
+        (side / "build_info.json").write_text(json.dumps(info, indent=1))
+        return package(side, ds, Path(out_root), instant_bundle, enforce_gates, log, version=version)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def package(side: Path, ds: Dataset, out_root: Path, instant_bundle: Path | None, enforce_gates: bool = True,
+            log: Log = print, version: str | None = None) -> Path:
+    """From a side folder (fp32 ONNX + validation probabilities): quantise int8, convert fp16, add the
+    tokenizer, tune, gate and write `out_root/batch/<version>/`. Deterministic, so a bundle can be
+    re-made from the same training (`--retune`), e.g. against a newer instant bundle."""
+    from model_build.transformer import export as ex
+    from model_build.transformer.model import load_tokenizer
+    from twolane.batch.predictor import OnnxEncoder
+    from twolane.batch.predictor import load_tokenizer as serve_tokenizer
+
+    t0 = time.monotonic()
+    info = json.loads((side / "build_info.json").read_text())
+    if info.get("fingerprint") not in (None, ds.fingerprint) or info.get("rows") not in (None, len(ds.texts)):
+        raise BatchBuildError(f"{side} was trained on {info.get('rows')} rows, not {len(ds.texts)}")
+    fit, val, test = split(ds)
+    if json.loads((side / "val_ids.json").read_text()) != val.ids:
+        raise BatchBuildError("the validation fold differs from the one saved at training time")
+    version = version or new_version(ds.fingerprint)
+    bundle = Path(out_root) / "batch" / version
+    bundle.mkdir(parents=True, exist_ok=False)
+    try:
+        cfg = info["config"]
+        ex.quantise_int8(side / "model.fp32.onnx", bundle / "model.int8.onnx")
+        ex.to_fp16(side / "model.fp32.onnx", bundle / "model.fp16.onnx")
+        tok = load_tokenizer(cfg["base_model"], cfg["max_length"])
+        tok.save(str(bundle / "tokenizer.json"))
+        stok = serve_tokenizer(bundle / "tokenizer.json", cfg["max_length"])
+        if [e.ids for e in stok.encode_batch(val.texts[:50])] != [e.ids for e in tok.encode_batch(val.texts[:50])]:
+            raise BatchBuildError("the bundled tokenizer.json tokenises differently from training")
+        test_ok = labellable(test).texts
+        fp32_out = OnnxEncoder(side / "model.fp32.onnx", stok).proba(test_ok)
+        int8_out = OnnxEncoder(bundle / "model.int8.onnx", stok).proba(test_ok)
+        sub = test_ok[:200]  # fp16 is for CUDA; onnxruntime runs it on CPU too, slowly: a slice
+        fp16_out = OnnxEncoder(bundle / "model.fp16.onnx", stok).proba(sub)
+        parity_extra = dict(info.get("parity_extra", {}))
+        parity_extra["fp16_vs_fp32_on_cpu"] = {
+            "rows": len(sub),
+            "max_abs_prob_diff": float(np.abs(fp16_out[0] - fp32_out[0][:len(sub)]).max()) if sub else 0.0,
+            "sentiment_identical": float((fp16_out[1].argmax(1) == fp32_out[1][:len(sub)].argmax(1)).mean())
+            if sub else 1.0}
+        parity_extra["int8_fp32_nodes"] = len(ex.fp32_nodes(side / "model.fp32.onnx"))
+        base = {"library_versions": info["library_versions"], "parity_extra": parity_extra,
+                "config": dict(cfg, side_folder=side.name)}
+        finish(bundle, ds, np.load(side / "val_transformer_probs.npy"), int8_out, fp32_out, base,
+               instant_bundle, enforce_gates, log)
+        m = read_manifest(bundle)
+        m.config["package_seconds"] = round(time.monotonic() - t0, 1)
+        write_manifest(bundle, m)
+        log(f"bundle: {bundle}")
+        return bundle
+    except BaseException:
+        shutil.rmtree(bundle, ignore_errors=True)
+        raise
+
+
+def retune(side_or_version: Path | str, instant_bundle: Path | None, data: Path | None = None,
+           out_root: Path | None = None, log: Log = print) -> Path:
+    """Re-package an earlier training run (side folder or its version name under build/batch/)."""
+    side = Path(side_or_version)
+    if not (side / "build_info.json").is_file():
+        side = BUILD_DIR / str(side_or_version).rstrip("/").split("/")[-1]
+    if not (side / "build_info.json").is_file():
+        raise BatchBuildError(f"no saved training run at {side_or_version} (looked in {BUILD_DIR})")
+    info = json.loads((side / "build_info.json").read_text())
+    ds = load_dataset(data or DEFAULT_DATA)
+    if info.get("rows") and info["rows"] != len(ds.texts):
+        ds = ds.head(int(info["rows"]))
+    from twolane.settings import get_settings
+
+    return package(side, ds, Path(out_root or get_settings().bundles), instant_bundle, True, log)
+
+
 def run(data: Path | None = None, out: Path | None = None, model: str | None = None,
-        epochs: int | None = None, rows: int | None = None, max_minutes: float | None = None) -> Path:
+        epochs: int | None = None, rows: int | None = None, max_minutes: float | None = None,
+        retune_from: Path | None = None) -> Path:
     """The full build (CLI `twolane build batch`). Uses a GPU when torch sees one."""
     from model_build.transformer.model import default_base_model
     from model_build.transformer.train import TrainConfig
     from twolane.bundle import latest_bundle
     from twolane.settings import get_settings
 
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    s = get_settings()
+    root = Path(out) if out else s.bundles
+    inst = s.instant_bundle or latest_bundle(s.bundles, "instant") or latest_bundle(root, "instant")
+    if inst is None:
+        log("no instant bundle found: building the transformer alone (no ensemble)")
+    if retune_from is not None:
+        return retune(retune_from, inst, data=data, out_root=root, log=log)
     ds = load_dataset(data or DEFAULT_DATA)
     if rows:
         ds = ds.head(rows)
     cfg = TrainConfig(epochs=epochs or DEFAULT_EPOCHS,
                       max_minutes=DEFAULT_MAX_MINUTES if max_minutes is None else (max_minutes or None))
-    s = get_settings()
-    root = Path(out) if out else s.bundles
-    inst = s.instant_bundle or latest_bundle(s.bundles, "instant") or latest_bundle(root, "instant")
-    if inst is None:
-        print("no instant bundle found: building the transformer alone (no ensemble)")
-    return build(ds, root, model or default_base_model(), cfg, instant_bundle=inst, side_dir=BUILD_DIR,
-                 log=lambda msg: print(msg, flush=True))
+    return build(ds, root, model or default_base_model(), cfg, instant_bundle=inst, side_dir=BUILD_DIR, log=log)
 
 
 def build_tiny_bundle(out: Path, instant_bundle: Path | None = None, rows: int = 300) -> Path:
     """A tiny randomly initialised encoder (2 layers, hidden 64, the real MiniLM tokenizer), trained
-    a few steps on a small real slice and exported exactly like the real build. For tests."""
+    a few steps on a small real slice and exported exactly like the real build (gates recorded,
+    not enforced: a random model sits on its thresholds). For tests."""
     from model_build.transformer.model import default_base_model
     from model_build.transformer.train import TrainConfig
 

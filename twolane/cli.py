@@ -39,11 +39,14 @@ def build_batch(
     rows: Optional[int] = typer.Option(None, help="Train on the first N rows only (quick check)."),
     max_minutes: Optional[float] = typer.Option(
         None, "--max-minutes", help="Training time budget; epochs are cut to fit (default 35, 0 = none)."),
+    retune: Optional[str] = typer.Option(
+        None, "--retune", help="Re-package a saved training run (build/batch/VERSION) without training."),
 ) -> None:
     """Fine-tune a transformer, export to ONNX, quantise (int8 CPU, fp16 GPU), gate, bundle."""
     from model_build.batch import run
 
-    run(data=data, out=out, model=model, epochs=epochs, rows=rows, max_minutes=max_minutes)
+    run(data=data, out=out, model=model, epochs=epochs, rows=rows, max_minutes=max_minutes,
+        retune_from=retune)
 
 
 @app.command()

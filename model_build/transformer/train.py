@@ -184,7 +184,8 @@ def tune_thresholds(probs: np.ndarray, Y: np.ndarray, min_positives: int = 3) ->
 
 
 def tune_ensemble(p_transformer: np.ndarray, p_instant: np.ndarray | None, Y: np.ndarray,
-                  weights: Sequence[float] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)) -> dict:
+                  weights: Sequence[float] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3),
+                  empty_label: int | None = None) -> dict:
     """Choose the transformer weight, per-label thresholds and the at-least-one-label rule by
     validation macro-F1 (weight 1.0 = transformer alone)."""
     from twolane.batch.predictor import decide
@@ -195,7 +196,7 @@ def tune_ensemble(p_transformer: np.ndarray, p_instant: np.ndarray | None, Y: np
         p = p_transformer if p_instant is None else w * p_transformer + (1 - w) * p_instant
         thr = tune_thresholds(p, Y)
         for min_one in (False, True):
-            score = macro_f1(Y.astype(np.uint8), decide(p, thr, min_one))
+            score = macro_f1(Y.astype(np.uint8), decide(p, thr, min_one, empty_label))
             if best is None or score > best["val_macro_f1"] + 1e-9:
                 best = {"weight_transformer": float(w), "thresholds": [float(t) for t in thr],
                         "min_one_label": min_one, "val_macro_f1": float(score)}

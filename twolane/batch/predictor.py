@@ -95,17 +95,21 @@ class OnnxEncoder:
         return res_l, res_s
 
 
-def decide(probs: np.ndarray, thresholds: np.ndarray, min_one_label: bool = False) -> np.ndarray:
+def decide(probs: np.ndarray, thresholds: np.ndarray, min_one_label: bool = False,
+           empty_label: int | None = None) -> np.ndarray:
     """Labels (n x L, 0/1): probability >= the label's threshold. With min_one_label, a comment
-    with none gets the label whose probability is highest relative to its threshold."""
+    with none gets the label whose probability is highest relative to its threshold; otherwise,
+    when empty_label is given, it gets that label ("Labelling not possible", the shared rule)."""
     probs = np.asarray(probs, dtype=np.float32)
     thr = np.asarray(thresholds, dtype=np.float32)
     out = (probs >= thr).astype(np.uint8)
-    if min_one_label and out.size:
+    if out.size:
         empty = out.sum(1) == 0
-        if empty.any():
+        if empty.any() and min_one_label:
             best = np.argmax(probs[empty] / np.maximum(thr, 1e-6), axis=1)
             out[np.flatnonzero(empty), best] = 1
+        elif empty.any() and empty_label is not None:
+            out[empty, empty_label] = 1
     return out
 
 
@@ -127,6 +131,8 @@ class BatchPredictor:
         self.instant = instant
         self.labels: list[str] = list(manifest.labels)
         self.sentiment_classes: list[str] = list(manifest.sentiment_classes)
+        self.empty_label = (self.labels.index(LABELLING_NOT_POSSIBLE)
+                            if LABELLING_NOT_POSSIBLE in self.labels else None)
         entry = manifest.models[model_name]
         if instant is not None and manifest.ensemble:
             self.weight = float(manifest.ensemble["weight_transformer"])
@@ -216,7 +222,7 @@ class BatchPredictor:
             labels: list[str] = []
             probs = None
             if "m" in target:
-                chosen = decide(lab[row:row + 1], self.thresholds, self.min_one_label)[0]
+                chosen = decide(lab[row:row + 1], self.thresholds, self.min_one_label, self.empty_label)[0]
                 labels = [self.labels[j] for j in np.flatnonzero(chosen)]
                 if include_probabilities:
                     probs = {self.labels[j]: round(float(lab[row, j]), 4) for j in range(len(self.labels))}

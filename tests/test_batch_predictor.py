@@ -1,0 +1,103 @@
+"""BatchPredictor on the tiny real bundle: order, unlabellable text, targets, no torch at serving."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_build.data import load_dataset
+from twolane.batch.predictor import BatchPredictor
+from twolane.text import LABELLING_NOT_POSSIBLE, is_unlabellable
+
+
+@pytest.fixture(scope="module")
+def predictor(batch_bundle: Path) -> BatchPredictor:
+    return BatchPredictor.from_bundle(batch_bundle, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    ds = load_dataset().head(120)
+    rng = np.random.default_rng(0)
+    return [ds.texts[i] for i in rng.permutation(len(ds.texts)) if not is_unlabellable(ds.texts[i])][:40]
+
+
+def test_loads_once_with_version_and_manifest(predictor: BatchPredictor, batch_bundle: Path) -> None:
+    assert predictor.version == batch_bundle.name
+    assert predictor.manifest.lane == "batch"
+    assert predictor.model_name == "int8"  # no CUDA here
+    assert predictor.mode == ("ensemble" if predictor.manifest.ensemble else "transformer")
+
+
+def test_order_restored_after_length_sorting(predictor: BatchPredictor, texts: list[str]) -> None:
+    ids = [f"c{i}" for i in range(len(texts))]
+    batch = predictor.predict(texts, ids=ids, include_probabilities=True)
+    assert [p.comment_id for p in batch] == ids
+    lengths = [len(t) for t in texts]
+    assert lengths != sorted(lengths)  # the input really is out of length order
+    for i in (0, 7, 19, 39):  # each comment alone gives the same answer as inside the batch
+        alone = predictor.predict([texts[i]], ids=[ids[i]], include_probabilities=True)[0]
+        assert alone.labels == batch[i].labels
+        assert alone.sentiment == batch[i].sentiment
+        if alone.probabilities is not None and batch[i].probabilities is not None:
+            a = np.array(list(alone.probabilities.values()))
+            b = np.array(list(batch[i].probabilities.values()))
+            assert np.abs(a - b).max() < 1e-3
+
+
+def test_unlabellable_text_skips_the_model(predictor: BatchPredictor, texts: list[str]) -> None:
+    seen: list[str] = []
+    original = predictor.encoder.proba
+
+    def spy(batch):
+        seen.extend(batch)
+        return original(batch)
+
+    predictor.encoder.proba = spy
+    try:
+        mixed = ["", texts[0], "n/a", None, "Did not answer", "😀👍", texts[1], float("nan")]
+        out = predictor.predict(mixed)
+    finally:
+        predictor.encoder.proba = original
+    assert seen == [texts[0], texts[1]]
+    for i in (0, 2, 3, 4, 5, 7):
+        assert out[i].labels == [LABELLING_NOT_POSSIBLE] and out[i].sentiment is None
+    for i in (1, 6):
+        assert out[i].labels and out[i].sentiment is not None
+        assert all(lab in predictor.labels for lab in out[i].labels)
+
+
+def test_targets(predictor: BatchPredictor, texts: list[str]) -> None:
+    both = predictor.predict(texts[:6], target="ms")
+    labels_only = predictor.predict(texts[:6], target="m")
+    sentiment_only = predictor.predict(texts[:6], target="s")
+    assert [p.labels for p in labels_only] == [p.labels for p in both]
+    assert all(p.sentiment is None for p in labels_only)
+    assert [p.sentiment for p in sentiment_only] == [p.sentiment for p in both]
+    assert all(p.labels == [] for p in sentiment_only)
+    assert all(p.sentiment is not None and 1 <= p.sentiment.score <= 5 for p in both)
+    with pytest.raises(ValueError):
+        predictor.predict(texts[:1], target="x")
+    assert predictor.predict([]) == []
+
+
+def test_transformer_alone_without_instant(batch_bundle: Path, texts: list[str]) -> None:
+    alone = BatchPredictor.from_bundle(batch_bundle, use_instant=False)
+    assert alone.mode == "transformer" and alone.instant is None
+    assert len(alone.predict(texts[:5])) == 5
+
+
+def test_serving_imports_no_torch_or_transformers(batch_bundle: Path) -> None:
+    code = (
+        "import sys, time; t = time.perf_counter()\n"
+        "from twolane.batch.predictor import BatchPredictor\n"
+        f"p = BatchPredictor.from_bundle({str(batch_bundle)!r})\n"
+        "p.predict(['The nurse was kind'])\n"
+        "bad = [m for m in ('torch', 'transformers', 'sklearn') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

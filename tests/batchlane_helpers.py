@@ -48,12 +48,12 @@ def moto_server() -> Iterator[str]:
 def lane_settings(tmp: Path, bundles: Path, **kw: Any) -> Settings:
     """Settings for one test: its own queues/topics (moto is shared by a module) and state dir."""
     tag = uuid.uuid4().hex[:8]
-    base: dict[str, Any] = dict(
-        bundles=bundles, state_dir=tmp / "state", batch_queue=f"inv-{tag}",
-        batch_success_topic=f"ok-{tag}", batch_error_topic=f"err-{tag}",
-        batch_notification_queue=f"note-{tag}", batch_idle_seconds=30.0,
-        aws_endpoint_url=os.environ["TWOLANE_AWS_ENDPOINT_URL"],
-    )
+    base: dict[str, Any] = {
+        "bundles": bundles, "state_dir": tmp / "state", "batch_queue": f"inv-{tag}",
+        "batch_success_topic": f"ok-{tag}", "batch_error_topic": f"err-{tag}",
+        "batch_notification_queue": f"note-{tag}", "batch_idle_seconds": 30.0,
+        "aws_endpoint_url": os.environ["TWOLANE_AWS_ENDPOINT_URL"],
+    }
     base.update(kw)
     return Settings(**base)
 
@@ -64,7 +64,7 @@ def bucket_ready(settings: Settings) -> None:
     s3 = client("s3")
     try:
         s3.head_bucket(Bucket=settings.bucket)
-    except Exception:
+    except Exception:  # noqa: BLE001
         s3.create_bucket(Bucket=settings.bucket,
                          CreateBucketConfiguration={"LocationConstraint": settings.aws_region})
 

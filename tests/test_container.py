@@ -43,7 +43,7 @@ class Served:
         self.port = free_port()
         full = {**os.environ, "SM_MODEL_DIR": str(model_dir), "SAGEMAKER_BIND_TO_PORT": str(self.port),
                 "TWOLANE_SERVE_HOST": "127.0.0.1", **env}
-        self.log = open(log, "wb")
+        self.log = open(log, "wb")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen([sys.executable, str(SERVE), "serve"], env=full,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60

@@ -4,15 +4,13 @@ prompt fitting, deterministic decoding, the container route and the API job life
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
-
 from batchlane_helpers import bucket_ready, lane_settings, moto_server, poll_job
+from fastapi.testclient import TestClient
 
 COMMENTS = [
     "There is never anywhere to park near the outpatients entrance",

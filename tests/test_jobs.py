@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from batchlane_helpers import bucket_ready, lane_settings, moto_server, poll_job
 from botocore.stub import ANY, Stubber
 from fastapi.testclient import TestClient
 
-from batchlane_helpers import bucket_ready, lane_settings, moto_server, poll_job, wait_for
 from twolane.api.app import create_app
 from twolane.jobs.invoker import LocalInvoker, SageMakerInvoker
 from twolane.jobs.store import JobGone, JobRecord, S3JobStore, now_iso
@@ -150,8 +150,9 @@ def sagemaker_message(rec: JobRecord, ok: bool, **extra: Any) -> dict[str, Any]:
 
 
 def test_notification_handler_completes_jobs(store: S3JobStore) -> None:
-    from functions.notifications.handler import handler
     from types import SimpleNamespace
+
+    from functions.notifications.handler import handler
 
     ctx = SimpleNamespace(function_name="notifications", memory_limit_in_mb=256,
                           invoked_function_arn="arn:aws:lambda:eu-west-2:123456789012:function:n",

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from batchlane_helpers import bucket_ready, lane_settings, moto_server, wait_for
+
 from twolane.batch.runner import AsyncRunner
 from twolane.jobs.invoker import LocalInvoker
 from twolane.jobs.store import JobRecord, S3JobStore, now_iso
@@ -146,3 +146,20 @@ def test_bad_body_becomes_a_failure_with_the_containers_reason(lane: Any) -> Non
     rec = submit(store, invoker, items=[{"comment_id": "x", "text": "wrong field"}])
     wait_for(lambda: status_of(store, rec.job_id) == "failed", timeout=60)
     assert store.get(rec.job_id).error == "invalid request: items.0.text: Extra inputs are not permitted"
+
+
+def test_start_batch_lane_as_twolane_up_does(lane: Any, tmp_path: Path, batch_bundle: Path) -> None:
+    from twolane.local.batch import start_batch_lane
+
+    make, _ = lane
+    settings, store, invoker = make(batch_bundle=batch_bundle)
+    handle = start_batch_lane(settings, build_if_missing=False)
+    try:
+        assert handle.build is None and "batch lane ready" in handle.message
+        assert handle.runner.container is None  # nothing runs until there is work
+        rec = submit(store, invoker)
+        wait_for(lambda: status_of(store, rec.job_id) == "succeeded", timeout=60)
+    finally:
+        handle.stop()
+    assert handle.runner.container is None
+    assert (settings.state_dir / "logs" / "batch-container.log").is_file()

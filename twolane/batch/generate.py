@@ -37,7 +37,7 @@ class Generator:
                            or getattr(cfg, "n_positions", None) or DEFAULT_CONTEXT)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, device: str | None = None) -> "Generator":
+    def from_pretrained(cls, name_or_path: str | Path, device: str | None = None) -> Generator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -55,7 +55,7 @@ def free_port() -> int:
 
 
 def _iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class ContainerDied(RuntimeError):
@@ -73,7 +73,7 @@ class ContainerProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         full_env = {**os.environ, **env, "SM_MODEL_DIR": str(model_dir),
                     "SAGEMAKER_BIND_TO_PORT": str(self.port), "TWOLANE_SERVE_HOST": "127.0.0.1"}
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop())
         t0 = time.perf_counter()
         self.proc = subprocess.Popen([sys.executable, str(SERVE_PY)], env=full_env,
                                      stdout=self._log, stderr=subprocess.STDOUT,
@@ -268,13 +268,13 @@ class AsyncRunner:
     def s3_bucket_ready(self) -> None:
         try:
             self.s3.head_bucket(Bucket=self.settings.bucket)
-        except Exception:
+        except Exception:  # noqa: BLE001 (absent or not ours: create it)
             kw: dict[str, Any] = {}
             if self.settings.aws_region != "us-east-1":
                 kw["CreateBucketConfiguration"] = {"LocationConstraint": self.settings.aws_region}
             self.s3.create_bucket(Bucket=self.settings.bucket, **kw)
 
-    def start(self) -> "AsyncRunner":
+    def start(self) -> AsyncRunner:
         self.setup()
         for target, name in ((self._dispatch_loop, "dispatch"), (self._idle_loop, "idle"),
                              (self._notification_loop, "notifications")):
@@ -393,7 +393,7 @@ class AsyncRunner:
             try:
                 c = self._ensure_container()
                 status, body = c.request("POST", "/invocations", payload, timeout=self.timeout_s)
-            except socket.timeout:
+            except TimeoutError:
                 reason = f"invocation timed out after {self.timeout_s:.0f} s"
                 if c is not None:
                     self._container_failed(c)

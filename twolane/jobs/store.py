@@ -22,9 +22,10 @@ import json
 import re
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from botocore.exceptions import ClientError
@@ -39,7 +40,7 @@ MAX_REASON_CHARS = 500
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class JobRecord(BaseModel):

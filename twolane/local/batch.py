@@ -70,10 +70,11 @@ def start_build(settings: Settings) -> subprocess.Popen[bytes]:
     """`twolane build batch` in a niced background process, output to the build log."""
     log = build_log(settings)
     log.parent.mkdir(parents=True, exist_ok=True)
-    out = open(log, "ab")
-    cmd = [sys.executable, "-m", "twolane.cli", "build", "batch", "--out", str(settings.bundles)]
+    out = open(log, "ab")  # noqa: SIM115 (handed to the child)
+    cmd = ["nice", "-n", "10", sys.executable, "-m", "twolane.cli", "build", "batch",
+           "--out", str(settings.bundles)]
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                            start_new_session=True, preexec_fn=lambda: os.nice(10))
+                            start_new_session=True)
     out.close()
     _pid_file(settings).write_text(str(proc.pid))
     return proc

@@ -85,7 +85,7 @@ def _submit(request: Request, settings: Settings, items: list[CommentIn], kind: 
              responses={422: {"description": "bad items, with reasons"},
                         503: {"description": "the batch model is not available yet"}})
 def submit_job(body: JobRequest, request: Request,
-               settings: Settings = Depends(get_app_settings)) -> JSONResponse:
+               settings: Settings = Depends(get_app_settings)) -> JSONResponse:  # noqa: B008
     """Queue comments for the transformer (ensembled with the instant lane). `target`: "m"
     themes, "s" sentiment, "ms" both. Poll the `results_url`; results are handed out once."""
     return _submit(request, settings, body.items, "classify", body.target, body.model_dump())
@@ -95,7 +95,7 @@ def submit_job(body: JobRequest, request: Request,
              responses={422: {"description": "bad items, with reasons"},
                         503: {"description": "no text-generation model is configured"}})
 def submit_summary(body: SummaryRequest, request: Request,
-                   settings: Settings = Depends(get_app_settings)) -> JSONResponse:
+                   settings: Settings = Depends(get_app_settings)) -> JSONResponse:  # noqa: B008
     """Ask the text-generation model one question of many comments (e.g. "Summarise these
     comments about parking in three bullet points"). Same lifecycle as /v1/jobs."""
     payload = {**body.model_dump(), "target": "summary"}

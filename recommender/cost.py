@@ -1,21 +1,27 @@
 """Cost model: project measured local performance onto AWS candidates and pick the cheapest
 that meets the p95 latency objective (SLO).
 
+Capacity, not wall-clock throughput: this machine is shared, and other people's work stretches
+wall-clock time. The server's own CPU time per comment is hardly affected, so a cell's capacity
+is cores / (CPU seconds per comment): what those cores give fully busy. Latency for the p95
+check stays the measured wall-clock figure (pessimistic under contention, so conservative).
+
 SageMaker instances (batch lane)
-  * CPU: throughput grows with vCPUs as S(n) = 1 + (n - 1) * e, where e, the marginal
-    efficiency of an extra core, is measured from the 1-core and 2-core runs (best throughput
-    per comments-per-request). A measured cell at k cores (the largest k <= the instance's
-    vCPUs) is projected as throughput * S(v) / S(k), keeping its latency (same load per core).
-  * GPU: no GPU here, so throughput = (1-core throughput) x an ASSUMED speed-up from
+  * CPU: capacity grows with vCPUs as S(n) = 1 + (n - 1) * e, where e, the marginal
+    efficiency of an extra core, is measured from the 1-core and 2-core capacities (threading
+    overhead shows up as extra CPU time). A cell at k cores (the largest k <= the instance's
+    vCPUs) is projected as capacity * S(v) / S(k), keeping its latency (same load per core).
+  * GPU: no GPU here, so throughput = (1-core capacity) x an ASSUMED speed-up from
     prices.json, latency / the same factor. Marked as an assumption in every output.
   * cost per million comments = $/hour / (comments/s x 3600) x 1e6 (at full utilisation; the
     async endpoint scales to zero, so idle time costs nothing beyond the scale-in cooldown).
 
 Lambda (instant lane)
-  * One request per execution environment at a time, so latency comes from the concurrency-1
-    runs. CPU share is proportional to memory, 1 vCPU at 1769 MB: below it latency = L1 / f
-    (f = MB / 1769, CPU-bound); above it a second vCPU helps by the speed-up measured from the
-    1-core to the 2-core single-request runs.
+  * One request per execution environment at a time, so the concurrency-1 runs count. Work
+    per request on 1 vCPU = server CPU time per request (1 thread). CPU share is proportional
+    to memory, 1 vCPU at 1769 MB: below it latency = work / f (f = MB / 1769, CPU-bound);
+    above it a second vCPU helps by the 1->2-thread speed-up, capped by the cores the 2-thread
+    run really kept busy (CPU time / wall time). p95 = mean x the measured p95/mean ratio.
   * cost per million comments = (1e6 / comments per request) x (billed ms / 1000 x GB x
     $/GB-s + $ per request); memory must hold the measured peak RSS with 10 % headroom.
 
@@ -84,14 +90,26 @@ class Choice:
         return d
 
 
+def _cpu_ok(c: Cell) -> bool:
+    return math.isfinite(c.cpu_ms_per_comment) and c.cpu_ms_per_comment > 0
+
+
+def capacity_cps(c: Cell) -> float:
+    """Comments/s the cell's cores would give fully busy: cores / server CPU time per comment.
+    Other work on a shared machine stretches wall-clock time but hardly the server's own CPU
+    time, so this is the figure that carries over to an instance of one's own. Falls back to
+    the measured throughput when CPU time is unknown (AWS measurements)."""
+    return c.cores * 1000.0 / c.cpu_ms_per_comment if _cpu_ok(c) else c.throughput_cps
+
+
 def core_efficiency(cells: Iterable[Cell]) -> tuple[float, str]:
-    """Marginal throughput of the 2nd core relative to the 1st, median over request sizes."""
+    """Marginal capacity of the 2nd core relative to the 1st, median over request sizes:
+    e = S(2) - 1 with S(2) = capacity(2 cores) / capacity(1 core), each the best cell."""
     cells = [c for c in cells if c.errors == 0]
     ratios = []
-    # Best repeat of each cell: the run least disturbed by other work on the machine.
     for b in sorted({c.batch for c in cells}):
-        one = [c.throughput_range_cps[1] for c in cells if c.batch == b and c.cores == 1]
-        two = [c.throughput_range_cps[1] for c in cells if c.batch == b and c.cores == 2]
+        one = [capacity_cps(c) for c in cells if c.batch == b and c.cores == 1]
+        two = [capacity_cps(c) for c in cells if c.batch == b and c.cores == 2]
         if one and two and max(one) > 0:
             ratios.append(max(two) / max(one) - 1.0)
     if not ratios:
@@ -99,8 +117,9 @@ def core_efficiency(cells: Iterable[Cell]) -> tuple[float, str]:
                                     "(no 1-core vs 2-core pair measured)")
     e = float(np.clip(np.median(ratios), 0.0, 1.0))
     spread = ", ".join(f"{r:+.2f}" for r in ratios)
-    return e, ("measured: median over request sizes of (best 2-core throughput / best 1-core "
-               f"throughput - 1), clipped to 0..1; per size: {spread}")
+    return e, ("measured: median over request sizes of (2-core capacity / 1-core capacity - 1), "
+               "capacity from server CPU time per comment (threading overhead, e.g. onnxruntime "
+               f"spin-waiting, shows up as extra CPU time), clipped to 0..1; per size: {spread}")
 
 
 def _usd_per_million_instance(usd_per_hour: float, cps: float) -> float:
@@ -137,15 +156,18 @@ def choose_instance(cells: list[Cell], slo_p95_ms: float, prices: dict[str, Any]
             g = float(gpu_speedup.get(spec["gpu"], 0.0))
             for c in cells:
                 if c.cores == 1 and g > 0:
-                    options.append((c.throughput_cps * g, c.p95_ms / g, c.p50_ms / g, c,
-                                    f"1-core cell x assumed GPU speed-up {g:g}", True))
+                    options.append((capacity_cps(c) * g, c.p95_ms / g, c.p50_ms / g, c,
+                                    f"1-core capacity {capacity_cps(c):.0f}/s x assumed GPU "
+                                    f"speed-up {g:g}", True))
         elif measured_cores:
             k = max([m for m in measured_cores if m <= v] or [min(measured_cores)])
             for c in cells:
                 if c.cores == k:
                     f = S(v) / S(k)
-                    options.append((c.throughput_cps * f, c.p95_ms, c.p50_ms, c,
-                                    f"{k}-core cell x S({v})/S({k}) = {f:.2f}", False))
+                    options.append((capacity_cps(c) * f, c.p95_ms, c.p50_ms, c,
+                                    f"{k}-core capacity {capacity_cps(c):.0f}/s (measured "
+                                    f"{c.throughput_cps:.0f}/s wall-clock) x S({v})/S({k}) = "
+                                    f"{f:.2f}", False))
         if not options:
             continue
         within = [o for o in options if o[1] <= slo_p95_ms]
@@ -188,13 +210,27 @@ def choose_lambda_memory(cells: list[Cell], slo_p95_ms: float, prices: dict[str,
                       "No single-request 1-core measurement to project Lambda from.", [])
     b = batch if batch in one else max(one)
     base = one[b]
-    speedups = [one[k].mean_ms / two[k].mean_ms for k in one if k in two and two[k].mean_ms > 0]
+    # Work per request on one vCPU: the server's own CPU time (1 thread), not the wall clock,
+    # which other work on this shared machine stretches. Tail: the cell's p95/mean ratio
+    # (the smaller of the 1- and 2-core runs: the less disturbed one).
+    work_ms = base.cpu_ms_per_comment * b if _cpu_ok(base) else base.mean_ms
+    tails = [c.p95_ms / c.mean_ms for c in (base, two.get(b)) if c is not None and c.mean_ms > 0]
+    tail = min(tails) if tails else 1.0
+    p50_ratio = base.p50_ms / base.mean_ms if base.mean_ms > 0 else 1.0
+    # Gain from a 2nd vCPU: the wall-clock speed-up from 1 to 2 threads, but never more than
+    # the 2-thread run's CPU time / wall time (how many cores it really kept busy).
+    speedups = []
+    for k in one:
+        if k in two and two[k].mean_ms > 0:
+            par = (two[k].cpu_ms_per_comment * k / two[k].mean_ms) if _cpu_ok(two[k]) else 2.0
+            speedups.append(min(one[k].mean_ms / two[k].mean_ms, par))
     s = float(np.clip(np.median(speedups), 1.0, 2.0)) if speedups else 1.0
     rss = max((c.rss_peak_mb for c in cells), default=0.0)
     out: list[Candidate] = []
     for mb in lam["memory_sizes_mb"]:
         k = lambda_latency_factor(mb, lam["mb_per_vcpu"], s)
-        mean, p95, p50 = base.mean_ms * k, base.p95_ms * k, base.p50_ms * k
+        mean = work_ms * k
+        p95, p50 = mean * tail, mean * p50_ratio
         billed_ms = math.ceil(mean / lam["billing_granularity_ms"]) * lam["billing_granularity_ms"]
         per_req = billed_ms / 1000 * mb / 1024 * lam["usd_per_gb_second"] \
             + lam["usd_per_million_requests"] / 1e6
@@ -203,11 +239,15 @@ def choose_lambda_memory(cells: list[Cell], slo_p95_ms: float, prices: dict[str,
             memory_mb=mb, p95_ms=p95, p50_ms=p50, throughput_cps=b / (mean / 1000),
             usd_per_million=per_req * 1e6 / b, meets_slo=p95 <= slo_p95_ms,
             fits_memory=rss * 1.1 <= mb, batch=b, concurrency=1,
-            basis=f"1-core, concurrency-1 cell (batch {b}) x latency factor {k:.2f}"))
+            basis=f"1-vCPU work {work_ms:.1f} ms/request (server CPU time, batch {b}) x "
+                  f"latency factor {k:.2f}; p95 = mean x {tail:.2f}"))
     chosen = _pick(out)
     method = {"two_core_speedup": s, "two_core_speedup_basis":
-              ("measured: 1-core / 2-core mean latency at concurrency 1, median over sizes"
-               if speedups else "no 2-core single-request run: assumed no gain above 1769 MB"),
+              ("measured: 1-core / 2-core mean latency at concurrency 1, capped by the 2-core "
+               "run's CPU time / wall time, median over sizes" if speedups else
+               "no 2-core single-request run: assumed no gain above 1769 MB"),
+              "work_ms_per_request_1vcpu": work_ms, "p95_over_mean": tail,
+              "measured_wall_mean_ms_1core": base.mean_ms,
               "peak_rss_mb": rss, "reference_batch": b}
     return Choice(lane=lane, target="lambda_memory", slo_p95_ms=slo_p95_ms, chosen=chosen,
                   message=_message(lane, chosen, out, slo_p95_ms, "memory size"),

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from recommender.servers import REPO_ROOT, LaneServer, batch_server, instant_server
+from recommender.servers import REPO_ROOT, LaneServer, ServerExited, batch_server, instant_server
 
 
 @dataclass
@@ -170,13 +170,20 @@ def run_lane(lane: str, bundle: Path, sweep: Sweep, workdir: Path,
         loadgen_cpus = spare or set(all_cpus)
         if not spare:
             notes.append(f"{cores}-core runs: load generator shared the server's cores")
-        server = SERVER_FACTORIES[lane](bundle, server_cpus, cores,
-                                        log_path=workdir / f"{lane}-{cores}core-server.log")
+        log_path = workdir / f"{lane}-{cores}core-server.log"
+        for attempt in range(3):  # a free port can be taken by someone else before we bind it
+            server = SERVER_FACTORIES[lane](bundle, server_cpus, cores, log_path=log_path)
+            try:
+                server.start()
+                break
+            except ServerExited as exc:
+                if attempt == 2:
+                    raise
+                log(f"[{lane}] server did not start ({str(exc)[-200:]!r}); retrying")
         grid = list(product(sweep.batch_sizes, sweep.concurrency))
         plan_cells = [{"batch": b, "concurrency": c, "repeat": r, "requests": sweep.requests,
                        "max_seconds": sweep.max_seconds, "warmup": sweep.warmup}
                       for r in range(sweep.repeats) for b, c in grid]
-        log(f"[{lane}] {cores} core(s): starting server ...")
         with server:
             startup[cores] = server.startup_s
             log(f"[{lane}] {cores} core(s): healthy after {server.startup_s:.1f} s; "

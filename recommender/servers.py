@@ -26,6 +26,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class ServerExited(RuntimeError):
+    """The server process ended before it was healthy (e.g. its port was taken meanwhile)."""
+
+
 @dataclass
 class LaneServer:
     """How to run one lane's server: command, environment, health and predict paths."""
@@ -57,8 +61,8 @@ class LaneServer:
         deadline = t0 + timeout_s
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.lane} server exited with {self.proc.returncode}; "
-                                   f"see {self.log_path}")
+                raise ServerExited(f"{self.lane} server exited with {self.proc.returncode}: "
+                                   f"{self.log_tail()}")
             try:
                 if httpx.get(self.base_url + self.health_path, timeout=2.0).status_code == 200:
                     self.startup_s = time.perf_counter() - t0
@@ -69,6 +73,12 @@ class LaneServer:
         self.stop()
         raise RuntimeError(f"{self.lane} server not healthy after {timeout_s:.0f} s; "
                            f"see {self.log_path}")
+
+    def log_tail(self, n: int = 1500) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:] if self.log_path else ""
+        except OSError:
+            return ""
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -81,7 +91,8 @@ class LaneServer:
             self.proc.wait(timeout=5)
 
     def __enter__(self) -> "LaneServer":
-        return self.start()
+        running = self.proc is not None and self.proc.poll() is None
+        return self if running else self.start()
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
                  tb: TracebackType | None) -> None:

@@ -19,8 +19,9 @@ from recommender.loadtest import Cell
 def cell(cores: int, batch: int, conc: int, p95: float, thr: float, mean: float | None = None,
          rss: float = 300.0, errors: int = 0) -> Cell:
     m = mean if mean is not None else p95 * 0.8
+    cpu_ms_per_comment = cores * 1000.0 / thr  # the cores were fully busy at this throughput
     return Cell("batch", cores, cores, batch, conc, m, p95, p95 * 1.1, m, thr, 50, errors, rss, 4,
-                1.0, 0.1, (p95, p95), (thr, thr), 3, 0, [])
+                cpu_ms_per_comment, 0.1, (p95, p95), (thr, thr), 3, 0, [])
 
 
 PRICES = {
@@ -100,9 +101,11 @@ def test_lambda_latency_scales_with_memory() -> None:
 
 def test_lambda_memory_choice_is_cheapest_under_slo() -> None:
     # 1 core: 100 ms mean / 120 ms p95 for 20 comments; 2 cores: 80 ms mean.
-    one = Cell("instant", 1, 1, 20, 1, 100, 120, 130, 100, 200, 50, 0, 150, 4, 1, 0, (120, 120),
-               (200, 200), 3, 0, [])
-    two = Cell("instant", 2, 2, 20, 1, 80, 96, 100, 80, 250, 50, 0, 150, 4, 1, 0, (96, 96),
+    # CPU time: 5 ms/comment x 20 = 100 ms of work per request on one core; the 2-thread run
+    # used 6 x 20 = 120 ms CPU in 80 ms wall (1.5 cores busy), so the speed-up 1.25 stands.
+    one = Cell("instant", 1, 1, 20, 1, 100, 120, 130, 100, 200, 50, 0, 150, 4, 5.0, 0,
+               (120, 120), (200, 200), 3, 0, [])
+    two = Cell("instant", 2, 2, 20, 1, 80, 96, 100, 80, 250, 50, 0, 150, 4, 6.0, 0, (96, 96),
                (250, 250), 3, 0, [])
     ch = choose_lambda_memory([one, two], slo_p95_ms=300, prices=PRICES)
     assert ch.method["two_core_speedup"] == pytest.approx(1.25)
@@ -128,3 +131,33 @@ def test_lambda_none_meets_slo() -> None:
                (200, 200), 3, 0, [])
     ch = choose_lambda_memory([one], slo_p95_ms=10, prices=PRICES)
     assert ch.chosen is None and "no memory size meets the p95 objective of 10 ms" in ch.message
+
+
+def test_projection_uses_cpu_time_not_a_disturbed_wall_clock() -> None:
+    """Other work on the machine halves the measured throughput; CPU time per comment is what
+    the server itself needed, so capacity and efficiency come from it."""
+    from recommender.cost import capacity_cps
+
+    one = cell(1, 8, 1, 300, 100.0)  # 10 ms CPU per comment
+    one.throughput_cps = 50.0  # wall clock: half the core went to someone else
+    two = cell(2, 8, 2, 300, 150.0)  # 2 cores, 13.3 ms CPU per comment: e = 0.5
+    assert capacity_cps(one) == pytest.approx(100.0)
+    e, basis = core_efficiency([one, two])
+    assert e == pytest.approx(0.5) and "CPU time" in basis
+    ch = choose_instance([one, two], slo_p95_ms=500, prices=PRICES)
+    by = {c.name: c for c in ch.candidates}
+    assert by["cheap.small"].throughput_cps == pytest.approx(150.0)
+    assert by["mid.large"].throughput_cps == pytest.approx(150.0 * 2.5 / 1.5)
+    assert by["gpu.big"].throughput_cps == pytest.approx(1000.0)  # 1-core capacity x 10
+
+
+def test_lambda_speedup_is_capped_by_cores_really_used() -> None:
+    # The 2-thread run is 2x faster on the wall clock (the 1-core run was disturbed) but its
+    # CPU time shows it kept only 1.1 cores busy: the 2nd vCPU is worth 1.1x, not 2x.
+    one = Cell("instant", 1, 1, 20, 1, 100, 120, 130, 100, 200, 50, 0, 150, 4, 2.5, 0,
+               (120, 120), (200, 200), 3, 0, [])
+    two = Cell("instant", 2, 2, 20, 1, 50, 60, 70, 50, 400, 50, 0, 150, 4, 2.75, 0, (60, 60),
+               (400, 400), 3, 0, [])
+    ch = choose_lambda_memory([one, two], slo_p95_ms=1000, prices=PRICES)
+    assert ch.method["two_core_speedup"] == pytest.approx(1.1)
+    assert ch.method["work_ms_per_request_1vcpu"] == pytest.approx(50.0)  # 2.5 ms x 20

@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from model_build import metrics
 from model_build.data import DEFAULT_DATA, SEED, SENTIMENT_CLASSES, TEST_SIZE, Dataset, load_dataset
 from twolane.bundle import Manifest, ModelEntry, new_version, write_manifest
+from twolane.predictor import model_input
 from twolane.text import LABELLING_NOT_POSSIBLE, is_unlabellable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,12 +61,20 @@ class Config:
     default_model: str = "linear"  # "linear", "xgboost" or "ensemble"
     parity_min: float = 0.999  # share of test rows whose ONNX labels equal the in-memory ones
     chunk: int = 1000  # rows per ONNX call (the TF-IDF op emits dense rows)
+    # Append " qt_<question type>" to each comment (twolane.predictor.model_input): 5-fold OOF on
+    # train, linear: macro-F1 .525 -> .531, micro-F1 .630 -> .669; sentiment accuracy .633 -> .646.
+    use_question_type: bool = True
 
 
 SMALL = Config(max_features=3000, xgb_rounds=25, xgb_features=1000, folds=3)
 
 
 # --------------------------------------------------------------------------- fitting
+def inputs(text: str, question_type: str, cfg: Config) -> str:
+    """The model input for one comment (the predictor builds the same with model_input)."""
+    return model_input(text, question_type) if cfg.use_question_type else text
+
+
 def fit_vectorizer(texts: list[str], cfg: Config) -> Any:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -282,7 +291,8 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
     lnp = ds.labels.index(LABELLING_NOT_POSSIBLE)
     train, test = ds.train, ds.test
     keep = np.array([not is_unlabellable(t) for t in train.texts])
-    tr_texts = [t for t, k in zip(train.texts, keep) if k]
+    tr_texts = [inputs(t, q, cfg) for t, q, k in zip(train.texts, train.question_types, keep) if k]
+    te_texts = [inputs(t, q, cfg) for t, q in zip(test.texts, test.question_types)]
     Ytr = train.Y[keep]
     str_ = train.sentiment[keep]
     if len(tr_texts) < 20 or Ytr.sum() == 0:
@@ -294,7 +304,7 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
         step = prog.add_task("TF-IDF", total=1)
         vec = fit_vectorizer(tr_texts, cfg)
         Xtr = vec.transform(tr_texts)
-        Xte = vec.transform(test.texts)
+        Xte = vec.transform(te_texts)
         prog.advance(step)
 
         t = prog.add_task(f"linear: {cfg.folds}-fold thresholds + fit", total=L * (cfg.folds + 1))
@@ -345,7 +355,7 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
                  "sentiment": ("linear", SENTIMENT_OUTPUT)}
         for name in ("linear", "xgboost", "sentiment"):
             file, output = where[name]
-            onx[name] = onnx_proba(blobs[file], test.texts, cfg.chunk, output)
+            onx[name] = onnx_proba(blobs[file], te_texts, cfg.chunk, output)
             par[name] = parity(name, onx[name], mem[name],
                                None if name == "sentiment" else thresholds[name], cfg.parity_min)
             prog.advance(t)
@@ -371,7 +381,9 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
     tmp.mkdir(parents=True, exist_ok=False)
     for name, blob in blobs.items():
         (tmp / FILES[name]).write_bytes(blob)
-    io = {"inputs": {onnx_export.INPUT: "raw comment strings, shape [N]"}}
+    io = {"inputs": {onnx_export.INPUT: "raw comment strings, shape [N]" + (
+        ", each followed by ' qt_<question type>' (twolane.predictor.model_input)"
+        if cfg.use_question_type else "")}}
     models = {
         "linear": ModelEntry(file=FILES["linear"], task="multilabel", kind="tfidf-linear",
                              labels=ds.labels, thresholds=thresholds["linear"].tolist(), **io,
@@ -398,7 +410,8 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
         metrics={"test": test_metrics, "train_out_of_fold": oof_scores},
         parity=par, library_versions=_versions(),
         config={**asdict(cfg), "vocabulary_size": len(vec.vocabulary_),
-                "question_type_used": False, "chunk_rows": cfg.chunk,
+                "question_type_token": " qt_<what_good|could_improve|nonspecific>",
+                "chunk_rows": cfg.chunk,
                 "labelling_not_possible": LABELLING_NOT_POSSIBLE,
                 "build_seconds": round(time.perf_counter() - t0, 1)},
     )

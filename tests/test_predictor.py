@@ -34,7 +34,7 @@ def test_real_comments_get_plausible_labels(predictor: InstantPredictor) -> None
     test = load_dataset(DEFAULT_DATA).test
     idx = [i for i, t in enumerate(test.texts) if not is_unlabellable(t)][:300]
     texts = [test.texts[i] for i in idx]
-    preds = predictor.predict(texts)
+    preds = predictor.predict(texts, question_types=[test.question_types[i] for i in idx])
     truth = [{predictor.labels[j] for j in np.flatnonzero(test.Y[i])} for i in idx]
     hits = sum(bool(set(p.labels) & t) for p, t in zip(preds, truth))
     assert hits / len(idx) > 0.5  # at least one right label on most comments
@@ -124,3 +124,14 @@ def test_predictor_imports_no_training_libraries(instant_bundle: Path) -> None:
 def test_missing_bundle_is_clear(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="no instant bundle"):
         InstantPredictor.from_bundle(tmp_path)
+
+
+def test_question_type_is_a_feature(predictor: InstantPredictor) -> None:
+    text = ["The nurses"]
+    good = predictor.predict_proba(text, ["what_good"])
+    improve = predictor.predict_proba(text, ["could_improve"])
+    assert not np.allclose(good, improve)
+    np.testing.assert_allclose(predictor.predict_proba(text, [None]),
+                               predictor.predict_proba(text), atol=1e-7)  # None = nonspecific
+    with pytest.raises(ValueError, match="question types"):
+        predictor.predict(["a", "b"], question_types=["what_good"])

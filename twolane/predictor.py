@@ -24,6 +24,16 @@ from twolane.contract import SENTIMENT_NAMES, Prediction, Sentiment
 from twolane.text import LABELLING_NOT_POSSIBLE, is_unlabellable, normalise
 
 CHUNK = 1000  # rows per ONNX call: the TF-IDF op emits dense rows (memory grows with the chunk)
+QUESTION_TYPES = ("what_good", "could_improve", "nonspecific")
+
+
+def model_input(text: str, question_type: str | None) -> str:
+    """What the ONNX models read: the comment plus a question-type token (" qt_could_improve").
+
+    The build trains on exactly this (model_build.instant); unknown or missing -> nonspecific.
+    """
+    qt = question_type if question_type in QUESTION_TYPES else "nonspecific"
+    return f"{text} qt_{qt}"
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
@@ -70,6 +80,7 @@ class InstantPredictor:
         self._lnp = manifest.labels.index(LABELLING_NOT_POSSIBLE)
         self._labels = list(manifest.labels)
         self._label_arr = np.array(self._labels, dtype=object)
+        self._use_qt = bool(manifest.config.get("use_question_type", False))
 
     @staticmethod
     def _output(manifest: Manifest, name: str) -> str:
@@ -127,9 +138,17 @@ class InstantPredictor:
                 S_parts.append(got[self._sent_out])
         return np.concatenate(P_parts), (np.concatenate(S_parts) if S_parts else None)
 
-    def _texts(self, texts: Sequence[object]) -> tuple[list[str], np.ndarray]:
+    def _texts(self, texts: Sequence[object], question_types: Sequence[str | None] | None
+               ) -> tuple[list[str], np.ndarray]:
+        """Model inputs and the mask of labellable rows."""
         clean = [normalise(t) for t in texts]
-        return clean, np.fromiter((not is_unlabellable(t) for t in clean), bool, len(clean))
+        ok = np.fromiter((not is_unlabellable(t) for t in clean), bool, len(clean))
+        if question_types is not None and len(question_types) != len(clean):
+            raise ValueError(f"{len(question_types)} question types for {len(clean)} texts")
+        if self._use_qt:
+            qts = question_types if question_types is not None else [None] * len(clean)
+            clean = [model_input(t, q) for t, q in zip(clean, qts)]
+        return clean, ok
 
     def _both(self, clean: list[str], ok: np.ndarray, sentiment: bool = True
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -150,23 +169,26 @@ class InstantPredictor:
                       ) -> np.ndarray:
         """Per-label probabilities, n x len(labels), of the bundle's default model.
 
-        Unlabellable rows: 1.0 for "Labelling not possible", 0 elsewhere. `question_types` is
-        accepted for API symmetry; the current models do not use it.
+        Unlabellable rows: 1.0 for "Labelling not possible", 0 elsewhere. `question_types`
+        (what_good / could_improve / nonspecific; None = nonspecific) is a model feature.
         """
-        clean, ok = self._texts(texts)
+        clean, ok = self._texts(texts, question_types)
         return self._both(clean, ok, sentiment=False)[0]
 
-    def sentiment_proba(self, texts: Sequence[object]) -> np.ndarray:
+    def sentiment_proba(self, texts: Sequence[object],
+                        question_types: Sequence[str | None] | None = None) -> np.ndarray:
         """Sentiment class probabilities, n x 5 (1 very positive .. 5 very negative).
 
         Unlabellable rows are all NaN (they get no sentiment).
         """
-        clean, ok = self._texts(texts)
+        clean, ok = self._texts(texts, question_types)
         return self._both(clean, ok)[1]
 
-    def predict_arrays(self, texts: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
+    def predict_arrays(self, texts: Sequence[object],
+                       question_types: Sequence[str | None] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
         """(label probabilities n x 32, sentiment probabilities n x 5) in one pass."""
-        clean, ok = self._texts(texts)
+        clean, ok = self._texts(texts, question_types)
         return self._both(clean, ok)
 
     def decide(self, P: np.ndarray) -> np.ndarray:
@@ -185,9 +207,7 @@ class InstantPredictor:
         n = len(texts)
         if ids is not None and len(ids) != n:
             raise ValueError(f"{len(ids)} ids for {n} texts")
-        if question_types is not None and len(question_types) != n:
-            raise ValueError(f"{len(question_types)} question types for {n} texts")
-        clean, ok = self._texts(texts)
+        clean, ok = self._texts(texts, question_types)
         P, S = self._both(clean, ok)
         D = self.decide(P)
         out: list[Prediction] = []

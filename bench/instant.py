@@ -1,0 +1,388 @@
+"""Instant-lane benchmark: quality and speed of the ONNX bundle next to scikit-learn, same run.
+
+    nice -n 10 .venv/bin/python -m bench.instant [--bundle DIR] [--no-baseline]
+
+Quality (test split, the shared scoring rule in model_build/metrics.py): linear, XGBoost and
+their ensemble from the bundle's ONNX files, next to the pxtextmining quick-API pipeline
+(TfidfVectorizer() + one SVC(C=15, class_weight="balanced", probability=True) per label,
+labels where probability >= 0.5) trained here on the same training rows.
+
+Speed: the ONNX predictor (labels + sentiment) vs the same model as a scikit-learn pipeline
+(TfidfVectorizer + one-vs-rest LogisticRegression [+ sentiment LogisticRegression]) refitted
+here with the bundle's configuration. The machine is shared: each figure is the best of a few
+repeats. Results: bench/results/instant.json and the "Instant lane" section of bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+warnings.filterwarnings("ignore", category=FutureWarning)  # SVC(probability=True) in sklearn 1.9
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "instant.json"
+MD = ROOT / "bench" / "RESULTS.md"
+START, END = "<!-- instant:start -->", "<!-- instant:end -->"
+TARGETS = {"p50_ms_1_comment": 1.0, "comments_per_s_big_batch": 10_000, "peak_rss_mb": 300,
+           "cold_start_s": 0.5, "macro_f1": 0.58, "micro_f1": 0.78}
+
+
+def best_of(fn: Any, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+# ----------------------------------------------------------------------------- quality
+def quality(bundle: Path, baseline: bool) -> dict[str, Any]:
+    from model_build import metrics
+    from model_build.data import DEFAULT_DATA, load_dataset
+    from twolane.predictor import InstantPredictor
+    from twolane.text import LABELLING_NOT_POSSIBLE, is_unlabellable
+
+    ds = load_dataset(DEFAULT_DATA)
+    test = ds.test
+    lnp = ds.labels.index(LABELLING_NOT_POSSIBLE)
+    unl = np.array([is_unlabellable(t) for t in test.texts])
+    out: dict[str, Any] = {"test_rows": len(test.texts), "unlabellable_test_rows": int(unl.sum())}
+    for model in ("linear", "xgboost", "ensemble"):
+        p = InstantPredictor.from_bundle(bundle, model=model)
+        D = p.decide(p.predict_proba(test.texts, test.question_types)).astype(np.uint8)
+        out[model] = metrics.multilabel_scores(test.Y, D)
+        out[model + "_labellable_rows_only"] = metrics.multilabel_scores(test.Y[~unl], D[~unl])
+    S = p.sentiment_proba(test.texts, test.question_types)
+    s_true = np.where(unl, -1, test.sentiment)
+    out["sentiment"] = metrics.sentiment_scores(s_true, np.nan_to_num(S).argmax(1))
+    if baseline:
+        out["pxtextmining_svc"] = pxtextmining_baseline(ds, unl, lnp)
+    return out
+
+
+def pxtextmining_baseline(ds: Any, unl_test: np.ndarray, lnp: int) -> dict[str, Any]:
+    from joblib import Parallel, delayed
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.svm import SVC
+
+    from model_build import metrics
+    from twolane.text import is_unlabellable
+
+    train, test = ds.train, ds.test
+    keep = np.array([not is_unlabellable(t) for t in train.texts])
+    texts = [t for t, k in zip(train.texts, keep) if k]
+    Y = train.Y[keep]
+    t0 = time.perf_counter()
+    vec = TfidfVectorizer().fit(texts)
+    X, Xte = vec.transform(texts), vec.transform(test.texts)
+
+    def one(j: int) -> np.ndarray:
+        if Y[:, j].min() == Y[:, j].max():
+            return np.full(Xte.shape[0], float(Y[0, j]))
+        svc = SVC(C=15, class_weight="balanced", probability=True, random_state=42)
+        return svc.fit(X, Y[:, j]).predict_proba(Xte)[:, 1]
+
+    P = np.column_stack(Parallel(n_jobs=2)(delayed(one)(j) for j in range(Y.shape[1])))
+    D = metrics.apply_rules(P >= 0.5, unl_test, lnp)
+    res = metrics.multilabel_scores(test.Y, D)
+    res["labellable_rows_only"] = metrics.multilabel_scores(test.Y[~unl_test], D[~unl_test])
+    res["train_and_predict_s"] = round(time.perf_counter() - t0, 1)
+    return res
+
+
+# ----------------------------------------------------------------------------- speed
+def sklearn_pipeline(bundle: Path) -> tuple[Any, Any]:
+    """The bundle's linear + sentiment models as a scikit-learn pipeline (refitted, same config)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+
+    from model_build.data import DEFAULT_DATA, load_dataset
+    from twolane.bundle import read_manifest
+    from twolane.predictor import model_input
+    from twolane.text import is_unlabellable
+
+    cfg = read_manifest(bundle).config
+    tr = load_dataset(DEFAULT_DATA).train
+    keep = [i for i, t in enumerate(tr.texts) if not is_unlabellable(t)]
+    texts = [tr.texts[i] for i in keep]
+    if cfg.get("use_question_type"):
+        texts = [model_input(t, tr.question_types[i]) for t, i in zip(texts, keep)]
+    Y = tr.Y[keep][:, tr.Y[keep].sum(0) > 0]  # OneVsRest needs two classes per label
+    s = tr.sentiment[keep]
+    vec = TfidfVectorizer(ngram_range=(1, cfg["ngram_max"]), min_df=cfg["min_df"],
+                          max_features=cfg["max_features"], dtype=np.float32, binary=True)
+    lab = make_pipeline(vec, OneVsRestClassifier(LogisticRegression(
+        C=cfg["linear_C"], class_weight=cfg["linear_class_weight"], solver="liblinear"))).fit(texts, Y)
+    sent = LogisticRegression(C=cfg["sentiment_C"], max_iter=2000).fit(
+        lab[0].transform([texts[i] for i in np.flatnonzero(s >= 0)]), s[s >= 0])
+    return lab, sent
+
+
+def speed_in_process(bundle: Path, texts: list[str]) -> dict[str, Any]:
+    from twolane.predictor import InstantPredictor
+
+    rng = np.random.default_rng(0)
+    lab, sent = sklearn_pipeline(bundle)
+
+    def sk_both(batch: list[str]) -> None:
+        X = lab[0].transform(batch)
+        lab[1].predict_proba(X)
+        sent.predict_proba(X)
+
+    out: dict[str, Any] = {"threads": {}}
+    for threads in (2, 1):
+        p = InstantPredictor.from_bundle(bundle, threads=threads)
+        p.predict(texts[:10])
+        r: dict[str, Any] = {}
+        for n in (1000, 10_000):
+            batch = [texts[i] for i in rng.integers(0, len(texts), n)]
+            r[f"onnx_predict_{n}_per_s"] = round(n / best_of(lambda p=p, b=batch: p.predict(b)))
+            r[f"onnx_arrays_{n}_per_s"] = round(n / best_of(lambda p=p, b=batch: p.predict_arrays(b)))
+            if threads == 2:
+                r[f"sklearn_labels_{n}_per_s"] = round(n / best_of(lambda b=batch: lab.predict_proba(b)))
+                r[f"sklearn_labels_sentiment_{n}_per_s"] = round(n / best_of(lambda b=batch: sk_both(b)))
+        out["threads"][threads] = r
+
+    # One comment at a time, in process (the API path: predictor.predict on one item).
+    p = InstantPredictor.from_bundle(bundle)
+    singles = [texts[i] for i in rng.integers(0, len(texts), 2000)]
+    for t in singles[:100]:
+        p.predict([t])
+    lat = []
+    for t in singles:
+        t0 = time.perf_counter()
+        p.predict([t])
+        lat.append(time.perf_counter() - t0)
+    sk = []
+    for t in singles[:1000]:
+        t0 = time.perf_counter()
+        sk_both([t])
+        sk.append(time.perf_counter() - t0)
+    ms = np.array(lat) * 1000
+    skms = np.array(sk) * 1000
+    out["one_comment"] = {
+        "onnx_p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "onnx_p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "sklearn_p50_ms": round(float(np.percentile(skms, 50)), 3),
+        "sklearn_p99_ms": round(float(np.percentile(skms, 99)), 3),
+        "calls": len(lat),
+    }
+    with tempfile.NamedTemporaryFile(suffix=".pkl", delete=False) as f:
+        pickle.dump((lab, sent), f)
+        out["_sklearn_pickle"] = f.name
+    return out
+
+
+RSS_ONNX = """
+import resource, sys, time, numpy as np
+t0 = time.perf_counter()
+from twolane.predictor import InstantPredictor
+p = InstantPredictor.from_bundle(sys.argv[1])
+p.predict(["The staff were kind"])
+first = time.perf_counter() - t0
+texts = open(sys.argv[2], encoding="utf-8").read().split("\\n")
+p.predict(texts)
+print(first, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+RSS_SKLEARN = """
+import resource, sys, time, pickle
+t0 = time.perf_counter()
+lab, sent = pickle.load(open(sys.argv[1], "rb"))
+X = lab[0].transform(["The staff were kind"]); lab[1].predict_proba(X); sent.predict_proba(X)
+first = time.perf_counter() - t0
+texts = open(sys.argv[2], encoding="utf-8").read().split("\\n")
+X = lab[0].transform(texts); lab[1].predict_proba(X); sent.predict_proba(X)
+print(first, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def fresh_process(bundle: Path, pickle_path: str, texts: list[str]) -> dict[str, Any]:
+    """Cold start (fresh interpreter -> first answer, wall time seen by the parent, and the
+    import+load+first-answer part inside) and peak RSS over a 10,000-comment call."""
+    rng = np.random.default_rng(1)
+    batch = [texts[i].replace("\n", " ") for i in rng.integers(0, len(texts), 10_000)]
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
+        f.write("\n".join(batch))
+        tpath = f.name
+    res: dict[str, Any] = {}
+    for name, code, arg in (("onnx", RSS_ONNX, str(bundle)), ("sklearn", RSS_SKLEARN, pickle_path)):
+        walls, firsts, rss = [], [], []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            r = subprocess.run([sys.executable, "-c", code, arg, tpath], capture_output=True,
+                               text=True, check=True, cwd=ROOT, timeout=300)
+            walls.append(time.perf_counter() - t0)
+            first, peak = map(float, r.stdout.split()[-2:])
+            firsts.append(first)
+            rss.append(peak)
+        # cold start proper: a process that only loads and answers one comment
+        cold = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code.split("texts =")[0], arg, tpath],
+                           capture_output=True, check=True, cwd=ROOT, timeout=120)
+            cold.append(time.perf_counter() - t0)
+        res[name] = {"cold_start_wall_s": round(min(cold), 3),
+                     "import_load_first_answer_s": round(min(firsts), 3),
+                     "peak_rss_mb_10k_batch": round(min(rss), 1)}
+    os.unlink(tpath)
+    return res
+
+
+# ----------------------------------------------------------------------------- report
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    q, s, fp = r["quality"], r["speed"], r["fresh_process"]
+    t2 = s["threads"]["2"] if "2" in s["threads"] else s["threads"][2]
+    t1 = s["threads"]["1"] if "1" in s["threads"] else s["threads"][1]
+    lines = [
+        START,
+        "## Instant lane (bench/instant.py)",
+        "",
+        f"Bundle `{r['bundle']}`; measured {r['measured_at']} on {r['cpus']} CPUs shared with other "
+        f"engineers (1-min load {r['load_before']:.1f} before the run): speed figures are the best of "
+        "3 repeats. Full build wall time: " + r.get("build_wall", "see below") + ".",
+        "",
+        "### Quality (test split, 1,582 comments)",
+        "",
+        ("Scoring, the same for every model: unlabellable text (empty, 'n/a', emoji...) is predicted "
+        "as exactly 'Labelling not possible'; a comment given no label also gets it; truth is the "
+        "table as labelled; macro-F1 averages the labels present in the test split "
+        f"({q['linear']['labels_scored']} of 32). The test split has {q['unlabellable_test_rows']} "
+        "unlabellable comments, all scored right by rule for every model: the 'labellable only' "
+        "columns leave them out."),
+        "",
+        "| model | macro-F1 | micro-F1 | exact acc. | hamming | macro-F1 labellable only | micro-F1 labellable only |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    names = [("linear", "TF-IDF + logistic regression (ONNX)"), ("xgboost", "TF-IDF + XGBoost (ONNX)"),
+             ("ensemble", "mean of both (ONNX)")]
+    for key, label in names:
+        m, lo = q[key], q[key + "_labellable_rows_only"]
+        lines.append(f"| {label} | {m['macro_f1']:.3f} | {m['micro_f1']:.3f} | {m['exact_accuracy']:.3f} "
+                     f"| {m['hamming_loss']:.4f} | {lo['macro_f1']:.3f} | {lo['micro_f1']:.3f} |")
+    if "pxtextmining_svc" in q:
+        m = q["pxtextmining_svc"]
+        lo = m["labellable_rows_only"]
+        lines.append(f"| pxtextmining quick API: TfidfVectorizer() + SVC(C=15) per label, p >= 0.5 "
+                     f"| {m['macro_f1']:.3f} | {m['micro_f1']:.3f} | {m['exact_accuracy']:.3f} "
+                     f"| {m['hamming_loss']:.4f} | {lo['macro_f1']:.3f} | {lo['micro_f1']:.3f} |")
+    best = max(q[k]["macro_f1"] for k, _ in names)
+    best_micro = max(q[k]["micro_f1"] for k, _ in names)
+    lines += [
+        "",
+        (f"Targets: macro-F1 >= 0.58: {verdict(best >= 0.58)} (best {best:.3f}); micro-F1 >= 0.78: "
+        f"{verdict(best_micro >= 0.78)} (best {best_micro:.3f}). Sentiment (linear head, "
+        f"{q['sentiment']['rows']} labelled, labellable test comments): accuracy "
+        f"{q['sentiment']['accuracy']:.3f}, macro-F1 {q['sentiment']['macro_f1']:.3f}. "
+        "Thresholds were tuned on out-of-fold probabilities of the training split only."),
+        "",
+        "### Speed: ONNX predictor vs the same model in scikit-learn",
+        "",
+        ("ONNX = `InstantPredictor.predict` (labels + sentiment, pydantic results) and "
+        "`predict_arrays` (numpy only), default model (linear). scikit-learn = the same "
+        "TfidfVectorizer + one-vs-rest LogisticRegression (+ sentiment LR) in memory."),
+        "",
+        "| measure | ONNX | scikit-learn | target |",
+        "|---|---|---|---|",
+        (f"| 1 comment in process, p50 / p99 ms | {s['one_comment']['onnx_p50_ms']} / "
+        f"{s['one_comment']['onnx_p99_ms']} | {s['one_comment']['sklearn_p50_ms']} / "
+        f"{s['one_comment']['sklearn_p99_ms']} | p50 <= 1 ms: "
+        f"{verdict(s['one_comment']['onnx_p50_ms'] <= 1.0)} |"),
+    ]
+    for n in (1000, 10_000):
+        lines.append(
+            f"| {n:,}-comment batch, comments/s (2 threads) | predict {t2[f'onnx_predict_{n}_per_s']:,}; "
+            f"arrays {t2[f'onnx_arrays_{n}_per_s']:,} | labels+sentiment "
+            f"{t2[f'sklearn_labels_sentiment_{n}_per_s']:,}; labels {t2[f'sklearn_labels_{n}_per_s']:,} "
+            f"| >= 10,000/s: {verdict(t2[f'onnx_predict_{n}_per_s'] >= 10_000)} |")
+        lines.append(
+            f"| {n:,}-comment batch, comments/s (1 thread) | predict {t1[f'onnx_predict_{n}_per_s']:,}; "
+            f"arrays {t1[f'onnx_arrays_{n}_per_s']:,} | | |")
+    o, k = fp["onnx"], fp["sklearn"]
+    lines += [
+        (f"| peak RSS, fresh process, one 10,000-comment call (MB) | {o['peak_rss_mb_10k_batch']} | "
+        f"{k['peak_rss_mb_10k_batch']} | <= 300: {verdict(o['peak_rss_mb_10k_batch'] <= 300)} |"),
+        (f"| cold start: fresh interpreter to first answer, wall s | {o['cold_start_wall_s']} | "
+        f"{k['cold_start_wall_s']} | <= 0.5: {verdict(o['cold_start_wall_s'] <= 0.5)} |"),
+        (f"| of which import + load + first answer, s | {o['import_load_first_answer_s']} | "
+        f"{k['import_load_first_answer_s']} | |"),
+        "",
+        (f"Bundle files: {r['bundle_files']}. The Lambda deployment folder size is measured by the "
+        "infra engineer (bench/infra.py)."),
+        "",
+        "Raw figures: `bench/results/instant.json`.",
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def write_md(section: str) -> None:
+    text = MD.read_text(encoding="utf-8") if MD.exists() else "# Benchmark results\n"
+    if START in text and END in text:
+        a, b = text.index(START), text.index(END) + len(END)
+        text = text[:a] + section + text[b:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    MD.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bundle", type=Path, default=ROOT / "bundles")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the slow SVC baseline")
+    ap.add_argument("--build-wall", default=None, help="full-build wall time to record, e.g. '6 min 10 s'")
+    args = ap.parse_args()
+
+    from model_build.data import DEFAULT_DATA, load_dataset
+    from twolane.bundle import read_manifest, resolve_bundle
+    from twolane.text import is_unlabellable
+
+    bundle = resolve_bundle(args.bundle, "instant")
+    m = read_manifest(bundle, verify=True)
+    load = os.getloadavg()[0]
+    texts = [t for t in load_dataset(DEFAULT_DATA).texts if not is_unlabellable(t)]
+    print(f"bundle {bundle}", flush=True)
+    t0 = time.perf_counter()
+    q = quality(bundle, baseline=not args.no_baseline)
+    print("quality done", round(time.perf_counter() - t0), "s", flush=True)
+    s = speed_in_process(bundle, texts)
+    print("speed done", flush=True)
+    fp = fresh_process(bundle, s.pop("_sklearn_pickle"), texts)
+    result = {
+        "bundle": bundle.name, "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(), "load_before": load, "targets": TARGETS,
+        "bundle_files": ", ".join(f"{f} {(bundle / f).stat().st_size / 1e6:.1f} MB" for f in m.files),
+        "build_seconds_in_manifest": m.config.get("build_seconds"),
+        "quality": q, "speed": s, "fresh_process": fp,
+    }
+    if args.build_wall:
+        result["build_wall"] = args.build_wall
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+    write_md(markdown(json.loads(json.dumps(result, default=str))))
+    print(markdown(json.loads(json.dumps(result, default=str))))
+
+
+if __name__ == "__main__":
+    main()

@@ -184,7 +184,7 @@ def tune_thresholds(probs: np.ndarray, Y: np.ndarray, min_positives: int = 3) ->
 
 
 def tune_ensemble(p_transformer: np.ndarray, p_instant: np.ndarray | None, Y: np.ndarray,
-                  weights: Sequence[float] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3),
+                  weights: Sequence[float] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1),
                   empty_label: int | None = None) -> dict:
     """Choose the transformer weight, per-label thresholds and the at-least-one-label rule by
     validation macro-F1 (weight 1.0 = transformer alone)."""

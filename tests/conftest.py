@@ -14,7 +14,10 @@ from filelock import FileLock
 
 
 def _shared(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
-    root = tmp_path_factory.getbasetemp().parent  # shared by all xdist workers of this run
+    base = tmp_path_factory.getbasetemp()
+    # Under xdist each worker's basetemp is <run>/popen-gwN; the run's folder is shared by all
+    # workers and new for every run. Without xdist basetemp is the run's folder itself.
+    root = base.parent if base.name.startswith("popen-gw") else base
     out = root / name
     with FileLock(str(root / f"{name}.lock")):
         done = out / ".done"

@@ -135,3 +135,19 @@ def test_question_type_is_a_feature(predictor: InstantPredictor) -> None:
                                predictor.predict_proba(text), atol=1e-7)  # None = nonspecific
     with pytest.raises(ValueError, match="question types"):
         predictor.predict(["a", "b"], question_types=["what_good"])
+
+
+def test_get_predictor_resolves_from_settings(instant_bundle: Path, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    from twolane.predictor import get_predictor
+    from twolane.settings import get_settings
+
+    monkeypatch.setenv("TWOLANE_INSTANT_BUNDLE", str(instant_bundle))
+    get_settings.cache_clear()
+    get_predictor.cache_clear()
+    try:
+        p = get_predictor()
+        assert p.version == instant_bundle.name and get_predictor() is p  # loaded once
+    finally:
+        get_settings.cache_clear()
+        get_predictor.cache_clear()

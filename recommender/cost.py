@@ -26,7 +26,9 @@ Lambda (instant lane)
     $/GB-s + $ per request); memory must hold the measured peak RSS with 10 % headroom.
 
 Choice: drop candidates that miss the p95 objective or memory; take the cheapest; costs within
-2 % of it count as equal (below 1769 MB Lambda cost is flat in memory), and the faster wins.
+2 % of it (10 % if it rests on the GPU assumption) count as equal: then the lower $/hour wins for
+SageMaker (idle cost while scaling in) and the lower p95 for Lambda (below 1769 MB Lambda cost
+is flat in memory).
 """
 
 from __future__ import annotations
@@ -126,16 +128,22 @@ def _usd_per_million_instance(usd_per_hour: float, cps: float) -> float:
     return usd_per_hour / (cps * 3600.0) * 1e6 if cps > 0 else math.inf
 
 
-COST_TIE = 0.02  # costs within 2 % of the cheapest count as equal: the faster one wins
+COST_TIE = 0.02  # costs within 2 % of the cheapest count as equal
+ASSUMED_TIE = 0.10  # ... within 10 % when the cheapest rests on the assumed GPU speed-up
 
 
 def _pick(candidates: list[Candidate]) -> Candidate | None:
-    """Cheapest feasible candidate; among those within COST_TIE of it, the lowest p95."""
+    """Cheapest feasible candidate. Costs within the tie band of it count as equal; then a
+    SageMaker instance with the lower $/hour wins (less idle cost while an async endpoint waits
+    to scale in), a Lambda size with the lower p95."""
     ok = [c for c in candidates if c.feasible]
     if not ok:
         return None
-    cheapest = min(c.usd_per_million for c in ok)
-    near = [c for c in ok if c.usd_per_million <= cheapest * (1 + COST_TIE)]
+    best = min(ok, key=lambda c: c.usd_per_million)
+    band = ASSUMED_TIE if best.assumed else COST_TIE
+    near = [c for c in ok if c.usd_per_million <= best.usd_per_million * (1 + band)]
+    if best.kind == "sagemaker":
+        return min(near, key=lambda c: (c.usd_per_hour or 0.0, c.usd_per_million))
     return min(near, key=lambda c: (c.p95_ms, c.usd_per_million))
 
 
@@ -274,6 +282,12 @@ def _message(lane: str, chosen: Candidate | None, cands: list[Candidate], slo: f
                f"({ms(chosen.p95_ms)} at {chosen.batch} comments per request) meets the "
                f"{slo:.0f} ms objective, at about {money(chosen.usd_per_million)} per million "
                f"comments.")
+        best = min((c for c in cands if c.feasible), key=lambda c: c.usd_per_million)
+        if best is not chosen and chosen.kind == "sagemaker":
+            pct = 100 * (1 - best.usd_per_million / chosen.usd_per_million)
+            msg += (f" {best.name} projects {pct:.0f} % cheaper per comment, within the "
+                    "uncertainty, so the lower hourly price "
+                    "won (less idle cost while the asynchronous endpoint waits to scale in).")
         if chosen.assumed:
             alt = _pick([c for c in cands if not c.assumed])
             if alt is not None:

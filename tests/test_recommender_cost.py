@@ -161,3 +161,18 @@ def test_lambda_speedup_is_capped_by_cores_really_used() -> None:
     ch = choose_lambda_memory([one, two], slo_p95_ms=1000, prices=PRICES)
     assert ch.method["two_core_speedup"] == pytest.approx(1.1)
     assert ch.method["work_ms_per_request_1vcpu"] == pytest.approx(50.0)  # 2.5 ms x 20
+
+
+def test_within_the_assumption_band_the_lower_hourly_price_wins() -> None:
+    prices = {**PRICES, "sagemaker_instances": {
+        "gpu.small": {"vcpus": 4, "memory_gib": 16, "gpu": "T", "usd_per_hour": 0.74},
+        "gpu.big": {"vcpus": 4, "memory_gib": 16, "gpu": "A", "usd_per_hour": 1.41}},
+        "gpu_speedup_assumption": {"T": 20.0, "A": 40.0}}  # gpu.big 5 % cheaper per comment
+    cells = [cell(1, 8, 1, 300, 10.0)]
+    ch = choose_instance(cells, slo_p95_ms=500, prices=prices)
+    by = {c.name: c for c in ch.candidates}
+    assert by["gpu.big"].usd_per_million < by["gpu.small"].usd_per_million
+    assert ch.chosen is not None and ch.chosen.name == "gpu.small"
+    assert "lower hourly price" in ch.message
+    prices["sagemaker_instances"]["gpu.big"]["usd_per_hour"] = 1.0  # now 32 % cheaper: wins
+    assert choose_instance(cells, 500, prices).chosen.name == "gpu.big"  # type: ignore[union-attr]

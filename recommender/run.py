@@ -76,10 +76,12 @@ def method_notes(lane: str, choice: Choice, prices: dict[str, Any]) -> list[str]
             "Lambda runs one request per execution environment at a time, so the projection "
             "starts from the 1-core, concurrency-1 runs at "
             f"{m.get('reference_batch')} comments per request (the largest size measured).",
-            "Work per request on one vCPU = the server's own CPU time per request "
-            f"({m.get('work_ms_per_request_1vcpu', 0):.1f} ms), not the wall clock "
-            f"({m.get('measured_wall_mean_ms_1core', 0):.1f} ms mean here), because other work "
-            "on this shared machine stretched the wall clock; p95 = mean x "
+            "Work per request on one vCPU = the smaller of the 1-core wall-clock mean "
+            f"({m.get('measured_wall_mean_ms_1core', 0):.1f} ms; stretched when other work "
+            "shares the core) and the server's CPU time per request "
+            f"({m.get('server_cpu_ms_per_request_1core', 0):.1f} ms; includes work between "
+            "requests such as uvicorn's access log, which Lambda would not bill): "
+            f"{m.get('work_ms_per_request_1vcpu', 0):.1f} ms. p95 = mean x "
             f"{m.get('p95_over_mean', 1):.2f} (the measured p95/mean ratio, less disturbed run).",
             f"CPU share is proportional to memory (1 vCPU at {lam['mb_per_vcpu']} MB): below "
             "that, latency is scaled by 1769/MB (assumes the request is CPU-bound and that "

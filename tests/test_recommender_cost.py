@@ -101,7 +101,7 @@ def test_lambda_latency_scales_with_memory() -> None:
 
 def test_lambda_memory_choice_is_cheapest_under_slo() -> None:
     # 1 core: 100 ms mean / 120 ms p95 for 20 comments; 2 cores: 80 ms mean.
-    # CPU time: 5 ms/comment x 20 = 100 ms of work per request on one core; the 2-thread run
+    # CPU time: 5 ms/comment x 20 = 100 ms per request on one core (= the wall mean); 2 threads
     # used 6 x 20 = 120 ms CPU in 80 ms wall (1.5 cores busy), so the speed-up 1.25 stands.
     one = Cell("instant", 1, 1, 20, 1, 100, 120, 130, 100, 200, 50, 0, 150, 4, 5.0, 0,
                (120, 120), (200, 200), 3, 0, [])
@@ -160,7 +160,7 @@ def test_lambda_speedup_is_capped_by_cores_really_used() -> None:
                (400, 400), 3, 0, [])
     ch = choose_lambda_memory([one, two], slo_p95_ms=1000, prices=PRICES)
     assert ch.method["two_core_speedup"] == pytest.approx(1.1)
-    assert ch.method["work_ms_per_request_1vcpu"] == pytest.approx(50.0)  # 2.5 ms x 20
+    assert ch.method["work_ms_per_request_1vcpu"] == pytest.approx(50.0)  # 2.5 ms x 20 < 100 wall
 
 
 def test_within_the_assumption_band_the_lower_hourly_price_wins() -> None:
@@ -176,3 +176,13 @@ def test_within_the_assumption_band_the_lower_hourly_price_wins() -> None:
     assert "lower hourly price" in ch.message
     prices["sagemaker_instances"]["gpu.big"]["usd_per_hour"] = 1.0  # now 32 % cheaper: wins
     assert choose_instance(cells, 500, prices).chosen.name == "gpu.big"  # type: ignore[union-attr]
+
+
+def test_lambda_work_is_the_smaller_of_wall_clock_and_cpu_time() -> None:
+    # Quiet machine: the server's CPU time per request (9 ms, incl. its access log between
+    # requests) exceeds the wall-clock mean (5 ms): the wall clock is the better bound.
+    one = Cell("instant", 1, 1, 100, 1, 4.5, 7.5, 9, 5.0, 20000, 50, 0, 150, 4, 0.09, 0,
+               (7.5, 7.5), (20000, 20000), 3, 0, [])
+    ch = choose_lambda_memory([one], slo_p95_ms=1000, prices=PRICES)
+    assert ch.method["work_ms_per_request_1vcpu"] == pytest.approx(5.0)
+    assert {int(c.memory_mb): c for c in ch.candidates}[1769].p95_ms == pytest.approx(7.5)

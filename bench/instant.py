@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 warnings.filterwarnings("ignore", category=FutureWarning)  # SVC(probability=True) in sklearn 1.9
+os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # and in joblib's workers
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "instant.json"
@@ -190,7 +191,7 @@ def speed_in_process(bundle: Path, texts: list[str]) -> dict[str, Any]:
 
 
 RSS_ONNX = """
-import resource, sys, time, numpy as np
+import re, sys, time, numpy as np
 t0 = time.perf_counter()
 from twolane.predictor import InstantPredictor
 p = InstantPredictor.from_bundle(sys.argv[1])
@@ -198,24 +199,27 @@ p.predict(["The staff were kind"])
 first = time.perf_counter() - t0
 texts = open(sys.argv[2], encoding="utf-8").read().split("\\n")
 p.predict(texts)
-print(first, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+hwm = re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)
+print(first, int(hwm) / 1024)
 """
 
 RSS_SKLEARN = """
-import resource, sys, time, pickle
+import re, sys, time, pickle
 t0 = time.perf_counter()
 lab, sent = pickle.load(open(sys.argv[1], "rb"))
 X = lab[0].transform(["The staff were kind"]); lab[1].predict_proba(X); sent.predict_proba(X)
 first = time.perf_counter() - t0
 texts = open(sys.argv[2], encoding="utf-8").read().split("\\n")
 X = lab[0].transform(texts); lab[1].predict_proba(X); sent.predict_proba(X)
-print(first, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+hwm = re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)
+print(first, int(hwm) / 1024)
 """
 
 
 def fresh_process(bundle: Path, pickle_path: str, texts: list[str]) -> dict[str, Any]:
     """Cold start (fresh interpreter -> first answer, wall time seen by the parent, and the
-    import+load+first-answer part inside) and peak RSS over a 10,000-comment call."""
+    import+load+first-answer part inside) and peak RSS over a 10,000-comment call (VmHWM of the
+    child: ru_maxrss would carry the parent's peak over fork+exec on Linux)."""
     rng = np.random.default_rng(1)
     batch = [texts[i].replace("\n", " ") for i in rng.integers(0, len(texts), 10_000)]
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:

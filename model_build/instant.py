@@ -45,7 +45,10 @@ class BuildError(RuntimeError):
 
 @dataclass(frozen=True)
 class Config:
-    max_features: int = 10_000
+    # Vocabulary size sets the dense work in ONNX (the n-gram op emits [N, V], then one MatMul):
+    # 6,000 vs 10,000 n-grams: 51k vs 37k comments/s on one thread, 5-fold OOF macro-F1 .527 vs
+    # .531 and micro-F1 .660 vs .669 on the training split.
+    max_features: int = 6_000
     min_df: int = 2
     ngram_max: int = 2
     linear_C: float = 30.0  # 5-fold OOF macro-F1 on train: C=1 .507, 4 .517, 10 .519, 30 .521

@@ -151,3 +151,14 @@ def test_get_predictor_resolves_from_settings(instant_bundle: Path, monkeypatch:
     finally:
         get_settings.cache_clear()
         get_predictor.cache_clear()
+
+
+def test_fast_labellable_check_agrees_with_is_unlabellable() -> None:
+    from twolane.predictor import labellable
+
+    texts = load_dataset(DEFAULT_DATA).texts + [
+        "n/a" + "!" * 50, "Did not answer ........................", "😀" * 40, "İİİİİİİİİİİİİİİİ",
+        "did   not   answer", "N/A N/A", "no comments no comments", "a" * 15, "1234567890123456",
+        "_" * 30, "Did not answer.", "   \t\n ", "½⅓¼" * 6, "Ⅻ" * 20,
+    ]
+    assert [labellable(t) for t in texts] == [not is_unlabellable(t) for t in texts]

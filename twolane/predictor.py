@@ -11,6 +11,7 @@ and no sentiment; a comment no label clears its threshold for also gets
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -21,10 +22,21 @@ import onnxruntime as ort
 
 from twolane.bundle import BundleError, Manifest, read_manifest, resolve_bundle
 from twolane.contract import SENTIMENT_NAMES, Prediction, Sentiment
-from twolane.text import LABELLING_NOT_POSSIBLE, is_unlabellable, normalise
+from twolane.text import LABELLING_NOT_POSSIBLE, PLACEHOLDERS, is_unlabellable, normalise
 
 CHUNK = 1000  # rows per ONNX call: the TF-IDF op emits dense rows (memory grows with the chunk)
 QUESTION_TYPES = ("what_good", "could_improve", "nonspecific")
+
+
+# A text with more letters/digits than the longest placeholder is labellable: a fast path past
+# is_unlabellable (its regex over the whole text costs ~6 us a comment, a quarter of the model time).
+_LONGER_THAN_PLACEHOLDERS = re.compile(
+    r"[^\W_](?:[\W_]*[^\W_]){" + str(max(len(p) for p in PLACEHOLDERS)) + "}")
+
+
+def labellable(text: str) -> bool:
+    """not is_unlabellable(text), faster for ordinary comments (same answer, see the tests)."""
+    return bool(_LONGER_THAN_PLACEHOLDERS.search(text)) or not is_unlabellable(text)
 
 
 def model_input(text: str, question_type: str | None) -> str:
@@ -142,7 +154,7 @@ class InstantPredictor:
                ) -> tuple[list[str], np.ndarray]:
         """Model inputs and the mask of labellable rows."""
         clean = [normalise(t) for t in texts]
-        ok = np.fromiter((not is_unlabellable(t) for t in clean), bool, len(clean))
+        ok = np.fromiter((labellable(t) for t in clean), bool, len(clean))
         if question_types is not None and len(question_types) != len(clean):
             raise ValueError(f"{len(question_types)} question types for {len(clean)} texts")
         if self._use_qt:
@@ -217,12 +229,13 @@ class InstantPredictor:
             sentiment = None
             if ok[i] and self._has_sentiment:
                 score = int(np.argmax(S[i])) + 1
-                sentiment = Sentiment(score=score, label=SENTIMENT_NAMES[score])
+                sentiment = Sentiment.model_construct(score=score, label=SENTIMENT_NAMES[score])
             probs = None
             if include_probabilities:
                 probs = {lab: round(float(p), 6) for lab, p in zip(self._labels, P[i])}
-            out.append(Prediction(comment_id=cid, labels=labels, sentiment=sentiment,
-                                  probabilities=probs))
+            # model_construct: the values are built right here, validation would only cost time
+            out.append(Prediction.model_construct(comment_id=cid, labels=labels,
+                                                  sentiment=sentiment, probabilities=probs))
         return out
 
 

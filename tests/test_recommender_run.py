@@ -75,10 +75,12 @@ def test_recommend_end_to_end(tmp_path: Path, config_dir: Path, instant_bundle: 
 
 
 def test_config_update_is_validated(config_dir: Path) -> None:
-    changes = update_configs({"instant.lambda_memory_mb": 1769,
+    new_mb = load_config("prod", config_dir).instant.lambda_memory_mb + 256
+    changes = update_configs({"instant.lambda_memory_mb": new_mb,
                               "batch.instance_type": "ml.c6i.xlarge"}, ["prod"], config_dir)
-    assert "+    \"lambda_memory_mb\": 1769," in changes[0]["diff"]
-    assert "ml.c6i.xlarge" in changes[0]["diff"]
+    assert f"+    \"lambda_memory_mb\": {new_mb}," in changes[0]["diff"]
+    assert "+    \"instance_type\": \"ml.c6i.xlarge\"" in changes[0]["diff"]
+    assert load_config("prod", config_dir).instant.lambda_memory_mb == new_mb
     before = (config_dir / "prod.json").read_text()
     with pytest.raises(ConfigError, match="lambda_memory_mb"):
         update_configs({"instant.lambda_memory_mb": 50}, ["prod"], config_dir)

@@ -24,8 +24,13 @@ up: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
+# Benchmarks, one after another on a quiet machine; each updates bench/RESULTS.md and bench/results/.
 bench: $(STAMP)
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.instant
+	$(BIN)/python -m bench.http
+	$(BIN)/python -m bench.batch
+	$(BIN)/python -m bench.batch_e2e
+	$(BIN)/python -m bench.infra
 
 clean:
 	rm -rf $(VENV) build cdk.out .twolane

@@ -62,6 +62,15 @@ class ContainerDied(RuntimeError):
     """The serving process exited or stopped answering during an invocation."""
 
 
+def _exit_code(proc: subprocess.Popen[bytes], wait_s: float = 2.0) -> int | None:
+    """The process's exit code, allowing a moment for the kernel to reap a process whose
+    connection just dropped; None if it is still running."""
+    try:
+        return proc.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        return None
+
+
 class ContainerProcess:
     """One local instance of the serving container: sagemaker/serve.py on a free port."""
 
@@ -399,7 +408,7 @@ class AsyncRunner:
                     self._container_failed(c)
                 return False, json.dumps({"error": reason}).encode(), reason
             except (ContainerDied, *CONNECTION_ERRORS) as exc:
-                code = c.proc.poll() if c is not None else None
+                code = _exit_code(c.proc) if c is not None else None
                 last = (f"container exited (code {code}) during the invocation" if code is not None
                         else f"container unreachable or failed to start: {exc}")
                 log.warning("attempt %d/%d of %s failed: %s", attempt, self.max_attempts,

@@ -226,9 +226,9 @@ def write_markdown(res: dict, m) -> None:
     for k, v in t.items():
         val = v.get("value_pts", v.get("value"))
         lines.append(f"| {k} {v['target']} | {val} | {'yes' if v['met'] else 'NO'} |")
-    lines += ["", "Speed figures were taken while other engineers' jobs ran (1-min load above the 2 cores): "
-              "the ratios between engines are the comparable part; absolute comments/s, latency and cold "
-              "start are lower bounds for a quiet 2-core machine.",
+    lines += ["", "The 1-min load above is the machine's state during the run: the higher it is, the more "
+              "the absolute comments/s, latency and cold start understate a quiet 2-core machine; the "
+              "ratios between engines, interleaved, are the comparable part.",
               "", "Raw figures: `bench/results/batch.json`.", "<!-- batch:end -->"]
     block = "\n".join(lines)
     path = ROOT / "bench" / "RESULTS.md"

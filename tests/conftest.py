@@ -6,8 +6,11 @@ temp root, guarded by a file lock, so two workers never train the same model twi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from filelock import FileLock
@@ -44,3 +47,31 @@ def batch_bundle(tmp_path_factory: pytest.TempPathFactory, instant_bundle: Path)
     return _shared(
         tmp_path_factory, "batch-tiny", lambda out: build_tiny_bundle(out, instant_bundle=instant_bundle)
     )
+
+
+@pytest.fixture
+def lambda_module(
+    instant_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[str], ModuleType]]:
+    """Import a Lambda handler module fresh (its cold start loads the small instant bundle),
+    and forget it and the cached settings/predictor afterwards."""
+    from twolane.predictor import get_predictor
+    from twolane.settings import get_settings
+
+    monkeypatch.setenv("TWOLANE_INSTANT_BUNDLE", str(instant_bundle))
+    loaded: list[str] = []
+
+    def reset() -> None:
+        for name in loaded:
+            sys.modules.pop(name, None)
+        get_settings.cache_clear()
+        if hasattr(get_predictor, "cache_clear"):
+            get_predictor.cache_clear()
+
+    def load(name: str) -> ModuleType:
+        loaded.append(name)
+        reset()
+        return importlib.import_module(name)
+
+    yield load
+    reset()

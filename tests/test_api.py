@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from twolane.api.app import create_app
-from twolane.settings import Settings, get_settings
+from twolane.settings import Settings
 from twolane.text import LABELLING_NOT_POSSIBLE
 
 COMMENTS = [
@@ -251,29 +251,16 @@ class LambdaContext:
         return 30_000
 
 
-def test_lambda_handler_http_api_v2(instant_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TWOLANE_INSTANT_BUNDLE", str(instant_bundle))
-    get_settings.cache_clear()
-    import twolane.predictor as tp
-
-    if hasattr(tp.get_predictor, "cache_clear"):
-        tp.get_predictor.cache_clear()
-    sys.modules.pop("functions.api.handler", None)
-    try:
-        mod = importlib.import_module("functions.api.handler")
-        ctx = LambdaContext()
-        r = mod.handler(http_api_event("GET", "/health"), ctx)
-        assert r["statusCode"] == 200 and json.loads(r["body"])["model_loaded"] is True
-        r = mod.handler(http_api_event("POST", "/v1/predict", {"items": COMMENTS}), ctx)
-        assert r["statusCode"] == 200, r
-        body = json.loads(r["body"])
-        assert [x["comment_id"] for x in body["results"]] == ["a1", "a2", "a3"]
-        r = mod.handler(http_api_event("POST", "/predict_multilabel", COMMENTS), ctx)
-        assert r["statusCode"] == 200 and len(json.loads(r["body"])) == 3
-        r = mod.handler(http_api_event("POST", "/v1/predict", {"items": []}), ctx)
-        assert r["statusCode"] == 422
-    finally:
-        sys.modules.pop("functions.api.handler", None)
-        get_settings.cache_clear()
-        if hasattr(tp.get_predictor, "cache_clear"):
-            tp.get_predictor.cache_clear()
+def test_lambda_handler_http_api_v2(lambda_module: Callable[[str], ModuleType]) -> None:
+    mod = lambda_module("functions.api.handler")
+    ctx = LambdaContext()
+    r = mod.handler(http_api_event("GET", "/health"), ctx)
+    assert r["statusCode"] == 200 and json.loads(r["body"])["model_loaded"] is True
+    r = mod.handler(http_api_event("POST", "/v1/predict", {"items": COMMENTS}), ctx)
+    assert r["statusCode"] == 200, r
+    body = json.loads(r["body"])
+    assert [x["comment_id"] for x in body["results"]] == ["a1", "a2", "a3"]
+    r = mod.handler(http_api_event("POST", "/predict_multilabel", COMMENTS), ctx)
+    assert r["statusCode"] == 200 and len(json.loads(r["body"])) == 3
+    r = mod.handler(http_api_event("POST", "/v1/predict", {"items": []}), ctx)
+    assert r["statusCode"] == 422

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import csv
-import importlib
 import io
 import json
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -17,7 +16,7 @@ import pytest
 from moto import mock_aws
 
 from twolane.dropfolder.process import process_event
-from twolane.settings import Settings, get_settings
+from twolane.settings import Settings
 from twolane.text import LABELLING_NOT_POSSIBLE
 
 BUCKET = "twolane-drop-test"
@@ -217,25 +216,12 @@ class LambdaContext:
         return 60_000
 
 
-def test_lambda_handler(s3: Any, instant_bundle: Path, monkeypatch: pytest.MonkeyPatch,
+def test_lambda_handler(s3: Any, lambda_module: Callable[[str], ModuleType],
                         capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("TWOLANE_INSTANT_BUNDLE", str(instant_bundle))
-    get_settings.cache_clear()
-    import twolane.predictor as tp
-
-    if hasattr(tp.get_predictor, "cache_clear"):
-        tp.get_predictor.cache_clear()
-    sys.modules.pop("functions.dropfolder.handler", None)
-    try:
-        mod = importlib.import_module("functions.dropfolder.handler")
-        s3.put_object(Bucket=BUCKET, Key="inbox/from lambda.csv", Body=csv_bytes())
-        out = mod.handler(s3_event("inbox/from lambda.csv"), LambdaContext())
-        assert [o["status"] for o in out["outcomes"]] == ["done"]
-        assert keys(s3) == {"outbox/from lambda.csv"}
-        emf = [json.loads(x) for x in capsys.readouterr().out.splitlines() if '"_aws"' in x]
-        assert any(m.get("CommentsLabelled") == [4.0] or m.get("CommentsLabelled") == 4.0 for m in emf)
-    finally:
-        sys.modules.pop("functions.dropfolder.handler", None)
-        get_settings.cache_clear()
-        if hasattr(tp.get_predictor, "cache_clear"):
-            tp.get_predictor.cache_clear()
+    mod = lambda_module("functions.dropfolder.handler")
+    s3.put_object(Bucket=BUCKET, Key="inbox/from lambda.csv", Body=csv_bytes())
+    out = mod.handler(s3_event("inbox/from lambda.csv"), LambdaContext())
+    assert [o["status"] for o in out["outcomes"]] == ["done"]
+    assert keys(s3) == {"outbox/from lambda.csv"}
+    emf = [json.loads(x) for x in capsys.readouterr().out.splitlines() if '"_aws"' in x]
+    assert any(m.get("CommentsLabelled") == [4.0] or m.get("CommentsLabelled") == 4.0 for m in emf)

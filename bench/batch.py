@@ -16,14 +16,15 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+from bench.results_md import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 THREADS = 2
@@ -49,7 +50,7 @@ def main() -> None:
 
     import torch
 
-    from model_build.batch import BUILD_DIR, labellable, served_labels, quality, sentiment_quality
+    from model_build.batch import BUILD_DIR, labellable, quality, sentiment_quality, served_labels
     from model_build.data import load_dataset
     from model_build.transformer.model import EncoderClassifier
     from model_build.transformer.train import collate
@@ -70,7 +71,7 @@ def main() -> None:
            "onnx_fp32": OnnxEncoder(side / "model.fp32.onnx", tok)}
 
     # ---- quality
-    res: dict = {"bundle": m.version, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    res: dict = {"bundle": m.version, "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
                  "machine": {"cpus": os.cpu_count(), "threads": THREADS, "python": platform.python_version(),
                              "load_1min_start": round(os.getloadavg()[0], 2)},
                  "test_rows": len(test.texts), "labellable_rows": len(texts)}
@@ -231,13 +232,7 @@ def write_markdown(res: dict, m) -> None:
               "ratios between engines, interleaved, are the comparable part.",
               "", "Raw figures: `bench/results/batch.json`.", "<!-- batch:end -->"]
     block = "\n".join(lines)
-    path = ROOT / "bench" / "RESULTS.md"
-    text = path.read_text() if path.is_file() else "# Benchmark results\n"
-    if "<!-- batch:start -->" in text:
-        text = re.sub(r"<!-- batch:start -->.*?<!-- batch:end -->", lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_section("<!-- batch:start -->", "<!-- batch:end -->", block)
 
 
 if __name__ == "__main__":

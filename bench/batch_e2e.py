@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,8 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import httpx
+
+from bench.results_md import write_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -258,11 +259,7 @@ def write_report(res: dict) -> None:
         "the standard library's server.",
         END,
     ])
-    text = REPORT.read_text() if REPORT.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
-    text = (pattern.sub(lambda _: section, text) if pattern.search(text)
-            else text.rstrip() + "\n\n" + section + "\n")
-    REPORT.write_text(text)
+    write_section(START, END, section, REPORT)
 
 
 if __name__ == "__main__":

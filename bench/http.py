@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,8 @@ if __package__ in (None, ""):  # run as `python bench/http.py`: do not shadow th
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import httpx
+
+from bench.results_md import write_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -142,10 +143,7 @@ def write_report(res: dict) -> None:
         + " ms (rounds move with the load on the shared 2-core machine).",
         END,
     ])
-    text = REPORT.read_text() if REPORT.exists() else "# Benchmark results\n\nMeasured numbers only; each section is written by its bench script.\n"
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    REPORT.write_text(text)
+    write_section(START, END, section, REPORT)
 
 
 def main() -> None:

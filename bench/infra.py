@@ -23,6 +23,8 @@ import zipfile
 from datetime import UTC
 from pathlib import Path
 
+from bench.results_md import write_section
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "infra.json"
 REPORT = REPO / "bench" / "RESULTS.md"
@@ -157,12 +159,7 @@ def write_report(data: dict) -> None:
                   f"{s.get('first_call_seconds_local')} s on this machine, not a Lambda)."]
     lines += ["", "Raw figures: `bench/results/infra.json`.", END]
     block = "\n".join(lines)
-    text = REPORT.read_text() if REPORT.is_file() else "# Benchmark results\n"
-    if START in text and END in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    REPORT.write_text(text)
+    write_section(START, END, block, REPORT)
 
 
 def rewrite_report() -> None:

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.results_md import write_section
+
 warnings.filterwarnings("ignore", category=FutureWarning)  # SVC(probability=True) in sklearn 1.9
 os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # and in joblib's workers
 
@@ -353,13 +355,7 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def write_md(section: str) -> None:
-    text = MD.read_text(encoding="utf-8") if MD.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        a, b = text.index(START), text.index(END) + len(END)
-        text = text[:a] + section + text[b:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    MD.write_text(text, encoding="utf-8")
+    write_section(START, END, section, MD)
 
 
 def main() -> None:

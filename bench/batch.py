@@ -54,9 +54,9 @@ def main() -> None:
     from model_build.data import load_dataset
     from model_build.transformer.model import EncoderClassifier
     from model_build.transformer.train import collate
-    from twolane.batch.predictor import BatchPredictor, OnnxEncoder, load_tokenizer
     from twolane.bundle import read_manifest, resolve_bundle
-    from twolane.predictor import InstantPredictor
+    from twolane.predictors.batch import BatchPredictor, OnnxEncoder, load_tokenizer
+    from twolane.predictors.instant import InstantPredictor
 
     torch.set_num_threads(THREADS)
     bundle = resolve_bundle(args.bundle or ROOT / "bundles", "batch")
@@ -125,7 +125,8 @@ def main() -> None:
         for k, fn in engines.items():
             runs[k] += best_rate(fn, len(texts), 1)[1]
     speed = {k: {"comments_per_s": max(v), "runs": v} for k, v in runs.items()}
-    speed["int8_vs_pytorch_x"] = round(speed["onnx_int8"]["comments_per_s"] / speed["pytorch_fp32"]["comments_per_s"], 2)
+    speed["int8_vs_pytorch_x"] = round(
+        speed["onnx_int8"]["comments_per_s"] / speed["pytorch_fp32"]["comments_per_s"], 2)
     speed["attention"] = f"PyTorch: {model.encoder.config._attn_implementation}; ONNX: fused Attention op"
 
     # single comment latency, int8, through the predictor (tokenise + run + labels), transformer alone
@@ -133,19 +134,19 @@ def main() -> None:
     lens = np.array([len(t) for t in texts])
     typical = texts[int(np.argsort(lens)[len(lens) // 2])]
     for _ in range(20):
-        pred.predict([typical])
+        pred.predict_texts([typical])
     lat = []
     for _ in range(200):
         t = time.perf_counter()
-        pred.predict([typical])
+        pred.predict_texts([typical])
         lat.append((time.perf_counter() - t) * 1000)
     ens = BatchPredictor.from_bundle(bundle)
     for _ in range(20):
-        ens.predict([typical])
+        ens.predict_texts([typical])
     lat_e = []
     for _ in range(200):
         t = time.perf_counter()
-        ens.predict([typical])
+        ens.predict_texts([typical])
         lat_e.append((time.perf_counter() - t) * 1000)
     speed["single_comment_ms"] = {
         "text_chars": len(typical), "tokens": len(tok.encode(typical).ids),
@@ -154,8 +155,8 @@ def main() -> None:
         "ensemble_int8": {"p50": round(float(np.percentile(lat_e, 50)), 3), "min": round(min(lat_e), 3),
                           "p90": round(float(np.percentile(lat_e, 90)), 3)}}
     # cold start: a fresh process imports the predictor, loads the bundle (with the instant copy), labels one
-    code = ("import time; t=time.perf_counter()\nfrom twolane.batch.predictor import BatchPredictor\n"
-            f"p=BatchPredictor.from_bundle({str(bundle)!r}); p.predict(['The nurse was kind'])\n"
+    code = ("import time; t=time.perf_counter()\nfrom twolane.predictors.batch import BatchPredictor\n"
+            f"p=BatchPredictor.from_bundle({str(bundle)!r}); p.predict_texts(['The nurse was kind'])\n"
             "print(time.perf_counter()-t)")
     colds = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                   env={**os.environ}).stdout.strip()) for _ in range(3)]

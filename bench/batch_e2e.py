@@ -97,7 +97,7 @@ def load_items(n: int) -> list[dict]:
 
     ds = load_dataset()
     items = [{"comment_id": str(i), "comment_text": t, "question_type": q}
-             for i, t, q in zip(ds.ids, ds.texts, ds.question_types)]
+             for i, t, q in zip(ds.ids, ds.texts, ds.question_types, strict=False)]
     if n > len(items):
         raise SystemExit(f"the data set has {len(items)} comments, fewer than {n}")
     return items[:n]
@@ -169,16 +169,17 @@ def main() -> None:
 
     import uvicorn
 
+    from local_stack.batch_lane import start_batch_lane
+    from local_stack.invoker import local_job_service
     from twolane.api.app import create_app
     from twolane.aws import client
-    from twolane.local.batch import start_batch_lane
 
     client("s3").create_bucket(Bucket=settings.bucket, CreateBucketConfiguration={
         "LocationConstraint": settings.aws_region})
     lane = start_batch_lane(settings, build_if_missing=False)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings=settings), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+    app = create_app(settings=settings, jobs=local_job_service(settings))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)

@@ -45,8 +45,8 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def find_bundle(arg: str | None) -> tuple[Path, str]:
+    from local_stack.stack import instant_bundle_path
     from twolane.bundle import BundleError
-    from twolane.local.stack import instant_bundle_path
 
     try:
         return instant_bundle_path(Path(arg) if arg else None), "default"
@@ -60,7 +60,7 @@ def find_bundle(arg: str | None) -> tuple[Path, str]:
 
 
 def free_port() -> int:
-    from twolane.local.stack import free_port as fp
+    from local_stack.stack import free_port as fp
 
     return fp()
 

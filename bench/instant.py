@@ -56,8 +56,8 @@ def best_of(fn: Any, repeats: int = 3) -> float:
 def quality(bundle: Path, baseline: bool) -> dict[str, Any]:
     from model_build import metrics
     from model_build.data import DEFAULT_DATA, load_dataset
-    from twolane.predictor import InstantPredictor
-    from twolane.text import LABELLING_NOT_POSSIBLE, is_unlabellable
+    from twolane.predictors.instant import InstantPredictor
+    from twolane.rules import LABELLING_NOT_POSSIBLE, is_unlabellable
 
     ds = load_dataset(DEFAULT_DATA)
     test = ds.test
@@ -83,11 +83,11 @@ def pxtextmining_baseline(ds: Any, unl_test: np.ndarray, lnp: int) -> dict[str, 
     from sklearn.svm import SVC
 
     from model_build import metrics
-    from twolane.text import is_unlabellable
+    from twolane.rules import decide_labels, is_unlabellable
 
     train, test = ds.train, ds.test
     keep = np.array([not is_unlabellable(t) for t in train.texts])
-    texts = [t for t, k in zip(train.texts, keep) if k]
+    texts = [t for t, k in zip(train.texts, keep, strict=False) if k]
     Y = train.Y[keep]
     t0 = time.perf_counter()
     vec = TfidfVectorizer().fit(texts)
@@ -100,7 +100,7 @@ def pxtextmining_baseline(ds: Any, unl_test: np.ndarray, lnp: int) -> dict[str, 
         return svc.fit(X, Y[:, j]).predict_proba(Xte)[:, 1]
 
     P = np.column_stack(Parallel(n_jobs=2)(delayed(one)(j) for j in range(Y.shape[1])))
-    D = metrics.apply_rules(P >= 0.5, unl_test, lnp)
+    D = decide_labels(P, np.full(P.shape[1], 0.5), lnp, unl_test)
     res = metrics.multilabel_scores(test.Y, D)
     res["labellable_rows_only"] = metrics.multilabel_scores(test.Y[~unl_test], D[~unl_test])
     res["train_and_predict_s"] = round(time.perf_counter() - t0, 1)
@@ -117,15 +117,14 @@ def sklearn_pipeline(bundle: Path) -> tuple[Any, Any]:
 
     from model_build.data import DEFAULT_DATA, load_dataset
     from twolane.bundle import read_manifest
-    from twolane.predictor import model_input
-    from twolane.text import is_unlabellable
+    from twolane.rules import is_unlabellable, model_input
 
     cfg = read_manifest(bundle).config
     tr = load_dataset(DEFAULT_DATA).train
     keep = [i for i, t in enumerate(tr.texts) if not is_unlabellable(t)]
     texts = [tr.texts[i] for i in keep]
     if cfg.get("use_question_type"):
-        texts = [model_input(t, tr.question_types[i]) for t, i in zip(texts, keep)]
+        texts = [model_input(t, tr.question_types[i]) for t, i in zip(texts, keep, strict=False)]
     Y = tr.Y[keep][:, tr.Y[keep].sum(0) > 0]  # OneVsRest needs two classes per label
     s = tr.sentiment[keep]
     vec = TfidfVectorizer(ngram_range=(1, cfg["ngram_max"]), min_df=cfg["min_df"],
@@ -138,7 +137,7 @@ def sklearn_pipeline(bundle: Path) -> tuple[Any, Any]:
 
 
 def speed_in_process(bundle: Path, texts: list[str]) -> dict[str, Any]:
-    from twolane.predictor import InstantPredictor
+    from twolane.predictors.instant import InstantPredictor
 
     rng = np.random.default_rng(0)
     lab, sent = sklearn_pipeline(bundle)
@@ -151,11 +150,11 @@ def speed_in_process(bundle: Path, texts: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"threads": {}}
     for threads in (2, 1):
         p = InstantPredictor.from_bundle(bundle, threads=threads)
-        p.predict(texts[:10])
+        p.predict_texts(texts[:10])
         r: dict[str, Any] = {}
         for n in (1000, 10_000):
             batch = [texts[i] for i in rng.integers(0, len(texts), n)]
-            r[f"onnx_predict_{n}_per_s"] = round(n / best_of(lambda p=p, b=batch: p.predict(b)))
+            r[f"onnx_predict_{n}_per_s"] = round(n / best_of(lambda p=p, b=batch: p.predict_texts(b)))
             r[f"onnx_arrays_{n}_per_s"] = round(n / best_of(lambda p=p, b=batch: p.predict_arrays(b)))
             if threads == 2:
                 r[f"sklearn_labels_{n}_per_s"] = round(n / best_of(lambda b=batch: lab.predict_proba(b)))
@@ -172,11 +171,11 @@ def speed_in_process(bundle: Path, texts: list[str]) -> dict[str, Any]:
     p = InstantPredictor.from_bundle(bundle)
     singles = [texts[i] for i in rng.integers(0, len(texts), 2000)]
     for t in singles[:100]:
-        p.predict([t])
+        p.predict_texts([t])
     lat = []
     for t in singles:
         t0 = time.perf_counter()
-        p.predict([t])
+        p.predict_texts([t])
         lat.append(time.perf_counter() - t0)
     sk = []
     for t in singles[:1000]:
@@ -201,12 +200,12 @@ def speed_in_process(bundle: Path, texts: list[str]) -> dict[str, Any]:
 RSS_ONNX = """
 import re, sys, time, numpy as np
 t0 = time.perf_counter()
-from twolane.predictor import InstantPredictor
+from twolane.predictors.instant import InstantPredictor
 p = InstantPredictor.from_bundle(sys.argv[1])
-p.predict(["The staff were kind"])
+p.predict_texts(["The staff were kind"])
 first = time.perf_counter() - t0
 texts = open(sys.argv[2], encoding="utf-8").read().split("\\n")
-p.predict(texts)
+p.predict_texts(texts)
 hwm = re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)
 print(first, int(hwm) / 1024)
 """
@@ -367,7 +366,7 @@ def main() -> None:
 
     from model_build.data import DEFAULT_DATA, load_dataset
     from twolane.bundle import read_manifest, resolve_bundle
-    from twolane.text import is_unlabellable
+    from twolane.rules import is_unlabellable
 
     bundle = resolve_bundle(args.bundle, "instant")
     m = read_manifest(bundle, verify=True)

@@ -6,7 +6,7 @@
     .venv/bin/python -m infra.api_keys list --env prod
 
 The parameter `/twolane/<env>/api-key-hashes` holds `{"<client>": "<sha256 hex>", ...}`; the
-authorizer (infra/authorizer/handler.py) reads it. --apply uses your AWS credentials (boto3).
+authorizer (functions/api/authorizer/handler.py) reads it. --apply uses your AWS credentials (boto3).
 The key itself is printed once and never stored: hand it to the client, then forget it.
 """
 

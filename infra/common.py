@@ -47,8 +47,8 @@ def architecture(cfg: DeployConfig) -> lambda_.Architecture:
 def failure_queue(scope: Construct, id: str, shared: Shared) -> sqs.Queue:
     """An encrypted (SQS-managed SSE: no KMS calls for the senders), TLS-only queue that keeps
     failed asynchronous invocations for 14 days."""
-    q = sqs.Queue(scope, id, encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True, retention_period=Duration.days(14),
-                  removal_policy=shared.removal)
+    q = sqs.Queue(scope, id, encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
+                  retention_period=Duration.days(14), removal_policy=shared.removal)
     acknowledge(q, "AwsSolutions-SQS3",
                 "This queue is itself the dead-letter store (Lambda on-failure destination); "
                 "a dead-letter queue for it would only move the same messages again.")

@@ -1,11 +1,6 @@
 """Storage: the data bucket (drop folder, batch jobs, model data) and its access-log bucket.
 
-Key layout (shared with twolane.dropfolder and twolane.jobs):
-
-    inbox/  outbox/  failed/          drop folder: input, results, rejected files + reports
-    jobs/<id>.json                    batch job records (counts and locations, no text)
-    batch/input/ batch/output/ batch/failures/   async endpoint input, results, errors
-    models/batch/<version>/model.tar.gz          batch model data for the endpoint
+Key layout: twolane.layout (the one place it is named).
 """
 
 from __future__ import annotations
@@ -15,11 +10,16 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.common import Shared, acknowledge
-
-INBOX, OUTBOX, FAILED = "inbox/", "outbox/", "failed/"
-JOBS = "jobs/"
-BATCH_INPUT, BATCH_OUTPUT, BATCH_FAILURES = "batch/input/", "batch/output/", "batch/failures/"
-MODELS = "models/"
+from twolane.layout import (  # noqa: F401  (the layout, named once; constructs import it here)
+    BATCH_FAILURES,
+    BATCH_INPUT,
+    BATCH_OUTPUT,
+    FAILED,
+    INBOX,
+    JOBS,
+    MODELS,
+    OUTBOX,
+)
 
 
 class Storage(Construct):

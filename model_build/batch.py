@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ import numpy as np
 
 from model_build.data import DEFAULT_DATA, ROOT, SENTIMENT_CLASSES, Dataset, load_dataset
 from twolane.bundle import Manifest, ModelEntry, new_version, read_manifest, write_manifest
-from twolane.text import LABELLING_NOT_POSSIBLE, is_unlabellable
+from twolane.rules import LABELLING_NOT_POSSIBLE, decide_labels, is_unlabellable
 
 VAL_SHARE = 0.15
 VAL_SEED = 7
@@ -79,15 +79,14 @@ def lnp_index(labels: list[str]) -> int | None:
 def served_labels(ds: Dataset, probs_ok: np.ndarray, thresholds, min_one_label: bool) -> np.ndarray:
     """Label matrix as serving returns it: the rule for unlabellable text, the model elsewhere
     (a labellable comment with no label gets "Labelling not possible", as in the instant lane)."""
-    from twolane.batch.predictor import decide
-
     out = np.zeros((len(ds.texts), len(ds.labels)), dtype=np.uint8)
     ok = np.array([not is_unlabellable(t) for t in ds.texts], dtype=bool)
     lnp = lnp_index(ds.labels)
     if lnp is not None:
         out[~ok, lnp] = 1
     if ok.any():
-        out[ok] = decide(probs_ok, np.asarray(thresholds, np.float32), min_one_label, lnp)
+        out[ok] = decide_labels(probs_ok, np.asarray(thresholds, np.float32), lnp,
+                                min_one_label=min_one_label)
     return out
 
 
@@ -141,7 +140,7 @@ def instant_out_of_fold(manifest: Manifest, fit: Dataset, val: Dataset) -> dict[
             continue
         w = manifest.ensemble.get("weights") if name == "ensemble" else None
         w = np.asarray(w or [1.0] * len(members), dtype=float)
-        p = sum(wi * member_probs[m] for wi, m in zip(w, members)) / w.sum()
+        p = sum(wi * member_probs[m] for wi, m in zip(w, members, strict=False)) / w.sum()
         if lnp is not None:
             p[:, lnp] = 0.0  # the instant predictor sets it by rule only
         out[name] = p.astype(np.float32)
@@ -149,7 +148,7 @@ def instant_out_of_fold(manifest: Manifest, fit: Dataset, val: Dataset) -> dict[
 
 
 def instant_test_proba(instant_bundle: Path, name: str, texts: list[str], qts: list[str]) -> np.ndarray:
-    from twolane.predictor import InstantPredictor
+    from twolane.predictors.instant import InstantPredictor
 
     pred = InstantPredictor.from_bundle(instant_bundle, model=name)
     return np.asarray(pred.predict_proba(texts, qts), np.float32)
@@ -161,7 +160,7 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
     """Tune thresholds (and the ensemble) on validation, gate int8 on test, write the manifest."""
     from model_build.transformer import export as ex
     from model_build.transformer.train import tune_ensemble
-    from twolane.batch.predictor import INSTANT_DIR
+    from twolane.predictors.batch import INSTANT_DIR
 
     fit, val, test = split(ds)
     test_ok = labellable(test)
@@ -253,7 +252,7 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
     config = dict(base["config"])
     config["val_macro_f1_transformer"] = round(alone["val_macro_f1"], 4)
     manifest = Manifest(
-        lane="batch", version=bundle.name, created_at=datetime.now(timezone.utc).isoformat(),
+        lane="batch", version=bundle.name, created_at=datetime.now(UTC).isoformat(),
         labels=list(ds.labels), sentiment_classes=list(SENTIMENT_CLASSES), models=models,
         default_model="ensemble" if ensemble else "int8", ensemble=ensemble, files=files,
         data={"source": Path(ds.source).name, "fingerprint": ds.fingerprint, "rows": len(ds.texts),
@@ -274,8 +273,14 @@ def instant_thresholds(manifest: Manifest, name: str) -> list[float]:
 
 def _progress():
     """Rich progress bar with ETA (on a terminal)."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
@@ -305,10 +310,15 @@ def build(ds: Dataset, out_root: Path, base_model: str, cfg, *, tiny: bool = Fal
     import torch
 
     from model_build.transformer import export as ex
-    from model_build.transformer.model import (MAX_LENGTH, EncoderClassifier, load_encoder, load_tokenizer,
-                                               tiny_encoder)
+    from model_build.transformer.model import (
+        MAX_LENGTH,
+        EncoderClassifier,
+        load_encoder,
+        load_tokenizer,
+        tiny_encoder,
+    )
     from model_build.transformer.train import predict, train
-    from twolane.batch.predictor import OnnxEncoder
+    from twolane.predictors.batch import OnnxEncoder
 
     t_start = time.monotonic()
     torch.manual_seed(cfg.seed)
@@ -388,8 +398,8 @@ def package(side: Path, ds: Dataset, out_root: Path, instant_bundle: Path | None
     re-made from the same training (`--retune`), e.g. against a newer instant bundle."""
     from model_build.transformer import export as ex
     from model_build.transformer.model import load_tokenizer
-    from twolane.batch.predictor import OnnxEncoder
-    from twolane.batch.predictor import load_tokenizer as serve_tokenizer
+    from twolane.predictors.batch import OnnxEncoder
+    from twolane.predictors.batch import load_tokenizer as serve_tokenizer
 
     t0 = time.monotonic()
     info = json.loads((side / "build_info.json").read_text())

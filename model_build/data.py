@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from twolane.text import normalise
+from twolane.rules import normalise, question_type_of
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT / "data" / "nhs-patient-feedback" / "v6framework_230831.csv"
@@ -23,7 +23,6 @@ DEFAULT_LABEL_MAP = ROOT / "data" / "nhs-patient-feedback" / "label_map_v6_to_v7
 SEED = 42
 TEST_SIZE = 0.2
 SENTIMENT_CLASSES = ["1", "2", "3", "4", "5"]  # 1 very positive .. 5 very negative
-QUESTION_TYPES = ("what_good", "could_improve", "nonspecific")
 
 ID_COL, QUESTION_COL, TEXT_COL, SENTIMENT_COL = (
     "Comment ID", "FFT question", "FFT answer", "Comment sentiment",
@@ -35,22 +34,15 @@ class DataError(ValueError):
 
 
 def question_type(question: object) -> str:
-    """Normalise an FFT question to what_good / could_improve / nonspecific."""
-    q = " ".join(normalise(question).lower().split())
-    if q in ("what_good", "could_improve", "nonspecific"):
-        return q
-    if q.startswith("what was good"):
-        return "what_good"
-    if q.startswith("how could we improve") or q.startswith("what could we do better"):
-        return "could_improve"
-    return "nonspecific"
+    """Normalise an FFT question to what_good / could_improve / nonspecific (the rule book's)."""
+    return question_type_of(question)
 
 
 def load_label_map(path: Path = DEFAULT_LABEL_MAP) -> dict[str, list[str]]:
     """v7 label -> the v6 columns that make it, in the map file's order."""
     lm = pd.read_csv(path, dtype=str)
     out: dict[str, list[str]] = {}
-    for v7, v6 in zip(lm["v7_label"], lm["v6_column"]):
+    for v7, v6 in zip(lm["v7_label"], lm["v6_column"], strict=False):
         out.setdefault(v7, []).append(v6)
     return out
 
@@ -69,7 +61,7 @@ class Dataset:
     fingerprint: str
     source: str
 
-    def subset(self, mask: np.ndarray) -> "Dataset":
+    def subset(self, mask: np.ndarray) -> Dataset:
         idx = np.flatnonzero(mask)
         return Dataset(
             ids=[self.ids[i] for i in idx],
@@ -84,14 +76,14 @@ class Dataset:
         )
 
     @property
-    def train(self) -> "Dataset":
+    def train(self) -> Dataset:
         return self.subset(~self.is_test)
 
     @property
-    def test(self) -> "Dataset":
+    def test(self) -> Dataset:
         return self.subset(self.is_test)
 
-    def head(self, n: int) -> "Dataset":
+    def head(self, n: int) -> Dataset:
         """The first n rows of train and of test, proportionally (for quick tests)."""
         n_test = max(1, int(round(n * TEST_SIZE)))
         tr = np.flatnonzero(~self.is_test)[: n - n_test]

@@ -7,7 +7,7 @@ probabilities on the TRAINING split to tune per-label thresholds (linear, XGBoos
 split) -> test metrics -> bundle + manifest (twolane.bundle).
 
 Training uses the comments that can be labelled; empty/placeholder comments are labelled
-"Labelling not possible" by rule (twolane.text), in the build's metrics and in the predictor.
+"Labelling not possible" by rule (twolane.rules), in the build's metrics and in the predictor.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from model_build import metrics
 from model_build.data import DEFAULT_DATA, SEED, SENTIMENT_CLASSES, TEST_SIZE, Dataset, load_dataset
 from twolane.bundle import Manifest, ModelEntry, new_version, write_manifest
-from twolane.predictor import model_input
-from twolane.text import LABELLING_NOT_POSSIBLE, is_unlabellable
+from twolane.rules import LABELLING_NOT_POSSIBLE, decide_labels, is_unlabellable, model_input
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bundles"
@@ -64,7 +63,7 @@ class Config:
     default_model: str = "linear"  # "linear", "xgboost" or "ensemble"
     parity_min: float = 0.999  # share of test rows whose ONNX labels equal the in-memory ones
     chunk: int = 1000  # rows per ONNX call (the TF-IDF op emits dense rows)
-    # Append " qt_<question type>" to each comment (twolane.predictor.model_input): 5-fold OOF on
+    # Append " qt_<question type>" to each comment (twolane.rules.model_input): 5-fold OOF on
     # train, linear: macro-F1 .525 -> .531, micro-F1 .630 -> .669; sentiment accuracy .633 -> .646.
     use_question_type: bool = True
 
@@ -294,8 +293,8 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
     lnp = ds.labels.index(LABELLING_NOT_POSSIBLE)
     train, test = ds.train, ds.test
     keep = np.array([not is_unlabellable(t) for t in train.texts])
-    tr_texts = [inputs(t, q, cfg) for t, q, k in zip(train.texts, train.question_types, keep) if k]
-    te_texts = [inputs(t, q, cfg) for t, q in zip(test.texts, test.question_types)]
+    tr_texts = [inputs(t, q, cfg) for t, q, k in zip(train.texts, train.question_types, keep, strict=False) if k]
+    te_texts = [inputs(t, q, cfg) for t, q in zip(test.texts, test.question_types, strict=False)]
     Ytr = train.Y[keep]
     str_ = train.sentiment[keep]
     if len(tr_texts) < 20 or Ytr.sum() == 0:
@@ -311,12 +310,16 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
         prog.advance(step)
 
         t = prog.add_task(f"linear: {cfg.folds}-fold thresholds + fit", total=L * (cfg.folds + 1))
-        tick = lambda: prog.advance(t)
+        def tick() -> None:
+            prog.advance(t)
+
         oof_lin = out_of_fold(lambda X, Y: fit_linear(X, Y, cfg, tick), Xtr, Ytr, cfg.folds)
         linear = fit_linear(Xtr, Ytr, cfg, tick)
 
         t = prog.add_task(f"xgboost: {cfg.folds}-fold thresholds + fit", total=L * (cfg.folds + 1))
-        tick = lambda: prog.advance(t)
+        def tick() -> None:  # noqa: F811  (the xgboost task's own progress)
+            prog.advance(t)
+
         cols = frequent_columns(Xtr, cfg.xgb_features)
         oof_xgb = out_of_fold(lambda X, Y: fit_xgboost(X, Y, cfg, tick, cols), Xtr, Ytr, cfg.folds)
         xgb = fit_xgboost(Xtr, Ytr, cfg, tick, cols)
@@ -333,7 +336,7 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
         }
         oof_scores = {
             name: metrics.multilabel_scores(
-                Ytr, metrics.apply_rules(P >= thresholds[name], np.zeros(len(Ytr), bool), lnp))
+                Ytr, decide_labels(P, thresholds[name], lnp, np.zeros(len(Ytr), bool)))
             for name, P in (("linear", oof_lin), ("xgboost", oof_xgb),
                             ("ensemble", (oof_lin + oof_xgb) / 2))
         }
@@ -371,7 +374,7 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
     unl = np.array([is_unlabellable(x) for x in test.texts])
     test_metrics: dict[str, Any] = {}
     for name, P in (("linear", onx["linear"]), ("xgboost", onx["xgboost"]), ("ensemble", ens_onnx)):
-        pred = metrics.apply_rules(P >= thresholds[name], unl, lnp)
+        pred = decide_labels(P, thresholds[name], lnp, unl)
         test_metrics[name] = metrics.multilabel_scores(test.Y, pred)
     s_pred = onx["sentiment"].argmax(1)
     s_true = np.where(unl, -1, test.sentiment)  # unlabellable rows get no sentiment
@@ -385,7 +388,7 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
     for name, blob in blobs.items():
         (tmp / FILES[name]).write_bytes(blob)
     io = {"inputs": {onnx_export.INPUT: "raw comment strings, shape [N]" + (
-        ", each followed by ' qt_<question type>' (twolane.predictor.model_input)"
+        ", each followed by ' qt_<question type>' (twolane.rules.model_input)"
         if cfg.use_question_type else "")}}
     models = {
         "linear": ModelEntry(file=FILES["linear"], task="multilabel", kind="tfidf-linear",

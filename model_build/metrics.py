@@ -1,8 +1,9 @@
 """Threshold tuning and the scores the instant lane reports, with one rule for every model.
 
 Scoring rule (used for all models, including the pxtextmining baseline in bench/):
-- a comment whose text is unlabellable (twolane.text.is_unlabellable) is predicted as exactly
-  {"Labelling not possible"}; a comment the model gives no label also gets it;
+- labels are decided by the rule book (twolane.rules.decide_labels): a comment whose text is
+  unlabellable is predicted as exactly {"Labelling not possible"}; a comment the model gives no
+  label also gets it;
 - the truth is the labelled table as is (32 labels, "Labelling not possible" among them);
 - macro-F1 averages over the labels that occur in the scored split (labels absent from it
   have no defined F1 and are left out, for every model alike).
@@ -32,15 +33,6 @@ def tune_thresholds(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
         f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
         th[j] = float(GRID[int(np.argmax(f1))])
     return th
-
-
-def apply_rules(pred: np.ndarray, unlabellable: np.ndarray, lnp_index: int) -> np.ndarray:
-    """Unlabellable rows and rows with no label become exactly 'Labelling not possible'."""
-    out = pred.astype(np.uint8).copy()
-    out[unlabellable] = 0
-    empty = out.sum(1) == 0
-    out[empty, lnp_index] = 1
-    return out
 
 
 def multilabel_scores(Y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:

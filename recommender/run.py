@@ -8,9 +8,10 @@ import os
 import platform
 import tempfile
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from recommender.cost import Choice, choose_instance, choose_lambda_memory, load_prices
 from recommender.loadtest import LaneResult, Sweep, payload_texts, run_lane
@@ -185,7 +186,7 @@ def run(lane: str = "both", slo_p95_ms: float = 1000.0, out: Path = Path("bench/
     for ch in config_changes:
         log(f"Updated {ch['path']}:\n{ch['diff'] or '(already set: no change)'}")
     doc: dict[str, Any] = {
-        "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "slo_p95_ms": slo_p95_ms,
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},

@@ -50,7 +50,7 @@ class LaneServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 180.0) -> "LaneServer":
+    def start(self, timeout_s: float = 180.0) -> LaneServer:
         env = {**os.environ, **self.env}
         cpus = set(self.cpus)
         preexec = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
@@ -90,7 +90,7 @@ class LaneServer:
             self.proc.kill()
             self.proc.wait(timeout=5)
 
-    def __enter__(self) -> "LaneServer":
+    def __enter__(self) -> LaneServer:
         running = self.proc is not None and self.proc.poll() is None
         return self if running else self.start()
 
@@ -103,7 +103,7 @@ def instant_server(bundle: Path, cores: set[int], threads: int,
                    log_path: Path | None = None) -> LaneServer:
     """`twolane serve` (uvicorn + the FastAPI app) on a free port."""
     port = free_port()
-    argv = [sys.executable, "-m", "twolane.cli", "serve", "--bundle", str(bundle),
+    argv = [sys.executable, "-m", "local_stack.cli", "serve", "--bundle", str(bundle),
             "--port", str(port), "--host", "127.0.0.1"]
     env = {"TWOLANE_INTRA_OP_THREADS": str(threads), "TWOLANE_INSTANT_BUNDLE": str(bundle),
            "TWOLANE_API_KEYS": "", "OMP_NUM_THREADS": str(threads)}

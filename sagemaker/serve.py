@@ -93,7 +93,7 @@ class Model:
     """The loaded classifier, plus the text generator (loaded on the first summary)."""
 
     def __init__(self, model_dir: Path):
-        from twolane.batch.predictor import BatchPredictor
+        from twolane.predictors.batch import BatchPredictor
 
         providers = os.environ.get("TWOLANE_ONNX_PROVIDERS")
         if os.environ.get("TWOLANE_ORT_PRELOAD_DLLS") == "1":  # CUDA/cuDNN from nvidia-* wheels
@@ -123,7 +123,7 @@ class Model:
                 if src is None:
                     raise BadRequest(422, "this endpoint serves no text-generation model "
                                           "(set TWOLANE_GENERATION_MODEL)")
-                from twolane.batch.generate import Generator
+                from twolane.predictors.summaries import Generator
 
                 self._generator = Generator.from_pretrained(src)
             return self._generator
@@ -174,18 +174,12 @@ def predict_fn(req: Any, model: Model) -> dict[str, Any]:
     delay = float(os.environ.get("TWOLANE_SERVE_DELAY_S", "0") or 0)
     if delay:
         time.sleep(delay)
-    texts = [i.comment_text for i in req.items]
     if isinstance(req, Classify):
-        qtypes = [i.question_type for i in req.items]
-        results = model.predictor.predict(
-            texts,
-            question_types=qtypes if any(q is not None for q in qtypes) else None,
-            target=req.request.target,
-            ids=[i.comment_id for i in req.items],
-            include_probabilities=req.include_probabilities,
-        )
+        results = model.predictor.predict(req.items, target=req.request.target,
+                                          include_probabilities=req.include_probabilities)
         return {"model_version": model.predictor.version, "target": req.request.target,
                 "results": [r.model_dump(mode="json") for r in results]}
+    texts = [i.comment_text for i in req.items]
     gen = model.generator()
     summary, used = gen.summarise(texts, req.instruction, req.max_new_tokens)
     return {"model_version": gen.version, "target": "summary", "items": len(texts),

@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from twolane.api.app import create_app
+from twolane.rules import LABELLING_NOT_POSSIBLE
 from twolane.settings import Settings
-from twolane.text import LABELLING_NOT_POSSIBLE
 
 COMMENTS = [
     {"comment_id": "a1", "comment_text": "The nurses were kind and explained everything clearly",
@@ -28,7 +28,7 @@ PLACEHOLDERS = ["", "n/a", "Did not answer", "\U0001F600\U0001F600", None]
 
 @pytest.fixture(scope="module")
 def predictor(instant_bundle: Path) -> Any:
-    from twolane.predictor import InstantPredictor
+    from twolane.predictors.instant import InstantPredictor
 
     return InstantPredictor.from_bundle(instant_bundle)
 
@@ -66,10 +66,10 @@ def test_predict_labels_and_sentiment(client: TestClient, predictor: Any) -> Non
     body = r.json()
     assert body["model_version"] == predictor.version
     assert [x["comment_id"] for x in body["results"]] == ["a1", "a2", "a3"]
-    direct = predictor.predict([c["comment_text"] for c in COMMENTS],
+    direct = predictor.predict_texts([c["comment_text"] for c in COMMENTS],
                                question_types=[c["question_type"] for c in COMMENTS],
                                ids=["a1", "a2", "a3"])
-    for got, want in zip(body["results"], direct):
+    for got, want in zip(body["results"], direct, strict=False):
         assert got["labels"] == want.labels
         assert set(got["labels"]) <= set(predictor.labels) | {LABELLING_NOT_POSSIBLE}
         assert 1 <= got["sentiment"]["score"] <= 5 and got["sentiment"]["label"]
@@ -98,7 +98,7 @@ def test_pxtextmining_shapes_exactly(client: TestClient) -> None:
     assert r.status_code == 200, r.text
     out = r.json()
     assert isinstance(out, list) and len(out) == len(px)
-    for sent, got in zip(px, out):
+    for sent, got in zip(px, out, strict=False):
         assert set(got) == {"comment_id", "comment_text", "labels"}
         assert got["comment_id"] == sent["comment_id"]
         assert got["comment_text"] == sent["comment_text"]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from model_build.data import load_dataset
-from twolane.batch.predictor import BatchPredictor
-from twolane.text import LABELLING_NOT_POSSIBLE, is_unlabellable
+from twolane.predictors.batch import BatchPredictor
+from twolane.rules import LABELLING_NOT_POSSIBLE, is_unlabellable
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +35,12 @@ def test_loads_once_with_version_and_manifest(predictor: BatchPredictor, batch_b
 
 def test_order_restored_after_length_sorting(predictor: BatchPredictor, texts: list[str]) -> None:
     ids = [f"c{i}" for i in range(len(texts))]
-    batch = predictor.predict(texts, ids=ids, include_probabilities=True)
+    batch = predictor.predict_texts(texts, ids=ids, include_probabilities=True)
     assert [p.comment_id for p in batch] == ids
     lengths = [len(t) for t in texts]
     assert lengths != sorted(lengths)  # the input really is out of length order
     for i in (0, 7, 19, 39):  # each comment alone gives the same answer as inside the batch
-        alone = predictor.predict([texts[i]], ids=[ids[i]], include_probabilities=True)[0]
+        alone = predictor.predict_texts([texts[i]], ids=[ids[i]], include_probabilities=True)[0]
         assert alone.labels == batch[i].labels
         assert alone.sentiment == batch[i].sentiment
         if alone.probabilities is not None and batch[i].probabilities is not None:
@@ -60,7 +60,7 @@ def test_unlabellable_text_skips_the_model(predictor: BatchPredictor, texts: lis
     predictor.encoder.proba = spy
     try:
         mixed = ["", texts[0], "n/a", None, "Did not answer", "😀👍", texts[1], float("nan")]
-        out = predictor.predict(mixed)
+        out = predictor.predict_texts(mixed)
     finally:
         predictor.encoder.proba = original
     assert seen == [texts[0], texts[1]]
@@ -72,31 +72,31 @@ def test_unlabellable_text_skips_the_model(predictor: BatchPredictor, texts: lis
 
 
 def test_targets(predictor: BatchPredictor, texts: list[str]) -> None:
-    both = predictor.predict(texts[:6], target="ms")
-    labels_only = predictor.predict(texts[:6], target="m")
-    sentiment_only = predictor.predict(texts[:6], target="s")
+    both = predictor.predict_texts(texts[:6], target="ms")
+    labels_only = predictor.predict_texts(texts[:6], target="m")
+    sentiment_only = predictor.predict_texts(texts[:6], target="s")
     assert [p.labels for p in labels_only] == [p.labels for p in both]
     assert all(p.sentiment is None for p in labels_only)
     assert [p.sentiment for p in sentiment_only] == [p.sentiment for p in both]
     assert all(p.labels == [] for p in sentiment_only)
     assert all(p.sentiment is not None and 1 <= p.sentiment.score <= 5 for p in both)
     with pytest.raises(ValueError):
-        predictor.predict(texts[:1], target="x")
-    assert predictor.predict([]) == []
+        predictor.predict_texts(texts[:1], target="x")
+    assert predictor.predict_texts([]) == []
 
 
 def test_transformer_alone_without_instant(batch_bundle: Path, texts: list[str]) -> None:
     alone = BatchPredictor.from_bundle(batch_bundle, use_instant=False)
     assert alone.mode == "transformer" and alone.instant is None
-    assert len(alone.predict(texts[:5])) == 5
+    assert len(alone.predict_texts(texts[:5])) == 5
 
 
 def test_serving_imports_no_torch_or_transformers(batch_bundle: Path) -> None:
     code = (
         "import sys, time; t = time.perf_counter()\n"
-        "from twolane.batch.predictor import BatchPredictor\n"
+        "from twolane.predictors.batch import BatchPredictor\n"
         f"p = BatchPredictor.from_bundle({str(batch_bundle)!r})\n"
-        "p.predict(['The nurse was kind'])\n"
+        "p.predict_texts(['The nurse was kind'])\n"
         "bad = [m for m in ('torch', 'transformers', 'sklearn') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

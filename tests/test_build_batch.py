@@ -54,7 +54,7 @@ def test_int8_gate_fails_on_a_broken_model(batch_bundle: Path, tmp_path: Path) -
     from model_build.batch import labellable
     from model_build.data import load_dataset
     from model_build.transformer.export import GateError, gate_int8
-    from twolane.batch.predictor import OnnxEncoder, load_tokenizer
+    from twolane.predictors.batch import OnnxEncoder, load_tokenizer
 
     m = read_manifest(batch_bundle)
     # Break the model: negate the label head's weights (kept fp32 by the quantiser).
@@ -82,7 +82,12 @@ def test_int8_gate_fails_on_a_broken_model(batch_bundle: Path, tmp_path: Path) -
 def test_a_few_training_steps_reduce_the_loss() -> None:
     from model_build.batch import labellable
     from model_build.data import load_dataset
-    from model_build.transformer.model import EncoderClassifier, default_base_model, load_tokenizer, tiny_encoder
+    from model_build.transformer.model import (
+        EncoderClassifier,
+        default_base_model,
+        load_tokenizer,
+        tiny_encoder,
+    )
     from model_build.transformer.train import TrainConfig, train
 
     ds = labellable(load_dataset().head(200).train)

@@ -94,7 +94,7 @@ def _slice_csv(path: Path, rows: int) -> Path:
     with open(DEFAULT_DATA, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader)
-        body = [r for _, r in zip(range(rows), reader)]
+        body = [r for _, r in zip(range(rows), reader, strict=False)]
     out = path / "other.csv"
     with open(out, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)

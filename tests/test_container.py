@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from twolane.rules import LABELLING_NOT_POSSIBLE
 from twolane.settings import REPO_ROOT
-from twolane.text import LABELLING_NOT_POSSIBLE
 
 SERVE = REPO_ROOT / "sagemaker" / "serve.py"
 ITEMS = [
@@ -89,13 +89,13 @@ def test_ping(served: Served) -> None:
 
 
 def test_invocations_job_request(served: Served, batch_bundle: Path) -> None:
-    from twolane.batch.predictor import BatchPredictor
+    from twolane.predictors.batch import BatchPredictor
 
     status, body = served.invoke({"items": ITEMS, "target": "ms"})
     assert status == 200, body
     predictor = BatchPredictor.from_bundle(batch_bundle)
     assert body["model_version"] == predictor.version and body["target"] == "ms"
-    direct = predictor.predict([i["comment_text"] for i in ITEMS], [i["question_type"] for i in ITEMS],
+    direct = predictor.predict_texts([i["comment_text"] for i in ITEMS], [i["question_type"] for i in ITEMS],
                                target="ms", ids=["a", "b", "c"])
     assert body["results"] == [p.model_dump(mode="json") for p in direct]
     assert body["results"][2]["labels"] == [LABELLING_NOT_POSSIBLE]
@@ -142,7 +142,7 @@ def test_empty_body_and_unknown_route(served: Served) -> None:
 
 
 def test_model_tar_gz_layout_and_serving_from_it(batch_bundle: Path, tmp_path: Path) -> None:
-    from twolane.batch.package import pack
+    from model_build.package import pack
     from twolane.bundle import read_manifest
 
     archive = pack(batch_bundle, tmp_path / "model.tar.gz")
@@ -151,9 +151,9 @@ def test_model_tar_gz_layout_and_serving_from_it(batch_bundle: Path, tmp_path: P
         tar.extractall(tmp_path / "opt-ml-model", filter="data")  # what SageMaker does
     manifest = read_manifest(batch_bundle)
     assert {"manifest.json", "code/inference.py", "code/requirements.txt",
-            "code/twolane/batch/predictor.py"} <= names
+            "code/twolane/predictors/batch.py"} <= names
     assert set(manifest.files) <= names  # model files at the archive root
-    assert not any(n.startswith(("code/twolane/api", "code/twolane/local")) for n in names)
+    assert not any(n.startswith(("code/twolane/api/", "code/local_stack/")) for n in names)
     if manifest.ensemble:
         assert "instant/manifest.json" in names  # both bundles travel together
     assert "onnxruntime" in (tmp_path / "opt-ml-model/code/requirements.txt").read_text()

@@ -16,8 +16,8 @@ import pytest
 from moto import mock_aws
 
 from twolane.dropfolder.process import process_event
+from twolane.rules import LABELLING_NOT_POSSIBLE
 from twolane.settings import Settings
-from twolane.text import LABELLING_NOT_POSSIBLE
 
 BUCKET = "twolane-drop-test"
 ROWS = [
@@ -48,7 +48,7 @@ def s3_event(key: str, bucket: str = BUCKET, size: int = 100) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def predictor(instant_bundle: Path) -> Any:
-    from twolane.predictor import InstantPredictor
+    from twolane.predictors.instant import InstantPredictor
 
     return InstantPredictor.from_bundle(instant_bundle)
 
@@ -90,7 +90,7 @@ def run(s3: Any, predictor: Any, key: str, **settings: Any) -> dict[str, Any]:
 
 def check_results(results: list[dict[str, Any]], predictor: Any) -> None:
     assert [r["comment_id"] for r in results] == ["c1", "c2", "c3", "c4"]
-    direct = predictor.predict([r[1] for r in ROWS], ids=[r[0] for r in ROWS],
+    direct = predictor.predict_texts([r[1] for r in ROWS], ids=[r[0] for r in ROWS],
                                question_types=[r[2] or None for r in ROWS])
     assert [r["labels"] for r in results] == [p.labels for p in direct]
     assert results[2]["labels"] == [LABELLING_NOT_POSSIBLE]

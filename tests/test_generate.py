@@ -24,14 +24,14 @@ INSTRUCTION = "Summarise these comments about parking in three bullet points."
 
 @pytest.fixture(scope="module")
 def tiny_llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from twolane.batch.generate import build_tiny_model
+    from model_build.tiny_llm import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("llm") / "tiny-gpt2")
 
 
 @pytest.fixture(scope="module")
 def generator(tiny_llm: Path) -> Any:
-    from twolane.batch.generate import Generator
+    from twolane.predictors.summaries import Generator
 
     return Generator.from_pretrained(tiny_llm, device="cpu")
 
@@ -64,19 +64,16 @@ def moto() -> Iterator[str]:
 
 def test_summary_job_through_the_api(moto: str, tmp_path: Path, batch_bundle: Path,
                                      tiny_llm: Path, generator: Any) -> None:
+    from local_stack.batch_lane import notifications_lambda
+    from local_stack.invoker import local_job_service
+    from local_stack.runner import AsyncRunner
     from twolane.api.app import create_app
-    from twolane.aws import client
-    from twolane.batch.runner import AsyncRunner
-    from twolane.jobs.invoker import LocalInvoker
-    from twolane.jobs.store import S3JobStore
 
     settings = lane_settings(tmp_path, batch_bundle, generation_model=str(tiny_llm))
     bucket_ready(settings)
-    runner = AsyncRunner(settings, lambda: batch_bundle).start()
+    runner = AsyncRunner(settings, lambda: batch_bundle, notify=notifications_lambda).start()
     try:
-        app = create_app(settings=settings)
-        app.state.job_store = S3JobStore(client("s3"), settings.bucket)
-        app.state.job_invoker = LocalInvoker(settings)
+        app = create_app(settings=settings, jobs=local_job_service(settings))
         api = TestClient(app, raise_server_exceptions=False)
         items = [{"comment_id": str(i), "comment_text": t} for i, t in enumerate(COMMENTS)]
         r = api.post("/v1/summaries", json={"items": items, "instruction": INSTRUCTION,

@@ -123,7 +123,7 @@ def test_code_only_asset_holds_the_handlers_and_no_cdk_code(tmp_path):
 
 
 def test_authorizer_accepts_known_keys_only():
-    sys.path.insert(0, str(REPO / "infra" / "authorizer"))
+    sys.path.insert(0, str(REPO / "functions" / "api" / "authorizer"))
     try:
         import handler as authz  # the asset's own module name in the Lambda
     finally:

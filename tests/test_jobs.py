@@ -17,11 +17,13 @@ from batchlane_helpers import bucket_ready, lane_settings, moto_server, poll_job
 from botocore.stub import ANY, Stubber
 from fastapi.testclient import TestClient
 
+from local_stack.invoker import LocalInvoker
 from twolane.api.app import create_app
-from twolane.jobs.invoker import LocalInvoker, SageMakerInvoker
+from twolane.jobs.invoker import SageMakerInvoker
+from twolane.jobs.service import JobService
 from twolane.jobs.store import JobGone, JobRecord, S3JobStore, now_iso
+from twolane.rules import LABELLING_NOT_POSSIBLE
 from twolane.settings import Settings
-from twolane.text import LABELLING_NOT_POSSIBLE
 
 ITEMS = [
     {"comment_id": "c1", "comment_text": "The nurses were kind and explained everything clearly",
@@ -61,11 +63,9 @@ def new_job(store: S3JobStore, body: dict[str, Any] | None = None) -> JobRecord:
     return store.create(rec, json.dumps(body or {"items": ITEMS, "target": "ms"}).encode())
 
 
-def api(settings: Settings, **state: Any) -> TestClient:
-    app = create_app(settings=settings)
-    for k, v in state.items():
-        setattr(app.state, k, v)
-    return TestClient(app, raise_server_exceptions=False)
+def api(settings: Settings, store: S3JobStore | None = None, invoker: Any = None) -> TestClient:
+    jobs = JobService(store, invoker, settings.batch) if store is not None else None
+    return TestClient(create_app(settings=settings, jobs=jobs), raise_server_exceptions=False)
 
 
 # --- the store ---------------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def test_invoke_endpoint_async_call_shape(store: S3JobStore, tmp_path: Path) -> 
              "ContentType": "application/json", "Accept": "application/json",
              "InferenceId": ANY, "InvocationTimeoutSeconds": 900},
         )
-        client = api(settings, job_store=store, job_invoker=SageMakerInvoker(settings, runtime))
+        client = api(settings, store, SageMakerInvoker(settings.batch, runtime))
         r = client.post("/v1/jobs", json={"items": ITEMS, "target": "m"})
         assert r.status_code == 202, r.text
         stub.assert_no_pending_responses()
@@ -230,7 +230,7 @@ def test_invoke_endpoint_async_call_shape(store: S3JobStore, tmp_path: Path) -> 
 
 def test_bad_items_rejected_up_front(store: S3JobStore, tmp_path: Path) -> None:
     settings = lane_settings(tmp_path, tmp_path / "bundles", max_text_chars=50, max_job_items=5)
-    client = api(settings, job_store=store, job_invoker=LocalInvoker(settings))
+    client = api(settings, store, LocalInvoker(settings))
     before = store.s3.list_objects_v2(Bucket=store.bucket).get("KeyCount", 0)
     cases = [
         ({"items": []}, 422, "no comments"),
@@ -253,7 +253,7 @@ def test_bad_items_rejected_up_front(store: S3JobStore, tmp_path: Path) -> None:
 
 def test_unavailable_batch_model_answers_503(store: S3JobStore, tmp_path: Path) -> None:
     settings = lane_settings(tmp_path, tmp_path / "empty-bundles")
-    client = api(settings, job_store=store, job_invoker=LocalInvoker(settings))
+    client = api(settings, store, LocalInvoker(settings))
     r = client.post("/v1/jobs", json={"items": ITEMS})
     assert r.status_code == 503 and "twolane build batch" in r.json()["detail"]
     # While `twolane up` builds the model in the background: say so, and where the log is.
@@ -270,7 +270,7 @@ def test_unavailable_batch_model_answers_503(store: S3JobStore, tmp_path: Path) 
 
 def test_unknown_job_is_404(store: S3JobStore, tmp_path: Path) -> None:
     settings = lane_settings(tmp_path, tmp_path / "bundles")
-    client = api(settings, job_store=store, job_invoker=LocalInvoker(settings))
+    client = api(settings, store, LocalInvoker(settings))
     assert client.get(f"/v1/jobs/{uuid.uuid4().hex}").status_code == 404
     assert client.get("/v1/jobs/..%2Fjobs%2Fx").status_code == 404
     assert client.get("/v1/jobs/not-a-job-id").status_code == 404
@@ -278,7 +278,7 @@ def test_unknown_job_is_404(store: S3JobStore, tmp_path: Path) -> None:
 
 def test_api_key_required_when_set(store: S3JobStore, tmp_path: Path) -> None:
     settings = lane_settings(tmp_path, tmp_path / "bundles", api_keys="k1")
-    client = api(settings, job_store=store, job_invoker=LocalInvoker(settings))
+    client = api(settings, store, LocalInvoker(settings))
     assert client.post("/v1/jobs", json={"items": ITEMS}).status_code == 401
     assert client.get(f"/v1/jobs/{uuid.uuid4().hex}").status_code == 401
 
@@ -287,14 +287,15 @@ def test_api_key_required_when_set(store: S3JobStore, tmp_path: Path) -> None:
 
 
 def test_job_lifecycle_through_the_api(store: S3JobStore, tmp_path: Path, batch_bundle: Path) -> None:
-    from twolane.batch.predictor import BatchPredictor
-    from twolane.batch.runner import AsyncRunner
+    from local_stack.batch_lane import notifications_lambda
+    from local_stack.runner import AsyncRunner
+    from twolane.predictors.batch import BatchPredictor
 
     settings = lane_settings(tmp_path, batch_bundle)
-    runner = AsyncRunner(settings, lambda: batch_bundle,
+    runner = AsyncRunner(settings, lambda: batch_bundle, notify=notifications_lambda,
                          container_env={"TWOLANE_SERVE_DELAY_S": "0.5"}).start()
     try:
-        client = api(settings, job_store=store, job_invoker=LocalInvoker(settings))
+        client = api(settings, store, LocalInvoker(settings))
         r = client.post("/v1/jobs", json={"items": ITEMS, "target": "ms"})
         assert r.status_code == 202, r.text
         url = r.json()["results_url"]
@@ -311,7 +312,7 @@ def test_job_lifecycle_through_the_api(store: S3JobStore, tmp_path: Path, batch_
         assert body["job_id"] == job_id and body["target"] == "ms"
         assert [x["comment_id"] for x in body["results"]] == ["c1", "c2", "c3"]
         # Real predictions: the same as the predictor gives directly.
-        direct = BatchPredictor.from_bundle(batch_bundle).predict(
+        direct = BatchPredictor.from_bundle(batch_bundle).predict_texts(
             [i["comment_text"] for i in ITEMS], [i["question_type"] for i in ITEMS],
             target="ms", ids=["c1", "c2", "c3"])
         assert body["model_version"] == BatchPredictor.from_bundle(batch_bundle).version

@@ -16,8 +16,8 @@ import boto3
 import httpx
 import pytest
 
-from twolane.local.stack import free_port, predict_file
-from twolane.text import LABELLING_NOT_POSSIBLE
+from local_stack.stack import free_port, predict_file
+from twolane.rules import LABELLING_NOT_POSSIBLE
 
 REPO = Path(__file__).resolve().parent.parent
 CSV = (b"comment_id,comment_text,question_type\n"
@@ -37,11 +37,13 @@ def wait_for(cond, timeout: float, what: str):  # type: ignore[no-untyped-def]
 
 def test_up_serves_api_and_drop_folder(instant_bundle: Path, tmp_path: Path) -> None:
     port, mport = free_port(), free_port()
-    env = dict(os.environ, TWOLANE_INSTANT_BUNDLE=str(instant_bundle), TWOLANE_POLL_SECONDS="0.2",
-               TWOLANE_BUCKET="stack-test", PYTHONUNBUFFERED="1")
-    for k in ("AWS_ENDPOINT_URL", "TWOLANE_AWS_ENDPOINT_URL", "TWOLANE_API_KEYS"):
-        env.pop(k, None)
-    code = f"from twolane.local.stack import up; up(port={port}, batch=False, moto_port={mport})"
+    # A clean environment: nothing another test (or the caller's shell) set for twolane or AWS
+    # leaks in; its own state folder and bucket, so nothing is shared with other tests.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWOLANE_", "AWS_"))}
+    env.update(TWOLANE_INSTANT_BUNDLE=str(instant_bundle), TWOLANE_POLL_SECONDS="0.2",
+               TWOLANE_BUCKET="stack-test", TWOLANE_STATE_DIR=str(tmp_path / "state"),
+               TWOLANE_BUNDLES=str(tmp_path / "bundles"), PYTHONUNBUFFERED="1")
+    code = f"from local_stack.stack import up; up(port={port}, batch=False, moto_port={mport})"
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env,
@@ -85,14 +87,16 @@ def test_up_serves_api_and_drop_folder(instant_bundle: Path, tmp_path: Path) -> 
         assert not (tmp_path / "dropbox" / "inbox" / "mine.csv").exists()
         assert local.read_text().startswith("comment_id,labels,sentiment,sentiment_label")
     finally:
+        # Stop it whatever happened; a slow stop must not hide the test's own first error.
         proc.send_signal(signal.SIGINT)
         try:
-            rc = proc.wait(20)
+            rc: int | None = proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
-            raise
+            proc.wait(30)
+            rc = None
     text = log.read_text()
-    assert rc == 0, text
+    assert rc == 0, f"up did not stop cleanly (exit {rc}):\n{text}"
     assert "twolane is running" in text and f"http://127.0.0.1:{port}/v1/predict" in text
     assert "Stopped." in text
 
@@ -111,8 +115,8 @@ def test_predict_file(instant_bundle: Path, tmp_path: Path) -> None:
 
 
 def test_batch_lane_failure_does_not_stop_instant_lane(monkeypatch: pytest.MonkeyPatch) -> None:
-    from twolane.local import stack
+    from local_stack import stack
     from twolane.settings import Settings
 
-    monkeypatch.setitem(sys.modules, "twolane.local.batch", None)  # import fails
+    monkeypatch.setitem(sys.modules, "local_stack.batch_lane", None)  # import fails
     assert stack._start_batch(Settings()) is None

@@ -11,8 +11,8 @@ import pytest
 
 from model_build.data import DEFAULT_DATA, load_dataset
 from twolane.bundle import BundleError
-from twolane.predictor import InstantPredictor
-from twolane.text import LABELLING_NOT_POSSIBLE, is_unlabellable
+from twolane.predictors.instant import InstantPredictor
+from twolane.rules import LABELLING_NOT_POSSIBLE, is_unlabellable
 
 LNP = [LABELLING_NOT_POSSIBLE]
 
@@ -34,9 +34,9 @@ def test_real_comments_get_plausible_labels(predictor: InstantPredictor) -> None
     test = load_dataset(DEFAULT_DATA).test
     idx = [i for i, t in enumerate(test.texts) if not is_unlabellable(t)][:300]
     texts = [test.texts[i] for i in idx]
-    preds = predictor.predict(texts, question_types=[test.question_types[i] for i in idx])
+    preds = predictor.predict_texts(texts, question_types=[test.question_types[i] for i in idx])
     truth = [{predictor.labels[j] for j in np.flatnonzero(test.Y[i])} for i in idx]
-    hits = sum(bool(set(p.labels) & t) for p, t in zip(preds, truth))
+    hits = sum(bool(set(p.labels) & t) for p, t in zip(preds, truth, strict=False))
     assert hits / len(idx) > 0.5  # at least one right label on most comments
     # Comments the labellers marked as about staff manner: the model says so far more often
     # than it does on the other comments.
@@ -51,7 +51,7 @@ def test_real_comments_get_plausible_labels(predictor: InstantPredictor) -> None
 def test_rude_staff_and_praise(predictor: InstantPredictor) -> None:
     texts = ["The staff were rude and unhelpful and nobody listened to me",
              "Excellent care, the nurses were kind and friendly. Thank you all"]
-    rude, praise = predictor.predict(texts)
+    rude, praise = predictor.predict_texts(texts)
     assert "Staff manner & personal attributes" in rude.labels
     assert "Staff manner & personal attributes" in praise.labels
     assert "Positive experience & gratitude" in praise.labels
@@ -65,7 +65,7 @@ def test_rude_staff_and_praise(predictor: InstantPredictor) -> None:
 def test_unlabellable_mix_keeps_order(predictor: InstantPredictor) -> None:
     texts = ["", "Lovely staff, very kind", "n/a", None, float("nan"), "😀👍", "   ",
              "Did not answer", "Waited four hours to be seen"]
-    preds = predictor.predict(texts, ids=[f"c{i}" for i in range(len(texts))],
+    preds = predictor.predict_texts(texts, ids=[f"c{i}" for i in range(len(texts))],
                               include_probabilities=True)
     assert [p.comment_id for p in preds] == [f"c{i}" for i in range(len(texts))]
     for i, p in enumerate(preds):
@@ -74,9 +74,9 @@ def test_unlabellable_mix_keeps_order(predictor: InstantPredictor) -> None:
         else:
             assert p.labels and p.sentiment is not None
         assert p.probabilities is not None and set(p.probabilities) == set(predictor.labels)
-    only_blank = predictor.predict(["", None])
+    only_blank = predictor.predict_texts(["", None])
     assert [p.labels for p in only_blank] == [LNP, LNP]
-    assert predictor.predict([]) == []
+    assert predictor.predict_texts([]) == []
 
 
 def test_proba_arrays_and_chunking(instant_bundle: Path) -> None:
@@ -95,7 +95,7 @@ def test_proba_arrays_and_chunking(instant_bundle: Path) -> None:
     np.testing.assert_allclose(S[~unl].sum(1), 1, atol=1e-5)
     # labels from predict == thresholded predict_proba (+ the empty -> LNP rule)
     D = one.decide(P)
-    assert [p.labels for p in one.predict(test)] == [
+    assert [p.labels for p in one.predict_texts(test)] == [
         [one.labels[j] for j in np.flatnonzero(row)] for row in D]
 
 
@@ -103,7 +103,7 @@ def test_every_model_of_the_bundle_serves(instant_bundle: Path) -> None:
     texts = ["The wait was far too long", "n/a"]
     for model in ("linear", "xgboost", "ensemble"):
         p = InstantPredictor.from_bundle(instant_bundle, model=model)
-        out = p.predict(texts)
+        out = p.predict_texts(texts)
         assert out[1].labels == LNP and out[0].labels
     with pytest.raises(BundleError):
         InstantPredictor.from_bundle(instant_bundle, model="sentiment")
@@ -111,8 +111,8 @@ def test_every_model_of_the_bundle_serves(instant_bundle: Path) -> None:
 
 def test_predictor_imports_no_training_libraries(instant_bundle: Path) -> None:
     code = (
-        "import sys; from twolane.predictor import InstantPredictor as P; "
-        f"P.from_bundle({str(instant_bundle)!r}).predict(['hello there staff']); "
+        "import sys; from twolane.predictors.instant import InstantPredictor as P; "
+        f"P.from_bundle({str(instant_bundle)!r}).predict_texts(['hello there staff']); "
         "bad = [m for m in ('sklearn', 'xgboost', 'torch', 'pandas', 'skl2onnx') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
@@ -134,12 +134,12 @@ def test_question_type_is_a_feature(predictor: InstantPredictor) -> None:
     np.testing.assert_allclose(predictor.predict_proba(text, [None]),
                                predictor.predict_proba(text), atol=1e-7)  # None = nonspecific
     with pytest.raises(ValueError, match="question types"):
-        predictor.predict(["a", "b"], question_types=["what_good"])
+        predictor.predict_texts(["a", "b"], question_types=["what_good"])
 
 
 def test_get_predictor_resolves_from_settings(instant_bundle: Path, monkeypatch: pytest.MonkeyPatch
                                               ) -> None:
-    from twolane.predictor import get_predictor
+    from twolane.predictors.instant import get_predictor
     from twolane.settings import get_settings
 
     monkeypatch.setenv("TWOLANE_INSTANT_BUNDLE", str(instant_bundle))
@@ -154,7 +154,7 @@ def test_get_predictor_resolves_from_settings(instant_bundle: Path, monkeypatch:
 
 
 def test_fast_labellable_check_agrees_with_is_unlabellable() -> None:
-    from twolane.predictor import labellable
+    from twolane.rules import labellable
 
     texts = load_dataset(DEFAULT_DATA).texts + [
         "n/a" + "!" * 50, "Did not answer ........................", "😀" * 40, "İİİİİİİİİİİİİİİİ",

@@ -4,7 +4,7 @@ parameters and responses); the parsing and the choice run on the stubbed answers
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import boto3
 import pytest
@@ -22,7 +22,7 @@ from recommender.aws import (
 )
 from recommender.cost import load_prices
 
-NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
 ROLE = "arn:aws:iam::123456789012:role/ir"
 PRICES = load_prices()
 

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from batchlane_helpers import bucket_ready, lane_settings, moto_server, wait_for
 
-from twolane.batch.runner import AsyncRunner
-from twolane.jobs.invoker import LocalInvoker
+from local_stack.batch_lane import notifications_lambda
+from local_stack.invoker import LocalInvoker
+from local_stack.runner import AsyncRunner
 from twolane.jobs.store import JobRecord, S3JobStore, now_iso
 
 ITEMS = [
@@ -42,6 +43,7 @@ def lane(moto: str, tmp_path: Path, batch_bundle: Path, request: pytest.FixtureR
 
     def make_runner(**kw: Any) -> AsyncRunner:
         settings = kw.pop("settings")
+        kw.setdefault("notify", notifications_lambda)
         r = AsyncRunner(settings, lambda: batch_bundle, **kw).start()
         runners.append(r)
         return r
@@ -149,7 +151,7 @@ def test_bad_body_becomes_a_failure_with_the_containers_reason(lane: Any) -> Non
 
 
 def test_start_batch_lane_as_twolane_up_does(lane: Any, tmp_path: Path, batch_bundle: Path) -> None:
-    from twolane.local.batch import start_batch_lane
+    from local_stack.batch_lane import start_batch_lane
 
     make, _ = lane
     settings, store, invoker = make(batch_bundle=batch_bundle)

@@ -10,9 +10,15 @@ import pytest
 
 from model_build.data import DataError, load_dataset, question_type, split_mask
 from twolane.bundle import (
-    BundleError, Manifest, ModelEntry, latest_bundle, read_manifest, resolve_bundle, write_manifest,
+    BundleError,
+    Manifest,
+    ModelEntry,
+    latest_bundle,
+    read_manifest,
+    resolve_bundle,
+    write_manifest,
 )
-from twolane.text import is_unlabellable
+from twolane.rules import is_unlabellable
 
 
 @pytest.mark.parametrize("text", ["", "   ", None, math.nan, "n/a", "N/A", "Did not answer", "😀👍", "...", "NULL"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,7 +64,7 @@ def sha256_file(path: Path) -> str:
 
 
 def new_version(data_fingerprint: str) -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + data_fingerprint[:8]
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + data_fingerprint[:8]
 
 
 def write_manifest(bundle_dir: Path, manifest: Manifest) -> Path:

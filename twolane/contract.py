@@ -11,17 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-QuestionType = Literal["what_good", "could_improve", "nonspecific"]
+from twolane.rules import SENTIMENT_NAMES, QuestionType
 
-# 1 very positive .. 5 very negative, as the NHS labellers scored it.
-SENTIMENT_NAMES: dict[int, str] = {
-    1: "very positive",
-    2: "positive",
-    3: "neutral or mixed",
-    4: "negative",
-    5: "very negative",
-}
-
+__all__ = ["SENTIMENT_NAMES", "QuestionType"]  # re-exported: the rule book defines them
 
 class CommentIn(BaseModel):
     """One comment to label. `comment_text` may be empty or null: it gets 'Labelling not possible'."""
@@ -52,6 +44,15 @@ class Prediction(BaseModel):
     labels: list[str]
     sentiment: Sentiment | None = None  # None when labelling is not possible
     probabilities: dict[str, float] | None = None  # per label, only on request
+
+
+def restrict(prediction: Prediction, target: str) -> Prediction:
+    """A prediction cut to a job target: "m" drops sentiment, "s" drops labels, "ms" keeps both."""
+    if target == "m" and prediction.sentiment is not None:
+        return prediction.model_copy(update={"sentiment": None})
+    if target == "s" and prediction.labels:
+        return prediction.model_copy(update={"labels": []})
+    return prediction
 
 
 class PredictResponse(BaseModel):

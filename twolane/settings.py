@@ -9,13 +9,48 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+class ApiSettings(BaseModel):
+    """What the HTTP API needs: limits per request and the API keys."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_items: int  # comments per request (POST /v1/predict, /predict_multilabel)
+    max_job_items: int  # comments per batch job
+    max_text_chars: int  # characters per comment
+    api_keys: frozenset[str]  # empty = no auth
+
+
+class DropFolderSettings(BaseModel):
+    """What the drop folder needs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_bytes: int  # larger files go to failed/
+    max_text_chars: int  # characters per comment
+
+
+class BatchSettings(BaseModel):
+    """What the batch lane's runtime (job store, invokers) needs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    invoker: Literal["local", "sagemaker"]
+    endpoint: str  # classifier endpoint
+    summary_endpoint: str  # text-generation endpoint
+    invocation_timeout_s: float
+
+
 class Settings(BaseSettings):
+    """Every TWOLANE_* variable, flat (their names are what ops set); code takes the group it
+    needs (`settings.api`, `settings.dropfolder`, `settings.batch`)."""
+
     model_config = SettingsConfigDict(env_prefix="TWOLANE_", extra="ignore")
 
     # Where bundles live: a bundle folder, or a root holding <lane>/<version>/ folders.
@@ -43,7 +78,7 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(1.0, gt=0)  # local watcher: how often to look at inbox/
 
     # Batch lane (async jobs). On AWS: invoker "sagemaker" and the endpoint names; locally:
-    # invoker "local" (an SQS queue in moto drained by twolane.batch.runner).
+    # invoker "local" (an SQS queue in moto drained by local_stack.runner).
     batch_invoker: Literal["local", "sagemaker"] = "local"
     batch_endpoint: str = "twolane-batch"  # classifier endpoint (ONNX image)
     summary_endpoint: str = "twolane-llm"  # text-generation endpoint (torch/LMI image)
@@ -62,6 +97,22 @@ class Settings(BaseSettings):
     @property
     def api_key_set(self) -> frozenset[str]:
         return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    @property
+    def api(self) -> ApiSettings:
+        return ApiSettings(max_items=self.max_items, max_job_items=self.max_job_items,
+                           max_text_chars=self.max_text_chars, api_keys=self.api_key_set)
+
+    @property
+    def dropfolder(self) -> DropFolderSettings:
+        return DropFolderSettings(max_bytes=self.dropfolder_max_bytes,
+                                  max_text_chars=self.max_text_chars)
+
+    @property
+    def batch(self) -> BatchSettings:
+        return BatchSettings(bucket=self.bucket, invoker=self.batch_invoker,
+                             endpoint=self.batch_endpoint, summary_endpoint=self.summary_endpoint,
+                             invocation_timeout_s=self.batch_invocation_timeout_s)
 
 
 @lru_cache

@@ -22,7 +22,7 @@ from constructs import Construct
 
 from infra.common import Shared, python_function, retention
 
-AUTHORIZER_CODE = Path(__file__).resolve().parents[2] / "infra" / "authorizer"
+AUTHORIZER_CODE = Path(__file__).resolve().parent / "authorizer"
 API_KEY_HEADER = "x-api-key"
 
 

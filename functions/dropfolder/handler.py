@@ -12,7 +12,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from twolane.aws import client
 from twolane.dropfolder.process import process_event
-from twolane.predictor import get_predictor
+from twolane.predictors.instant import get_predictor
 
 logger = Logger(service="twolane-dropfolder")
 metrics = Metrics(namespace="twolane", service="dropfolder")

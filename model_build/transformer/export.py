@@ -112,13 +112,13 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 def gate_int8(fp32: tuple[np.ndarray, np.ndarray], int8: tuple[np.ndarray, np.ndarray],
               y_true: np.ndarray, thresholds: np.ndarray, min_one_label: bool = False,
-              empty_label: int | None = None, min_agreement: float = MIN_ROW_AGREEMENT, max_drop: float = MAX_MACRO_F1_DROP,
-              enforce: bool = True) -> dict[str, float]:
+              empty_label: int | None = None, min_agreement: float = MIN_ROW_AGREEMENT,
+              max_drop: float = MAX_MACRO_F1_DROP, enforce: bool = True) -> dict[str, float]:
     """Compare int8 with fp32 outputs on the same texts; raise GateError past the limits."""
-    from twolane.batch.predictor import decide
+    from twolane.rules import decide_labels
 
-    a = decide(fp32[0], thresholds, min_one_label, empty_label)
-    b = decide(int8[0], thresholds, min_one_label, empty_label)
+    a = decide_labels(fp32[0], thresholds, empty_label, min_one_label=min_one_label)
+    b = decide_labels(int8[0], thresholds, empty_label, min_one_label=min_one_label)
     y = y_true.astype(np.uint8)
     report = {
         "rows": int(len(a)),

@@ -188,7 +188,7 @@ def tune_ensemble(p_transformer: np.ndarray, p_instant: np.ndarray | None, Y: np
                   empty_label: int | None = None) -> dict:
     """Choose the transformer weight, per-label thresholds and the at-least-one-label rule by
     validation macro-F1 (weight 1.0 = transformer alone)."""
-    from twolane.batch.predictor import decide
+    from twolane.rules import decide_labels
 
     candidates = weights if p_instant is not None else (1.0,)
     best: dict | None = None
@@ -196,7 +196,7 @@ def tune_ensemble(p_transformer: np.ndarray, p_instant: np.ndarray | None, Y: np
         p = p_transformer if p_instant is None else w * p_transformer + (1 - w) * p_instant
         thr = tune_thresholds(p, Y)
         for min_one in (False, True):
-            score = macro_f1(Y.astype(np.uint8), decide(p, thr, min_one, empty_label))
+            score = macro_f1(Y.astype(np.uint8), decide_labels(p, thr, empty_label, min_one_label=min_one))
             if best is None or score > best["val_macro_f1"] + 1e-9:
                 best = {"weight_transformer": float(w), "thresholds": [float(t) for t in thr],
                         "min_one_label": min_one, "val_macro_f1": float(score)}

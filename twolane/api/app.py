@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 
 from twolane.api import errors
-from twolane.api.deps import PredictorHolder, loader_for
+from twolane.api.deps import JobsHolder, PredictorHolder, loader_for
 from twolane.api.errors import ModelUnavailable
-from twolane.api.routers import health, jobs, models, predict, pxtextmining
+from twolane.api.routers import health, models, predict, pxtextmining
+from twolane.api.routers import jobs as jobs_routes
+from twolane.jobs.service import JobService
+from twolane.predictors import Predictor
 from twolane.settings import Settings, get_settings
 
 log = logging.getLogger("twolane.api")
@@ -30,8 +32,13 @@ with 32 themes and a 5-class sentiment in milliseconds.
 """
 
 
-def create_app(predictor: Any | None = None, settings: Settings | None = None) -> FastAPI:
-    """An app serving `predictor`, or the instant bundle named by the settings (loaded once)."""
+def create_app(predictor: Predictor | None = None, settings: Settings | None = None,
+               jobs: JobService | None = None) -> FastAPI:
+    """An app serving `predictor`, or the instant bundle named by the settings (loaded once).
+
+    `jobs`: the batch lane's jobs service (the local stack passes one with its local invoker);
+    by default it is made on first use from the settings (S3 + SageMaker on AWS).
+    """
     settings = settings or get_settings()
     holder = PredictorHolder(predictor, loader=None if predictor is not None else loader_for(settings))
 
@@ -47,7 +54,9 @@ def create_app(predictor: Any | None = None, settings: Settings | None = None) -
                   lifespan=lifespan)
     app.state.settings = settings
     app.state.predictor = holder
+    app.state.jobs = JobsHolder(settings, jobs)
     errors.install(app)
-    for r in (health.router, predict.router, pxtextmining.router, models.router, jobs.router):
+    for r in (health.router, predict.router, pxtextmining.router, models.router,
+              jobs_routes.router):
         app.include_router(r)
     return app

@@ -6,12 +6,14 @@ import hmac
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from twolane.api.errors import ModelUnavailable
+from twolane.api.errors import ModelUnavailable, RequestRejected
+from twolane.jobs.service import JobService
+from twolane.predictors import Predictor
 from twolane.settings import Settings
 
 log = logging.getLogger("twolane.api")
@@ -20,17 +22,18 @@ log = logging.getLogger("twolane.api")
 class PredictorHolder:
     """Holds the process's one predictor; loads it on first use (or at startup) exactly once."""
 
-    def __init__(self, predictor: Any | None = None, loader: Callable[[], Any] | None = None):
+    def __init__(self, predictor: Predictor | None = None,
+                 loader: Callable[[], Predictor] | None = None):
         self._predictor = predictor
         self._loader = loader
         self._lock = threading.Lock()
         self.error: str | None = None
 
     @property
-    def loaded(self) -> Any | None:
+    def loaded(self) -> Predictor | None:
         return self._predictor
 
-    def get(self) -> Any:
+    def get(self) -> Predictor:
         if self._predictor is not None:
             return self._predictor
         with self._lock:
@@ -48,12 +51,38 @@ class PredictorHolder:
         return self._predictor
 
 
-def loader_for(settings: Settings) -> Callable[[], Any]:
+class JobsHolder:
+    """Holds the app's jobs service: given (the local stack, tests), or made on first use from
+    the settings on AWS (S3 job store + SageMaker invoker)."""
+
+    def __init__(self, settings: Settings, service: JobService | None = None):
+        self._settings = settings
+        self._service = service
+        self._lock = threading.Lock()
+
+    def get(self) -> JobService:
+        if self._service is not None:
+            return self._service
+        with self._lock:
+            if self._service is None:
+                from twolane.aws import client
+                from twolane.jobs.invoker import invoker_from_settings
+                from twolane.jobs.store import S3JobStore
+
+                batch = self._settings.batch
+                invoker = invoker_from_settings(batch)
+                if invoker is None:
+                    raise RequestRejected(503, "the batch lane is not configured on this service")
+                self._service = JobService(S3JobStore(client("s3"), batch.bucket), invoker, batch)
+        return self._service
+
+
+def loader_for(settings: Settings) -> Callable[[], Predictor]:
     """Loads the instant bundle the settings name: the process-wide cached predictor for the
     process's own settings, a predictor of its own for any other settings."""
 
-    def load() -> Any:
-        from twolane.predictor import InstantPredictor, get_predictor
+    def load() -> Predictor:
+        from twolane.predictors.instant import InstantPredictor, get_predictor
         from twolane.settings import get_settings
 
         if settings is get_settings():
@@ -75,23 +104,32 @@ async def run_model(n_items: int, fn: Callable[..., Any], *args: Any, **kwargs: 
     return await run_in_threadpool(fn, *args, **kwargs)
 
 
-async def get_app_settings(request: Request) -> Settings:
-    return request.app.state.settings
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def predictor_of(request: Request) -> Any:
-    """The app's predictor. Routes call it after validating the request, so a client's mistake
-    is reported as such (422) even while the model is unavailable (503)."""
-    holder: PredictorHolder = request.app.state.predictor
-    return holder.get()
+def get_model(request: Request) -> PredictorHolder:
+    """The app's predictor holder. Routes call `.get()` after validating the request, so a
+    client's mistake is reported as such (422) even while the model is unavailable (503)."""
+    return request.app.state.predictor  # type: ignore[no-any-return]
+
+
+def get_jobs(request: Request) -> JobsHolder:
+    """The app's jobs service holder (`.get()` answers 503 where no batch lane is configured)."""
+    return request.app.state.jobs  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+ModelDep = Annotated[PredictorHolder, Depends(get_model)]
+JobsDep = Annotated[JobsHolder, Depends(get_jobs)]
 
 
 async def require_api_key(
-    settings: Settings = Depends(get_app_settings),
-    x_api_key: str | None = Header(default=None, description="API key, when the service has keys set."),
+    settings: SettingsDep,
+    x_api_key: Annotated[str | None, Header(description="API key, when the service has keys set.")] = None,
 ) -> None:
-    """401 unless the `x-api-key` header holds one of `settings.api_keys` (no keys set = open)."""
-    keys = settings.api_key_set
+    """401 unless the `x-api-key` header holds one of the API keys (no keys set = open)."""
+    keys = settings.api.api_keys
     if not keys:
         return
     if not x_api_key:

@@ -14,9 +14,10 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import PurePosixPath
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
-from twolane.contract import CommentIn, Prediction, QuestionType
+from twolane.contract import CommentIn, Prediction
+from twolane.rules import QUESTION_TYPES
 
 Family = Literal["csv", "json", "jsonl"]
 FAMILIES: dict[str, Family] = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -25,7 +26,6 @@ CONTENT_TYPES: dict[Family, str] = {
     "json": "application/json",
     "jsonl": "application/x-ndjson",
 }
-QUESTION_TYPES: tuple[str, ...] = get_args(QuestionType)
 LABEL_SEPARATOR = "; "  # labels in one CSV cell (labels contain commas, never semicolons)
 MAX_NAMED = 20
 
@@ -94,7 +94,7 @@ def _read_csv(text: str) -> list[CommentIn]:
                 continue  # blank line
             if len(row) > len(cols):
                 raise FormatError(f"line {n}: {len(row)} fields but the header has {len(cols)}")
-            items.append(_item(dict(zip(cols, row)), f"line {n}"))
+            items.append(_item(dict(zip(cols, row, strict=False)), f"line {n}"))
     except csv.Error as exc:
         raise FormatError(f"not a readable CSV: {exc}") from None
     return items

@@ -18,7 +18,7 @@ from urllib.parse import unquote_plus
 
 from botocore.exceptions import ClientError
 
-from twolane.contract import Prediction
+from twolane.contract import CommentIn, Prediction
 from twolane.dropfolder.formats import (
     CONTENT_TYPES,
     FormatError,
@@ -26,11 +26,12 @@ from twolane.dropfolder.formats import (
     read_items,
     write_results,
 )
+from twolane.layout import ERROR_REPORT_SUFFIX, FAILED, INBOX, OUTBOX, is_not_found
+from twolane.predictors import Predictor
 from twolane.settings import Settings, get_settings
 
 log = logging.getLogger("twolane.dropfolder")
 
-INBOX, OUTBOX, FAILED = "inbox/", "outbox/", "failed/"
 CHUNK = 1000  # comments per predictor call
 
 Status = Literal["done", "failed", "already_done", "missing", "ignored"]
@@ -66,19 +67,14 @@ def result_key(key: str) -> str:
 
 def failed_keys(key: str) -> tuple[str, str]:
     rel = key[len(INBOX):]
-    return FAILED + rel, FAILED + rel + ".error.json"
+    return FAILED + rel, FAILED + rel + ERROR_REPORT_SUFFIX
 
 
-def label(predictor: Any, items: list[Any]) -> list[Prediction]:
+def label(predictor: Predictor, items: list[CommentIn]) -> list[Prediction]:
+    """Predictions for a file's comments, CHUNK at a time (bounded memory), in file order."""
     preds: list[Prediction] = []
     for i in range(0, len(items), CHUNK):
-        chunk = items[i : i + CHUNK]
-        qts = [c.question_type for c in chunk]
-        preds.extend(predictor.predict(
-            [c.comment_text for c in chunk],
-            question_types=qts if any(q is not None for q in qts) else None,
-            ids=[c.comment_id for c in chunk],
-        ))
+        preds.extend(predictor.predict(items[i : i + CHUNK]))
     return preds
 
 
@@ -87,7 +83,7 @@ def _exists(s3: Any, bucket: str, key: str) -> bool:
         s3.head_object(Bucket=bucket, Key=key)
         return True
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        if is_not_found(exc):
             return False
         raise
 
@@ -112,16 +108,17 @@ def _move_to_failed(s3: Any, bucket: str, key: str, reason: str, size: int | Non
     return Outcome(key, "failed", reason, failed_key)
 
 
-def process_object(s3: Any, bucket: str, key: str, predictor: Any,
+def process_object(s3: Any, bucket: str, key: str, predictor: Predictor,
                    settings: Settings | None = None) -> Outcome:
     """Label one inbox object and move it on. Idempotent: safe to call twice for the same key."""
     settings = settings or get_settings()
+    limits = settings.dropfolder
     if not key.startswith(INBOX) or key.endswith("/") or key == INBOX:
         return Outcome(key, "ignored", "not a file under inbox/")
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+        if not is_not_found(exc):
             raise
         out_key = result_key(key)
         for done_key in (out_key, failed_keys(key)[1]):
@@ -133,14 +130,14 @@ def process_object(s3: Any, bucket: str, key: str, predictor: Any,
         family = family_of(key)
     except FormatError as exc:
         return _move_to_failed(s3, bucket, key, str(exc), size)
-    if size > settings.dropfolder_max_bytes:
+    if size > limits.max_bytes:
         return _move_to_failed(
             s3, bucket, key,
-            f"file is {size} bytes; the limit is {settings.dropfolder_max_bytes} bytes. "
+            f"file is {size} bytes; the limit is {limits.max_bytes} bytes. "
             "Split it into smaller files.", size)
     data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     try:
-        items = read_items(data, family, settings.max_text_chars)
+        items = read_items(data, family, limits.max_text_chars)
     except FormatError as exc:
         return _move_to_failed(s3, bucket, key, str(exc), size)
     preds = label(predictor, items)
@@ -155,7 +152,7 @@ def process_object(s3: Any, bucket: str, key: str, predictor: Any,
     return Outcome(key, "done", f"{len(preds)} comments labelled", out_key, len(preds))
 
 
-def process_event(event: dict[str, Any], predictor: Any, s3: Any = None,
+def process_event(event: dict[str, Any], predictor: Predictor, s3: Any = None,
                   settings: Settings | None = None) -> dict[str, Any]:
     """Handle an S3 event (any number of records). Returns a summary of what happened."""
     if s3 is None:

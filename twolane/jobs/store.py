@@ -32,6 +32,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
 from twolane.contract import JobStatus
+from twolane.layout import batch_input_key, is_not_found, job_record_key, s3_uri
 
 JobKind = Literal["classify", "summary"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "collected"})
@@ -137,6 +138,14 @@ class JobStore(ABC):
     # Transitions: each is idempotent and only moves a job forward.
 
     def mark_succeeded(self, job_id: str, output_location: str | None = None) -> JobRecord:
+        """Predictions exist: delete the input text first, then say so, so that no record ever
+        reads "succeeded" while the comments are still stored."""
+        record = self.get(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        if record.status not in TERMINAL:
+            self.delete(record.input_location)
+
         def change(r: JobRecord) -> JobRecord | None:
             if r.status in TERMINAL:
                 return None
@@ -146,11 +155,16 @@ class JobStore(ABC):
                 "updated_at": now_iso(),
             })
 
-        rec = self.update(job_id, change)
-        self.delete(rec.input_location)  # predictions exist: the text goes
-        return rec
+        return self.update(job_id, change)
 
     def mark_failed(self, job_id: str, reason: str, failure_location: str | None = None) -> JobRecord:
+        """The job failed: its input text is deleted first (a failed job keeps no text either)."""
+        record = self.get(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        if record.status not in TERMINAL:
+            self.delete(record.input_location)
+
         def change(r: JobRecord) -> JobRecord | None:
             if r.status in TERMINAL:
                 return None
@@ -161,9 +175,7 @@ class JobStore(ABC):
                 "updated_at": now_iso(),
             })
 
-        rec = self.update(job_id, change)
-        self.delete(rec.input_location)  # a failed job keeps no text either
-        return rec
+        return self.update(job_id, change)
 
     def refresh(self, record: JobRecord) -> JobRecord:
         """Bring a pending record up to date from the output/failure objects, in case a
@@ -216,18 +228,17 @@ class JobStore(ABC):
 
 
 class S3JobStore(JobStore):
-    def __init__(self, s3: Any, bucket: str, prefix: str = "jobs/"):
+    def __init__(self, s3: Any, bucket: str):
         self.s3 = s3
         self.bucket = bucket
-        self.prefix = prefix
 
     def _key(self, job_id: str) -> str:
         if not JOB_ID.match(job_id):
             raise JobNotFound(job_id)
-        return f"{self.prefix}{job_id}.json"
+        return job_record_key(job_id)
 
     def input_location(self, job_id: str) -> str:
-        return f"s3://{self.bucket}/batch/input/{job_id}.json"
+        return s3_uri(self.bucket, batch_input_key(job_id))
 
     def _put(self, record: JobRecord, **cond: str) -> None:
         try:
@@ -251,7 +262,7 @@ class S3JobStore(JobStore):
         try:
             obj = self.s3.get_object(Bucket=self.bucket, Key=self._key(job_id))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if is_not_found(exc):
                 return None
             raise
         return JobRecord.model_validate_json(obj["Body"].read()), obj["ETag"]
@@ -285,7 +296,7 @@ class S3JobStore(JobStore):
             self.s3.head_object(Bucket=bucket, Key=key)
             return True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if is_not_found(exc):
                 return False
             raise
 
@@ -294,7 +305,7 @@ class S3JobStore(JobStore):
         try:
             return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if is_not_found(exc):
                 return None
             raise
 

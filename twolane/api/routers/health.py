@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from twolane.api.deps import PredictorHolder
+from twolane.api.deps import ModelDep
 from twolane.api.errors import ModelUnavailable
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
-async def health(request: Request) -> JSONResponse:
-    holder: PredictorHolder = request.app.state.predictor
+async def health(model: ModelDep) -> JSONResponse:
     try:
-        predictor = holder.get()
+        predictor = model.get()
     except ModelUnavailable as exc:
         return JSONResponse({"status": "unavailable", "model_loaded": False, "reason": str(exc)},
                             status_code=503)

@@ -2,104 +2,61 @@
 GET /v1/jobs/{id} -> 202 while pending, 200 with the results exactly once, then 410.
 
 A failed job answers 200 once with its JobState (status "failed" and the reason), then 410 like
-a collected one: the client learns the outcome exactly once either way.
+a collected one: the client learns the outcome exactly once either way. The work is done by
+`twolane.jobs.service.JobService`; this module only speaks HTTP.
 """
 
 from __future__ import annotations
 
-import json
-import uuid
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from twolane.api.deps import get_app_settings, require_api_key
+from twolane.api.deps import JobsDep, SettingsDep, require_api_key
 from twolane.api.errors import RequestRejected
 from twolane.api.limits import check_items
 from twolane.contract import CommentIn, JobAccepted, JobRequest, JobResults, JobState
-from twolane.jobs.invoker import Invoker, endpoint_for, invoker_from_settings
 from twolane.jobs.schemas import SummaryRequest, SummaryResults
-from twolane.jobs.store import (
-    JobGone,
-    JobKind,
-    JobNotFound,
-    JobRecord,
-    JobStore,
-    S3JobStore,
-    now_iso,
-)
+from twolane.jobs.service import JobRejected
+from twolane.jobs.store import JobGone, JobKind, JobNotFound, JobRecord
 from twolane.settings import Settings
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
 RETRY_AFTER_S = "2"
 
 
-def job_backend(request: Request) -> tuple[JobStore, Invoker]:
-    """The app's job store and invoker, made from its settings on first use (tests may set
-    `app.state.job_store` / `app.state.job_invoker` beforehand)."""
-    state = request.app.state
-    if getattr(state, "job_store", None) is None:
-        from twolane.aws import client
-
-        state.job_store = S3JobStore(client("s3"), state.settings.bucket)
-    if getattr(state, "job_invoker", None) is None:
-        state.job_invoker = invoker_from_settings(state.settings)
-    return state.job_store, state.job_invoker
-
-
-def _submit(request: Request, settings: Settings, items: list[CommentIn], kind: JobKind,
+def _submit(jobs: JobsDep, settings: Settings, items: list[CommentIn], kind: JobKind,
             target: str, body: dict[str, Any]) -> JSONResponse:
+    limits = settings.api
     check_items([i.comment_id for i in items], [i.comment_text for i in items],
-                settings.model_copy(update={"max_items": settings.max_job_items}))
-    store, invoker = job_backend(request)
-    reason = invoker.unavailable_reason(kind)
-    if reason:
-        raise RequestRejected(503, reason)
-    job_id = uuid.uuid4().hex
-    now = now_iso()
-    record = JobRecord(job_id=job_id, kind=kind, target=target, items=len(items),
-                       input_location=store.input_location(job_id),
-                       endpoint=endpoint_for(settings, kind), created_at=now, updated_at=now)
-    store.create(record, json.dumps(body).encode("utf-8"))
+                limits.max_job_items, limits.max_text_chars)
     try:
-        inv = invoker.invoke(input_location=record.input_location, inference_id=job_id, kind=kind)
-    except Exception as exc:
-        store.mark_failed(job_id, f"could not start the job: {exc}")
-        raise RequestRejected(503, f"the batch lane could not take the job now ({exc}); "
-                                   "try again later") from exc
-
-    def locations(r: JobRecord) -> JobRecord | None:
-        update = {k: v for k, v in (("output_location", inv.output_location),
-                                    ("failure_location", inv.failure_location))
-                  if v and getattr(r, k) is None}
-        return r.model_copy(update=update) if update else None
-
-    store.update(job_id, locations)
-    url = f"/v1/jobs/{job_id}"
-    accepted = JobAccepted(job_id=job_id, status="pending", results_url=url)
+        record = jobs.get().submit(kind, target, len(items), body)
+    except JobRejected as exc:
+        raise RequestRejected(503, exc.reason) from exc
+    url = f"/v1/jobs/{record.job_id}"
+    accepted = JobAccepted(job_id=record.job_id, status="pending", results_url=url)
     return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": url})
 
 
 @router.post("/v1/jobs", status_code=202, response_model=JobAccepted,
              responses={422: {"description": "bad items, with reasons"},
                         503: {"description": "the batch model is not available yet"}})
-def submit_job(body: JobRequest, request: Request,
-               settings: Settings = Depends(get_app_settings)) -> JSONResponse:  # noqa: B008
+def submit_job(body: JobRequest, jobs: JobsDep, settings: SettingsDep) -> JSONResponse:
     """Queue comments for the transformer (ensembled with the instant lane). `target`: "m"
     themes, "s" sentiment, "ms" both. Poll the `results_url`; results are handed out once."""
-    return _submit(request, settings, body.items, "classify", body.target, body.model_dump())
+    return _submit(jobs, settings, body.items, "classify", body.target, body.model_dump())
 
 
 @router.post("/v1/summaries", status_code=202, response_model=JobAccepted,
              responses={422: {"description": "bad items, with reasons"},
                         503: {"description": "no text-generation model is configured"}})
-def submit_summary(body: SummaryRequest, request: Request,
-                   settings: Settings = Depends(get_app_settings)) -> JSONResponse:  # noqa: B008
+def submit_summary(body: SummaryRequest, jobs: JobsDep, settings: SettingsDep) -> JSONResponse:
     """Ask the text-generation model one question of many comments (e.g. "Summarise these
     comments about parking in three bullet points"). Same lifecycle as /v1/jobs."""
     payload = {**body.model_dump(), "target": "summary"}
-    return _submit(request, settings, body.items, "summary", "summary", payload)
+    return _submit(jobs, settings, body.items, "summary", "summary", payload)
 
 
 def _state(r: JobRecord) -> JobState:
@@ -114,12 +71,11 @@ def _state(r: JobRecord) -> JobState:
                        202: {"model": JobState, "description": "still pending"},
                        404: {"description": "no such job"},
                        410: {"description": "results were handed out already and deleted"}})
-def get_job(job_id: str, request: Request) -> JSONResponse:
+def get_job(job_id: str, jobs: JobsDep) -> JSONResponse:
     """202 with the job's state while it runs; 200 with its results exactly once (they are then
     deleted); 410 after that; 404 for an unknown id."""
-    store, _ = job_backend(request)
     try:
-        got = store.collect(job_id)
+        got = jobs.get().collect(job_id)
     except JobNotFound:
         return JSONResponse({"detail": f"no job {job_id!r}"}, status_code=404)
     except JobGone:

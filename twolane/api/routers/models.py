@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from twolane.api.deps import predictor_of, require_api_key
+from twolane.api.deps import ModelDep, require_api_key
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
 
@@ -18,12 +18,12 @@ def thresholds_of(manifest: Any) -> dict[str, float]:
     if not values:
         values = list(manifest.ensemble.get("thresholds", []) or [])
     labels = manifest.labels
-    return {lab: float(t) for lab, t in zip(labels, values)} if len(values) == len(labels) else {}
+    return {lab: float(t) for lab, t in zip(labels, values, strict=False)} if len(values) == len(labels) else {}
 
 
 @router.get("/v1/models")
-async def models(predictor: Any = Depends(predictor_of)) -> dict[str, Any]:
-    m = predictor.manifest
+async def models(model: ModelDep) -> dict[str, Any]:
+    m = model.get().manifest
     return {
         "lane": m.lane,
         "version": m.version,

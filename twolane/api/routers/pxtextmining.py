@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Body, Depends, Request
+from typing import Annotated
 
-from twolane.api.deps import get_app_settings, predictor_of, require_api_key, run_model
+from fastapi import APIRouter, Body, Depends
+
+from twolane.api.deps import ModelDep, SettingsDep, require_api_key, run_model
 from twolane.api.limits import check_items
-from twolane.contract import PxItemIn, PxItemOut
-from twolane.settings import Settings
-from twolane.text import LABELLING_NOT_POSSIBLE
+from twolane.contract import CommentIn, PxItemIn, PxItemOut
+from twolane.rules import LABELLING_NOT_POSSIBLE
 
 router = APIRouter(tags=["pxtextmining"], dependencies=[Depends(require_api_key)])
 
@@ -21,23 +22,24 @@ EXAMPLE = [
 
 @router.post("/predict_multilabel", response_model=list[PxItemOut])
 async def predict_multilabel(
-    request: Request,
-    items: list[PxItemIn] = Body(..., examples=[EXAMPLE]),
-    settings: Settings = Depends(get_app_settings),
+    items: Annotated[list[PxItemIn], Body(examples=[EXAMPLE])],
+    model: ModelDep,
+    settings: SettingsDep,
 ) -> list[PxItemOut]:
     """A JSON list of {comment_id, comment_text, question_type} in; the same list with `labels` out.
 
     `question_type` is one of what_good, could_improve, nonspecific. A comment with no label
     gets ['Labelling not possible'], as pxtextmining does.
     """
-    ids = [i.comment_id for i in items]
-    texts = [i.comment_text for i in items]
-    check_items(ids, texts, settings)
-    predictor = predictor_of(request)
-    preds = await run_model(len(ids), predictor.predict, texts,
-                            question_types=[i.question_type for i in items], ids=ids)
+    limits = settings.api
+    check_items([i.comment_id for i in items], [i.comment_text for i in items],
+                limits.max_items, limits.max_text_chars)
+    predictor = model.get()
+    comments = [CommentIn(comment_id=i.comment_id, comment_text=i.comment_text,
+                          question_type=i.question_type) for i in items]
+    preds = await run_model(len(comments), predictor.predict, comments, target="m")
     return [
         PxItemOut(comment_id=i.comment_id, comment_text=i.comment_text,
                   labels=p.labels or [LABELLING_NOT_POSSIBLE])
-        for i, p in zip(items, preds)
+        for i, p in zip(items, preds, strict=True)
     ]

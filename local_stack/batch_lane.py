@@ -13,8 +13,11 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 from twolane.bundle import BundleError, resolve_bundle
 from twolane.settings import REPO_ROOT, Settings
@@ -71,7 +74,7 @@ def start_build(settings: Settings) -> subprocess.Popen[bytes]:
     log = build_log(settings)
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab")  # noqa: SIM115 (handed to the child)
-    cmd = ["nice", "-n", "10", sys.executable, "-m", "twolane.cli", "build", "batch",
+    cmd = ["nice", "-n", "10", sys.executable, "-m", "local_stack.cli", "build", "batch",
            "--out", str(settings.bundles)]
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
                             start_new_session=True)
@@ -101,7 +104,7 @@ class BatchLane:
 
 def start_batch_lane(settings: Settings, build_if_missing: bool = True) -> BatchLane:
     """Start the local batch lane (AWS clients must already point at moto). Returns at once."""
-    from twolane.batch.runner import AsyncRunner
+    from local_stack.runner import AsyncRunner
 
     build = None
     bundle = find_batch_bundle(settings)
@@ -121,5 +124,17 @@ def start_batch_lane(settings: Settings, build_if_missing: bool = True) -> Batch
     env: dict[str, str] = {}  # the bundle holds its instant/ copy for the ensemble
     if settings.intra_op_threads:
         env["TWOLANE_INTRA_OP_THREADS"] = str(settings.intra_op_threads)
-    runner = AsyncRunner(settings, lambda: find_batch_bundle(settings), container_env=env).start()
+    runner = AsyncRunner(settings, lambda: find_batch_bundle(settings), container_env=env,
+                         notify=notifications_lambda).start()
     return BatchLane(runner=runner, build=build, message=message)
+
+
+def notifications_lambda(event: dict[str, Any]) -> Any:
+    """SNS notifications -> the real notifications Lambda handler, as AWS would call it."""
+    from functions.notifications.handler import handler
+
+    ctx = SimpleNamespace(function_name="twolane-notifications-local", memory_limit_in_mb=256,
+                          invoked_function_arn="arn:aws:lambda:local:000000000000:function:"
+                                               "twolane-notifications-local",
+                          aws_request_id=str(uuid.uuid4()))
+    return handler(event, ctx)

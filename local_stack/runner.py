@@ -3,7 +3,7 @@
 What SageMaker does for an async endpoint, and how this runner does the same locally:
 
 * queue: `invoke_endpoint_async` enqueues {InputLocation, InferenceId}; locally
-  `twolane.jobs.invoker.LocalInvoker` puts the same fields on an SQS queue (moto), drained here.
+  `local_stack.invoker.LocalInvoker` puts the same fields on an SQS queue (moto), drained here.
 * instance: `python sagemaker/serve.py` as a subprocess on a free 127.0.0.1 port, the same file
   the image runs. It starts when the backlog is non-empty (we wait for GET /ping = 200) and is
   stopped after `idle_seconds` with nothing queued or in flight: scale to zero.
@@ -36,7 +36,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from twolane.jobs.store import parse_s3_uri
@@ -197,16 +196,6 @@ def sns_lambda_event(envelope: dict[str, Any], subscription_arn: str) -> dict[st
     }]}
 
 
-def default_notification_handler(event: dict[str, Any]) -> Any:
-    from functions.notifications.handler import handler
-
-    ctx = SimpleNamespace(function_name="twolane-notifications-local", memory_limit_in_mb=256,
-                          invoked_function_arn="arn:aws:lambda:local:000000000000:function:"
-                                               "twolane-notifications-local",
-                          aws_request_id=str(uuid.uuid4()))
-    return handler(event, ctx)
-
-
 class AsyncRunner:
     """Drains the local invocation queue through the container; see the module docstring."""
 
@@ -219,7 +208,7 @@ class AsyncRunner:
         sqs: Any = None,
         sns: Any = None,
         container_env: dict[str, str] | None = None,
-        notify: Callable[[dict[str, Any]], Any] | None = default_notification_handler,
+        notify: Callable[[dict[str, Any]], Any] | None,
         idle_seconds: float | None = None,
         max_concurrency: int | None = None,
         max_attempts: int | None = None,

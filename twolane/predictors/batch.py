@@ -16,9 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from twolane.bundle import Manifest, read_manifest, resolve_bundle
-from twolane.contract import SENTIMENT_NAMES, Prediction, Sentiment
+from twolane.contract import CommentIn, JobTarget, Prediction, Sentiment
+from twolane.rules import (
+    LABELLING_NOT_POSSIBLE,
+    SENTIMENT_NAMES,
+    decide_labels,
+    is_unlabellable,
+    lnp_index,
+    normalise,
+)
 from twolane.settings import get_settings
-from twolane.text import LABELLING_NOT_POSSIBLE, is_unlabellable, normalise
 
 log = logging.getLogger(__name__)
 
@@ -95,24 +102,6 @@ class OnnxEncoder:
         return res_l, res_s
 
 
-def decide(probs: np.ndarray, thresholds: np.ndarray, min_one_label: bool = False,
-           empty_label: int | None = None) -> np.ndarray:
-    """Labels (n x L, 0/1): probability >= the label's threshold. With min_one_label, a comment
-    with none gets the label whose probability is highest relative to its threshold; otherwise,
-    when empty_label is given, it gets that label ("Labelling not possible", the shared rule)."""
-    probs = np.asarray(probs, dtype=np.float32)
-    thr = np.asarray(thresholds, dtype=np.float32)
-    out = (probs >= thr).astype(np.uint8)
-    if out.size:
-        empty = out.sum(1) == 0
-        if empty.any() and min_one_label:
-            best = np.argmax(probs[empty] / np.maximum(thr, 1e-6), axis=1)
-            out[np.flatnonzero(empty), best] = 1
-        elif empty.any() and empty_label is not None:
-            out[empty, empty_label] = 1
-    return out
-
-
 def _cuda_available() -> bool:
     import onnxruntime as ort
 
@@ -131,8 +120,7 @@ class BatchPredictor:
         self.instant = instant
         self.labels: list[str] = list(manifest.labels)
         self.sentiment_classes: list[str] = list(manifest.sentiment_classes)
-        self.empty_label = (self.labels.index(LABELLING_NOT_POSSIBLE)
-                            if LABELLING_NOT_POSSIBLE in self.labels else None)
+        self.empty_label = lnp_index(self.labels)
         entry = manifest.models[model_name]
         if instant is not None and manifest.ensemble:
             self.weight = float(manifest.ensemble["weight_transformer"])
@@ -152,7 +140,7 @@ class BatchPredictor:
     @classmethod
     def from_bundle(cls, path: str | Path | None = None, providers: Sequence[str] | None = None,
                     instant_bundle: str | Path | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                    use_instant: bool = True) -> "BatchPredictor":
+                    use_instant: bool = True) -> BatchPredictor:
         """`path`: a batch bundle folder or a bundles root (default: settings).
 
         providers: onnxruntime providers; default CUDA (fp16 model) when available, else CPU (int8).
@@ -176,7 +164,7 @@ class BatchPredictor:
         if use_instant and manifest.ensemble:
             inst_path = Path(instant_bundle) if instant_bundle else bundle_dir / INSTANT_DIR
             if (inst_path / "manifest.json").is_file() or instant_bundle:
-                from twolane.predictor import InstantPredictor
+                from twolane.predictors.instant import InstantPredictor
 
                 instant = InstantPredictor.from_bundle(inst_path)
                 tuned = manifest.ensemble.get("instant_version")
@@ -196,9 +184,17 @@ class BatchPredictor:
             lab = self.weight * lab + (1.0 - self.weight) * inst
         return lab, sen
 
-    def predict(self, texts: Sequence[object], question_types: Sequence[str | None] | None = None,
-                target: str = "ms", ids: Sequence[str] | None = None,
+    def predict(self, items: Sequence[CommentIn], *, target: JobTarget = "ms",
                 include_probabilities: bool = False) -> list[Prediction]:
+        """The Predictor interface: one Prediction per item, in input order (see predict_texts)."""
+        return self.predict_texts([i.comment_text for i in items], [i.question_type for i in items],
+                                  target=target, ids=[i.comment_id for i in items],
+                                  include_probabilities=include_probabilities)
+
+    def predict_texts(self, texts: Sequence[object],
+                      question_types: Sequence[str | None] | None = None,
+                      target: str = "ms", ids: Sequence[str] | None = None,
+                      include_probabilities: bool = False) -> list[Prediction]:
         """target: "m" labels only, "s" sentiment only, "ms" both. Output in input order."""
         if target not in ("m", "s", "ms"):
             raise ValueError(f"target must be m, s or ms, not {target!r}")
@@ -222,7 +218,8 @@ class BatchPredictor:
             labels: list[str] = []
             probs = None
             if "m" in target:
-                chosen = decide(lab[row:row + 1], self.thresholds, self.min_one_label, self.empty_label)[0]
+                chosen = decide_labels(lab[row:row + 1], self.thresholds, self.empty_label,
+                                       min_one_label=self.min_one_label)[0]
                 labels = [self.labels[j] for j in np.flatnonzero(chosen)]
                 if include_probabilities:
                     probs = {self.labels[j]: round(float(lab[row, j]), 4) for j in range(len(self.labels))}

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from local_stack.s3events import object_created
 from twolane.dropfolder.process import FAILED, INBOX, OUTBOX, process_event
-from twolane.local.s3events import object_created
 from twolane.settings import Settings
 
 log = logging.getLogger("twolane.local")

@@ -52,7 +52,7 @@ def instant_bundle_path(bundle: Path | None = None, settings: Settings | None = 
 
 
 def load_predictor(bundle: Path | None = None) -> Any:
-    from twolane.predictor import InstantPredictor
+    from twolane.predictors.instant import InstantPredictor
 
     return InstantPredictor.from_bundle(instant_bundle_path(bundle))
 
@@ -89,7 +89,7 @@ def _local_aws(endpoint: str) -> Settings:
 def _start_batch(settings: Settings) -> Any | None:
     """The batch lane, if it can start; the instant lane runs either way."""
     try:
-        from twolane.local.batch import start_batch_lane
+        from local_stack.batch_lane import start_batch_lane
 
         return start_batch_lane(settings)
     except Exception as exc:
@@ -121,9 +121,10 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
     import uvicorn
     from moto.server import ThreadedMotoServer
 
+    from local_stack.invoker import local_job_service
+    from local_stack.watcher import DropFolderWatcher
     from twolane.api.app import create_app
     from twolane.aws import client
-    from twolane.local.watcher import DropFolderWatcher
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -163,8 +164,8 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
         if batch_handle is not None:
             running.callback(_stop_batch, batch_handle)
 
-        server = uvicorn.Server(uvicorn.Config(create_app(predictor, settings), host=host,
-                                               port=port, log_level="warning"))
+        app = create_app(predictor, settings, local_job_service(settings))
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         api = threading.Thread(target=server.run, name="uvicorn", daemon=True)
         api.start()
         running.callback(api.join, 10)

@@ -13,7 +13,7 @@ inference script and its requirements under code/)::
     code/twolane/            the serving modules of this package (pure Python), so the DLC
                              can import them without installing anything from outside PyPI
 
-    python -m twolane.batch.package --bundle bundles/batch/<version> --out build/model.tar.gz
+    python -m model_build.package --bundle bundles/batch/<version> --out build/model.tar.gz
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from twolane.settings import REPO_ROOT
 SERVE_PY = REPO_ROOT / "sagemaker" / "serve.py"
 REQUIREMENTS = REPO_ROOT / "sagemaker" / "requirements.txt"
 PACKAGE = REPO_ROOT / "twolane"
-NOT_SERVING = ("api", "local", "dropfolder", "__pycache__")  # not needed in the container
+NOT_SERVING = ("api", "dropfolder", "__pycache__")  # not needed in the container
 
 
 def _ignore(_dir: str, names: list[str]) -> list[str]:

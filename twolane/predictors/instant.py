@@ -4,14 +4,13 @@ Only onnxruntime and numpy here (this runs on AWS Lambda): no scikit-learn, xgbo
 pandas. Each ONNX file is a whole pipeline (raw strings -> probabilities); the TF-IDF op emits
 dense rows, so big batches are cut into chunks.
 
-Rules: unlabellable text (twolane.text.is_unlabellable) gets exactly ["Labelling not possible"]
+Rules (twolane.rules): unlabellable text gets exactly ["Labelling not possible"]
 and no sentiment; a comment no label clears its threshold for also gets
 ["Labelling not possible"] (as pxtextmining does). Output order = input order.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -21,31 +20,17 @@ import numpy as np
 import onnxruntime as ort
 
 from twolane.bundle import BundleError, Manifest, read_manifest, resolve_bundle
-from twolane.contract import SENTIMENT_NAMES, Prediction, Sentiment
-from twolane.text import LABELLING_NOT_POSSIBLE, PLACEHOLDERS, is_unlabellable, normalise
+from twolane.contract import CommentIn, JobTarget, Prediction, Sentiment, restrict
+from twolane.rules import (
+    LABELLING_NOT_POSSIBLE,
+    SENTIMENT_NAMES,
+    decide_labels,
+    labellable,
+    model_input,
+    normalise,
+)
 
 CHUNK = 1000  # rows per ONNX call: the TF-IDF op emits dense rows (memory grows with the chunk)
-QUESTION_TYPES = ("what_good", "could_improve", "nonspecific")
-
-
-# A text with more letters/digits than the longest placeholder is labellable: a fast path past
-# is_unlabellable (its regex over the whole text costs ~6 us a comment, a quarter of the model time).
-_LONGER_THAN_PLACEHOLDERS = re.compile(
-    r"[^\W_](?:[\W_]*[^\W_]){" + str(max(len(p) for p in PLACEHOLDERS)) + "}")
-
-
-def labellable(text: str) -> bool:
-    """not is_unlabellable(text), faster for ordinary comments (same answer, see the tests)."""
-    return bool(_LONGER_THAN_PLACEHOLDERS.search(text)) or not is_unlabellable(text)
-
-
-def model_input(text: str, question_type: str | None) -> str:
-    """What the ONNX models read: the comment plus a question-type token (" qt_could_improve").
-
-    The build trains on exactly this (model_build.instant); unknown or missing -> nonspecific.
-    """
-    qt = question_type if question_type in QUESTION_TYPES else "nonspecific"
-    return f"{text} qt_{qt}"
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
@@ -142,9 +127,9 @@ class InstantPredictor:
             for file, outs in self._wanted.items():
                 if not sentiment and all((file, o) == self._sent_out for o in outs):
                     continue
-                for o, arr in zip(outs, self._sessions[file].run(outs, feed)):
+                for o, arr in zip(outs, self._sessions[file].run(outs, feed), strict=False):
                     got[(file, o)] = arr
-            acc = sum(w * got[k] for w, k in zip(self._weights, self._member_out))
+            acc = sum(w * got[k] for w, k in zip(self._weights, self._member_out, strict=False))
             P_parts.append(acc / float(self._weights.sum()))
             if sentiment and self._sent_out:
                 S_parts.append(got[self._sent_out])
@@ -159,7 +144,7 @@ class InstantPredictor:
             raise ValueError(f"{len(question_types)} question types for {len(clean)} texts")
         if self._use_qt:
             qts = question_types if question_types is not None else [None] * len(clean)
-            clean = [model_input(t, q) for t, q in zip(clean, qts)]
+            clean = [model_input(t, q) for t, q in zip(clean, qts, strict=False)]
         return clean, ok
 
     def _both(self, clean: list[str], ok: np.ndarray, sentiment: bool = True
@@ -204,17 +189,28 @@ class InstantPredictor:
         return self._both(clean, ok)
 
     def decide(self, P: np.ndarray) -> np.ndarray:
-        """Thresholded label matrix (bool) with the 'Labelling not possible' rule applied."""
-        D = P >= self.thresholds
-        D[:, self._lnp] = P[:, self._lnp] >= 1.0  # only by rule (unlabellable text)
-        empty = ~D.any(1)
-        D[empty, self._lnp] = True
-        return D
+        """Label matrix (bool, n x L) by the rule book: thresholds, then 'Labelling not possible'
+        for unlabellable rows (P = 1.0 there, see predict_proba) and rows with no label."""
+        unlabellable = P[:, self._lnp] >= 1.0
+        return decide_labels(P, self.thresholds, self._lnp, unlabellable).astype(bool)
 
     # ------------------------------------------------------------------ predictions
-    def predict(self, texts: Sequence[object], question_types: Sequence[str | None] | None = None,
-                include_probabilities: bool = False, ids: Sequence[str] | None = None
-                ) -> list[Prediction]:
+    def predict(self, items: Sequence[CommentIn], *, target: JobTarget = "ms",
+                include_probabilities: bool = False) -> list[Prediction]:
+        """The Predictor interface: one Prediction per item, in input order (see predict_texts).
+
+        target: "m" labels only (sentiment None), "s" sentiment only (labels []), "ms" both.
+        """
+        preds = self.predict_texts([i.comment_text for i in items],
+                                   [i.question_type for i in items],
+                                   include_probabilities=include_probabilities,
+                                   ids=[i.comment_id for i in items])
+        return [restrict(p, target) for p in preds]
+
+    def predict_texts(self, texts: Sequence[object],
+                      question_types: Sequence[str | None] | None = None,
+                      include_probabilities: bool = False, ids: Sequence[str] | None = None
+                      ) -> list[Prediction]:
         """One Prediction per text, in input order. ids default to "0", "1", ..."""
         n = len(texts)
         if ids is not None and len(ids) != n:
@@ -232,7 +228,7 @@ class InstantPredictor:
                 sentiment = Sentiment.model_construct(score=score, label=SENTIMENT_NAMES[score])
             probs = None
             if include_probabilities:
-                probs = {lab: round(float(p), 6) for lab, p in zip(self._labels, P[i])}
+                probs = {lab: round(float(p), 6) for lab, p in zip(self._labels, P[i], strict=False)}
             # model_construct: the values are built right here, validation would only cost time
             out.append(Prediction.model_construct(comment_id=cid, labels=labels,
                                                   sentiment=sentiment, probabilities=probs))

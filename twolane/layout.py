@@ -1,0 +1,59 @@
+"""The bucket layout: every S3 prefix and object key twolane reads or writes, named once.
+
+    inbox/  outbox/  failed/                      drop folder: input, results, rejected files + reports
+    jobs/<id>.json                                batch job records (counts and locations, no text)
+    batch/input/<id>.json                         async endpoint input (deleted once predicted)
+    batch/output/<id>.out  batch/failures/<id>-error.out   async endpoint results and errors
+    models/batch/<version>/model.tar.gz           batch model data for the endpoint
+
+The runtime, the local stack and `infra/` (IAM grants, lifecycle rules, notifications) all
+import these names, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+INBOX, OUTBOX, FAILED = "inbox/", "outbox/", "failed/"
+ERROR_REPORT_SUFFIX = ".error.json"  # failed/<name> + this: why the file was rejected
+JOBS = "jobs/"
+BATCH_INPUT, BATCH_OUTPUT, BATCH_FAILURES = "batch/input/", "batch/output/", "batch/failures/"
+MODELS = "models/"
+
+
+def job_record_key(job_id: str) -> str:
+    return f"{JOBS}{job_id}.json"
+
+
+def batch_input_key(job_id: str) -> str:
+    return f"{BATCH_INPUT}{job_id}.json"
+
+
+def batch_output_key(inference_id: str) -> str:
+    return f"{BATCH_OUTPUT}{inference_id}.out"
+
+
+def batch_failure_key(inference_id: str) -> str:
+    return f"{BATCH_FAILURES}{inference_id}-error.out"
+
+
+def batch_model_key(version: str) -> str:
+    return f"{MODELS}batch/{version}/model.tar.gz"
+
+
+def s3_uri(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+# S3 error codes that mean "no such object" (GetObject says NoSuchKey, HeadObject a bare 404).
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket"})
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """True when a botocore ClientError says the object (or its bucket) does not exist."""
+    response: Any = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in _NOT_FOUND_CODES or status == 404

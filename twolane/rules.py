@@ -1,0 +1,151 @@
+"""The rule book: every rule about comments and labels that the build and both lanes share.
+
+One place for: what counts as a comment that cannot be labelled, the question types and how
+any spelling of one is read, the question-type token the models read, the sentiment scale, and
+how probabilities become labels ("Labelling not possible" for unlabellable text and for a
+comment no label clears its threshold for). The build scores a model with exactly the rules it
+is served with, because both import them from here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from typing import Literal, get_args
+
+import numpy as np
+
+LABELLING_NOT_POSSIBLE = "Labelling not possible"
+
+# ----------------------------------------------------------------------------- question types
+QuestionType = Literal["what_good", "could_improve", "nonspecific"]
+QUESTION_TYPES: tuple[QuestionType, ...] = get_args(QuestionType)
+DEFAULT_QUESTION_TYPE: QuestionType = "nonspecific"
+
+# The FFT question wordings that name a question type (matched at the start, lower case).
+_QUESTION_WORDINGS: tuple[tuple[str, QuestionType], ...] = (
+    ("what was good", "what_good"),
+    ("how could we improve", "could_improve"),
+    ("what could we do better", "could_improve"),
+)
+
+
+def question_type_of(value: object) -> QuestionType:
+    """Any spelling of a question type -> what_good / could_improve / nonspecific.
+
+    Accepts the names in any case ("Nonspecific"), the FFT question wordings ("What was good
+    about your visit?"); anything else, None and NaN included, is nonspecific.
+    """
+    q = " ".join(normalise(value).lower().split())
+    for name in QUESTION_TYPES:
+        if q == name:
+            return name
+    for start, name in _QUESTION_WORDINGS:
+        if q.startswith(start):
+            return name
+    return DEFAULT_QUESTION_TYPE
+
+
+def model_input(text: str, question_type: object) -> str:
+    """What a TF-IDF model reads: the comment plus a question-type token (" qt_could_improve")."""
+    return f"{text} qt_{question_type_of(question_type)}"
+
+
+# ----------------------------------------------------------------------------- sentiment
+# 1 very positive .. 5 very negative, as the NHS labellers scored it.
+SENTIMENT_NAMES: dict[int, str] = {
+    1: "very positive",
+    2: "positive",
+    3: "neutral or mixed",
+    4: "negative",
+    5: "very negative",
+}
+
+# ----------------------------------------------------------------------------- unlabellable text
+# Answers that carry no content. Compared after lowercasing and stripping punctuation/space.
+PLACEHOLDERS: frozenset[str] = frozenset(
+    {
+        "", "na", "n a", "n/a", "nan", "null", "none", "nil", "no comment", "no comments",
+        "did not answer", "not answered", "no answer", "-", ".", "?",
+    }
+)
+
+_PUNCT_SPACE = re.compile(r"[\s\W_]+", re.UNICODE)
+# A text with more letters/digits than the longest placeholder is labellable: a fast path past
+# is_unlabellable (its regex over the whole text costs ~6 us a comment).
+_LONGER_THAN_PLACEHOLDERS = re.compile(
+    r"[^\W_](?:[\W_]*[^\W_]){" + str(max(len(p) for p in PLACEHOLDERS)) + "}")
+
+
+def normalise(text: object) -> str:
+    """Return the text as a string; None and float NaN (as pandas reads blanks) become ''."""
+    if text is None:
+        return ""
+    if isinstance(text, float) and math.isnan(text):
+        return ""
+    return str(text)
+
+
+def has_letters_or_digits(text: str) -> bool:
+    return any(unicodedata.category(ch)[0] in ("L", "N") for ch in text)
+
+
+def is_unlabellable(text: object) -> bool:
+    """True for empty, blank, placeholder ('n/a', 'Did not answer') or emoji/punctuation-only text."""
+    s = normalise(text).strip()
+    if not s or not has_letters_or_digits(s):
+        return True
+    key = _PUNCT_SPACE.sub(" ", s.lower()).strip()
+    return key in PLACEHOLDERS or s.lower() in PLACEHOLDERS
+
+
+def labellable(text: str) -> bool:
+    """not is_unlabellable(text), faster for ordinary comments (same answer, see the tests)."""
+    return bool(_LONGER_THAN_PLACEHOLDERS.search(text)) or not is_unlabellable(text)
+
+
+# ----------------------------------------------------------------------------- labels
+def lnp_index(labels: list[str]) -> int | None:
+    """Position of "Labelling not possible" in a label list, or None when it has none."""
+    return labels.index(LABELLING_NOT_POSSIBLE) if LABELLING_NOT_POSSIBLE in labels else None
+
+
+def apply_rules(chosen: np.ndarray, unlabellable: np.ndarray, lnp: int | None) -> np.ndarray:
+    """The "Labelling not possible" rule on a chosen-label matrix (n x L, 0/1 or bool).
+
+    "Labelling not possible" is never a model's choice: unlabellable rows get exactly it, and so
+    does any row left with no label. Returns a new uint8 matrix.
+    """
+    out = np.asarray(chosen).astype(np.uint8)  # a copy
+    if lnp is None:
+        return out
+    out[:, lnp] = 0
+    out[np.asarray(unlabellable, dtype=bool)] = 0
+    out[out.sum(1) == 0, lnp] = 1
+    return out
+
+
+def decide_labels(probs: np.ndarray, thresholds: np.ndarray, lnp: int | None,
+                  unlabellable: np.ndarray | None = None, min_one_label: bool = False) -> np.ndarray:
+    """Labels from probabilities (n x L) and per-label thresholds (L): uint8 n x L.
+
+    A label is chosen when its probability reaches its threshold. With `min_one_label`, a
+    labellable row with none gets the label whose probability is highest relative to its
+    threshold. Then `apply_rules` (unlabellable rows and empty rows: "Labelling not possible").
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    thr = np.asarray(thresholds, dtype=np.float32)
+    n = len(probs)
+    bad = np.zeros(n, bool) if unlabellable is None else np.asarray(unlabellable, dtype=bool)
+    chosen = probs >= thr
+    if lnp is not None and n:
+        chosen[:, lnp] = False
+    if min_one_label and n:
+        empty = ~chosen.any(1) & ~bad
+        if empty.any():
+            rel = probs[empty] / np.maximum(thr, 1e-6)
+            if lnp is not None:
+                rel[:, lnp] = -np.inf
+            chosen[np.flatnonzero(empty), np.argmax(rel, axis=1)] = True
+    return apply_rules(chosen, bad, lnp)

@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt 2>/dev/null | sha1sum | cut -c1-12)
 
-.PHONY: up test install bench clean
+.PHONY: up test check install bench clean
 
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,13 @@ install: $(STAMP)
 up: $(STAMP)
 	$(BIN)/twolane up
 
-test: $(STAMP)
+# Checks that keep the shape (ruff, mypy, import-linter contracts), then the tests.
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+test: check
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 # Benchmarks, one after another on a quiet machine; each updates bench/RESULTS.md and bench/results/.

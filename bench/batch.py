@@ -21,6 +21,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -124,10 +125,11 @@ def main() -> None:
     for _ in range(args.repeats):  # interleaved, so load changes hit all engines alike
         for k, fn in engines.items():
             runs[k] += best_rate(fn, len(texts), 1)[1]
-    speed = {k: {"comments_per_s": max(v), "runs": v} for k, v in runs.items()}
+    speed: dict[str, Any] = {k: {"comments_per_s": max(v), "runs": v} for k, v in runs.items()}
     speed["int8_vs_pytorch_x"] = round(
         speed["onnx_int8"]["comments_per_s"] / speed["pytorch_fp32"]["comments_per_s"], 2)
-    speed["attention"] = f"PyTorch: {model.encoder.config._attn_implementation}; ONNX: fused Attention op"
+    enc_cfg: Any = model.encoder.config
+    speed["attention"] = f"PyTorch: {enc_cfg._attn_implementation}; ONNX: fused Attention op"
 
     # single comment latency, int8, through the predictor (tokenise + run + labels), transformer alone
     pred = BatchPredictor.from_bundle(bundle, use_instant=False)
@@ -137,17 +139,17 @@ def main() -> None:
         pred.predict_texts([typical])
     lat = []
     for _ in range(200):
-        t = time.perf_counter()
+        t0 = time.perf_counter()
         pred.predict_texts([typical])
-        lat.append((time.perf_counter() - t) * 1000)
+        lat.append((time.perf_counter() - t0) * 1000)
     ens = BatchPredictor.from_bundle(bundle)
     for _ in range(20):
         ens.predict_texts([typical])
     lat_e = []
     for _ in range(200):
-        t = time.perf_counter()
+        t0 = time.perf_counter()
         ens.predict_texts([typical])
-        lat_e.append((time.perf_counter() - t) * 1000)
+        lat_e.append((time.perf_counter() - t0) * 1000)
     speed["single_comment_ms"] = {
         "text_chars": len(typical), "tokens": len(tok.encode(typical).ids),
         "transformer_int8": {"p50": round(float(np.percentile(lat, 50)), 3), "min": round(min(lat), 3),
@@ -166,7 +168,7 @@ def main() -> None:
 
     # ---- targets
     inst_best = max(q.get("instant_lane_manifest", {"none": 0.0}).values())
-    t = {}
+    t: dict[str, Any] = {}
     if "ensemble_onnx_int8" in q:
         gain = (q["ensemble_onnx_int8"]["macro_f1"] - inst_best) * 100
         t["ensemble_vs_instant_best"] = {"value_pts": round(gain, 2), "target": f">= +{TARGETS['ensemble_gain_pts']}",

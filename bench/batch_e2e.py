@@ -29,6 +29,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
@@ -176,7 +177,7 @@ def main() -> None:
 
     client("s3").create_bucket(Bucket=settings.bucket, CreateBucketConfiguration={
         "LocationConstraint": settings.aws_region})
-    lane = start_batch_lane(settings, build_if_missing=False)
+    lane: Any = start_batch_lane(settings, build_if_missing=False)
     port = free_port()
     app = create_app(settings=settings, jobs=local_job_service(settings))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -186,13 +187,13 @@ def main() -> None:
     api = f"http://127.0.0.1:{port}"
     items = load_items(a.items)
     try:
-        assert lane.runner.container is None  # type: ignore[union-attr]
+        assert lane.runner.container is None
         cold_job = run_job(api, items)
-        scale_from_zero = lane.runner.stats.start_seconds[0]  # type: ignore[union-attr]
+        scale_from_zero = lane.runner.stats.start_seconds[0]
         print(f"job from zero: {cold_job}; scale from zero {scale_from_zero:.2f} s")
         warm_job = run_job(api, items)
         print(f"job warm: {warm_job}")
-        starts = lane.runner.stats.starts  # type: ignore[union-attr]
+        starts = lane.runner.stats.starts
     finally:
         server.should_exit = True
         lane.stop()

@@ -11,7 +11,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from infra.config import DeployConfig
 
@@ -22,7 +22,7 @@ PYTHON_RUNTIME = lambda_.Runtime.PYTHON_3_12
 ACKNOWLEDGED: list[tuple[str, str, str]] = []
 
 
-def acknowledge(scope: Construct, rule: str, reason: str) -> None:
+def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
     """Acknowledge one cdk-nag finding on `scope` (and its children), with the reason in code."""
     if len(reason) < 20:
         raise ValueError(f"acknowledging {rule} needs a real reason, not {reason!r}")

@@ -11,6 +11,7 @@ boundaries in code without cross-stack plumbing.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from aws_cdk import CfnOutput, Stack, Tags
 from aws_cdk import aws_iam as iam
@@ -41,6 +42,8 @@ def batch_endpoint_name(cfg: DeployConfig) -> str:
 
 
 class TwolaneStack(Stack):
+    asset_info: dict[str, Any]  # what the Lambda asset holds; set by infra.app for the report
+
     def __init__(self, scope: Construct, id: str, *, cfg: DeployConfig, asset_dir: Path,
                  **kwargs) -> None:
         super().__init__(scope, id, description=f"twolane text classification ({cfg.env})",

@@ -45,7 +45,7 @@ def build_batch(
     from model_build.batch import run
 
     run(data=data, out=out, model=model, epochs=epochs, rows=rows, max_minutes=max_minutes,
-        retune_from=retune)
+        retune_from=Path(retune) if retune else None)
 
 
 @app.command()

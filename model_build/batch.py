@@ -363,7 +363,7 @@ def build(ds: Dataset, out_root: Path, base_model: str, cfg, *, tiny: bool = Fal
         side.mkdir(parents=True, exist_ok=True)
         fp32_raw = ex.export_onnx(model, tmp / "model.fp32.raw.onnx",
                                   tok.encode("The staff were kind and the ward was clean.").ids)
-        cfg_enc = model.encoder.config
+        cfg_enc: Any = model.encoder.config
         fused = ex.optimise(fp32_raw, side / "model.fp32.onnx", cfg_enc.num_attention_heads, cfg_enc.hidden_size)
         log(f"exported fp32 ONNX: fused {fused}")
         test_ok = labellable(test).texts
@@ -373,7 +373,7 @@ def build(ds: Dataset, out_root: Path, base_model: str, cfg, *, tiny: bool = Fal
         if onnx_vs_torch > 1e-3:
             raise BatchBuildError(f"fp32 ONNX differs from PyTorch by {onnx_vs_torch:.2e} (> 1e-3)")
         torch.save(model.state_dict(), side / "model.pt")
-        (side / "encoder_config.json").write_text(model.encoder.config.to_json_string())
+        (side / "encoder_config.json").write_text(cfg_enc.to_json_string())
         np.save(side / "val_transformer_probs.npy", p_val)
         (side / "val_ids.json").write_text(json.dumps(val.ids))
         info = {"library_versions": _versions(), "parity_extra": {"fp32_onnx_vs_torch_max_abs": onnx_vs_torch},

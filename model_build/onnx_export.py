@@ -198,8 +198,8 @@ def xgboost_model(vectorizer: Any, members: list[Any | float], columns: np.ndarr
     keys = ("nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_values", "nodes_modes",
             "nodes_truenodeids", "nodes_falsenodeids", "nodes_missing_value_tracks_true",
             "nodes_hitrates")
-    acc: dict[str, list[Any]] = {k: [] for k in keys}
-    tgt: dict[str, list[Any]] = {"target_treeids": [], "target_nodeids": [], "target_ids": [],
+    acc: dict[str, Any] = {k: [] for k in keys}
+    tgt: dict[str, Any] = {"target_treeids": [], "target_nodeids": [], "target_ids": [],
                                  "target_weights": []}
     base: list[float] = []
     offset = 0

@@ -237,12 +237,12 @@ def choose_lambda_memory(cells: list[Cell], slo_p95_ms: float, prices: dict[str,
         if k in two and two[k].mean_ms > 0:
             par = (two[k].cpu_ms_per_comment * k / two[k].mean_ms) if _cpu_ok(two[k]) else 2.0
             speedups.append(min(one[k].mean_ms / two[k].mean_ms, par))
-    s = float(np.clip(np.median(speedups), 1.0, 2.0)) if speedups else 1.0
+    s: float = float(np.clip(np.median(speedups), 1.0, 2.0)) if speedups else 1.0
     rss = max((c.rss_peak_mb for c in cells), default=0.0)
     out: list[Candidate] = []
     for mb in lam["memory_sizes_mb"]:
-        k = lambda_latency_factor(mb, lam["mb_per_vcpu"], s)
-        mean = work_ms * k
+        factor = lambda_latency_factor(mb, lam["mb_per_vcpu"], s)
+        mean = work_ms * factor
         p95, p50 = mean * tail, mean * p50_ratio
         billed_ms = math.ceil(mean / lam["billing_granularity_ms"]) * lam["billing_granularity_ms"]
         per_req = billed_ms / 1000 * mb / 1024 * lam["usd_per_gb_second"] \

@@ -84,7 +84,7 @@ class InstantApi(Construct):
             throttle=apigw.ThrottleSettings(rate_limit=inst.throttle_rate_limit,
                                             burst_limit=inst.throttle_burst_limit),
         )
-        cfn_stage: apigw.CfnStage = self.stage.node.default_child  # type: ignore[assignment]
+        cfn_stage: apigw.CfnStage = self.stage.node.default_child
         cfn_stage.access_log_settings = apigw.CfnStage.AccessLogSettingsProperty(
             destination_arn=self.access_logs.log_group_arn,
             format=json.dumps({

@@ -236,7 +236,7 @@ def _ignore_mode():
 def _logical(construct: Construct) -> str:
     """Logical id of a construct's CloudFormation resource, as cdk-nag prints it."""
     child = construct.node.default_child
-    return Stack.of(construct).resolve(child.logical_id)  # type: ignore[union-attr]
+    return Stack.of(construct).resolve(child.logical_id)
 
 
 def _object_arn(stack: Stack, s3_url: str) -> str:

@@ -27,7 +27,7 @@ def dlc_image_uri(batch: BatchConfig, region: str) -> DlcImage:
         from sagemaker.core import image_uris  # sagemaker SDK v3
     except ImportError:  # pragma: no cover - SDK v2 layout
         try:
-            from sagemaker import image_uris  # type: ignore[no-redef]
+            from sagemaker import image_uris  # type: ignore[attr-defined,no-redef,unused-ignore]
         except ImportError as exc:
             raise ConfigError("batch.image_source is 'dlc' but the sagemaker SDK is not "
                               "installed; set batch.image_source='uri' and batch.image_uri") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,7 +60,8 @@ class EncoderClassifier(nn.Module):
     def __init__(self, encoder: nn.Module, n_labels: int, n_sentiment: int, dropout: float = 0.1):
         super().__init__()
         self.encoder = encoder
-        hidden = encoder.config.hidden_size
+        config: Any = encoder.config
+        hidden = int(config.hidden_size)
         self.dropout = nn.Dropout(dropout)
         self.label_head = nn.Linear(hidden, n_labels)
         self.sentiment_head = nn.Linear(hidden, n_sentiment)

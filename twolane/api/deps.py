@@ -105,18 +105,18 @@ async def run_model(n_items: int, fn: Callable[..., Any], *args: Any, **kwargs: 
 
 
 def get_app_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 def get_model(request: Request) -> PredictorHolder:
     """The app's predictor holder. Routes call `.get()` after validating the request, so a
     client's mistake is reported as such (422) even while the model is unavailable (503)."""
-    return request.app.state.predictor  # type: ignore[no-any-return]
+    return request.app.state.predictor
 
 
 def get_jobs(request: Request) -> JobsHolder:
     """The app's jobs service holder (`.get()` answers 503 where no batch lane is configured)."""
-    return request.app.state.jobs  # type: ignore[no-any-return]
+    return request.app.state.jobs
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

@@ -72,7 +72,7 @@ def _item(row: dict[str, Any], where: str) -> CommentIn:
     if len(cid_s) > 256:
         raise FormatError(f"{where}: comment_id longer than 256 characters")
     return CommentIn(comment_id=cid_s, comment_text=None if text is None else str(text),
-                     question_type=qt)  # type: ignore[arg-type]
+                     question_type=qt)
 
 
 def _read_csv(text: str) -> list[CommentIn]:

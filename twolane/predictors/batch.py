@@ -198,18 +198,18 @@ class BatchPredictor:
         """target: "m" labels only, "s" sentiment only, "ms" both. Output in input order."""
         if target not in ("m", "s", "ms"):
             raise ValueError(f"target must be m, s or ms, not {target!r}")
-        texts = [normalise(t) for t in texts]
-        ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(len(texts))]
-        if len(ids) != len(texts):
-            raise ValueError("ids and texts differ in length")
-        if question_types is not None and len(question_types) != len(texts):
-            raise ValueError("question_types and texts differ in length")
-        ok = [i for i, t in enumerate(texts) if not is_unlabellable(t)]
+        clean = [normalise(t) for t in texts]
+        ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(len(clean))]
+        if len(ids) != len(clean):
+            raise ValueError("ids and clean differ in length")
+        if question_types is not None and len(question_types) != len(clean):
+            raise ValueError("question_types and clean differ in length")
+        ok = [i for i, t in enumerate(clean) if not is_unlabellable(t)]
         qts = [question_types[i] for i in ok] if question_types is not None else None
         if "m" in target:
-            lab, sen = self.probabilities([texts[i] for i in ok], qts)
+            lab, sen = self.probabilities([clean[i] for i in ok], qts)
         else:
-            lab, sen = self.encoder.proba([texts[i] for i in ok])
+            lab, sen = self.encoder.proba([clean[i] for i in ok])
         results: list[Prediction] = [
             Prediction(comment_id=cid, labels=[LABELLING_NOT_POSSIBLE], sentiment=None)
             for cid in ids

@@ -43,7 +43,7 @@ class Generator:
         p = Path(name_or_path)
         local_only = True  # never fetch weights at serving time
         tok = AutoTokenizer.from_pretrained(str(name_or_path), local_files_only=local_only)
-        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), local_files_only=local_only)
+        model: Any = AutoModelForCausalLM.from_pretrained(str(name_or_path), local_files_only=local_only)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device).eval()
         version = p.name if p.exists() else str(name_or_path)

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from filelock import FileLock
@@ -75,3 +76,42 @@ def lambda_module(
 
     yield load
     reset()
+
+
+class FakePredictor:
+    """A `twolane.predictors.Predictor` for tests where the model is not the thing under test:
+    every labellable comment gets "Staff", sentiment 2; the rule book decides the rest."""
+
+    labels = ["Staff", "Labelling not possible"]
+
+    def __init__(self) -> None:
+        from twolane.bundle import Manifest
+
+        self.manifest = Manifest(lane="instant", version="fake-1", created_at="now",
+                                 labels=self.labels, models={}, default_model="fake")
+        self.calls: list[int] = []
+
+    @property
+    def version(self) -> str:
+        return "fake-1"
+
+    def predict(self, items: Any, *, target: str = "ms",
+                include_probabilities: bool = False) -> list[Any]:
+        from twolane.contract import Prediction, Sentiment, restrict
+        from twolane.rules import LABELLING_NOT_POSSIBLE, is_unlabellable
+
+        self.calls.append(len(items))
+        out = []
+        for i in items:
+            if is_unlabellable(i.comment_text):
+                p = Prediction(comment_id=i.comment_id, labels=[LABELLING_NOT_POSSIBLE])
+            else:
+                p = Prediction(comment_id=i.comment_id, labels=["Staff"],
+                               sentiment=Sentiment(score=2, label="positive"))
+            out.append(restrict(p, target))
+        return out
+
+
+@pytest.fixture
+def fake_predictor() -> FakePredictor:
+    return FakePredictor()

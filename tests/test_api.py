@@ -264,3 +264,23 @@ def test_lambda_handler_http_api_v2(lambda_module: Callable[[str], ModuleType]) 
     assert r["statusCode"] == 200 and len(json.loads(r["body"])) == 3
     r = mod.handler(http_api_event("POST", "/v1/predict", {"items": []}), ctx)
     assert r["statusCode"] == 422
+
+
+# --- unit tests with a fake predictor (the model is not under test) ---------------------------
+
+
+def test_routes_speak_to_the_predictor_interface(fake_predictor: Any) -> None:
+    from twolane.predictors import Predictor
+
+    assert isinstance(fake_predictor, Predictor)
+    c = TestClient(create_app(fake_predictor, Settings()), raise_server_exceptions=False)
+    r = c.post("/v1/predict", json={"items": [{"comment_id": "b", "comment_text": "Kind staff"},
+                                              {"comment_id": "a", "comment_text": "n/a"}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["model_version"] == "fake-1"
+    assert [(x["comment_id"], x["labels"]) for x in r.json()["results"]] == [
+        ("b", ["Staff"]), ("a", ["Labelling not possible"])]
+    px = c.post("/predict_multilabel", json=[{"comment_id": "1", "comment_text": "Kind staff",
+                                              "question_type": "what_good"}])
+    assert px.status_code == 200 and px.json()[0]["labels"] == ["Staff"]
+    assert fake_predictor.calls == [2, 1]

@@ -1,8 +1,7 @@
-"""The shared building blocks: text rules, data loading and split, bundle manifests."""
+"""Data loading and split, and bundle manifests (the rules: test_rules.py)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +17,6 @@ from twolane.bundle import (
     resolve_bundle,
     write_manifest,
 )
-from twolane.rules import is_unlabellable
-
-
-@pytest.mark.parametrize("text", ["", "   ", None, math.nan, "n/a", "N/A", "Did not answer", "😀👍", "...", "NULL"])
-def test_unlabellable(text: object) -> None:
-    assert is_unlabellable(text)
-
-
-@pytest.mark.parametrize("text", ["Nurses were lovely", "ok", "Très bien", "No parking 🚗", "5 stars"])
-def test_labellable(text: str) -> None:
-    assert not is_unlabellable(text)
 
 
 def test_nhs_data_maps_to_32_labels_and_three_question_types() -> None:

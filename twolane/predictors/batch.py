@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,11 +37,10 @@ GPU_MODEL = "fp16"
 DEFAULT_BATCH_SIZE = 32
 
 
-def _session(path: Path, providers: Sequence[str]):
+def _session(path: Path, providers: Sequence[str], threads: int = 0) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    threads = get_settings().intra_op_threads
     if threads:
         opts.intra_op_num_threads = threads
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -59,9 +59,10 @@ def load_tokenizer(path: Path, max_length: int):
 class OnnxEncoder:
     """One exported encoder file + its tokenizer: texts in, (label probs, sentiment probs) out."""
 
-    def __init__(self, model_path: Path, tokenizer, providers: Sequence[str] = ("CPUExecutionProvider",),
-                 batch_size: int = DEFAULT_BATCH_SIZE):
-        self.session = _session(model_path, providers)
+    def __init__(self, model_path: Path, tokenizer: Any,
+                 providers: Sequence[str] = ("CPUExecutionProvider",),
+                 batch_size: int = DEFAULT_BATCH_SIZE, threads: int = 0):
+        self.session = _session(model_path, providers, threads)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.pad_id = tokenizer.token_to_id("[PAD]") or 0
@@ -159,7 +160,8 @@ class BatchPredictor:
         entry = manifest.models[name]
         max_length = int(manifest.config.get("max_length", 128))
         tok = load_tokenizer(bundle_dir / manifest.config.get("tokenizer", TOKENIZER_FILE), max_length)
-        encoder = OnnxEncoder(bundle_dir / entry.file, tok, providers, batch_size)
+        encoder = OnnxEncoder(bundle_dir / entry.file, tok, providers, batch_size,
+                              threads=s.intra_op_threads)
         instant = None
         if use_instant and manifest.ensemble:
             inst_path = Path(instant_bundle) if instant_bundle else bundle_dir / INSTANT_DIR

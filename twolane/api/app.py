@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from twolane.api import errors
 from twolane.api.deps import PredictorHolder, loader_for
 from twolane.api.errors import ModelUnavailable
-from twolane.api.routers import health, jobs, models, predict, pxtextmining
+from twolane.api.routers import health, jobs, models, page, predict, pxtextmining
 from twolane.settings import Settings, get_settings
 
 log = logging.getLogger("twolane.api")
@@ -27,6 +27,7 @@ with 32 themes and a 5-class sentiment in milliseconds.
 * `POST /v1/predict`: labels, sentiment and (on request) per-label probabilities.
 * `POST /predict_multilabel`: the pxtextmining quick API, same shapes.
 * When the service has API keys, send one in the `x-api-key` header.
+* Open `/` in a browser for a page that labels a CSV, Excel or JSON file and charts the results.
 """
 
 
@@ -50,4 +51,5 @@ def create_app(predictor: Any | None = None, settings: Settings | None = None) -
     errors.install(app)
     for r in (health.router, predict.router, pxtextmining.router, models.router, jobs.router):
         app.include_router(r)
+    page.install(app)  # GET /: the web page for browsers (JSON for API clients), /page/ files
     return app

@@ -73,9 +73,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: Any, timeout: float = 60.0) -> Iterator[str]:
+def serve(app: Any, timeout: float = 60.0, health: str = "health") -> Iterator[str]:
     """Run `app` under uvicorn in a thread on a free 127.0.0.1 port; yields its base URL once
-    /health answers (200 or 503), and stops it afterwards."""
+    `health` answers (200, 401 or 503), and stops it afterwards."""
     import httpx
     import uvicorn
 
@@ -87,7 +87,7 @@ def serve(app: Any, timeout: float = 60.0) -> Iterator[str]:
 
     def up() -> bool:
         try:
-            return httpx.get(base + "health", timeout=2).status_code in (200, 401, 503)
+            return httpx.get(base + health, timeout=2).status_code in (200, 401, 503)
         except httpx.HTTPError:
             return False
 

@@ -479,3 +479,25 @@ def test_label_a_csv_on_the_batch_lane(predictor: Any, moto: str, batch_bundle: 
 def test_unknown_static_file_is_404(client: TestClient) -> None:
     assert client.get(f"/page/{uuid.uuid4().hex}.js").status_code == 404
     assert client.get("/page/../pyproject.toml").status_code == 404
+
+
+@needs_browser
+def test_label_json_under_a_path_prefix(predictor: Any, samples: Any, driver: Any,
+                                        tmp_path: Path) -> None:
+    """Behind API Gateway the page may live under a prefix (/prod/): every URL it loads or
+    calls is relative, so it works there too. The JSON file uses the standard names."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    df = samples[0]
+    items = [{"comment_id": i, "comment_text": t, "question_type": question_type(q)}
+             for i, t, q in zip(df["Comment ID"], df["FFT answer"], df["FFT question"])]
+    path = tmp_path / "feedback.json"
+    path.write_text(json.dumps(items), encoding="utf-8")
+    want = expected_predictions(predictor, df)
+    outer = Starlette(routes=[Mount("/prod", app=create_app(predictor, Settings()))])
+    with serve(outer, health="prod/health") as base:
+        label_file(driver, base + "prod/", path)
+        assert by_id(driver, "results").is_displayed(), by_id(driver, "run-error").text
+        assert_results_on_page(driver, df, want)
+        assert console_errors(driver) == []

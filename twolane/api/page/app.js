@@ -192,6 +192,11 @@
   }
 
   async function onFile(file) {
+    if (state.running) {
+      setError("file-error", "Wait for the labelling to finish (or cancel it) before " +
+        "choosing another file.");
+      return;
+    }
     setError("file-error", "");
     show($("step-columns"), false);
     show($("step-run"), false);
@@ -264,6 +269,12 @@
         const td = document.createElement("td");
         const t = cellText(r[i]);
         td.textContent = t.length > 160 ? `${t.slice(0, 160)}…` : t;
+        if (i === cols.qt) { // show what the question counts as
+          const as = document.createElement("span");
+          as.className = "muted";
+          as.textContent = ` → ${questionType(t)}`;
+          td.appendChild(as);
+        }
         tr.appendChild(td);
       });
       return tr;
@@ -392,8 +403,8 @@
   function askForKey(reason) {
     $("key-reason").textContent = state.apiKey
       ? `That API key was not accepted (${reason}). Enter another.`
-      : "This service needs an API key (x-api-key). Enter it once; this page keeps it until " +
-        "you close the tab.";
+      : "This service needs an API key (x-api-key). Enter it once: this page keeps it in " +
+        "memory until you leave or reload it.";
     show($("key-form"), true);
     $("api-key").focus();
   }
@@ -499,7 +510,9 @@
       if (e instanceof ApiProblem && e.status === 401) {
         askForKey(e.message);
       } else if (e instanceof ApiProblem) {
-        setError("run-error", sentence(e.message));
+        const fault = e.status >= 500 && e.status !== 503
+          ? " Try again in a moment; if it keeps happening, tell whoever runs this service." : "";
+        setError("run-error", sentence(e.message) + fault);
       } else {
         setError("run-error", "Something went wrong in this page while labelling. Reload it " +
           "and try again.");

@@ -181,10 +181,10 @@ def screenshot(bundle: Path, out: Path, n: int = 400) -> None:
                 from selenium.webdriver.support.ui import Select
 
                 Select(driver.find_element(By.ID, "filter-sentiment")).select_by_value("neg")
-                height = driver.execute_script(
-                    "return document.getElementById('results').getBoundingClientRect().bottom"
-                    " + window.scrollY")
-                driver.set_window_size(1280, min(int(height) + 40, 4000))
+                height = driver.execute_script("window.scrollTo(0, 0);"
+                                               "return document.documentElement.scrollHeight")
+                driver.set_window_size(1280, min(int(height), 4000))
+                driver.execute_script("window.scrollTo(0, 0)")
                 out.parent.mkdir(parents=True, exist_ok=True)
                 driver.save_screenshot(str(out))
         finally:

@@ -561,18 +561,32 @@
     state.charts[key] = new window.Chart($(canvasId), config);
   }
 
+  /** A long theme name as lines of at most `width` characters (Chart.js draws an array of
+   *  strings as a multi-line tick label), so no name is cut off. */
+  function wrapLabel(text, width = 32) {
+    const lines = [];
+    let line = "";
+    for (const word of text.split(" ")) {
+      if (line && line.length + 1 + word.length > width) {
+        lines.push(line);
+        line = word;
+      } else {
+        line = line ? `${line} ${word}` : word;
+      }
+    }
+    lines.push(line);
+    return lines.length === 1 ? lines[0] : lines;
+  }
+
   function drawCharts() {
-    const themes = themeCounts();
-    $("box-themes").style.height = `${Math.max(12, themes.length * 1.45 + 3)}rem`;
+    // "Labelling not possible" is no theme: the summary line counts it, the filter lists it.
+    const themes = themeCounts().filter(([t]) => t !== NOT_POSSIBLE);
+    $("box-themes").style.height = `${Math.max(12, themes.length * 1.6 + 3)}rem`;
     newChart("themes", "chart-themes", {
       type: "bar",
       data: {
-        labels: themes.map(([t]) => t),
-        datasets: [{
-          label: "comments",
-          data: themes.map(([, n]) => n),
-          backgroundColor: themes.map(([t]) => (t === NOT_POSSIBLE ? NO_SENTIMENT.colour : "#005eb8")),
-        }],
+        labels: themes.map(([t]) => wrapLabel(t)),
+        datasets: [{ label: "comments", data: themes.map(([, n]) => n), backgroundColor: "#005eb8" }],
       },
       options: {
         indexAxis: "y", maintainAspectRatio: false, animation: false,
@@ -609,7 +623,7 @@
     const cross = [...themeBySentiment()]
       .sort((a, b) => (b[1][4] + b[1][5]) - (a[1][4] + a[1][5]) ||
         sum(b[1]) - sum(a[1]) || a[0].localeCompare(b[0]));
-    $("box-cross").style.height = `${Math.max(12, cross.length * 1.45 + 5)}rem`;
+    $("box-cross").style.height = `${Math.max(12, cross.length * 1.6 + 5)}rem`;
     const datasets = SENTIMENTS.map((s) => ({
       label: s.label, backgroundColor: s.colour, data: cross.map(([, n]) => n[s.score]),
     }));
@@ -619,7 +633,7 @@
     }
     newChart("cross", "chart-cross", {
       type: "bar",
-      data: { labels: cross.map(([t]) => t), datasets },
+      data: { labels: cross.map(([t]) => wrapLabel(t, 60)), datasets },
       options: {
         indexAxis: "y", maintainAspectRatio: false, animation: false,
         plugins: { legend: { position: "top" } },

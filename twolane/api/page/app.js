@@ -507,7 +507,8 @@
     } catch (e) {
       show($("progress"), false);
       $("run-status").textContent = "";
-      if (e instanceof ApiProblem && e.status === 401) {
+      // 401: no key or a wrong one (this app); 403: a wrong key (API Gateway's authorizer).
+      if (e instanceof ApiProblem && (e.status === 401 || (e.status === 403 && state.apiKey))) {
         askForKey(e.message);
       } else if (e instanceof ApiProblem) {
         const fault = e.status >= 500 && e.status !== 503

@@ -203,6 +203,7 @@ def _banner(host: str, port: int, mport: int, settings: Settings, version: str,
         "",
         f"[bold green]twolane is running[/] (instant model {version})",
         "",
+        f"  [bold]Web page     http://{host}:{port}/[/]   (open it in a browser to label a file)",
         f"  API          http://{host}:{port}   (docs: http://{host}:{port}/docs)",
         f"  Local S3     http://127.0.0.1:{mport}   bucket {b} (moto; in memory, gone on stop)",
     ]
@@ -246,8 +247,8 @@ def serve(bundle: Path | None = None, port: int = 8000, host: str = "127.0.0.1")
     from twolane.api.app import create_app
 
     predictor = load_predictor(bundle)
-    console.print(f"Serving instant model {predictor.version} on http://{host}:{port} "
-                  f"(docs: http://{host}:{port}/docs)")
+    console.print(f"Web page  http://{host}:{port}/   (instant model {predictor.version}; "
+                  f"API docs: http://{host}:{port}/docs)")
     uvicorn.run(create_app(predictor), host=host, port=port, log_level="info")
 
 

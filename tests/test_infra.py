@@ -190,9 +190,13 @@ def test_lambdas_run_python_312_with_the_bundle_in_the_asset(dev):
 
 def test_http_api_needs_an_api_key_and_is_throttled(dev):
     cfg, _, tpl = dev
-    route = only(tpl, "AWS::ApiGatewayV2::Route")
-    assert route["RouteKey"] == "$default"
+    routes = {r["Properties"]["RouteKey"]: r["Properties"]
+              for r in resources(tpl, "AWS::ApiGatewayV2::Route").values()}
+    route = routes.pop("$default")
     assert route["AuthorizationType"] == "CUSTOM" and "AuthorizerId" in route
+    # Only the web page's GETs are open (a browser cannot send x-api-key to open a page).
+    assert set(routes) == {"GET /", "GET /page/{proxy+}"}
+    assert all(r["AuthorizationType"] == "NONE" for r in routes.values())
     auth = only(tpl, "AWS::ApiGatewayV2::Authorizer")
     assert auth["IdentitySource"] == ["$request.header.x-api-key"]
     assert auth["EnableSimpleResponses"] is True

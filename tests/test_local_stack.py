@@ -58,6 +58,8 @@ def test_up_serves_api_and_drop_folder(instant_bundle: Path, tmp_path: Path) -> 
                 return False
 
         wait_for(healthy, 60, "the API")
+        page = httpx.get(f"http://127.0.0.1:{port}/", headers={"accept": "text/html"}, timeout=5)
+        assert page.status_code == 200 and "page/app.js" in page.text  # the web page
         r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json={"items": [
             {"comment_id": "x", "comment_text": "Parking was awful"}]}, timeout=5)
         assert r.status_code == 200 and r.json()["results"][0]["comment_id"] == "x"
@@ -98,6 +100,7 @@ def test_up_serves_api_and_drop_folder(instant_bundle: Path, tmp_path: Path) -> 
     text = log.read_text()
     assert rc == 0, f"up did not stop cleanly (exit {rc}):\n{text}"
     assert "twolane is running" in text and f"http://127.0.0.1:{port}/v1/predict" in text
+    assert f"Web page     http://127.0.0.1:{port}/ " in text
     assert "Stopped." in text
 
 

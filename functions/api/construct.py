@@ -20,10 +20,11 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.common import Shared, python_function, retention
+from infra.common import Shared, acknowledge, python_function, retention
 
 AUTHORIZER_CODE = Path(__file__).resolve().parent / "authorizer"
 API_KEY_HEADER = "x-api-key"
+PAGE_PATHS = ("/", "/page/{proxy+}")  # served without the authorizer (see twolane/api/routers/page.py)
 
 
 def api_key_parameter_name(env: str) -> str:
@@ -69,14 +70,24 @@ class InstantApi(Construct):
             results_cache_ttl=Duration.seconds(inst.auth_cache_ttl_s),
         )
 
+        integration = integrations.HttpLambdaIntegration("Api", self.function)
         self.http_api = apigw.HttpApi(
             self, "HttpApi",
             api_name=f"twolane-{cfg.env}",
             description="twolane instant lane and batch jobs",
-            default_integration=integrations.HttpLambdaIntegration("Api", self.function),
+            default_integration=integration,
             default_authorizer=authorizer,
             create_default_stage=False,
         )
+        # The web page (GET / and its static files) is open: a browser cannot send x-api-key
+        # when it opens a page. It holds no data; it asks for the key before calling the API.
+        for path in PAGE_PATHS:
+            route = self.http_api.add_routes(path=path, methods=[apigw.HttpMethod.GET],
+                                             integration=integration,
+                                             authorizer=apigw.HttpNoneAuthorizer())[0]
+            acknowledge(route, "AwsSolutions-APIG4",
+                        "the web page's static files: no data, no model call; the API it "
+                        "calls keeps the API-key authorizer")
         self.access_logs = logs.LogGroup(self, "AccessLogs",
                                          retention=retention(cfg.monitoring.log_retention_days))
         self.stage = apigw.HttpStage(

@@ -29,10 +29,10 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from twolane.contract import JobStatus
-from twolane.layout import batch_input_key, is_not_found, job_record_key, s3_uri
+from twolane.layout import batch_input_key, batch_output_key, is_not_found, job_record_key, s3_uri
 
 JobKind = Literal["classify", "summary"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "collected"})
@@ -59,6 +59,12 @@ class JobRecord(BaseModel):
     endpoint: str | None = None
     created_at: str
     updated_at: str
+    # Accepted while the batch model was unavailable (local stack, model still building): the
+    # inference starts when the lane can take it (see JobService.start_deferred).
+    deferred: bool = False
+    # Positions of blank texts (missing, null, NaN, whitespace), kept for pxtextmining's shapes
+    # (sentiment "Labelling not possible" exactly there). Positions only, never text.
+    blank_rows: list[int] = Field(default_factory=list)
 
 
 class JobNotFound(KeyError):
@@ -110,6 +116,15 @@ class JobStore(ABC):
     @abstractmethod
     def create(self, record: JobRecord, input_body: bytes) -> JobRecord:
         """Write the input object and a new record (fails if the id exists)."""
+
+    @abstractmethod
+    def create_done(self, record: JobRecord, output_body: bytes) -> JobRecord:
+        """Write a finished job's output object and its (succeeded) record, which must name it
+        as `output_location` (fails if the id exists)."""
+
+    @abstractmethod
+    def output_location(self, job_id: str) -> str:
+        """Where a job finished outside the async endpoint keeps its output (an s3:// URI)."""
 
     @abstractmethod
     def get(self, job_id: str) -> JobRecord | None: ...
@@ -255,6 +270,15 @@ class S3JobStore(JobStore):
     def create(self, record: JobRecord, input_body: bytes) -> JobRecord:
         bucket, key = parse_s3_uri(record.input_location)
         self.s3.put_object(Bucket=bucket, Key=key, Body=input_body, ContentType="application/json")
+        self._put(record, IfNoneMatch="*")
+        return record
+
+    def output_location(self, job_id: str) -> str:
+        return s3_uri(self.bucket, batch_output_key(job_id))
+
+    def create_done(self, record: JobRecord, output_body: bytes) -> JobRecord:
+        bucket, key = parse_s3_uri(record.output_location or "")
+        self.s3.put_object(Bucket=bucket, Key=key, Body=output_body, ContentType="application/json")
         self._put(record, IfNoneMatch="*")
         return record
 

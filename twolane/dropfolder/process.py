@@ -19,11 +19,14 @@ from urllib.parse import unquote_plus
 from botocore.exceptions import ClientError
 
 from twolane.contract import CommentIn, Prediction
+from twolane.contract import JobTarget
 from twolane.dropfolder.formats import (
     CONTENT_TYPES,
     FormatError,
     family_of,
-    read_items,
+    read_file,
+    target_of,
+    write_px,
     write_results,
 )
 from twolane.layout import ERROR_REPORT_SUFFIX, FAILED, INBOX, OUTBOX, is_not_found
@@ -70,11 +73,11 @@ def failed_keys(key: str) -> tuple[str, str]:
     return FAILED + rel, FAILED + rel + ERROR_REPORT_SUFFIX
 
 
-def label(predictor: Predictor, items: list[CommentIn]) -> list[Prediction]:
+def label(predictor: Predictor, items: list[CommentIn], target: JobTarget = "ms") -> list[Prediction]:
     """Predictions for a file's comments, CHUNK at a time (bounded memory), in file order."""
     preds: list[Prediction] = []
     for i in range(0, len(items), CHUNK):
-        preds.extend(predictor.predict(items[i : i + CHUNK]))
+        preds.extend(predictor.predict(items[i : i + CHUNK], target=target))
     return preds
 
 
@@ -137,13 +140,16 @@ def process_object(s3: Any, bucket: str, key: str, predictor: Predictor,
             "Split it into smaller files.", size)
     data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     try:
-        items = read_items(data, family, limits.max_text_chars)
+        got = read_file(data, family, limits.max_text_chars)
     except FormatError as exc:
         return _move_to_failed(s3, bucket, key, str(exc), size)
-    preds = label(predictor, items)
+    target = target_of(key)
+    preds = label(predictor, got.items, target)
+    body = (write_px(preds, target, got.blank_rows) if got.pxtextmining
+            else write_results(preds, family))
     out_key = result_key(key)
     s3.put_object(
-        Bucket=bucket, Key=out_key, Body=write_results(preds, family),
+        Bucket=bucket, Key=out_key, Body=body,
         ContentType=CONTENT_TYPES[family],
         Metadata={"model-version": str(predictor.version), "comments": str(len(preds))},
     )

@@ -23,26 +23,26 @@ R_ACCEPT = "application/json, text/xml, application/xml, */*"
 R_UA = "libcurl/7.88.1 r-curl/5.0.0 httr/1.4.5"
 
 # ---------------------------------------------------------------------------------- inputs
-DOCS_ITEMS = [  # quick_API.md / slow_API.md / docker_README.md step 2
-    {"comment_id": "1", "comment_text": "This is the first comment. Nurse was great.",
+DOCS_ITEMS = [  # the shape of the examples in quick_API.md / slow_API.md / docker_README.md
+    {"comment_id": "1", "comment_text": "First comment here. The nurse was lovely.",
      "question_type": "what_good"},
-    {"comment_id": "2", "comment_text": "This is the second comment. The ward was freezing.",
+    {"comment_id": "2", "comment_text": "Second comment here. The ward was too cold.",
      "question_type": "could_improve"},
     {"comment_id": "3", "comment_text": "", "question_type": "nonspecific"},
 ]
 QUICK_DOCS_ITEMS = [{k: v for k, v in i.items() if k != "question_type"} for i in DOCS_ITEMS]
-API_TEST_ITEMS = [  # pxtextmining tests/test_api.py test_multilabel_predictions
-    {"comment_id": "99999", "comment_text": "I liked all of it"},
-    {"comment_id": "A55", "comment_text": "", "question_type": "nonspecific"},
-    {"comment_id": "A56", "comment_text": "Truly awful time finding parking"},
-    {"comment_id": "4", "comment_text": "I really enjoyed the session"},
-    {"comment_id": "5", "comment_text": "7482367"},
+API_TEST_ITEMS = [  # the shape of pxtextmining tests/test_api.py's items
+    {"comment_id": "12345", "comment_text": "Everything was fine"},
+    {"comment_id": "B1", "comment_text": "", "question_type": "nonspecific"},
+    {"comment_id": "B2", "comment_text": "Finding a parking space took ages"},
+    {"comment_id": "4", "comment_text": "The session was really helpful"},
+    {"comment_id": "5", "comment_text": "1234567"},
 ]
 
 # Bodies httr sends (r_capture/captured.jsonl), byte for byte.
 R_QUICK_DOCS_BODY = (
-    '[{"comment_id":"1","comment_text":"This is the first comment. Nurse was great."},'
-    '{"comment_id":"2","comment_text":"This is the second comment. The ward was freezing."},'
+    '[{"comment_id":"1","comment_text":"First comment here. The nurse was lovely."},'
+    '{"comment_id":"2","comment_text":"Second comment here. The ward was too cold."},'
     '{"comment_id":"3","comment_text":""}]'
 )
 R_QUICK_NUMERIC_NA_BODY = (  # data.frame(comment_id = c(1, 2, 3), comment_text = c("...", NA, ""))
@@ -54,9 +54,9 @@ R_QUICK_DASH_BODY = (  # experiencesdashboard api_pred(): data frame, NA text ->
     '{"comment_id":"2","question_type":"could_improve"}]'
 )
 R_SLOW_DOCS_BODY = (
-    '[{"comment_id":"1","comment_text":"This is the first comment. Nurse was great.",'
+    '[{"comment_id":"1","comment_text":"First comment here. The nurse was lovely.",'
     '"question_type":"what_good"},{"comment_id":"2","comment_text":"This is the second comment. '
-    'The ward was freezing.","question_type":"could_improve"},{"comment_id":"3",'
+    'The waiting room was cold.","question_type":"could_improve"},{"comment_id":"3",'
     '"comment_text":"","question_type":"nonspecific"}]'
 )
 R_SLOW_DASH_BODY = (  # experiencesdashboard get_api_pred_url(): purrr::array_tree, NA -> null
@@ -65,19 +65,20 @@ R_SLOW_DASH_BODY = (  # experiencesdashboard get_api_pred_url(): purrr::array_tr
 )
 
 # docker data_in files
-DATA_IN_FILE_01 = json.dumps([  # docker_data/data_in/file_01.json
-    {"comment_id": "1", "comment_text": "The nurse was very rude and unhelpful",
+DATA_IN_FILE_01 = json.dumps([  # the shape of docker_data/data_in/file_01.json
+    {"comment_id": "1", "comment_text": "The receptionist was rude to me",
      "question_type": "what_good"},
-    {"comment_id": "2", "comment_text": "The ward was freezing.", "question_type": "could_improve"},
+    {"comment_id": "2", "comment_text": "The waiting room was cold.", "question_type": "could_improve"},
     {"comment_id": "3", "comment_text": "", "question_type": "nonspecific"},
-    {"comment_id": "4", "comment_text": "Thank you so much", "question_type": "nonspecific"},
+    {"comment_id": "4", "comment_text": "Many thanks to everyone", "question_type": "nonspecific"},
 ], indent=2)
-DATA_IN_NAN = (  # like docker_data/data_in/file_02.json: Python json.dumps of NaN texts
-    '[{"comment_id": "NEAS PTS 528 - Q1", "comment_text": "Did not answer", "question_type": "nonspecific"}, '
-    '{"comment_id": "NEAS PTS 540 - Q1", "comment_text": "Cue waiting time by an hour.", "question_type": "nonspecific"}, '
-    '{"comment_id": "NEAS PTS 567 - Q1", "comment_text": NaN, "question_type": "nonspecific"}, '
-    '{"comment_id": "NHFT 34 - Q2", "comment_text": "Getting more money on benefits.", "question_type": "what_good"}, '
-    '{"comment_id": "NHFT 35 - Q2", "comment_text": NaN, "question_type": "could_improve"}]'
+DATA_IN_NAN = (  # the shape of pxtextmining's data_in/file_02.json: Python json.dumps, NaN texts
+    '[{"comment_id": "T1 - Q1", "comment_text": "Did not answer", "question_type": "nonspecific"}, '
+    '{"comment_id": "T2 - Q1", "comment_text": "The driver was early and very kind.", '
+    '"question_type": "nonspecific"}, '
+    '{"comment_id": "T3 - Q1", "comment_text": NaN, "question_type": "nonspecific"}, '
+    '{"comment_id": "T4 - Q2", "comment_text": "Help with forms.", "question_type": "what_good"}, '
+    '{"comment_id": "T5 - Q2", "comment_text": NaN, "question_type": "could_improve"}]'
 )
 DATA_IN_R_MISSING_KEYS = """[
   {
@@ -120,7 +121,7 @@ def quick_api_tests(http: Any, url: str) -> None:
     body = http.post(f"{url}/predict_multilabel", json=API_TEST_ITEMS).json()
     assert len(API_TEST_ITEMS) == len(body)
     assert isinstance(body[0]["labels"], list)
-    dup = [{"comment_id": "1", "comment_text": "I liked all of it"}] * 2
+    dup = [{"comment_id": "1", "comment_text": "Everything was fine"}] * 2
     assert http.post(f"{url}/predict_multilabel", json=dup).status_code != 200
 
 
@@ -216,7 +217,7 @@ def _is_sentiment(v: Any) -> bool:
 def check_quick(items: list[dict[str, Any]], response: list[dict[str, Any]]) -> None:
     """[{comment_id, labels}] in input order, ids as strings, nothing else (no text echoed)."""
     assert [r["comment_id"] for r in response] == [str(i["comment_id"]) for i in items]
-    for item, r in zip(items, response):
+    for item, r in zip(items, response, strict=True):
         assert list(r) == ["comment_id", "labels"], r
         assert isinstance(r["labels"], list) and r["labels"], r
         if not str(item.get("comment_text") or "").strip():
@@ -228,7 +229,7 @@ def check_px_results(items: list[dict[str, Any]], target: str, results: list[dic
     input order, sentiment 1..5 or LNP, LNP exactly for missing/null/NaN/blank text."""
     keys = ["comment_id"] + (["sentiment"] if "s" in target else []) + (["labels"] if "m" in target else [])
     assert [r["comment_id"] for r in results] == [str(i["comment_id"]) for i in items]
-    for item, r in zip(items, results):
+    for item, r in zip(items, results, strict=True):
         assert list(r) == keys, r
         text = item.get("comment_text")
         blank = text is None or (isinstance(text, float) and math.isnan(text)) or not str(text).strip()

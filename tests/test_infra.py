@@ -190,13 +190,20 @@ def test_lambdas_run_python_312_with_the_bundle_in_the_asset(dev):
 
 def test_http_api_needs_an_api_key_and_is_throttled(dev):
     cfg, _, tpl = dev
-    route = only(tpl, "AWS::ApiGatewayV2::Route")
-    assert route["RouteKey"] == "$default"
-    assert route["AuthorizationType"] == "CUSTOM" and "AuthorizerId" in route
-    auth = only(tpl, "AWS::ApiGatewayV2::Authorizer")
-    assert auth["IdentitySource"] == ["$request.header.x-api-key"]
-    assert auth["EnableSimpleResponses"] is True
-    assert auth["AuthorizerResultTtlInSeconds"] == cfg.instant.auth_cache_ttl_s
+    routes = {r["Properties"]["RouteKey"]: r["Properties"]
+              for r in resources(tpl, "AWS::ApiGatewayV2::Route").values()}
+    assert set(routes) == {"$default", "ANY /api/{proxy+}"}  # the latter: pxtextmining's slow API
+    auths = {k: r["Properties"] for k, r in resources(tpl, "AWS::ApiGatewayV2::Authorizer").items()}
+    sources = {}
+    for route in routes.values():
+        assert route["AuthorizationType"] == "CUSTOM" and "AuthorizerId" in route
+        auth_id = route["AuthorizerId"]["Ref"]
+        sources[route["RouteKey"]] = auths[auth_id]["IdentitySource"]
+    assert sources == {"$default": ["$request.header.x-api-key"],
+                       "ANY /api/{proxy+}": ["$request.querystring.code"]}
+    for auth in auths.values():
+        assert auth["EnableSimpleResponses"] is True
+        assert auth["AuthorizerResultTtlInSeconds"] == cfg.instant.auth_cache_ttl_s
     stage = only(tpl, "AWS::ApiGatewayV2::Stage")
     assert stage["DefaultRouteSettings"] == {
         "ThrottlingBurstLimit": cfg.instant.throttle_burst_limit,

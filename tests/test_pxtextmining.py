@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pxtm_flows as px
 import pytest
 import requests
 import uvicorn
@@ -22,14 +23,14 @@ from batchlane_helpers import bucket_ready, lane_settings, moto_server, wait_for
 from fastapi.testclient import TestClient
 from lambda_http import lambda_session
 
-import pxtm_flows as px
 from local_stack.invoker import local_job_service
 from local_stack.stack import free_port
 from twolane.api.app import create_app
 from twolane.api.deps import JobsHolder
 from twolane.contract import Prediction, Sentiment
 from twolane.pxtextmining import PxShapeError, parse_target, read_items, result_rows
-from twolane.rules import CONTENT_FREE_SENTIMENT, LABELLING_NOT_POSSIBLE as LNP
+from twolane.rules import CONTENT_FREE_SENTIMENT
+from twolane.rules import LABELLING_NOT_POSSIBLE as LNP
 from twolane.settings import Settings
 
 LAMBDA_URL = "https://abc123.execute-api.eu-west-2.amazonaws.com"
@@ -42,10 +43,10 @@ def test_read_items_is_as_lenient_as_pxtextmining() -> None:
         {"comment_id": 1, "comment_text": "Nurse was great.", "extra": [1, 2]},
         {"comment_id": "2", "comment_text": math.nan, "question_type": "Nonspecific"},
         {"comment_id": 3.5, "question_type": "What was good about your visit?"},
-        {"comment_id": "4", "comment_text": 7482367, "question_type": "made up"},
+        {"comment_id": "4", "comment_text": 1234567, "question_type": "made up"},
     ])
     assert [i.comment_id for i in items] == ["1", "2", "3.5", "4"]
-    assert [i.comment_text for i in items] == ["Nurse was great.", None, None, "7482367"]
+    assert [i.comment_text for i in items] == ["Nurse was great.", None, None, "1234567"]
     assert [i.question_type for i in items] == [None, "nonspecific", "what_good", "nonspecific"]
     # The docker README's R recipe: toJSON() of JSON, a list holding one string.
     assert [i.comment_id for i in read_items([json.dumps([{"comment_id": "a"}])])] == ["a"]

@@ -13,8 +13,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections import Counter
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath

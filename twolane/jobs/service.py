@@ -13,7 +13,15 @@ import uuid
 from typing import Any
 
 from twolane.jobs.invoker import Invoker, endpoint_for
-from twolane.jobs.store import Collected, JobKind, JobNotFound, JobRecord, JobStore, now_iso
+from twolane.jobs.store import (
+    Collected,
+    Delivery,
+    JobKind,
+    JobNotFound,
+    JobRecord,
+    JobStore,
+    now_iso,
+)
 from twolane.settings import BatchSettings
 
 log = logging.getLogger(__name__)
@@ -36,13 +44,15 @@ class JobService:
         self.batch = batch
 
     def submit(self, kind: JobKind, target: str, items: int, body: dict[str, Any], *,
-               defer: bool = False, blank_rows: list[int] | None = None) -> JobRecord:
+               defer: bool = False, blank_rows: list[int] | None = None,
+               delivery: Delivery | None = None) -> JobRecord:
         """Store the request body and start the inference; returns the pending record.
 
         When the lane cannot take the job now (no model yet): with `defer`, the job is stored
         and starts once it can (`start_deferred`, called on every collect); without, raises
         JobRejected. Also raises JobRejected when the endpoint refuses the invocation.
-        `blank_rows`: positions of blank texts, for pxtextmining's result shapes.
+        `blank_rows`: positions of blank texts, for pxtextmining's result shapes; `delivery`:
+        where a drop-folder job's results go (see twolane.dropfolder.delivery).
         """
         reason = self.invoker.unavailable_reason(kind)
         if reason and not defer:
@@ -52,7 +62,8 @@ class JobService:
         record = JobRecord(job_id=job_id, kind=kind, target=target, items=items,
                            input_location=self.store.input_location(job_id),
                            endpoint=endpoint_for(self.batch, kind), created_at=now, updated_at=now,
-                           deferred=bool(reason), blank_rows=blank_rows or [])
+                           deferred=bool(reason), blank_rows=blank_rows or [],
+                           delivery=delivery)
         self.store.create(record, json.dumps(body).encode("utf-8"))
         if reason:
             log.info("job %s: deferred until the batch lane can take it", job_id)

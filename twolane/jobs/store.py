@@ -44,6 +44,19 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+class Delivery(BaseModel):
+    """Where a drop-folder job's results go once the batch lane has them: `result_key` in the
+    input's format (`family`; pxtextmining's data_out when `pxtextmining`), or a report at
+    `report_key` when the job fails. Keys only, never text."""
+
+    bucket: str
+    source_key: str
+    result_key: str
+    report_key: str
+    family: str
+    pxtextmining: bool = False
+
+
 class JobRecord(BaseModel):
     """What the store knows of one job. Holds counts and locations, never comment text."""
 
@@ -65,6 +78,7 @@ class JobRecord(BaseModel):
     # Positions of blank texts (missing, null, NaN, whitespace), kept for pxtextmining's shapes
     # (sentiment "Labelling not possible" exactly there). Positions only, never text.
     blank_rows: list[int] = Field(default_factory=list)
+    delivery: Delivery | None = None  # drop-folder jobs: results go to the outbox, not to a GET
 
 
 class JobNotFound(KeyError):
@@ -136,6 +150,9 @@ class JobStore(ABC):
 
     @abstractmethod
     def exists(self, uri: str) -> bool: ...
+
+    @abstractmethod
+    def write(self, uri: str, body: bytes, content_type: str) -> None: ...
 
     @abstractmethod
     def read(self, uri: str) -> bytes | None: ...
@@ -323,6 +340,10 @@ class S3JobStore(JobStore):
             if is_not_found(exc):
                 return False
             raise
+
+    def write(self, uri: str, body: bytes, content_type: str) -> None:
+        bucket, key = parse_s3_uri(uri)
+        self.s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
 
     def read(self, uri: str) -> bytes | None:
         bucket, key = parse_s3_uri(uri)

@@ -21,7 +21,7 @@ import requests
 import uvicorn
 from batchlane_helpers import bucket_ready, lane_settings, moto_server, wait_for
 from fastapi.testclient import TestClient
-from lambda_http import lambda_session
+from lambda_http import LambdaContext, lambda_session
 
 from local_stack.invoker import local_job_service
 from local_stack.stack import free_port
@@ -283,3 +283,117 @@ def test_deferred_job_starts_once_under_racing_polls(lane: Settings, batch_bundl
     assert calls == [rec.job_id]
     got = service.store.get(rec.job_id)
     assert not got.deferred and got.output_location
+
+
+# --- docker data_in -> data_out through the drop folder (both lanes) ---------------------------
+
+DOCKER_FILES = [  # (name, data_in, target, items as pxtextmining's container would read them)
+    ("file_01.json", px.DATA_IN_FILE_01, "ms", json.loads(px.DATA_IN_FILE_01)),
+    ("nan_texts.json", px.DATA_IN_NAN, "ms", json.loads(px.DATA_IN_NAN)),
+    ("from_r.m.json", px.DATA_IN_R_MISSING_KEYS, "m", json.loads(px.DATA_IN_R_MISSING_KEYS)),
+    ("r_docs.s.json", px.DATA_IN_R_DOCS, "s", json.loads(px.R_SLOW_DOCS_BODY)),
+]
+
+
+@pytest.mark.parametrize("folder", ["inbox/", "inbox/batch/"], ids=["instant", "batch"])
+def test_docker_files_through_the_drop_folder_lambda(lane: Settings, folder: str,
+                                                     lambda_module: Callable[[str], ModuleType]) -> None:
+    from local_stack.s3events import object_created
+    from twolane.aws import client
+
+    mod = lambda_module("functions.dropfolder.handler")
+    mod.JOBS = local_job_service(lane)  # the batch lane: the local stand-in for SageMaker async
+    s3, bucket = client("s3"), lane.bucket
+    out_folder = folder.replace("inbox/", "outbox/", 1)
+
+    def put(name: str, data: bytes) -> None:
+        s3.put_object(Bucket=bucket, Key=folder + name, Body=data)
+        outcomes = mod.handler(object_created(bucket, folder + name, len(data)), LambdaContext())["outcomes"]
+        assert [o["status"] for o in outcomes] == ["submitted" if "batch" in folder else "done"]
+
+    def get(name: str) -> bytes | None:
+        try:
+            return s3.get_object(Bucket=bucket, Key=out_folder + name)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            return None
+
+    for name, data_in, target, items in DOCKER_FILES:
+        rows = px.docker_flow(put, get, name, data_in)
+        px.check_px_results(items, target, rows)  # LNP sentiment exactly for NaN/missing/""
+    left = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=folder).get("Contents", [])}
+    assert not left  # inputs deleted once labelled / handed to the batch lane
+
+
+def test_batch_inbox_without_a_batch_lane_fails_the_file_with_a_reason(
+        lane: Settings, lambda_module: Callable[[str], ModuleType]) -> None:
+    from local_stack.s3events import object_created
+    from twolane.aws import client
+
+    mod = lambda_module("functions.dropfolder.handler")
+    assert mod.JOBS is None  # no TWOLANE_BATCH_INVOKER here
+    s3, key = client("s3"), "inbox/batch/no_lane.json"
+    s3.put_object(Bucket=lane.bucket, Key=key, Body=px.DATA_IN_FILE_01.encode())
+    [o] = mod.handler(object_created(lane.bucket, key), LambdaContext())["outcomes"]
+    assert o["status"] == "failed" and "inbox/ (not inbox/batch/)" in o["detail"]
+
+
+# --- all of it against `twolane up` ------------------------------------------------------------
+
+def test_clients_against_twolane_up(instant_bundle: Path, batch_bundle: Path, tmp_path: Path) -> None:
+    """`up` in a subprocess (API, moto, drop folder, batch lane with the tiny model): the quick
+    and slow API flows over HTTP, the docker files through ./dropbox on both lanes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port, mport = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWOLANE_", "AWS_"))}
+    env.update(TWOLANE_INSTANT_BUNDLE=str(instant_bundle), TWOLANE_BATCH_BUNDLE=str(batch_bundle),
+               TWOLANE_POLL_SECONDS="0.2", TWOLANE_BUCKET="px-up-test",
+               TWOLANE_STATE_DIR=str(tmp_path / "state"), TWOLANE_BUNDLES=str(tmp_path / "bundles"),
+               TWOLANE_BATCH_QUEUE=f"px-{port}", PYTHONUNBUFFERED="1")
+    code = f"from local_stack.stack import up; up(port={port}, batch=True, moto_port={mport})"
+    log = tmp_path / "up.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def healthy() -> bool:
+            assert proc.poll() is None, log.read_text()
+            try:
+                return requests.get(f"{url}/health", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(healthy, timeout=90, every=0.2)
+        _quick_flows(requests, url)
+        start = f"{url}/api/StartContainerInstance"
+        _, rows = px.slow_docs_python(requests, start, "key", "ms", timeout_s=180, every_s=0.3)
+        px.check_px_results(px.DOCS_ITEMS, "ms", rows)
+        _, rows = px.slow_docs_r(requests, start, "key", timeout_s=180, every_s=0.3)
+        px.check_px_results(json.loads(px.R_SLOW_DOCS_BODY), "ms", rows)
+
+        dropbox = tmp_path / "dropbox"
+        for sub in ("", "batch/"):
+            def put(name: str, data: bytes, sub: str = sub) -> None:
+                (dropbox / "inbox" / sub).mkdir(parents=True, exist_ok=True)
+                (dropbox / "inbox" / sub / name).write_bytes(data)
+
+            def get(name: str, sub: str = sub) -> bytes | None:
+                f = dropbox / "outbox" / sub / name
+                return f.read_bytes() if f.is_file() else None
+
+            for name, data_in, target, items in DOCKER_FILES:
+                rows = px.docker_flow(put, get, name, data_in, timeout_s=180)
+                px.check_px_results(items, target, rows)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc: int | None = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+            rc = None
+    assert rc == 0, f"up did not stop cleanly (exit {rc}):\n{log.read_text()}"

@@ -27,7 +27,16 @@ from infra.batch_lane.endpoint import _logical
 from infra.common import Shared, acknowledge
 from infra.config import DeployConfig
 from infra.monitoring import Monitoring
-from infra.storage import BATCH_FAILURES, BATCH_INPUT, BATCH_OUTPUT, JOBS, Storage, removal_policy
+from infra.storage import (
+    BATCH_FAILURES,
+    BATCH_INPUT,
+    BATCH_OUTPUT,
+    FAILED,
+    JOBS,
+    OUTBOX,
+    Storage,
+    removal_policy,
+)
 
 LAMBDA_TASK_ROOT = "/var/task"
 BUNDLE_IN_ASSET = "bundle"  # the instant bundle is copied to <asset>/bundle/
@@ -86,6 +95,7 @@ class TwolaneStack(Stack):
             functions["JobNotifications"] = notes.function
             queues["JobNotificationFailures"] = notes.failures
             self._grant_jobs_api(api, storage, batch)
+            self._grant_batch_inbox(drop, notes, storage, batch)
             acknowledge(notes, f"AwsSolutions-IAM5[Resource::<{_logical(bucket)}.Arn>/jobs/*]",
                         "Job records are named by job id (jobs/<id>.json), unknown in advance.")
             for p in (BATCH_INPUT, BATCH_OUTPUT, BATCH_FAILURES):
@@ -131,6 +141,27 @@ class TwolaneStack(Stack):
         for p in (BATCH_INPUT, JOBS, BATCH_OUTPUT, BATCH_FAILURES):
             acknowledge(api, f"AwsSolutions-IAM5[Resource::<{logical}.Arn>/{p}*]",
                         f"The jobs API reads/writes job objects under {p}, named by job id.")
+
+    def _grant_batch_inbox(self, drop: DropFolder, notes: JobNotifications, storage: Storage,
+                           batch: AsyncEndpoint) -> None:
+        """inbox/batch/ files: the drop folder submits them as jobs; the notifications function
+        writes their results to outbox/ (or a report to failed/) when the job ends."""
+        fn = drop.function
+        fn.add_to_role_policy(iam.PolicyStatement(
+            actions=["sagemaker:InvokeEndpointAsync"], resources=[batch.endpoint_arn]))
+        fn.add_to_role_policy(iam.PolicyStatement(
+            actions=["s3:PutObject"], resources=[storage.object_arn(BATCH_INPUT)]))
+        fn.add_to_role_policy(iam.PolicyStatement(
+            actions=["s3:GetObject", "s3:PutObject"], resources=[storage.object_arn(JOBS)]))
+        notes.function.add_to_role_policy(iam.PolicyStatement(
+            actions=["s3:PutObject"], resources=[storage.object_arn(OUTBOX), storage.object_arn(FAILED)]))
+        logical = _logical(storage.bucket)
+        for p in (BATCH_INPUT, JOBS):
+            acknowledge(drop, f"AwsSolutions-IAM5[Resource::<{logical}.Arn>/{p}*]",
+                        f"Batch-inbox files become jobs: objects under {p}, named by job id.")
+        for p in (OUTBOX, FAILED):
+            acknowledge(notes, f"AwsSolutions-IAM5[Resource::<{logical}.Arn>/{p}*]",
+                        f"Batch-inbox results and reports go under {p} with the dropped file's name.")
 
     def _acknowledge_cdk_internals(self) -> None:
         """Findings on resources the CDK itself adds (not our code)."""

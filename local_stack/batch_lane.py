@@ -111,13 +111,15 @@ def start_batch_lane(settings: Settings, build_if_missing: bool = True) -> Batch
     if bundle is not None:
         message = f"batch lane ready: model {bundle.name} (container starts on the first job)"
     elif settings.batch_bundle is not None:
-        message = f"batch lane: no batch bundle at {settings.batch_bundle}; jobs answer 503"
+        message = (f"batch lane: no batch bundle at {settings.batch_bundle}; /v1/jobs answers 503, "
+                   "slow-API jobs and inbox/batch/ files wait for one")
     elif build_running(settings):
         message = f"batch model is still building; see {build_log(settings)}"
     elif build_if_missing:
         build = start_build(settings)
         message = (f"batch model is building in the background (slow: tens of minutes on a CPU); "
-                   f"progress in {build_log(settings)}. Jobs answer 503 until it is done.")
+                   f"progress in {build_log(settings)}. Until it is done /v1/jobs answers 503; "
+                   "slow-API jobs and inbox/batch/ files wait for it.")
     else:
         message = "batch lane: no batch model; jobs answer 503"
 

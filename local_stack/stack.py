@@ -111,6 +111,10 @@ def _curl(port: int, settings: Settings) -> str:
 def _print_outcome(o: dict[str, Any]) -> None:
     if o["status"] == "done":
         console.print(f"[green]drop folder:[/] {o['key']} -> {o['result_key']} ({o['detail']})")
+    elif o["status"] == "submitted":
+        wait = " (starts when the batch model is built)" if o.get("deferred") else ""
+        console.print(f"[green]drop folder:[/] {o['key']} -> batch lane, results to "
+                      f"{o['result_key']}{wait}")
     elif o["status"] == "failed":
         console.print(f"[red]drop folder:[/] {o['key']} -> {o['result_key']}: {o['detail']}")
 
@@ -155,8 +159,9 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
             dropbox.mkdir(parents=True, exist_ok=True)
             if not (dropbox / "example.csv").exists():
                 (dropbox / "example.csv").write_text(EXAMPLE_CSV, encoding="utf-8")
+        jobs = local_job_service(settings)
         watcher = DropFolderWatcher(s3, settings.bucket, predictor, settings, dropbox,
-                                    _print_outcome)
+                                    _print_outcome, jobs=jobs if batch else None)
         watcher.start()
         running.callback(watcher.stop)
 
@@ -164,7 +169,7 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
         if batch_handle is not None:
             running.callback(_stop_batch, batch_handle)
 
-        app = create_app(predictor, settings, local_job_service(settings))
+        app = create_app(predictor, settings, jobs)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         api = threading.Thread(target=server.run, name="uvicorn", daemon=True)
         api.start()
@@ -209,7 +214,7 @@ def _banner(host: str, port: int, mport: int, settings: Settings, version: str,
     ]
     if shown is not None:
         lines.append(f"  Drop folder  put files in {shown}/inbox/  ->  results in {shown}/outbox/ "
-                     f"(bad files: {shown}/failed/)")
+                     f"(bad files: {shown}/failed/); {shown}/inbox/batch/ for the batch lane")
     else:
         lines.append(f"  Drop folder  s3://{b}/inbox/  ->  s3://{b}/outbox/")
     if not batch:

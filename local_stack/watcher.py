@@ -4,6 +4,9 @@ S3-shaped events; mirror a local folder so a person can drop files with a file m
     ./dropbox/inbox/<file>  -> uploaded to s3://<bucket>/inbox/<file>, then removed locally
     s3://<bucket>/outbox/*  -> downloaded to ./dropbox/outbox/
     s3://<bucket>/failed/*  -> downloaded to ./dropbox/failed/ (with the .error.json report)
+
+Files under inbox/batch/ go to the batch lane (`jobs`); a job accepted while the batch model
+is still building is started here as soon as the model is there.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 from local_stack.s3events import object_created
 from twolane.dropfolder.process import FAILED, INBOX, OUTBOX, process_event
+from twolane.jobs.service import JobService
 from twolane.settings import Settings
 
 log = logging.getLogger("twolane.local")
@@ -36,11 +40,14 @@ def _keys(s3: Any, bucket: str, prefix: str) -> dict[str, tuple[str, int]]:
 class DropFolderWatcher(threading.Thread):
     def __init__(self, s3: Any, bucket: str, predictor: Any, settings: Settings,
                  local_dir: Path | None = None,
-                 on_outcome: Callable[[dict[str, Any]], None] | None = None):
+                 on_outcome: Callable[[dict[str, Any]], None] | None = None,
+                 jobs: JobService | None = None):
         super().__init__(name="dropfolder-watcher", daemon=True)
         self.s3, self.bucket, self.predictor, self.settings = s3, bucket, predictor, settings
         self.local_dir = local_dir
         self.on_outcome = on_outcome
+        self.jobs = jobs
+        self._deferred: set[str] = set()  # batch jobs of dropped files waiting for the model
         self._halt = threading.Event()
         self._errored: dict[str, str] = {}  # key -> etag that raised; retried when it changes
         self._pulled: dict[str, str] = {}  # outbox/failed key -> etag downloaded
@@ -69,17 +76,29 @@ class DropFolderWatcher(threading.Thread):
                 continue
             event = object_created(self.bucket, key, size, etag, self.settings.aws_region)
             try:
-                summary = process_event(event, self.predictor, s3=self.s3, settings=self.settings)
+                summary = process_event(event, self.predictor, s3=self.s3, settings=self.settings,
+                                        jobs=self.jobs)
             except Exception:
                 self._errored[key] = etag
                 log.exception("could not process %s (left in inbox/)", key)
                 continue
             for o in summary["outcomes"]:
+                if o.get("deferred") and o.get("job_id"):
+                    self._deferred.add(o["job_id"])
                 if self.on_outcome:
                     self.on_outcome(o)
+        self._start_deferred()
         if self.local_dir is not None:
             self._pull(OUTBOX, self.local_dir / "outbox")
             self._pull(FAILED, self.local_dir / "failed")
+
+    def _start_deferred(self) -> None:
+        if self.jobs is None:
+            return
+        for job_id in list(self._deferred):
+            record = self.jobs.start_deferred(job_id)
+            if record is None or not record.deferred:
+                self._deferred.discard(job_id)
 
     def _push_local(self) -> None:
         assert self.local_dir is not None

@@ -16,7 +16,7 @@ import pytest
 from moto import mock_aws
 
 from twolane.dropfolder.process import process_event
-from twolane.rules import LABELLING_NOT_POSSIBLE
+from twolane.rules import CONTENT_FREE_SENTIMENT, LABELLING_NOT_POSSIBLE
 from twolane.settings import Settings
 
 BUCKET = "twolane-drop-test"
@@ -112,14 +112,46 @@ def test_csv_to_outbox(s3: Any, predictor: Any) -> None:
 
 
 def test_json_list_like_pxtextmining_data_in(s3: Any, predictor: Any) -> None:
+    """A bare JSON list is pxtextmining's data_in: its data_out comes back (keys in its order,
+    sentiment a number, "Labelling not possible" only for blank text; "n/a" gets the
+    content-free sentiment and LNP labels)."""
     doc = [{"comment_id": c, "comment_text": t, "question_type": q or "nonspecific"} for c, t, q in ROWS]
     doc[3]["question_type"] = ""  # blank question_type: allowed
+    doc.append({"comment_id": "c5", "comment_text": float("nan"), "question_type": "nonspecific"})
+    doc.append({"comment_id": 6, "question_type": "what_good"})  # R drops an NA text's key
     s3.put_object(Bucket=BUCKET, Key="inbox/data_in.json", Body=json.dumps(doc).encode())
+    assert b"NaN" in body(s3, "inbox/data_in.json")
     assert run(s3, predictor, "inbox/data_in.json")["status"] == "done"
     assert keys(s3) == {"outbox/data_in.json"}
     results = json.loads(body(s3, "outbox/data_in.json"))
-    assert set(results[0]) == {"comment_id", "labels", "sentiment"}
-    assert results[2]["sentiment"] is None and set(results[0]["sentiment"]) == {"score", "label"}
+    assert [r["comment_id"] for r in results] == ["c1", "c2", "c3", "c4", "c5", "6"]
+    assert all(list(r) == ["comment_id", "sentiment", "labels"] for r in results)
+    assert [r["sentiment"] for r in results[4:]] == [LABELLING_NOT_POSSIBLE] * 2
+    assert results[2] == {"comment_id": "c3", "sentiment": CONTENT_FREE_SENTIMENT,
+                          "labels": [LABELLING_NOT_POSSIBLE]}
+    assert all(r["sentiment"] in range(1, 6) for r in results[:4])
+
+
+@pytest.mark.parametrize("name,keys_", [("t.m.json", ["comment_id", "labels"]),
+                                        ("t.s.json", ["comment_id", "sentiment"]),
+                                        ("t.ms.json", ["comment_id", "sentiment", "labels"])])
+def test_target_in_the_file_name(s3: Any, predictor: Any, name: str, keys_: list[str]) -> None:
+    doc = [{"comment_id": c, "comment_text": t, "question_type": q} for c, t, q in ROWS]
+    s3.put_object(Bucket=BUCKET, Key=f"inbox/{name}", Body=json.dumps(doc).encode())
+    assert run(s3, predictor, f"inbox/{name}")["status"] == "done"
+    assert all(list(r) == keys_ for r in json.loads(body(s3, f"outbox/{name}")))
+
+
+def test_r_docs_recipe_json_of_json(s3: Any, predictor: Any) -> None:
+    """pxtextmining's docker README R recipe (toJSON of JSON) writes a list of one string."""
+    inner = [{"comment_id": "1", "comment_text": "Nurse was great.", "question_type": "what_good"},
+             {"comment_id": "2", "comment_text": "", "question_type": "nonspecific"}]
+    s3.put_object(Bucket=BUCKET, Key="inbox/r.json",
+                  Body=json.dumps([json.dumps(inner, separators=(",", ":"))]).encode())
+    assert run(s3, predictor, "inbox/r.json")["status"] == "done"
+    results = json.loads(body(s3, "outbox/r.json"))
+    assert [r["comment_id"] for r in results] == ["1", "2"]
+    assert results[1]["sentiment"] == LABELLING_NOT_POSSIBLE
 
 
 def test_jsonl_to_outbox(s3: Any, predictor: Any) -> None:
@@ -154,7 +186,7 @@ def test_excel_windows_csv(s3: Any, predictor: Any) -> None:
     ("object.json", b'{"comment_id": "1"}', "must be a list"),
     ("badline.jsonl", b'{"comment_id": "1", "comment_text": "x"}\nnot json\n', "line 2"),
     ("dups.csv", b"comment_id,comment_text\n7,a\n8,b\n7,c\n", "repeated: '7'"),
-    ("qt.csv", b"comment_id,comment_text,question_type\n1,a,sometimes\n", "question_type"),
+    ("noid.json", b'[{"comment_text": "x"}]', "comment_id is missing"),
     ("empty.csv", b"", "empty"),
     ("header_only.csv", b"comment_id,comment_text\n", "no comments"),
     ("report.xlsx", b"PK\x03\x04binary", "unsupported file type"),

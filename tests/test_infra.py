@@ -192,15 +192,22 @@ def test_http_api_needs_an_api_key_and_is_throttled(dev):
     cfg, _, tpl = dev
     routes = {r["Properties"]["RouteKey"]: r["Properties"]
               for r in resources(tpl, "AWS::ApiGatewayV2::Route").values()}
-    route = routes.pop("$default")
-    assert route["AuthorizationType"] == "CUSTOM" and "AuthorizerId" in route
-    # Only the web page's GETs are open (a browser cannot send x-api-key to open a page).
-    assert set(routes) == {"GET /", "GET /page/{proxy+}"}
-    assert all(r["AuthorizationType"] == "NONE" for r in routes.values())
-    auth = only(tpl, "AWS::ApiGatewayV2::Authorizer")
-    assert auth["IdentitySource"] == ["$request.header.x-api-key"]
-    assert auth["EnableSimpleResponses"] is True
-    assert auth["AuthorizerResultTtlInSeconds"] == cfg.instant.auth_cache_ttl_s
+    # The web page's GETs are open (a browser cannot send x-api-key to open a page); every other
+    # route needs a key: x-api-key, or ?code= on pxtextmining's slow API.
+    open_routes = {k: routes.pop(k) for k in ("GET /", "GET /page/{proxy+}")}
+    assert all(r["AuthorizationType"] == "NONE" for r in open_routes.values())
+    assert set(routes) == {"$default", "ANY /api/{proxy+}"}  # the latter: pxtextmining's slow API
+    auths = {k: r["Properties"] for k, r in resources(tpl, "AWS::ApiGatewayV2::Authorizer").items()}
+    sources = {}
+    for route in routes.values():
+        assert route["AuthorizationType"] == "CUSTOM" and "AuthorizerId" in route
+        auth_id = route["AuthorizerId"]["Ref"]
+        sources[route["RouteKey"]] = auths[auth_id]["IdentitySource"]
+    assert sources == {"$default": ["$request.header.x-api-key"],
+                       "ANY /api/{proxy+}": ["$request.querystring.code"]}
+    for auth in auths.values():
+        assert auth["EnableSimpleResponses"] is True
+        assert auth["AuthorizerResultTtlInSeconds"] == cfg.instant.auth_cache_ttl_s
     stage = only(tpl, "AWS::ApiGatewayV2::Stage")
     assert stage["DefaultRouteSettings"] == {
         "ThrottlingBurstLimit": cfg.instant.throttle_burst_limit,

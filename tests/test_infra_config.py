@@ -141,6 +141,10 @@ def test_authorizer_accepts_known_keys_only():
                     {"authorization": key}):
         assert authz.authorize(headers, hashes) == {"isAuthorized": False, "context": {}}
     assert authz.authorize({"x-api-key": key}, {})["isAuthorized"] is False  # no parameter
+    # pxtextmining's slow-API clients pass the key as ?code=
+    assert authz.authorize({}, hashes, {"code": key})["isAuthorized"]
+    assert authz.authorize(None, hashes, {"code": other})["isAuthorized"] is False
+    assert authz.authorize({}, hashes, {"target": "ms"})["isAuthorized"] is False
 
     reads = []
     clock = [0.0]

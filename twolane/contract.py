@@ -7,11 +7,12 @@ checked by the API layer, which knows the settings; shapes are checked here.
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from twolane.rules import SENTIMENT_NAMES, QuestionType
+from twolane.rules import SENTIMENT_NAMES, QuestionType, question_type_of
 
 __all__ = ["SENTIMENT_NAMES", "QuestionType"]  # re-exported: the rule book defines them
 
@@ -60,16 +61,48 @@ class PredictResponse(BaseModel):
     results: list[Prediction]
 
 
-# pxtextmining quick API (/predict_multilabel): exactly its request and response shapes.
+# pxtextmining's item, as its quick API, slow API and docker data_in files send it. Lenient the
+# way its clients need: extra keys ignored, numbers read as strings (1 -> "1"), a missing, null
+# or NaN text is blank (it gets "Labelling not possible"), any question type spelling is read by
+# the rule book (unknown -> nonspecific). See docs/pxtextmining.md.
+def _px_id(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError("comment_id must be a string or a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("comment_id must be a string or a finite number")
+    return str(value)
+
+
+def _px_text(value: object) -> object:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError("comment_text must be text (or null)")
+    return str(value)
+
+
+def _px_question_type(value: object) -> object:
+    return None if value is None else question_type_of(value)
+
+
 class PxItemIn(BaseModel):
-    comment_id: str
-    comment_text: str
-    question_type: QuestionType
+    """One pxtextmining comment: {comment_id, comment_text?, question_type?}, extra keys ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    comment_id: Annotated[str, BeforeValidator(_px_id), Field(min_length=1, max_length=256)]
+    comment_text: Annotated[str | None, BeforeValidator(_px_text)] = None
+    question_type: Annotated[QuestionType | None, BeforeValidator(_px_question_type)] = None
+
+    def comment(self) -> CommentIn:
+        return CommentIn(comment_id=self.comment_id, comment_text=self.comment_text,
+                         question_type=self.question_type)
 
 
 class PxItemOut(BaseModel):
+    """The quick API's answer for one comment: exactly pxtextmining's {comment_id, labels}."""
+
     comment_id: str
-    comment_text: str
     labels: list[str]
 
 

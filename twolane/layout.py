@@ -1,6 +1,7 @@
 """The bucket layout: every S3 prefix and object key twolane reads or writes, named once.
 
     inbox/  outbox/  failed/                      drop folder: input, results, rejected files + reports
+    inbox/batch/  outbox/batch/  failed/batch/    the same for files labelled on the batch lane
     jobs/<id>.json                                batch job records (counts and locations, no text)
     batch/input/<id>.json                         async endpoint input (deleted once predicted)
     batch/output/<id>.out  batch/failures/<id>-error.out   async endpoint results and errors
@@ -15,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 INBOX, OUTBOX, FAILED = "inbox/", "outbox/", "failed/"
+BATCH_SUBFOLDER = "batch/"  # inbox/batch/<file>: labelled on the batch lane -> outbox/batch/<file>
 ERROR_REPORT_SUFFIX = ".error.json"  # failed/<name> + this: why the file was rejected
 JOBS = "jobs/"
 BATCH_INPUT, BATCH_OUTPUT, BATCH_FAILURES = "batch/input/", "batch/output/", "batch/failures/"

@@ -87,6 +87,18 @@ def normalise(text: object) -> str:
     return str(text)
 
 
+def is_blank(text: object) -> bool:
+    """True for missing, null, NaN, empty or whitespace-only text: the only texts pxtextmining
+    gives sentiment "Labelling not possible" (a subset of `is_unlabellable`)."""
+    return not normalise(text).strip()
+
+
+# pxtextmining's shapes need a sentiment number for every text that is not blank. A
+# placeholder or content-free answer ("N/A", "Did not answer", emoji only) carries no opinion:
+# it gets this score ("neutral or mixed") there, and labels ["Labelling not possible"].
+CONTENT_FREE_SENTIMENT = 3
+
+
 def has_letters_or_digits(text: str) -> bool:
     return any(unicodedata.category(ch)[0] in ("L", "N") for ch in text)
 

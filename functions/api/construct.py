@@ -25,6 +25,7 @@ from infra.common import Shared, acknowledge, python_function, retention
 AUTHORIZER_CODE = Path(__file__).resolve().parent / "authorizer"
 API_KEY_HEADER = "x-api-key"
 PAGE_PATHS = ("/", "/page/{proxy+}")  # served without the authorizer (see twolane/api/routers/page.py)
+API_KEY_QUERY = "code"
 
 
 def api_key_parameter_name(env: str) -> str:
@@ -71,6 +72,15 @@ class InstantApi(Construct):
         )
 
         integration = integrations.HttpLambdaIntegration("Api", self.function)
+        # pxtextmining's slow API (/api/StartContainerInstance, /api/GetResults/<id>): its
+        # clients pass the key as ?code=, so those routes take it from the query string.
+        code_authorizer = authorizers.HttpLambdaAuthorizer(
+            "CodeAuthorizer", self.authorizer_function,
+            identity_source=[f"$request.querystring.{API_KEY_QUERY}"],
+            response_types=[authorizers.HttpLambdaResponseType.SIMPLE],
+            results_cache_ttl=Duration.seconds(inst.auth_cache_ttl_s),
+        )
+
         self.http_api = apigw.HttpApi(
             self, "HttpApi",
             api_name=f"twolane-{cfg.env}",
@@ -88,6 +98,10 @@ class InstantApi(Construct):
             acknowledge(route, "AwsSolutions-APIG4",
                         "the web page's static files: no data, no model call; the API it "
                         "calls keeps the API-key authorizer")
+        self.http_api.add_routes(
+            path="/api/{proxy+}", methods=[apigw.HttpMethod.ANY],
+            integration=integrations.HttpLambdaIntegration("SlowApi", self.function),
+            authorizer=code_authorizer)
         self.access_logs = logs.LogGroup(self, "AccessLogs",
                                          retention=retention(cfg.monitoring.log_retention_days))
         self.stage = apigw.HttpStage(

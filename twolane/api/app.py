@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from twolane.api import errors
 from twolane.api.deps import JobsHolder, PredictorHolder, loader_for
 from twolane.api.errors import ModelUnavailable
-from twolane.api.routers import health, models, page, predict, pxtextmining
+from twolane.api.routers import health, models, page, predict, pxtextmining, slow_api
 from twolane.api.routers import jobs as jobs_routes
 from twolane.jobs.service import JobService
 from twolane.predictors import Predictor
@@ -27,7 +27,8 @@ DESCRIPTION = """The instant lane of twolane: TF-IDF models as ONNX label patien
 with 32 themes and a 5-class sentiment in milliseconds.
 
 * `POST /v1/predict`: labels, sentiment and (on request) per-label probabilities.
-* `POST /predict_multilabel`: the pxtextmining quick API, same shapes.
+* `POST /predict_multilabel`, `GET /`: the pxtextmining quick API, same shapes.
+* `POST /api/StartContainerInstance`, `GET /api/GetResults/{id}`: the pxtextmining slow API.
 * When the service has API keys, send one in the `x-api-key` header.
 * Open `/` in a browser for a page that labels a CSV, Excel or JSON file and charts the results.
 """
@@ -58,7 +59,7 @@ def create_app(predictor: Predictor | None = None, settings: Settings | None = N
     app.state.jobs = JobsHolder(settings, jobs)
     errors.install(app)
     for r in (health.router, predict.router, pxtextmining.router, models.router,
-              jobs_routes.router):
+              jobs_routes.router, slow_api.router):
         app.include_router(r)
     page.install(app)  # GET /: the web page for browsers (JSON for API clients), /page/ files
     return app

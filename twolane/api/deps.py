@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from twolane.api.errors import ModelUnavailable, RequestRejected
@@ -136,3 +136,14 @@ async def require_api_key(
         raise HTTPException(status_code=401, detail="missing x-api-key header")
     if not any(hmac.compare_digest(x_api_key.encode(), k.encode()) for k in keys):
         raise HTTPException(status_code=401, detail="invalid API key")
+
+
+async def require_api_key_or_code(
+    settings: SettingsDep,
+    x_api_key: Annotated[str | None, Header(description="API key, when the service has keys set.")] = None,
+    code: Annotated[str | None, Query(description="API key as pxtextmining's slow API takes it "
+                                                  "(Azure Functions' `code`).")] = None,
+) -> None:
+    """`require_api_key`, also taking the key from the `code` query parameter: pxtextmining's
+    slow-API clients pass it there, and its results URLs carry it."""
+    await require_api_key(settings, x_api_key or code)

@@ -1,9 +1,11 @@
 """Read comments from, and write results to, CSV / JSON list / JSONL files.
 
-Input: a `comment_id` and a `comment_text` column (or key), `question_type` optional
-(what_good, could_improve, nonspecific). A JSON file is a list of such objects, as
-pxtextmining's docker `data_in`, or an object with an `items` list. Results hold the id,
-labels and sentiment, never the comment text.
+Input: a `comment_id` and a `comment_text` column (or key), `question_type` optional (any
+spelling the rule book reads; unknown ones count as nonspecific). A missing, null, NaN or
+blank text is one comment that cannot be labelled, never a failed file. A JSON file is a list
+of such objects, as pxtextmining's docker `data_in` (answered in its `data_out` shape, see
+`write_px`), or an object with an `items` list. Results hold the id, labels and sentiment,
+never the comment text.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from twolane.contract import CommentIn, Prediction
-from twolane.rules import QUESTION_TYPES
+from twolane.contract import CommentIn, JobTarget, Prediction
+from twolane.pxtextmining import TARGETS, result_rows
+from twolane.rules import is_blank, question_type_of
 
 Family = Literal["csv", "json", "jsonl"]
 FAMILIES: dict[str, Family] = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -61,18 +66,18 @@ def _item(row: dict[str, Any], where: str) -> CommentIn:
         raise FormatError(f"{where}: comment_id is missing or empty")
     if isinstance(cid, (dict, list, bool)):
         raise FormatError(f"{where}: comment_id must be a string or a number")
-    text = row.get("comment_text")
-    if text is not None and not isinstance(text, (str, int, float)):
+    text = row.get("comment_text")  # a missing key (R's jsonlite drops NA), null, NaN: blank
+    if isinstance(text, float) and math.isnan(text):
+        text = None
+    if text is not None and (isinstance(text, bool) or not isinstance(text, (str, int, float))):
         raise FormatError(f"{where}: comment_text must be text")
     qt = row.get("question_type")
-    qt = None if qt is None or (isinstance(qt, str) and not qt.strip()) else str(qt).strip()
-    if qt is not None and qt not in QUESTION_TYPES:
-        raise FormatError(f"{where}: question_type {qt!r} is not one of {', '.join(QUESTION_TYPES)}")
+    blank_qt = qt is None or (isinstance(qt, str) and not qt.strip())
     cid_s = str(cid).strip()
     if len(cid_s) > 256:
         raise FormatError(f"{where}: comment_id longer than 256 characters")
     return CommentIn(comment_id=cid_s, comment_text=None if text is None else str(text),
-                     question_type=qt)
+                     question_type=None if blank_qt else question_type_of(qt))
 
 
 def _read_csv(text: str) -> list[CommentIn]:
@@ -105,22 +110,29 @@ def _objects(rows: Iterable[Any], what: str) -> list[CommentIn]:
     for n, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
             raise FormatError(f"{what} {n}: expected an object with comment_id and comment_text")
-        if "comment_text" not in row:
-            raise FormatError(f"{what} {n}: no comment_text key")
         items.append(_item(row, f"{what} {n}"))
     return items
 
 
-def _read_json(text: str) -> list[CommentIn]:
+def _read_json(text: str) -> tuple[list[CommentIn], bool]:
+    """The comments, and whether the file is pxtextmining's data_in (a bare JSON list)."""
     try:
-        doc = json.loads(text)
+        doc = json.loads(text)  # Python's json reads NaN, as pxtextmining's files hold it
     except json.JSONDecodeError as exc:
         raise FormatError(f"not valid JSON: {exc}") from None
     if isinstance(doc, dict) and isinstance(doc.get("items"), list):
-        doc = doc["items"]
+        return _objects(doc["items"], "item"), False
+    if isinstance(doc, list) and len(doc) == 1 and isinstance(doc[0], str):
+        # pxtextmining's docker README R recipe applies toJSON() to JSON: a list of one string.
+        try:
+            inner = json.loads(doc[0])
+        except ValueError:
+            inner = None
+        if isinstance(inner, list):
+            doc = inner
     if not isinstance(doc, list):
         raise FormatError("a JSON file must be a list of {comment_id, comment_text} objects")
-    return _objects(doc, "item")
+    return _objects(doc, "item"), True
 
 
 def _read_jsonl(text: str) -> list[CommentIn]:
@@ -135,14 +147,38 @@ def _read_jsonl(text: str) -> list[CommentIn]:
     return _objects(rows, "line")
 
 
-def read_items(data: bytes, family: Family, max_text_chars: int | None = None) -> list[CommentIn]:
+@dataclass(frozen=True)
+class FileItems:
+    """A file's comments; `pxtextmining` when it is pxtextmining's docker data_in (a bare JSON
+    list), whose results go back in its data_out shape."""
+
+    items: list[CommentIn]
+    pxtextmining: bool = False
+
+    @property
+    def blank_rows(self) -> list[int]:
+        return [n for n, i in enumerate(self.items) if is_blank(i.comment_text)]
+
+
+def target_of(name: str) -> JobTarget:
+    """The target a file name asks for: `X.m.json` labels, `X.s.json` sentiment, `X.ms.json`
+    or no tag both (pxtextmining's `-t m|s|ms`)."""
+    suffixes = PurePosixPath(name).suffixes
+    tag = suffixes[-2][1:].lower() if len(suffixes) >= 2 else ""
+    return TARGETS.get(tag, "ms")
+
+
+def read_file(data: bytes, family: Family, max_text_chars: int | None = None) -> FileItems:
     """Comments in the file; FormatError says why when it cannot be used as a whole."""
     try:
         text = _decode(data)
     except UnicodeDecodeError:
         raise FormatError("the file is not UTF-8 (or Windows-1252) text") from None
-    reader = {"csv": _read_csv, "json": _read_json, "jsonl": _read_jsonl}[family]
-    items = reader(text)
+    px = False
+    if family == "json":
+        items, px = _read_json(text)
+    else:
+        items = _read_csv(text) if family == "csv" else _read_jsonl(text)
     if not items:
         raise FormatError("no comments in the file")
     dups = [i for i, n in Counter(i.comment_id for i in items).items() if n > 1]
@@ -154,7 +190,18 @@ def read_items(data: bytes, family: Family, max_text_chars: int | None = None) -
             raise FormatError(
                 f"comment_text longer than {max_text_chars} characters for comment_id {_named(long_)}"
             )
-    return items
+    return FileItems(items, px)
+
+
+def read_items(data: bytes, family: Family, max_text_chars: int | None = None) -> list[CommentIn]:
+    """Comments in the file (see `read_file`)."""
+    return read_file(data, family, max_text_chars).items
+
+
+def write_px(predictions: Sequence[Prediction], target: JobTarget, blank_rows: Sequence[int]) -> bytes:
+    """pxtextmining's data_out: [{comment_id, sentiment, labels}] (keys per target, in its
+    order), sentiment a number 1..5 or "Labelling not possible" (blank text only)."""
+    return json.dumps(result_rows(predictions, target, blank_rows)).encode("utf-8")
 
 
 def _row(p: Prediction) -> dict[str, Any]:

@@ -18,15 +18,21 @@ from urllib.parse import unquote_plus
 
 from botocore.exceptions import ClientError
 
-from twolane.contract import CommentIn, Prediction
+from twolane.contract import CommentIn, JobRequest, JobTarget, Prediction
 from twolane.dropfolder.formats import (
     CONTENT_TYPES,
+    Family,
+    FileItems,
     FormatError,
     family_of,
-    read_items,
+    read_file,
+    target_of,
+    write_px,
     write_results,
 )
-from twolane.layout import ERROR_REPORT_SUFFIX, FAILED, INBOX, OUTBOX, is_not_found
+from twolane.jobs.service import JobRejected, JobService
+from twolane.jobs.store import Delivery
+from twolane.layout import BATCH_SUBFOLDER, ERROR_REPORT_SUFFIX, FAILED, INBOX, OUTBOX, is_not_found
 from twolane.predictors import Predictor
 from twolane.settings import Settings, get_settings
 
@@ -34,7 +40,10 @@ log = logging.getLogger("twolane.dropfolder")
 
 CHUNK = 1000  # comments per predictor call
 
-Status = Literal["done", "failed", "already_done", "missing", "ignored"]
+Status = Literal["done", "submitted", "failed", "already_done", "missing", "ignored"]
+BATCH_INBOX = INBOX + BATCH_SUBFOLDER  # inbox/batch/X: the batch lane (transformer ensemble)
+NO_BATCH_LANE = ("the batch lane is not available on this service: put the file in inbox/ "
+                 "(not inbox/batch/) for the instant lane")
 
 
 @dataclass
@@ -44,6 +53,8 @@ class Outcome:
     detail: str = ""
     result_key: str | None = None
     comments: int = 0
+    job_id: str | None = None  # inbox/batch/ files: the batch job that will write the result
+    deferred: bool = False  # that job waits for the batch model (local stack still building it)
 
 
 def s3_objects(event: dict[str, Any]) -> list[tuple[str, str]]:
@@ -70,11 +81,11 @@ def failed_keys(key: str) -> tuple[str, str]:
     return FAILED + rel, FAILED + rel + ERROR_REPORT_SUFFIX
 
 
-def label(predictor: Predictor, items: list[CommentIn]) -> list[Prediction]:
+def label(predictor: Predictor, items: list[CommentIn], target: JobTarget = "ms") -> list[Prediction]:
     """Predictions for a file's comments, CHUNK at a time (bounded memory), in file order."""
     preds: list[Prediction] = []
     for i in range(0, len(items), CHUNK):
-        preds.extend(predictor.predict(items[i : i + CHUNK]))
+        preds.extend(predictor.predict(items[i : i + CHUNK], target=target))
     return preds
 
 
@@ -109,8 +120,12 @@ def _move_to_failed(s3: Any, bucket: str, key: str, reason: str, size: int | Non
 
 
 def process_object(s3: Any, bucket: str, key: str, predictor: Predictor,
-                   settings: Settings | None = None) -> Outcome:
-    """Label one inbox object and move it on. Idempotent: safe to call twice for the same key."""
+                   settings: Settings | None = None, jobs: JobService | None = None) -> Outcome:
+    """Label one inbox object and move it on. Idempotent: safe to call twice for the same key.
+
+    `inbox/batch/X` goes to the batch lane through `jobs` (its results reach `outbox/batch/X`
+    when the job finishes, see twolane.dropfolder.delivery); any other `inbox/X` is labelled
+    here on the instant lane."""
     settings = settings or get_settings()
     limits = settings.dropfolder
     if not key.startswith(INBOX) or key.endswith("/") or key == INBOX:
@@ -137,13 +152,20 @@ def process_object(s3: Any, bucket: str, key: str, predictor: Predictor,
             "Split it into smaller files.", size)
     data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     try:
-        items = read_items(data, family, limits.max_text_chars)
+        got = read_file(data, family, limits.max_text_chars)
     except FormatError as exc:
         return _move_to_failed(s3, bucket, key, str(exc), size)
-    preds = label(predictor, items)
+    target = target_of(key)
+    if key.startswith(BATCH_INBOX):
+        if jobs is None:
+            return _move_to_failed(s3, bucket, key, NO_BATCH_LANE, size)
+        return _submit(s3, bucket, key, family, got, target, jobs)
+    preds = label(predictor, got.items, target)
+    body = (write_px(preds, target, got.blank_rows) if got.pxtextmining
+            else write_results(preds, family))
     out_key = result_key(key)
     s3.put_object(
-        Bucket=bucket, Key=out_key, Body=write_results(preds, family),
+        Bucket=bucket, Key=out_key, Body=body,
         ContentType=CONTENT_TYPES[family],
         Metadata={"model-version": str(predictor.version), "comments": str(len(preds))},
     )
@@ -152,12 +174,32 @@ def process_object(s3: Any, bucket: str, key: str, predictor: Predictor,
     return Outcome(key, "done", f"{len(preds)} comments labelled", out_key, len(preds))
 
 
+def _submit(s3: Any, bucket: str, key: str, family: Family, got: FileItems, target: JobTarget,
+            jobs: JobService) -> Outcome:
+    """Hand a batch-inbox file to the batch lane as a job, then delete it from the inbox (the
+    job's input holds the comments until predictions exist)."""
+    report_key = failed_keys(key)[1]
+    delivery = Delivery(bucket=bucket, source_key=key, result_key=result_key(key),
+                        report_key=report_key, family=family, pxtextmining=got.pxtextmining)
+    body = JobRequest(items=got.items, target=target).model_dump()
+    try:
+        record = jobs.submit("classify", target, len(got.items), body, defer=True,
+                             blank_rows=got.blank_rows, delivery=delivery)
+    except JobRejected as exc:  # the endpoint refused: leave the file, Lambda retries
+        raise RuntimeError(f"the batch lane did not take {key}: {exc.reason}") from exc
+    s3.delete_object(Bucket=bucket, Key=key)
+    log.info("sent %d comments to the batch lane: %s (job %s)", len(got.items), key, record.job_id)
+    return Outcome(key, "submitted", f"{len(got.items)} comments sent to the batch lane",
+                   delivery.result_key, len(got.items), record.job_id, record.deferred)
+
+
 def process_event(event: dict[str, Any], predictor: Predictor, s3: Any = None,
-                  settings: Settings | None = None) -> dict[str, Any]:
-    """Handle an S3 event (any number of records). Returns a summary of what happened."""
+                  settings: Settings | None = None, jobs: JobService | None = None) -> dict[str, Any]:
+    """Handle an S3 event (any number of records). Returns a summary of what happened.
+    `jobs`: the batch lane, for files under inbox/batch/ (None: they go to failed/)."""
     if s3 is None:
         from twolane.aws import client
 
         s3 = client("s3")
-    outcomes = [process_object(s3, b, k, predictor, settings) for b, k in s3_objects(event)]
+    outcomes = [process_object(s3, b, k, predictor, settings, jobs) for b, k in s3_objects(event)]
     return {"outcomes": [asdict(o) for o in outcomes]}

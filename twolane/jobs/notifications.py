@@ -51,7 +51,17 @@ def job_id_of(message: dict[str, Any]) -> str | None:
 
 
 def apply_notification(store: JobStore, message: dict[str, Any]) -> JobRecord | None:
-    """Move the job forward per one SageMaker notification; None if it names no known job."""
+    """Move the job forward per one SageMaker notification; None if it names no known job.
+    A drop-folder job (one with a `delivery`) then gets its outbox file or failure report."""
+    record = _apply(store, message)
+    if record is not None and record.delivery is not None:
+        from twolane.dropfolder.delivery import deliver
+
+        deliver(store, record)
+    return record
+
+
+def _apply(store: JobStore, message: dict[str, Any]) -> JobRecord | None:
     job_id = job_id_of(message)
     if job_id is None:
         log.warning("notification names no job: %s", str(message)[:300])

@@ -13,7 +13,15 @@ import uuid
 from typing import Any
 
 from twolane.jobs.invoker import Invoker, endpoint_for
-from twolane.jobs.store import Collected, JobKind, JobRecord, JobStore, now_iso
+from twolane.jobs.store import (
+    Collected,
+    Delivery,
+    JobKind,
+    JobNotFound,
+    JobRecord,
+    JobStore,
+    now_iso,
+)
 from twolane.settings import BatchSettings
 
 log = logging.getLogger(__name__)
@@ -35,39 +43,102 @@ class JobService:
         self.invoker = invoker
         self.batch = batch
 
-    def submit(self, kind: JobKind, target: str, items: int, body: dict[str, Any]) -> JobRecord:
+    def submit(self, kind: JobKind, target: str, items: int, body: dict[str, Any], *,
+               defer: bool = False, blank_rows: list[int] | None = None,
+               delivery: Delivery | None = None) -> JobRecord:
         """Store the request body and start the inference; returns the pending record.
 
-        Raises JobRejected when the lane cannot take it (no model yet, endpoint refused).
+        When the lane cannot take the job now (no model yet): with `defer`, the job is stored
+        and starts once it can (`start_deferred`, called on every collect); without, raises
+        JobRejected. Also raises JobRejected when the endpoint refuses the invocation.
+        `blank_rows`: positions of blank texts, for pxtextmining's result shapes; `delivery`:
+        where a drop-folder job's results go (see twolane.dropfolder.delivery).
         """
         reason = self.invoker.unavailable_reason(kind)
-        if reason:
+        if reason and not defer:
             raise JobRejected(reason)
         job_id = uuid.uuid4().hex
         now = now_iso()
         record = JobRecord(job_id=job_id, kind=kind, target=target, items=items,
                            input_location=self.store.input_location(job_id),
-                           endpoint=endpoint_for(self.batch, kind), created_at=now, updated_at=now)
+                           endpoint=endpoint_for(self.batch, kind), created_at=now, updated_at=now,
+                           deferred=bool(reason), blank_rows=blank_rows or [],
+                           delivery=delivery)
         self.store.create(record, json.dumps(body).encode("utf-8"))
+        if reason:
+            log.info("job %s: deferred until the batch lane can take it", job_id)
+            return record
+        return self._invoke(record)
+
+    def _invoke(self, record: JobRecord) -> JobRecord:
+        job_id = record.job_id
         try:
             inv = self.invoker.invoke(input_location=record.input_location, inference_id=job_id,
-                                      kind=kind)
+                                      kind=record.kind)
         except Exception as exc:  # the endpoint refused: the job fails, the client retries
             log.error("job %s: could not start the inference (%s)", job_id, type(exc).__name__)
             self.store.mark_failed(job_id, "the batch lane could not start the job")
             raise JobRejected("the batch lane could not take the job now; try again later") from exc
 
         def locations(r: JobRecord) -> JobRecord | None:
-            update = {k: v for k, v in (("output_location", inv.output_location),
-                                        ("failure_location", inv.failure_location))
-                      if v and getattr(r, k) is None}
+            update: dict[str, Any] = {k: v for k, v in (("output_location", inv.output_location),
+                                                        ("failure_location", inv.failure_location))
+                                      if v and getattr(r, k) is None}
+            if r.deferred:
+                update["deferred"] = False
             return r.model_copy(update=update) if update else None
 
         return self.store.update(job_id, locations)
 
+    def start_deferred(self, job_id: str) -> JobRecord | None:
+        """Start a deferred job's inference if the lane can take it now; the record after, or
+        None for an unknown id. Safe to repeat: only a record still marked deferred is
+        claimed (compare-and-swap), so two callers never invoke it twice."""
+        record = self.store.get(job_id)
+        if record is None or not record.deferred or record.status != "pending":
+            return record
+        if self.invoker.unavailable_reason(record.kind):
+            return record
+
+        def claim(r: JobRecord) -> JobRecord | None:
+            if not r.deferred:
+                raise _Claimed
+            return r.model_copy(update={"deferred": False, "updated_at": now_iso()})
+
+        try:
+            claimed = self.store.update(job_id, claim)
+        except _Claimed:
+            return self.store.get(job_id)
+        try:
+            return self._invoke(claimed)
+        except JobRejected:
+            return self.store.get(job_id)
+
+    def submit_done(self, kind: JobKind, target: str, payload: dict[str, Any], items: int, *,
+                    blank_rows: list[int] | None = None) -> JobRecord:
+        """A job whose results exist already (labelled on the instant lane at submission): the
+        same record and once-only collection as any other job, no inference to wait for."""
+        job_id = uuid.uuid4().hex
+        now = now_iso()
+        record = JobRecord(job_id=job_id, kind=kind, target=target, items=items,
+                           status="succeeded", input_location=self.store.input_location(job_id),
+                           output_location=self.store.output_location(job_id),
+                           endpoint="instant", created_at=now, updated_at=now,
+                           blank_rows=blank_rows or [])
+        return self.store.create_done(record, json.dumps(payload).encode("utf-8"))
+
     def collect(self, job_id: str) -> Collected:
-        """The job's results (once), its failure (once), or its pending state.
+        """The job's results (once), its failure (once), or its pending state; a deferred job
+        is started first when the lane can take it now.
 
         Raises JobNotFound for an unknown id and JobGone once handed out.
         """
+        try:
+            self.start_deferred(job_id)
+        except JobNotFound:
+            pass  # store.collect says so
         return self.store.collect(job_id)
+
+
+class _Claimed(Exception):
+    """Another caller started the deferred job first."""

@@ -29,10 +29,10 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from twolane.contract import JobStatus
-from twolane.layout import batch_input_key, is_not_found, job_record_key, s3_uri
+from twolane.layout import batch_input_key, batch_output_key, is_not_found, job_record_key, s3_uri
 
 JobKind = Literal["classify", "summary"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "collected"})
@@ -42,6 +42,19 @@ MAX_REASON_CHARS = 500
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Delivery(BaseModel):
+    """Where a drop-folder job's results go once the batch lane has them: `result_key` in the
+    input's format (`family`; pxtextmining's data_out when `pxtextmining`), or a report at
+    `report_key` when the job fails. Keys only, never text."""
+
+    bucket: str
+    source_key: str
+    result_key: str
+    report_key: str
+    family: str
+    pxtextmining: bool = False
 
 
 class JobRecord(BaseModel):
@@ -59,6 +72,13 @@ class JobRecord(BaseModel):
     endpoint: str | None = None
     created_at: str
     updated_at: str
+    # Accepted while the batch model was unavailable (local stack, model still building): the
+    # inference starts when the lane can take it (see JobService.start_deferred).
+    deferred: bool = False
+    # Positions of blank texts (missing, null, NaN, whitespace), kept for pxtextmining's shapes
+    # (sentiment "Labelling not possible" exactly there). Positions only, never text.
+    blank_rows: list[int] = Field(default_factory=list)
+    delivery: Delivery | None = None  # drop-folder jobs: results go to the outbox, not to a GET
 
 
 class JobNotFound(KeyError):
@@ -112,6 +132,15 @@ class JobStore(ABC):
         """Write the input object and a new record (fails if the id exists)."""
 
     @abstractmethod
+    def create_done(self, record: JobRecord, output_body: bytes) -> JobRecord:
+        """Write a finished job's output object and its (succeeded) record, which must name it
+        as `output_location` (fails if the id exists)."""
+
+    @abstractmethod
+    def output_location(self, job_id: str) -> str:
+        """Where a job finished outside the async endpoint keeps its output (an s3:// URI)."""
+
+    @abstractmethod
     def get(self, job_id: str) -> JobRecord | None: ...
 
     @abstractmethod
@@ -121,6 +150,9 @@ class JobStore(ABC):
 
     @abstractmethod
     def exists(self, uri: str) -> bool: ...
+
+    @abstractmethod
+    def write(self, uri: str, body: bytes, content_type: str) -> None: ...
 
     @abstractmethod
     def read(self, uri: str) -> bytes | None: ...
@@ -258,6 +290,15 @@ class S3JobStore(JobStore):
         self._put(record, IfNoneMatch="*")
         return record
 
+    def output_location(self, job_id: str) -> str:
+        return s3_uri(self.bucket, batch_output_key(job_id))
+
+    def create_done(self, record: JobRecord, output_body: bytes) -> JobRecord:
+        bucket, key = parse_s3_uri(record.output_location or "")
+        self.s3.put_object(Bucket=bucket, Key=key, Body=output_body, ContentType="application/json")
+        self._put(record, IfNoneMatch="*")
+        return record
+
     def _get_tagged(self, job_id: str) -> tuple[JobRecord, str] | None:
         try:
             obj = self.s3.get_object(Bucket=self.bucket, Key=self._key(job_id))
@@ -299,6 +340,10 @@ class S3JobStore(JobStore):
             if is_not_found(exc):
                 return False
             raise
+
+    def write(self, uri: str, body: bytes, content_type: str) -> None:
+        bucket, key = parse_s3_uri(uri)
+        self.s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
 
     def read(self, uri: str) -> bytes | None:
         bucket, key = parse_s3_uri(uri)

@@ -22,6 +22,7 @@ LOG = logging.getLogger()
 LOG.setLevel(logging.INFO)
 CACHE_SECONDS = 300.0
 HEADER = "x-api-key"
+QUERY = "code"  # pxtextmining's slow API passes the key as ?code= (its results URLs carry it)
 
 _cache: tuple[float, dict[str, str]] | None = None
 
@@ -55,9 +56,12 @@ def known_hashes(read: Callable[[], dict[str, str]] = _read_parameter,
     return _cache[1]
 
 
-def authorize(headers: dict[str, str] | None, hashes: dict[str, str]) -> dict[str, Any]:
-    """The simple-response answer for one request's headers."""
-    key = {k.lower(): v for k, v in (headers or {}).items()}.get(HEADER, "")
+def authorize(headers: dict[str, str] | None, hashes: dict[str, str],
+              query: dict[str, str] | None = None) -> dict[str, Any]:
+    """The simple-response answer for one request: the key from the x-api-key header, else
+    from the `code` query parameter."""
+    key = {k.lower(): v for k, v in (headers or {}).items()}.get(HEADER, "") or \
+        (query or {}).get(QUERY, "")
     if key:
         digest = key_hash(key)
         for client, known in hashes.items():
@@ -67,7 +71,7 @@ def authorize(headers: dict[str, str] | None, hashes: dict[str, str]) -> dict[st
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    result = authorize(event.get("headers"), known_hashes())
+    result = authorize(event.get("headers"), known_hashes(), event.get("queryStringParameters"))
     LOG.info(json.dumps({"authorized": result["isAuthorized"],
                          "client": result["context"].get("client"),
                          "route": event.get("routeKey")}))

@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from twolane.api.deps import SettingsDep
+from twolane.api.routers.pxtextmining import HELLO
 
 PAGE_DIR = Path(__file__).resolve().parent.parent / "page"
 # The page loads only its own files and calls only its own API: comment text cannot leave
@@ -24,7 +25,6 @@ CONTENT_SECURITY_POLICY = (
     "connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'self'; "
     "form-action 'none'; frame-ancestors 'none'"
 )
-HELLO = {"test": "Hello"}  # what pxtextmining's API answers at / (its tests expect it)
 
 router = APIRouter(include_in_schema=False)
 

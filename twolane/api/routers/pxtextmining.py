@@ -1,4 +1,5 @@
-"""POST /predict_multilabel: the pxtextmining quick API, same request and response shapes."""
+"""pxtextmining's quick API: POST /predict_multilabel (its hello at GET / is in page.py), request and
+response exactly as its clients send and read them (docs/pxtextmining.md)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ from fastapi import APIRouter, Body, Depends
 
 from twolane.api.deps import ModelDep, SettingsDep, require_api_key, run_model
 from twolane.api.limits import check_items
-from twolane.contract import CommentIn, PxItemIn, PxItemOut
+from twolane.contract import PxItemIn, PxItemOut
 from twolane.rules import LABELLING_NOT_POSSIBLE
 
 router = APIRouter(tags=["pxtextmining"], dependencies=[Depends(require_api_key)])
+HELLO = {"test": "Hello"}  # what pxtextmining's API answers at / (served by routers/page.py)
 
 EXAMPLE = [
-    {"comment_id": "1", "comment_text": "Nurses were friendly. Parking was awful.",
-     "question_type": "nonspecific"},
+    {"comment_id": "1", "comment_text": "Nurses were friendly. Parking was awful."},
     {"comment_id": "2", "comment_text": "Food was cold", "question_type": "could_improve"},
+    {"comment_id": "3", "comment_text": ""},
 ]
 
 
@@ -26,20 +28,20 @@ async def predict_multilabel(
     model: ModelDep,
     settings: SettingsDep,
 ) -> list[PxItemOut]:
-    """A JSON list of {comment_id, comment_text, question_type} in; the same list with `labels` out.
+    """A JSON list of {comment_id, comment_text} in (pxtextmining's current schema), or of
+    {comment_id, comment_text, question_type} (its earlier one); `[{comment_id, labels}]` out,
+    in input order.
 
-    `question_type` is one of what_good, could_improve, nonspecific. A comment with no label
-    gets ['Labelling not possible'], as pxtextmining does.
+    As pxtextmining: extra keys are ignored, numbers are read as strings (1 -> "1"). A missing,
+    null or blank text, or a placeholder ("n/a"), gets ["Labelling not possible"]. Any
+    question type spelling is read (what_good, could_improve, nonspecific, "Nonspecific", the
+    FFT question wording); an unknown one counts as nonspecific. Duplicate ids: 422.
     """
     limits = settings.api
     check_items([i.comment_id for i in items], [i.comment_text for i in items],
                 limits.max_items, limits.max_text_chars)
     predictor = model.get()
-    comments = [CommentIn(comment_id=i.comment_id, comment_text=i.comment_text,
-                          question_type=i.question_type) for i in items]
+    comments = [i.comment() for i in items]
     preds = await run_model(len(comments), predictor.predict, comments, target="m")
-    return [
-        PxItemOut(comment_id=i.comment_id, comment_text=i.comment_text,
-                  labels=p.labels or [LABELLING_NOT_POSSIBLE])
-        for i, p in zip(items, preds, strict=True)
-    ]
+    return [PxItemOut(comment_id=i.comment_id, labels=p.labels or [LABELLING_NOT_POSSIBLE])
+            for i, p in zip(items, preds, strict=True)]

@@ -1,0 +1,122 @@
+"""pxtextmining's slow API as its clients call it (the Azure Function in front of its container):
+
+    POST /api/StartContainerInstance?code=KEY&target=m|s|ms   body: a JSON list of comments
+        -> 202, body: the absolute results URL (plain text; this URL with the path swapped,
+           query string kept)
+    GET  /api/GetResults/{id}?code=KEY...
+        -> 202 while pending (body: the URL again), 200 once with
+           [{comment_id, sentiment, labels}], then 404 "File already collected";
+           a failed job -> 500 "Error during processing ..."
+
+Behind it are the batch lane's jobs service and store, as for /v1/jobs. While the batch model
+is not there yet (a local stack still building it), the job is accepted and starts when it is;
+`&lane=instant` labels the comments on the instant lane at once instead (same URLs, same
+once-only results). docs/pxtextmining.md shows the client code.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from twolane.api.deps import JobsDep, ModelDep, SettingsDep, require_api_key_or_code, run_model
+from twolane.api.errors import RequestRejected
+from twolane.api.limits import check_items
+from twolane.contract import JobRequest, Prediction
+from twolane.jobs.service import JobRejected
+from twolane.jobs.store import JobGone, JobNotFound
+from twolane.pxtextmining import PxShapeError, blank_rows, parse_target, read_items, result_rows
+
+router = APIRouter(tags=["pxtextmining slow API"], dependencies=[Depends(require_api_key_or_code)])
+
+START = "StartContainerInstance"
+RETRY_AFTER_S = "5"
+ALREADY_COLLECTED = "File already collected"  # pxtextmining's words, kept for its clients
+NOT_FOUND = "File not found"
+FAILED = "Error during processing: the batch lane could not label these comments; send them again"
+
+
+def results_url(request: Request, job_id: str) -> str:
+    """The request's own absolute URL with StartContainerInstance swapped for
+    GetResults/<id>, query string kept (as the Azure Function builds it)."""
+    path = request.url.path
+    base = path[: -len(START)] if path.endswith(START) else path.rstrip("/") + "/"
+    return str(request.url.replace(path=f"{base}GetResults/{job_id}"))
+
+
+@router.post(f"/api/{START}", status_code=202, response_class=PlainTextResponse,
+             responses={202: {"description": "the results URL, as plain text"},
+                        401: {"description": "no or wrong key (`code` or x-api-key)"},
+                        413: {"description": "too many comments"},
+                        422: {"description": "bad body or target, with reasons"}})
+async def start_container_instance(
+    request: Request, jobs: JobsDep, model: ModelDep, settings: SettingsDep,
+    target: Annotated[str | None, Query(description="m labels, s sentiment, ms both (default)")] = None,
+    lane: Annotated[Literal["batch", "instant"], Query(
+        description="batch (default): the transformer ensemble; instant: the TF-IDF models, now")] = "batch",
+) -> PlainTextResponse:
+    """Body: a JSON list of {comment_id, comment_text, question_type} (read whatever the
+    Content-Type, as pxtextmining's R example sends none). 202 with the results URL."""
+    try:
+        doc = json.loads(await request.body())
+    except ValueError:
+        raise RequestRejected(422, "the body is not JSON: send a JSON list of "
+                                   "{comment_id, comment_text, question_type} objects") from None
+    try:
+        tgt = parse_target(target)
+        items = read_items(doc)
+    except (ValueError, PxShapeError) as exc:
+        raise RequestRejected(422, str(exc)) from None
+    limits = settings.api
+    check_items([i.comment_id for i in items], [i.comment_text for i in items],
+                limits.max_job_items, limits.max_text_chars)
+    comments = [i.comment() for i in items]
+    blanks = blank_rows(items)
+    service = jobs.get()
+    if lane == "instant":
+        predictor = model.get()
+        preds = await run_model(len(comments), predictor.predict, comments, target=tgt)
+        payload = {"model_version": predictor.version, "target": tgt,
+                   "results": [p.model_dump(mode="json") for p in preds]}
+        record = await run_in_threadpool(service.submit_done, "classify", tgt, payload,
+                                         len(comments), blank_rows=blanks)
+    else:
+        body = JobRequest(items=comments, target=tgt).model_dump()
+        try:
+            record = await run_in_threadpool(service.submit, "classify", tgt, len(comments), body,
+                                             defer=True, blank_rows=blanks)
+        except JobRejected as exc:  # the endpoint refused the invocation itself
+            raise RequestRejected(503, exc.reason) from exc
+    return PlainTextResponse(results_url(request, record.job_id), status_code=202)
+
+
+@router.get("/api/GetResults/{job_id}",
+            responses={200: {"description": "[{comment_id, sentiment, labels}] (once)"},
+                       202: {"description": "still pending; the body is this URL"},
+                       404: {"description": f"unknown job, or '{ALREADY_COLLECTED}'"},
+                       500: {"description": "the job failed (reported once)"}})
+def get_results(job_id: str, request: Request, jobs: JobsDep) -> Response:
+    """202 while pending; 200 with the results exactly once (then deleted); 404 after."""
+    service = jobs.get()
+    try:
+        record = service.store.get(job_id)
+        if record is None or record.kind != "classify":
+            raise JobNotFound(job_id)
+        got = service.collect(job_id)
+    except JobNotFound:
+        return PlainTextResponse(NOT_FOUND, status_code=404)
+    except JobGone:
+        return PlainTextResponse(ALREADY_COLLECTED, status_code=404)
+    rec = got.record
+    if got.payload is None:
+        if rec.status in ("pending", "running"):
+            return PlainTextResponse(str(request.url), status_code=202,
+                                     headers={"Retry-After": RETRY_AFTER_S})
+        return PlainTextResponse(FAILED, status_code=500)
+    preds = [Prediction.model_validate(r) for r in got.payload["results"]]
+    rows: list[dict[str, Any]] = result_rows(preds, parse_target(rec.target), rec.blank_rows)
+    return JSONResponse(rows, status_code=200)

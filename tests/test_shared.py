@@ -21,12 +21,17 @@ from twolane.bundle import (
 from twolane.rules import is_unlabellable
 
 
-@pytest.mark.parametrize("text", ["", "   ", None, math.nan, "n/a", "N/A", "Did not answer", "😀👍", "...", "NULL"])
+@pytest.mark.parametrize("text", ["", "   ", None, math.nan, "n/a", "N/A", "Did not answer", "😀👍", "...", "NULL",
+                                  # spreadsheet junk, lone numbers and letters, "Not applicable"
+                                  "#REF!", "#VALUE!", "#N/A", "#DIV/0!", "#NAME?", "0", "1", " 42 ",
+                                  "3.5", "12/03/2023", "x", "X.", "NaT", "nat", "Not applicable",
+                                  "Not applicable."])
 def test_unlabellable(text: object) -> None:
     assert is_unlabellable(text)
 
 
-@pytest.mark.parametrize("text", ["Nurses were lovely", "ok", "Très bien", "No parking 🚗", "5 stars"])
+@pytest.mark.parametrize("text", ["Nurses were lovely", "ok", "Très bien", "No parking 🚗", "5 stars",
+                                  "x ray was quick", "A&E was busy", "£5 to park", "No"])
 def test_labellable(text: str) -> None:
     assert not is_unlabellable(text)
 

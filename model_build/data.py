@@ -139,3 +139,22 @@ def load_dataset(path: Path | str = DEFAULT_DATA, label_map: Path | str = DEFAUL
         fingerprint=fingerprint_file(path),
         source=str(path),
     )
+
+
+POLARITY_SET = ROOT / "data" / "polarity" / "polarity_set.csv"
+
+
+def polarity_cases(path: Path = POLARITY_SET) -> list[tuple[str, str, str]]:
+    """(text, question type, "positive"|"negative"): every comment of the hand-written polarity
+    set (data/polarity/README.md) under every question type."""
+    from twolane.rules import QUESTION_TYPES
+
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    return [(t, q, side) for t, side in zip(df["text"], df["side"], strict=True) for q in QUESTION_TYPES]
+
+
+def polarity_right(side: str, score: int | None) -> bool:
+    """A sentiment score (1 very positive .. 5 very negative) is on the right side of `side`."""
+    if score is None:
+        return False
+    return score <= 2 if side == "positive" else score >= 4

@@ -1,12 +1,17 @@
 """Threshold tuning and the scores the instant lane reports, with one rule for every model.
 
-Scoring rule (used for all models, including the pxtextmining baseline in bench/):
-- labels are decided by the rule book (twolane.rules.decide_labels): a comment whose text is
-  unlabellable is predicted as exactly {"Labelling not possible"}; a comment the model gives no
-  label also gets it;
-- the truth is the labelled table as is (32 labels, "Labelling not possible" among them);
-- macro-F1 averages over the labels that occur in the scored split (labels absent from it
-  have no defined F1 and are left out, for every model alike).
+Scoring rule (one rule for every model: the pxtextmining baseline in bench/, each twolane model,
+and the build's gates; pxtextmining's own evaluation scores the same way):
+- rows: the comments whose truth has at least one label ("Labelling not possible" counts as a
+  label); rows the labellers gave no label at all are left out, as pxtextmining's data loader
+  drops them before its split;
+- labels: all 32, "Labelling not possible" a label like any other; macro-F1 is the mean of the
+  32 per-label F1 (a label with no true and no predicted row scores 0, as sklearn's
+  classification_report macro average with zero_division=0, which pxtextmining reports);
+  micro-F1, exact match (subset accuracy) and hamming loss over the same rows and labels;
+- predictions are whatever the served pipeline outputs: for twolane the rule book
+  (twolane.rules.decide_labels: unlabellable text -> exactly "Labelling not possible"; top-label
+  fallback), for the baseline pxtextmining's own post-processing (bench/baseline.py).
 """
 
 from __future__ import annotations
@@ -35,16 +40,40 @@ def tune_thresholds(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
     return th
 
 
+def scored_rows(Y: np.ndarray) -> np.ndarray:
+    """The rows the scoring rule scores: truth with at least one label."""
+    return np.asarray(Y).sum(1) > 0
+
+
 def multilabel_scores(Y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """The scoring rule (module docstring) on truth Y and predictions pred (both n x 32, 0/1)."""
+    keep = scored_rows(Y)
+    Y, pred = np.asarray(Y)[keep], np.asarray(pred)[keep]
     present = np.flatnonzero(Y.sum(0) > 0)
+    every = np.arange(Y.shape[1])
     return {
-        "macro_f1": float(f1_score(Y, pred, average="macro", labels=present, zero_division=0)),
+        "macro_f1": float(f1_score(Y, pred, average="macro", labels=every, zero_division=0)),
+        "macro_f1_labels_present": float(f1_score(Y, pred, average="macro", labels=present,
+                                                  zero_division=0)),
         "micro_f1": float(f1_score(Y, pred, average="micro", zero_division=0)),
         "exact_accuracy": float(accuracy_score(Y, pred)),
         "hamming_loss": float(hamming_loss(Y, pred)),
         "rows": len(Y),
-        "labels_scored": len(present),
+        "labels_scored": len(every),
+        "labels_present": len(present),
     }
+
+
+def per_label(Y: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict[str, dict[str, Any]]:
+    """Per label: test F1, precision, recall and support (true rows), on the scored rows."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    keep = scored_rows(Y)
+    p, r, f, n = precision_recall_fscore_support(np.asarray(Y)[keep], np.asarray(pred)[keep],
+                                                 labels=np.arange(len(labels)), zero_division=0)
+    return {lab: {"f1": round(float(f[j]), 4), "precision": round(float(p[j]), 4),
+                  "recall": round(float(r[j]), 4), "test_support": int(n[j])}
+            for j, lab in enumerate(labels)}
 
 
 def sentiment_scores(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:

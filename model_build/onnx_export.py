@@ -138,7 +138,8 @@ def linear_model(vectorizer: Any, heads: list[Head]) -> onnx.ModelProto:
 
     logits_h = (b * idf / ||b * idf||) @ W_h + c_h = (b @ (idf * W_h)) / sqrt(b @ idf^2) + c_h,
     so the matrix is [idf * W_1 | idf * W_2 | ... | idf^2] and everything after the MatMul is
-    on [N, k] only. Activation "sigmoid" (one-vs-rest labels) or "softmax" (multinomial).
+    on [N, k] only. Activation "sigmoid" (one-vs-rest labels), "softmax" (multinomial) or
+    "identity" (the normalised linear value itself, e.g. a count that is > 0 or not).
     """
     front, bow = bow_front(vectorizer)
     idf = vectorizer.idf_.astype(np.float64)
@@ -162,7 +163,8 @@ def linear_model(vectorizer: Any, heads: list[Head]) -> onnx.ModelProto:
             helper.make_node("Slice", ["zn", f"{out}_s", f"{out}_e", "axis1"], [f"{out}_zs"]),
             helper.make_node("Add", [f"{out}_zs", f"{out}_b"], [f"{out}_logits"]),
             helper.make_node("Sigmoid", [f"{out}_logits"], [out]) if act == "sigmoid"
-            else helper.make_node("Softmax", [f"{out}_logits"], [out], axis=1),
+            else helper.make_node("Softmax", [f"{out}_logits"], [out], axis=1) if act == "softmax"
+            else helper.make_node("Identity", [f"{out}_logits"], [out]),
         ]
         inits += [_const(f"{out}_s", np.array([start], np.int64)),
                   _const(f"{out}_e", np.array([start + k], np.int64)),

@@ -52,6 +52,11 @@ def test_health_and_models(client: TestClient, predictor: Any) -> None:
     assert m["labels"] == list(predictor.labels) and len(m["labels"]) == 32
     assert set(m["thresholds"]) <= set(m["labels"])
     assert isinstance(m["metrics"], dict)
+    # what to trust: per label, training support and test F1; low-support labels named
+    per = m["metrics"]["per_label"]
+    assert set(per) == set(m["labels"])
+    assert all({"train_support", "f1", "low_support"} <= set(v) for v in per.values())
+    assert m["metrics"]["low_support_labels"] == [k for k in m["labels"] if per[k]["low_support"]]
 
 
 def test_docs(client: TestClient) -> None:

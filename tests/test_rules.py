@@ -23,12 +23,17 @@ LABELS = ["Staff", "Parking", LABELLING_NOT_POSSIBLE]
 LNP = 2
 
 
-@pytest.mark.parametrize("text", ["", "   ", None, math.nan, "n/a", "N/A", "Did not answer", "😀👍", "...", "NULL"])
+@pytest.mark.parametrize("text", ["", "   ", None, math.nan, "n/a", "N/A", "Did not answer", "😀👍", "...", "NULL",
+                                  # spreadsheet junk, lone numbers and letters, "Not applicable"
+                                  "#REF!", "#VALUE!", "#N/A", "#DIV/0!", "#NAME?", "0", "1", " 42 ",
+                                  "3.5", "12/03/2023", "x", "X.", "NaT", "nat", "Not applicable",
+                                  "Not applicable."])
 def test_unlabellable(text: object) -> None:
     assert is_unlabellable(text)
 
 
-@pytest.mark.parametrize("text", ["Nurses were lovely", "ok", "Très bien", "No parking 🚗", "5 stars"])
+@pytest.mark.parametrize("text", ["Nurses were lovely", "ok", "Très bien", "No parking 🚗", "5 stars",
+                                  "x ray was quick", "A&E was busy", "£5 to park", "No"])
 def test_labellable(text: str) -> None:
     assert not is_unlabellable(text)
     assert labellable(text)
@@ -65,10 +70,10 @@ def test_decide_labels_thresholds_then_the_lnp_rule() -> None:
     assert out.dtype == np.uint8
 
 
-def test_decide_labels_min_one_label_picks_the_best_relative_to_threshold() -> None:
-    P = np.array([[0.2, 0.15, 0.0], [0.0, 0.0, 0.0]])
+def test_decide_labels_min_one_label_picks_the_most_probable_label() -> None:
+    P = np.array([[0.2, 0.15, 0.9], [0.0, 0.0, 0.0]])
     out = decide_labels(P, np.array([0.5, 0.2, 0.5]), LNP, np.array([False, True]), min_one_label=True)
-    assert out.tolist() == [[0, 1, 0], [0, 0, 1]]  # 0.15/0.2 beats 0.2/0.5; unlabellable stays LNP
+    assert out.tolist() == [[1, 0, 0], [0, 0, 1]]  # top label (never LNP); unlabellable stays LNP
 
 
 def test_apply_rules_leaves_its_input_alone() -> None:

@@ -178,13 +178,18 @@ class BatchPredictor:
         return cls(bundle_dir, manifest, encoder, name, instant)
 
     def probabilities(self, texts: Sequence[str], question_types: Sequence[str | None] | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
-        """(multilabel probabilities as served, sentiment probabilities) for labellable texts."""
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(multilabel probabilities as served, sentiment probabilities, unknown) for labellable
+        texts; `unknown` marks comments with no n-gram the embedded instant model knows (the
+        rule book's unknown-text rule; all False without an instant bundle)."""
         lab, sen = self.encoder.proba(texts)
+        unknown = np.zeros(len(texts), bool)
         if self.instant is not None and len(texts):
             inst = np.asarray(self.instant.predict_proba(list(texts), question_types), dtype=np.float32)
+            lnp = self.labels.index(LABELLING_NOT_POSSIBLE)
+            unknown = inst[:, lnp] >= 1.0  # the instant predictor's rule verdict
             lab = self.weight * lab + (1.0 - self.weight) * inst
-        return lab, sen
+        return lab, sen, unknown
 
     def predict(self, items: Sequence[CommentIn], *, target: JobTarget = "ms",
                 include_probabilities: bool = False) -> list[Prediction]:
@@ -203,20 +208,23 @@ class BatchPredictor:
         clean = [normalise(t) for t in texts]
         ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(len(clean))]
         if len(ids) != len(clean):
-            raise ValueError("ids and clean differ in length")
+            raise ValueError("ids and texts differ in length")
         if question_types is not None and len(question_types) != len(clean):
-            raise ValueError("question_types and clean differ in length")
+            raise ValueError("question_types and texts differ in length")
         ok = [i for i, t in enumerate(clean) if not is_unlabellable(t)]
         qts = [question_types[i] for i in ok] if question_types is not None else None
-        if "m" in target:
-            lab, sen = self.probabilities([clean[i] for i in ok], qts)
+        if self.instant is not None or "m" in target:
+            lab, sen, unknown = self.probabilities([clean[i] for i in ok], qts)
         else:
             lab, sen = self.encoder.proba([clean[i] for i in ok])
+            unknown = np.zeros(len(ok), bool)
         results: list[Prediction] = [
             Prediction(comment_id=cid, labels=[LABELLING_NOT_POSSIBLE], sentiment=None)
             for cid in ids
         ]
         for row, i in enumerate(ok):
+            if unknown[row]:
+                continue  # no known word: exactly "Labelling not possible", no sentiment
             labels: list[str] = []
             probs = None
             if "m" in target:

@@ -4,9 +4,10 @@ Only onnxruntime and numpy here (this runs on AWS Lambda): no scikit-learn, xgbo
 pandas. Each ONNX file is a whole pipeline (raw strings -> probabilities); the TF-IDF op emits
 dense rows, so big batches are cut into chunks.
 
-Rules (twolane.rules): unlabellable text gets exactly ["Labelling not possible"]
-and no sentiment; a comment no label clears its threshold for also gets
-["Labelling not possible"] (as pxtextmining does). Output order = input order.
+Rules (twolane.rules): unlabellable text, and a comment with no n-gram the model knows (the
+linear model's `known_ngrams` output), gets exactly ["Labelling not possible"] and no sentiment;
+a comment no label clears its threshold for gets its most probable label when the bundle says
+`min_one_label` (else "Labelling not possible"). Output order = input order.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import onnxruntime as ort
 from twolane.bundle import BundleError, Manifest, read_manifest, resolve_bundle
 from twolane.contract import CommentIn, JobTarget, Prediction, Sentiment, restrict
 from twolane.rules import (
+    KNOWN_OUTPUT,
     LABELLING_NOT_POSSIBLE,
     SENTIMENT_NAMES,
     decide_labels,
@@ -73,6 +75,10 @@ class InstantPredictor:
                             for m in members]
         self._sent_out = self._add(manifest.models[sent[0]].file, self._output(manifest, sent[0])) \
             if sent else None
+        self._known_out = None
+        if manifest.config.get("known_output") and "linear" in manifest.models:
+            self._known_out = self._add(manifest.models["linear"].file, KNOWN_OUTPUT)
+        self.min_one_label = bool(manifest.config.get("min_one_label", False))
         self._sessions = {f: _session(self.bundle_dir / f, threads) for f in self._wanted}
         self._lnp = manifest.labels.index(LABELLING_NOT_POSSIBLE)
         self._labels = list(manifest.labels)
@@ -118,9 +124,11 @@ class InstantPredictor:
         return list(self._labels)
 
     # ------------------------------------------------------------------ arrays
-    def _run(self, texts: list[str], sentiment: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Label probabilities (default model, weighted over members) and sentiment, chunked."""
-        P_parts, S_parts = [], []
+    def _run(self, texts: list[str], sentiment: bool
+             ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Label probabilities (default model, weighted over members), sentiment and whether
+        each comment holds an n-gram the model knows; chunked."""
+        P_parts, S_parts, K_parts = [], [], []
         for i in range(0, len(texts), self.chunk):
             feed = {"text": np.array(texts[i:i + self.chunk], dtype=object)}
             got: dict[tuple[str, str], np.ndarray] = {}
@@ -133,7 +141,10 @@ class InstantPredictor:
             P_parts.append(acc / float(self._weights.sum()))
             if sentiment and self._sent_out:
                 S_parts.append(got[self._sent_out])
-        return np.concatenate(P_parts), (np.concatenate(S_parts) if S_parts else None)
+            if self._known_out:
+                K_parts.append(got[self._known_out][:, 0] > 0)
+        known = np.concatenate(K_parts) if K_parts else np.ones(len(texts), bool)
+        return np.concatenate(P_parts), (np.concatenate(S_parts) if S_parts else None), known
 
     def _texts(self, texts: Sequence[object], question_types: Sequence[str | None] | None
                ) -> tuple[list[str], np.ndarray]:
@@ -149,17 +160,21 @@ class InstantPredictor:
 
     def _both(self, clean: list[str], ok: np.ndarray, sentiment: bool = True
               ) -> tuple[np.ndarray, np.ndarray]:
+        """(P, S); `ok` is updated in place: a comment with no known n-gram is unlabellable."""
         n = len(clean)
         P = np.zeros((n, len(self._labels)), dtype=np.float32)
-        P[~ok, self._lnp] = 1.0
         S = np.full((n, len(SENTIMENT_NAMES)), np.nan, dtype=np.float32)
         idx = np.flatnonzero(ok)
         if len(idx):
-            p, s = self._run([clean[i] for i in idx], sentiment)
+            p, s, known = self._run([clean[i] for i in idx], sentiment)
             p[:, self._lnp] = 0.0  # set by rule, never by the model
             P[idx] = p
             if s is not None:
                 S[idx] = s
+            ok[idx[~known]] = False
+            S[idx[~known]] = np.nan
+        P[~ok] = 0.0
+        P[~ok, self._lnp] = 1.0
         return P, S
 
     def predict_proba(self, texts: Sequence[object], question_types: Sequence[str | None] | None = None
@@ -192,7 +207,8 @@ class InstantPredictor:
         """Label matrix (bool, n x L) by the rule book: thresholds, then 'Labelling not possible'
         for unlabellable rows (P = 1.0 there, see predict_proba) and rows with no label."""
         unlabellable = P[:, self._lnp] >= 1.0
-        return decide_labels(P, self.thresholds, self._lnp, unlabellable).astype(bool)
+        return decide_labels(P, self.thresholds, self._lnp, unlabellable,
+                             min_one_label=self.min_one_label).astype(bool)
 
     # ------------------------------------------------------------------ predictions
     def predict(self, items: Sequence[CommentIn], *, target: JobTarget = "ms",

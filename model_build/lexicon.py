@@ -1,0 +1,74 @@
+"""A sentiment lexicon as directions over the TF-IDF vocabulary (build time only).
+
+The NHS data is mostly praise: words such as "rude" or "filthy" occur a handful of times, so a
+bag-of-words sentiment model learns little about them and reads "The nurse was very rude" as
+very positive. VADER's lexicon (vaderSentiment, MIT licence; a human-rated valence for ~7,500
+English words) gives every such word a valence. The build turns it into two directions over the
+vocabulary (positive valence, negative valence) that the sentiment model reads as two extra
+features; both are linear in the TF-IDF row, so they fold into the exported weights and serving
+needs nothing new.
+
+Terms: the lexicon's words (|valence| >= 1); "un" + a positive word ("unhelpful") and a
+negator + a lexicon word ("not helpful", "didn listen" as sklearn tokenises "didn't") with
+VADER's own negation factor, the last two only where the training text holds them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+MIN_VALENCE = 1.0
+NEGATION = -0.74  # VADER's factor for a negated word
+NEGATORS = ("not", "no", "never", "didn", "don", "wasn", "isn", "nobody", "nothing", "without")
+_WORD = re.compile(r"(?u)\b\w\w+\b")
+
+
+def vader_lexicon() -> dict[str, float]:
+    """word -> mean human valence (-4 .. 4), alphabetic entries of 2+ letters only."""
+    import vaderSentiment
+
+    path = Path(vaderSentiment.__file__).with_name("vader_lexicon.txt")
+    out: dict[str, float] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 2 and re.fullmatch(r"[a-z]{2,}", parts[0]):
+            out[parts[0]] = float(parts[1])
+    return out
+
+
+def terms(texts: Iterable[str], lexicon: dict[str, float] | None = None) -> dict[str, float]:
+    """term (unigram or bigram, lower case) -> valence contribution.
+
+    A negated bigram's value is chosen so that it plus its word's own value nets NEGATION x the
+    word's valence (the unigram is counted too).
+    """
+    lex = {w: v for w, v in (lexicon or vader_lexicon()).items() if abs(v) >= MIN_VALENCE}
+    seen_uni: set[str] = set()
+    seen_bi: set[str] = set()
+    for t in texts:
+        toks = _WORD.findall(t.lower())
+        seen_uni.update(toks)
+        seen_bi.update(f"{a} {b}" for a, b in zip(toks, toks[1:], strict=False) if a in NEGATORS)
+    out = dict(lex)
+    for w, v in lex.items():
+        if v > 0 and "un" + w in seen_uni and "un" + w not in out:
+            out["un" + w] = -v
+    for bigram in seen_bi:
+        w = bigram.split(" ", 1)[1]
+        if w in out:
+            out[bigram] = (NEGATION - 1.0) * out[w]
+    return out
+
+
+def directions(vocabulary: dict[str, int], valences: dict[str, float]) -> np.ndarray:
+    """2 x V: positive valence per column, negative valence per column (0 elsewhere)."""
+    d = np.zeros((2, len(vocabulary)))
+    for term, v in valences.items():
+        j = vocabulary.get(term)
+        if j is not None:
+            d[0 if v > 0 else 1, j] = v
+    return d

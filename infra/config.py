@@ -31,6 +31,12 @@ from pydantic import (
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 ENVS: tuple[str, ...] = ("dev", "prod")
 # CloudWatch Logs accepts only these retention periods (days).
+# The async endpoint's scaling alarms (infra/batch_lane/endpoint.py): CloudWatch period of the
+# SageMaker metrics, and how many periods the wake-from-zero alarm evaluates. The recommender's
+# billing model reads them to count the minutes a job is billed for.
+SCALING_METRIC_PERIOD_S = 60
+WAKE_ALARM_EVALUATION_PERIODS = 1
+BATCH_HOSTS = ("async_endpoint", "serverless", "lambda")
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
                       1827, 2192, 2557, 2922, 3288, 3653)
 
@@ -64,6 +70,9 @@ class BatchConfig(_Strict):
     """Batch lane: the SageMaker asynchronous endpoint and its scaling."""
 
     enabled: StrictBool = True
+    host: Literal["async_endpoint", "serverless", "lambda"] = Field(
+        "async_endpoint", description="where the transformer runs (chosen by `twolane "
+        "recommend` for a workload); this stack builds only async_endpoint so far")
     instance_type: str = "ml.g4dn.xlarge"
     max_concurrent_invocations_per_instance: StrictInt = Field(4, ge=1, le=1000)
     min_instances: StrictInt = Field(0, ge=0, description="0 = scale to zero when idle")

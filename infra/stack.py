@@ -25,7 +25,7 @@ from functions.notifications.construct import JobNotifications
 from infra.batch_lane import AsyncEndpoint
 from infra.batch_lane.endpoint import _logical
 from infra.common import Shared, acknowledge
-from infra.config import DeployConfig
+from infra.config import ConfigError, DeployConfig
 from infra.monitoring import Monitoring
 from infra.storage import (
     BATCH_FAILURES,
@@ -86,6 +86,11 @@ class TwolaneStack(Stack):
         queues = {"DropFolderFailures": drop.failures}
 
         batch: AsyncEndpoint | None = None
+        if cfg.batch.enabled and cfg.batch.host != "async_endpoint":
+            raise ConfigError(
+                f"batch.host is {cfg.batch.host!r} (chosen by `twolane recommend`), but this "
+                "stack builds the batch lane only as an async endpoint so far: set batch.host "
+                "to 'async_endpoint' or batch.enabled to false")
         if cfg.batch.enabled:
             batch = AsyncEndpoint(self, "BatchLane", shared=shared, storage=storage,
                                   endpoint_name=endpoint_name, batch=cfg.batch)

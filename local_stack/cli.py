@@ -95,8 +95,21 @@ def recommend(
     aws_model_name: str = typer.Option("", help="--aws: SageMaker model of the batch container."),
     aws_payload_url: str = typer.Option("", help="--aws: s3:// tar.gz of sample JSON payloads."),
     aws_function_name: str = typer.Option("", help="--aws: the instant-lane API Lambda."),
+    comments_per_week: float = typer.Option(
+        5000, "--comments-per-week", help="Batch workload: comments sent a week (NHS team: ~5,000)."),
+    jobs_per_week: float = typer.Option(3, "--jobs-per-week", help="Batch workload: jobs a week."),
+    max_wait_min: float = typer.Option(
+        15, "--max-wait-min", help="Batch workload: results wanted within this many minutes of submission."),
+    compare_scale: float = typer.Option(
+        100, "--compare-scale", help="Also report the batch host for this many times the volume."),
+    allow_assumed: bool = typer.Option(
+        False, "--allow-assumed", help="Let hosts whose speed is assumed (GPU speed-up, Serverless "
+        "CPU share) be chosen; without it they are shown beside the measured choice."),
+    reuse: Path | None = typer.Option(
+        None, "--reuse", help="Reuse the measurements of an earlier report.json instead of load-testing."),
 ) -> None:
-    """Load-test each lane, project cost per million comments, pick hardware, update infra config."""
+    """Load-test each lane, bill a weekly batch workload on each host (async endpoint, Serverless
+    Inference, Lambda), pick the cheapest that meets the wait, report, update infra config."""
     envs = tuple(e.strip() for e in env.split(",") if e.strip() and e.strip() != "none")
     if aws:
         from recommender.aws import run_aws
@@ -104,9 +117,15 @@ def recommend(
         run_aws(slo_p95_ms, out, lane=lane, role_arn=aws_role_arn, model_name=aws_model_name,
                 payload_url=aws_payload_url, function_name=aws_function_name, envs=envs)
         return
+    from recommender.billing import Workload
     from recommender.run import run
 
-    run(lane=lane, slo_p95_ms=slo_p95_ms, out=out, envs=envs)
+    try:
+        workload = Workload(comments_per_week, jobs_per_week, max_wait_min * 60)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    run(lane=lane, slo_p95_ms=slo_p95_ms, out=out, envs=envs, workload=workload,
+        compare_scale=compare_scale, allow_assumed=allow_assumed, reuse=reuse)
 
 
 @app.command()

@@ -150,8 +150,9 @@ def _pick(candidates: list[Candidate]) -> Candidate | None:
 
 
 def choose_instance(cells: list[Cell], slo_p95_ms: float, prices: dict[str, Any],
-                    lane: str = "batch") -> Choice:
-    """Cheapest SageMaker instance type whose projected p95 meets the SLO."""
+                    lane: str = "batch", allow_assumed: bool = False) -> Choice:
+    """Cheapest SageMaker instance type whose projected p95 meets the SLO. Candidates resting
+    on the assumed GPU speed-up are shown but only chosen when `allow_assumed`."""
     cells = [c for c in cells if c.errors == 0 and c.requests_ok > 0]
     e, e_note = core_efficiency(cells)
     S = lambda n: 1.0 + (n - 1) * e  # noqa: E731
@@ -191,12 +192,17 @@ def choose_instance(cells: list[Cell], slo_p95_ms: float, prices: dict[str, Any]
             else cell.concurrency,
             basis=f"{how} (batch {cell.batch}, concurrency {cell.concurrency})",
             assumed=assumed, usd_per_hour=usd_h))
-    chosen = _pick(out)
+    eligible = out if allow_assumed else [c for c in out if not c.assumed]
+    chosen = _pick(eligible)
+    msg = _message(lane, chosen, eligible or out, slo_p95_ms, "instance")
+    assumed_best = _pick(out)
+    if not allow_assumed and assumed_best is not None and assumed_best.assumed:
+        msg += (f" {assumed_best.name} projects {money(assumed_best.usd_per_million)} per "
+                "million, but on an ASSUMED GPU speed-up: not chosen without --allow-assumed.")
     method = {"core_efficiency": e, "core_efficiency_basis": e_note, "peak_rss_mb": rss,
               "gpu_speedup_assumption": {k: v for k, v in gpu_speedup.items() if k != "note"}}
     return Choice(lane=lane, target="sagemaker_instance", slo_p95_ms=slo_p95_ms, chosen=chosen,
-                  message=_message(lane, chosen, out, slo_p95_ms, "instance"), candidates=out,
-                  method=method)
+                  message=msg, candidates=out, method=method)
 
 
 def lambda_latency_factor(memory_mb: float, mb_per_vcpu: float, two_core_speedup: float) -> float:

@@ -126,7 +126,9 @@ img{max-width:100%;border:1px solid #ddd}small{color:#666}"""
 
 def write_html(doc: dict[str, Any], out: Path) -> Path:
     lanes = doc["lanes"]
-    recs = "".join(f"<p>{html.escape(v['choice']['message'])}</p>" for v in lanes.values())
+    recs = "".join(f"<p><b>{html.escape(w['message'])}</b></p>"
+                   for w in (doc.get("batch_hosts") or {}).get("workloads", []))
+    recs += "".join(f"<p>{html.escape(v['choice']['message'])}</p>" for v in lanes.values())
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>twolane hardware "
              f"recommendation</title><style>{CSS}</style></head><body>",
              "<h1>twolane: which hardware to run on</h1>",
@@ -174,6 +176,10 @@ or whose memory cannot hold the server, are ruled out; the cheapest of the rest 
             f"<li>{html.escape(line)}</li>" for line in lane["method_notes"]) + "</ul>")
         if m:
             parts.append(f"<pre>{html.escape(json.dumps(m, indent=2))}</pre>")
+    if doc.get("batch_hosts"):
+        from recommender.workload import html_section
+
+        parts.append(html_section(doc["batch_hosts"]))
     parts.append("<h2>Deployment config change</h2>")
     if doc["config_changes"]:
         for ch in doc["config_changes"]:
@@ -227,10 +233,18 @@ def results_section(doc: dict[str, Any], report_dir: str = "bench/recommend") ->
              f"{doc['machine']['loadavg_after'][0]:.1f} after). p95 objective "
              f"{doc['slo_p95_ms']:.0f} ms per request. Full report: "
              f"[{report_dir}/report.html]({report_dir.removeprefix('bench/')}/report.html).", ""]
+    if doc.get("reused_from"):
+        lines[-1:] = [f"Load-test measurements reused from the run of {doc['reused_from']} "
+                      "(`--reuse`: no new load test); the billing model and charts are new.", ""]
     for lane in doc["lanes"].values():
-        lines.append(f"- **{lane['choice']['message']}**")
+        lines.append(f"- Steady state (full instances, no cold starts or idle): "
+                     f"{lane['choice']['message']}")
         if lane.get("warning"):
             lines.append(f"  - {lane['warning']}")
+    if doc.get("batch_hosts"):
+        from recommender.workload import md_lines
+
+        lines += md_lines(doc["batch_hosts"])
     lines += ["", "| lane | cores | comments/request | concurrency | p50 ms | p95 ms (min-max) "
               "| comments/s | errors | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|"]
     for name, lane in doc["lanes"].items():

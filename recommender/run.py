@@ -4,6 +4,7 @@ and write the choice into the deployment config (infra/config/<env>.json)."""
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import platform
 import tempfile
@@ -13,10 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from recommender.billing import Host, Workload
 from recommender.cost import Choice, choose_instance, choose_lambda_memory, load_prices
-from recommender.loadtest import LaneResult, Sweep, payload_texts, run_lane
+from recommender.loadtest import Cell, LaneResult, Sweep, payload_texts, run_lane
 from recommender.report import results_section, update_results_md, write_report
 from recommender.servers import REPO_ROOT
+from recommender.workload import NHS_WORKLOAD
 
 LANES = ("instant", "batch")
 DEFAULT_SWEEPS: dict[str, Sweep] = {
@@ -142,13 +145,61 @@ def update_configs(changes: dict[str, Any], envs: Iterable[str],
     return out
 
 
+def reused_lane(report: Path, lane: str) -> tuple[LaneResult, str]:
+    """A lane's measurements from an earlier report.json (no new load test)."""
+    doc = json.loads(report.read_text(encoding="utf-8"))
+    if lane not in doc.get("lanes", {}):
+        raise SystemExit(f"{report} holds no {lane} lane measurements to reuse")
+    d = doc["lanes"][lane]
+    r = dict(d["result"])
+    r["cells"] = [Cell(**{**c, "p95_range_ms": tuple(c["p95_range_ms"]),
+                          "throughput_range_cps": tuple(c["throughput_range_cps"])})
+                  for c in r["cells"]]
+    r["startup_s"] = {int(k): v for k, v in r["startup_s"].items()}
+    r["notes"] = [*r.get("notes", []), f"Reused from {doc['generated_at']} (report.json); "
+                  "no new load test was run."]
+    return LaneResult(**r), d.get("warning", "")
+
+
+def batch_hosts_doc(batch_choice: Choice, instant_choice: Choice | None,
+                    workloads: list[Workload], prices: dict[str, Any], allow_assumed: bool,
+                    out: Path, env: str = "prod",
+                    config_dir: Path | None = None) -> dict[str, Any]:
+    """The billing model for the batch lane on each host, for the given workloads."""
+    from infra.config import load_config
+    from recommender.hosts import (
+        build_hosts,
+        figures_doc,
+        instant_lane_host,
+        measured_inputs,
+        request_bytes_per_comment,
+        scaling_inputs,
+    )
+    from recommender.workload import workload_doc
+
+    m = batch_choice.method
+    meas = measured_inputs(float(m["core_efficiency"]), str(m["core_efficiency_basis"]),
+                           request_bytes_per_comment=request_bytes_per_comment())
+    cfg = load_config(env, config_dir)
+    sc = scaling_inputs(cfg.batch, prices)
+    hosts = build_hosts(prices, meas, sc, float(m.get("peak_rss_mb", 0.0)))
+    mem = int(instant_choice.chosen.memory_mb) if instant_choice and instant_choice.chosen \
+        else cfg.instant.dropfolder_memory_mb
+    ref: list[Host] = [instant_lane_host(prices, meas, mem)]
+    return workload_doc(workloads, hosts, ref, allow_assumed, figures_doc(meas, sc), out)
+
+
 def run(lane: str = "both", slo_p95_ms: float = 1000.0, out: Path = Path("bench/recommend"),
         envs: Iterable[str] = ("dev", "prod"), sweeps: dict[str, Sweep] | None = None,
         bundles: dict[str, Path] | None = None, config_dir: Path | None = None,
-        results_md: Path | None = None, log: Callable[[str], None] = print) -> Path:
-    """Measure, choose, report and update the config. Returns the HTML report's path.
-    The bench/RESULTS.md section is rewritten when `results_md` is given, or when the report
-    goes to the repository's bench/recommend (the committed one)."""
+        results_md: Path | None = None, log: Callable[[str], None] = print,
+        workload: Workload | None = None, compare_scale: float = 100.0,
+        allow_assumed: bool = False, reuse: Path | None = None) -> Path:
+    """Measure (or `reuse` an earlier report.json's measurements), choose, report and update
+    the config. The batch lane also gets the billing model for `workload` (default: the NHS
+    team's) and for `compare_scale` times its volume; the first workload's host goes into the
+    config. Returns the HTML report's path. The bench/RESULTS.md section is rewritten when
+    `results_md` is given, or when the report goes to the repository's bench/recommend."""
     t0 = time.perf_counter()
     lanes = list(LANES) if lane == "both" else [lane]
     if any(x not in LANES for x in lanes):
@@ -157,30 +208,49 @@ def run(lane: str = "both", slo_p95_ms: float = 1000.0, out: Path = Path("bench/
     prices = load_prices()
     out = Path(out)
     load_before = os.getloadavg()
-    texts = payload_texts()
+    texts = payload_texts() if reuse is None else []
     doc_lanes: dict[str, Any] = {}
     changes: dict[str, Any] = {}
+    choices: dict[str, Choice] = {}
     with tempfile.TemporaryDirectory(prefix="twolane-recommend-") as tmp:
         work = Path(tmp)
         for name in lanes:
-            if bundles and name in bundles:
-                bundle, label, warning = bundles[name], str(bundles[name]), ""
+            result: LaneResult
+            if reuse is not None:
+                result, warning = reused_lane(reuse, name)
             else:
-                bundle, label, warning = resolve_lane_bundle(name, work, log)
-            result: LaneResult = run_lane(name, bundle, sweeps[name], work / name, texts,
-                                          bundle_label=label, log=log)
+                if bundles and name in bundles:
+                    bundle, label, warning = bundles[name], str(bundles[name]), ""
+                else:
+                    bundle, label, warning = resolve_lane_bundle(name, work, log)
+                result = run_lane(name, bundle, sweeps[name], work / name, texts,
+                                  bundle_label=label, log=log)
             if name == "instant":
                 choice = choose_lambda_memory(result.cells, slo_p95_ms, prices)
+                choices[name] = choice
                 if choice.chosen:
                     changes["instant.lambda_memory_mb"] = int(choice.chosen.memory_mb)
             else:
-                choice = choose_instance(result.cells, slo_p95_ms, prices)
-                if choice.chosen:
-                    changes["batch.instance_type"] = choice.chosen.name
+                choice = choose_instance(result.cells, slo_p95_ms, prices,
+                                         allow_assumed=allow_assumed)
+                choices[name] = choice
             log(choice.message)
             doc_lanes[name] = {"result": result.to_dict(), "choice": choice.to_dict(),
                                "warning": warning,
                                "method_notes": method_notes(name, choice, prices)}
+    batch_hosts: dict[str, Any] | None = None
+    if "batch" in choices:
+        w = workload or NHS_WORKLOAD
+        bigger = Workload(w.comments_per_week * compare_scale, w.jobs_per_week, w.max_wait_s)
+        batch_hosts = batch_hosts_doc(choices["batch"], choices.get("instant"), [w, bigger],
+                                      prices, allow_assumed, out, config_dir=config_dir)
+        first = batch_hosts["workloads"][0]
+        log(first["message"])
+        log(batch_hosts["workloads"][1]["message"])
+        if first["chosen"]:
+            changes["batch.host"] = first["chosen"]["kind"]
+            if first["chosen"]["kind"] == "async_endpoint":
+                changes["batch.instance_type"] = first["chosen"]["host"]
     envs = [e for e in envs if e and e != "none"]
     config_changes = update_configs(changes, envs, config_dir) if changes and envs else []
     for ch in config_changes:
@@ -191,6 +261,9 @@ def run(lane: str = "both", slo_p95_ms: float = 1000.0, out: Path = Path("bench/
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "lanes": doc_lanes,
+        "batch_hosts": batch_hosts,
+        "reused_from": (json.loads(reuse.read_text(encoding="utf-8"))["generated_at"]
+                        if reuse is not None else None),
         "config_changes": config_changes,
         "prices": {k: prices[k] for k in ("region", "currency", "as_of", "source")},
         "assumptions": [

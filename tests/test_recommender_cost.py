@@ -71,7 +71,10 @@ def test_cheapest_instance_that_meets_the_slo_is_chosen() -> None:
 
 def test_slow_cpu_loses_to_gpu_when_only_gpu_meets_the_slo() -> None:
     cells = [cell(1, 8, 1, 800, 10.0), cell(2, 8, 2, 900, 18.0)]
-    ch = choose_instance(cells, slo_p95_ms=500, prices=PRICES)
+    measured_only = choose_instance(cells, slo_p95_ms=500, prices=PRICES)
+    assert measured_only.chosen is None  # the GPU rests on an assumption: never silently wins
+    assert "not chosen without --allow-assumed" in measured_only.message
+    ch = choose_instance(cells, slo_p95_ms=500, prices=PRICES, allow_assumed=True)
     assert ch.chosen is not None and ch.chosen.name == "gpu.big" and ch.chosen.assumed
     assert "ASSUMED GPU" in ch.message
     assert not {c.name: c for c in ch.candidates}["cheap.small"].meets_slo
@@ -169,13 +172,13 @@ def test_within_the_assumption_band_the_lower_hourly_price_wins() -> None:
         "gpu.big": {"vcpus": 4, "memory_gib": 16, "gpu": "A", "usd_per_hour": 1.41}},
         "gpu_speedup_assumption": {"T": 20.0, "A": 40.0}}  # gpu.big 5 % cheaper per comment
     cells = [cell(1, 8, 1, 300, 10.0)]
-    ch = choose_instance(cells, slo_p95_ms=500, prices=prices)
+    ch = choose_instance(cells, slo_p95_ms=500, prices=prices, allow_assumed=True)
     by = {c.name: c for c in ch.candidates}
     assert by["gpu.big"].usd_per_million < by["gpu.small"].usd_per_million
     assert ch.chosen is not None and ch.chosen.name == "gpu.small"
     assert "lower hourly price" in ch.message
     prices["sagemaker_instances"]["gpu.big"]["usd_per_hour"] = 1.0  # now 32 % cheaper: wins
-    assert choose_instance(cells, 500, prices).chosen.name == "gpu.big"  # type: ignore[union-attr]
+    assert choose_instance(cells, 500, prices, allow_assumed=True).chosen.name == "gpu.big"  # type: ignore[union-attr]
 
 
 def test_lambda_work_is_the_smaller_of_wall_clock_and_cpu_time() -> None:

@@ -87,3 +87,49 @@ def test_config_update_is_validated(config_dir: Path) -> None:
     with pytest.raises(ConfigError, match="instance_type"):
         update_configs({"batch.instance_type": "c6i.xlarge"}, ["prod"], config_dir)
     assert (config_dir / "prod.json").read_text() == before  # a rejected change writes nothing
+
+
+def test_workload_billing_from_reused_measurements(tmp_path: Path, config_dir: Path) -> None:
+    """The committed report's measurements, billed for the NHS workload and 100x it: hosts,
+    cost per job / month / million, wait, crossing charts, and batch.host in the config."""
+    from recommender.billing import Workload
+
+    out = tmp_path / "report"
+    committed = Path(__file__).resolve().parent.parent / "bench" / "recommend" / "report.json"
+    reused = tmp_path / "measured.json"
+    shutil.copy(committed, reused)
+    html = run(lane="both", out=out, envs=("dev",), config_dir=config_dir, log=lambda s: None,
+               workload=Workload(5000, 3, 900), compare_scale=100, reuse=reused,
+               results_md=tmp_path / "RESULTS.md")
+    doc = json.loads((out / "report.json").read_text())
+    bh = doc["batch_hosts"]
+    assert [w["workload"]["comments_per_week"] for w in bh["workloads"]] == [5000, 500000]
+    for w in bh["workloads"]:
+        chosen = w["chosen"]
+        assert chosen is not None and chosen["feasible"] and not chosen["assumed"]
+        assert chosen["wait_s"] <= 900 and chosen["usd_per_job"] > 0
+        assert chosen["usd_per_month"] == pytest.approx(
+            chosen["usd_per_job"] * 3 * 365.25 / 12 / 7)
+        kinds = {e["kind"] for e in w["estimates"]}
+        assert kinds == {"async_endpoint", "lambda", "serverless"}
+        # every GPU and Serverless row says it rests on an assumption
+        for e in w["estimates"]:
+            if e["kind"] == "serverless" or "GPU" in e["family"]:
+                assert e["assumed"] and e["assumptions"]
+    nhs = bh["workloads"][0]
+    gpu = next(e for e in nhs["estimates"] if e["host"] == "ml.g4dn.xlarge")
+    # from zero, a GPU job is billed for minutes whatever its size
+    assert gpu["job"]["billed_s"] > 15 * 60 and gpu["usd_per_million"] > 10
+    for png in (bh["plots"]["cost"], bh["plots"]["wait"]):
+        assert (out / png).stat().st_size > 5000
+    assert "Inputs of the billing model" in html.read_text()
+    assert nhs["message"] in (tmp_path / "RESULTS.md").read_text()
+    cfg = load_config("dev", config_dir)
+    assert cfg.batch.host == nhs["chosen"]["kind"]
+
+
+def test_batch_host_is_validated(config_dir: Path) -> None:
+    update_configs({"batch.host": "serverless"}, ["dev"], config_dir)
+    assert load_config("dev", config_dir).batch.host == "serverless"
+    with pytest.raises(ConfigError, match="batch.host"):
+        update_configs({"batch.host": "gpu-box"}, ["dev"], config_dir)

@@ -28,7 +28,12 @@ from constructs import Construct
 
 from infra.batch_lane.image import dlc_image_uri, parse_ecr_uri
 from infra.common import Shared, acknowledge, retention
-from infra.config import BatchConfig, ConfigError
+from infra.config import (
+    SCALING_METRIC_PERIOD_S,
+    WAKE_ALARM_EVALUATION_PERIODS,
+    BatchConfig,
+    ConfigError,
+)
 from infra.storage import BATCH_FAILURES, BATCH_INPUT, BATCH_OUTPUT, MODELS, Storage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -173,7 +178,8 @@ class AsyncEndpoint(Construct):
         return image.uri
 
     # -- scaling -------------------------------------------------------------------------
-    def metric(self, name: str, statistic: str = "Average", period_s: int = 60,
+    def metric(self, name: str, statistic: str = "Average",
+               period_s: int = SCALING_METRIC_PERIOD_S,
                variant: bool = False) -> cw.Metric:
         dims = {"EndpointName": self.endpoint.attr_endpoint_name}
         if variant:
@@ -214,7 +220,8 @@ class AsyncEndpoint(Construct):
             alarm_description=f"{self.endpoint_name}: requests waiting with no instance; "
                               "scales out from zero",
             metric=self.metric("HasBacklogWithoutCapacity", statistic="Average"),
-            threshold=1, evaluation_periods=1, datapoints_to_alarm=1,
+            threshold=1, evaluation_periods=WAKE_ALARM_EVALUATION_PERIODS,
+            datapoints_to_alarm=WAKE_ALARM_EVALUATION_PERIODS,
             comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING)
         self.wake_alarm.add_alarm_action(cw_actions.ApplicationScalingAction(wake))

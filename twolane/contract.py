@@ -7,21 +7,51 @@ checked by the API layer, which knows the settings; shapes are checked here.
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from twolane.rules import SENTIMENT_NAMES, QuestionType
+from twolane.rules import SENTIMENT_NAMES, QuestionType, clean_text, is_clean
 
 __all__ = ["SENTIMENT_NAMES", "QuestionType"]  # re-exported: the rule book defines them
+
+
+def _clean_id(value: str) -> str:
+    if not is_clean(value):
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate or NUL)")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def strict_json_loads(data: bytes | str) -> Any:
+    """JSON as every entry point reads it: json.loads, except that NaN, Infinity, a number over
+    Python's digit limit and nesting past the recursion limit raise json.JSONDecodeError too
+    (Python's own reader accepts the first two and raises other errors for the rest)."""
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except json.JSONDecodeError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        reason = str(exc) if "not allowed in JSON" in str(exc) else "a number or nesting too large to read"
+        raise json.JSONDecodeError(reason, "", 0) from None
+
+
+# The input boundary (twolane.rules.clean_text): every comment that enters through these models
+# (API, drop folder, jobs, the batch container) has its text cleaned and its id checked here.
+CommentText = Annotated[str, AfterValidator(clean_text)]
+CommentId = Annotated[str, AfterValidator(_clean_id)]
 
 class CommentIn(BaseModel):
     """One comment to label. `comment_text` may be empty or null: it gets 'Labelling not possible'."""
 
     model_config = ConfigDict(extra="forbid")
 
-    comment_id: str = Field(..., min_length=1, max_length=256)
-    comment_text: str | None = None
+    comment_id: CommentId = Field(..., min_length=1, max_length=256)
+    comment_text: CommentText | None = None
     question_type: QuestionType | None = None
 
 
@@ -62,8 +92,8 @@ class PredictResponse(BaseModel):
 
 # pxtextmining quick API (/predict_multilabel): exactly its request and response shapes.
 class PxItemIn(BaseModel):
-    comment_id: str
-    comment_text: str
+    comment_id: CommentId
+    comment_text: CommentText
     question_type: QuestionType
 
 

@@ -24,6 +24,8 @@ class ApiSettings(BaseModel):
     max_job_items: int  # comments per batch job
     max_text_chars: int  # characters per comment
     api_keys: frozenset[str]  # empty = no auth
+    max_concurrent_requests: int  # POSTs served at once; more wait before their body is read
+    docs: bool  # serve /docs, /redoc, /openapi.json (behind the key when keys are set)
 
 
 class DropFolderSettings(BaseModel):
@@ -66,6 +68,8 @@ class Settings(BaseSettings):
     max_items: int = Field(2000, ge=1)
     max_text_chars: int = Field(5000, ge=1)
     api_keys: str = ""  # comma-separated; empty = no auth
+    max_concurrent_requests: int = Field(4, ge=1)  # bounds the memory a burst of POSTs can take
+    docs: bool = True  # TWOLANE_DOCS=0 turns /docs, /redoc and /openapi.json off
 
     # AWS (moto locally). boto3 also honours AWS_ENDPOINT_URL on its own.
     aws_endpoint_url: str | None = None
@@ -101,7 +105,8 @@ class Settings(BaseSettings):
     @property
     def api(self) -> ApiSettings:
         return ApiSettings(max_items=self.max_items, max_job_items=self.max_job_items,
-                           max_text_chars=self.max_text_chars, api_keys=self.api_key_set)
+                           max_text_chars=self.max_text_chars, api_keys=self.api_key_set,
+                           max_concurrent_requests=self.max_concurrent_requests, docs=self.docs)
 
     @property
     def dropfolder(self) -> DropFolderSettings:

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from twolane.api import errors
 from twolane.api.deps import JobsHolder, PredictorHolder, loader_for
 from twolane.api.errors import ModelUnavailable
+from twolane.api.gate import Gate
 from twolane.api.routers import health, models, predict, pxtextmining
 from twolane.api.routers import jobs as jobs_routes
 from twolane.jobs.service import JobService
@@ -28,7 +29,11 @@ with 32 themes and a 5-class sentiment in milliseconds.
 
 * `POST /v1/predict`: labels, sentiment and (on request) per-label probabilities.
 * `POST /predict_multilabel`: the pxtextmining quick API, same shapes.
-* When the service has API keys, send one in the `x-api-key` header.
+* When the service has API keys, send one in the `x-api-key` header (every route but
+  `/health`, these docs included).
+* Errors: `{"detail", "request_id", "comment_ids"?}`; `detail` is a reason, or for a body that
+  does not validate a list of `{loc, msg, type}` naming each item and field. No error echoes
+  the comment text.
 """
 
 
@@ -50,8 +55,10 @@ def create_app(predictor: Predictor | None = None, settings: Settings | None = N
             log.warning("starting without a model; /health answers 503 until it loads")
         yield
 
+    api = settings.api
+    docs = {} if api.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title="twolane instant lane", description=DESCRIPTION, version="1",
-                  lifespan=lifespan)
+                  lifespan=lifespan, **docs)  # type: ignore[arg-type]
     app.state.settings = settings
     app.state.predictor = holder
     app.state.jobs = JobsHolder(settings, jobs)
@@ -59,4 +66,6 @@ def create_app(predictor: Predictor | None = None, settings: Settings | None = N
     for r in (health.router, predict.router, pxtextmining.router, models.router,
               jobs_routes.router):
         app.include_router(r)
+    # Outermost: the key is checked, and a POST waits for a slot, before any body is read.
+    app.add_middleware(Gate, keys=api.api_keys, max_concurrent=api.max_concurrent_requests)
     return app

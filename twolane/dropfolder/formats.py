@@ -2,8 +2,17 @@
 
 Input: a `comment_id` and a `comment_text` column (or key), `question_type` optional
 (what_good, could_improve, nonspecific). A JSON file is a list of such objects, as
-pxtextmining's docker `data_in`, or an object with an `items` list. Results hold the id,
+pxtextmining's docker `data_in`, or an object with an `items` list; JSONL is one object per
+line, lines split at "\n" only (U+2028, U+2029, U+0085 may appear inside strings). JSON is read
+strictly (`twolane.contract.strict_json_loads`: no NaN / Infinity). Results hold the id,
 labels and sentiment, never the comment text.
+
+Encoding (`decode`): a byte-order mark decides (UTF-8, UTF-16 LE/BE). Without one, the file is
+UTF-8 when it all decodes as UTF-8; otherwise each line is read on its own, as UTF-8 when it is
+valid UTF-8 and as Windows-1252 (Excel's "CSV" on Windows) when it is not, so one stray
+Windows-1252 byte never turns the other rows' curly quotes into mojibake. A line neither can
+read, or NUL bytes without a byte-order mark (UTF-16 saved without one), send the file to
+failed/ naming the first such line. Error messages name lines, items and ids, never text.
 """
 
 from __future__ import annotations
@@ -11,12 +20,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from twolane.contract import CommentIn, Prediction
+from pydantic import ValidationError
+
+from twolane.contract import CommentIn, Prediction, strict_json_loads
 from twolane.rules import QUESTION_TYPES
 
 Family = Literal["csv", "json", "jsonl"]
@@ -28,6 +40,7 @@ CONTENT_TYPES: dict[Family, str] = {
 }
 LABEL_SEPARATOR = "; "  # labels in one CSV cell (labels contain commas, never semicolons)
 MAX_NAMED = 20
+log = logging.getLogger("twolane.dropfolder")
 
 
 class FormatError(ValueError):
@@ -48,11 +61,37 @@ def _named(values: list[str]) -> str:
     return ", ".join(repr(v) for v in values[:MAX_NAMED]) + (f" and {more} more" if more > 0 else "")
 
 
-def _decode(data: bytes) -> str:
+def decode(data: bytes) -> str:
+    """The file's text by the rule in the module docstring; FormatError names the first line
+    that cannot be read."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")  # the BOM gives the byte order; it is dropped
+        except UnicodeDecodeError:
+            raise FormatError("the file starts as UTF-16 but is not valid UTF-16") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if b"\x00" in data:
+        line = data[: data.index(b"\x00")].count(b"\n") + 1
+        raise FormatError(f"line {line}: NUL bytes: the file is UTF-16 without a byte-order mark, "
+                          "or not text; save it as UTF-8")
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        return data.decode("cp1252", errors="strict")  # Excel's "CSV" on Windows
+        pass
+    lines: list[str] = []
+    legacy = 0
+    for n, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            try:
+                lines.append(raw.decode("cp1252"))
+                legacy += 1
+            except UnicodeDecodeError:
+                raise FormatError(f"line {n}: not UTF-8 (or Windows-1252) text") from None
+    log.info("read %d of %d lines as Windows-1252", legacy, len(lines))
+    return "\n".join(lines)
 
 
 def _item(row: dict[str, Any], where: str) -> CommentIn:
@@ -67,12 +106,17 @@ def _item(row: dict[str, Any], where: str) -> CommentIn:
     qt = row.get("question_type")
     qt = None if qt is None or (isinstance(qt, str) and not qt.strip()) else str(qt).strip()
     if qt is not None and qt not in QUESTION_TYPES:
-        raise FormatError(f"{where}: question_type {qt!r} is not one of {', '.join(QUESTION_TYPES)}")
+        raise FormatError(f"{where}: question_type is not one of {', '.join(QUESTION_TYPES)}")
     cid_s = str(cid).strip()
     if len(cid_s) > 256:
         raise FormatError(f"{where}: comment_id longer than 256 characters")
-    return CommentIn(comment_id=cid_s, comment_text=None if text is None else str(text),
-                     question_type=qt)  # type: ignore[arg-type]
+    try:  # the contract is the input boundary: it cleans the text and checks the id
+        return CommentIn(comment_id=cid_s, comment_text=None if text is None else str(text),
+                         question_type=qt)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise FormatError(f"{where}: {field}: {first['msg']}") from None
 
 
 def _read_csv(text: str) -> list[CommentIn]:
@@ -85,8 +129,9 @@ def _read_csv(text: str) -> list[CommentIn]:
         raise FormatError(f"not a readable CSV: {exc}") from None
     cols = [h.strip().lower().replace(" ", "_") for h in header]
     missing = [c for c in ("comment_id", "comment_text") if c not in cols]
-    if missing:
-        raise FormatError(f"CSV header lacks column(s) {missing}; found {header}")
+    if missing:  # the first line is not echoed: without a header it is a comment
+        raise FormatError(f"CSV header lacks column(s) {missing}: the first line must name the "
+                          f"columns (comment_id, comment_text, question_type optional)")
     items: list[CommentIn] = []
     try:
         for n, row in enumerate(reader, start=2):
@@ -113,7 +158,7 @@ def _objects(rows: Iterable[Any], what: str) -> list[CommentIn]:
 
 def _read_json(text: str) -> list[CommentIn]:
     try:
-        doc = json.loads(text)
+        doc = strict_json_loads(text)
     except json.JSONDecodeError as exc:
         raise FormatError(f"not valid JSON: {exc}") from None
     if isinstance(doc, dict) and isinstance(doc.get("items"), list):
@@ -125,11 +170,11 @@ def _read_json(text: str) -> list[CommentIn]:
 
 def _read_jsonl(text: str) -> list[CommentIn]:
     rows = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(text.split("\n"), start=1):  # not splitlines(): see the docstring
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            rows.append(strict_json_loads(line))
         except json.JSONDecodeError as exc:
             raise FormatError(f"line {n}: not valid JSON: {exc}") from None
     return _objects(rows, "line")
@@ -137,10 +182,7 @@ def _read_jsonl(text: str) -> list[CommentIn]:
 
 def read_items(data: bytes, family: Family, max_text_chars: int | None = None) -> list[CommentIn]:
     """Comments in the file; FormatError says why when it cannot be used as a whole."""
-    try:
-        text = _decode(data)
-    except UnicodeDecodeError:
-        raise FormatError("the file is not UTF-8 (or Windows-1252) text") from None
+    text = decode(data)
     reader = {"csv": _read_csv, "json": _read_json, "jsonl": _read_jsonl}[family]
     items = reader(text)
     if not items:

@@ -26,7 +26,7 @@ from twolane.dropfolder.formats import (
     read_items,
     write_results,
 )
-from twolane.layout import ERROR_REPORT_SUFFIX, FAILED, INBOX, OUTBOX, is_not_found
+from twolane.layout import ERROR_REPORT_SUFFIX, FAILED, INBOX, OUTBOX, fit_key, is_not_found
 from twolane.predictors import Predictor
 from twolane.settings import Settings, get_settings
 
@@ -61,13 +61,15 @@ def s3_objects(event: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def result_key(key: str) -> str:
-    """inbox/a/b.csv -> outbox/a/b.csv (same stem, same format family)."""
-    return OUTBOX + key[len(INBOX):]
+    """inbox/a/b.csv -> outbox/a/b.csv (same stem, same format family); a name too long for
+    S3 once moved is shortened with a hash (`twolane.layout.fit_key`)."""
+    return fit_key(OUTBOX, key[len(INBOX):])
 
 
 def failed_keys(key: str) -> tuple[str, str]:
-    rel = key[len(INBOX):]
-    return FAILED + rel, FAILED + rel + ERROR_REPORT_SUFFIX
+    """failed/<name> and failed/<name>.error.json (shortened like `result_key` when needed)."""
+    report = fit_key(FAILED, key[len(INBOX):], ERROR_REPORT_SUFFIX)
+    return report[: -len(ERROR_REPORT_SUFFIX)], report
 
 
 def label(predictor: Predictor, items: list[CommentIn]) -> list[Prediction]:
@@ -140,6 +142,10 @@ def process_object(s3: Any, bucket: str, key: str, predictor: Predictor,
         items = read_items(data, family, limits.max_text_chars)
     except FormatError as exc:
         return _move_to_failed(s3, bucket, key, str(exc), size)
+    except Exception as exc:  # whatever is inside a file, it gets a report, never a retry loop
+        log.error("could not read %s: %s (moved to failed/)", key, type(exc).__name__)
+        return _move_to_failed(s3, bucket, key, "the file could not be read as comments "
+                               f"({type(exc).__name__}); check its format", size)
     preds = label(predictor, items)
     out_key = result_key(key)
     s3.put_object(

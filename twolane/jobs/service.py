@@ -35,8 +35,10 @@ class JobService:
         self.invoker = invoker
         self.batch = batch
 
-    def submit(self, kind: JobKind, target: str, items: int, body: dict[str, Any]) -> JobRecord:
+    def submit(self, kind: JobKind, target: str, items: int, body: dict[str, Any],
+               owner: str | None = None) -> JobRecord:
         """Store the request body and start the inference; returns the pending record.
+        `owner` (a key hash or client name) is the only caller `collect` hands it to.
 
         Raises JobRejected when the lane cannot take it (no model yet, endpoint refused).
         """
@@ -47,7 +49,8 @@ class JobService:
         now = now_iso()
         record = JobRecord(job_id=job_id, kind=kind, target=target, items=items,
                            input_location=self.store.input_location(job_id),
-                           endpoint=endpoint_for(self.batch, kind), created_at=now, updated_at=now)
+                           endpoint=endpoint_for(self.batch, kind), owner=owner,
+                           created_at=now, updated_at=now)
         self.store.create(record, json.dumps(body).encode("utf-8"))
         try:
             inv = self.invoker.invoke(input_location=record.input_location, inference_id=job_id,
@@ -65,9 +68,9 @@ class JobService:
 
         return self.store.update(job_id, locations)
 
-    def collect(self, job_id: str) -> Collected:
+    def collect(self, job_id: str, owner: str | None = None) -> Collected:
         """The job's results (once), its failure (once), or its pending state.
 
-        Raises JobNotFound for an unknown id and JobGone once handed out.
+        Raises JobNotFound for an unknown id or another owner's job, JobGone once handed out.
         """
-        return self.store.collect(job_id)
+        return self.store.collect(job_id, owner)

@@ -5,10 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from twolane.api.deps import ModelDep, SettingsDep, require_api_key, run_model
+from twolane.api.errors import ERROR_RESPONSES
+from twolane.api.gate import StrictRoute
 from twolane.api.limits import check_items
 from twolane.contract import PredictRequest, PredictResponse
 
-router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key)], route_class=StrictRoute,
+                   responses=ERROR_RESPONSES)
 
 
 @router.post("/v1/predict", response_model=PredictResponse)

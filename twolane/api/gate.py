@@ -1,0 +1,78 @@
+"""What every request passes before any route sees it: the API key, a bound on concurrent work,
+and a strict JSON reader.
+
+* `Gate` (pure ASGI middleware): with API keys set, every path but `OPEN_PATHS` (the docs
+  included) answers 401 unless `x-api-key` holds a key, before the body is read; a POST then
+  waits for one of `max_concurrent` slots before its body is read, so a burst of large requests
+  queues in the kernel's socket buffers instead of the process's memory, and `/health` never
+  waits behind one.
+* `StrictRoute` (FastAPI's custom route class): the body is read by
+  `twolane.contract.strict_json_loads`, which rejects NaN / Infinity and numbers or nesting
+  Python cannot hold as a 422 (json_invalid), so such values never reach a model or an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from twolane.api.errors import problem
+from twolane.contract import strict_json_loads
+
+OPEN_PATHS: frozenset[str] = frozenset({"/health"})  # answered without a key
+KEY_HEADER = b"x-api-key"
+
+
+def key_matches(given: str, keys: frozenset[str]) -> bool:
+    """True when `given` is one of `keys` (constant time per key)."""
+    return any(hmac.compare_digest(given.encode(), k.encode()) for k in keys)
+
+
+class Gate:
+    """API-key check and a bound on concurrent POSTs, ahead of routing and body parsing."""
+
+    def __init__(self, app: ASGIApp, keys: frozenset[str], max_concurrent: int) -> None:
+        self.app = app
+        self.keys = keys
+        self.slots = asyncio.Semaphore(max_concurrent)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.keys:
+            given = next((v for k, v in scope["headers"] if k == KEY_HEADER), b"")
+            if not given or not key_matches(given.decode("latin-1"), self.keys):
+                reason = "invalid API key" if given else "missing x-api-key header"
+                await problem(401, reason)(scope, receive, send)
+                return
+        if scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        async with self.slots:
+            await self.app(scope, receive, send)
+
+
+class StrictJSONRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = strict_json_loads(await self.body())
+        return self._json
+
+
+class StrictRoute(APIRoute):
+    """An APIRoute whose body is read with `strict_json_loads`. Every router uses it."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict_handler(request: Request) -> Response:
+            return await handler(StrictJSONRequest(request.scope, request.receive))
+
+        return strict_handler

@@ -399,7 +399,7 @@ class AsyncRunner:
             except (ContainerDied, *CONNECTION_ERRORS) as exc:
                 code = _exit_code(c.proc) if c is not None else None
                 last = (f"container exited (code {code}) during the invocation" if code is not None
-                        else f"container unreachable or failed to start: {exc}")
+                        else f"container unreachable or failed to start ({type(exc).__name__})")
                 log.warning("attempt %d/%d of %s failed: %s", attempt, self.max_attempts,
                             req.get("InferenceId"), last)
                 if c is not None:

@@ -139,16 +139,16 @@ def input_fn(body: bytes | str, content_type: str | None = "application/json") -
     """Parse and validate the body: a JobRequest, a SummaryRequest (+ target) or a list of items."""
     from pydantic import ValidationError
 
-    from twolane.contract import JobRequest
+    from twolane.contract import JobRequest, strict_json_loads
     from twolane.jobs.schemas import SummaryRequest
 
     ctype = (content_type or "application/json").split(";")[0].strip().lower()
     if ctype not in ("application/json", "application/x-json", "*/*", ""):
         raise BadRequest(415, f"content type {ctype!r} is not supported; send application/json")
     try:
-        data = json.loads(body)
+        data = strict_json_loads(body)  # no NaN / Infinity; comment text is cleaned by the contract
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(400, f"body is not valid JSON: {exc}") from exc
+        raise BadRequest(400, "body is not valid JSON (NaN and Infinity are not JSON)") from exc
     if isinstance(data, list):
         data = {"items": data}
     if not isinstance(data, dict):
@@ -162,7 +162,7 @@ def input_fn(body: bytes | str, content_type: str | None = "application/json") -
                 raise BadRequest(422, "include_probabilities must be true or false")
             req = Classify(JobRequest.model_validate(data), include)
     except ValidationError as exc:
-        first = exc.errors()[:5]
+        first = exc.errors(include_input=False, include_url=False)[:5]
         reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in first)
         raise BadRequest(422, f"invalid request: {reasons}") from exc
     if not req.items:
@@ -243,9 +243,12 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, output_fn(out, self.headers.get("Accept")))
         except BadRequest as exc:
             self._error(exc.status, exc.reason)
-        except Exception as exc:  # a real fault: say what, keep serving
-            log.exception("invocation failed")
-            self._error(500, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a real fault: keep serving; the message may hold input text
+            import traceback
+
+            log.error("invocation failed: %s\n%s", type(exc).__name__,
+                      "".join(traceback.format_tb(exc.__traceback__)))
+            self._error(500, "the model server failed on this request")
 
 
 def main() -> None:

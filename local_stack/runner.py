@@ -80,7 +80,8 @@ class ContainerProcess:
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         full_env = {**os.environ, **env, "SM_MODEL_DIR": str(model_dir),
-                    "SAGEMAKER_BIND_TO_PORT": str(self.port), "TWOLANE_SERVE_HOST": "127.0.0.1"}
+                    "SAGEMAKER_BIND_TO_PORT": str(self.port), "TWOLANE_SERVE_HOST": "127.0.0.1",
+                    "TWOLANE_EXIT_WITH_PARENT": str(os.getpid())}  # even if we are SIGKILLed
         self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop())
         t0 = time.perf_counter()
         self.proc = subprocess.Popen([sys.executable, str(SERVE_PY)], env=full_env,

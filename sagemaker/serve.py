@@ -17,6 +17,7 @@ Environment (SageMaker's names where it has one):
     TWOLANE_GENERATION_MODEL         causal LM (path) for "target": "summary"; default
                                      SM_MODEL_DIR/generation when that folder exists
     TWOLANE_SERVE_DELAY_S            fault injection for tests: sleep before each invocation
+    TWOLANE_EXIT_WITH_PARENT         a pid: stop when that process (the local runner) is gone
 
 Body: {"items": [{"comment_id", "comment_text", "question_type"}...], "target": "m"|"s"|"ms",
 "include_probabilities": false} (twolane.contract.JobRequest), or a plain list of items
@@ -251,9 +252,21 @@ class Handler(BaseHTTPRequestHandler):
             self._error(500, "the model server failed on this request")
 
 
+def exit_with_parent(parent_pid: int, every_s: float = 0.5) -> None:
+    """Stop this process (SIGTERM to itself) once `parent_pid` is no longer its parent: the
+    local runner that started it was killed, even with SIGKILL, which it cannot catch."""
+    while os.getppid() == parent_pid:
+        time.sleep(every_s)
+    log.warning("parent %d is gone: stopping", parent_pid)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("TWOLANE_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    parent = os.environ.get("TWOLANE_EXIT_WITH_PARENT")  # set by local_stack.runner, not on AWS
+    if parent:
+        threading.Thread(target=exit_with_parent, args=(int(parent),), daemon=True).start()
     model_dir = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
     port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
     host = os.environ.get("TWOLANE_SERVE_HOST", "0.0.0.0")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -429,3 +430,57 @@ def test_fuzz_readers_on_comments(rows: list[tuple[str, Any]], family: Any, enco
 def test_unique_job_ids_are_hex(client: TestClient) -> None:
     r = client.get(f"/v1/jobs/{uuid.uuid4().hex}")
     assert r.status_code == 404 and is_problem(r)["detail"] == "no such job"
+
+
+# --- local stack lifecycle -------------------------------------------------------------------------
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")  # a zombie nobody has reaped yet is gone too
+
+
+def test_the_batch_container_stops_when_its_runner_is_killed(tmp_path: Path) -> None:
+    """SIGKILL on `twolane up` (the runner) cannot be caught; the container watches its parent."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    serve_dir = Path(__file__).resolve().parent.parent / "sagemaker"
+    child = (f"import sys, os, time; sys.path.insert(0, {str(serve_dir)!r}); import serve; "
+             "serve.exit_with_parent(int(os.environ['TWOLANE_EXIT_WITH_PARENT']), 0.1); time.sleep(120)")
+    parent = ("import os, subprocess, sys, time; env = dict(os.environ, TWOLANE_EXIT_WITH_PARENT=str(os.getpid())); "
+              f"p = subprocess.Popen([sys.executable, '-c', {child!r}], env=env, start_new_session=True); "
+              "print(p.pid, flush=True); time.sleep(120)")
+    runner = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE)
+    assert runner.stdout is not None
+    pid = int(runner.stdout.readline())
+    try:
+        assert not _gone(pid)  # alive while its parent is
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(10)
+        end = time.monotonic() + 20
+        while not _gone(pid) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert _gone(pid), "the container outlived its runner"
+    finally:
+        if not _gone(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_port_left_in_time_wait_counts_as_free() -> None:
+    import socket
+
+    from local_stack.stack import port_is_free
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    cli = socket.create_connection(("127.0.0.1", port))
+    conn, _ = srv.accept()
+    conn.close()  # the server side closes first: its end of the port sits in TIME_WAIT
+    srv.close()
+    cli.close()
+    assert port_is_free(port)

@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     dropfolder_max_bytes: int = Field(20_000_000, ge=1)  # larger files go to failed/
     moto_port: int = Field(5000, ge=0)  # local S3 stand-in; 0 or busy = any free port
     poll_seconds: float = Field(1.0, gt=0)  # local watcher: how often to look at inbox/
+    drop_settle_seconds: float = Field(5.0, ge=0)  # local watcher: unchanged this long = complete
 
     # Batch lane (async jobs). On AWS: invoker "sagemaker" and the endpoint names; locally:
     # invoker "local" (an SQS queue in moto drained by local_stack.runner).

@@ -200,7 +200,8 @@ class _Leaky:
 
 def test_a_fault_logs_no_comment_text(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    with TestClient(create_app(_Leaky(), Settings()), raise_server_exceptions=False) as c:
+    # raise_server_exceptions: the fault must not reach the server (uvicorn would log its message)
+    with TestClient(create_app(_Leaky(), Settings()), raise_server_exceptions=True) as c:
         r = c.post("/v1/predict", json={"items": [dict(GOOD, comment_text=SECRET)]})
     assert r.status_code == 500 and is_problem(r)["request_id"] in caplog.text
     assert SECRET not in caplog.text and "RuntimeError" in caplog.text

@@ -1,7 +1,9 @@
 """What every request passes before any route sees it: the API key, a bound on concurrent work,
 and a strict JSON reader.
 
-* `Gate` (pure ASGI middleware): with API keys set, every path but `OPEN_PATHS` (the docs
+* `Gate` (pure ASGI middleware): a fault anywhere is answered as a JSON 500 and logged by
+  type and traceback only (`errors.log_fault`), never re-raised to the server, whose log line
+  would hold the exception's message. With API keys set, every path but `OPEN_PATHS` (the docs
   included) answers 401 unless `x-api-key` holds a key, before the body is read; a POST then
   waits for one of `max_concurrent` slots before its body is read, so a burst of large requests
   queues in the kernel's socket buffers instead of the process's memory, and `/health` never
@@ -20,9 +22,9 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from twolane.api.errors import problem
+from twolane.api.errors import log_fault, problem
 from twolane.contract import strict_json_loads
 
 OPEN_PATHS: frozenset[str] = frozenset({"/health"})  # answered without a key
@@ -43,7 +45,25 @@ class Gate:
         self.slots = asyncio.Semaphore(max_concurrent)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._gate(scope, receive, tracked)
+        except Exception as exc:  # answered and logged here, so the server never logs its message
+            rid = log_fault(f"{scope['method']} {scope['path']}", exc)
+            if not started:
+                await problem(500, "internal server error", request_id=rid)(scope, receive, send)
+
+    async def _gate(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         if self.keys:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import traceback
 import uuid
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -80,10 +81,10 @@ def new_request_id() -> str:
 
 
 def problem(status: int, detail: str | list[FieldError], comment_ids: list[str] | None = None,
-            request_id: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+            request_id: str | None = None, headers: Mapping[str, str] | None = None) -> JSONResponse:
     body = Problem(detail=detail, request_id=request_id or new_request_id(), comment_ids=comment_ids)
     return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=status,
-                        headers=headers)
+                        headers=dict(headers) if headers else None)
 
 
 def _loc_part(part: object) -> str | int:

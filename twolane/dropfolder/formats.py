@@ -112,7 +112,7 @@ def _item(row: dict[str, Any], where: str) -> CommentIn:
         raise FormatError(f"{where}: comment_id longer than 256 characters")
     try:  # the contract is the input boundary: it cleans the text and checks the id
         return CommentIn(comment_id=cid_s, comment_text=None if text is None else str(text),
-                         question_type=qt)  # type: ignore[arg-type]
+                         question_type=qt)
     except ValidationError as exc:
         first = exc.errors(include_input=False, include_url=False)[0]
         field = ".".join(str(p) for p in first["loc"])

@@ -80,7 +80,8 @@ class ContainerProcess:
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         full_env = {**os.environ, **env, "SM_MODEL_DIR": str(model_dir),
-                    "SAGEMAKER_BIND_TO_PORT": str(self.port), "TWOLANE_SERVE_HOST": "127.0.0.1"}
+                    "SAGEMAKER_BIND_TO_PORT": str(self.port), "TWOLANE_SERVE_HOST": "127.0.0.1",
+                    "TWOLANE_EXIT_WITH_PARENT": str(os.getpid())}  # even if we are SIGKILLed
         self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop())
         t0 = time.perf_counter()
         self.proc = subprocess.Popen([sys.executable, str(SERVE_PY)], env=full_env,
@@ -399,7 +400,7 @@ class AsyncRunner:
             except (ContainerDied, *CONNECTION_ERRORS) as exc:
                 code = _exit_code(c.proc) if c is not None else None
                 last = (f"container exited (code {code}) during the invocation" if code is not None
-                        else f"container unreachable or failed to start: {exc}")
+                        else f"container unreachable or failed to start ({type(exc).__name__})")
                 log.warning("attempt %d/%d of %s failed: %s", attempt, self.max_attempts,
                             req.get("InferenceId"), last)
                 if c is not None:

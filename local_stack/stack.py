@@ -38,7 +38,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a server could listen on the port now. SO_REUSEADDR as uvicorn sets it: a port
+    left in TIME_WAIT by the previous run (a restart within a minute) counts as free."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
             return True
@@ -100,7 +103,7 @@ def _start_batch(settings: Settings) -> Any | None:
 
 
 def _curl(port: int, settings: Settings) -> str:
-    key = f" -H 'x-api-key: {min(settings.api_key_set)}'" if settings.api_key_set else ""
+    key = " -H \"x-api-key: $YOUR_KEY\"" if settings.api_key_set else ""  # never print a key
     return (
         f"curl -s http://127.0.0.1:{port}/v1/predict -H 'content-type: application/json'{key} \\\n"
         "    -d '{\"items\": [{\"comment_id\": \"1\", \"comment_text\": "
@@ -183,7 +186,8 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
 
         stop = threading.Event()
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            for sig in (signal.SIGTERM, signal.SIGHUP):  # kill, or the terminal closed
+                signal.signal(sig, lambda *_: stop.set())
         _banner(host, port, mport, settings, predictor.version, dropbox, batch, batch_handle)
         try:
             while not stop.is_set() and api.is_alive():
@@ -211,6 +215,8 @@ def _banner(host: str, port: int, mport: int, settings: Settings, version: str,
         f"  [bold]Web page     http://{host}:{port}/[/]   (open it in a browser to label a file)",
         f"  API          http://{host}:{port}   (docs: http://{host}:{port}/docs)",
         f"  Local S3     http://127.0.0.1:{mport}   bucket {b} (moto; in memory, gone on stop)",
+        "  [yellow]Jobs and their results live in that in-memory S3: stopping or restarting "
+        "twolane forgets them (a GET then answers 404). Collect results before you stop.[/]",
     ]
     if shown is not None:
         lines.append(f"  Drop folder  put files in {shown}/inbox/  ->  results in {shown}/outbox/ "

@@ -7,12 +7,20 @@ S3-shaped events; mirror a local folder so a person can drop files with a file m
 
 Files under inbox/batch/ go to the batch lane (`jobs`); a job accepted while the batch model
 is still building is started here as soon as the model is there.
+
+A local file is uploaded only when it is complete: its size and modification time unchanged for
+`drop_settle_seconds` (TWOLANE_DROP_SETTLE_SECONDS, default 5 s), so a writer that pauses for a
+second or two is not caught half-way. Names a copy is written under (.part, .tmp, .crdownload,
+~, dot-files) are never uploaded: writing to such a name and renaming it when done is the
+surest way. The file is uploaded from a snapshot of its bytes; if it changed while being read,
+it is left for the next look instead.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,7 +59,7 @@ class DropFolderWatcher(threading.Thread):
         self._halt = threading.Event()
         self._errored: dict[str, str] = {}  # key -> etag that raised; retried when it changes
         self._pulled: dict[str, str] = {}  # outbox/failed key -> etag downloaded
-        self._sizes: dict[Path, int] = {}  # local file -> size at the last look
+        self._seen: dict[Path, tuple[int, int, float]] = {}  # file -> (size, mtime_ns, since)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._halt.set()
@@ -102,18 +110,28 @@ class DropFolderWatcher(threading.Thread):
 
     def _push_local(self) -> None:
         assert self.local_dir is not None
+        now = time.monotonic()
         for f in sorted((self.local_dir / "inbox").rglob("*")):
             if not f.is_file() or f.name.startswith((".", "~$")) or f.name.endswith(_TEMPORARY):
                 continue
-            size = f.stat().st_size
-            if self._sizes.get(f) != size:  # still being written? look again next tick
-                self._sizes[f] = size
+            st = f.stat()
+            shape = (st.st_size, st.st_mtime_ns)
+            seen = self._seen.get(f)
+            if seen is None or seen[:2] != shape:  # new or still being written: watch it
+                self._seen[f] = (*shape, now)
+                continue
+            if now - seen[2] < self.settings.drop_settle_seconds:
+                continue
+            data = f.read_bytes()
+            after = f.stat()
+            if len(data) != st.st_size or (after.st_size, after.st_mtime_ns) != shape:
+                self._seen.pop(f, None)  # changed while read: look again later
                 continue
             rel = f.relative_to(self.local_dir / "inbox").as_posix()
-            self.s3.upload_file(str(f), self.bucket, INBOX + rel)
+            self.s3.put_object(Bucket=self.bucket, Key=INBOX + rel, Body=data)
             f.unlink()
-            self._sizes.pop(f, None)
-            log.info("uploaded %s to s3://%s/%s%s", f, self.bucket, INBOX, rel)
+            self._seen.pop(f, None)
+            log.info("uploaded %s (%d bytes) to inbox/", rel, len(data))
 
     def _pull(self, prefix: str, dest: Path) -> None:
         for key, (etag, _) in _keys(self.s3, self.bucket, prefix).items():

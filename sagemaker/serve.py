@@ -17,6 +17,7 @@ Environment (SageMaker's names where it has one):
     TWOLANE_GENERATION_MODEL         causal LM (path) for "target": "summary"; default
                                      SM_MODEL_DIR/generation when that folder exists
     TWOLANE_SERVE_DELAY_S            fault injection for tests: sleep before each invocation
+    TWOLANE_EXIT_WITH_PARENT         a pid: stop when that process (the local runner) is gone
 
 Body: {"items": [{"comment_id", "comment_text", "question_type"}...], "target": "m"|"s"|"ms",
 "include_probabilities": false} (twolane.contract.JobRequest), or a plain list of items
@@ -139,16 +140,16 @@ def input_fn(body: bytes | str, content_type: str | None = "application/json") -
     """Parse and validate the body: a JobRequest, a SummaryRequest (+ target) or a list of items."""
     from pydantic import ValidationError
 
-    from twolane.contract import JobRequest
+    from twolane.contract import JobRequest, strict_json_loads
     from twolane.jobs.schemas import SummaryRequest
 
     ctype = (content_type or "application/json").split(";")[0].strip().lower()
     if ctype not in ("application/json", "application/x-json", "*/*", ""):
         raise BadRequest(415, f"content type {ctype!r} is not supported; send application/json")
     try:
-        data = json.loads(body)
+        data = strict_json_loads(body)  # no NaN / Infinity; comment text is cleaned by the contract
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(400, f"body is not valid JSON: {exc}") from exc
+        raise BadRequest(400, "body is not valid JSON (NaN and Infinity are not JSON)") from exc
     if isinstance(data, list):
         data = {"items": data}
     if not isinstance(data, dict):
@@ -162,7 +163,7 @@ def input_fn(body: bytes | str, content_type: str | None = "application/json") -
                 raise BadRequest(422, "include_probabilities must be true or false")
             req = Classify(JobRequest.model_validate(data), include)
     except ValidationError as exc:
-        first = exc.errors()[:5]
+        first = exc.errors(include_input=False, include_url=False)[:5]
         reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in first)
         raise BadRequest(422, f"invalid request: {reasons}") from exc
     if not req.items:
@@ -243,14 +244,29 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, output_fn(out, self.headers.get("Accept")))
         except BadRequest as exc:
             self._error(exc.status, exc.reason)
-        except Exception as exc:  # a real fault: say what, keep serving
-            log.exception("invocation failed")
-            self._error(500, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a real fault: keep serving; the message may hold input text
+            import traceback
+
+            log.error("invocation failed: %s\n%s", type(exc).__name__,
+                      "".join(traceback.format_tb(exc.__traceback__)))
+            self._error(500, "the model server failed on this request")
+
+
+def exit_with_parent(parent_pid: int, every_s: float = 0.5) -> None:
+    """Stop this process (SIGTERM to itself) once `parent_pid` is no longer its parent: the
+    local runner that started it was killed, even with SIGKILL, which it cannot catch."""
+    while os.getppid() == parent_pid:
+        time.sleep(every_s)
+    log.warning("parent %d is gone: stopping", parent_pid)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def main() -> None:
     logging.basicConfig(level=os.environ.get("TWOLANE_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    parent = os.environ.get("TWOLANE_EXIT_WITH_PARENT")  # set by local_stack.runner, not on AWS
+    if parent:
+        threading.Thread(target=exit_with_parent, args=(int(parent),), daemon=True).start()
     model_dir = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
     port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
     host = os.environ.get("TWOLANE_SERVE_HOST", "0.0.0.0")

@@ -212,7 +212,8 @@ class _Broken:
 def test_server_fault_is_json_500() -> None:
     with TestClient(create_app(_Broken(), Settings()), raise_server_exceptions=False) as c:
         r = c.post("/v1/predict", json={"items": COMMENTS})
-        assert r.status_code == 500 and r.json() == {"detail": "internal server error"}
+        assert r.status_code == 500 and r.json()["detail"] == "internal server error"
+        assert set(r.json()) == {"detail", "request_id"} and "exploded" not in r.text
 
 
 # --- Lambda: Mangum with a real API Gateway HTTP API (payload v2.0) event ---------------------

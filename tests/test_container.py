@@ -127,12 +127,27 @@ def test_invocations_plain_list_targets_and_probabilities(served: Served) -> Non
     (b"comment_id,comment_text\n1,hi\n", "text/csv", 415, "text/csv"),
     (b'{"items": [{"comment_id": "x", "comment_text": "y"}], "target": "summary"}',
      "application/json", 422, "no text-generation model"),
+    (b'{"items": [{"comment_id": "x", "comment_text": NaN}]}', "application/json", 400, "NaN"),
+    (b'{"items": [{"comment_id": "x\\ud800", "comment_text": "y"}]}', "application/json", 422,
+     "items.0.comment_id"),
 ])
 def test_bad_bodies_get_a_reason(served: Served, raw: bytes, ctype: str, status: int, reason: str) -> None:
     got, body = served.call("POST", "/invocations", raw, ctype)
     assert got == status, body
     assert reason in body["error"]
     assert served.call("GET", "/ping")[0] == 200  # and it keeps serving
+
+
+def test_lone_surrogate_in_a_comment_is_that_comments_text_not_a_failure(served: Served) -> None:
+    """A lone surrogate (valid JSON, unencodable) is cleaned at the contract: the job is
+    labelled, the other comments as if it were not there."""
+    raw = json.dumps({"items": ITEMS, "target": "ms"}).replace(
+        '"items": [', '"items": [{"comment_id": "s", "comment_text": "Lovely staff a\\ud800"}, ', 1)
+    status, body = served.call("POST", "/invocations", raw.encode())
+    assert status == 200, body
+    assert [r["comment_id"] for r in body["results"]] == ["s", "a", "b", "c"]
+    _, plain = served.invoke({"items": ITEMS, "target": "ms"})
+    assert body["results"][1:] == plain["results"]
 
 
 def test_empty_body_and_unknown_route(served: Served) -> None:

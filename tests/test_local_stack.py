@@ -41,6 +41,7 @@ def test_up_serves_api_and_drop_folder(instant_bundle: Path, tmp_path: Path) -> 
     # leaks in; its own state folder and bucket, so nothing is shared with other tests.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWOLANE_", "AWS_"))}
     env.update(TWOLANE_INSTANT_BUNDLE=str(instant_bundle), TWOLANE_POLL_SECONDS="0.2",
+               TWOLANE_DROP_SETTLE_SECONDS="1",
                TWOLANE_BUCKET="stack-test", TWOLANE_STATE_DIR=str(tmp_path / "state"),
                TWOLANE_BUNDLES=str(tmp_path / "bundles"), PYTHONUNBUFFERED="1")
     code = f"from local_stack.stack import up; up(port={port}, batch=False, moto_port={mport})"

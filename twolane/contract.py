@@ -7,22 +7,61 @@ checked by the API layer, which knows the settings; shapes are checked here.
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from twolane.rules import SENTIMENT_NAMES, QuestionType, question_type_of
+from twolane.rules import SENTIMENT_NAMES, QuestionType, clean_text, is_clean, question_type_of
 
 __all__ = ["SENTIMENT_NAMES", "QuestionType"]  # re-exported: the rule book defines them
+
+
+def _clean_id(value: str) -> str:
+    if not is_clean(value):
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate or NUL)")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def _nan_as_null(name: str) -> Any:
+    if name == "NaN":
+        return None
+    return _reject_constant(name)
+
+
+def strict_json_loads(data: bytes | str, nan_as_null: bool = False) -> Any:
+    """JSON as every entry point reads it: json.loads, except that NaN, Infinity, a number over
+    Python's digit limit and nesting past the recursion limit raise json.JSONDecodeError too
+    (Python's own reader accepts the first two and raises other errors for the rest).
+
+    nan_as_null: NaN reads as null (pxtextmining's data_in files, written by pandas, hold NaN for
+    a missing text); Infinity is still refused."""
+    try:
+        return json.loads(data, parse_constant=_nan_as_null if nan_as_null else _reject_constant)
+    except json.JSONDecodeError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        reason = str(exc) if "not allowed in JSON" in str(exc) else "a number or nesting too large to read"
+        raise json.JSONDecodeError(reason, "", 0) from None
+
+
+# The input boundary (twolane.rules.clean_text): every comment that enters through these models
+# (API, drop folder, jobs, the batch container) has its text cleaned and its id checked here.
+CommentText = Annotated[str, AfterValidator(clean_text)]
+CommentId = Annotated[str, AfterValidator(_clean_id)]
 
 class CommentIn(BaseModel):
     """One comment to label. `comment_text` may be empty or null: it gets 'Labelling not possible'."""
 
     model_config = ConfigDict(extra="forbid")
 
-    comment_id: str = Field(..., min_length=1, max_length=256)
-    comment_text: str | None = None
+    comment_id: CommentId = Field(..., min_length=1, max_length=256)
+    comment_text: CommentText | None = None
     question_type: QuestionType | None = None
 
 
@@ -90,8 +129,8 @@ class PxItemIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    comment_id: Annotated[str, BeforeValidator(_px_id), Field(min_length=1, max_length=256)]
-    comment_text: Annotated[str | None, BeforeValidator(_px_text)] = None
+    comment_id: Annotated[CommentId, BeforeValidator(_px_id), Field(min_length=1, max_length=256)]
+    comment_text: Annotated[CommentText | None, BeforeValidator(_px_text)] = None
     question_type: Annotated[QuestionType | None, BeforeValidator(_px_question_type)] = None
 
     def comment(self) -> CommentIn:

@@ -13,6 +13,8 @@ import these names, so they cannot drift apart.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import PurePosixPath
 from typing import Any
 
 INBOX, OUTBOX, FAILED = "inbox/", "outbox/", "failed/"
@@ -21,6 +23,24 @@ ERROR_REPORT_SUFFIX = ".error.json"  # failed/<name> + this: why the file was re
 JOBS = "jobs/"
 BATCH_INPUT, BATCH_OUTPUT, BATCH_FAILURES = "batch/input/", "batch/output/", "batch/failures/"
 MODELS = "models/"
+
+
+MAX_KEY_BYTES = 1024  # S3 refuses longer keys (UTF-8 bytes)
+
+
+def fit_key(prefix: str, rel: str, suffix: str = "") -> str:
+    """prefix + rel + suffix, or, when that is over S3's 1,024 bytes, the same with the middle
+    of `rel` cut and a hash of the whole `rel` in its place (the extension is kept), so each
+    name still maps to one key that S3 accepts."""
+    key = prefix + rel + suffix
+    if len(key.encode("utf-8")) <= MAX_KEY_BYTES:
+        return key
+    ext = PurePosixPath(rel).suffix
+    ext = ext if len(ext) <= 16 else ""
+    tag = "~" + hashlib.sha256(rel.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    room = MAX_KEY_BYTES - len((prefix + tag + ext + suffix).encode("utf-8"))
+    head = rel.encode("utf-8", "surrogatepass")[:max(room, 0)].decode("utf-8", "ignore")
+    return prefix + head + tag + ext + suffix
 
 
 def job_record_key(job_id: str) -> str:

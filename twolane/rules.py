@@ -62,6 +62,27 @@ SENTIMENT_NAMES: dict[int, str] = {
     5: "very negative",
 }
 
+# ----------------------------------------------------------------------------- input text
+# The one input boundary: every comment text that enters (API, drop folder, jobs, container)
+# passes `clean_text` (the contract's validators call it), so no predictor ever sees it raw.
+# Lone UTF-16 surrogates (valid JSON escapes such as "\\ud800", never encodable as UTF-8) and
+# NUL become U+FFFD; every other character is kept as it came.
+REPLACEMENT = "\ufffd"
+_UNENCODABLE = re.compile("[\ud800-\udfff\x00]")
+
+
+def clean_text(text: str) -> str:
+    """`text` with lone surrogates and NUL replaced by U+FFFD (same length; a copy only when
+    something changed). Never raises."""
+    return _UNENCODABLE.sub(REPLACEMENT, text) if _UNENCODABLE.search(text) else text
+
+
+def is_clean(text: str) -> bool:
+    """True when `text` has nothing `clean_text` would replace (an identifier must be, since
+    replacing part of it would change which comment it names)."""
+    return _UNENCODABLE.search(text) is None
+
+
 # ----------------------------------------------------------------------------- unlabellable text
 # Answers that carry no content. Compared after lowercasing and stripping punctuation/space.
 PLACEHOLDERS: frozenset[str] = frozenset(

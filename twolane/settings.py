@@ -24,6 +24,8 @@ class ApiSettings(BaseModel):
     max_job_items: int  # comments per batch job
     max_text_chars: int  # characters per comment
     api_keys: frozenset[str]  # empty = no auth
+    max_concurrent_requests: int  # POSTs served at once; more wait before their body is read
+    docs: bool  # serve /docs, /redoc, /openapi.json (behind the key when keys are set)
 
 
 class DropFolderSettings(BaseModel):
@@ -66,6 +68,8 @@ class Settings(BaseSettings):
     max_items: int = Field(2000, ge=1)
     max_text_chars: int = Field(5000, ge=1)
     api_keys: str = ""  # comma-separated; empty = no auth
+    max_concurrent_requests: int = Field(4, ge=1)  # bounds the memory a burst of POSTs can take
+    docs: bool = True  # TWOLANE_DOCS=0 turns /docs, /redoc and /openapi.json off
 
     # AWS (moto locally). boto3 also honours AWS_ENDPOINT_URL on its own.
     aws_endpoint_url: str | None = None
@@ -76,6 +80,7 @@ class Settings(BaseSettings):
     dropfolder_max_bytes: int = Field(20_000_000, ge=1)  # larger files go to failed/
     moto_port: int = Field(5000, ge=0)  # local S3 stand-in; 0 or busy = any free port
     poll_seconds: float = Field(1.0, gt=0)  # local watcher: how often to look at inbox/
+    drop_settle_seconds: float = Field(5.0, ge=0)  # local watcher: unchanged this long = complete
 
     # Batch lane (async jobs). On AWS: invoker "sagemaker" and the endpoint names; locally:
     # invoker "local" (an SQS queue in moto drained by local_stack.runner).
@@ -101,7 +106,8 @@ class Settings(BaseSettings):
     @property
     def api(self) -> ApiSettings:
         return ApiSettings(max_items=self.max_items, max_job_items=self.max_job_items,
-                           max_text_chars=self.max_text_chars, api_keys=self.api_key_set)
+                           max_text_chars=self.max_text_chars, api_keys=self.api_key_set,
+                           max_concurrent_requests=self.max_concurrent_requests, docs=self.docs)
 
     @property
     def dropfolder(self) -> DropFolderSettings:

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from twolane.api import errors
 from twolane.api.deps import JobsHolder, PredictorHolder, loader_for
 from twolane.api.errors import ModelUnavailable
+from twolane.api.gate import Gate
 from twolane.api.routers import health, models, page, predict, pxtextmining, slow_api
 from twolane.api.routers import jobs as jobs_routes
 from twolane.jobs.service import JobService
@@ -28,9 +29,14 @@ with 32 themes and a 5-class sentiment in milliseconds.
 
 * `POST /v1/predict`: labels, sentiment and (on request) per-label probabilities.
 * `POST /predict_multilabel`, `GET /`: the pxtextmining quick API, same shapes.
-* `POST /api/StartContainerInstance`, `GET /api/GetResults/{id}`: the pxtextmining slow API.
-* When the service has API keys, send one in the `x-api-key` header.
+* `POST /api/StartContainerInstance`, `GET /api/GetResults/{id}`: the pxtextmining slow API
+  (the key may come as `?code=` there).
+* When the service has API keys, send one in the `x-api-key` header (every route but
+  `/health` and the page at `/`, these docs included).
 * Open `/` in a browser for a page that labels a CSV, Excel or JSON file and charts the results.
+* Errors: `{"detail", "request_id", "comment_ids"?}`; `detail` is a reason, or for a body that
+  does not validate a list of `{loc, msg, type}` naming each item and field. No error echoes
+  the comment text.
 """
 
 
@@ -52,8 +58,10 @@ def create_app(predictor: Predictor | None = None, settings: Settings | None = N
             log.warning("starting without a model; /health answers 503 until it loads")
         yield
 
+    api = settings.api
+    docs = {} if api.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title="twolane instant lane", description=DESCRIPTION, version="1",
-                  lifespan=lifespan)
+                  lifespan=lifespan, **docs)  # type: ignore[arg-type]
     app.state.settings = settings
     app.state.predictor = holder
     app.state.jobs = JobsHolder(settings, jobs)
@@ -62,4 +70,6 @@ def create_app(predictor: Predictor | None = None, settings: Settings | None = N
               jobs_routes.router, slow_api.router):
         app.include_router(r)
     page.install(app)  # GET /: the web page for browsers (JSON for API clients), /page/ files
+    # Outermost: the key is checked, and a POST waits for a slot, before any body is read.
+    app.add_middleware(Gate, keys=api.api_keys, max_concurrent=api.max_concurrent_requests)
     return app

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 import logging
 import threading
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Query, Request, Security
+from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 
 from twolane.api.errors import ModelUnavailable, RequestRejected
+from twolane.api.gate import key_matches
 from twolane.jobs.service import JobService
 from twolane.predictors import Predictor
 from twolane.settings import Settings
@@ -44,8 +46,8 @@ class PredictorHolder:
                     self._predictor = self._loader()
                     self.error = None
                     log.info("model %s loaded", getattr(self._predictor, "version", "?"))
-                except Exception as exc:  # a missing/broken bundle: say so, answer 503
-                    self.error = f"{type(exc).__name__}: {exc}"
+                except Exception as exc:  # a missing/broken bundle: say so (in the log), 503
+                    self.error = f"{type(exc).__name__}: {exc}"  # for the log only: may hold a path
                     log.error("could not load the instant model: %s", self.error)
                     raise ModelUnavailable(self.error) from exc
         return self._predictor
@@ -124,26 +126,50 @@ ModelDep = Annotated[PredictorHolder, Depends(get_model)]
 JobsDep = Annotated[JobsHolder, Depends(get_jobs)]
 
 
+API_KEY = APIKeyHeader(name="x-api-key", auto_error=False, scheme_name="ApiKey",
+                       description="An API key, when the service has keys set (all routes but /health).")
+
+
+def owner_of(request: Request, key: str | None) -> str | None:
+    """Who is calling, as a tag that names no secret: a hash of the API key (keys set in the
+    settings), the client name API Gateway's authorizer gave (AWS), or None (no auth)."""
+    if key:
+        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:24]
+    event = request.scope.get("aws.event") or {}
+    client = ((event.get("requestContext") or {}).get("authorizer") or {}).get("lambda", {}) or {}
+    name = client.get("client") if isinstance(client, dict) else None
+    return f"client:{name}" if name else None
+
+
 async def require_api_key(
-    settings: SettingsDep,
-    x_api_key: Annotated[str | None, Header(description="API key, when the service has keys set.")] = None,
-) -> None:
-    """401 unless the `x-api-key` header holds one of the API keys (no keys set = open)."""
+    request: Request, settings: SettingsDep,
+    x_api_key: Annotated[str | None, Security(API_KEY)] = None,
+) -> str | None:
+    """401 unless `x-api-key` holds one of the API keys (no keys set = open); returns the
+    caller's owner tag (`owner_of`). The app's Gate has checked the key before the body was
+    read; this declares the scheme in the OpenAPI document and names the caller."""
     keys = settings.api.api_keys
     if not keys:
-        return
+        return owner_of(request, None)
     if not x_api_key:
         raise HTTPException(status_code=401, detail="missing x-api-key header")
-    if not any(hmac.compare_digest(x_api_key.encode(), k.encode()) for k in keys):
+    if not key_matches(x_api_key, keys):
         raise HTTPException(status_code=401, detail="invalid API key")
+    return owner_of(request, x_api_key)
+
+
+OwnerDep = Annotated[str | None, Depends(require_api_key)]
 
 
 async def require_api_key_or_code(
-    settings: SettingsDep,
-    x_api_key: Annotated[str | None, Header(description="API key, when the service has keys set.")] = None,
+    request: Request, settings: SettingsDep,
+    x_api_key: Annotated[str | None, Security(API_KEY)] = None,
     code: Annotated[str | None, Query(description="API key as pxtextmining's slow API takes it "
                                                   "(Azure Functions' `code`).")] = None,
-) -> None:
+) -> str | None:
     """`require_api_key`, also taking the key from the `code` query parameter: pxtextmining's
     slow-API clients pass it there, and its results URLs carry it."""
-    await require_api_key(settings, x_api_key or code)
+    return await require_api_key(request, settings, x_api_key or code)
+
+
+CodeOwnerDep = Annotated[str | None, Depends(require_api_key_or_code)]

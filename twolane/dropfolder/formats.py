@@ -6,6 +6,17 @@ blank text is one comment that cannot be labelled, never a failed file. A JSON f
 of such objects, as pxtextmining's docker `data_in` (answered in its `data_out` shape, see
 `write_px`), or an object with an `items` list. Results hold the id, labels and sentiment,
 never the comment text.
+JSONL is one object per line, lines split at "\n" only (U+2028, U+2029, U+0085 may appear inside
+strings). JSON is read strictly (`twolane.contract.strict_json_loads`: no Infinity, no numbers or
+nesting Python cannot hold), except that NaN in a JSON file reads as null: pxtextmining's data_in
+files (written by pandas) hold NaN for a missing text.
+
+Encoding (`decode`): a byte-order mark decides (UTF-8, UTF-16 LE/BE). Without one, the file is
+UTF-8 when it all decodes as UTF-8; otherwise each line is read on its own, as UTF-8 when it is
+valid UTF-8 and as Windows-1252 (Excel's "CSV" on Windows) when it is not, so one stray
+Windows-1252 byte never turns the other rows' curly quotes into mojibake. A line neither can
+read, or NUL bytes without a byte-order mark (UTF-16 saved without one), send the file to
+failed/ naming the first such line. Error messages name lines, items and ids, never text.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -20,7 +32,9 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from twolane.contract import CommentIn, JobTarget, Prediction
+from pydantic import ValidationError
+
+from twolane.contract import CommentIn, JobTarget, Prediction, strict_json_loads
 from twolane.pxtextmining import TARGETS, result_rows
 from twolane.rules import is_blank, question_type_of
 
@@ -33,6 +47,7 @@ CONTENT_TYPES: dict[Family, str] = {
 }
 LABEL_SEPARATOR = "; "  # labels in one CSV cell (labels contain commas, never semicolons)
 MAX_NAMED = 20
+log = logging.getLogger("twolane.dropfolder")
 
 
 class FormatError(ValueError):
@@ -53,11 +68,37 @@ def _named(values: list[str]) -> str:
     return ", ".join(repr(v) for v in values[:MAX_NAMED]) + (f" and {more} more" if more > 0 else "")
 
 
-def _decode(data: bytes) -> str:
+def decode(data: bytes) -> str:
+    """The file's text by the rule in the module docstring; FormatError names the first line
+    that cannot be read."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")  # the BOM gives the byte order; it is dropped
+        except UnicodeDecodeError:
+            raise FormatError("the file starts as UTF-16 but is not valid UTF-16") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if b"\x00" in data:
+        line = data[: data.index(b"\x00")].count(b"\n") + 1
+        raise FormatError(f"line {line}: NUL bytes: the file is UTF-16 without a byte-order mark, "
+                          "or not text; save it as UTF-8")
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        return data.decode("cp1252", errors="strict")  # Excel's "CSV" on Windows
+        pass
+    lines: list[str] = []
+    legacy = 0
+    for n, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            try:
+                lines.append(raw.decode("cp1252"))
+                legacy += 1
+            except UnicodeDecodeError:
+                raise FormatError(f"line {n}: not UTF-8 (or Windows-1252) text") from None
+    log.info("read %d of %d lines as Windows-1252", legacy, len(lines))
+    return "\n".join(lines)
 
 
 def _item(row: dict[str, Any], where: str) -> CommentIn:
@@ -76,8 +117,13 @@ def _item(row: dict[str, Any], where: str) -> CommentIn:
     cid_s = str(cid).strip()
     if len(cid_s) > 256:
         raise FormatError(f"{where}: comment_id longer than 256 characters")
-    return CommentIn(comment_id=cid_s, comment_text=None if text is None else str(text),
-                     question_type=None if blank_qt else question_type_of(qt))
+    try:  # the contract is the input boundary: it cleans the text and checks the id
+        return CommentIn(comment_id=cid_s, comment_text=None if text is None else str(text),
+                         question_type=None if blank_qt else question_type_of(qt))
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise FormatError(f"{where}: {field}: {first['msg']}") from None
 
 
 def _read_csv(text: str) -> list[CommentIn]:
@@ -90,8 +136,9 @@ def _read_csv(text: str) -> list[CommentIn]:
         raise FormatError(f"not a readable CSV: {exc}") from None
     cols = [h.strip().lower().replace(" ", "_") for h in header]
     missing = [c for c in ("comment_id", "comment_text") if c not in cols]
-    if missing:
-        raise FormatError(f"CSV header lacks column(s) {missing}; found {header}")
+    if missing:  # the first line is not echoed: without a header it is a comment
+        raise FormatError(f"CSV header lacks column(s) {missing}: the first line must name the "
+                          f"columns (comment_id, comment_text, question_type optional)")
     items: list[CommentIn] = []
     try:
         for n, row in enumerate(reader, start=2):
@@ -117,7 +164,7 @@ def _objects(rows: Iterable[Any], what: str) -> list[CommentIn]:
 def _read_json(text: str) -> tuple[list[CommentIn], bool]:
     """The comments, and whether the file is pxtextmining's data_in (a bare JSON list)."""
     try:
-        doc = json.loads(text)  # Python's json reads NaN, as pxtextmining's files hold it
+        doc = strict_json_loads(text, nan_as_null=True)  # pxtextmining's files hold NaN
     except json.JSONDecodeError as exc:
         raise FormatError(f"not valid JSON: {exc}") from None
     if isinstance(doc, dict) and isinstance(doc.get("items"), list):
@@ -125,7 +172,7 @@ def _read_json(text: str) -> tuple[list[CommentIn], bool]:
     if isinstance(doc, list) and len(doc) == 1 and isinstance(doc[0], str):
         # pxtextmining's docker README R recipe applies toJSON() to JSON: a list of one string.
         try:
-            inner = json.loads(doc[0])
+            inner = strict_json_loads(doc[0], nan_as_null=True)
         except ValueError:
             inner = None
         if isinstance(inner, list):
@@ -137,11 +184,11 @@ def _read_json(text: str) -> tuple[list[CommentIn], bool]:
 
 def _read_jsonl(text: str) -> list[CommentIn]:
     rows = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(text.split("\n"), start=1):  # not splitlines(): see the docstring
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            rows.append(strict_json_loads(line))
         except json.JSONDecodeError as exc:
             raise FormatError(f"line {n}: not valid JSON: {exc}") from None
     return _objects(rows, "line")
@@ -170,10 +217,7 @@ def target_of(name: str) -> JobTarget:
 
 def read_file(data: bytes, family: Family, max_text_chars: int | None = None) -> FileItems:
     """Comments in the file; FormatError says why when it cannot be used as a whole."""
-    try:
-        text = _decode(data)
-    except UnicodeDecodeError:
-        raise FormatError("the file is not UTF-8 (or Windows-1252) text") from None
+    text = decode(data)
     px = False
     if family == "json":
         items, px = _read_json(text)

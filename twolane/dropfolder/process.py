@@ -32,7 +32,15 @@ from twolane.dropfolder.formats import (
 )
 from twolane.jobs.service import JobRejected, JobService
 from twolane.jobs.store import Delivery
-from twolane.layout import BATCH_SUBFOLDER, ERROR_REPORT_SUFFIX, FAILED, INBOX, OUTBOX, is_not_found
+from twolane.layout import (
+    BATCH_SUBFOLDER,
+    ERROR_REPORT_SUFFIX,
+    FAILED,
+    INBOX,
+    OUTBOX,
+    fit_key,
+    is_not_found,
+)
 from twolane.predictors import Predictor
 from twolane.settings import Settings, get_settings
 
@@ -72,13 +80,15 @@ def s3_objects(event: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def result_key(key: str) -> str:
-    """inbox/a/b.csv -> outbox/a/b.csv (same stem, same format family)."""
-    return OUTBOX + key[len(INBOX):]
+    """inbox/a/b.csv -> outbox/a/b.csv (same stem, same format family); a name too long for
+    S3 once moved is shortened with a hash (`twolane.layout.fit_key`)."""
+    return fit_key(OUTBOX, key[len(INBOX):])
 
 
 def failed_keys(key: str) -> tuple[str, str]:
-    rel = key[len(INBOX):]
-    return FAILED + rel, FAILED + rel + ERROR_REPORT_SUFFIX
+    """failed/<name> and failed/<name>.error.json (shortened like `result_key` when needed)."""
+    report = fit_key(FAILED, key[len(INBOX):], ERROR_REPORT_SUFFIX)
+    return report[: -len(ERROR_REPORT_SUFFIX)], report
 
 
 def label(predictor: Predictor, items: list[CommentIn], target: JobTarget = "ms") -> list[Prediction]:
@@ -155,6 +165,10 @@ def process_object(s3: Any, bucket: str, key: str, predictor: Predictor,
         got = read_file(data, family, limits.max_text_chars)
     except FormatError as exc:
         return _move_to_failed(s3, bucket, key, str(exc), size)
+    except Exception as exc:  # whatever is inside a file, it gets a report, never a retry loop
+        log.error("could not read %s: %s (moved to failed/)", key, type(exc).__name__)
+        return _move_to_failed(s3, bucket, key, "the file could not be read as comments "
+                               f"({type(exc).__name__}); check its format", size)
     target = target_of(key)
     if key.startswith(BATCH_INBOX):
         if jobs is None:

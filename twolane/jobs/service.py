@@ -44,9 +44,10 @@ class JobService:
         self.batch = batch
 
     def submit(self, kind: JobKind, target: str, items: int, body: dict[str, Any], *,
-               defer: bool = False, blank_rows: list[int] | None = None,
-               delivery: Delivery | None = None) -> JobRecord:
+               owner: str | None = None, defer: bool = False,
+               blank_rows: list[int] | None = None, delivery: Delivery | None = None) -> JobRecord:
         """Store the request body and start the inference; returns the pending record.
+        `owner` (a key hash or client name) is the only caller `collect` hands it to.
 
         When the lane cannot take the job now (no model yet): with `defer`, the job is stored
         and starts once it can (`start_deferred`, called on every collect); without, raises
@@ -61,7 +62,8 @@ class JobService:
         now = now_iso()
         record = JobRecord(job_id=job_id, kind=kind, target=target, items=items,
                            input_location=self.store.input_location(job_id),
-                           endpoint=endpoint_for(self.batch, kind), created_at=now, updated_at=now,
+                           endpoint=endpoint_for(self.batch, kind), owner=owner,
+                           created_at=now, updated_at=now,
                            deferred=bool(reason), blank_rows=blank_rows or [],
                            delivery=delivery)
         self.store.create(record, json.dumps(body).encode("utf-8"))
@@ -115,7 +117,7 @@ class JobService:
             return self.store.get(job_id)
 
     def submit_done(self, kind: JobKind, target: str, payload: dict[str, Any], items: int, *,
-                    blank_rows: list[int] | None = None) -> JobRecord:
+                    owner: str | None = None, blank_rows: list[int] | None = None) -> JobRecord:
         """A job whose results exist already (labelled on the instant lane at submission): the
         same record and once-only collection as any other job, no inference to wait for."""
         job_id = uuid.uuid4().hex
@@ -123,21 +125,21 @@ class JobService:
         record = JobRecord(job_id=job_id, kind=kind, target=target, items=items,
                            status="succeeded", input_location=self.store.input_location(job_id),
                            output_location=self.store.output_location(job_id),
-                           endpoint="instant", created_at=now, updated_at=now,
+                           endpoint="instant", owner=owner, created_at=now, updated_at=now,
                            blank_rows=blank_rows or [])
         return self.store.create_done(record, json.dumps(payload).encode("utf-8"))
 
-    def collect(self, job_id: str) -> Collected:
+    def collect(self, job_id: str, owner: str | None = None) -> Collected:
         """The job's results (once), its failure (once), or its pending state; a deferred job
         is started first when the lane can take it now.
 
-        Raises JobNotFound for an unknown id and JobGone once handed out.
+        Raises JobNotFound for an unknown id or another owner's job, JobGone once handed out.
         """
         try:
             self.start_deferred(job_id)
         except JobNotFound:
             pass  # store.collect says so
-        return self.store.collect(job_id)
+        return self.store.collect(job_id, owner)
 
 
 class _Claimed(Exception):

@@ -70,6 +70,7 @@ class JobRecord(BaseModel):
     failure_location: str | None = None
     error: str | None = None
     endpoint: str | None = None
+    owner: str | None = None  # who made it (a key hash or client name, never a key); see collect
     created_at: str
     updated_at: str
     # Accepted while the batch model was unavailable (local stack, model still building): the
@@ -222,14 +223,15 @@ class JobStore(ABC):
                 return self.mark_failed(record.job_id, reason_from_failure_body(body))
         return record
 
-    def collect(self, job_id: str) -> Collected:
+    def collect(self, job_id: str, owner: str | None = None) -> Collected:
         """Hand out a finished job's results (or its failure) exactly once, then delete them.
 
-        Raises JobNotFound, or JobGone once collected. A job still pending comes back as a
+        Raises JobNotFound (also when `owner` is not the job's: another key's job is not
+        there for this caller), or JobGone once collected. A job still pending comes back as a
         Collected with no payload."""
         for _ in range(20):
             tagged = self._get_tagged(job_id)
-            if tagged is None:
+            if tagged is None or tagged[0].owner != owner:
                 raise JobNotFound(job_id)
             record, etag = tagged
             if record.status not in TERMINAL:

@@ -7,15 +7,16 @@ from fastapi.responses import JSONResponse
 
 from twolane.api.deps import ModelDep
 from twolane.api.errors import ModelUnavailable
+from twolane.api.gate import StrictRoute
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=StrictRoute)
 
 
 @router.get("/health")
 async def health(model: ModelDep) -> JSONResponse:
     try:
         predictor = model.get()
-    except ModelUnavailable as exc:
-        return JSONResponse({"status": "unavailable", "model_loaded": False, "reason": str(exc)},
-                            status_code=503)
+    except ModelUnavailable:  # the reason (it may name a path) is in the log, not here
+        return JSONResponse({"status": "unavailable", "model_loaded": False,
+                             "reason": "no model is loaded"}, status_code=503)
     return JSONResponse({"status": "ok", "model_loaded": True, "model_version": predictor.version})

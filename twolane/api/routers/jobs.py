@@ -13,8 +13,9 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from twolane.api.deps import JobsDep, SettingsDep, require_api_key
-from twolane.api.errors import RequestRejected
+from twolane.api.deps import JobsDep, OwnerDep, SettingsDep, require_api_key
+from twolane.api.errors import ERROR_RESPONSES, Problem, RequestRejected, problem
+from twolane.api.gate import StrictRoute
 from twolane.api.limits import check_items
 from twolane.contract import CommentIn, JobAccepted, JobRequest, JobResults, JobState
 from twolane.jobs.schemas import SummaryRequest, SummaryResults
@@ -22,17 +23,18 @@ from twolane.jobs.service import JobRejected
 from twolane.jobs.store import JobGone, JobKind, JobNotFound, JobRecord
 from twolane.settings import Settings
 
-router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)], route_class=StrictRoute,
+                   responses=ERROR_RESPONSES)
 RETRY_AFTER_S = "2"
 
 
 def _submit(jobs: JobsDep, settings: Settings, items: list[CommentIn], kind: JobKind,
-            target: str, body: dict[str, Any]) -> JSONResponse:
+            target: str, body: dict[str, Any], owner: str | None) -> JSONResponse:
     limits = settings.api
     check_items([i.comment_id for i in items], [i.comment_text for i in items],
                 limits.max_job_items, limits.max_text_chars)
     try:
-        record = jobs.get().submit(kind, target, len(items), body)
+        record = jobs.get().submit(kind, target, len(items), body, owner=owner)
     except JobRejected as exc:
         raise RequestRejected(503, exc.reason) from exc
     url = f"/v1/jobs/{record.job_id}"
@@ -41,22 +43,22 @@ def _submit(jobs: JobsDep, settings: Settings, items: list[CommentIn], kind: Job
 
 
 @router.post("/v1/jobs", status_code=202, response_model=JobAccepted,
-             responses={422: {"description": "bad items, with reasons"},
-                        503: {"description": "the batch model is not available yet"}})
-def submit_job(body: JobRequest, jobs: JobsDep, settings: SettingsDep) -> JSONResponse:
+             responses={503: {"model": Problem, "description": "the batch model is not available yet"}})
+def submit_job(body: JobRequest, jobs: JobsDep, settings: SettingsDep, owner: OwnerDep) -> JSONResponse:
     """Queue comments for the transformer (ensembled with the instant lane). `target`: "m"
     themes, "s" sentiment, "ms" both. Poll the `results_url`; results are handed out once."""
-    return _submit(jobs, settings, body.items, "classify", body.target, body.model_dump())
+    return _submit(jobs, settings, body.items, "classify", body.target, body.model_dump(), owner)
 
 
 @router.post("/v1/summaries", status_code=202, response_model=JobAccepted,
-             responses={422: {"description": "bad items, with reasons"},
-                        503: {"description": "no text-generation model is configured"}})
-def submit_summary(body: SummaryRequest, jobs: JobsDep, settings: SettingsDep) -> JSONResponse:
+             responses={503: {"model": Problem,
+                                   "description": "no text-generation model is configured"}})
+def submit_summary(body: SummaryRequest, jobs: JobsDep, settings: SettingsDep,
+                   owner: OwnerDep) -> JSONResponse:
     """Ask the text-generation model one question of many comments (e.g. "Summarise these
     comments about parking in three bullet points"). Same lifecycle as /v1/jobs."""
     payload = {**body.model_dump(), "target": "summary"}
-    return _submit(jobs, settings, body.items, "summary", "summary", payload)
+    return _submit(jobs, settings, body.items, "summary", "summary", payload, owner)
 
 
 def _state(r: JobRecord) -> JobState:
@@ -69,18 +71,18 @@ def _state(r: JobRecord) -> JobState:
             responses={200: {"description": "JobResults / SummaryResults (once), or a failed "
                                             "JobState (once)"},
                        202: {"model": JobState, "description": "still pending"},
-                       404: {"description": "no such job"},
-                       410: {"description": "results were handed out already and deleted"}})
-def get_job(job_id: str, jobs: JobsDep) -> JSONResponse:
+                       404: {"model": Problem, "description": "no such job (or another key's)"},
+                       410: {"model": Problem,
+                             "description": "results were handed out already and deleted"}})
+def get_job(job_id: str, jobs: JobsDep, owner: OwnerDep) -> JSONResponse:
     """202 with the job's state while it runs; 200 with its results exactly once (they are then
-    deleted); 410 after that; 404 for an unknown id."""
+    deleted); 410 after that; 404 for an unknown id, or a job another API key made."""
     try:
-        got = jobs.get().collect(job_id)
+        got = jobs.get().collect(job_id, owner=owner)
     except JobNotFound:
-        return JSONResponse({"detail": f"no job {job_id!r}"}, status_code=404)
+        return problem(404, "no such job")
     except JobGone:
-        return JSONResponse({"detail": f"the results of job {job_id} were handed out already "
-                                       "and have been deleted"}, status_code=410)
+        return problem(410, "the results of this job were handed out already and have been deleted")
     rec = got.record
     if got.payload is None:
         status = 202 if rec.status in ("pending", "running") else 200

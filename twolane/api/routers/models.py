@@ -7,8 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from twolane.api.deps import ModelDep, require_api_key
+from twolane.api.errors import ERROR_RESPONSES
+from twolane.api.gate import StrictRoute
 
-router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)], route_class=StrictRoute,
+                   responses=ERROR_RESPONSES)
 
 
 def thresholds_of(manifest: Any) -> dict[str, float]:

@@ -8,11 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends
 
 from twolane.api.deps import ModelDep, SettingsDep, require_api_key, run_model
+from twolane.api.errors import ERROR_RESPONSES
+from twolane.api.gate import StrictRoute
 from twolane.api.limits import check_items
 from twolane.contract import PxItemIn, PxItemOut
 from twolane.rules import LABELLING_NOT_POSSIBLE
 
-router = APIRouter(tags=["pxtextmining"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["pxtextmining"], dependencies=[Depends(require_api_key)], route_class=StrictRoute,
+                   responses=ERROR_RESPONSES)
 HELLO = {"test": "Hello"}  # what pxtextmining's API answers at / (served by routers/page.py)
 
 EXAMPLE = [

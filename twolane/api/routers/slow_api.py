@@ -16,22 +16,30 @@ once-only results). docs/pxtextmining.md shows the client code.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from twolane.api.deps import JobsDep, ModelDep, SettingsDep, require_api_key_or_code, run_model
+from twolane.api.deps import (
+    CodeOwnerDep,
+    JobsDep,
+    ModelDep,
+    SettingsDep,
+    require_api_key_or_code,
+    run_model,
+)
 from twolane.api.errors import RequestRejected
+from twolane.api.gate import StrictRoute
 from twolane.api.limits import check_items
-from twolane.contract import JobRequest, Prediction
+from twolane.contract import JobRequest, Prediction, strict_json_loads
 from twolane.jobs.service import JobRejected
 from twolane.jobs.store import JobGone, JobNotFound
 from twolane.pxtextmining import PxShapeError, blank_rows, parse_target, read_items, result_rows
 
-router = APIRouter(tags=["pxtextmining slow API"], dependencies=[Depends(require_api_key_or_code)])
+router = APIRouter(tags=["pxtextmining slow API"], dependencies=[Depends(require_api_key_or_code)],
+                   route_class=StrictRoute)
 
 START = "StartContainerInstance"
 RETRY_AFTER_S = "5"
@@ -54,7 +62,7 @@ def results_url(request: Request, job_id: str) -> str:
                         413: {"description": "too many comments"},
                         422: {"description": "bad body or target, with reasons"}})
 async def start_container_instance(
-    request: Request, jobs: JobsDep, model: ModelDep, settings: SettingsDep,
+    request: Request, jobs: JobsDep, model: ModelDep, settings: SettingsDep, owner: CodeOwnerDep,
     target: Annotated[str | None, Query(description="m labels, s sentiment, ms both (default)")] = None,
     lane: Annotated[Literal["batch", "instant"], Query(
         description="batch (default): the transformer ensemble; instant: the TF-IDF models, now")] = "batch",
@@ -62,7 +70,8 @@ async def start_container_instance(
     """Body: a JSON list of {comment_id, comment_text, question_type} (read whatever the
     Content-Type, as pxtextmining's R example sends none). 202 with the results URL."""
     try:
-        doc = json.loads(await request.body())
+        # NaN reads as null: a Python client's json.dumps writes NaN for pandas' missing texts
+        doc = strict_json_loads(await request.body(), nan_as_null=True)
     except ValueError:
         raise RequestRejected(422, "the body is not JSON: send a JSON list of "
                                    "{comment_id, comment_text, question_type} objects") from None
@@ -83,12 +92,12 @@ async def start_container_instance(
         payload = {"model_version": predictor.version, "target": tgt,
                    "results": [p.model_dump(mode="json") for p in preds]}
         record = await run_in_threadpool(service.submit_done, "classify", tgt, payload,
-                                         len(comments), blank_rows=blanks)
+                                         len(comments), owner=owner, blank_rows=blanks)
     else:
         body = JobRequest(items=comments, target=tgt).model_dump()
         try:
             record = await run_in_threadpool(service.submit, "classify", tgt, len(comments), body,
-                                             defer=True, blank_rows=blanks)
+                                             owner=owner, defer=True, blank_rows=blanks)
         except JobRejected as exc:  # the endpoint refused the invocation itself
             raise RequestRejected(503, exc.reason) from exc
     return PlainTextResponse(results_url(request, record.job_id), status_code=202)
@@ -99,14 +108,14 @@ async def start_container_instance(
                        202: {"description": "still pending; the body is this URL"},
                        404: {"description": f"unknown job, or '{ALREADY_COLLECTED}'"},
                        500: {"description": "the job failed (reported once)"}})
-def get_results(job_id: str, request: Request, jobs: JobsDep) -> Response:
+def get_results(job_id: str, request: Request, jobs: JobsDep, owner: CodeOwnerDep) -> Response:
     """202 while pending; 200 with the results exactly once (then deleted); 404 after."""
     service = jobs.get()
     try:
         record = service.store.get(job_id)
         if record is None or record.kind != "classify":
             raise JobNotFound(job_id)
-        got = service.collect(job_id)
+        got = service.collect(job_id, owner)
     except JobNotFound:
         return PlainTextResponse(NOT_FOUND, status_code=404)
     except JobGone:

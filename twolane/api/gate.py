@@ -1,0 +1,115 @@
+"""What every request passes before any route sees it: the API key, a bound on concurrent work,
+and a strict JSON reader.
+
+* `Gate` (pure ASGI middleware): a fault anywhere is answered as a JSON 500 and logged by
+  type and traceback only (`errors.log_fault`), never re-raised to the server, whose log line
+  would hold the exception's message. With API keys set, every path but `OPEN_PATHS` /
+  `OPEN_PREFIXES` (the docs included) answers 401 unless `x-api-key` holds a key, before the body is read; a POST then
+  waits for one of `max_concurrent` slots before its body is read, so a burst of large requests
+  queues in the kernel's socket buffers instead of the process's memory, and `/health` never
+  waits behind one.
+* `StrictRoute` (FastAPI's custom route class): the body is read by
+  `twolane.contract.strict_json_loads`, which rejects NaN / Infinity and numbers or nesting
+  Python cannot hold as a 422 (json_invalid), so such values never reach a model or an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Callable, Coroutine
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from twolane.api.errors import log_fault, problem
+from twolane.contract import strict_json_loads
+
+# Answered without a key: the liveness probe, and GET / (pxtextmining's hello, or the web page
+# for a browser, which asks for the key before it calls the API) with the page's static files.
+OPEN_PATHS: frozenset[str] = frozenset({"/health", "/"})
+OPEN_PREFIXES: tuple[str, ...] = ("/page/",)
+KEY_HEADER = b"x-api-key"
+# pxtextmining's slow API (/api/StartContainerInstance, /api/GetResults/{id}) takes the key as
+# ?code=, as the Azure Function behind it did.
+CODE_PREFIX, CODE_PARAM = "/api/", "code"
+
+
+def _given_key(scope: Scope) -> str:
+    """The key the request carries: the x-api-key header, or ?code= on the slow API's paths."""
+    given = next((v for k, v in scope["headers"] if k == KEY_HEADER), b"").decode("latin-1")
+    if not given and scope["path"].startswith(CODE_PREFIX):
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        given = (query.get(CODE_PARAM) or [""])[0]
+    return given
+
+
+def key_matches(given: str, keys: frozenset[str]) -> bool:
+    """True when `given` is one of `keys` (constant time per key)."""
+    return any(hmac.compare_digest(given.encode(), k.encode()) for k in keys)
+
+
+class Gate:
+    """API-key check and a bound on concurrent POSTs, ahead of routing and body parsing."""
+
+    def __init__(self, app: ASGIApp, keys: frozenset[str], max_concurrent: int) -> None:
+        self.app = app
+        self.keys = keys
+        self.slots = asyncio.Semaphore(max_concurrent)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._gate(scope, receive, tracked)
+        except Exception as exc:  # answered and logged here, so the server never logs its message
+            rid = log_fault(f"{scope['method']} {scope['path']}", exc)
+            if not started:
+                await problem(500, "internal server error", request_id=rid)(scope, receive, send)
+
+    async def _gate(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        if self.keys:
+            given = _given_key(scope)
+            if not given or not key_matches(given, self.keys):
+                reason = "invalid API key" if given else "missing x-api-key header"
+                await problem(401, reason)(scope, receive, send)
+                return
+        if scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        async with self.slots:
+            await self.app(scope, receive, send)
+
+
+class StrictJSONRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = strict_json_loads(await self.body())
+        return self._json
+
+
+class StrictRoute(APIRoute):
+    """An APIRoute whose body is read with `strict_json_loads`. Every router uses it."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict_handler(request: Request) -> Response:
+            return await handler(StrictJSONRequest(request.scope, request.receive))
+
+        return strict_handler

@@ -121,7 +121,8 @@ def test_lone_surrogate_in_a_comment_is_cleaned_not_a_500(client: TestClient, pr
     assert r.json()["results"][0]["labels"] == direct[0].labels
     px = '[{"comment_id": "s", "comment_text": "a\\udfff b", "question_type": "nonspecific"}]'
     r = raw(client, "/predict_multilabel", px)
-    assert r.status_code == 200 and r.json()[0]["comment_text"] == "a\ufffd b"
+    assert r.status_code == 200 and r.json()[0]["comment_id"] == "s"
+    assert "comment_text" not in r.json()[0]  # pxtextmining's answer never echoes the text
 
 
 def test_lone_surrogate_in_an_id_or_invalid_item_is_a_422_naming_the_field(client: TestClient) -> None:
@@ -163,6 +164,8 @@ def test_422_never_echoes_text(client: TestClient) -> None:
                  {"items": [{"comment_id": "1", "comment_text": [SECRET]}]},
                  {"items": SECRET}, [{"comment_id": "1", "comment_text": SECRET}]):
         for path in ("/v1/predict", "/predict_multilabel", "/v1/jobs"):
+            if path == "/predict_multilabel" and isinstance(body, list):
+                continue  # pxtextmining's own schema: a valid request there
             r = client.post(path, json=body)
             assert r.status_code == 422, (path, body)
             is_problem(r)
@@ -319,15 +322,17 @@ BADFILES: dict[str, tuple[bytes, str, str]] = {
     "bigint.json": (b'[{"comment_id": ' + b"7" * 4301 + b', "comment_text": "x"}]', "failed", "too large"),
     "nested.json": (b"[" * 1000 + b"]" * 1000, "failed", "not valid JSON"),
     "nested_open.json": (b"[" * 1000, "failed", "not valid JSON"),
-    "nan.json": (b'[{"comment_id": "1", "comment_text": NaN}]', "failed", "NaN"),
+    # pxtextmining's data_in files (pandas) hold NaN for a missing text: one unlabellable row
+    "nan.json": (b'[{"comment_id": "1", "comment_text": NaN}]', "outbox", ""),
+    "infinity.json": (b'[{"comment_id": "1", "comment_text": Infinity}]', "failed", "Infinity"),
     "separators.jsonl": ('{"comment_id": "1", "comment_text": "a\u2028b"}\n'
                          '{"comment_id": "2", "comment_text": "c\u2029d\u0085e"}\n'.encode(), "outbox", ""),
     "mixed_cp1252.csv": (mixed_cp1252(), "outbox", ""),
     "utf16_bom.csv": (csv_of(CURLY).encode("utf-16"), "outbox", ""),
     "utf16_nobom.csv": (csv_of(CURLY).encode("utf-16-le"), "failed", "UTF-16"),
     "noheader.csv": (f'1,"{SECRET}"\n2,"more"\n'.encode(), "failed", "lacks column"),
-    "qt_text.csv": (f'comment_id,comment_text,question_type\n1,x,"{SECRET}"\n'.encode(), "failed",
-                    "question_type"),
+    # an unknown question type is read as nonspecific (as pxtextmining does), never echoed
+    "qt_text.csv": (f'comment_id,comment_text,question_type\n1,x,"{SECRET}"\n'.encode(), "outbox", ""),
     "zero.csv": (b"", "failed", "empty"),
     "header_only.csv": (b"comment_id,comment_text\r\n", "failed", "no comments"),
     "binary.csv": (b"\x81\x8d\x8f\x90\x9d" * 10, "failed", "line 1: not UTF-8"),

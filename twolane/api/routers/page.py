@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from twolane.api.deps import SettingsDep
+from twolane.api.gate import StrictRoute
 from twolane.api.routers.pxtextmining import HELLO
 
 PAGE_DIR = Path(__file__).resolve().parent.parent / "page"
@@ -26,7 +27,7 @@ CONTENT_SECURITY_POLICY = (
     "form-action 'none'; frame-ancestors 'none'"
 )
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=StrictRoute)
 
 
 def _quality(accept: str, media_type: str) -> float:

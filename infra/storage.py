@@ -5,7 +5,9 @@ Key layout (shared with twolane.dropfolder and twolane.jobs):
     inbox/  outbox/  failed/          drop folder: input, results, rejected files + reports
     jobs/<id>.json                    batch job records (counts and locations, no text)
     batch/input/ batch/output/ batch/failures/   async endpoint input, results, errors
-    models/batch/<version>/model.tar.gz          batch model data for the endpoint
+
+The batch model.tar.gz is not here: `cdk deploy` uploads it as an asset to the CDK bootstrap
+bucket (infra/batch_lane/model.py), or batch.model_data_url names one elsewhere.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from infra.common import Shared, acknowledge
 INBOX, OUTBOX, FAILED = "inbox/", "outbox/", "failed/"
 JOBS = "jobs/"
 BATCH_INPUT, BATCH_OUTPUT, BATCH_FAILURES = "batch/input/", "batch/output/", "batch/failures/"
-MODELS = "models/"
 
 
 class Storage(Construct):
@@ -50,7 +51,7 @@ class Storage(Construct):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            versioned=False,  # inputs and results are transient by design; models are versioned by key
+            versioned=False,  # inputs and results are transient by design
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="data/",
             lifecycle_rules=[

@@ -1,0 +1,101 @@
+"""The Lambda code asset, built by the CDK itself: `cdk synth` / `cdk deploy` bundle it.
+
+Local bundling (no Docker): `LocalBundling.try_bundle` runs `infra.build_lambda_asset.build_full`
+into the folder the CDK hands it: pip installs the `[serve]` dependencies as manylinux cp312
+wheels (`--platform manylinux2014_x86_64 --only-binary=:all: --python-version 3.12 --target`),
+then copies twolane/, the handlers and the instant bundle. The Docker image and command are the
+CDK's required fallback, used only where local bundling is turned off
+(TWOLANE_LAMBDA_BUNDLING=docker).
+
+The asset hash is ours (`build_lambda_asset.fingerprint`): code, dependency pins, builder,
+platform and bundle. While none of them changes, the CDK reuses the staged asset in cdk.out/
+and skips the pip run, and `cdk deploy` uploads nothing new.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import jsii
+from aws_cdk import AssetHashType, BundlingOptions, ILocalBundling
+from aws_cdk import aws_lambda as lambda_
+
+from infra.build_lambda_asset import (
+    BUNDLE_DIR,
+    PLATFORMS,
+    REPO_ROOT,
+    build_full,
+    fingerprint,
+    requirements,
+    write_marker,
+)
+
+BUNDLING_ENV = "TWOLANE_LAMBDA_BUNDLING"  # "docker": skip local bundling (needs Docker)
+
+
+@jsii.implements(ILocalBundling)
+class LocalBundling:
+    """Builds the asset on this machine with pip; no Docker."""
+
+    def __init__(self, architecture: str, bundle_dir: Path) -> None:
+        self.architecture = architecture
+        self.bundle_dir = bundle_dir
+        self.runs = 0  # how often the CDK called us (tests check the path ran)
+
+    def try_bundle(self, output_dir: str, options: BundlingOptions) -> bool:  # noqa: ARG002
+        if os.environ.get(BUNDLING_ENV, "").lower() == "docker":
+            return False
+        self.runs += 1
+        start = time.perf_counter()
+        print(f"twolane: building the Lambda asset ({self.architecture}, bundle "
+              f"{self.bundle_dir.name}) with pip, no Docker ...", file=sys.stderr, flush=True)
+        info = build_full(Path(output_dir), self.architecture, self.bundle_dir)
+        info = write_marker(Path(output_dir), info, start)
+        print(f"twolane: Lambda asset built in {info['build_seconds']} s, "
+              f"{info['size_bytes'] / 2**20:.1f} MiB unzipped", file=sys.stderr, flush=True)
+        return True
+
+
+def docker_command(architecture: str, bundle_dir: Path) -> list[str]:
+    """The fallback: the same build inside the CDK's Python 3.12 build image (the repository
+    is mounted at /asset-input). Not used unless local bundling is turned off."""
+    rel_bundle = bundle_dir.relative_to(REPO_ROOT).as_posix() \
+        if bundle_dir.is_relative_to(REPO_ROOT) else None
+    if rel_bundle is None:
+        raise ValueError("Docker bundling needs the instant bundle inside the repository")
+    reqs = " ".join(shlex.quote(r) for r in requirements())
+    script = " && ".join([
+        "pip install -q --no-cache-dir -c /asset-input/constraints.txt --target /asset-output "
+        + reqs,
+        "cp -r /asset-input/twolane /asset-output/twolane",
+        "mkdir -p /asset-output/functions",
+        "cp -r /asset-input/functions/. /asset-output/functions/",
+        "find /asset-output/functions -name construct.py -delete",
+        f"cp -r /asset-input/{shlex.quote(rel_bundle)} /asset-output/{BUNDLE_DIR}",
+    ])
+    return ["bash", "-c", script]
+
+
+def lambda_code(architecture: str, bundle_dir: Path) -> tuple[lambda_.Code, LocalBundling]:
+    """The shared code asset of the API, drop-folder and notification Lambdas, bundled by the
+    CDK at synth (with the instant bundle `bundle_dir` inside)."""
+    if architecture not in PLATFORMS:
+        raise ValueError(f"unknown architecture {architecture!r}")
+    local = LocalBundling(architecture, bundle_dir)
+    platform = "linux/arm64" if architecture == "arm64" else "linux/amd64"
+    code = lambda_.Code.from_asset(
+        str(REPO_ROOT),
+        asset_hash=fingerprint(architecture, bundle_dir),
+        asset_hash_type=AssetHashType.CUSTOM,
+        bundling=BundlingOptions(
+            image=lambda_.Runtime.PYTHON_3_12.bundling_image,
+            command=docker_command(architecture, bundle_dir),
+            platform=platform,
+            local=local,
+        ),
+    )
+    return code, local

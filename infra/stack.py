@@ -10,9 +10,8 @@ boundaries in code without cross-stack plumbing.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 
 from aws_cdk import CfnOutput, Stack, Tags
 from aws_cdk import aws_iam as iam
@@ -124,8 +123,7 @@ class TwolaneStack(Stack):
 
         if artifacts.instant_bundle is None:
             raise ValueError("bundling the Lambda asset needs the instant bundle")
-        code, _ = lambda_code(cfg.instant.architecture, artifacts.instant_bundle)
-        return code
+        return lambda_code(cfg.instant.architecture, artifacts.instant_bundle)
 
     def _grant_jobs_api(self, api: InstantApi, storage: Storage, batch: AsyncEndpoint) -> None:
         """The API Lambda also runs the batch jobs API (POST/GET /v1/jobs). Exactly what

@@ -15,7 +15,6 @@ from pydantic import ValidationError
 from infra.config import (
     CONFIG_DIR,
     ConfigError,
-    DeployConfig,
     dump_config,
     load_config,
     save_config,

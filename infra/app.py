@@ -156,6 +156,14 @@ def synth(env: str | None = None, outdir: str | Path = REPO_ROOT / "cdk.out",
                        asset_kind=stack.asset_kind)
 
 
+def bundling_failure(exc: Exception) -> str | None:
+    """The readable part of a failed asset build (the CDK wraps it in a jsii RuntimeError)."""
+    text = str(exc)
+    if "Failed to bundle asset" not in text:
+        return None
+    return text.rsplit("RuntimeError: ", 1)[-1].strip() or text
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m infra.app", description=__doc__.splitlines()[0])
     p.add_argument("--env", default=None, help="dev or prod (default: -c env=..., else dev)")
@@ -184,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
                        asset_dir=args.asset_dir)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        reason = bundling_failure(err)
+        if reason is None:
+            raise
+        print(f"error: the Lambda asset could not be built: {reason}", file=sys.stderr)
         return 2
     if result.findings:
         print(f"cdk-nag: {len(result.findings)} unacknowledged finding(s):", file=sys.stderr)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,7 +52,12 @@ class LocalBundling:
         start = time.perf_counter()
         print(f"twolane: building the Lambda asset ({self.architecture}, bundle "
               f"{self.bundle_dir.name}) with pip, no Docker ...", file=sys.stderr, flush=True)
-        info = build_full(Path(output_dir), self.architecture, self.bundle_dir)
+        try:
+            info = build_full(Path(output_dir), self.architecture, self.bundle_dir)
+        except subprocess.CalledProcessError as err:
+            raise RuntimeError(
+                f"pip could not install the Lambda's dependencies (exit {err.returncode}, "
+                "output above); it needs the package index (PyPI or your mirror)") from None
         info = write_marker(Path(output_dir), info, start)
         print(f"twolane: Lambda asset built in {info['build_seconds']} s, "
               f"{info['size_bytes'] / 2**20:.1f} MiB unzipped", file=sys.stderr, flush=True)

@@ -4,8 +4,8 @@ plain IAM policies for a test account, and make moto enforce them the way AWS wo
 moto evaluates identity policies when a request arrives after INITIAL_NO_AUTH_ACTION_COUNT
 requests (server mode: POST /moto-api/reset-auth). Two things it does not do like AWS, which
 `enforce_like_aws` adds for the calls the handlers make:
-- non-S3 actions are checked against Resource "*": InvokeEndpointAsync is checked here against
-  the endpoint's ARN, as AWS does;
+- non-S3 actions are checked against Resource "*": InvokeEndpointAsync and GetParameter are
+  checked here against the endpoint's and the parameter's ARN, as AWS does;
 - CopyObject is checked as PutObject on the target only: AWS also needs GetObject on the source.
 Its server cannot verify sagemaker-runtime signatures (it rewrites their Host header first), so
 for that one service the keys choose the user without the signature check.
@@ -15,6 +15,7 @@ failure paths of the synthesised endpoint config, as SageMaker does.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -161,6 +162,7 @@ def enforce_like_aws(template: dict[str, Any], refs: dict[str, dict[str, str]],
     from moto.s3.responses import S3Response
     from moto.sagemakerruntime.models import SageMakerRuntimeBackend
     from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
+    from moto.ssm.responses import SimpleSystemManagerResponse
 
     config = next(iter(resources(template, "AWS::SageMaker::EndpointConfig").values()))
     out_cfg = resolve(config["Properties"]["AsyncInferenceConfig"]["OutputConfig"], refs)
@@ -203,6 +205,10 @@ def enforce_like_aws(template: dict[str, Any], refs: dict[str, dict[str, str]],
         return f"arn:{PARTITION}:sagemaker:{self.region}:{self.current_account}:endpoint/" \
                f"{name.lower()}"
 
+    def parameter_resource(self: Any) -> str:
+        name = str(json.loads(self.body or "{}").get("Name", "")).lstrip("/")
+        return f"arn:{PARTITION}:ssm:{self.region}:{self.current_account}:parameter/{name}"
+
     def invoke_async(self: Any, endpoint_name: str, input_location: str) -> tuple[str, str]:
         name = uuid.uuid4().hex
         return (f"{out_cfg['S3OutputPath']}/{name}.out",
@@ -222,5 +228,7 @@ def enforce_like_aws(template: dict[str, Any], refs: dict[str, dict[str, str]],
         mp.setattr(SageMakerRuntimeResponse, "_determine_resource", endpoint_resource,
                    raising=False)
         mp.setattr(SageMakerRuntimeResponse, "invoke_endpoint_async", recording_invoke)
+        mp.setattr(SimpleSystemManagerResponse, "_determine_resource", parameter_resource,
+                   raising=False)
         mp.setattr(SageMakerRuntimeBackend, "invoke_endpoint_async", invoke_async)
         yield

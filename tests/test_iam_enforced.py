@@ -1,7 +1,8 @@
 """Every AWS call the Lambda handlers make is allowed by the policies the stack creates, and
 nothing more.
 
-The real handlers (functions/api, functions/dropfolder, functions/notifications) run against a
+The real handlers (functions/api, functions/dropfolder, functions/notifications and the API-key
+authorizer in infra/authorizer) run against a
 moto server with IAM enforced. Each signs its calls with the keys of an IAM user whose only
 policy is the synthesised policy of that Lambda's role (dev template, bucket and endpoint ARNs
 substituted), and gets the environment the template gives it. A missing permission fails here as
@@ -15,10 +16,13 @@ for that and are left out of the unused-grant check.
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -44,11 +48,13 @@ from test_dropfolder import csv_bytes, s3_event
 from infra.checks import synth_offline
 from infra.config import load_config
 
+REPO = Path(__file__).resolve().parent.parent
 BUCKET = "twolane-iam-test"
 HANDLERS = {
     "api": "functions.api.handler.handler",
     "dropfolder": "functions.dropfolder.handler.handler",
     "notifications": "functions.notifications.handler.handler",
+    "authorizer": "handler.handler",  # infra/authorizer is that Lambda's whole asset
 }
 # Grants used by the Lambda service, not by the handler code: log delivery and the on-failure
 # destination queue. s3:ListBucket only turns a missing key's 403 into 404 (see above).
@@ -286,11 +292,46 @@ def test_without_read_on_outbox_a_repeated_event_is_refused(aws: Aws) -> None:
     del aws.recorder.calls[start:]  # refused on purpose: not the handlers' calls
 
 
+# --- the API-key authorizer --------------------------------------------------------------------
+
+
+def test_authorizer_reads_the_key_hashes_with_its_role_only(
+        aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    from infra.api_keys import key_hash, new_key
+
+    env = environment(aws.template, HANDLERS["authorizer"], aws.refs)
+    key = new_key()
+    aws.client("ssm").put_parameter(Name=env["TWOLANE_API_KEY_PARAMETER"], Type="String",
+                                    Value=json.dumps({"trust-a": key_hash(key)}))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    access, secret = aws.keys["authorizer"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", access)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    monkeypatch.syspath_prepend(str(REPO / "infra" / "authorizer"))
+    monkeypatch.delitem(sys.modules, "handler", raising=False)
+    authz = importlib.import_module("handler")
+    monkeypatch.setattr(authz, "_cache", None)
+    event = {"version": "2.0", "type": "REQUEST", "routeKey": "$default",
+             "headers": {"x-api-key": key}}
+    assert authz.handler(event, LambdaContext()) == {"isAuthorized": True,
+                                                     "context": {"client": "trust-a"}}
+    monkeypatch.delitem(sys.modules, "handler", raising=False)
+
+
 # --- nothing more ------------------------------------------------------------------------------
 
 
-def test_every_call_was_allowed_and_every_grant_was_used(aws: Aws) -> None:
+def test_every_call_was_allowed_and_every_grant_was_used(
+        aws: Aws, request: pytest.FixtureRequest) -> None:
     """Runs last in this module: the handler tests above exercised every flow."""
+    flows = {name for name, f in globals().items() if name.startswith("test_") and callable(f)}
+    flows.discard(request.node.name)
+    selected = {i.name for i in request.session.items if i.module is request.module}
+    if not flows <= selected:
+        pytest.skip("the unused-grant check needs every test of this module to run")
     handler_users = set(HANDLERS)
     denied = [c for c in aws.recorder.denied() if c.user in handler_users]
     assert denied == [], "handler calls the stack's policies refuse"

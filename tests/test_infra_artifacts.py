@@ -92,6 +92,16 @@ def test_synth_builds_the_lambda_asset_without_docker(bundled):
     assert code["S3Key"] == f"{asset.name.removeprefix('asset.')}.zip"
 
 
+def test_without_the_batch_lane_the_api_is_told_so(bundled):
+    _, first, _, _, _ = bundled
+    tpl = first.template
+    assert not [r for r in tpl["Resources"].values() if r["Type"].startswith("AWS::SageMaker")]
+    api = next(r["Properties"] for r in tpl["Resources"].values()
+               if r["Type"] == "AWS::Lambda::Function"
+               and r["Properties"]["Handler"] == "functions.api.handler.handler")
+    assert api["Environment"]["Variables"]["TWOLANE_BATCH_ENABLED"] == "0"
+
+
 def test_an_unchanged_asset_is_not_built_twice(bundled):
     _, first, again, asset, built = bundled
     assert json.loads((asset / MARKER).read_text())["built_at"] == built["built_at"]
@@ -154,3 +164,23 @@ def test_model_artifact_is_packed_from_the_batch_bundle_byte_for_byte_repeatably
     assert "manifest.json" in ours and "code/inference.py" in ours
     # a ready model.tar.gz is shipped as it is
     assert model_artifact(first) == first
+
+
+def test_a_failed_pip_run_is_one_readable_error(instant_bundle, tmp_path, monkeypatch, capsys):
+    import infra.lambda_code
+    from infra.app import main
+    from infra.config import CONFIG_DIR
+
+    def no_index(*args, **kwargs):
+        raise subprocess.CalledProcessError(1, ["pip", "install"])
+
+    monkeypatch.setattr(infra.lambda_code, "build_full", no_index)
+    cfg = json.loads((CONFIG_DIR / "dev.json").read_text())
+    cfg["instant"]["bundle"] = str(instant_bundle)
+    cfg["batch"]["enabled"] = False
+    (tmp_path / "dev.json").write_text(json.dumps(cfg))
+    monkeypatch.setenv("TWOLANE_INFRA_CONFIG_DIR", str(tmp_path))
+    assert main(["--env", "dev", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "error: the Lambda asset could not be built: pip could not install" in err
+    assert "package index" in err and "Traceback" not in err

@@ -78,7 +78,7 @@ def model_artifact(model_path: str | Path, instant_bundle: Path | None = None,
         bundle = resolve_bundle(src, "batch")
     except BundleError as err:
         raise ConfigError(
-            f"no batch model for the endpoint: {err}.\n"
+            f"the batch endpoint needs a model, but {err}.\n"
             "  Build it:        .venv/bin/twolane build batch   (make up starts it in the "
             "background)\n"
             "  or point batch.model_path at a bundle or model.tar.gz, or batch.model_data_url "

@@ -85,6 +85,26 @@ def find_artifacts(cfg: DeployConfig, asset_dir: str | Path | None = None):
                      model_artifact=model), kind
 
 
+NOT_BUILT_MODEL = "s3://twolane-not-built/model.tar.gz"  # never deployed: see ships_assets()
+
+
+def ships_assets(app) -> bool:
+    """False under CDK CLI commands that deploy nothing (destroy, ls, ...): the CLI then sets
+    the bundling-stacks context to [] and builds no asset, so none need exist. `cdk destroy`
+    works on a machine without the models."""
+    return app.node.try_get_context("aws:cdk:bundling-stacks") != []
+
+
+def unbuilt_artifacts(cfg: DeployConfig):
+    """Artifacts for a command that ships nothing: no Lambda asset, no model file."""
+    from infra.stack import Artifacts
+
+    if cfg.batch.enabled and not cfg.batch.model_data_url:
+        cfg = cfg.model_copy(update={"batch": cfg.batch.model_copy(
+            update={"model_data_url": NOT_BUILT_MODEL})})
+    return cfg, (Artifacts(), "not built (this command deploys nothing)")
+
+
 def cli_config(app) -> DeployConfig:
     """The config for a CDK CLI run: `-c env=prod`, `-c batch=false`."""
     cfg = load_config(app.node.try_get_context("env") or "dev")
@@ -112,7 +132,10 @@ def build_app(env: str | None = None, outdir: str | Path | None = None,
     app = App(outdir=str(outdir) if outdir else None, context=feature_flags())
     if cfg is None:  # run by the CDK CLI
         cfg = cli_config(app)
-        found = find_artifacts(cfg, asset_dir)
+        if ships_assets(app) or asset_dir is not None:
+            found = find_artifacts(cfg, asset_dir)
+        else:
+            cfg, found = unbuilt_artifacts(cfg)
     artifacts, kind = found
     stack = TwolaneStack(app, cfg.name, cfg=cfg, artifacts=artifacts,
                          env=Environment(account=cfg.account, region=cfg.region))

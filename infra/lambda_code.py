@@ -42,13 +42,15 @@ BUNDLING_ENV = "TWOLANE_LAMBDA_BUNDLING"  # "docker": skip local bundling (needs
 class LocalBundling:
     """Builds the asset on this machine with pip; no Docker."""
 
-    def __init__(self, architecture: str, bundle_dir: Path) -> None:
+    def __init__(self, architecture: str, bundle_dir: Path | None) -> None:
         self.architecture = architecture
         self.bundle_dir = bundle_dir
 
     def try_bundle(self, output_dir: str, options: BundlingOptions) -> bool:
         if os.environ.get(BUNDLING_ENV, "").lower() == "docker":
             return False
+        if self.bundle_dir is None:
+            raise RuntimeError("the Lambda asset needs the instant bundle")
         start = time.perf_counter()
         print(f"twolane: building the Lambda asset ({self.architecture}, bundle "
               f"{self.bundle_dir.name}) with pip, no Docker ...", file=sys.stderr, flush=True)
@@ -81,20 +83,23 @@ def docker_command() -> list[str]:
     return ["bash", "-c", script]
 
 
-def lambda_code(architecture: str, bundle_dir: Path) -> lambda_.Code:
+def lambda_code(architecture: str, bundle_dir: Path | None) -> lambda_.Code:
     """The shared code asset of the API, drop-folder and notification Lambdas, bundled by the
-    CDK at synth (with the instant bundle `bundle_dir` inside)."""
+    CDK at synth (with the instant bundle `bundle_dir` inside). `bundle_dir` None: for CLI
+    commands that bundle nothing (destroy, ls); the CDK then never calls the bundler."""
     if architecture not in PLATFORMS:
         raise ValueError(f"unknown architecture {architecture!r}")
     platform = "linux/arm64" if architecture == "arm64" else "linux/amd64"
+    volumes = [] if bundle_dir is None else [
+        DockerVolume(host_path=str(bundle_dir), container_path="/bundle")]
     return lambda_.Code.from_asset(
         str(REPO_ROOT),
-        asset_hash=fingerprint(architecture, bundle_dir),
+        asset_hash=fingerprint(architecture, bundle_dir) if bundle_dir else "not-built",
         asset_hash_type=AssetHashType.CUSTOM,
         bundling=BundlingOptions(
             image=lambda_.Runtime.PYTHON_3_12.bundling_image,
             command=docker_command(),
-            volumes=[DockerVolume(host_path=str(bundle_dir), container_path="/bundle")],
+            volumes=volumes,
             platform=platform,
             local=LocalBundling(architecture, bundle_dir),
         ),

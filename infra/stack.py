@@ -37,8 +37,9 @@ class Artifacts:
     """What the stack ships, found (and checked) before the CDK starts.
 
     lambda_asset: a prebuilt Lambda asset folder (tests, benchmarks); None = the CDK bundles one
-    with `instant_bundle` inside. model_artifact: the batch model.tar.gz to upload as an asset;
-    None when batch.model_data_url names one in S3 or the batch lane is off."""
+    with `instant_bundle` inside (both None: a CLI command that bundles nothing, e.g. destroy).
+    model_artifact: the batch model.tar.gz to upload as an asset; None when
+    batch.model_data_url names one in S3 or the batch lane is off."""
 
     instant_bundle: Path | None = None
     lambda_asset: Path | None = None
@@ -121,8 +122,6 @@ class TwolaneStack(Stack):
             return lambda_.Code.from_asset(str(artifacts.lambda_asset))
         from infra.lambda_code import lambda_code
 
-        if artifacts.instant_bundle is None:
-            raise ValueError("bundling the Lambda asset needs the instant bundle")
         return lambda_code(cfg.instant.architecture, artifacts.instant_bundle)
 
     def _grant_jobs_api(self, api: InstantApi, storage: Storage, batch: AsyncEndpoint) -> None:

@@ -66,6 +66,9 @@ def bundled(tmp_path_factory, instant_bundle):
     first = synth(cfg=cfg, outdir=out)
     marker = next(out.glob(f"asset.*/{MARKER}"))
     built = json.loads(marker.read_text())
+    from aws_cdk import AssetStaging
+
+    AssetStaging.clear_asset_hash_cache()  # as a new `cdk synth` process would start
     again = synth(cfg=cfg, outdir=out)
     return cfg, first, again, marker.parent, built
 
@@ -184,3 +187,27 @@ def test_a_failed_pip_run_is_one_readable_error(instant_bundle, tmp_path, monkey
     err = capsys.readouterr().err
     assert "error: the Lambda asset could not be built: pip could not install" in err
     assert "package index" in err and "Traceback" not in err
+
+
+def test_commands_that_deploy_nothing_need_no_models(tmp_path):
+    """`cdk destroy` / `cdk ls` (the CLI sets aws:cdk:bundling-stacks to []) synthesise on a
+    machine with no bundles at all: nothing is built, nothing is required. Run as the CLI runs
+    the app: a process with CDK_OUTDIR and CDK_CONTEXT_JSON."""
+    from infra.config import CONFIG_DIR
+
+    cfg = json.loads((CONFIG_DIR / "prod.json").read_text())
+    cfg["instant"]["bundle"] = cfg["batch"]["model_path"] = str(tmp_path / "no-bundles")
+    (tmp_path / "prod.json").write_text(json.dumps(cfg))
+
+    def app(context: dict) -> subprocess.CompletedProcess:
+        env = {**os.environ, "TWOLANE_INFRA_CONFIG_DIR": str(tmp_path),
+               "CDK_OUTDIR": str(tmp_path / "out"), "CDK_CONTEXT_JSON": json.dumps(context)}
+        return subprocess.run([sys.executable, "-m", "infra.app"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300, check=False)
+
+    destroy = app({"env": "prod", "aws:cdk:bundling-stacks": []})
+    assert destroy.returncode == 0, destroy.stderr[-2000:]
+    assert (tmp_path / "out" / "Twolane-prod.template.json").is_file()
+    assert not list((tmp_path / "out").glob("asset.*.tar.gz"))  # no model packed
+    deploy = app({"env": "prod", "aws:cdk:bundling-stacks": ["**"]})  # deploy, synth, diff
+    assert deploy.returncode == 2 and "twolane build instant" in deploy.stderr

@@ -69,7 +69,7 @@ class LocalBundling:
 def docker_command() -> list[str]:
     """The fallback: the same build inside the CDK's Python 3.12 build image (the repository
     is mounted at /asset-input, the instant bundle at /bundle). Not used unless local bundling
-    is turned off; the SDK and pruning steps of the local build are left out."""
+    is turned off (untested here: no Docker); it skips the local build's pruning."""
     reqs = " ".join(shlex.quote(r) for r in requirements())
     script = " && ".join([
         "pip install -q --no-cache-dir -c /asset-input/constraints.txt --target /asset-output "

@@ -1,8 +1,14 @@
-"""The CDK app. Synthesise without the CDK CLI:
+"""The CDK app. Synthesise with the CDK CLI (cdk.json runs this module):
 
-    .venv/bin/python -m infra.app [--env dev|prod] [--out cdk.out] [--asset-dir DIR]
+    npx cdk synth -c env=prod            # or: npx cdk deploy -c env=prod [-c batch=false]
 
-or with the CLI (cdk.json runs this module): `npx cdk synth -c env=prod`.
+or without it:
+
+    .venv/bin/python -m infra.app [--env dev|prod] [--out cdk.out] [--asset-dir DIR] [--no-batch]
+
+Either way the app builds what it ships: the Lambda asset (CDK local bundling with pip, no
+Docker; infra/lambda_code.py) and the batch model.tar.gz (a file asset; infra/batch_lane/model.py).
+The batch image is a Docker image asset that `cdk deploy` builds; synth only stages its context.
 cdk-nag (AwsSolutions) runs as a validation plugin; any unacknowledged finding fails the synth.
 """
 
@@ -10,24 +16,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import infra  # noqa: F401  (sets the jsii environment before aws_cdk loads)
+from infra.build_lambda_asset import MARKER, REQUIRED_IN_ASSET, resolve_instant_bundle
 from infra.config import ConfigError, DeployConfig, load_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-ASSET_MARKER = ".twolane-asset.json"
-# CDK feature flags this app relies on (also in cdk.json for the CLI).
-FEATURE_FLAGS = {
-    "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,
-    "@aws-cdk/aws-iam:minimizePolicies": True,
-    "@aws-cdk/core:stackRelativeExports": True,
-}
-REQUIRED_IN_ASSET = ("functions/api/handler.py", "functions/dropfolder/handler.py",
-                     "functions/notifications/handler.py", "twolane/__init__.py")
+CDK_JSON = REPO_ROOT / "cdk.json"
+
+
+def feature_flags() -> dict:
+    """The CDK feature flags (and other context) from cdk.json, so a synth without the CLI
+    builds the same template as `cdk synth`."""
+    context = json.loads(CDK_JSON.read_text(encoding="utf-8")).get("context", {})
+    return {k: v for k, v in context.items() if k.startswith("@aws-cdk")}
 
 
 @dataclass
@@ -45,27 +52,75 @@ class SynthResult:
 
 
 def check_asset(asset_dir: Path) -> dict:
-    """The Lambda asset must exist and hold the handlers; returns its build marker."""
+    """A prebuilt Lambda asset must exist and hold the handlers; returns its build marker."""
     missing = [p for p in REQUIRED_IN_ASSET if not (asset_dir / p).is_file()]
     if not asset_dir.is_dir() or missing:
         raise ConfigError(
             f"Lambda asset {asset_dir} is not built (missing: {', '.join(missing) or 'folder'}).\n"
-            "  Build it:            .venv/bin/python -m infra.build_lambda_asset --env <env>\n"
-            "  Synth-only (no deps): .venv/bin/python -m infra.build_lambda_asset --code-only")
-    marker = asset_dir / ASSET_MARKER
+            "  Leave --asset-dir out and the app builds it, or build one by hand:\n"
+            "  .venv/bin/python -m infra.build_lambda_asset --env <env> --out DIR")
+    marker = asset_dir / MARKER
     return json.loads(marker.read_text()) if marker.is_file() else {"kind": "unknown"}
+
+
+def find_artifacts(cfg: DeployConfig, asset_dir: str | Path | None = None):
+    """Everything the stack ships, located and checked before the CDK (jsii) starts, so a
+    missing model is one readable error. Returns (Artifacts, description of the Lambda asset)."""
+    from infra.stack import Artifacts
+
+    instant = None
+    if asset_dir is not None:
+        lambda_asset = Path(asset_dir)
+        kind = "prebuilt " + check_asset(lambda_asset).get("kind", "unknown")
+    else:
+        lambda_asset = None
+        instant = resolve_instant_bundle(cfg.instant.bundle)
+        kind = "bundled"
+    model = None
+    if cfg.batch.enabled and not cfg.batch.model_data_url:
+        from infra.batch_lane.model import model_artifact
+
+        model = model_artifact(cfg.batch.model_path, instant)
+    return Artifacts(instant_bundle=instant, lambda_asset=lambda_asset,
+                     model_artifact=model), kind
+
+
+NOT_BUILT_MODEL = "s3://twolane-not-built/model.tar.gz"  # never deployed: see ships_assets()
+
+
+def ships_assets(app) -> bool:
+    """False under CDK CLI commands that deploy nothing (destroy, ls, ...): the CLI then sets
+    the bundling-stacks context to [] and builds no asset, so none need exist. `cdk destroy`
+    works on a machine without the models."""
+    return app.node.try_get_context("aws:cdk:bundling-stacks") != []
+
+
+def unbuilt_artifacts(cfg: DeployConfig):
+    """Artifacts for a command that ships nothing: no Lambda asset, no model file."""
+    from infra.stack import Artifacts
+
+    if cfg.batch.enabled and not cfg.batch.model_data_url:
+        cfg = cfg.model_copy(update={"batch": cfg.batch.model_copy(
+            update={"model_data_url": NOT_BUILT_MODEL})})
+    return cfg, (Artifacts(), "not built (this command deploys nothing)")
+
+
+def cli_config(app) -> DeployConfig:
+    """The config for a CDK CLI run: `-c env=prod`, `-c batch=false`."""
+    cfg = load_config(app.node.try_get_context("env") or "dev")
+    if str(app.node.try_get_context("batch")).lower() == "false":
+        cfg = cfg.model_copy(update={"batch": cfg.batch.model_copy(update={"enabled": False})})
+    return cfg
 
 
 def build_app(env: str | None = None, outdir: str | Path | None = None,
               cfg: DeployConfig | None = None, asset_dir: str | Path | None = None,
               nag: bool = True):
     """Build (not synthesise) the CDK app for one environment. Returns (app, stack).
-    The config and the asset are checked before the CDK (jsii) starts, so errors are quick."""
+    Config and artifacts are checked before the CDK (jsii) starts where possible."""
     if cfg is None and env is not None:
         cfg = load_config(env)
-    if cfg is not None:
-        asset = Path(asset_dir) if asset_dir else REPO_ROOT / cfg.instant.asset_dir
-        info = check_asset(asset)
+    found = find_artifacts(cfg, asset_dir) if cfg is not None else None
 
     from aws_cdk import App, Environment, Validations
     from cdk_nag import AwsSolutionsChecks
@@ -74,16 +129,18 @@ def build_app(env: str | None = None, outdir: str | Path | None = None,
     from infra.stack import TwolaneStack
 
     ACKNOWLEDGED.clear()  # one app per process at a time; the bench reads this list
-    app = App(outdir=str(outdir) if outdir else None, context=dict(FEATURE_FLAGS))
-    if cfg is None:  # run by the CDK CLI: `cdk synth -c env=prod [-c batch=false]`
-        cfg = load_config(app.node.try_get_context("env") or "dev")
-        if str(app.node.try_get_context("batch")).lower() == "false":
-            cfg = cfg.model_copy(update={"batch": cfg.batch.model_copy(update={"enabled": False})})
-        asset = Path(asset_dir) if asset_dir else REPO_ROOT / cfg.instant.asset_dir
-        info = check_asset(asset)
-    stack = TwolaneStack(app, cfg.name, cfg=cfg, asset_dir=asset,
+    app = App(outdir=str(outdir) if outdir else None, context=feature_flags())
+    if cfg is None:  # run by the CDK CLI
+        cfg = cli_config(app)
+        if ships_assets(app) or asset_dir is not None:
+            found = find_artifacts(cfg, asset_dir)
+        else:
+            cfg, found = unbuilt_artifacts(cfg)
+    assert found is not None  # a config was given or read, so its artifacts were looked up
+    artifacts, kind = found
+    stack = TwolaneStack(app, cfg.name, cfg=cfg, artifacts=artifacts,
                          env=Environment(account=cfg.account, region=cfg.region))
-    stack.asset_info = info
+    stack.asset_kind = kind
     if nag:
         Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app, stack
@@ -120,32 +177,38 @@ def synth(env: str | None = None, outdir: str | Path = REPO_ROOT / "cdk.out",
     return SynthResult(outdir=outdir, stack_name=stack.stack_name,
                        template_path=outdir / f"{stack.artifact_id}.template.json",
                        findings=read_findings(outdir), seconds=time.perf_counter() - start,
-                       asset_kind=stack.asset_info.get("kind", ""))
+                       asset_kind=stack.asset_kind)
+
+
+def bundling_failure(exc: Exception) -> str | None:
+    """The readable part of a failed asset build (the CDK wraps it in a jsii RuntimeError)."""
+    text = str(exc)
+    if "Failed to bundle asset" not in text:
+        return None
+    return text.rsplit("RuntimeError: ", 1)[-1].strip() or text
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m infra.app", description=__doc__.splitlines()[0])
     p.add_argument("--env", default=None, help="dev or prod (default: -c env=..., else dev)")
     p.add_argument("--out", default=None, help="cloud assembly folder (default: cdk.out)")
-    p.add_argument("--asset-dir", default=None, help="built Lambda asset (default: from config)")
-    p.add_argument("--no-batch", action="store_true",
-                   help="leave the batch lane out (first deploy, before model.tar.gz is uploaded)")
+    p.add_argument("--asset-dir", default=None,
+                   help="a prebuilt Lambda asset (default: the app builds it)")
+    p.add_argument("--no-batch", action="store_true", help="leave the batch lane out")
     args = p.parse_args(argv)
     try:
-        if args.out is None and not args.env and not args.asset_dir:
+        if args.out is None and not args.env and not args.asset_dir \
+                and os.environ.get("CDK_OUTDIR"):
             # Run by the CDK CLI (cdk.json): it sets CDK_OUTDIR and the context itself.
-            import os
-
-            if os.environ.get("CDK_OUTDIR"):
-                app, _ = build_app()
-                try:
-                    app.synth()
-                except RuntimeError as exc:
-                    if "Validation failed" not in str(exc):
-                        raise
-                    print("cdk-nag: unacknowledged findings (see above)", file=sys.stderr)
-                    return 1
-                return 0
+            app, _ = build_app()
+            try:
+                app.synth()
+            except RuntimeError as exc:
+                if "Validation failed" not in str(exc):
+                    raise
+                print("cdk-nag: unacknowledged findings (see above)", file=sys.stderr)
+                return 1
+            return 0
         cfg = load_config(args.env or "dev")
         if args.no_batch:
             cfg.batch.enabled = False
@@ -154,13 +217,19 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        reason = bundling_failure(err)
+        if reason is None:
+            raise
+        print(f"error: the Lambda asset could not be built: {reason}", file=sys.stderr)
+        return 2
     if result.findings:
         print(f"cdk-nag: {len(result.findings)} unacknowledged finding(s):", file=sys.stderr)
         for f in result.findings:
             print(f"  {f['rule']} at {f['path']}: {f['description']}", file=sys.stderr)
         return 1
-    print(f"synthesised {result.stack_name} to {result.outdir} in {result.seconds:.1f} s; "
-          "cdk-nag AwsSolutions: 0 unacknowledged findings")
+    print(f"synthesised {result.stack_name} to {result.outdir} in {result.seconds:.1f} s "
+          f"(Lambda asset: {result.asset_kind}); cdk-nag AwsSolutions: 0 unacknowledged findings")
     return 0
 
 

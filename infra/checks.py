@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.app import SynthResult, synth
+from infra.batch_lane.model import write_tar_gz
 from infra.build_lambda_asset import build_code_only
 from infra.config import DeployConfig
 
@@ -16,10 +17,23 @@ from infra.config import DeployConfig
 CFN_LINT_IGNORE = ["W3005"]
 
 
+def placeholder_model(tmp: Path) -> Path:
+    """A small model.tar.gz standing in for a packed batch bundle (the template only needs a
+    file to hash and upload; tests/test_infra_artifacts.py packs a real one)."""
+    folder = tmp / "placeholder-model"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.txt").write_text("placeholder for infrastructure tests\n")
+    return write_tar_gz(folder, tmp / "model.tar.gz")
+
+
 def synth_offline(tmp: Path, cfg: DeployConfig) -> SynthResult:
-    """Synth with a code-only asset (the real handler code, no pip): no network, no Docker."""
+    """Synth with a code-only Lambda asset (the real handler code, no pip) and, unless the
+    config names an S3 model, a placeholder model.tar.gz: no network, no Docker."""
     asset = tmp / "asset"
     build_code_only(asset)
+    if cfg.batch.enabled and not cfg.batch.model_data_url:
+        cfg = cfg.model_copy(update={"batch": cfg.batch.model_copy(
+            update={"model_path": str(placeholder_model(tmp))})})
     return synth(cfg=cfg, outdir=tmp / "cdk.out", asset_dir=asset)
 
 

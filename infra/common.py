@@ -109,3 +109,10 @@ def retention(days: int) -> logs.RetentionDays:
 
 def region_of(scope: Construct) -> str:
     return Stack.of(scope).region
+
+
+def logical_id(construct: Construct) -> str:
+    """Logical id of a construct's CloudFormation resource, as cdk-nag prints it in finding
+    ids such as `AwsSolutions-IAM5[Resource::<StorageData6BB23F4E.Arn>/inbox/*]`."""
+    child = construct.node.default_child
+    return Stack.of(construct).resolve(child.logical_id)

@@ -55,19 +55,25 @@ class InstantConfig(_Strict):
     architecture: Literal["x86_64", "arm64"] = "x86_64"
     lambda_memory_mb: StrictInt = Field(1024, ge=128, le=10240)
     timeout_s: StrictInt = Field(29, ge=1, le=29, description="API Lambda; HTTP API waits 30 s at most")
-    reserved_concurrency: StrictInt | None = Field(None, ge=1, le=1000)
+    reserved_concurrency: StrictInt | None = Field(
+        None, ge=1, le=1000, description="opt-in: reserved concurrent executions of the API "
+        "Lambda; needs an account concurrency quota of at least this + 100 (docs/deploy.md)")
     dropfolder_memory_mb: StrictInt = Field(1024, ge=128, le=10240)
     dropfolder_timeout_s: StrictInt = Field(300, ge=1, le=900)
     dropfolder_retry_attempts: StrictInt = Field(2, ge=0, le=2)
     throttle_rate_limit: float = Field(50.0, gt=0, description="steady requests per second")
     throttle_burst_limit: StrictInt = Field(100, ge=1)
     auth_cache_ttl_s: StrictInt = Field(300, ge=0, le=3600)
-    asset_dir: str = Field("build/lambda/instant", description="built Lambda asset (repo-relative)")
-    bundle: str = Field("bundles", description="instant bundle folder or bundles root to ship")
+    bundle: str = Field("bundles", description="instant bundle folder, or bundles root (the "
+                        "newest is shipped), repo-relative unless absolute")
+
+
+GPU_FAMILY = re.compile(r"^ml\.(g|p)\d")  # NVIDIA GPU instance families (g4dn, g5, p4d...)
+NEURON_FAMILY = re.compile(r"^ml\.(inf|trn)\d")  # Inferentia/Trainium: need a Neuron build
 
 
 class BatchConfig(_Strict):
-    """Batch lane: the SageMaker asynchronous endpoint and its scaling."""
+    """Batch lane: the SageMaker asynchronous endpoint, its image, model and scaling."""
 
     enabled: StrictBool = True
     host: Literal["async_endpoint", "serverless", "lambda"] = Field(
@@ -80,20 +86,28 @@ class BatchConfig(_Strict):
     backlog_target_per_instance: float = Field(5.0, gt=0)
     scale_in_cooldown_s: StrictInt = Field(600, ge=0)
     scale_out_cooldown_s: StrictInt = Field(120, ge=0)
-    image_source: Literal["asset", "dlc", "uri"] = Field(
-        "dlc", description="dlc: AWS PyTorch inference image for the region (runs code/"
-        "inference.py from model.tar.gz); asset: build sagemaker/Dockerfile at deploy; uri: "
-        "image_uri as given")
+    image_source: Literal["asset", "uri"] = Field(
+        "asset", description="asset: `cdk deploy` builds sagemaker/Dockerfile for the instance "
+        "(build arg ACCELERATOR=gpu|cpu, dependencies baked in) and pushes it; uri: image_uri "
+        "as given (an image built from the same Dockerfile for the same accelerator)")
     image_uri: str | None = None
     image_context: str = Field(".", description="docker build context for 'asset' (repo-relative)")
     image_dockerfile: str = Field("sagemaker/Dockerfile", description="relative to image_context")
-    dlc_framework_version: str = "2.6"
-    dlc_py_version: str = "py312"
     model_data_url: str | None = Field(
-        None, description="s3:// URL of model.tar.gz; default s3://<bucket>/models/batch/"
-        "<model_version>/model.tar.gz")
-    model_version: str = Field("initial", pattern=r"^[A-Za-z0-9._-]+$")
-    invocation_timeout_s: StrictInt = Field(900, ge=1, le=3600)
+        None, pattern=r"^s3://[a-z0-9.-]{3,63}/.+\.tar\.gz$",
+        description="s3:// URL of a model.tar.gz you manage; default: the app packs model_path "
+        "and `cdk deploy` uploads it as an asset")
+    model_path: str = Field(
+        "bundles", description="batch bundle folder, bundles root (the newest batch bundle) or "
+        "a model.tar.gz file; repo-relative unless absolute; used when model_data_url is null")
+    invocation_timeout_s: StrictInt = Field(
+        900, ge=1, le=3600, description="per request: SageMaker's InvocationTimeoutSeconds "
+        "(sent by the API) and the model server's timeout")
+    container_startup_timeout_s: StrictInt = Field(
+        600, ge=60, le=3600, description="ContainerStartupHealthCheckTimeoutInSeconds: image "
+        "pull + model load until /ping answers, on every scale-out from zero")
+    model_download_timeout_s: StrictInt = Field(
+        600, ge=60, le=3600, description="ModelDataDownloadTimeoutInSeconds")
     backlog_age_alarm_s: StrictInt = Field(1800, ge=60)
 
     @field_validator("instance_type")
@@ -102,7 +116,23 @@ class BatchConfig(_Strict):
         if not re.fullmatch(r"ml\.[a-z0-9-]+\.[a-z0-9]+", v):
             raise ValueError("must be a SageMaker instance type of the form ml.<family>.<size>, "
                              "e.g. ml.g4dn.xlarge")
+        if NEURON_FAMILY.match(v):
+            raise ValueError("Inferentia/Trainium instances need a Neuron build of the model, "
+                             "which this project does not make; use a GPU (ml.g*) or CPU type")
         return v
+
+    @property
+    def accelerator(self) -> Literal["gpu", "cpu"]:
+        """What the image is built for: the GPU build of onnxruntime on GPU instances, the CPU
+        build elsewhere (a GPU build on a CPU instance only adds ~1 GB to every cold start)."""
+        return "gpu" if GPU_FAMILY.match(self.instance_type) else "cpu"
+
+
+class SummariesConfig(_Strict):
+    """The LLM lane behind POST /v1/summaries. Off: the stack deploys no LLM endpoint and tells
+    the API Lambda so (TWOLANE_SUMMARIES_ENABLED=0), and the route answers 501."""
+
+    enabled: StrictBool = False
 
 
 class StorageConfig(_Strict):
@@ -133,6 +163,7 @@ class DeployConfig(_Strict):
     stack_name: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
     instant: InstantConfig = Field(default_factory=InstantConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
+    summaries: SummariesConfig = Field(default_factory=SummariesConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     tags: dict[str, str] = Field(default_factory=dict)
@@ -149,6 +180,9 @@ class DeployConfig(_Strict):
             raise ValueError("batch.image_uri is required when batch.image_source is 'uri'")
         if self.batch.min_instances > self.batch.max_instances:
             raise ValueError("batch.min_instances must not exceed batch.max_instances")
+        if self.summaries.enabled:
+            raise ValueError("summaries.enabled: this stack does not deploy an LLM endpoint yet "
+                             "(see docs/deploy.md, 'Summaries'); keep it false")
         return self
 
 

@@ -10,8 +10,8 @@ boundaries in code without cross-stack plumbing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aws_cdk import CfnOutput, Stack, Tags
 from aws_cdk import aws_iam as iam
@@ -23,8 +23,8 @@ from functions.api.construct import InstantApi
 from functions.dropfolder.construct import DropFolder
 from functions.notifications.construct import JobNotifications
 from infra.batch_lane import AsyncEndpoint
-from infra.batch_lane.endpoint import _logical
-from infra.common import Shared, acknowledge
+from infra.build_lambda_asset import BUNDLE_DIR
+from infra.common import Shared, acknowledge, logical_id
 from infra.config import ConfigError, DeployConfig
 from infra.monitoring import Monitoring
 from infra.storage import (
@@ -39,7 +39,20 @@ from infra.storage import (
 )
 
 LAMBDA_TASK_ROOT = "/var/task"
-BUNDLE_IN_ASSET = "bundle"  # the instant bundle is copied to <asset>/bundle/
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """What the stack ships, found (and checked) before the CDK starts.
+
+    lambda_asset: a prebuilt Lambda asset folder (tests, benchmarks); None = the CDK bundles one
+    with `instant_bundle` inside (both None: a CLI command that bundles nothing, e.g. destroy).
+    model_artifact: the batch model.tar.gz to upload as an asset; None when
+    batch.model_data_url names one in S3 or the batch lane is off."""
+
+    instant_bundle: Path | None = None
+    lambda_asset: Path | None = None
+    model_artifact: Path | None = None
 
 
 def batch_endpoint_name(cfg: DeployConfig) -> str:
@@ -51,9 +64,7 @@ def batch_endpoint_name(cfg: DeployConfig) -> str:
 
 
 class TwolaneStack(Stack):
-    asset_info: dict[str, Any]  # what the Lambda asset holds; set by infra.app for the report
-
-    def __init__(self, scope: Construct, id: str, *, cfg: DeployConfig, asset_dir: Path,
+    def __init__(self, scope: Construct, id: str, *, cfg: DeployConfig, artifacts: Artifacts,
                  **kwargs) -> None:
         super().__init__(scope, id, description=f"twolane text classification ({cfg.env})",
                          **kwargs)
@@ -66,15 +77,18 @@ class TwolaneStack(Stack):
 
         storage = Storage(self, "Storage", shared=shared)
         bucket = storage.bucket
-        code = lambda_.Code.from_asset(str(asset_dir))
+        code = self._code(cfg, artifacts)
         endpoint_name = batch_endpoint_name(cfg)
         env = {
             "TWOLANE_BUCKET": bucket.bucket_name,
             "TWOLANE_AWS_REGION": self.region,
-            "TWOLANE_INSTANT_BUNDLE": f"{LAMBDA_TASK_ROOT}/{BUNDLE_IN_ASSET}",
+            "TWOLANE_INSTANT_BUNDLE": f"{LAMBDA_TASK_ROOT}/{BUNDLE_DIR}",
+            "TWOLANE_BATCH_ENABLED": "1" if cfg.batch.enabled else "0",
             "TWOLANE_BATCH_INVOKER": "sagemaker",
             "TWOLANE_BATCH_ENDPOINT": endpoint_name,
             "TWOLANE_BATCH_MAX_CONCURRENCY": str(cfg.batch.max_concurrent_invocations_per_instance),
+            "TWOLANE_BATCH_INVOCATION_TIMEOUT_S": str(cfg.batch.invocation_timeout_s),
+            "TWOLANE_SUMMARIES_ENABLED": "1" if cfg.summaries.enabled else "0",
             "POWERTOOLS_METRICS_NAMESPACE": "twolane",
         }
 
@@ -93,7 +107,8 @@ class TwolaneStack(Stack):
                 "to 'async_endpoint' or batch.enabled to false")
         if cfg.batch.enabled:
             batch = AsyncEndpoint(self, "BatchLane", shared=shared, storage=storage,
-                                  endpoint_name=endpoint_name, batch=cfg.batch)
+                                  endpoint_name=endpoint_name, batch=cfg.batch,
+                                  model_artifact=artifacts.model_artifact)
             notes = JobNotifications(self, "JobNotifications", shared=shared, code=code,
                                      storage=storage, environment=env,
                                      topics=[batch.success_topic, batch.error_topic])
@@ -101,22 +116,11 @@ class TwolaneStack(Stack):
             queues["JobNotificationFailures"] = notes.failures
             self._grant_jobs_api(api, storage, batch)
             self._grant_batch_inbox(drop, notes, storage, batch)
-            acknowledge(notes, f"AwsSolutions-IAM5[Resource::<{_logical(bucket)}.Arn>/jobs/*]",
-                        "Job records are named by job id (jobs/<id>.json), unknown in advance.")
-            for p in (BATCH_INPUT, BATCH_OUTPUT, BATCH_FAILURES):
-                acknowledge(notes, f"AwsSolutions-IAM5[Resource::<{_logical(bucket)}.Arn>/{p}*]",
-                            f"Job objects under {p} are named by job id / by SageMaker.")
             CfnOutput(self, "BatchEndpointName", value=batch.endpoint.attr_endpoint_name)
 
         monitoring = Monitoring(self, "Monitoring", shared=shared, http_api=api.http_api,
                                 functions=functions, queues=queues, endpoint=batch)
 
-        acknowledge(drop, f"AwsSolutions-IAM5[Resource::<{_logical(bucket)}.Arn>/inbox/*]",
-                    "The drop folder handles any file users drop under inbox/; names are "
-                    "unknown in advance, so the grant is scoped to the prefix.")
-        for p in ("outbox/", "failed/"):
-            acknowledge(drop, f"AwsSolutions-IAM5[Resource::<{_logical(bucket)}.Arn>/{p}*]",
-                        f"Results and reports are written under {p} with the dropped file's name.")
         self._acknowledge_cdk_internals()
 
         CfnOutput(self, "ApiUrl", value=api.url)
@@ -126,23 +130,39 @@ class TwolaneStack(Stack):
         CfnOutput(self, "DashboardName", value=f"twolane-{cfg.env}")
         CfnOutput(self, "FailedEventQueues", value=",".join(q.queue_name for q in queues.values()))
 
+    @staticmethod
+    def _code(cfg: DeployConfig, artifacts: Artifacts) -> lambda_.Code:
+        """The shared Lambda code: bundled by the CDK (pip, no Docker), or a prebuilt folder."""
+        if artifacts.lambda_asset is not None:
+            return lambda_.Code.from_asset(str(artifacts.lambda_asset))
+        from infra.lambda_code import lambda_code
+
+        return lambda_code(cfg.instant.architecture, artifacts.instant_bundle)
+
     def _grant_jobs_api(self, api: InstantApi, storage: Storage, batch: AsyncEndpoint) -> None:
-        """The API Lambda also runs the batch jobs API (POST/GET /v1/jobs)."""
+        """The API Lambda also runs the batch jobs API (POST/GET /v1/jobs). Exactly what
+        twolane.jobs (store + invoker) calls there:
+          batch/input/      PutObject (the request), DeleteObject (once results exist)
+          jobs/             GetObject + PutObject (the record; conditional writes)
+          batch/output/     GetObject (HeadObject: done yet? then the results), DeleteObject
+          batch/failures/   GetObject (the error), DeleteObject
+          the endpoint      sagemaker:InvokeEndpointAsync"""
         fn = api.function
         fn.add_to_role_policy(iam.PolicyStatement(
             actions=["sagemaker:InvokeEndpointAsync"], resources=[batch.endpoint_arn]))
         fn.add_to_role_policy(iam.PolicyStatement(
-            actions=["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
+            actions=["s3:PutObject", "s3:DeleteObject"],
             resources=[storage.object_arn(BATCH_INPUT)]))
         fn.add_to_role_policy(iam.PolicyStatement(
             actions=["s3:GetObject", "s3:PutObject"], resources=[storage.object_arn(JOBS)]))
         fn.add_to_role_policy(iam.PolicyStatement(
             actions=["s3:GetObject", "s3:DeleteObject"],
             resources=[storage.object_arn(BATCH_OUTPUT), storage.object_arn(BATCH_FAILURES)]))
+        # A missing key must answer 404 (not 403) to GetObject/HeadObject.
         fn.add_to_role_policy(iam.PolicyStatement(
             actions=["s3:ListBucket"], resources=[storage.bucket.bucket_arn],
             conditions={"StringLike": {"s3:prefix": [f"{JOBS}*", "batch/*"]}}))
-        logical = _logical(storage.bucket)
+        logical = logical_id(storage.bucket)
         for p in (BATCH_INPUT, JOBS, BATCH_OUTPUT, BATCH_FAILURES):
             acknowledge(api, f"AwsSolutions-IAM5[Resource::<{logical}.Arn>/{p}*]",
                         f"The jobs API reads/writes job objects under {p}, named by job id.")
@@ -160,7 +180,7 @@ class TwolaneStack(Stack):
             actions=["s3:GetObject", "s3:PutObject"], resources=[storage.object_arn(JOBS)]))
         notes.function.add_to_role_policy(iam.PolicyStatement(
             actions=["s3:PutObject"], resources=[storage.object_arn(OUTBOX), storage.object_arn(FAILED)]))
-        logical = _logical(storage.bucket)
+        logical = logical_id(storage.bucket)
         for p in (BATCH_INPUT, JOBS):
             acknowledge(drop, f"AwsSolutions-IAM5[Resource::<{logical}.Arn>/{p}*]",
                         f"Batch-inbox files become jobs: objects under {p}, named by job id.")

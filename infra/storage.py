@@ -1,6 +1,10 @@
 """Storage: the data bucket (drop folder, batch jobs, model data) and its access-log bucket.
 
-Key layout: twolane.layout (the one place it is named).
+Key layout: twolane.layout (the one place it is named): inbox/ outbox/ failed/ (drop folder),
+jobs/<id>.json (job records), batch/input|output|failures/ (the async endpoint).
+
+The batch model.tar.gz is not here: `cdk deploy` uploads it as an asset to the CDK bootstrap
+bucket (infra/batch_lane/model.py), or batch.model_data_url names one elsewhere.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from twolane.layout import (  # noqa: F401  (the layout, named once; constructs 
     FAILED,
     INBOX,
     JOBS,
-    MODELS,
     OUTBOX,
 )
 
@@ -50,7 +53,7 @@ class Storage(Construct):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            versioned=False,  # inputs and results are transient by design; models are versioned by key
+            versioned=False,  # inputs and results are transient by design
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="data/",
             lifecycle_rules=[

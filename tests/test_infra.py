@@ -4,10 +4,19 @@ cfn-lint on the real template."""
 
 from __future__ import annotations
 
+import json
+import re
+import tarfile
+from pathlib import Path
+
 import pytest
 
+from infra.app import feature_flags
+from infra.batch_lane.endpoint import pinned_version
 from infra.checks import as_list, cfn_lint, dumps, statements, synth_offline, wildcard_actions
 from infra.config import load_config
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -15,6 +24,13 @@ def dev(tmp_path_factory):
     cfg = load_config("dev")
     result = synth_offline(tmp_path_factory.mktemp("infra-dev"), cfg)
     return cfg, result, result.template
+
+
+@pytest.fixture(scope="module")
+def acknowledged(dev):
+    from infra.common import ACKNOWLEDGED
+
+    return list(ACKNOWLEDGED)  # of the dev synth (the next synth clears the list)
 
 
 def resources(template, rtype):
@@ -92,13 +108,69 @@ def test_async_endpoint_config(dev):
     assert all(s["Properties"]["Protocol"] == "lambda" for s in subs.values())
 
 
-def test_model_image_is_the_regions_pytorch_dlc(dev):
-    cfg, _, tpl = dev
-    image = only(tpl, "AWS::SageMaker::Model")["PrimaryContainer"]["Image"]
-    assert image == (f"763104351884.dkr.ecr.{cfg.region}.amazonaws.com/pytorch-inference:"
-                     f"{cfg.batch.dlc_framework_version}-gpu-{cfg.batch.dlc_py_version}")
-    data = only(tpl, "AWS::SageMaker::Model")["PrimaryContainer"]["ModelDataUrl"]
-    assert f"/models/batch/{cfg.batch.model_version}/model.tar.gz" in dumps(data)
+def test_batch_image_is_built_for_the_gpu_instance_with_nothing_installed_at_start(dev):
+    cfg, result, tpl = dev
+    assert cfg.batch.instance_type.startswith("ml.g") and cfg.batch.accelerator == "gpu"
+    model = only(tpl, "AWS::SageMaker::Model")["PrimaryContainer"]
+    assert "cdk-hnb659fds-container-assets" in dumps(model["Image"])  # built by cdk deploy
+    images = json.loads((result.outdir / f"{result.stack_name}.assets.json").read_text())[
+        "dockerImages"]
+    assert len(images) == 1
+    source = next(iter(images.values()))["source"]
+    assert source["dockerFile"] == "sagemaker/Dockerfile"
+    assert source["dockerBuildArgs"] == {"ACCELERATOR": "gpu",
+                                         "ORT_VERSION": pinned_version("onnxruntime")}
+    assert source["platform"] == "linux/amd64"
+    # the build context holds what the Dockerfile copies, nothing else
+    context = result.outdir / source["directory"]
+    top = sorted(p.name for p in context.iterdir())
+    assert top == ["constraints.txt", "sagemaker", "twolane"], top
+    env = model["Environment"]
+    assert env["TWOLANE_ONNX_PROVIDERS"] == "CUDAExecutionProvider,CPUExecutionProvider"
+    assert env["SAGEMAKER_MODEL_SERVER_TIMEOUT"] == str(cfg.batch.invocation_timeout_s)
+    assert "SAGEMAKER_PROGRAM" not in env  # no DLC, no code/requirements.txt installed at start
+    variant = only(tpl, "AWS::SageMaker::EndpointConfig")["ProductionVariants"][0]
+    assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == \
+        cfg.batch.container_startup_timeout_s
+    assert variant["ModelDataDownloadTimeoutInSeconds"] == cfg.batch.model_download_timeout_s
+
+
+def test_model_data_is_an_asset_the_endpoint_alone_may_read(dev):
+    _, result, tpl = dev
+    url = only(tpl, "AWS::SageMaker::Model")["PrimaryContainer"]["ModelDataUrl"]
+    files = json.loads((result.outdir / f"{result.stack_name}.assets.json").read_text())["files"]
+    model = [f for f in files.values() if f["source"]["path"].endswith(".tar.gz")]
+    assert len(model) == 1  # uploaded by cdk deploy before CloudFormation runs
+    dest = next(iter(model[0]["destinations"].values()))
+    assert url == {"Fn::Sub": f"s3://{dest['bucketName']}/{dest['objectKey']}"}
+    readers = [(lid, st) for lid, _, st in statements(tpl)
+               if dest["objectKey"] in dumps(st.get("Resource"))]
+    assert len(readers) == 1
+    lid, st = readers[0]
+    assert as_list(st["Action"]) == ["s3:GetObject"]
+    role = tpl["Resources"][lid]["Properties"]["Roles"][0]["Ref"]
+    assert "sagemaker.amazonaws.com" in dumps(tpl["Resources"][role]["Properties"])
+    assert "models/batch" not in dumps(tpl)  # nothing expects a manual upload any more
+
+
+def test_every_acknowledgement_names_a_resource_that_exists(dev, acknowledged):
+    _, _, tpl = dev
+    named = [(path, rule, ref) for path, rule, _ in acknowledged
+             for ref in re.findall(r"<([A-Za-z0-9]+)\.Arn>", rule)]
+    assert named, "expected resource-scoped acknowledgements"
+    missing = [(path, rule) for path, rule, ref in named if ref not in tpl["Resources"]]
+    assert missing == []
+
+
+def test_cdk_json_sets_every_recommended_feature_flag():
+    import aws_cdk
+
+    tgz = next(Path(aws_cdk.__file__).parent.glob("_jsii/aws-cdk-lib@*.jsii.tgz"))
+    with tarfile.open(tgz) as tar:
+        recommended = json.load(tar.extractfile("package/recommended-feature-flags.json"))
+    context = json.loads((REPO / "cdk.json").read_text())["context"]
+    assert {k: context.get(k) for k in recommended} == recommended
+    assert feature_flags() == {k: v for k, v in context.items() if k.startswith("@aws-cdk")}
 
 
 def test_buckets_are_encrypted_private_tls_only_and_logged(dev):
@@ -182,8 +254,14 @@ def test_lambdas_run_python_312_with_the_bundle_in_the_asset(dev):
         assert "LoggingConfig" in p
     api = next(p for p in ours.values() if p["Handler"] == "functions.api.handler.handler")
     assert api["MemorySize"] == cfg.instant.lambda_memory_mb
-    assert api["Environment"]["Variables"]["TWOLANE_INSTANT_BUNDLE"] == "/var/task/bundle"
-    assert api["Environment"]["Variables"]["TWOLANE_BATCH_INVOKER"] == "sagemaker"
+    assert "ReservedConcurrentExecutions" not in api  # opt-in (account quotas)
+    env = api["Environment"]["Variables"]
+    assert env["TWOLANE_INSTANT_BUNDLE"] == "/var/task/bundle"
+    assert env["TWOLANE_BATCH_INVOKER"] == "sagemaker"
+    assert env["TWOLANE_BATCH_ENABLED"] == "1"
+    # the name twolane.settings reads (batch_invocation_timeout_s), as the invoker sends it
+    assert env["TWOLANE_BATCH_INVOCATION_TIMEOUT_S"] == str(cfg.batch.invocation_timeout_s)
+    assert env["TWOLANE_SUMMARIES_ENABLED"] == "0"  # no LLM endpoint: /v1/summaries says so
     for lg in resources(tpl, "AWS::Logs::LogGroup").values():
         assert lg["Properties"]["RetentionInDays"] == cfg.monitoring.log_retention_days
 
@@ -231,6 +309,7 @@ def test_jobs_api_may_invoke_only_its_endpoint_and_write_inputs(dev):
     put = [s for s in sts if "s3:PutObject" in as_list(s["Action"])
            and "/batch/input/*" in dumps(s["Resource"])]
     assert put
+    assert not any("sagemaker:InvokeEndpoint" in as_list(s["Action"]) for s in sts)  # async only
     # every other sagemaker grant anywhere is scoped too
     for lid, _, st in statements(tpl):
         for a in as_list(st.get("Action", [])):

@@ -1,5 +1,5 @@
 """Deployment config (load/save/validation), the API-key authorizer, the asset builder's
-code-only mode and the offline image lookup. No synth here: fast."""
+code-only mode, the batch image choice and the errors for missing models. No synth here: fast."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from pydantic import ValidationError
 from infra.config import (
     CONFIG_DIR,
     ConfigError,
-    DeployConfig,
     dump_config,
     load_config,
     save_config,
@@ -109,6 +108,41 @@ def test_missing_asset_is_explained(tmp_path):
         check_asset(tmp_path / "nothing")
 
 
+def test_missing_models_are_explained_before_the_cdk_starts(tmp_path):
+    from infra.app import find_artifacts
+
+    cfg = load_config("dev")
+    cfg.instant.bundle = str(tmp_path / "no-bundles")
+    with pytest.raises(ConfigError, match="twolane build instant"):
+        find_artifacts(cfg)
+    asset = tmp_path / "asset"
+    from infra.build_lambda_asset import build_code_only
+
+    build_code_only(asset)
+    cfg.batch.model_path = str(tmp_path / "no-bundles")
+    with pytest.raises(ConfigError) as e:
+        find_artifacts(cfg, asset)
+    for words in ("twolane build batch", "batch.model_data_url", "-c batch=false"):
+        assert words in str(e.value)
+    cfg.batch.enabled = False  # the batch lane off: no model needed
+    artifacts, kind = find_artifacts(cfg, asset)
+    assert artifacts.model_artifact is None and kind == "prebuilt unknown"
+    cfg.batch.enabled = True
+    cfg.batch.model_data_url = "s3://my-models/twolane/model.tar.gz"  # ops keep it in S3
+    assert find_artifacts(cfg, asset)[0].model_artifact is None
+
+
+def test_shipped_configs_reserve_no_concurrency_and_serve_no_summaries():
+    for env in ("dev", "prod"):
+        cfg = load_config(env)
+        assert cfg.instant.reserved_concurrency is None
+        assert cfg.summaries.enabled is False
+    assert validate_config({"env": "prod", "instant": {"reserved_concurrency": 50}}) \
+        .instant.reserved_concurrency == 50  # opt-in
+    with pytest.raises(ConfigError, match="summaries.enabled"):
+        validate_config({"env": "dev", "summaries": {"enabled": True}})
+
+
 def test_code_only_asset_holds_the_handlers_and_no_cdk_code(tmp_path):
     from infra.app import REQUIRED_IN_ASSET, check_asset
     from infra.build_lambda_asset import build_code_only
@@ -163,15 +197,43 @@ def test_authorizer_accepts_known_keys_only():
     assert len(reads) == 2  # refreshed after CACHE_SECONDS
 
 
-def test_dlc_image_lookup_is_offline_and_region_specific():
-    from infra.batch_lane.image import dlc_image_uri, parse_ecr_uri
+@pytest.mark.parametrize("instance,accelerator", [
+    ("ml.g4dn.xlarge", "gpu"), ("ml.g5.2xlarge", "gpu"), ("ml.g6e.xlarge", "gpu"),
+    ("ml.p3.2xlarge", "gpu"), ("ml.c6i.xlarge", "cpu"), ("ml.m5.large", "cpu"),
+    ("ml.c7g.xlarge", "cpu")])
+def test_batch_image_matches_the_instance(instance, accelerator):
+    from infra.batch_lane.endpoint import ONNX_PROVIDERS, image_build_args, pinned_version
 
-    batch = DeployConfig(env="dev").batch
-    img = dlc_image_uri(batch, "eu-west-2")
-    assert img.uri == "763104351884.dkr.ecr.eu-west-2.amazonaws.com/pytorch-inference:2.6-gpu-py312"
-    assert (img.account, img.repository) == ("763104351884", "pytorch-inference")
-    cpu = dlc_image_uri(batch.model_copy(update={"instance_type": "ml.c5.xlarge"}), "us-east-1")
-    assert cpu.uri.endswith("pytorch-inference:2.6-cpu-py312") and ".us-east-1." in cpu.uri
-    with pytest.raises(ConfigError, match="image_uri"):
-        dlc_image_uri(batch.model_copy(update={"dlc_framework_version": "0.1"}), "eu-west-2")
+    batch = validate_config({"env": "dev", "batch": {"instance_type": instance}}).batch
+    assert batch.accelerator == accelerator
+    args = image_build_args(batch)
+    assert args == {"ACCELERATOR": accelerator, "ORT_VERSION": pinned_version("onnxruntime")}
+    assert ONNX_PROVIDERS[accelerator].split(",")[0] == (
+        "CUDAExecutionProvider" if accelerator == "gpu" else "CPUExecutionProvider")
+
+
+def test_neuron_instances_and_the_dlc_are_refused():
+    with pytest.raises(ConfigError, match="Neuron"):
+        validate_config({"env": "dev", "batch": {"instance_type": "ml.inf2.xlarge"}})
+    with pytest.raises(ConfigError, match="batch.image_source"):
+        validate_config({"env": "dev", "batch": {"image_source": "dlc"}})
+
+
+def test_dockerfile_builds_one_onnxruntime_per_accelerator_and_installs_nothing_at_start():
+    text = (REPO / "sagemaker" / "Dockerfile").read_text()
+    assert "FROM runtime-${ACCELERATOR}" in text
+    assert 'pip install "onnxruntime-gpu[cuda,cudnn]==${ORT_VERSION}"' in text
+    assert 'pip install "onnxruntime==${ORT_VERSION}"' in text
+    entry = [line for line in text.splitlines() if line.startswith(("ENTRYPOINT", "CMD"))]
+    assert entry == ['ENTRYPOINT ["python", "/opt/program/serve.py"]', 'CMD ["serve"]']
+
+
+def test_ecr_uris_are_parsed_for_the_pull_grant():
+    from infra.batch_lane.image import parse_ecr_uri
+
+    img = parse_ecr_uri("123456789012.dkr.ecr.eu-west-2.amazonaws.com/team/twolane-batch:gpu-1")
+    assert (img.account, img.region, img.repository) == ("123456789012", "eu-west-2",
+                                                         "team/twolane-batch")
+    assert parse_ecr_uri("123456789012.dkr.ecr.eu-west-2.amazonaws.com/r@sha256:ab").repository \
+        == "r"
     assert parse_ecr_uri("public.ecr.aws/x/y:1").repository == ""

@@ -1,5 +1,6 @@
-"""The prod config, synthesised once offline, with the batch image as a Docker *asset*:
-synth stages the build context but needs no Docker engine and no network."""
+"""The prod config as shipped, synthesised once offline. The batch image is a Docker *asset*
+(built by `cdk deploy`): synth stages its build context but needs no Docker engine and no
+network."""
 
 from __future__ import annotations
 
@@ -11,14 +12,8 @@ from infra.config import load_config
 
 @pytest.fixture(scope="module")
 def prod(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("infra-prod")
-    context = tmp / "image"
-    (context / "sagemaker").mkdir(parents=True)
-    (context / "sagemaker" / "Dockerfile").write_text("FROM scratch\n")
     cfg = load_config("prod")
-    cfg.batch.image_source = "asset"
-    cfg.batch.image_context = str(context)  # absolute: used as is
-    result = synth_offline(tmp, cfg)
+    result = synth_offline(tmp_path_factory.mktemp("infra-prod"), cfg)
     return cfg, result, result.template
 
 
@@ -35,12 +30,19 @@ def test_prod_keeps_data_and_uses_its_sizes(prod):
     buckets = [r for r in res.values() if r["Type"] == "AWS::S3::Bucket"]
     assert cfg.storage.retain_on_delete
     assert all(b["DeletionPolicy"] == "Retain" for b in buckets)
-    api = next(r["Properties"] for r in res.values() if r["Type"] == "AWS::Lambda::Function"
-               and r["Properties"]["Handler"] == "functions.api.handler.handler")
-    assert api["ReservedConcurrentExecutions"] == cfg.instant.reserved_concurrency
     target = next(r["Properties"] for r in res.values()
                   if r["Type"] == "AWS::ApplicationAutoScaling::ScalableTarget")
     assert (target["MinCapacity"], target["MaxCapacity"]) == (0, cfg.batch.max_instances)
+
+
+def test_prod_reserves_no_lambda_concurrency_unless_asked(prod):
+    """New accounts often have a concurrency quota of 10, and Lambda refuses any reservation
+    that would leave fewer than 100 unreserved: reserved concurrency is opt-in."""
+    cfg, _, tpl = prod
+    assert cfg.instant.reserved_concurrency is None
+    fns = [r["Properties"] for r in tpl["Resources"].values()
+           if r["Type"] == "AWS::Lambda::Function"]
+    assert fns and not any("ReservedConcurrentExecutions" in p for p in fns)
 
 
 def test_asset_image_is_staged_and_pullable_by_the_endpoint_only(prod):

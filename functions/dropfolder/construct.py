@@ -16,7 +16,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from constructs import Construct
 
-from infra.common import Shared, acknowledge, failure_queue, python_function
+from infra.common import Shared, acknowledge, failure_queue, logical_id, python_function
 from infra.storage import FAILED, INBOX, OUTBOX, Storage
 
 
@@ -38,21 +38,28 @@ class DropFolder(Construct):
             max_event_age=Duration.hours(6),
             on_failure=destinations.SqsDestination(self.failures),
         )
-        # Exactly what twolane.dropfolder.process does: read + delete (or copy to failed/)
-        # in inbox/, write results to outbox/ and reports to failed/.
+        # Exactly what twolane.dropfolder.process calls (tests/test_iam_enforced.py runs it
+        # against these policies with IAM enforced):
+        #   inbox/   HeadObject + GetObject (read), CopyObject source (read), DeleteObject
+        #   outbox/  PutObject (results); HeadObject on a repeated event (is the result there?)
+        #   failed/  CopyObject target + PutObject (report); HeadObject on a repeated event
+        # HeadObject is authorised as s3:GetObject.
+        bucket = storage.bucket
         self.function.add_to_role_policy(iam.PolicyStatement(
-            actions=["s3:GetObject", "s3:DeleteObject"],
-            resources=[storage.object_arn(INBOX)]))
+            actions=["s3:GetObject", "s3:DeleteObject"], resources=[storage.object_arn(INBOX)]))
         self.function.add_to_role_policy(iam.PolicyStatement(
-            actions=["s3:PutObject"],
+            actions=["s3:GetObject", "s3:PutObject"],
             resources=[storage.object_arn(OUTBOX), storage.object_arn(FAILED)]))
         # HeadObject on a missing key answers 403 without ListBucket; the handler needs 404.
         self.function.add_to_role_policy(iam.PolicyStatement(
-            actions=["s3:ListBucket"], resources=[storage.bucket.bucket_arn],
+            actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
             conditions={"StringLike": {"s3:prefix": [f"{INBOX}*", f"{OUTBOX}*", f"{FAILED}*"]}}))
-        storage.bucket.add_event_notification(
+        bucket.add_event_notification(
             s3.EventType.OBJECT_CREATED, s3n.LambdaDestination(self.function),
             s3.NotificationKeyFilter(prefix=INBOX))
-        acknowledge(self.function, "AwsSolutions-IAM5[Resource::<StorageDataB6E7A5D8.Arn>/inbox/*]",
-                    "The drop folder handles any file a user drops under inbox/; keys are not "
-                    "known in advance, so the grant is scoped to the prefix.")
+        for prefix, what in ((INBOX, "reads and deletes any file a user drops under inbox/"),
+                             (OUTBOX, "writes results (and checks for them) under outbox/"),
+                             (FAILED, "writes rejected files and reports under failed/")):
+            acknowledge(self, f"AwsSolutions-IAM5[Resource::<{logical_id(bucket)}.Arn>/{prefix}*]",
+                        f"The drop folder {what}, named after the dropped file; names are not "
+                        "known in advance, so the grant is scoped to the prefix.")

@@ -15,8 +15,8 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subs
 from constructs import Construct
 
-from infra.common import Shared, failure_queue, python_function
-from infra.storage import BATCH_FAILURES, BATCH_INPUT, BATCH_OUTPUT, JOBS, Storage
+from infra.common import Shared, acknowledge, failure_queue, logical_id, python_function
+from infra.storage import BATCH_FAILURES, BATCH_INPUT, JOBS, Storage
 
 
 class JobNotifications(Construct):
@@ -36,13 +36,21 @@ class JobNotifications(Construct):
             on_failure=destinations.SqsDestination(self.failures))
         for topic in topics:
             topic.add_subscription(subs.LambdaSubscription(self.function))
-        # twolane.jobs.store: compare-and-swap on jobs/<id>.json; read/delete outputs, failures
-        # and inputs of the async endpoint.
+        # Exactly what twolane.jobs.notifications calls: compare-and-swap on jobs/<id>.json,
+        # read the error body SageMaker wrote under batch/failures/, delete the job's input.
+        bucket = storage.bucket
         self.function.add_to_role_policy(iam.PolicyStatement(
             actions=["s3:GetObject", "s3:PutObject"], resources=[storage.object_arn(JOBS)]))
         self.function.add_to_role_policy(iam.PolicyStatement(
-            actions=["s3:GetObject", "s3:DeleteObject"],
-            resources=[storage.object_arn(p) for p in (BATCH_INPUT, BATCH_OUTPUT, BATCH_FAILURES)]))
+            actions=["s3:GetObject"], resources=[storage.object_arn(BATCH_FAILURES)]))
         self.function.add_to_role_policy(iam.PolicyStatement(
-            actions=["s3:ListBucket"], resources=[storage.bucket.bucket_arn],
+            actions=["s3:DeleteObject"], resources=[storage.object_arn(BATCH_INPUT)]))
+        # A missing key must answer 404 (not 403) to GetObject.
+        self.function.add_to_role_policy(iam.PolicyStatement(
+            actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
             conditions={"StringLike": {"s3:prefix": [f"{JOBS}*", "batch/*"]}}))
+        for prefix, what in ((JOBS, "Job records are named by job id (jobs/<id>.json)"),
+                             (BATCH_INPUT, "Job inputs are named by job id"),
+                             (BATCH_FAILURES, "Error bodies are named by SageMaker")):
+            acknowledge(self, f"AwsSolutions-IAM5[Resource::<{logical_id(bucket)}.Arn>/{prefix}*]",
+                        f"{what}, unknown in advance; the grant is scoped to the prefix.")

@@ -15,26 +15,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, IgnoreMode, RemovalPolicy, Stack
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sagemaker as sm
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from infra.batch_lane.image import dlc_image_uri, parse_ecr_uri
-from infra.common import Shared, acknowledge, retention
+from infra.batch_lane.image import parse_ecr_uri
+from infra.common import Shared, acknowledge, logical_id, retention
 from infra.config import (
     SCALING_METRIC_PERIOD_S,
     WAKE_ALARM_EVALUATION_PERIODS,
     BatchConfig,
     ConfigError,
 )
-from infra.storage import BATCH_FAILURES, BATCH_INPUT, BATCH_OUTPUT, MODELS, Storage
+from infra.storage import BATCH_FAILURES, BATCH_INPUT, BATCH_OUTPUT, Storage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VARIANT = "AllTraffic"
@@ -47,8 +48,11 @@ SCALING_SLR = ("arn:{partition}:iam::{account}:role/aws-service-role/"
 
 
 class AsyncEndpoint(Construct):
+    """`model_artifact`: a local model.tar.gz shipped as a CDK asset (the default), or None
+    when `batch.model_data_url` names one in S3."""
+
     def __init__(self, scope: Construct, id: str, *, shared: Shared, storage: Storage,
-                 endpoint_name: str, batch: BatchConfig,
+                 endpoint_name: str, batch: BatchConfig, model_artifact: Path | None,
                  container_env: Mapping[str, str] | None = None) -> None:
         super().__init__(scope, id)
         stack = Stack.of(self)
@@ -72,10 +76,7 @@ class AsyncEndpoint(Construct):
                         assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
                         description=f"SageMaker execution role of {endpoint_name}")
         self.role = role
-        model_data_url = batch.model_data_url or bucket.s3_url_for_object(
-            f"{MODELS}batch/{batch.model_version}/model.tar.gz")
-        role.add_to_policy(iam.PolicyStatement(
-            actions=["s3:GetObject"], resources=[_object_arn(stack, model_data_url)]))
+        model_data_url = self._model_data(batch, model_artifact, role)
         role.add_to_policy(iam.PolicyStatement(
             actions=["s3:GetObject"], resources=[storage.object_arn(BATCH_INPUT)]))
         role.add_to_policy(iam.PolicyStatement(
@@ -97,18 +98,20 @@ class AsyncEndpoint(Construct):
         acknowledge(role, "AwsSolutions-IAM5[Resource::*]",
                     "cloudwatch:PutMetricData and ecr:GetAuthorizationToken support no resource-"
                     "level permissions; PutMetricData is limited by a namespace condition.")
-        acknowledge(role, f"AwsSolutions-IAM5[Resource::<{_logical(bucket)}.Arn>/batch/input/*]",
+        acknowledge(role, f"AwsSolutions-IAM5[Resource::<{logical_id(bucket)}.Arn>/batch/input/*]",
                     "The endpoint reads any request the jobs API writes under batch/input/.")
-        acknowledge(role, f"AwsSolutions-IAM5[Resource::<{_logical(bucket)}.Arn>/batch/output/*]",
+        acknowledge(role, f"AwsSolutions-IAM5[Resource::<{logical_id(bucket)}.Arn>/batch/output/*]",
                     "The endpoint writes results under batch/output/ with names SageMaker picks.")
         acknowledge(role,
-                    f"AwsSolutions-IAM5[Resource::<{_logical(bucket)}.Arn>/batch/failures/*]",
+                    f"AwsSolutions-IAM5[Resource::<{logical_id(bucket)}.Arn>/batch/failures/*]",
                     "The endpoint writes error bodies under batch/failures/ with names SageMaker "
                     "picks.")
 
-        # sagemaker/serve.py (our image, or code/inference.py in the DLC) reads the model from
-        # /opt/ml/model; one worker per concurrent invocation SageMaker sends.
+        # sagemaker/serve.py reads the model from /opt/ml/model; one worker per concurrent
+        # invocation SageMaker sends; a request may run as long as SageMaker waits for it.
         env = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(batch.max_concurrent_invocations_per_instance),
+               "SAGEMAKER_MODEL_SERVER_TIMEOUT": str(batch.invocation_timeout_s),
+               "TWOLANE_ONNX_PROVIDERS": ONNX_PROVIDERS[batch.accelerator],
                **(container_env or {})}
         self.model = sm.CfnModel(
             self, "Model",
@@ -127,7 +130,12 @@ class AsyncEndpoint(Construct):
                 variant_name=VARIANT, model_name=self.model.attr_model_name,
                 instance_type=batch.instance_type,
                 initial_instance_count=1,  # async endpoints start with 1; scaling takes it to 0
-                initial_variant_weight=1.0)],
+                initial_variant_weight=1.0,
+                # Every scale-out from zero pulls the image, downloads the model and waits for
+                # /ping: bounded by these, not by SageMaker's defaults.
+                container_startup_health_check_timeout_in_seconds=(
+                    batch.container_startup_timeout_s),
+                model_data_download_timeout_in_seconds=batch.model_download_timeout_s)],
             async_inference_config=sm.CfnEndpointConfig.AsyncInferenceConfigProperty(
                 client_config=sm.CfnEndpointConfig.AsyncInferenceClientConfigProperty(
                     max_concurrent_invocations_per_instance=(
@@ -147,7 +155,24 @@ class AsyncEndpoint(Construct):
                                              resource_name=endpoint_name.lower())
         self._scaling(stack)
 
-    # -- image ---------------------------------------------------------------------------
+    # -- model data and image ----------------------------------------------------------------
+    def _model_data(self, batch: BatchConfig, artifact: Path | None, role: iam.Role) -> str:
+        """The model.tar.gz URL, readable by the execution role (that one object only)."""
+        stack = Stack.of(self)
+        if artifact is None:
+            if not batch.model_data_url:
+                raise ConfigError("the batch lane needs batch.model_data_url or a model artifact")
+            url = batch.model_data_url
+            role.add_to_policy(iam.PolicyStatement(
+                actions=["s3:GetObject"], resources=[_object_arn(stack, url)]))
+            return url
+        self.model_asset = s3_assets.Asset(self, "ModelData", path=str(artifact),
+                                           display_name="batch model.tar.gz")
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["s3:GetObject"],
+            resources=[self.model_asset.bucket.arn_for_objects(self.model_asset.s3_object_key)]))
+        return self.model_asset.s3_object_url
+
     def _image(self, batch: BatchConfig, role: iam.Role) -> str:
         stack = Stack.of(self)
         if batch.image_source == "asset":
@@ -155,22 +180,22 @@ class AsyncEndpoint(Construct):
             if not (context / batch.image_dockerfile).is_file():
                 raise ConfigError(
                     f"batch.image_source is 'asset' but {context / batch.image_dockerfile} does "
-                    "not exist; set batch.image_source to 'dlc' or 'uri' (with batch.image_uri)")
+                    "not exist; set batch.image_source to 'uri' (with batch.image_uri)")
             asset = ecr_assets.DockerImageAsset(
                 self, "Image", directory=str(context),
                 file=batch.image_dockerfile, platform=ecr_assets.Platform.LINUX_AMD64,
-                exclude=_DOCKER_EXCLUDE, ignore_mode=_ignore_mode())
+                build_args=image_build_args(batch),
+                exclude=_DOCKER_EXCLUDE, ignore_mode=IgnoreMode.DOCKER,
+                display_name=f"batch image ({batch.accelerator})")
             asset.repository.grant_pull(role)
             return asset.image_uri
-        if batch.image_source == "dlc":
-            image = dlc_image_uri(batch, stack.region)
-        else:
-            image = parse_ecr_uri(batch.image_uri or "")
+        image = parse_ecr_uri(batch.image_uri or "")
         if image.repository:
             role.add_to_policy(iam.PolicyStatement(
                 actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
                          "ecr:BatchCheckLayerAvailability"],
                 resources=[stack.format_arn(service="ecr", account=image.account,
+                                            region=image.region or None,
                                             resource="repository",
                                             resource_name=image.repository)]))
             role.add_to_policy(iam.PolicyStatement(
@@ -227,23 +252,30 @@ class AsyncEndpoint(Construct):
         self.wake_alarm.add_alarm_action(cw_actions.ApplicationScalingAction(wake))
 
 
+# The image's build context is the repository; only what the Dockerfile copies goes in, so the
+# image (and its hash) changes only when these change. .dockerignore semantics.
 _DOCKER_EXCLUDE = [
-    ".git", ".venv", "build", "cdk.out", "bundles", "bench", "data", "docs", "tests",
-    "node_modules", ".twolane", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache",
-    "*.log", ".whl", ".gl",
+    "*", "!constraints.txt", "!sagemaker/Dockerfile", "!sagemaker/serve.py", "!twolane",
+    "**/__pycache__", "**/*.pyc",
 ]
 
 
-def _ignore_mode():
-    from aws_cdk import IgnoreMode
-
-    return IgnoreMode.GLOB
+ONNX_PROVIDERS = {"gpu": "CUDAExecutionProvider,CPUExecutionProvider",
+                  "cpu": "CPUExecutionProvider"}
 
 
-def _logical(construct: Construct) -> str:
-    """Logical id of a construct's CloudFormation resource, as cdk-nag prints it."""
-    child = construct.node.default_child
-    return Stack.of(construct).resolve(child.logical_id)
+def image_build_args(batch: BatchConfig) -> dict[str, str]:
+    """Build args of sagemaker/Dockerfile: the onnxruntime build for the instance, pinned to
+    the version in constraints.txt (the one the tests ran)."""
+    return {"ACCELERATOR": batch.accelerator, "ORT_VERSION": pinned_version("onnxruntime")}
+
+
+def pinned_version(package: str, constraints: Path = REPO_ROOT / "constraints.txt") -> str:
+    for line in constraints.read_text(encoding="utf-8").splitlines():
+        name, sep, version = line.partition("==")
+        if sep and name.strip().lower().replace("_", "-") == package:
+            return version.split(";")[0].strip()
+    raise ConfigError(f"{package} is not pinned in {constraints}")
 
 
 def _object_arn(stack: Stack, s3_url: str) -> str:

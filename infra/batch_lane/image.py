@@ -1,52 +1,38 @@
 """Which container image the batch endpoint runs.
 
-- "asset": build `sagemaker/Dockerfile` (the twolane ONNX server image) at deploy; synth only
-  stages the build context, so it needs no Docker and no network.
-- "dlc":   the AWS PyTorch inference Deep Learning Container for the region and instance type,
-  looked up offline from the `sagemaker` SDK's bundled image_uri_config tables.
-- "uri":   `batch.image_uri` as given (e.g. an image you pushed yourself).
+- "asset" (default): `cdk deploy` builds `sagemaker/Dockerfile` with the build arg
+  ACCELERATOR=gpu|cpu chosen from `batch.instance_type` (onnxruntime-gpu with CUDA/cuDNN from
+  pip on GPU instances, plain onnxruntime on CPU ones), every dependency baked in, and pushes
+  it to the bootstrap ECR repository. Synth only stages the build context: no Docker, no network.
+- "uri": `batch.image_uri` as given (an image built from the same Dockerfile, e.g. by CI).
+
+The AWS PyTorch deep-learning container is no longer offered: it pip-installed the model's
+requirements at every start (every scale-out from zero) and its CPU onnxruntime left a GPU idle.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from infra.config import BatchConfig, ConfigError
+ECR_HOST = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 
 
 @dataclass(frozen=True)
-class DlcImage:
+class EcrImage:
     uri: str
-    account: str  # the ECR registry account that owns the image
+    account: str  # the ECR registry account that owns the image ("" if not ECR)
+    region: str
     repository: str
 
 
-def dlc_image_uri(batch: BatchConfig, region: str) -> DlcImage:
-    """PyTorch inference DLC URI from the sagemaker SDK's offline tables (no network)."""
-    try:
-        from sagemaker.core import image_uris  # sagemaker SDK v3
-    except ImportError:  # pragma: no cover - SDK v2 layout
-        try:
-            from sagemaker import image_uris  # type: ignore[attr-defined,no-redef,unused-ignore]
-        except ImportError as exc:
-            raise ConfigError("batch.image_source is 'dlc' but the sagemaker SDK is not "
-                              "installed; set batch.image_source='uri' and batch.image_uri") from exc
-    try:
-        uri = image_uris.retrieve("pytorch", region, version=batch.dlc_framework_version,
-                                  py_version=batch.dlc_py_version,
-                                  instance_type=batch.instance_type, image_scope="inference")
-    except Exception as exc:  # unknown version/region in the SDK's tables
-        raise ConfigError(f"no PyTorch inference image for region {region}, version "
-                          f"{batch.dlc_framework_version}, {batch.dlc_py_version}: {exc}; "
-                          "set batch.image_source='uri' and batch.image_uri") from None
-    return parse_ecr_uri(uri)
-
-
-def parse_ecr_uri(uri: str) -> DlcImage:
-    """`<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>` -> parts."""
+def parse_ecr_uri(uri: str) -> EcrImage:
+    """`<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>` -> parts (empty if not ECR)."""
     host, _, rest = uri.partition("/")
-    repo = rest.split("@")[0].rsplit(":", 1)[0]
-    account = host.split(".")[0]
-    if not (account.isdigit() and ".dkr.ecr." in host and repo):
-        return DlcImage(uri=uri, account="", repository="")
-    return DlcImage(uri=uri, account=account, repository=repo)
+    path = rest.split("@")[0]  # drop a digest
+    name, _, tag = path.rpartition(":")
+    repo = name if name and tag and "/" not in tag else path  # drop a tag
+    m = ECR_HOST.match(host)
+    if not (m and repo):
+        return EcrImage(uri=uri, account="", region="", repository="")
+    return EcrImage(uri=uri, account=m.group(1), region=m.group(2), repository=repo)

@@ -1,0 +1,234 @@
+"""Helpers for tests/test_iam_enforced.py: turn the synthesised template's role policies into
+plain IAM policies for a test account, and make moto enforce them the way AWS would.
+
+moto evaluates identity policies when a request arrives after INITIAL_NO_AUTH_ACTION_COUNT
+requests (server mode: POST /moto-api/reset-auth). Two things it does not do like AWS, which
+`enforce_like_aws` adds for the calls the handlers make:
+- non-S3 actions are checked against Resource "*": InvokeEndpointAsync and GetParameter are
+  checked here against the endpoint's and the parameter's ARN, as AWS does;
+- CopyObject is checked as PutObject on the target only: AWS also needs GetObject on the source.
+Its server cannot verify sagemaker-runtime signatures (it rewrites their Host header first), so
+for that one service the keys choose the user without the signature check.
+And its InvokeEndpointAsync answers with a made-up bucket: here it answers with the output and
+failure paths of the synthesised endpoint config, as SageMaker does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+ACCOUNT = "123456789012"  # moto's default account
+REGION = "eu-west-2"
+PARTITION = "aws"
+
+
+def resources(template: dict[str, Any], rtype: str) -> dict[str, dict[str, Any]]:
+    return {k: r for k, r in template["Resources"].items() if r["Type"] == rtype}
+
+
+def refs_for(template: dict[str, Any], names: dict[str, str]) -> dict[str, dict[str, str]]:
+    """What `Ref` and `Fn::GetAtt ... Arn` give for each resource in the test account.
+    `names`: logical id -> physical name (the buckets)."""
+    out: dict[str, dict[str, str]] = {}
+    for lid, res in template["Resources"].items():
+        name = names.get(lid, lid.lower())
+        arn = {
+            "AWS::S3::Bucket": f"arn:{PARTITION}:s3:::{name}",
+            "AWS::SNS::Topic": f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT}:{name}",
+            "AWS::SQS::Queue": f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT}:{name}",
+            "AWS::Logs::LogGroup": f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT}:log-group:{name}:*",
+            "AWS::KMS::Key": f"arn:{PARTITION}:kms:{REGION}:{ACCOUNT}:key/{name}",
+            "AWS::IAM::Role": f"arn:{PARTITION}:iam::{ACCOUNT}:role/{name}",
+            "AWS::Lambda::Function": f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{name}",
+        }.get(res["Type"], f"arn:{PARTITION}:cloudformation:{REGION}:{ACCOUNT}:{name}")
+        ref = arn if res["Type"] == "AWS::SNS::Topic" else name
+        out[lid] = {"Ref": ref, "Arn": arn}
+    return out
+
+
+PSEUDO = {"AWS::Partition": PARTITION, "AWS::Region": REGION, "AWS::AccountId": ACCOUNT,
+          "AWS::URLSuffix": "amazonaws.com"}
+
+
+def resolve(value: Any, refs: dict[str, dict[str, str]]) -> Any:
+    """Evaluate the intrinsic functions a CDK policy or environment uses."""
+    if isinstance(value, list):
+        return [resolve(v, refs) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if set(value) == {"Ref"}:
+        name = value["Ref"]
+        return PSEUDO[name] if name in PSEUDO else refs[name]["Ref"]
+    if set(value) == {"Fn::GetAtt"}:
+        lid, attr = value["Fn::GetAtt"]
+        return refs[lid][attr]
+    if set(value) == {"Fn::Join"}:
+        sep, parts = value["Fn::Join"]
+        return sep.join(str(resolve(p, refs)) for p in parts)
+    if set(value) == {"Fn::Sub"}:
+        def sub(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name in PSEUDO:
+                return PSEUDO[name]
+            lid, _, attr = name.partition(".")
+            return refs[lid][attr or "Ref"]
+        return re.sub(r"\$\{([^}]+)\}", sub, value["Fn::Sub"])
+    return {k: resolve(v, refs) for k, v in value.items()}
+
+
+def function_of(template: dict[str, Any], handler: str) -> dict[str, Any]:
+    found = [r["Properties"] for r in resources(template, "AWS::Lambda::Function").values()
+             if r["Properties"].get("Handler") == handler]
+    assert len(found) == 1, f"expected one function with handler {handler}"
+    return found[0]
+
+
+def role_policy(template: dict[str, Any], handler: str,
+                refs: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """Every statement the stack grants the role of the Lambda running `handler`, resolved:
+    the policies attached to the role, its inline policies; managed policies are refused."""
+    role = function_of(template, handler)["Role"]["Fn::GetAtt"][0]
+    props = template["Resources"][role]["Properties"]
+    assert not props.get("ManagedPolicyArns"), "the Lambda roles carry no managed policies"
+    statements = [st for pol in props.get("Policies", []) for st in
+                  pol["PolicyDocument"]["Statement"]]
+    for res in resources(template, "AWS::IAM::Policy").values():
+        if {"Ref": role} in res["Properties"]["Roles"]:
+            statements += res["Properties"]["PolicyDocument"]["Statement"]
+    return {"Version": "2012-10-17", "Statement": resolve(statements, refs)}
+
+
+def environment(template: dict[str, Any], handler: str,
+                refs: dict[str, dict[str, str]]) -> dict[str, str]:
+    return resolve(function_of(template, handler)["Environment"]["Variables"], refs)
+
+
+# -- moto, made to check like AWS --------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    user: str
+    action: str
+    resource: str
+    allowed: bool
+
+
+@dataclass
+class Recorder:
+    calls: list[Call] = field(default_factory=list)
+    invocations: list[dict[str, str]] = field(default_factory=list)
+
+    def denied(self) -> list[Call]:
+        return [c for c in self.calls if not c.allowed]
+
+
+def _pattern(p: str) -> re.Pattern[str]:
+    return re.compile("^" + ".*".join(re.escape(x) for x in p.split("*")) + "$")
+
+
+def unused_grants(policy: dict[str, Any], calls: list[Call], user: str,
+                  ignore_actions: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(action, resource) pairs the policy allows that no recorded call of `user` used."""
+    unused = []
+    for st in policy["Statement"]:
+        if st["Effect"] != "Allow":
+            continue
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        for action in actions:
+            if action.startswith(ignore_actions):
+                continue
+            for r in res:
+                pat = _pattern(r)
+                if not any(c.user == user and c.allowed and c.action == action
+                           and pat.match(c.resource) for c in calls):
+                    unused.append((action, r))
+    return unused
+
+
+@contextmanager
+def enforce_like_aws(template: dict[str, Any], refs: dict[str, dict[str, str]],
+                     recorder: Recorder) -> Iterator[None]:
+    import pytest
+    from moto.iam.access_control import IAMRequestBase
+    from moto.s3.responses import S3Response
+    from moto.sagemakerruntime.models import SageMakerRuntimeBackend
+    from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
+    from moto.ssm.responses import SimpleSystemManagerResponse
+
+    config = next(iter(resources(template, "AWS::SageMaker::EndpointConfig").values()))
+    out_cfg = resolve(config["Properties"]["AsyncInferenceConfig"]["OutputConfig"], refs)
+    check = IAMRequestBase.check_action_permitted
+    signature = IAMRequestBase.check_signature
+    authorize_s3 = S3Response._authenticate_and_authorize_s3_action
+    invoke_response = SageMakerRuntimeResponse.invoke_endpoint_async
+
+    def check_signature(self: Any) -> None:
+        # moto's server rewrites the Host header of sagemaker-runtime requests before it
+        # recomputes their signature, so it can never match; the keys still pick the user and
+        # its policy. Every other service's signature is checked.
+        if self._service != "sagemaker":
+            signature(self)
+
+    def recording_check(self: Any, resource: str) -> None:
+        user = self._access_key.arn.rsplit("/", 1)[-1]
+        try:
+            check(self, resource)
+        except Exception:
+            recorder.calls.append(Call(user, self._action, resource, False))
+            raise
+        recorder.calls.append(Call(user, self._action, resource, True))
+
+    def s3_with_copy_source(self: Any, bucket_name: str | None = None,
+                            key_name: str | None = None) -> None:
+        authorize_s3(self, bucket_name=bucket_name, key_name=key_name)
+        source = self.headers.get("x-amz-copy-source")
+        if source and key_name:  # CopyObject: AWS also authorises reading the source
+            src_bucket, _, src_key = unquote(source.split("?")[0]).lstrip("/").partition("/")
+            action = self.data.get("Action")
+            self.data["Action"] = "GetObject"
+            try:
+                authorize_s3(self, bucket_name=src_bucket, key_name=src_key)
+            finally:
+                self.data["Action"] = action
+
+    def endpoint_resource(self: Any) -> str:
+        name = self.path.split("/")[2]
+        return f"arn:{PARTITION}:sagemaker:{self.region}:{self.current_account}:endpoint/" \
+               f"{name.lower()}"
+
+    def parameter_resource(self: Any) -> str:
+        name = str(json.loads(self.body or "{}").get("Name", "")).lstrip("/")
+        return f"arn:{PARTITION}:ssm:{self.region}:{self.current_account}:parameter/{name}"
+
+    def invoke_async(self: Any, endpoint_name: str, input_location: str) -> tuple[str, str]:
+        name = uuid.uuid4().hex
+        return (f"{out_cfg['S3OutputPath']}/{name}.out",
+                f"{out_cfg['S3FailurePath']}/{name}-error.out")
+
+    def recording_invoke(self: Any) -> Any:
+        recorder.invocations.append({
+            "endpoint": self.path.split("/")[2],
+            "input": self.headers.get("X-Amzn-SageMaker-InputLocation", ""),
+            "timeout": self.headers.get("X-Amzn-SageMaker-InvocationTimeoutSeconds", "")})
+        return invoke_response(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(IAMRequestBase, "check_action_permitted", recording_check)
+        mp.setattr(IAMRequestBase, "check_signature", check_signature)
+        mp.setattr(S3Response, "_authenticate_and_authorize_s3_action", s3_with_copy_source)
+        mp.setattr(SageMakerRuntimeResponse, "_determine_resource", endpoint_resource,
+                   raising=False)
+        mp.setattr(SageMakerRuntimeResponse, "invoke_endpoint_async", recording_invoke)
+        mp.setattr(SimpleSystemManagerResponse, "_determine_resource", parameter_resource,
+                   raising=False)
+        mp.setattr(SageMakerRuntimeBackend, "invoke_endpoint_async", invoke_async)
+        yield

@@ -1,0 +1,342 @@
+"""Every AWS call the Lambda handlers make is allowed by the policies the stack creates, and
+nothing more.
+
+The real handlers (functions/api, functions/dropfolder, functions/notifications and the API-key
+authorizer in infra/authorizer) run against a
+moto server with IAM enforced. Each signs its calls with the keys of an IAM user whose only
+policy is the synthesised policy of that Lambda's role (dev template, bucket and endpoint ARNs
+substituted), and gets the environment the template gives it. A missing permission fails here as
+it would on AWS (403); a grant no handler call uses fails the last test of the module.
+
+moto is taught two checks it skips (see tests/iam_helpers.py): InvokeEndpointAsync against the
+endpoint's ARN and CopyObject's read of its source. What moto cannot show: S3 answering 403
+instead of 404 for a missing key when s3:ListBucket is not granted; the ListBucket grants exist
+for that and are left out of the unused-grant check.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from batchlane_helpers import moto_server
+from botocore.exceptions import ClientError
+from iam_helpers import (
+    ACCOUNT,
+    REGION,
+    Recorder,
+    enforce_like_aws,
+    environment,
+    refs_for,
+    resources,
+    role_policy,
+    unused_grants,
+)
+from test_api import LambdaContext, http_api_event
+from test_dropfolder import csv_bytes, s3_event
+
+from infra.checks import synth_offline
+from infra.config import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+BUCKET = "twolane-iam-test"
+HANDLERS = {
+    "api": "functions.api.handler.handler",
+    "dropfolder": "functions.dropfolder.handler.handler",
+    "notifications": "functions.notifications.handler.handler",
+    "authorizer": "handler.handler",  # infra/authorizer is that Lambda's whole asset
+}
+# Grants used by the Lambda service, not by the handler code: log delivery and the on-failure
+# destination queue. s3:ListBucket only turns a missing key's 403 into 404 (see above).
+NOT_CALLED_BY_HANDLERS = ("logs:", "sqs:", "s3:ListBucket")
+ITEMS = [{"comment_id": "c1", "comment_text": "The nurses were kind"},
+         {"comment_id": "c2", "comment_text": "Parking was impossible"}]
+
+
+@dataclass
+class Aws:
+    endpoint: str
+    template: dict[str, Any]
+    refs: dict[str, dict[str, str]]
+    keys: dict[str, tuple[str, str]]  # user -> (access key id, secret)
+    policies: dict[str, dict[str, Any]]
+    recorder: Recorder
+
+    def client(self, service: str, user: str = "admin") -> Any:
+        key, secret = self.keys[user]
+        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint,
+                            aws_access_key_id=key, aws_secret_access_key=secret)
+
+
+@pytest.fixture(scope="module")
+def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aws]:
+    tpl = synth_offline(tmp_path_factory.mktemp("iam"), load_config("dev")).template
+    data = [lid for lid, r in resources(tpl, "AWS::S3::Bucket").items()
+            if "LoggingConfiguration" in r["Properties"]]
+    refs = refs_for(tpl, {data[0]: BUCKET})
+    recorder = Recorder()
+    with moto_server() as endpoint, enforce_like_aws(tpl, refs, recorder):
+        root = {"region_name": REGION, "endpoint_url": endpoint}
+        boto3.client("s3", **root).create_bucket(
+            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        iam = boto3.client("iam", **root)
+        policies = {name: role_policy(tpl, handler, refs) for name, handler in HANDLERS.items()}
+        everything = {"Version": "2012-10-17",
+                      "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        keys = {}
+        for user, doc in {"admin": everything, **policies}.items():
+            iam.create_user(UserName=user)
+            arn = iam.create_policy(PolicyName=f"{user}-policy",
+                                    PolicyDocument=json.dumps(doc))["Policy"]["Arn"]
+            iam.attach_user_policy(UserName=user, PolicyArn=arn)
+            k = iam.create_access_key(UserName=user)["AccessKey"]
+            keys[user] = (k["AccessKeyId"], k["SecretAccessKey"])
+        # From here on every request is authenticated and authorised (moto server mode).
+        requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
+        try:
+            yield Aws(endpoint, tpl, refs, keys, policies, recorder)
+        finally:
+            requests.post(f"{endpoint}/moto-api/reset-auth", data=b"inf", timeout=10)
+
+
+@pytest.fixture
+def as_lambda(aws: Aws, lambda_module: Callable[[str], ModuleType],
+              monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ModuleType]:
+    """Import a handler fresh as its Lambda would run: the template's environment and the
+    Lambda role's permissions (the IAM user's keys), nothing else."""
+    def load(name: str) -> ModuleType:
+        env = environment(aws.template, HANDLERS[name], aws.refs)
+        env.pop("TWOLANE_INSTANT_BUNDLE")  # /var/task/bundle in the Lambda; the test bundle here
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        key, secret = aws.keys[name]
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # no cached credentials
+        return lambda_module(f"functions.{name}.handler")
+
+    return load
+
+
+def objects(aws: Aws, prefix: str = "") -> set[str]:
+    listed = aws.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+    return {o["Key"] for o in listed.get("Contents", [])}
+
+
+def call_api(mod: ModuleType, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    r = mod.handler(http_api_event(method, path, body), LambdaContext())
+    return r["statusCode"], json.loads(r["body"]) if r.get("body") else None
+
+
+def sns_event(message: dict[str, Any]) -> dict[str, Any]:
+    topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:batch-success"
+    return {"Records": [{"EventSource": "aws:sns", "EventVersion": "1.0",
+                         "EventSubscriptionArn": f"{topic}:{uuid.uuid4()}",
+                         "Sns": {"Type": "Notification", "MessageId": str(uuid.uuid4()),
+                                 "TopicArn": topic, "Subject": None,
+                                 "Message": json.dumps(message),
+                                 "Timestamp": "2026-11-30T12:00:00.000Z"}}]}
+
+
+# --- the API: instant predictions and the batch jobs API -----------------------------------------
+
+
+def test_api_job_lifecycle_with_the_api_role_only(aws: Aws, as_lambda: Callable) -> None:
+    api = as_lambda("api")
+    assert call_api(api, "POST", "/v1/predict", {"items": ITEMS})[0] == 200
+    status, accepted = call_api(api, "POST", "/v1/jobs", {"items": ITEMS, "target": "ms"})
+    assert status == 202, (accepted, aws.recorder.denied())
+    job = accepted["job_id"]
+    inv = aws.recorder.invocations[-1]
+    env = environment(aws.template, HANDLERS["api"], aws.refs)
+    assert inv["endpoint"] == env["TWOLANE_BATCH_ENDPOINT"]
+    assert inv["timeout"] == env["TWOLANE_BATCH_INVOCATION_TIMEOUT_S"] == "900"
+    assert inv["input"] == f"s3://{BUCKET}/batch/input/{job}.json"
+    assert call_api(api, "GET", f"/v1/jobs/{job}")[0] == 202  # not done: HeadObject says 404
+    record = json.loads(aws.client("s3").get_object(Bucket=BUCKET, Key=f"jobs/{job}.json")[
+        "Body"].read())
+    out_bucket, _, out_key = record["output_location"].removeprefix("s3://").partition("/")
+    assert (out_bucket, out_key.split("/")[:2]) == (BUCKET, ["batch", "output"])
+    results = {"model_version": "v1", "target": "ms", "results": [
+        {"comment_id": i["comment_id"], "labels": ["Staff"],
+         "sentiment": {"score": 1, "label": "very positive"}} for i in ITEMS]}
+    aws.client("s3").put_object(Bucket=BUCKET, Key=out_key, Body=json.dumps(results).encode())
+    status, body = call_api(api, "GET", f"/v1/jobs/{job}")  # as SageMaker wrote it
+    assert status == 200, body
+    assert [r["comment_id"] for r in body["results"]] == ["c1", "c2"]
+    assert call_api(api, "GET", f"/v1/jobs/{job}")[0] == 410
+    assert objects(aws, "batch/") == set()  # input and output deleted by the API role
+
+
+def test_api_failed_job_with_the_api_role_only(aws: Aws, as_lambda: Callable) -> None:
+    api = as_lambda("api")
+    status, accepted = call_api(api, "POST", "/v1/jobs", {"items": ITEMS, "target": "m"})
+    assert status == 202, (accepted, aws.recorder.denied())
+    job = accepted["job_id"]
+    record = json.loads(aws.client("s3").get_object(Bucket=BUCKET, Key=f"jobs/{job}.json")[
+        "Body"].read())
+    fail_key = record["failure_location"].removeprefix(f"s3://{BUCKET}/")
+    assert fail_key.startswith("batch/failures/")
+    aws.client("s3").put_object(Bucket=BUCKET, Key=fail_key, Body=b'{"error": "model crashed"}')
+    status, body = call_api(api, "GET", f"/v1/jobs/{job}")
+    assert status == 200 and body["status"] == "failed" and "model crashed" in body["error"]
+    assert call_api(api, "GET", f"/v1/jobs/{job}")[0] == 410
+    assert objects(aws, "batch/") == set()
+
+
+# --- job notifications (SageMaker's SNS topics) ----------------------------------------------------
+
+
+def new_job(aws: Aws) -> tuple[str, str, str]:
+    """A pending job as the API leaves it (written with admin keys: not what is under test)."""
+    from twolane.jobs.store import JobRecord, S3JobStore, now_iso
+
+    store = S3JobStore(aws.client("s3"), BUCKET)
+    job = uuid.uuid4().hex
+    out = f"s3://{BUCKET}/batch/output/{job}.out"
+    fail = f"s3://{BUCKET}/batch/failures/{job}-error.out"
+    store.create(JobRecord(job_id=job, target="ms", items=2, input_location=store.input_location(
+        job), output_location=out, failure_location=fail, created_at=now_iso(),
+        updated_at=now_iso()), json.dumps({"items": ITEMS}).encode())
+    return job, out, fail
+
+
+def test_notifications_complete_and_fail_jobs_with_their_role_only(
+        aws: Aws, as_lambda: Callable) -> None:
+    notes = as_lambda("notifications")
+    ok, out, _ = new_job(aws)
+    done = notes.handler(sns_event({
+        "invocationStatus": "Completed", "inferenceId": ok,
+        "requestParameters": {"inputLocation": f"s3://{BUCKET}/batch/input/{ok}.json"},
+        "responseParameters": {"outputLocation": out}}), LambdaContext())
+    assert done == {"processed": 1, "skipped": 0}
+    bad, _, fail = new_job(aws)
+    aws.client("s3").put_object(Bucket=BUCKET, Key=fail.removeprefix(f"s3://{BUCKET}/"),
+                                Body=b'{"error": "out of memory"}')
+    failed = notes.handler(sns_event({
+        "invocationStatus": "Failed", "inferenceId": bad, "failureReason": "ClientError",
+        "requestParameters": {"inputLocation": f"s3://{BUCKET}/batch/input/{bad}.json"},
+        "responseParameters": {"failureLocation": fail}}), LambdaContext())
+    assert failed == {"processed": 1, "skipped": 0}
+    s3 = aws.client("s3")
+    records = {j: json.loads(s3.get_object(Bucket=BUCKET, Key=f"jobs/{j}.json")["Body"].read())
+               for j in (ok, bad)}
+    assert records[ok]["status"] == "succeeded" and records[bad]["status"] == "failed"
+    assert "out of memory" in records[bad]["error"]
+    assert not objects(aws, "batch/input/")  # the text goes once predictions (or errors) exist
+    s3.delete_object(Bucket=BUCKET, Key=fail.removeprefix(f"s3://{BUCKET}/"))
+
+
+# --- the drop folder ---------------------------------------------------------------------------
+
+
+def test_drop_folder_labels_a_file_and_a_repeated_event_finds_the_result(
+        aws: Aws, as_lambda: Callable) -> None:
+    drop = as_lambda("dropfolder")
+    aws.client("s3").put_object(Bucket=BUCKET, Key="inbox/ward 7.csv", Body=csv_bytes())
+    event = s3_event("inbox/ward 7.csv", bucket=BUCKET)
+    first = drop.handler(event, LambdaContext())
+    assert [o["status"] for o in first["outcomes"]] == ["done"]
+    again = drop.handler(event, LambdaContext())  # S3 delivers at least once
+    assert [o["status"] for o in again["outcomes"]] == ["already_done"]  # HeadObject on outbox/
+    assert objects(aws, "inbox/") == set() and "outbox/ward 7.csv" in objects(aws, "outbox/")
+
+
+def test_drop_folder_rejects_a_bad_file_and_a_repeated_event_finds_the_report(
+        aws: Aws, as_lambda: Callable) -> None:
+    drop = as_lambda("dropfolder")
+    aws.client("s3").put_object(Bucket=BUCKET, Key="inbox/notes.csv", Body=b"just,some\n1,2\n")
+    event = s3_event("inbox/notes.csv", bucket=BUCKET)
+    first = drop.handler(event, LambdaContext())
+    assert [o["status"] for o in first["outcomes"]] == ["failed"]  # CopyObject + report
+    again = drop.handler(event, LambdaContext())
+    assert [o["status"] for o in again["outcomes"]] == ["already_done"]  # HeadObject on failed/
+    assert objects(aws, "failed/") >= {"failed/notes.csv", "failed/notes.csv.error.json"}
+
+
+def test_without_read_on_outbox_a_repeated_event_is_refused(aws: Aws) -> None:
+    """The check bites: the drop-folder policy as it was (PutObject only on outbox/ and
+    failed/) makes the repeated event's HeadObject fail with 403, as on AWS."""
+    from twolane.dropfolder.process import process_event
+
+    start = len(aws.recorder.calls)
+    old = json.loads(json.dumps(aws.policies["dropfolder"]))
+    for st in old["Statement"]:
+        if any("/outbox/" in r for r in st["Resource"]) and isinstance(st["Action"], list):
+            st["Action"] = [a for a in st["Action"] if a != "s3:GetObject"]
+    iam = aws.client("iam")
+    iam.create_user(UserName="dropfolder-old")
+    iam.put_user_policy(UserName="dropfolder-old", PolicyName="old",
+                        PolicyDocument=json.dumps(old))
+    k = iam.create_access_key(UserName="dropfolder-old")["AccessKey"]
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=aws.endpoint,
+                      aws_access_key_id=k["AccessKeyId"],
+                      aws_secret_access_key=k["SecretAccessKey"])
+    event = s3_event("inbox/ward 7.csv", bucket=BUCKET)  # labelled above: a repeat
+    with pytest.raises(ClientError) as e:
+        process_event(event, predictor=None, s3=s3)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    with pytest.raises(ClientError):  # and a role never reaches what it was not given
+        aws.client("s3", "dropfolder").put_object(Bucket=BUCKET, Key="jobs/x.json", Body=b"{}")
+    del aws.recorder.calls[start:]  # refused on purpose: not the handlers' calls
+
+
+# --- the API-key authorizer --------------------------------------------------------------------
+
+
+def test_authorizer_reads_the_key_hashes_with_its_role_only(
+        aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    from infra.api_keys import key_hash, new_key
+
+    env = environment(aws.template, HANDLERS["authorizer"], aws.refs)
+    key = new_key()
+    aws.client("ssm").put_parameter(Name=env["TWOLANE_API_KEY_PARAMETER"], Type="String",
+                                    Value=json.dumps({"trust-a": key_hash(key)}))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    access, secret = aws.keys["authorizer"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", access)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    monkeypatch.syspath_prepend(str(REPO / "infra" / "authorizer"))
+    monkeypatch.delitem(sys.modules, "handler", raising=False)
+    authz = importlib.import_module("handler")
+    monkeypatch.setattr(authz, "_cache", None)
+    event = {"version": "2.0", "type": "REQUEST", "routeKey": "$default",
+             "headers": {"x-api-key": key}}
+    assert authz.handler(event, LambdaContext()) == {"isAuthorized": True,
+                                                     "context": {"client": "trust-a"}}
+    monkeypatch.delitem(sys.modules, "handler", raising=False)
+
+
+# --- nothing more ------------------------------------------------------------------------------
+
+
+def test_every_call_was_allowed_and_every_grant_was_used(
+        aws: Aws, request: pytest.FixtureRequest) -> None:
+    """Runs last in this module: the handler tests above exercised every flow."""
+    flows = {name for name, f in globals().items() if name.startswith("test_") and callable(f)}
+    flows.discard(request.node.name)
+    selected = {i.name for i in request.session.items if i.module is request.module}
+    if not flows <= selected:
+        pytest.skip("the unused-grant check needs every test of this module to run")
+    handler_users = set(HANDLERS)
+    denied = [c for c in aws.recorder.denied() if c.user in handler_users]
+    assert denied == [], "handler calls the stack's policies refuse"
+    for user in HANDLERS:
+        unused = unused_grants(aws.policies[user], aws.recorder.calls, user,
+                               NOT_CALLED_BY_HANDLERS)
+        assert unused == [], f"{user}: granted but never called by the handler"
+

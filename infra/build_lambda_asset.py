@@ -57,6 +57,7 @@ PRUNE_GLOBS = (
     "numpy/_core/include", "**/*.pyi", "bin",
 )
 CODE_PACKAGES = ("twolane", "functions")
+PACKAGE_DATA = ("twolane/api/page",)  # non-Python files the runtime serves (the web page at /)
 PLATFORMS = {
     "x86_64": ["manylinux2014_x86_64", "manylinux_2_28_x86_64", "manylinux_2_34_x86_64"],
     "arm64": ["manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64"],
@@ -76,12 +77,15 @@ def requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
 
 
 def code_files() -> list[Path]:
-    """The source files copied into the asset (twolane/ and the handlers, no CDK constructs)."""
+    """The source files copied into the asset (twolane/ and the handlers, no CDK constructs),
+    and the package data the runtime serves (the web page's files)."""
     files = []
     for pkg in CODE_PACKAGES:
         for f in sorted((REPO_ROOT / pkg).rglob("*.py")):
             if f.name != "construct.py" and "__pycache__" not in f.parts:
                 files.append(f)
+    for folder in PACKAGE_DATA:
+        files.extend(sorted(f for f in (REPO_ROOT / folder).rglob("*") if f.is_file()))
     return files
 
 

@@ -2,7 +2,7 @@
 nothing more.
 
 The real handlers (functions/api, functions/dropfolder, functions/notifications and the API-key
-authorizer in infra/authorizer) run against a
+authorizer in functions/api/authorizer) run against a
 moto server with IAM enforced. Each signs its calls with the keys of an IAM user whose only
 policy is the synthesised policy of that Lambda's role (dev template, bucket and endpoint ARNs
 substituted), and gets the environment the template gives it. A missing permission fails here as
@@ -43,7 +43,7 @@ from iam_helpers import (
     unused_grants,
 )
 from test_api import LambdaContext, http_api_event
-from test_dropfolder import csv_bytes, s3_event
+from test_dropfolder import ROWS, csv_bytes, s3_event
 
 from infra.checks import synth_offline
 from infra.config import load_config
@@ -54,7 +54,7 @@ HANDLERS = {
     "api": "functions.api.handler.handler",
     "dropfolder": "functions.dropfolder.handler.handler",
     "notifications": "functions.notifications.handler.handler",
-    "authorizer": "handler.handler",  # infra/authorizer is that Lambda's whole asset
+    "authorizer": "handler.handler",  # functions/api/authorizer is that Lambda's whole asset
 }
 # Grants used by the Lambda service, not by the handler code: log delivery and the on-failure
 # destination queue. s3:ListBucket only turns a missing key's 403 into 404 (see above).
@@ -265,6 +265,47 @@ def test_drop_folder_rejects_a_bad_file_and_a_repeated_event_finds_the_report(
     assert objects(aws, "failed/") >= {"failed/notes.csv", "failed/notes.csv.error.json"}
 
 
+def test_batch_inbox_file_becomes_a_job_and_its_results_come_back_to_outbox(
+        aws: Aws, as_lambda: Callable) -> None:
+    """inbox/batch/: the drop folder submits a job (input, record, InvokeEndpointAsync) with its
+    role only; the notifications Lambda delivers the results to outbox/batch/ with its own."""
+    drop = as_lambda("dropfolder")
+    aws.client("s3").put_object(Bucket=BUCKET, Key="inbox/batch/ward 9.csv", Body=csv_bytes())
+    out = drop.handler(s3_event("inbox/batch/ward 9.csv", bucket=BUCKET), LambdaContext())
+    [outcome] = out["outcomes"]
+    assert outcome["status"] == "submitted", (outcome, aws.recorder.denied())
+    job = outcome["job_id"]
+    s3 = aws.client("s3")
+    record = json.loads(s3.get_object(Bucket=BUCKET, Key=f"jobs/{job}.json")["Body"].read())
+    out_key = record["output_location"].removeprefix(f"s3://{BUCKET}/")
+    ids = [r[0] for r in ROWS]
+    results = {"model_version": "v1", "target": "ms", "results": [
+        {"comment_id": i, "labels": ["Staff"], "sentiment": {"score": 1, "label": "very positive"}}
+        for i in ids]}
+    s3.put_object(Bucket=BUCKET, Key=out_key, Body=json.dumps(results).encode())  # SageMaker
+    notes = as_lambda("notifications")
+    done = notes.handler(sns_event({
+        "invocationStatus": "Completed", "inferenceId": job,
+        "requestParameters": {"inputLocation": record["input_location"]},
+        "responseParameters": {"outputLocation": record["output_location"]}}), LambdaContext())
+    assert done == {"processed": 1, "skipped": 0}, aws.recorder.denied()
+    assert "outbox/batch/ward 9.csv" in objects(aws, "outbox/batch/")
+    # a job that fails: its report goes to failed/batch/
+    s3.put_object(Bucket=BUCKET, Key="inbox/batch/ward 10.csv", Body=csv_bytes())
+    [outcome] = drop.handler(s3_event("inbox/batch/ward 10.csv", bucket=BUCKET),
+                             LambdaContext())["outcomes"]
+    job = outcome["job_id"]
+    record = json.loads(s3.get_object(Bucket=BUCKET, Key=f"jobs/{job}.json")["Body"].read())
+    fail_key = record["failure_location"].removeprefix(f"s3://{BUCKET}/")
+    s3.put_object(Bucket=BUCKET, Key=fail_key, Body=b'{"error": "out of memory"}')
+    failed = notes.handler(sns_event({
+        "invocationStatus": "Failed", "inferenceId": job, "failureReason": "ClientError",
+        "requestParameters": {"inputLocation": record["input_location"]},
+        "responseParameters": {"failureLocation": record["failure_location"]}}), LambdaContext())
+    assert failed == {"processed": 1, "skipped": 0}, aws.recorder.denied()
+    assert "failed/batch/ward 10.csv.error.json" in objects(aws, "failed/batch/")
+
+
 def test_without_read_on_outbox_a_repeated_event_is_refused(aws: Aws) -> None:
     """The check bites: the drop-folder policy as it was (PutObject only on outbox/ and
     failed/) makes the repeated event's HeadObject fail with 403, as on AWS."""
@@ -288,7 +329,8 @@ def test_without_read_on_outbox_a_repeated_event_is_refused(aws: Aws) -> None:
         process_event(event, predictor=None, s3=s3)
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
     with pytest.raises(ClientError):  # and a role never reaches what it was not given
-        aws.client("s3", "dropfolder").put_object(Bucket=BUCKET, Key="jobs/x.json", Body=b"{}")
+        aws.client("s3", "dropfolder").put_object(Bucket=BUCKET, Key="batch/output/x.out",
+                                                  Body=b"{}")
     del aws.recorder.calls[start:]  # refused on purpose: not the handlers' calls
 
 
@@ -310,7 +352,7 @@ def test_authorizer_reads_the_key_hashes_with_its_role_only(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
-    monkeypatch.syspath_prepend(str(REPO / "infra" / "authorizer"))
+    monkeypatch.syspath_prepend(str(REPO / "functions" / "api" / "authorizer"))
     monkeypatch.delitem(sys.modules, "handler", raising=False)
     authz = importlib.import_module("handler")
     monkeypatch.setattr(authz, "_cache", None)

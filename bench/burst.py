@@ -17,8 +17,6 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -26,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.http import find_bundle, free_port, pct
+from bench.http import find_bundle, pct, start_api
 from bench.results_md import write_section
 
 HERE = Path(__file__).resolve().parent
@@ -55,28 +53,13 @@ def rss_mib(pid: int, field: str = "VmRSS") -> float:
 
 
 def one_run(bundle: Path, slots: int, requests: int, items: int) -> dict:
-    port = free_port()
-    env = dict(os.environ, TWOLANE_INSTANT_BUNDLE=str(bundle),
-               TWOLANE_MAX_CONCURRENT_REQUESTS=str(slots), TWOLANE_MAX_ITEMS=str(max(items, 2000)))
-    env.pop("TWOLANE_API_KEYS", None)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "twolane.api.app:create_app", "--factory", "--host",
-         "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
-         "--backlog", str(max(2048, requests * 2))], cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_api({"TWOLANE_INSTANT_BUNDLE": str(bundle),
+                             "TWOLANE_MAX_CONCURRENT_REQUESTS": str(slots),
+                             "TWOLANE_MAX_ITEMS": str(max(items, 2000))},
+                            ("--backlog", str(max(2048, requests * 2))))
     payload = body(items)
     try:
         with httpx.Client(base_url=url, timeout=10) as c:
-            end = time.monotonic() + 120
-            while True:
-                try:
-                    if c.get("/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > end or server.poll() is not None:
-                    raise SystemExit("the API did not start")
-                time.sleep(0.2)
             c.post("/v1/predict", content=payload,
                    headers={"content-type": "application/json"}).raise_for_status()  # warm
         idle = rss_mib(server.pid)

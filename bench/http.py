@@ -65,28 +65,37 @@ def free_port() -> int:
     return fp()
 
 
-def run(bundle_arg: str | None, n: int, warmup: int, rounds: int = 1) -> dict:
-    bundle, kind = find_bundle(bundle_arg)
+def start_api(env_extra: dict[str, str], uvicorn_args: tuple[str, ...] = ()
+              ) -> tuple[subprocess.Popen[bytes], str]:
+    """The API as `uvicorn --factory` on a free 127.0.0.1 port (no API keys), once /health
+    answers 200 (at most 120 s). Returns the process and its base URL; the caller stops it."""
     port = free_port()
-    env = dict(os.environ, TWOLANE_INSTANT_BUNDLE=str(bundle))
+    env = dict(os.environ, **env_extra)
     env.pop("TWOLANE_API_KEYS", None)
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "twolane.api.app:create_app", "--factory",
-         "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
-        cwd=ROOT, env=env)
+         "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
+         *uvicorn_args], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
+    end = time.monotonic() + 120
+    with httpx.Client(base_url=url, timeout=10) as c:
+        while True:
+            try:
+                if c.get("/health").status_code == 200:
+                    return server, url
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > end or server.poll() is not None:
+                server.kill()
+                raise SystemExit("the API did not start")
+            time.sleep(0.2)
+
+
+def run(bundle_arg: str | None, n: int, warmup: int, rounds: int = 1) -> dict:
+    bundle, kind = find_bundle(bundle_arg)
+    server, url = start_api({"TWOLANE_INSTANT_BUNDLE": str(bundle)})
     try:
         with httpx.Client(base_url=url, timeout=10) as c:
-            end = time.monotonic() + 120
-            while True:
-                try:
-                    if c.get("/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > end or server.poll() is not None:
-                    raise SystemExit("the API did not start")
-                time.sleep(0.2)
             version = c.get("/health").json()["model_version"]
             payload = json.dumps({"items": [COMMENT]}).encode()
             headers = {"content-type": "application/json"}

@@ -15,13 +15,12 @@ NaN, empty, whitespace); so does this module. A placeholder or content-free answ
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from twolane.contract import JobTarget, Prediction, PxItemIn
+from twolane.contract import JobTarget, Prediction, PxItemIn, strict_json_loads
 from twolane.rules import CONTENT_FREE_SENTIMENT, LABELLING_NOT_POSSIBLE, is_blank
 
 TARGETS: dict[str, JobTarget] = {"m": "m", "s": "s", "ms": "ms", "sm": "ms"}
@@ -56,6 +55,19 @@ def _reasons(exc: ValidationError) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
+def unwrap_r_json(doc: Any) -> Any:
+    """A list holding one string that is itself a JSON list -> that list (what the R recipe in
+    pxtextmining's docker README writes: `toJSON()` applied to JSON again); else `doc`."""
+    if isinstance(doc, list) and len(doc) == 1 and isinstance(doc[0], str):
+        try:
+            inner = strict_json_loads(doc[0], nan_as_null=True)
+        except ValueError:
+            return doc
+        if isinstance(inner, list):
+            return inner
+    return doc
+
+
 def read_items(doc: Any) -> list[PxItemIn]:
     """A parsed JSON document -> pxtextmining items, in order.
 
@@ -64,13 +76,7 @@ def read_items(doc: Any) -> list[PxItemIn]:
     README writes (`toJSON()` applied to JSON again). Raises PxShapeError naming the items at
     fault (never their text).
     """
-    if isinstance(doc, list) and len(doc) == 1 and isinstance(doc[0], str):
-        try:
-            inner = json.loads(doc[0])
-        except ValueError:
-            inner = None
-        if isinstance(inner, list):
-            doc = inner
+    doc = unwrap_r_json(doc)
     if not isinstance(doc, list):
         raise PxShapeError("expected a JSON list of {comment_id, comment_text, question_type} objects")
     try:

@@ -35,7 +35,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from twolane.contract import CommentIn, JobTarget, Prediction, strict_json_loads
-from twolane.pxtextmining import TARGETS, result_rows
+from twolane.pxtextmining import TARGETS, result_rows, unwrap_r_json
 from twolane.rules import is_blank, question_type_of
 
 Family = Literal["csv", "json", "jsonl"]
@@ -169,14 +169,7 @@ def _read_json(text: str) -> tuple[list[CommentIn], bool]:
         raise FormatError(f"not valid JSON: {exc}") from None
     if isinstance(doc, dict) and isinstance(doc.get("items"), list):
         return _objects(doc["items"], "item"), False
-    if isinstance(doc, list) and len(doc) == 1 and isinstance(doc[0], str):
-        # pxtextmining's docker README R recipe applies toJSON() to JSON: a list of one string.
-        try:
-            inner = strict_json_loads(doc[0], nan_as_null=True)
-        except ValueError:
-            inner = None
-        if isinstance(inner, list):
-            doc = inner
+    doc = unwrap_r_json(doc)  # pxtextmining's docker README R recipe: JSON inside JSON
     if not isinstance(doc, list):
         raise FormatError("a JSON file must be a list of {comment_id, comment_text} objects")
     return _objects(doc, "item"), True

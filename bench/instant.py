@@ -308,8 +308,8 @@ def markdown(r: dict[str, Any]) -> str:
          f"{verdict(q[d]['exact_accuracy'] >= 0.68)} ({q[d]['exact_accuracy']:.3f}). Best of the three: macro "
          f"{best:.3f}, micro {best_micro:.3f} (the ensemble serves "
          f"{s['ensemble_arrays_10000_per_s']:,} comments/s on 10,000-comment batches, arrays, "
-         "2 threads, against the linear model's figure below). Sentiment (linear head with the "
-         f"lexicon features, {q['sentiment']['rows']} labelled test comments it answers): accuracy "
+         "2 threads). Sentiment (linear head with the lexicon features and the char view, "
+         f"{q['sentiment']['rows']} labelled test comments it answers): accuracy "
          f"{q['sentiment']['accuracy']:.3f}, macro-F1 {q['sentiment']['macro_f1']:.3f}; "
          f"hand-written polarity set: {q['polarity_set']['right_side']:.1%} of "
          f"{q['polarity_set']['cases']} on the right side. "
@@ -318,8 +318,9 @@ def markdown(r: dict[str, Any]) -> str:
         "### Speed: ONNX predictor vs the same model in scikit-learn",
         "",
         ("ONNX = `InstantPredictor.predict` (labels + sentiment, pydantic results) and "
-        "`predict_arrays` (numpy only), default model (linear). scikit-learn = the same "
-        "TfidfVectorizer + one-vs-rest LogisticRegression (+ sentiment LR) in memory."),
+        f"`predict_arrays` (numpy only), default model ({d}). scikit-learn = a linear model of "
+        "the same shape (TfidfVectorizer + one-vs-rest LogisticRegression + sentiment LR; no "
+        "XGBoost, no char view) in memory, for scale."),
         "",
         "| measure | ONNX | scikit-learn | target |",
         "|---|---|---|---|",

@@ -201,6 +201,16 @@ class CharView:
         return hstack([X, self.transform(X)]).tocsr()
 
 
+def view_heads(linear: LinearOVR, sent: Sentiment) -> dict[str, np.ndarray]:
+    """The export's char-view blocks: output name -> weights folded onto the word bag (k x V)."""
+    from model_build.onnx_export import OUTPUT
+
+    out = {OUTPUT: linear.char_coef} if linear.char_coef is not None else {}
+    if sent.char_coef is not None:
+        out[SENTIMENT_OUTPUT] = sent.char_coef
+    return out
+
+
 def fit_char_view(vec: Any, X: Any, cfg: Config) -> CharView:
     """Build the view from the vectorizer's unigrams; idf over the rows of X (training TF-IDF)."""
     from scipy.sparse import csr_matrix, diags
@@ -408,7 +418,7 @@ def fit_sentiment(X: Any, y: np.ndarray, cfg: Config, directions: np.ndarray | N
     V = X.shape[1]
     parts = [X]
     d = 0 if directions is None else len(directions)
-    if d:
+    if directions is not None and d:
         parts.append(csr_matrix(np.asarray(X @ directions.T) * cfg.lexicon_scale))
     if view is not None:
         parts.append(view.transform(X))
@@ -421,7 +431,7 @@ def fit_sentiment(X: Any, y: np.ndarray, cfg: Config, directions: np.ndarray | N
     view_w = est.coef_[:, V + d:] if view is not None else None
     if F is not X:
         w = est.coef_[:, :V]
-        if d:
+        if directions is not None and d:
             w = w + cfg.lexicon_scale * est.coef_[:, V:V + d] @ directions
         est = _Folded(est, w, view, view_w)
     k = len(SENTIMENT_CLASSES)
@@ -584,8 +594,7 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
             (SENTIMENT_OUTPUT, sent.coef, sent.intercept, "softmax"),
             # > 0 iff the comment holds a known n-gram (weights 1/idf undo the idf folding)
             (KNOWN_OUTPUT, (known_mask(vec) / idf)[None, :], np.zeros(1), "identity"),
-        ], view=None if view is None else ({onnx_export.OUTPUT: linear.char_coef, **(
-            {SENTIMENT_OUTPUT: sent.char_coef} if sent.char_coef is not None else {})}, view.r))
+        ], view=None if view is None else (view_heads(linear, sent), view.r))
         prog.advance(t)
         onnx_models["xgboost"] = onnx_export.xgboost_model(vec, xgb.members, xgb.columns)
         prog.advance(t)

@@ -130,7 +130,8 @@ def instant_out_of_fold(manifest: Manifest, fit: Dataset, val: Dataset) -> dict[
     member_probs: dict[str, np.ndarray] = {}
     need = {m for ms in instant_models(manifest).values() for m in ms}
     if "linear" in need:
-        member_probs["linear"] = instant.fit_linear(Xf, fit.Y, cfg).predict_proba(Xv)
+        view = instant.fit_char_view(vec, Xf, cfg) if cfg.char_view else None
+        member_probs["linear"] = instant.fit_linear(Xf, fit.Y, cfg, view=view).predict_proba(Xv)
     if "xgboost" in need:
         member_probs["xgboost"] = instant.fit_xgboost(Xf, fit.Y, cfg).predict_proba(Xv)
     lnp = lnp_index(fit.labels)

@@ -62,12 +62,27 @@ class Config:
     # model; "lr": logistic regression. OOF macro/micro/exact: lr C=30 .568/.768/.648,
     # svm C=1 .572/.772/.656, svm C=0.5 .567/.770/.650.
     linear_model: str = "svm"
-    linear_C: float = 1.0
+    linear_C: float = 0.5  # with the char view below (OOF C=0.5; word-only models used C=1)
     linear_class_weight: str | None = "balanced"
+    # Character view (`CharView`): the linear label model also reads the char_wb 2-5-grams of the
+    # comment's vocabulary words (word pieces: "nurse" in "nurses", "nursing"), weighted by idf
+    # and normalised by a norm that is linear in the word bag, so the whole view folds into the
+    # same MatMul: serving reads the same word bag, no new text front. 5-fold OOF, linear alone
+    # (thresholds tuned on other folds; macro, micro, exact, hamming): word only .546/.764/.648/
+    # .0193, + char view .570/.778/.664/.0181 (true char_wb n-grams of the text, not exportable:
+    # .568/.779/.666/.0181); ensemble with XGBoost + second-label rule: .554/.782/.684/.0171 ->
+    # .577/.791/.693/.0164.
+    char_view: bool = True
+    char_ngrams: tuple[int, int] = (2, 5)
+    char_min_df: int = 2
     # Train the label models on comments that carry at least one label (pxtextmining does the
     # same); comments the labellers left unlabelled are noise for them. OOF macro .545 -> .560.
     labelled_rows_only: bool = True
-    sentiment_C: float = 1.0  # 5-fold CV accuracy on train: C=1 .663, 4 .660
+    # 5-fold CV accuracy on train (lexicon features on): C=1 .660, 4 .660. With the char view
+    # (`sentiment_char_view`, the label model's view, needs char_view): C=2 .663, 1 .667,
+    # .5 .668; polarity set .869/.869/.893 (without the view .893).
+    sentiment_C: float = 0.5
+    sentiment_char_view: bool = True
     # Sentiment reads a sentiment lexicon (VADER's, a build-time dependency) as two extra
     # features: the positive and negative valence the comment's n-grams carry (negations and
     # "un-" words flip it). Both are linear in the TF-IDF row, so they fold into the sentiment
@@ -81,12 +96,26 @@ class Config:
     xgb_features: int = 3000  # XGBoost sees the most frequent TF-IDF columns only (speed)
     folds: int = 5
     threads: int = 1  # XGBoost threads: 2 OpenMP threads on a busy 2-core box run 10x slower
-    # OOF, weights linear/xgboost: .5/.5 macro .582 micro .782 exact .672; .6/.4 .585/.783/.674
+    # OOF, weights linear/xgboost (thresholds tuned on other folds, second-label rule, char
+    # view): .6/.4 .577/.791/.693/.0164, .5/.5 .574/.790/.691/.0165 (macro, micro, exact, hamming).
     default_model: str = "ensemble"  # "linear", "xgboost" or "ensemble"
     ensemble_weights: tuple[float, float] = (0.6, 0.4)
     # A labellable comment no label clears its threshold for gets its most probable label
     # (pxtextmining serves the same). OOF ensemble: micro .760 -> .783, exact .650 -> .674.
     min_one_label: bool = True
+    # Second-label rule (twolane.rules.decide_labels min_ratio): a label other than a comment's
+    # most probable one also needs >= label_ratio x that one's probability. Most comments carry
+    # one label; the per-label-F1 thresholds add too many second labels. Evidence: 5-fold OOF
+    # ensemble probabilities, thresholds tuned on 4/5 of the rows and scored on the 5th
+    # (macro, micro, exact, hamming): ratio 0 .554/.774/.666/.0184, .3 (w .6) .560/.779/.672/
+    # .0178, .45 .555/.782/.683/.0173, .5 .554/.782/.684/.0171, .55 .548/.782/.686/.0170,
+    # .6 (w .6) .540/.780/.688/.0170. Tried and not better: per-label thresholds by coordinate
+    # ascent on mean(macro, micro, exact) or on macro under the rule, a separate third-label
+    # ratio, exempting rare labels, and a stacked per-label logistic regression over the two
+    # members' probabilities, top-1 flag and best competing label (see docs/quality.md).
+    # The rule is the ensemble's only: alone, linear and XGBoost lose macro-F1 with it (.546 ->
+    # .529, .495 -> .487), and they serve without it.
+    label_ratio: float = 0.5
     min_support: int = 20  # labels with fewer training positives are flagged as not to trust
     parity_min: float = 0.999  # share of test rows whose ONNX labels equal the in-memory ones
     chunk: int = 1000  # rows per ONNX call (the TF-IDF op emits dense rows)
@@ -101,6 +130,11 @@ MIN_SUPPORT_NOTE = ("labels with fewer training positives than min_support: thei
 
 
 # --------------------------------------------------------------------------- fitting
+def ratio(model: str, cfg: Config) -> float:
+    """The second-label rule's ratio for one of the bundle's models (the ensemble's only)."""
+    return cfg.label_ratio if model == "ensemble" else 0.0
+
+
 def inputs(text: str, question_type: str, cfg: Config) -> str:
     """The model input for one comment (the predictor builds the same with model_input)."""
     return model_input(text, question_type) if cfg.use_question_type else text
@@ -140,26 +174,91 @@ def known_mask(vec: Any) -> np.ndarray:
 
 
 @dataclass
-class LinearOVR:
-    """Per-label logistic regressions; `coef` (labels x V) and `intercept` feed the ONNX MatMul."""
+class CharView:
+    """The char_wb n-grams of a comment's vocabulary words, read through the word bag.
 
-    estimators: list[Any]  # fitted LogisticRegression or None (single class in training)
+    b = word presence over the vocabulary (1 x V, what the ONNX front emits); the view is
+    (b @ M) / sqrt(b @ r): M (V x C) holds, per vocabulary unigram, its char_wb n-grams
+    (binary) times their idf over the training comments, r the squared norm of each row of M.
+    Both the numerator and the squared norm are linear in b, so a linear head over the view is
+    a (V x k) matrix plus one norm column in the export's MatMul (onnx_export.linear_model).
+    """
+
+    M: Any  # scipy.sparse csr, V x C
+    r: np.ndarray  # V
+
+    def transform(self, X: Any) -> Any:
+        from scipy.sparse import diags
+
+        B = presence(X)
+        norm = np.sqrt(np.asarray(B @ self.r).ravel())
+        return diags(1 / np.maximum(norm, 1e-12)) @ (B @ self.M)
+
+    def features(self, X: Any) -> Any:
+        """[TF-IDF row | char view]: what the linear label model reads."""
+        from scipy.sparse import hstack
+
+        return hstack([X, self.transform(X)]).tocsr()
+
+
+def view_heads(linear: LinearOVR, sent: Sentiment) -> dict[str, np.ndarray]:
+    """The export's char-view blocks: output name -> weights folded onto the word bag (k x V)."""
+    from model_build.onnx_export import OUTPUT
+
+    out = {OUTPUT: linear.char_coef} if linear.char_coef is not None else {}
+    if sent.char_coef is not None:
+        out[SENTIMENT_OUTPUT] = sent.char_coef
+    return out
+
+
+def fit_char_view(vec: Any, X: Any, cfg: Config) -> CharView:
+    """Build the view from the vectorizer's unigrams; idf over the rows of X (training TF-IDF)."""
+    from scipy.sparse import csr_matrix, diags
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    words = [(t, j) for t, j in vec.vocabulary_.items() if " " not in t and not t.startswith("qt_")]
+    cv = CountVectorizer(analyzer="char_wb", ngram_range=tuple(cfg.char_ngrams), binary=True,
+                         lowercase=False, dtype=np.float64)
+    W = cv.fit_transform([t for t, _ in words]).tocoo()
+    rows = np.array([j for _, j in words])[W.row]
+    M = csr_matrix((W.data, (rows, W.col)), shape=(X.shape[1], W.shape[1]))
+    df = np.asarray(((presence(X) @ M) > 0).sum(0)).ravel()
+    keep = np.flatnonzero(df >= cfg.char_min_df)
+    idf = np.log((1 + X.shape[0]) / (1 + df[keep])) + 1
+    M = (M[:, keep] @ diags(idf)).tocsr()
+    return CharView(M, np.asarray(M.multiply(M).sum(1)).ravel())
+
+
+@dataclass
+class LinearOVR:
+    """Per-label linear models; `coef` (labels x V) and `intercept` feed the ONNX MatMul, and
+    with a char view `char_coef` (labels x V) the view's part, folded onto the word bag."""
+
+    estimators: list[Any]  # fitted model or None (single class in training)
     coef: np.ndarray
     intercept: np.ndarray
+    view: CharView | None = None
+    char_coef: np.ndarray | None = None
 
     def predict_proba(self, X: Any) -> np.ndarray:
+        F = self.view.features(X) if self.view is not None else X
         cols = []
         for j, est in enumerate(self.estimators):
             if est is None:
                 cols.append(np.full(X.shape[0], 1 / (1 + np.exp(-self.intercept[j]))))
             else:
-                cols.append(est.predict_proba(X)[:, 1])
+                cols.append(est.predict_proba(F)[:, 1])
         return np.column_stack(cols)
 
 
-def fit_linear(X: Any, Y: np.ndarray, cfg: Config, tick: Callable[[], None] = lambda: None) -> LinearOVR:
+def fit_linear(X: Any, Y: np.ndarray, cfg: Config, tick: Callable[[], None] = lambda: None,
+               view: CharView | None = None) -> LinearOVR:
+    """One linear model per label on the TF-IDF rows X (and the char view of them, if given)."""
     from sklearn.linear_model import LogisticRegression
 
+    V = X.shape[1]
+    if view is not None:
+        X = view.features(X)
     ests: list[Any] = []
     coef = np.zeros((Y.shape[1], X.shape[1]))
     intercept = np.zeros(Y.shape[1])
@@ -180,7 +279,9 @@ def fit_linear(X: Any, Y: np.ndarray, cfg: Config, tick: Callable[[], None] = la
             coef[j] = est.coef_[0]
             intercept[j] = est.intercept_[0]
         tick()
-    return LinearOVR(ests, coef, intercept)
+    if view is None:
+        return LinearOVR(ests, coef, intercept)
+    return LinearOVR(ests, coef[:, :V], intercept, view, np.asarray(view.M @ coef[:, V:].T).T)
 
 
 @dataclass
@@ -276,13 +377,18 @@ def fit_xgboost(X: Any, Y: np.ndarray, cfg: Config, tick: Callable[[], None] = l
 
 
 class _Folded:
-    """A fitted multinomial LR with its lexicon features folded into the n-gram weights."""
+    """A fitted multinomial LR with its lexicon features folded into the n-gram weights (and
+    its char-view weights `view_coef` kept apart: they read the view, not the TF-IDF row)."""
 
-    def __init__(self, est: Any, coef: np.ndarray) -> None:
+    def __init__(self, est: Any, coef: np.ndarray, view: CharView | None = None,
+                 view_coef: np.ndarray | None = None) -> None:
         self.coef_, self.intercept_, self.classes_ = coef, est.intercept_, est.classes_
+        self.view, self.view_coef = view, view_coef
 
     def predict_proba(self, X: Any) -> np.ndarray:
         z = np.asarray(X @ self.coef_.T) + self.intercept_
+        if self.view is not None and self.view_coef is not None:
+            z = z + np.asarray(self.view.transform(X) @ self.view_coef.T)
         z -= z.max(1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(1, keepdims=True)
@@ -293,6 +399,7 @@ class Sentiment:
     est: Any
     coef: np.ndarray  # 5 x V
     intercept: np.ndarray
+    char_coef: np.ndarray | None = None  # 5 x V: the char view's part, folded onto the word bag
 
     def predict_proba(self, X: Any) -> np.ndarray:
         P = np.zeros((X.shape[0], len(SENTIMENT_CLASSES)))
@@ -300,35 +407,48 @@ class Sentiment:
         return P
 
 
-def fit_sentiment(X: Any, y: np.ndarray, cfg: Config,
-                  directions: np.ndarray | None = None) -> Sentiment:
+def fit_sentiment(X: Any, y: np.ndarray, cfg: Config, directions: np.ndarray | None = None,
+                  view: CharView | None = None) -> Sentiment:
     """Multinomial LR on the TF-IDF rows, plus `directions` (d x V: lexicon valence per n-gram)
-    as d extra features X @ directions.T * lexicon_scale, folded back into the V weights."""
+    as d extra features X @ directions.T * lexicon_scale, folded back into the V weights, plus
+    the char view of the rows (`view`), whose weights fold onto the word bag (`char_coef`)."""
     from scipy.sparse import csr_matrix, hstack
     from sklearn.linear_model import LogisticRegression
 
     V = X.shape[1]
-    F = X
-    if directions is not None and len(directions):
-        extra = np.asarray(X @ directions.T) * cfg.lexicon_scale
-        F = hstack([X, csr_matrix(extra)]).tocsr()
+    parts = [X]
+    d = 0 if directions is None else len(directions)
+    if directions is not None and d:
+        parts.append(csr_matrix(np.asarray(X @ directions.T) * cfg.lexicon_scale))
+    if view is not None:
+        parts.append(view.transform(X))
+    F = hstack(parts).tocsr() if len(parts) > 1 else X
     est = LogisticRegression(C=cfg.sentiment_C, max_iter=3000).fit(F, y)
+    if len(est.classes_) < 2:
+        raise BuildError("sentiment needs at least two classes in the training rows")
+    if len(est.classes_) == 2 and F is not X:
+        raise BuildError("sentiment with lexicon or char view needs at least three classes")
+    view_w = est.coef_[:, V + d:] if view is not None else None
     if F is not X:
-        w = est.coef_[:, :V] + cfg.lexicon_scale * est.coef_[:, V:] @ directions
-        est = _Folded(est, w)
+        w = est.coef_[:, :V]
+        if directions is not None and d:
+            w = w + cfg.lexicon_scale * est.coef_[:, V:V + d] @ directions
+        est = _Folded(est, w, view, view_w)
     k = len(SENTIMENT_CLASSES)
     coef = np.zeros((k, V))
     intercept = np.full(k, -CONST_LOGIT)
     cls = est.classes_
-    if len(cls) < 2:
-        raise BuildError("sentiment needs at least two classes in the training rows")
     if len(cls) == 2:  # binary LR: softmax([-z/2, z/2]) == sigmoid(z)
         coef[cls[0]], coef[cls[1]] = -est.coef_[0] / 2, est.coef_[0] / 2
         intercept[cls[0]], intercept[cls[1]] = -est.intercept_[0] / 2, est.intercept_[0] / 2
     else:
         coef[cls] = est.coef_
         intercept[cls] = est.intercept_
-    return Sentiment(est, coef, intercept)
+    char_coef = None
+    if view is not None and view_w is not None:
+        char_coef = np.zeros((k, V))
+        char_coef[cls] = np.asarray(view.M @ view_w.T).T
+    return Sentiment(est, coef, intercept, char_coef)
 
 
 def out_of_fold(fit: Callable[[Any, np.ndarray], Any], X: Any, Y: np.ndarray, folds: int) -> np.ndarray:
@@ -429,8 +549,9 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
         def tick() -> None:
             prog.advance(t)
 
-        oof_lin = out_of_fold(lambda X, Y: fit_linear(X, Y, cfg, tick), Xtr, Ytr, cfg.folds)
-        linear = fit_linear(Xtr, Ytr, cfg, tick)
+        view = fit_char_view(vec, Xtr, cfg) if cfg.char_view else None
+        oof_lin = out_of_fold(lambda X, Y: fit_linear(X, Y, cfg, tick, view), Xtr, Ytr, cfg.folds)
+        linear = fit_linear(Xtr, Ytr, cfg, tick, view)
 
         t = prog.add_task(f"xgboost: {cfg.folds}-fold thresholds + fit", total=L * (cfg.folds + 1))
         def tick() -> None:  # noqa: F811  (the xgboost task's own progress)
@@ -447,7 +568,8 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
             from model_build import lexicon
 
             dirs = lexicon.directions(vec.vocabulary_, lexicon_terms(tr_texts))
-        sent = fit_sentiment(Xall[np.flatnonzero(has_sent)], str_[has_sent], cfg, dirs)
+        sent = fit_sentiment(Xall[np.flatnonzero(has_sent)], str_[has_sent], cfg, dirs,
+                             view if cfg.sentiment_char_view else None)
         prog.advance(t)
 
         w_lin, w_xgb = cfg.ensemble_weights
@@ -460,7 +582,7 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
         oof_scores = {
             name: metrics.multilabel_scores(
                 Ytr, decide_labels(P, thresholds[name], lnp, np.zeros(len(Ytr), bool),
-                                   min_one_label=cfg.min_one_label))
+                                   min_one_label=cfg.min_one_label, min_ratio=ratio(name, cfg)))
             for name, P in (("linear", oof_lin), ("xgboost", oof_xgb), ("ensemble", oof_ens))
         }
 
@@ -472,7 +594,7 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
             (SENTIMENT_OUTPUT, sent.coef, sent.intercept, "softmax"),
             # > 0 iff the comment holds a known n-gram (weights 1/idf undo the idf folding)
             (KNOWN_OUTPUT, (known_mask(vec) / idf)[None, :], np.zeros(1), "identity"),
-        ])
+        ], view=None if view is None else (view_heads(linear, sent), view.r))
         prog.advance(t)
         onnx_models["xgboost"] = onnx_export.xgboost_model(vec, xgb.members, xgb.columns)
         prog.advance(t)
@@ -504,7 +626,8 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
     test_metrics: dict[str, Any] = {}
     preds: dict[str, np.ndarray] = {}
     for name, P in (("linear", onx["linear"]), ("xgboost", onx["xgboost"]), ("ensemble", ens_onnx)):
-        preds[name] = decide_labels(P, thresholds[name], lnp, unl, min_one_label=cfg.min_one_label)
+        preds[name] = decide_labels(P, thresholds[name], lnp, unl, min_one_label=cfg.min_one_label,
+                                    min_ratio=ratio(name, cfg))
         test_metrics[name] = metrics.multilabel_scores(test.Y, preds[name])
     test_metrics["unknown_text_rows"] = int((~known).sum())
     # what to trust: per label, training positives (support) and test F1 of the default model
@@ -546,7 +669,8 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
         labels=ds.labels, sentiment_classes=SENTIMENT_CLASSES, models=models,
         default_model=cfg.default_model,
         ensemble={"members": ["linear", "xgboost"], "weights": list(cfg.ensemble_weights),
-                  "thresholds": thresholds["ensemble"].tolist(), "min_one_label": cfg.min_one_label},
+                  "thresholds": thresholds["ensemble"].tolist(), "min_one_label": cfg.min_one_label,
+                  "label_ratio": cfg.label_ratio},
         data={"fingerprint": ds.fingerprint, "source": Path(ds.source).name,
               "rows": len(ds.ids), "train_rows": len(train.ids), "train_rows_used": len(tr_texts),
               "test_rows": len(test.ids), "split_seed": SEED, "test_size": TEST_SIZE,
@@ -556,6 +680,7 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
                  "low_support_note": MIN_SUPPORT_NOTE},
         parity=par, library_versions=_versions(),
         config={**asdict(cfg), "vocabulary_size": len(vec.vocabulary_),
+                "char_view_size": 0 if view is None else int(view.M.shape[1]),
                 "question_type_token": " qt_<what_good|could_improve|nonspecific>",
                 "chunk_rows": cfg.chunk,
                 "labelling_not_possible": LABELLING_NOT_POSSIBLE,

@@ -133,17 +133,29 @@ def _norm_nodes(sq: str) -> list[onnx.NodeProto]:
 Head = tuple[str, np.ndarray, np.ndarray, str]  # output name, coef (k x V), intercept, activation
 
 
-def linear_model(vectorizer: Any, heads: list[Head]) -> onnx.ModelProto:
+def linear_model(vectorizer: Any, heads: list[Head],
+                 view: tuple[dict[str, np.ndarray], np.ndarray] | None = None) -> onnx.ModelProto:
     """Strings -> one output per linear head, from ONE MatMul over the binary bag of n-grams.
 
     logits_h = (b * idf / ||b * idf||) @ W_h + c_h = (b @ (idf * W_h)) / sqrt(b @ idf^2) + c_h,
     so the matrix is [idf * W_1 | idf * W_2 | ... | idf^2] and everything after the MatMul is
     on [N, k] only. Activation "sigmoid" (one-vs-rest labels), "softmax" (multinomial) or
     "identity" (the normalised linear value itself, e.g. a count that is > 0 or not).
+
+    `view` = ({head name: R_h (k x V)}, r (V)) adds, to the named heads' logits,
+    (b @ R_h.T) / sqrt(b @ r): a second linear view of the same bag with its own norm (the
+    build's char view, model_build.instant.CharView); its blocks join the same MatMul.
     """
     front, bow = bow_front(vectorizer)
     idf = vectorizer.idf_.astype(np.float64)
     blocks = [idf[:, None] * coef.T for _, coef, _, _ in heads] + [(idf ** 2)[:, None]]
+    n_main = sum(b.shape[1] for b in blocks)  # the idf^2 column is the last of these
+    raw = view[0] if view else {}
+    for out, *_ in heads:  # in the heads' order (the loop below slices them in it)
+        if out in raw:
+            blocks.append(np.asarray(raw[out], dtype=np.float64).T)
+    if view:
+        blocks.append(np.asarray(view[1], dtype=np.float64)[:, None])
     K = np.hstack(blocks).astype(np.float32)
     total = K.shape[1]
     nodes = [
@@ -152,16 +164,35 @@ def linear_model(vectorizer: Any, heads: list[Head]) -> onnx.ModelProto:
         *_norm_nodes("sq"),
         helper.make_node("Mul", ["z", "inv_norm"], ["zn"]),
     ]
-    inits = [_const("heads_W", K), _const("sq_start", np.array([total - 1], np.int64)),
-             _const("sq_end", np.array([total], np.int64)), _const("axis1", np.array([1], np.int64)),
+    inits = [_const("heads_W", K), _const("sq_start", np.array([n_main - 1], np.int64)),
+             _const("sq_end", np.array([n_main], np.int64)), _const("axis1", np.array([1], np.int64)),
              _const("tiny", np.array([1e-12], np.float32))]
+    if view:
+        nodes += [
+            helper.make_node("Slice", ["z", "vsq_start", "vsq_end", "axis1"], ["vsq"]),
+            helper.make_node("Sqrt", ["vsq"], ["vnorm"]),
+            helper.make_node("Max", ["vnorm", "tiny"], ["vnorm_safe"]),
+            helper.make_node("Reciprocal", ["vnorm_safe"], ["inv_vnorm"]),
+            helper.make_node("Mul", ["z", "inv_vnorm"], ["zv"]),
+        ]
+        inits += [_const("vsq_start", np.array([total - 1], np.int64)),
+                  _const("vsq_end", np.array([total], np.int64))]
     start = 0
+    vstart = n_main
     outputs = []
     for out, coef, intercept, act in heads:
         k = coef.shape[0]
+        nodes.append(helper.make_node("Slice", ["zn", f"{out}_s", f"{out}_e", "axis1"], [f"{out}_zs"]))
+        summed = f"{out}_zs"
+        if out in raw:
+            nodes += [helper.make_node("Slice", ["zv", f"{out}_vs", f"{out}_ve", "axis1"], [f"{out}_zv"]),
+                      helper.make_node("Add", [f"{out}_zs", f"{out}_zv"], [f"{out}_zsum"])]
+            inits += [_const(f"{out}_vs", np.array([vstart], np.int64)),
+                      _const(f"{out}_ve", np.array([vstart + k], np.int64))]
+            summed = f"{out}_zsum"
+            vstart += k
         nodes += [
-            helper.make_node("Slice", ["zn", f"{out}_s", f"{out}_e", "axis1"], [f"{out}_zs"]),
-            helper.make_node("Add", [f"{out}_zs", f"{out}_b"], [f"{out}_logits"]),
+            helper.make_node("Add", [summed, f"{out}_b"], [f"{out}_logits"]),
             helper.make_node("Sigmoid", [f"{out}_logits"], [out]) if act == "sigmoid"
             else helper.make_node("Softmax", [f"{out}_logits"], [out], axis=1) if act == "softmax"
             else helper.make_node("Identity", [f"{out}_logits"], [out]),

@@ -25,6 +25,17 @@ def test_decide_labels_top_label_fallback() -> None:
     assert D[0].tolist() == [0, 0, 1]
 
 
+def test_decide_labels_second_label_rule() -> None:
+    # row 0: the second label clears its threshold but is under half the first: dropped;
+    # row 1: both near each other: kept; row 2: nothing clears, fallback to the top label;
+    # the "Labelling not possible" column (2) is never the top label.
+    P = np.array([[0.9, 0.4, 0.95, 0.0], [0.6, 0.5, 0.0, 0.0], [0.2, 0.1, 0.0, 0.3]], np.float32)
+    th = np.array([0.3, 0.3, 0.5, 0.5], np.float32)
+    D = decide_labels(P, th, lnp=2, min_one_label=True, min_ratio=0.5)
+    assert D.tolist() == [[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 1]]
+    assert decide_labels(P, th, lnp=2, min_one_label=True)[0].tolist() == [1, 1, 0, 0]
+
+
 def test_scoring_rule_all_labels_and_labelled_rows_only() -> None:
     Y = np.array([[1, 0, 0], [0, 0, 1], [0, 0, 0]])
     pred = np.array([[1, 0, 0], [0, 0, 1], [1, 0, 0]])

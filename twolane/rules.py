@@ -184,14 +184,19 @@ def apply_rules(chosen: np.ndarray, unlabellable: np.ndarray, lnp: int | None) -
 
 
 def decide_labels(probs: np.ndarray, thresholds: np.ndarray, lnp: int | None,
-                  unlabellable: np.ndarray | None = None, min_one_label: bool = False) -> np.ndarray:
+                  unlabellable: np.ndarray | None = None, min_one_label: bool = False,
+                  min_ratio: float = 0.0) -> np.ndarray:
     """Labels from probabilities (n x L) and per-label thresholds (L): uint8 n x L.
 
-    A label is chosen when its probability reaches its threshold. With `min_one_label`, a
-    labellable row with none gets its most probable label ("top-label fallback", as
-    pxtextmining serves; 5-fold out-of-fold on the training split this beat "highest relative to
-    its threshold": macro-F1 .5845 vs .5805, micro .7831 vs .7813). Then `apply_rules`
-    (unlabellable rows and rows still empty: "Labelling not possible").
+    A label is chosen when its probability reaches its threshold and, with `min_ratio` > 0, at
+    least `min_ratio` x the row's highest probability ("second-label rule": a second or third
+    label must be nearly as likely as the first; 5-fold out-of-fold on the training split, rule
+    tuned on other folds, ensemble: ratio 0.5 left macro-F1 as it was and raised micro-F1 .774
+    -> .782, exact match .666 -> .684, hamming .0184 -> .0171). With `min_one_label`, a
+    labellable row with none gets its most probable label ("top-label fallback", as pxtextmining
+    serves; out-of-fold this beat "highest relative to its threshold": macro-F1 .5845 vs .5805,
+    micro .7831 vs .7813). Then `apply_rules` (unlabellable rows and rows still empty:
+    "Labelling not possible"). "Labelling not possible"'s own column is never read.
     """
     probs = np.asarray(probs, dtype=np.float32)
     thr = np.asarray(thresholds, dtype=np.float32)
@@ -200,11 +205,15 @@ def decide_labels(probs: np.ndarray, thresholds: np.ndarray, lnp: int | None,
     chosen = probs >= thr
     if lnp is not None and n:
         chosen[:, lnp] = False
-    if min_one_label and n:
-        empty = ~chosen.any(1) & ~bad
-        if empty.any():
-            rel = probs[empty].copy()
-            if lnp is not None:
-                rel[:, lnp] = -np.inf
-            chosen[np.flatnonzero(empty), np.argmax(rel, axis=1)] = True
+    if (min_one_label or min_ratio > 0) and n:
+        rel = probs.copy()
+        if lnp is not None:
+            rel[:, lnp] = -np.inf
+        top = np.argmax(rel, axis=1)
+        if min_ratio > 0:
+            best = rel[np.arange(n), top]
+            chosen &= rel >= np.float32(min_ratio) * best[:, None]
+        if min_one_label:
+            empty = ~chosen.any(1) & ~bad
+            chosen[np.flatnonzero(empty), top[empty]] = True
     return apply_rules(chosen, bad, lnp)

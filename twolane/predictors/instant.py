@@ -7,7 +7,8 @@ dense rows, so big batches are cut into chunks.
 Rules (twolane.rules): unlabellable text, and a comment with no n-gram the model knows (the
 linear model's `known_ngrams` output), gets exactly ["Labelling not possible"] and no sentiment;
 a comment no label clears its threshold for gets its most probable label when the bundle says
-`min_one_label` (else "Labelling not possible"). Output order = input order.
+`min_one_label` (else "Labelling not possible"); with the ensemble's `label_ratio`, a label
+other than the most probable one also needs that share of its probability. Output order = input order.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ class InstantPredictor:
         if manifest.config.get("known_output") and "linear" in manifest.models:
             self._known_out = self._add(manifest.models["linear"].file, KNOWN_OUTPUT)
         self.min_one_label = bool(manifest.config.get("min_one_label", False))
+        # the second-label rule (twolane.rules.decide_labels min_ratio): the ensemble's only
+        self.label_ratio = float(manifest.ensemble.get("label_ratio", 0.0)) \
+            if self.model == "ensemble" else 0.0
         self._sessions = {f: _session(self.bundle_dir / f, threads) for f in self._wanted}
         self._lnp = manifest.labels.index(LABELLING_NOT_POSSIBLE)
         self._labels = list(manifest.labels)
@@ -208,7 +212,8 @@ class InstantPredictor:
         for unlabellable rows (P = 1.0 there, see predict_proba) and rows with no label."""
         unlabellable = P[:, self._lnp] >= 1.0
         return decide_labels(P, self.thresholds, self._lnp, unlabellable,
-                             min_one_label=self.min_one_label).astype(bool)
+                             min_one_label=self.min_one_label,
+                             min_ratio=self.label_ratio).astype(bool)
 
     # ------------------------------------------------------------------ predictions
     def predict(self, items: Sequence[CommentIn], *, target: JobTarget = "ms",

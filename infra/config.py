@@ -109,6 +109,10 @@ class BatchConfig(_Strict):
     model_download_timeout_s: StrictInt = Field(
         600, ge=60, le=3600, description="ModelDataDownloadTimeoutInSeconds")
     backlog_age_alarm_s: StrictInt = Field(1800, ge=60)
+    shard_size: StrictInt = Field(
+        5000, ge=1, le=50_000, description="comments per async invocation: a bigger job is "
+        "split into shards invoked separately, so backlog scaling spreads it over instances "
+        "(the API's TWOLANE_BATCH_SHARD_SIZE)")
 
     @field_validator("instance_type")
     @classmethod

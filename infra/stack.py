@@ -88,6 +88,7 @@ class TwolaneStack(Stack):
             "TWOLANE_BATCH_ENDPOINT": endpoint_name,
             "TWOLANE_BATCH_MAX_CONCURRENCY": str(cfg.batch.max_concurrent_invocations_per_instance),
             "TWOLANE_BATCH_INVOCATION_TIMEOUT_S": str(cfg.batch.invocation_timeout_s),
+            "TWOLANE_BATCH_SHARD_SIZE": str(cfg.batch.shard_size),
             "TWOLANE_SUMMARIES_ENABLED": "1" if cfg.summaries.enabled else "0",
             "POWERTOOLS_METRICS_NAMESPACE": "twolane",
         }

@@ -66,6 +66,11 @@ class InstantConfig(_Strict):
     auth_cache_ttl_s: StrictInt = Field(300, ge=0, le=3600)
     bundle: str = Field("bundles", description="instant bundle folder, or bundles root (the "
                         "newest is shipped), repo-relative unless absolute")
+    snapstart: StrictBool = Field(
+        False, description="Lambda SnapStart on the API function: a snapshot taken after the "
+        "model is loaded is restored instead of a cold start; API Gateway then calls a "
+        "published version (alias 'live'). Costs money while idle (snapshot cache and each "
+        "restore are billed), so off by default (docs/deploy.md)")
 
 
 GPU_FAMILY = re.compile(r"^ml\.(g|p)\d")  # NVIDIA GPU instance families (g4dn, g5, p4d...)

@@ -36,7 +36,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
 from twolane.contract import JobStatus
@@ -417,6 +416,8 @@ class S3JobStore(JobStore):
         return s3_uri(self.bucket, batch_shard_input_key(job_id, shard))
 
     def _put(self, record: JobRecord, **cond: str) -> None:
+        from botocore.exceptions import ClientError  # here: the API's cold start needs no botocore
+
         try:
             self.s3.put_object(Bucket=self.bucket, Key=self._key(record.job_id),
                                Body=record.model_dump_json().encode(),
@@ -451,6 +452,8 @@ class S3JobStore(JobStore):
         return record
 
     def _get_tagged(self, job_id: str) -> tuple[JobRecord, str] | None:
+        from botocore.exceptions import ClientError
+
         try:
             obj = self.s3.get_object(Bucket=self.bucket, Key=self._key(job_id))
         except ClientError as exc:
@@ -484,6 +487,8 @@ class S3JobStore(JobStore):
 
     def exists(self, uri: str) -> bool:
         bucket, key = parse_s3_uri(uri)
+        from botocore.exceptions import ClientError
+
         try:
             self.s3.head_object(Bucket=bucket, Key=key)
             return True
@@ -498,6 +503,8 @@ class S3JobStore(JobStore):
 
     def read(self, uri: str) -> bytes | None:
         bucket, key = parse_s3_uri(uri)
+        from botocore.exceptions import ClientError
+
         try:
             return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as exc:

@@ -82,6 +82,27 @@ def run_once(asset: Path, bundle: Path, bytecode: bool, empty: Path) -> dict[str
     return out
 
 
+def import_breakdown(asset: Path, bundle: Path) -> dict[str, float]:
+    """`python3.12 -X importtime` of the handler (bytecode on): milliseconds of each top-level
+    package's own import time (its modules' self times summed), largest first."""
+    py = python312()
+    assert py is not None
+    env = {"PATH": os.environ.get("PATH", ""), "TWOLANE_INSTANT_BUNDLE": str(bundle),
+           "AWS_DEFAULT_REGION": "eu-west-2", "TWOLANE_BATCH_INVOKER": "sagemaker"}
+    p = subprocess.run([py, "-I", "-B", "-X", "importtime", "-c",
+                        f"import sys; sys.path[:0] = [{str(asset)!r}]\nimport functions.api.handler"],
+                       env=env, capture_output=True, text=True, timeout=300, check=True)
+    totals: dict[str, float] = {}
+    for line in p.stderr.splitlines():
+        parts = line.removeprefix("import time:").split("|")
+        if len(parts) != 3 or not parts[0].strip().isdigit():
+            continue
+        top = parts[2].strip().split(".")[0]
+        totals[top] = totals.get(top, 0.0) + int(parts[0]) / 1000
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])
+    return {k: round(v, 1) for k, v in ranked[:12]}
+
+
 def case(asset: Path, bundle: Path, bytecode: bool, runs: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as empty:
         got = [run_once(asset, bundle, bytecode, Path(empty)) for _ in range(runs)]
@@ -119,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             c = {"label": label, **case(a.asset, bundle, bytecode, a.runs)}
             print(json.dumps(c), flush=True)
             cases.append(c)
+    breakdown = import_breakdown(a.asset, a.asset / "bundle")
+    print("import ms by package:", breakdown, flush=True)
     res = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+           "import_ms_by_package": breakdown,
            "machine": {"cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2),
                        "python": "3.12 (-I -B)"},
            "asset": {"path": str(a.asset.relative_to(REPO) if a.asset.is_relative_to(REPO)
@@ -159,8 +183,16 @@ def write_report(res: dict[str, Any]) -> None:
         "|---|---|---|---|---|---|",
         *rows,
         "",
+        ("Where the import goes (`-X importtime`, one run, full bundle, bytecode; ms of each "
+         "package's own modules, wall time on the shared machine): "
+         + ", ".join(f"{k} {v}" for k, v in res["import_ms_by_package"].items())
+         + ". `functions` is the handler module itself: the instant model loaded and the app "
+         "built (FastAPI route and pydantic schema set-up), which a cold start exists to do."),
+        "",
         ("AWS SDK modules loaded at cold start: " + (", ".join(sdk) if sdk else "none")
-         + " (boto3 is imported when the jobs service is first used). Lambda SnapStart "
+         + " (botocore's top-level package only, which Powertools imports for its user-agent "
+         "hook; boto3, the clients and botocore.exceptions load when the jobs service is first "
+         "used). Lambda SnapStart "
          "(`instant.snapstart`, off by default: docs/deploy.md) would restore a snapshot taken "
          "after this import instead."),
         END,

@@ -239,3 +239,25 @@ def test_job_id_of_a_shard_notification() -> None:
     loc = {"requestParameters": {"inputLocation": f"s3://b/batch/input/{jid}/3.json"}}
     assert target_of(loc) == (jid, 3)
     assert target_of({"inferenceId": f"{jid}-x"}) is None
+
+
+def test_drop_folder_job_in_shards_is_delivered_whole(store: S3JobStore, tmp_path: Path) -> None:
+    """inbox/batch/ files become jobs with a `delivery`: the outbox file is written once the
+    last shard is done, with every row in input order, and the job's objects are gone."""
+    from twolane.jobs.store import Delivery
+
+    d = Delivery(bucket=store.bucket, source_key="inbox/batch/ward.jsonl",
+                 result_key="outbox/batch/ward.jsonl", report_key="failed/batch/ward.jsonl.error.json",
+                 family="jsonl")
+    inv = RecordingInvoker(store.bucket)
+    rec = service(store, inv, 3, tmp_path).submit("classify", "ms", 7, {"items": ITEMS, "target": "ms"},
+                                                  delivery=d)
+    for n in (1, 0, 2):
+        container_answer(store, rec, n)
+        notify(store, rec, n, ok=True)
+    body = store.read(f"s3://{store.bucket}/{d.result_key}")
+    assert body is not None
+    rows = [json.loads(line) for line in body.decode().splitlines()]
+    assert [r["comment_id"] for r in rows] == [i["comment_id"] for i in ITEMS]
+    assert (store.get(rec.job_id) or rec).status == "collected"
+    assert keys_of(store, rec.job_id) == []

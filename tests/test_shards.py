@@ -261,3 +261,13 @@ def test_drop_folder_job_in_shards_is_delivered_whole(store: S3JobStore, tmp_pat
     assert [r["comment_id"] for r in rows] == [i["comment_id"] for i in ITEMS]
     assert (store.get(rec.job_id) or rec).status == "collected"
     assert keys_of(store, rec.job_id) == []
+
+
+def test_shards_grow_rather_than_outnumber_the_cap(store: S3JobStore, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import twolane.jobs.service as service_module
+
+    monkeypatch.setattr(service_module, "MAX_SHARDS", 2)
+    inv = RecordingInvoker(store.bucket)
+    rec = service(store, inv, 1, tmp_path).submit("classify", "ms", 7, {"items": ITEMS, "target": "ms"})
+    assert [(s.start, s.end) for s in rec.shards] == [(0, 4), (4, 7)]

@@ -29,6 +29,9 @@ from twolane.layout import shard_inference_id
 from twolane.settings import BatchSettings
 
 log = logging.getLogger(__name__)
+# At most this many shards per job (a tiny shard size would otherwise make thousands of
+# invocations and a record that lists them all): shards grow instead.
+MAX_SHARDS = 100
 
 
 class JobRejected(Exception):
@@ -60,8 +63,8 @@ class JobService:
         where a drop-folder job's results go (see twolane.dropfolder.delivery).
 
         A classify job of more than `batch.shard_size` items (`body["items"]`) is split into
-        shards of that size, each its own input object and inference; the job completes when
-        all have (see twolane.jobs.store).
+        shards of that size (larger when that would make over MAX_SHARDS), each its own input
+        object and inference; the job completes when all have (see twolane.jobs.store).
         """
         reason = self.invoker.unavailable_reason(kind)
         if reason and not defer:
@@ -76,6 +79,8 @@ class JobService:
                            delivery=delivery)
         body_items = body.get("items")
         size = self.batch.shard_size
+        if isinstance(body_items, list):
+            size = max(size, -(-len(body_items) // MAX_SHARDS))
         if kind == "classify" and isinstance(body_items, list) and len(body_items) > size:
             bounds = [(start, min(start + size, len(body_items)))
                       for start in range(0, len(body_items), size)]

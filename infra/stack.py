@@ -181,6 +181,12 @@ class TwolaneStack(Stack):
             actions=["s3:GetObject", "s3:PutObject"], resources=[storage.object_arn(JOBS)]))
         notes.function.add_to_role_policy(iam.PolicyStatement(
             actions=["s3:PutObject"], resources=[storage.object_arn(OUTBOX), storage.object_arn(FAILED)]))
+        # Delivering then hands the job out (twolane.dropfolder.delivery): read the results
+        # (each shard's), then delete them and any error body, as a GET would.
+        notes.function.add_to_role_policy(iam.PolicyStatement(
+            actions=["s3:GetObject", "s3:DeleteObject"], resources=[storage.object_arn(BATCH_OUTPUT)]))
+        notes.function.add_to_role_policy(iam.PolicyStatement(
+            actions=["s3:DeleteObject"], resources=[storage.object_arn(BATCH_FAILURES)]))
         logical = logical_id(storage.bucket)
         for p in (BATCH_INPUT, JOBS):
             acknowledge(drop, f"AwsSolutions-IAM5[Resource::<{logical}.Arn>/{p}*]",
@@ -188,6 +194,9 @@ class TwolaneStack(Stack):
         for p in (OUTBOX, FAILED):
             acknowledge(notes, f"AwsSolutions-IAM5[Resource::<{logical}.Arn>/{p}*]",
                         f"Batch-inbox results and reports go under {p} with the dropped file's name.")
+        acknowledge(notes, f"AwsSolutions-IAM5[Resource::<{logical}.Arn>/{BATCH_OUTPUT}*]",
+                    f"Batch-inbox results are read and deleted under {BATCH_OUTPUT}, named by "
+                    "SageMaker per invocation.")
 
     def _acknowledge_cdk_internals(self) -> None:
         """Findings on resources the CDK itself adds (not our code)."""

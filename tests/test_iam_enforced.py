@@ -267,9 +267,12 @@ def test_notifications_complete_and_fail_jobs_with_their_role_only(
     s3.delete_object(Bucket=BUCKET, Key=fail.removeprefix(f"s3://{BUCKET}/"))
 
 
-def test_notifications_complete_shards_with_their_role_only(
+def test_notifications_deliver_a_sharded_drop_folder_job_with_their_role_only(
         aws: Aws, as_lambda: Callable) -> None:
-    from twolane.jobs.store import JobRecord, S3JobStore, Shard, now_iso
+    """A batch-inbox file's job in two shards: each shard's notification marks it (its input
+    deleted); the last one has the notifications role write outbox/batch/ from both shards'
+    results and hand the job out (results deleted)."""
+    from twolane.jobs.store import Delivery, JobRecord, S3JobStore, Shard, now_iso
 
     store = S3JobStore(aws.client("s3"), BUCKET)  # admin keys: the API's part, not under test
     job = uuid.uuid4().hex
@@ -278,10 +281,19 @@ def test_notifications_complete_shards_with_their_role_only(
                     output_location=f"s3://{BUCKET}/batch/output/{job}-{n}.out",
                     failure_location=f"s3://{BUCKET}/batch/failures/{job}-{n}-error.out")
               for n in range(2)]
+    delivery = Delivery(bucket=BUCKET, source_key="inbox/batch/ward 9.jsonl",
+                        result_key="outbox/batch/ward 9.jsonl",
+                        report_key="failed/batch/ward 9.jsonl.error.json", family="jsonl")
     store.create_sharded(JobRecord(job_id=job, target="ms", items=2,
                                    input_location=store.input_location(job), shards=shards,
-                                   created_at=now_iso(), updated_at=now_iso()),
+                                   delivery=delivery, created_at=now_iso(), updated_at=now_iso()),
                          [json.dumps({"items": [i]}).encode() for i in ITEMS])
+    s3 = aws.client("s3")
+    for item, sh in zip(ITEMS, shards, strict=True):  # what SageMaker writes
+        s3.put_object(Bucket=BUCKET, Key=(sh.output_location or "").removeprefix(f"s3://{BUCKET}/"),
+                      Body=json.dumps({"model_version": "v1", "target": "ms", "results": [
+                          {"comment_id": item["comment_id"], "labels": ["Staff"],
+                           "sentiment": {"score": 1, "label": "very positive"}}]}).encode())
     notes = as_lambda("notifications")
     for sh in shards:
         done = notes.handler(sns_event({
@@ -289,10 +301,11 @@ def test_notifications_complete_shards_with_their_role_only(
             "requestParameters": {"inputLocation": sh.input_location},
             "responseParameters": {"outputLocation": sh.output_location}}), LambdaContext())
         assert done == {"processed": 1, "skipped": 0}, aws.recorder.denied()
-    record = json.loads(aws.client("s3").get_object(Bucket=BUCKET, Key=f"jobs/{job}.json")[
-        "Body"].read())
-    assert record["status"] == "succeeded"
-    assert not objects(aws, f"batch/input/{job}")  # each shard's text went with its results
+    record = json.loads(s3.get_object(Bucket=BUCKET, Key=f"jobs/{job}.json")["Body"].read())
+    assert record["status"] == "collected", aws.recorder.denied()
+    rows = s3.get_object(Bucket=BUCKET, Key=delivery.result_key)["Body"].read().decode()
+    assert [json.loads(r)["comment_id"] for r in rows.splitlines()] == ["c1", "c2"]
+    assert not [k for k in objects(aws, "batch/") if job in k]  # inputs and results deleted
 
 
 # --- the drop folder ---------------------------------------------------------------------------

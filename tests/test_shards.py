@@ -271,3 +271,23 @@ def test_shards_grow_rather_than_outnumber_the_cap(store: S3JobStore, tmp_path: 
     inv = RecordingInvoker(store.bucket)
     rec = service(store, inv, 1, tmp_path).submit("classify", "ms", 7, {"items": ITEMS, "target": "ms"})
     assert [(s.start, s.end) for s in rec.shards] == [(0, 4), (4, 7)]
+
+
+def test_twolane_up_takes_the_number_of_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import local_stack.stack
+    from local_stack.cli import app
+    from twolane.settings import get_settings
+
+    seen: list[int] = []
+    monkeypatch.setattr(local_stack.stack, "up",
+                        lambda **kw: seen.append(get_settings().batch_workers))
+    monkeypatch.delenv("TWOLANE_BATCH_WORKERS", raising=False)
+    try:
+        assert CliRunner().invoke(app, ["up", "--workers", "3"]).exit_code == 0
+        assert CliRunner().invoke(app, ["up", "--workers", "0"]).exit_code != 0
+    finally:
+        monkeypatch.delenv("TWOLANE_BATCH_WORKERS", raising=False)
+        get_settings.cache_clear()
+    assert seen == [3]

@@ -12,6 +12,12 @@ Layout of the asset (= /var/task in the Lambda):
     twolane/, functions/, numpy/, onnxruntime/, boto3/, ...   code and dependencies (cp312 wheels)
     bundle/                                                  the instant bundle (TWOLANE_INSTANT_BUNDLE)
     .twolane-asset.json                                      what was built, for whom, how big
+    **/__pycache__/*.cpython-312.pyc                         bytecode, compiled at build time
+
+Bytecode ships in the asset: /var/task is read-only, so without it every cold start compiles
+each module it imports from source and can never keep the result. The .pyc files are
+compiled by a Python 3.12 (the runtime's version) with unchecked-hash invalidation (valid
+whatever the files' timestamps after unzipping); bench/cold_start.py measures the difference.
 
 The three Python Lambdas (API, drop folder, job notifications) share this one asset.
 
@@ -26,8 +32,10 @@ versions the tests ran. Shipping only part of it (as before) let our urllib3/jme
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -44,7 +52,7 @@ MARKER = ".twolane-asset.json"
 BUNDLE_DIR = "bundle"
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
 TARGET_BYTES = 100 * 1024 * 1024
-BUILDER_VERSION = "2"  # bump when the asset's layout or pruning changes (part of the asset hash)
+BUILDER_VERSION = "3"  # bump when the asset's layout or pruning changes (part of the asset hash)
 # The AWS SDK and everything it pulls in: shipped together or not at all (see the docstring).
 SDK_SET = ("boto3", "botocore", "s3transfer", "urllib3", "jmespath", "dateutil",
            "python_dateutil", "six")
@@ -57,13 +65,14 @@ PRUNE_GLOBS = (
     "numpy/_core/include", "**/*.pyi", "bin",
 )
 CODE_PACKAGES = ("twolane", "functions")
-PACKAGE_DATA = ("twolane/api/page",)  # non-Python files the runtime serves (the web page at /)
+PAGE_DATA = REPO_ROOT / "twolane" / "api" / "page"  # static files the app serves
 PLATFORMS = {
     "x86_64": ["manylinux2014_x86_64", "manylinux_2_28_x86_64", "manylinux_2_34_x86_64"],
     "arm64": ["manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64"],
 }
 REQUIRED_IN_ASSET = ("functions/api/handler.py", "functions/dropfolder/handler.py",
-                     "functions/notifications/handler.py", "twolane/__init__.py")
+                     "functions/notifications/handler.py", "twolane/__init__.py",
+                     "twolane/api/page/index.html")
 
 
 def dir_size(path: Path) -> int:
@@ -77,15 +86,16 @@ def requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
 
 
 def code_files() -> list[Path]:
-    """The source files copied into the asset (twolane/ and the handlers, no CDK constructs),
-    and the package data the runtime serves (the web page's files)."""
+    """The files copied into the asset: twolane/ and the handlers (no CDK constructs), plus
+    the package data the app serves (the web page under twolane/api/page/: the app mounts
+    that folder at import, so an asset without it cannot start)."""
     files = []
     for pkg in CODE_PACKAGES:
         for f in sorted((REPO_ROOT / pkg).rglob("*.py")):
             if f.name != "construct.py" and "__pycache__" not in f.parts:
                 files.append(f)
-    for folder in PACKAGE_DATA:
-        files.extend(sorted(f for f in (REPO_ROOT / folder).rglob("*") if f.is_file()))
+    files += sorted(f for f in PAGE_DATA.rglob("*") if f.is_file() and f.suffix != ".pyc"
+                    and "__pycache__" not in f.parts and f.suffix != ".py")
     return files
 
 
@@ -159,6 +169,35 @@ def prune(out: Path, keep_sdk: bool = True) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+def python312() -> str | None:
+    """A working Python 3.12 interpreter's path (this one, or python3.12 on PATH), else None."""
+    if sys.version_info[:2] == (3, 12):
+        return sys.executable
+    candidates = [shutil.which("python3.12"),
+                  *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12")))]
+    for found in filter(None, candidates):
+        p = subprocess.run([found, "-c", "import sys; print(sys.version_info[:2] == (3, 12), "
+                            "sys.executable)"], capture_output=True, text=True, check=False)
+        ok, _, path = p.stdout.strip().partition(" ")
+        if p.returncode == 0 and ok == "True":
+            return path
+    return None
+
+
+def precompile(out: Path) -> str:
+    """Compile every module in `out` to Python 3.12 bytecode (see the module docstring).
+    Returns what was done; without a python3.12 on PATH the asset ships sources only (it
+    works, its cold start is slower) and the answer says so."""
+    py = python312()
+    if py is None:
+        return "none: no python3.12 to compile with (sources only; slower cold start)"
+    p = subprocess.run([py, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode",
+                        "unchecked-hash", str(out)], capture_output=True, text=True, check=False)
+    # A few third-party files are not meant to compile (templates, Python 2 leftovers);
+    # compileall then exits 1 having compiled the rest.
+    return "cpython-312 unchecked-hash" + ("" if p.returncode == 0 else " (some files skipped)")
+
+
 def copy_bundle(out: Path, bundle_dir: Path) -> str:
     from twolane.bundle import BundleError, read_manifest
 
@@ -189,13 +228,14 @@ def build_full(out: Path, architecture: str, bundle: str | Path | None,
         shutil.copytree(staging, out, dirs_exist_ok=True)
     copy_code(out)
     prune(out, keep_sdk)
+    bytecode = precompile(out)
     version = copy_bundle(out, bundle_dir) if bundle_dir is not None else None
     missing = [p for p in REQUIRED_IN_ASSET if not (out / p).is_file()]
     if missing:
         raise ConfigError(f"the Lambda asset in {out} lacks {', '.join(missing)}")
     return {"kind": "full", "architecture": architecture, "python": "3.12",
             "platforms": PLATFORMS[architecture], "bundle_version": version,
-            "sdk_included": keep_sdk}
+            "sdk_included": keep_sdk, "bytecode": bytecode}
 
 
 def build_code_only(out: Path) -> dict:

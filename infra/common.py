@@ -59,9 +59,11 @@ def python_function(scope: Construct, id: str, *, shared: Shared, code: lambda_.
                     handler: str, description: str, memory_mb: int, timeout_s: int,
                     environment: Mapping[str, str] | None = None,
                     reserved_concurrency: int | None = None,
-                    arch: lambda_.Architecture | None = None) -> lambda_.Function:
+                    arch: lambda_.Architecture | None = None,
+                    snap_start: bool = False) -> lambda_.Function:
     """A Python 3.12 Lambda with its own role (no managed policies), its own log group with a
-    retention period (no LogRetention custom resource) and JSON logs."""
+    retention period (no LogRetention custom resource) and JSON logs. `snap_start`: SnapStart
+    on published versions (call a version or alias to use it)."""
     log_group = logs.LogGroup(
         scope, f"{id}Logs",
         retention=retention(shared.cfg.monitoring.log_retention_days),
@@ -85,6 +87,7 @@ def python_function(scope: Construct, id: str, *, shared: Shared, code: lambda_.
         role=role,
         log_group=log_group,
         logging_format=lambda_.LoggingFormat.JSON,
+        snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if snap_start else None,
     )
     acknowledge(fn, "AwsSolutions-L1",
                 "Pinned to Python 3.12 on purpose: the dependency wheels in the asset are built "

@@ -66,6 +66,11 @@ class InstantConfig(_Strict):
     auth_cache_ttl_s: StrictInt = Field(300, ge=0, le=3600)
     bundle: str = Field("bundles", description="instant bundle folder, or bundles root (the "
                         "newest is shipped), repo-relative unless absolute")
+    snapstart: StrictBool = Field(
+        False, description="Lambda SnapStart on the API function: a snapshot taken after the "
+        "model is loaded is restored instead of a cold start; API Gateway then calls a "
+        "published version (alias 'live'). Costs money while idle (snapshot cache and each "
+        "restore are billed), so off by default (docs/deploy.md)")
 
 
 GPU_FAMILY = re.compile(r"^ml\.(g|p)\d")  # NVIDIA GPU instance families (g4dn, g5, p4d...)
@@ -109,6 +114,10 @@ class BatchConfig(_Strict):
     model_download_timeout_s: StrictInt = Field(
         600, ge=60, le=3600, description="ModelDataDownloadTimeoutInSeconds")
     backlog_age_alarm_s: StrictInt = Field(1800, ge=60)
+    shard_size: StrictInt = Field(
+        5000, ge=1, le=50_000, description="comments per async invocation: a bigger job is "
+        "split into shards invoked separately, so backlog scaling spreads it over instances "
+        "(the API's TWOLANE_BATCH_SHARD_SIZE)")
 
     @field_validator("instance_type")
     @classmethod

@@ -88,6 +88,7 @@ class TwolaneStack(Stack):
             "TWOLANE_BATCH_ENDPOINT": endpoint_name,
             "TWOLANE_BATCH_MAX_CONCURRENCY": str(cfg.batch.max_concurrent_invocations_per_instance),
             "TWOLANE_BATCH_INVOCATION_TIMEOUT_S": str(cfg.batch.invocation_timeout_s),
+            "TWOLANE_BATCH_SHARD_SIZE": str(cfg.batch.shard_size),
             "TWOLANE_SUMMARIES_ENABLED": "1" if cfg.summaries.enabled else "0",
             "POWERTOOLS_METRICS_NAMESPACE": "twolane",
         }
@@ -180,7 +181,8 @@ class TwolaneStack(Stack):
             actions=["s3:GetObject", "s3:PutObject"], resources=[storage.object_arn(JOBS)]))
         notes.function.add_to_role_policy(iam.PolicyStatement(
             actions=["s3:PutObject"], resources=[storage.object_arn(OUTBOX), storage.object_arn(FAILED)]))
-        # delivering a job's results reads them, then collects the job (deleting what it read)
+        # Delivering then hands the job out (twolane.dropfolder.delivery): read the results
+        # (each shard's), then delete them and any error body, as a GET would.
         notes.function.add_to_role_policy(iam.PolicyStatement(
             actions=["s3:GetObject", "s3:DeleteObject"], resources=[storage.object_arn(BATCH_OUTPUT)]))
         notes.function.add_to_role_policy(iam.PolicyStatement(
@@ -193,7 +195,8 @@ class TwolaneStack(Stack):
             acknowledge(notes, f"AwsSolutions-IAM5[Resource::<{logical}.Arn>/{p}*]",
                         f"Batch-inbox results and reports go under {p} with the dropped file's name.")
         acknowledge(notes, f"AwsSolutions-IAM5[Resource::<{logical}.Arn>/{BATCH_OUTPUT}*]",
-                    "A finished batch-inbox job's results are read and deleted, named by SageMaker.")
+                    f"Batch-inbox results are read and deleted under {BATCH_OUTPUT}, named by "
+                    "SageMaker per invocation.")
 
     def _acknowledge_cdk_internals(self) -> None:
         """Findings on resources the CDK itself adds (not our code)."""

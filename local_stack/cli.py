@@ -52,10 +52,19 @@ def build_batch(
 def up(
     port: int = typer.Option(8000, help="Port of the API."),
     no_batch: bool = typer.Option(False, "--no-batch", help="Do not build or start the batch lane."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Batch-lane model containers the local runner may run at "
+        "once, one per waiting shard (TWOLANE_BATCH_WORKERS; default 1)."),
 ) -> None:
     """Run everything locally: build default models if missing, start API, drop folder, batch lane."""
-    from local_stack.stack import up as run_up
+    import os
 
+    from local_stack.stack import up as run_up
+    from twolane.settings import get_settings
+
+    if workers is not None:
+        os.environ["TWOLANE_BATCH_WORKERS"] = str(workers)
+        get_settings.cache_clear()
     run_up(port=port, batch=not no_batch)
 
 

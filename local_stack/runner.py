@@ -7,7 +7,12 @@ What SageMaker does for an async endpoint, and how this runner does the same loc
 * instance: `python sagemaker/serve.py` as a subprocess on a free 127.0.0.1 port, the same file
   the image runs. It starts when the backlog is non-empty (we wait for GET /ping = 200) and is
   stopped after `idle_seconds` with nothing queued or in flight: scale to zero.
-* concurrency: at most `max_concurrency` invocations at once (MaxConcurrentInvocationsPerInstance).
+* concurrency: at most `max_concurrency` invocations at once per instance
+  (MaxConcurrentInvocationsPerInstance).
+* scale out: up to `workers` instances (TWOLANE_BATCH_WORKERS), each its own serve.py process on
+  its own port. An invocation goes to an idle instance; when there is none and fewer than
+  `workers` run, one more is started (SageMaker's backlog-per-instance scaling, simplified), so
+  a job split into shards is labelled by several instances at once.
 * results: the input object is read from S3 and POSTed to /invocations; a 200 body is written to
   the output location, anything else to the failure location.
 * notifications: SageMaker-shaped messages are published to the success / error SNS topics;
@@ -214,6 +219,7 @@ class AsyncRunner:
         max_concurrency: int | None = None,
         max_attempts: int | None = None,
         poll_wait_s: int = 1,
+        workers: int | None = None,
     ):
         from twolane.aws import client
 
@@ -229,18 +235,23 @@ class AsyncRunner:
         self.idle_seconds = idle_seconds if idle_seconds is not None else settings.batch_idle_seconds
         self.max_concurrency = max_concurrency or settings.batch_max_concurrency
         self.max_attempts = max_attempts or settings.batch_max_attempts
+        self.workers = workers or settings.batch_workers
         self.timeout_s = settings.batch_invocation_timeout_s
         self.poll_wait_s = poll_wait_s
         self.log_path = Path(settings.state_dir) / "logs" / "batch-container.log"
         self.stats = RunnerStats()
 
-        self.container: ContainerProcess | None = None
-        self._lock = threading.Lock()  # container start/stop and the in-flight count
+        self.containers: list[ContainerProcess] = []  # running instances (at most `workers`)
+        self._load: dict[int, int] = {}  # container pid -> invocations it is serving
+        self._starting = 0  # instances being started (counted against `workers`)
+        self._lock = threading.Lock()  # the container list, loads and the in-flight count
+        self._started = threading.Condition(self._lock)
         self._in_flight = 0
         self._last_activity = time.monotonic()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="invocation")
+        self._pool = ThreadPoolExecutor(self.max_concurrency * self.workers,
+                                        thread_name_prefix="invocation")
 
     # --- wiring: queues and topics (idempotent, like `cdk deploy` on AWS)
 
@@ -296,47 +307,91 @@ class AsyncRunner:
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def container(self) -> ContainerProcess | None:
+        """The first running instance (None when scaled to zero)."""
+        with self._lock:
+            alive = [c for c in self.containers if c.alive()]
+        return alive[0] if alive else None
+
     def container_pid(self) -> int | None:
         c = self.container
-        return c.pid if c is not None and c.alive() else None
+        return c.pid if c is not None else None
 
-    # --- the container: start on demand, stop when idle
-
-    def _ensure_container(self) -> ContainerProcess:
+    def container_pids(self) -> list[int]:
+        """Pids of every running instance."""
         with self._lock:
-            c = self.container
-            if c is not None and c.alive():
-                return c
-            if c is not None:
-                self._stop_container()
+            return [c.pid for c in self.containers if c.alive()]
+
+    # --- instances: start on demand (up to `workers`), stop when idle
+
+    def _acquire(self) -> ContainerProcess:
+        """An instance for one invocation, its load counted: an idle one, else a new one while
+        fewer than `workers` run, else the least loaded. Release with `_release`."""
+        with self._lock:
+            while True:
+                for c in [c for c in self.containers if not c.alive()]:
+                    self._remove(c)
+                idle = [c for c in self.containers if self._load.get(c.pid, 0) == 0]
+                if idle:
+                    return self._take(idle[0])
+                if len(self.containers) + self._starting < self.workers:
+                    self._starting += 1
+                    break
+                if self.containers:
+                    least = min(self.containers, key=lambda c: self._load.get(c.pid, 0))
+                    if self._load.get(least.pid, 0) < self.max_concurrency:
+                        return self._take(least)
+                self._started.wait(0.5)  # an instance is starting: wait for it
+        try:
             model_dir = self.model_dir()
             if model_dir is None:
                 raise ContainerDied("no batch model bundle to serve")
             t0 = time.perf_counter()
             c = ContainerProcess(model_dir, self.container_env, self.log_path)
+        finally:
+            with self._lock:
+                self._starting -= 1
+                self._started.notify_all()
+        with self._lock:
             self.stats.starts += 1
             self.stats.start_seconds.append(time.perf_counter() - t0)
-            log.info("container %d started on port %d in %.2f s", c.pid, c.port, c.ready_s)
-            self.container = c
-            return c
+            log.info("container %d started on port %d in %.2f s (%d running)", c.pid, c.port,
+                     c.ready_s, len(self.containers) + 1)
+            self.containers.append(c)
+            return self._take(c)
 
-    def _stop_container(self) -> None:  # caller holds the lock
-        if self.container is not None:
-            log.info("container %d stopping", self.container.pid)
-            self.container.stop()
-            self.container = None
+    def _take(self, c: ContainerProcess) -> ContainerProcess:  # caller holds the lock
+        self._load[c.pid] = self._load.get(c.pid, 0) + 1
+        return c
+
+    def _release(self, c: ContainerProcess) -> None:
+        with self._lock:
+            if c.pid in self._load:
+                self._load[c.pid] = max(0, self._load[c.pid] - 1)
+            self._started.notify_all()
+
+    def _remove(self, c: ContainerProcess) -> None:  # caller holds the lock
+        if c in self.containers:
+            log.info("container %d stopping", c.pid)
+            self.containers.remove(c)
+            self._load.pop(c.pid, None)
+            c.stop()
             self.stats.stops += 1
+
+    def _stop_container(self) -> None:  # caller holds the lock: stop every instance
+        for c in list(self.containers):
+            self._remove(c)
 
     def _container_failed(self, c: ContainerProcess) -> None:
         with self._lock:
-            if self.container is c:
-                self._stop_container()
+            self._remove(c)
 
     def _idle_loop(self) -> None:
         while not self._stop.wait(0.2):
             with self._lock:
                 idle = time.monotonic() - self._last_activity
-                if self.container is not None and self._in_flight == 0 and idle >= self.idle_seconds:
+                if self.containers and self._in_flight == 0 and idle >= self.idle_seconds:
                     log.info("idle for %.1f s: scaling to zero", idle)
                     self._stop_container()
 
@@ -344,7 +399,7 @@ class AsyncRunner:
 
     def _dispatch_loop(self) -> None:
         while not self._stop.is_set():
-            free = self.max_concurrency - self._in_flight
+            free = self.max_concurrency * self.workers - self._in_flight
             if free <= 0:
                 time.sleep(0.05)
                 continue
@@ -390,8 +445,12 @@ class AsyncRunner:
         for attempt in range(1, self.max_attempts + 1):
             c: ContainerProcess | None = None
             try:
-                c = self._ensure_container()
-                status, body = c.request("POST", "/invocations", payload, timeout=self.timeout_s)
+                c = self._acquire()
+                try:
+                    status, body = c.request("POST", "/invocations", payload,
+                                             timeout=self.timeout_s)
+                finally:
+                    self._release(c)
             except TimeoutError:
                 reason = f"invocation timed out after {self.timeout_s:.0f} s"
                 if c is not None:

@@ -12,6 +12,9 @@ Environment (SageMaker's names where it has one):
     TWOLANE_INSTANT_BUNDLE           instant bundle when there is no instant/ in SM_MODEL_DIR
     SAGEMAKER_BIND_TO_PORT           port (default 8080); host 0.0.0.0 (TWOLANE_SERVE_HOST)
     SAGEMAKER_MODEL_SERVER_WORKERS   invocations served at once (default 2); more wait
+    SAGEMAKER_MODEL_SERVER_TIMEOUT   seconds one invocation may compute (default: no limit);
+                                     past it the answer is 504 with a short reason (the work
+                                     finishes in the background, still holding its slot)
     TWOLANE_ONNX_PROVIDERS           e.g. "CPUExecutionProvider" (default: CUDA when present)
     TWOLANE_ORT_PRELOAD_DLLS=1       load CUDA/cuDNN from the nvidia-* pip wheels (GPU image)
     TWOLANE_GENERATION_MODEL         causal LM (path) for "target": "summary"; default
@@ -187,6 +190,50 @@ def predict_fn(req: Any, model: Model) -> dict[str, Any]:
             "items_used": used, "summary": summary}
 
 
+class InvocationTimeout(Exception):
+    """predict_fn ran past SAGEMAKER_MODEL_SERVER_TIMEOUT."""
+
+
+def predict_within(req: Any, model: Model, slots: threading.BoundedSemaphore,
+                   timeout_s: float | None) -> dict[str, Any]:
+    """predict_fn in a slot, raising InvocationTimeout after `timeout_s` (None: no limit).
+    Python cannot stop the computation, so on a timeout it runs on in its thread and keeps its
+    slot until done: the server never computes more than its workers at once."""
+    if not timeout_s:
+        with slots:
+            return predict_fn(req, model)
+    slots.acquire()
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            box["out"] = predict_fn(req, model)
+        except BaseException as exc:  # handed to the request's thread
+            box["exc"] = exc
+        finally:
+            slots.release()
+            done.set()
+
+    threading.Thread(target=work, name="invocation", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise InvocationTimeout
+    if "exc" in box:
+        raise box["exc"]
+    return box["out"]
+
+
+def server_timeout_s() -> float | None:
+    """SAGEMAKER_MODEL_SERVER_TIMEOUT in seconds; None when unset, empty or 0."""
+    raw = os.environ.get("SAGEMAKER_MODEL_SERVER_TIMEOUT", "").strip()
+    try:
+        value = float(raw) if raw else 0.0
+    except ValueError:
+        log.warning("SAGEMAKER_MODEL_SERVER_TIMEOUT is not a number; no timeout")
+        return None
+    return value if value > 0 else None
+
+
 def output_fn(prediction: dict[str, Any], accept: str | None = "application/json") -> bytes:
     return json.dumps(prediction, separators=(",", ":")).encode("utf-8")
 
@@ -199,6 +246,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     model: Model | None = None
     slots: threading.BoundedSemaphore
+    timeout_s: float | None = None
 
     def log_message(self, fmt: str, *args: Any) -> None:  # one line per request, to stderr
         log.info("%s %s", self.address_string(), fmt % args)
@@ -239,11 +287,14 @@ class Handler(BaseHTTPRequestHandler):
             return
         try:
             req = input_fn(body, self.headers.get("Content-Type"))
-            with self.slots:
-                out = predict_fn(req, self.model)
+            out = predict_within(req, self.model, self.slots, self.timeout_s)
             self._send(200, output_fn(out, self.headers.get("Accept")))
         except BadRequest as exc:
             self._error(exc.status, exc.reason)
+        except InvocationTimeout:
+            log.error("invocation ran past the %.0f s model server timeout", self.timeout_s or 0)
+            self._error(504, f"the model did not finish within the model server's timeout "
+                             f"({self.timeout_s:g} s); send fewer comments per request")
         except Exception as exc:  # a real fault: keep serving; the message may hold input text
             import traceback
 
@@ -273,6 +324,7 @@ def main() -> None:
     workers = max(1, int(os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS", "2") or 2))
 
     Handler.slots = threading.BoundedSemaphore(workers)
+    Handler.timeout_s = server_timeout_s()
     Handler.model = model_fn(model_dir)
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True

@@ -198,3 +198,24 @@ def test_model_tar_gz_layout_and_serving_from_it(batch_bundle: Path, tmp_path: P
                                                   model), "application/json"))
     assert out["model_version"] == manifest.version and out["target"] == "ms"
     assert [r["comment_id"] for r in out["results"]] == ["a", "b", "c"]
+
+
+def test_model_server_timeout_answers_504_with_a_reason(batch_bundle: Path, tmp_path: Path) -> None:
+    """SAGEMAKER_MODEL_SERVER_TIMEOUT (set by infra to batch.invocation_timeout_s): an
+    invocation computing longer is answered 504 with a short reason; the server goes on."""
+    s = Served(batch_bundle, tmp_path / "serve.log", SAGEMAKER_MODEL_SERVER_TIMEOUT="0.3",
+               TWOLANE_SERVE_DELAY_S="1.0")
+    try:
+        status, body = s.invoke({"items": ITEMS[:1], "target": "m"})
+        assert status == 504
+        assert "timeout (0.3 s)" in body["error"] and "doctor" not in json.dumps(body)
+        assert s.call("GET", "/ping")[0] == 200
+    finally:
+        s.stop()
+    s = Served(batch_bundle, tmp_path / "serve2.log", SAGEMAKER_MODEL_SERVER_TIMEOUT="30",
+               TWOLANE_SERVE_DELAY_S="0.2")
+    try:  # under the limit: answered as ever
+        status, body = s.invoke({"items": ITEMS, "target": "ms"})
+        assert status == 200 and [r["comment_id"] for r in body["results"]] == ["a", "b", "c"]
+    finally:
+        s.stop()

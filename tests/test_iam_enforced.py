@@ -195,6 +195,35 @@ def test_api_failed_job_with_the_api_role_only(aws: Aws, as_lambda: Callable) ->
     assert objects(aws, "batch/") == set()
 
 
+def test_api_sharded_job_with_the_api_role_only(aws: Aws, as_lambda: Callable,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job split into shards (shard size 1 here): the API role writes each shard's input
+    under batch/input/<job>/, finds each output, deletes every object on collection."""
+    template_env = environment
+    monkeypatch.setattr(sys.modules[__name__], "environment", lambda *a: {
+        **template_env(*a), "TWOLANE_BATCH_SHARD_SIZE": "1"})
+    api = as_lambda("api")
+    status, accepted = call_api(api, "POST", "/v1/jobs", {"items": ITEMS, "target": "ms"})
+    assert status == 202, (accepted, aws.recorder.denied())
+    job = accepted["job_id"]
+    assert [i["input"] for i in aws.recorder.invocations[-2:]] == [
+        f"s3://{BUCKET}/batch/input/{job}/{n}.json" for n in range(2)]
+    record = json.loads(aws.client("s3").get_object(Bucket=BUCKET, Key=f"jobs/{job}.json")[
+        "Body"].read())
+    for item, shard in zip(ITEMS, record["shards"], strict=True):
+        out_key = shard["output_location"].removeprefix(f"s3://{BUCKET}/")
+        assert out_key.startswith("batch/output/")
+        results = {"model_version": "v1", "target": "ms", "results": [
+            {"comment_id": item["comment_id"], "labels": ["Staff"],
+             "sentiment": {"score": 1, "label": "very positive"}}]}
+        aws.client("s3").put_object(Bucket=BUCKET, Key=out_key, Body=json.dumps(results).encode())
+    status, body = call_api(api, "GET", f"/v1/jobs/{job}")
+    assert status == 200, (body, aws.recorder.denied())
+    assert [r["comment_id"] for r in body["results"]] == ["c1", "c2"]
+    assert call_api(api, "GET", f"/v1/jobs/{job}")[0] == 410
+    assert objects(aws, "batch/") == set()
+
+
 # --- job notifications (SageMaker's SNS topics) ----------------------------------------------------
 
 
@@ -236,6 +265,47 @@ def test_notifications_complete_and_fail_jobs_with_their_role_only(
     assert "out of memory" in records[bad]["error"]
     assert not objects(aws, "batch/input/")  # the text goes once predictions (or errors) exist
     s3.delete_object(Bucket=BUCKET, Key=fail.removeprefix(f"s3://{BUCKET}/"))
+
+
+def test_notifications_deliver_a_sharded_drop_folder_job_with_their_role_only(
+        aws: Aws, as_lambda: Callable) -> None:
+    """A batch-inbox file's job in two shards: each shard's notification marks it (its input
+    deleted); the last one has the notifications role write outbox/batch/ from both shards'
+    results and hand the job out (results deleted)."""
+    from twolane.jobs.store import Delivery, JobRecord, S3JobStore, Shard, now_iso
+
+    store = S3JobStore(aws.client("s3"), BUCKET)  # admin keys: the API's part, not under test
+    job = uuid.uuid4().hex
+    shards = [Shard(index=n, start=n, end=n + 1, inference_id=f"{job}-{n}",
+                    input_location=store.shard_input_location(job, n),
+                    output_location=f"s3://{BUCKET}/batch/output/{job}-{n}.out",
+                    failure_location=f"s3://{BUCKET}/batch/failures/{job}-{n}-error.out")
+              for n in range(2)]
+    delivery = Delivery(bucket=BUCKET, source_key="inbox/batch/ward 9.jsonl",
+                        result_key="outbox/batch/ward 9.jsonl",
+                        report_key="failed/batch/ward 9.jsonl.error.json", family="jsonl")
+    store.create_sharded(JobRecord(job_id=job, target="ms", items=2,
+                                   input_location=store.input_location(job), shards=shards,
+                                   delivery=delivery, created_at=now_iso(), updated_at=now_iso()),
+                         [json.dumps({"items": [i]}).encode() for i in ITEMS])
+    s3 = aws.client("s3")
+    for item, sh in zip(ITEMS, shards, strict=True):  # what SageMaker writes
+        s3.put_object(Bucket=BUCKET, Key=(sh.output_location or "").removeprefix(f"s3://{BUCKET}/"),
+                      Body=json.dumps({"model_version": "v1", "target": "ms", "results": [
+                          {"comment_id": item["comment_id"], "labels": ["Staff"],
+                           "sentiment": {"score": 1, "label": "very positive"}}]}).encode())
+    notes = as_lambda("notifications")
+    for sh in shards:
+        done = notes.handler(sns_event({
+            "invocationStatus": "Completed", "inferenceId": sh.inference_id,
+            "requestParameters": {"inputLocation": sh.input_location},
+            "responseParameters": {"outputLocation": sh.output_location}}), LambdaContext())
+        assert done == {"processed": 1, "skipped": 0}, aws.recorder.denied()
+    record = json.loads(s3.get_object(Bucket=BUCKET, Key=f"jobs/{job}.json")["Body"].read())
+    assert record["status"] == "collected", aws.recorder.denied()
+    rows = s3.get_object(Bucket=BUCKET, Key=delivery.result_key)["Body"].read().decode()
+    assert [json.loads(r)["comment_id"] for r in rows.splitlines()] == ["c1", "c2"]
+    assert not [k for k in objects(aws, "batch/") if job in k]  # inputs and results deleted
 
 
 # --- the drop folder ---------------------------------------------------------------------------

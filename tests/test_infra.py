@@ -205,6 +205,9 @@ def test_lifecycle_expires_inputs_and_uncollected_results(dev):
                 "batch/output/": st.job_result_expiry_days,
                 "batch/failures/": st.job_result_expiry_days, "jobs/": st.job_record_expiry_days}
     assert {p: r["ExpirationInDays"] for p, r in rules.items()} == expected
+    from twolane.layout import batch_shard_input_key
+
+    assert batch_shard_input_key("j", 3).startswith("batch/input/")  # shard inputs expire too
     assert all(r["Status"] == "Enabled" for r in rules.values())
 
 
@@ -262,6 +265,7 @@ def test_lambdas_run_python_312_with_the_bundle_in_the_asset(dev):
     # the name twolane.settings reads (batch_invocation_timeout_s), as the invoker sends it
     assert env["TWOLANE_BATCH_INVOCATION_TIMEOUT_S"] == str(cfg.batch.invocation_timeout_s)
     assert env["TWOLANE_SUMMARIES_ENABLED"] == "0"  # no LLM endpoint: /v1/summaries says so
+    assert env["TWOLANE_BATCH_SHARD_SIZE"] == str(cfg.batch.shard_size)  # jobs split into shards
     for lg in resources(tpl, "AWS::Logs::LogGroup").values():
         assert lg["Properties"]["RetentionInDays"] == cfg.monitoring.log_retention_days
 

@@ -115,7 +115,7 @@ def test_an_unchanged_asset_is_not_built_twice(bundled):
 
 
 def test_the_bundled_api_answers_under_python_312(bundled):
-    _, _, _, asset, _ = bundled
+    _, _, _, asset, built = bundled
     py = python312()
     if py is None:
         pytest.skip("no Python 3.12 interpreter on this machine to import the cp312 asset")
@@ -145,6 +145,10 @@ def test_the_bundled_api_answers_under_python_312(bundled):
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert out["status"] == 200
     assert out["body"]["results"][0]["comment_id"] == "1"
+    assert (asset / "twolane" / "api" / "page" / "vendor" / "papaparse.min.js").is_file()
+    # bytecode for the runtime's Python ships in the asset (/var/task is read-only)
+    assert (asset / "twolane" / "api" / "__pycache__" / "app.cpython-312.pyc").is_file()
+    assert built["bytecode"] == "cpython-312 unchecked-hash"
 
 
 def test_model_artifact_is_packed_from_the_batch_bundle_byte_for_byte_repeatably(

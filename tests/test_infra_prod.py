@@ -56,3 +56,29 @@ def test_asset_image_is_staged_and_pullable_by_the_endpoint_only(prod):
              for st in r["Properties"]["PolicyDocument"]["Statement"]
              if "ecr:BatchGetImage" in st["Action"]]
     assert len(pulls) == 1
+
+
+def test_snapstart_is_an_option_on_the_api_function(tmp_path_factory):
+    """instant.snapstart (off by default: it bills while idle): SnapStart on published
+    versions, and API Gateway calls the alias 'live' on the current version; still clean."""
+    cfg = load_config("dev")
+    assert cfg.instant.snapstart is False
+    cfg = cfg.model_copy(update={"instant": cfg.instant.model_copy(update={"snapstart": True})})
+    result = synth_offline(tmp_path_factory.mktemp("infra-snapstart"), cfg)
+    assert result.findings == []
+    tpl = result.template
+    fns = {k: r["Properties"] for k, r in tpl["Resources"].items()
+           if r["Type"] == "AWS::Lambda::Function"}
+    api = [k for k, p in fns.items() if p.get("Handler") == "functions.api.handler.handler"]
+    assert len(api) == 1
+    assert fns[api[0]]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    assert all("SnapStart" not in p for k, p in fns.items() if k != api[0])
+    aliases = [r["Properties"] for r in tpl["Resources"].values()
+               if r["Type"] == "AWS::Lambda::Alias"]
+    assert [a["Name"] for a in aliases] == ["live"]
+    assert aliases[0]["FunctionName"] == {"Ref": api[0]}
+    alias_id = next(k for k, r in tpl["Resources"].items() if r["Type"] == "AWS::Lambda::Alias")
+    integrations = [r["Properties"] for r in tpl["Resources"].values()
+                    if r["Type"] == "AWS::ApiGatewayV2::Integration"]
+    assert integrations and all(i["IntegrationUri"] == {"Ref": alias_id} for i in integrations)
+    assert wildcard_actions(tpl) == []

@@ -4,6 +4,7 @@
     inbox/batch/  outbox/batch/  failed/batch/    the same for files labelled on the batch lane
     jobs/<id>.json                                batch job records (counts and locations, no text)
     batch/input/<id>.json                         async endpoint input (deleted once predicted)
+    batch/input/<id>/<n>.json                     the same for shard n of a job split in shards
     batch/output/<id>.out  batch/failures/<id>-error.out   async endpoint results and errors
     models/batch/<version>/model.tar.gz           batch model data for the endpoint
 
@@ -49,6 +50,16 @@ def job_record_key(job_id: str) -> str:
 
 def batch_input_key(job_id: str) -> str:
     return f"{BATCH_INPUT}{job_id}.json"
+
+
+def batch_shard_input_key(job_id: str, shard: int) -> str:
+    """Input of shard `shard` (0-based) of a job split into shards."""
+    return f"{BATCH_INPUT}{job_id}/{shard}.json"
+
+
+def shard_inference_id(job_id: str, shard: int) -> str:
+    """The InferenceId of one shard: `<job_id>-<n>` (a job of one shard uses its job id)."""
+    return f"{job_id}-{shard}"
 
 
 def batch_output_key(inference_id: str) -> str:

@@ -26,6 +26,8 @@ class ApiSettings(BaseModel):
     api_keys: frozenset[str]  # empty = no auth
     max_concurrent_requests: int  # POSTs served at once; more wait before their body is read
     docs: bool  # serve /docs, /redoc, /openapi.json (behind the key when keys are set)
+    batch_enabled: bool = True  # False: /v1/jobs and the slow API answer 503
+    summaries_enabled: bool = True  # False: /v1/summaries answers 501
 
 
 class DropFolderSettings(BaseModel):
@@ -47,6 +49,7 @@ class BatchSettings(BaseModel):
     endpoint: str  # classifier endpoint
     summary_endpoint: str  # text-generation endpoint
     invocation_timeout_s: float
+    shard_size: int = 5000  # comments per async invocation; bigger jobs are split into shards
 
 
 class Settings(BaseSettings):
@@ -70,6 +73,10 @@ class Settings(BaseSettings):
     api_keys: str = ""  # comma-separated; empty = no auth
     max_concurrent_requests: int = Field(4, ge=1)  # bounds the memory a burst of POSTs can take
     docs: bool = True  # TWOLANE_DOCS=0 turns /docs, /redoc and /openapi.json off
+    # Lanes a deployment leaves out (infra sets these from its config): TWOLANE_BATCH_ENABLED=0
+    # makes /v1/jobs and the slow API answer 503, TWOLANE_SUMMARIES_ENABLED=0 /v1/summaries 501.
+    batch_enabled: bool = True
+    summaries_enabled: bool = True
 
     # AWS (moto locally). boto3 also honours AWS_ENDPOINT_URL on its own.
     aws_endpoint_url: str | None = None
@@ -92,6 +99,10 @@ class Settings(BaseSettings):
     batch_idle_seconds: float = Field(120.0, gt=0)  # local runner: stop the container after
     batch_max_attempts: int = Field(2, ge=1)  # local runner: tries per invocation
     batch_invocation_timeout_s: float = Field(900.0, gt=0)
+    # Comments per async invocation: a bigger job is split into shards invoked separately, so
+    # the endpoint's backlog scaling spreads it over instances (and the local runner's workers).
+    batch_shard_size: int = Field(5000, ge=1)
+    batch_workers: int = Field(1, ge=1)  # local runner: containers it may run at once (scale out)
     batch_queue: str = "twolane-batch-invocations"  # local stand-in for SageMaker's queue
     batch_success_topic: str = "twolane-batch-success"
     batch_error_topic: str = "twolane-batch-error"
@@ -107,7 +118,9 @@ class Settings(BaseSettings):
     def api(self) -> ApiSettings:
         return ApiSettings(max_items=self.max_items, max_job_items=self.max_job_items,
                            max_text_chars=self.max_text_chars, api_keys=self.api_key_set,
-                           max_concurrent_requests=self.max_concurrent_requests, docs=self.docs)
+                           max_concurrent_requests=self.max_concurrent_requests, docs=self.docs,
+                           batch_enabled=self.batch_enabled,
+                           summaries_enabled=self.summaries_enabled)
 
     @property
     def dropfolder(self) -> DropFolderSettings:
@@ -118,7 +131,8 @@ class Settings(BaseSettings):
     def batch(self) -> BatchSettings:
         return BatchSettings(bucket=self.bucket, invoker=self.batch_invoker,
                              endpoint=self.batch_endpoint, summary_endpoint=self.summary_endpoint,
-                             invocation_timeout_s=self.batch_invocation_timeout_s)
+                             invocation_timeout_s=self.batch_invocation_timeout_s,
+                             shard_size=self.batch_shard_size)
 
 
 @lru_cache

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Annotations, Duration, Stack
 from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
@@ -48,7 +48,20 @@ class InstantApi(Construct):
             memory_mb=inst.lambda_memory_mb, timeout_s=inst.timeout_s,
             reserved_concurrency=inst.reserved_concurrency,
             environment={**environment, "TWOLANE_API_KEYS": ""},  # auth is at the gateway
+            snap_start=inst.snapstart,
         )
+        # What API Gateway calls: the function, or with SnapStart (instant.snapstart) the alias
+        # 'live' on its current published version, whose snapshot is taken after the import
+        # (the model loaded) and restored instead of a cold start. SnapStart applies only to
+        # published versions; a deploy that changes the code or config publishes a new one.
+        self.target: lambda_.IFunction = self.function
+        if inst.snapstart:
+            self.alias = lambda_.Alias(self, "Live", alias_name="live",
+                                       version=self.function.current_version)
+            self.target = self.alias
+            Annotations.of(self.function).acknowledge_warning(
+                "@aws-cdk/aws-lambda:snapStartRequirePublish",
+                "published: the alias 'live' points at current_version, and API Gateway calls it")
 
         # Authorizer: compares sha256(x-api-key) with the hashes in an SSM parameter that
         # operators own (created outside the stack so a deploy never resets the keys).
@@ -71,7 +84,7 @@ class InstantApi(Construct):
             results_cache_ttl=Duration.seconds(inst.auth_cache_ttl_s),
         )
 
-        integration = integrations.HttpLambdaIntegration("Api", self.function)
+        integration = integrations.HttpLambdaIntegration("Api", self.target)
         # pxtextmining's slow API (/api/StartContainerInstance, /api/GetResults/<id>): its
         # clients pass the key as ?code=, so those routes take it from the query string.
         code_authorizer = authorizers.HttpLambdaAuthorizer(
@@ -100,7 +113,7 @@ class InstantApi(Construct):
                         "calls keeps the API-key authorizer")
         self.http_api.add_routes(
             path="/api/{proxy+}", methods=[apigw.HttpMethod.ANY],
-            integration=integrations.HttpLambdaIntegration("SlowApi", self.function),
+            integration=integrations.HttpLambdaIntegration("SlowApi", self.target),
             authorizer=code_authorizer)
         self.access_logs = logs.LogGroup(self, "AccessLogs",
                                          retention=retention(cfg.monitoring.log_retention_days))

@@ -173,3 +173,20 @@ async def require_api_key_or_code(
 
 
 CodeOwnerDep = Annotated[str | None, Depends(require_api_key_or_code)]
+
+
+BATCH_DISABLED = "the batch lane is not enabled in this deployment: use the instant lane (/v1/predict)"
+SUMMARIES_DISABLED = "summaries are not enabled in this deployment (no text-generation model)"
+
+
+async def require_batch_enabled(settings: SettingsDep) -> None:
+    """503 when this deployment has no batch lane (TWOLANE_BATCH_ENABLED=0); checked before
+    the body is read."""
+    if not settings.api.batch_enabled:
+        raise RequestRejected(503, BATCH_DISABLED)
+
+
+async def require_summaries_enabled(settings: SettingsDep) -> None:
+    """501 when this deployment has no text-generation lane (TWOLANE_SUMMARIES_ENABLED=0)."""
+    if not settings.api.summaries_enabled:
+        raise RequestRejected(501, SUMMARIES_DISABLED)

@@ -32,10 +32,9 @@ def deliver(store: JobStore, record: JobRecord) -> bool:
     if d is None or record.status not in ("succeeded", "failed"):
         return False
     if record.status == "succeeded":
-        body = store.read(record.output_location or "")
-        if body is None:
+        payload = store.results_payload(record)
+        if payload is None:
             return False  # delivered (and deleted) by a repeat of this notification
-        payload = json.loads(body)
         preds = [Prediction.model_validate(r) for r in payload["results"]]
         family: Family = d.family  # type: ignore[assignment]
         out = (write_px(preds, parse_target(record.target), record.blank_rows) if d.pxtextmining

@@ -7,9 +7,10 @@ A SageMaker async notification (the SNS `Message`, a JSON string) looks like::
      "failureReason": "ClientError: Received client error (400) from model ...",   # Failed only
      "requestParameters": {"contentType": "application/json", "endpointName": "...",
                            "inputLocation": "s3://bucket/batch/input/<job_id>.json"},
+                           # a shard of a sharded job: batch/input/<job_id>/<n>.json
      "responseParameters": {"contentType": "application/json",
                             "outputLocation": "s3://..." | "failureLocation": "s3://..."},
-     "inferenceId": "<job_id>", "eventVersion": "1.0", "eventSource": "aws:sagemaker",
+     "inferenceId": "<job_id>" (a shard: "<job_id>-<n>"), "eventVersion": "1.0", "eventSource": "aws:sagemaker",
      "eventName": "InferenceResult"}
 
 The same code serves the Lambda on AWS and the local stack (which reads the SNS envelopes
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -33,21 +35,36 @@ from twolane.jobs.store import (
 )
 
 log = logging.getLogger("twolane.jobs")
+SHARD_ID = re.compile(r"^([0-9a-f]{32})-([0-9]{1,6})$")
 
 
-def job_id_of(message: dict[str, Any]) -> str | None:
-    """The job a notification is about: its inferenceId, else the input object's name."""
+def target_of(message: dict[str, Any]) -> tuple[str, int | None] | None:
+    """(job id, shard index or None) a notification is about: from its inferenceId, else from
+    the input object's name (batch/input/<job>.json, or batch/input/<job>/<n>.json)."""
     jid = message.get("inferenceId")
-    if isinstance(jid, str) and JOB_ID.match(jid):
-        return jid
+    if isinstance(jid, str):
+        if JOB_ID.match(jid):
+            return jid, None
+        m = SHARD_ID.match(jid)
+        if m:
+            return m.group(1), int(m.group(2))
     loc = (message.get("requestParameters") or {}).get("inputLocation")
     if isinstance(loc, str):
         try:
-            stem = PurePosixPath(parse_s3_uri(loc)[1]).stem
+            path = PurePosixPath(parse_s3_uri(loc)[1])
         except ValueError:
             return None
-        return stem if JOB_ID.match(stem) else None
+        if JOB_ID.match(path.stem):
+            return path.stem, None
+        if JOB_ID.match(path.parent.name) and path.stem.isdigit():
+            return path.parent.name, int(path.stem)
     return None
+
+
+def job_id_of(message: dict[str, Any]) -> str | None:
+    """The job a notification is about (see `target_of`)."""
+    target = target_of(message)
+    return target[0] if target else None
 
 
 def apply_notification(store: JobStore, message: dict[str, Any]) -> JobRecord | None:
@@ -62,20 +79,27 @@ def apply_notification(store: JobStore, message: dict[str, Any]) -> JobRecord | 
 
 
 def _apply(store: JobStore, message: dict[str, Any]) -> JobRecord | None:
-    job_id = job_id_of(message)
-    if job_id is None:
-        log.warning("notification names no job: %s", str(message)[:300])
+    target = target_of(message)
+    if target is None:
+        log.warning("notification names no job (inferenceId %r)",
+                    str(message.get("inferenceId"))[:80])
         return None
+    job_id, shard = target
     response = message.get("responseParameters") or {}
     status = message.get("invocationStatus")
     try:
         if status == "Completed":
+            if shard is not None:
+                return store.mark_shard(job_id, shard, ok=True,
+                                        location=response.get("outputLocation"))
             return store.mark_succeeded(job_id, response.get("outputLocation"))
         if status == "Failed":
             where = response.get("failureLocation") or message.get("failureLocation")
             body = store.read(where) if where else None
             reason = (reason_from_failure_body(body) if body is not None
                       else str(message.get("failureReason") or "inference failed"))
+            if shard is not None:
+                return store.mark_shard(job_id, shard, ok=False, location=where, reason=reason)
             return store.mark_failed(job_id, reason, where)
     except JobNotFound:
         log.warning("notification for unknown job %s", job_id)

@@ -1,7 +1,9 @@
 """The jobs service: what happens between an HTTP request and the job store and invoker.
 
 Submitting a job writes its record and input, starts an async inference and records where
-the output and failure will appear; collecting hands the results out exactly once (see
+the output and failure will appear (a job of more than `batch.shard_size` items is split into
+shards, one input object and one inference each, so the endpoint can scale out over them);
+collecting hands the results out exactly once (see
 `twolane.jobs.store`). Routers only translate HTTP to these calls and back.
 """
 
@@ -20,11 +22,16 @@ from twolane.jobs.store import (
     JobNotFound,
     JobRecord,
     JobStore,
+    Shard,
     now_iso,
 )
+from twolane.layout import shard_inference_id
 from twolane.settings import BatchSettings
 
 log = logging.getLogger(__name__)
+# At most this many shards per job (a tiny shard size would otherwise make thousands of
+# invocations and a record that lists them all): shards grow instead.
+MAX_SHARDS = 100
 
 
 class JobRejected(Exception):
@@ -54,6 +61,10 @@ class JobService:
         JobRejected. Also raises JobRejected when the endpoint refuses the invocation.
         `blank_rows`: positions of blank texts, for pxtextmining's result shapes; `delivery`:
         where a drop-folder job's results go (see twolane.dropfolder.delivery).
+
+        A classify job of more than `batch.shard_size` items (`body["items"]`) is split into
+        shards of that size (larger when that would make over MAX_SHARDS), each its own input
+        object and inference; the job completes when all have (see twolane.jobs.store).
         """
         reason = self.invoker.unavailable_reason(kind)
         if reason and not defer:
@@ -66,16 +77,39 @@ class JobService:
                            created_at=now, updated_at=now,
                            deferred=bool(reason), blank_rows=blank_rows or [],
                            delivery=delivery)
-        self.store.create(record, json.dumps(body).encode("utf-8"))
+        body_items = body.get("items")
+        size = self.batch.shard_size
+        if isinstance(body_items, list):
+            size = max(size, -(-len(body_items) // MAX_SHARDS))
+        if kind == "classify" and isinstance(body_items, list) and len(body_items) > size:
+            bounds = [(start, min(start + size, len(body_items)))
+                      for start in range(0, len(body_items), size)]
+            shards = [Shard(index=n, start=a, end=b, inference_id=shard_inference_id(job_id, n),
+                            input_location=self.store.shard_input_location(job_id, n))
+                      for n, (a, b) in enumerate(bounds)]
+            record = record.model_copy(update={"shards": shards})
+            self.store.create_sharded(record, [
+                json.dumps({**body, "items": body_items[a:b]}).encode("utf-8") for a, b in bounds])
+        else:
+            self.store.create(record, json.dumps(body).encode("utf-8"))
         if reason:
             log.info("job %s: deferred until the batch lane can take it", job_id)
             return record
         return self._invoke(record)
 
     def _invoke(self, record: JobRecord) -> JobRecord:
+        """Start the record's inference (each shard's, in order); the record after."""
+        if record.shards:
+            for sh in record.shards:
+                record = self._invoke_one(record, sh.input_location, sh.inference_id, sh.index)
+            return record
+        return self._invoke_one(record, record.input_location, record.job_id, None)
+
+    def _invoke_one(self, record: JobRecord, input_location: str, inference_id: str,
+                    shard: int | None) -> JobRecord:
         job_id = record.job_id
         try:
-            inv = self.invoker.invoke(input_location=record.input_location, inference_id=job_id,
+            inv = self.invoker.invoke(input_location=input_location, inference_id=inference_id,
                                       kind=record.kind)
         except Exception as exc:  # the endpoint refused: the job fails, the client retries
             log.error("job %s: could not start the inference (%s)", job_id, type(exc).__name__)
@@ -83,11 +117,22 @@ class JobService:
             raise JobRejected("the batch lane could not take the job now; try again later") from exc
 
         def locations(r: JobRecord) -> JobRecord | None:
-            update: dict[str, Any] = {k: v for k, v in (("output_location", inv.output_location),
-                                                        ("failure_location", inv.failure_location))
-                                      if v and getattr(r, k) is None}
+            update: dict[str, Any] = {}
             if r.deferred:
                 update["deferred"] = False
+            if shard is None:
+                update.update({k: v for k, v in (("output_location", inv.output_location),
+                                                 ("failure_location", inv.failure_location))
+                               if v and getattr(r, k) is None})
+            else:
+                sh = r.shards[shard]
+                sh_update = {k: v for k, v in (("output_location", inv.output_location),
+                                               ("failure_location", inv.failure_location))
+                             if v and getattr(sh, k) is None}
+                if sh_update:
+                    shards = list(r.shards)
+                    shards[shard] = sh.model_copy(update=sh_update)
+                    update["shards"] = shards
             return r.model_copy(update=update) if update else None
 
         return self.store.update(job_id, locations)

@@ -4,6 +4,7 @@ Layout in the bucket (the S3-backed store; moto locally)::
 
     jobs/<job_id>.json             the record (status, locations, counts; never comment text)
     batch/input/<job_id>.json      the request body, deleted as soon as predictions exist
+    batch/input/<job_id>/<n>.json  the same per shard, for a job split into shards (see below)
     <output location>              the container's answer (SageMaker names it; locally
                                    batch/output/<job_id>.out), deleted once handed out
     <failure location>             the error body, deleted once reported
@@ -14,6 +15,13 @@ GETs racing for the results both read the record, both try to swap `succeeded ->
 S3 lets exactly one write win, and only the winner returns the results (the loser answers
 410). The record is the one source of truth; output/failure objects and the notifications
 only ever move it forward (pending -> succeeded|failed -> collected), so repeats are harmless.
+
+A big job is split into shards (`JobRecord.shards`, one async invocation each, InferenceId
+`<job_id>-<n>`), so the endpoint's backlog scaling can spread it over several instances. Each
+shard moves forward on its own (its input deleted as soon as its predictions exist); the job
+succeeds when every shard has, fails as soon as one has failed (its reason names the shard's
+item range), and is collected once with the shards' results concatenated in input order. A job
+of one shard has no `shards` and keeps the one-object layout above.
 """
 
 from __future__ import annotations
@@ -28,11 +36,17 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
 from twolane.contract import JobStatus
-from twolane.layout import batch_input_key, batch_output_key, is_not_found, job_record_key, s3_uri
+from twolane.layout import (
+    batch_input_key,
+    batch_output_key,
+    batch_shard_input_key,
+    is_not_found,
+    job_record_key,
+    s3_uri,
+)
 
 JobKind = Literal["classify", "summary"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "collected"})
@@ -55,6 +69,28 @@ class Delivery(BaseModel):
     report_key: str
     family: str
     pxtextmining: bool = False
+
+
+ShardStatus = Literal["pending", "succeeded", "failed"]
+
+
+class Shard(BaseModel):
+    """One async invocation of a job split into shards: items `start` to `end` (0-based,
+    end exclusive) of the job's input, and where SageMaker reads and writes them."""
+
+    index: int
+    start: int
+    end: int
+    inference_id: str
+    input_location: str
+    output_location: str | None = None
+    failure_location: str | None = None
+    status: ShardStatus = "pending"
+    error: str | None = None
+
+    def describe(self) -> str:
+        """e.g. "shard 3 (items 10000-14999)" (1-based item numbers, inclusive)."""
+        return f"shard {self.index} (items {self.start + 1}-{self.end})"
 
 
 class JobRecord(BaseModel):
@@ -80,6 +116,24 @@ class JobRecord(BaseModel):
     # (sentiment "Labelling not possible" exactly there). Positions only, never text.
     blank_rows: list[int] = Field(default_factory=list)
     delivery: Delivery | None = None  # drop-folder jobs: results go to the outbox, not to a GET
+    # A job split into shards (more items than the shard size): one entry per invocation, in
+    # input order. Empty for a job of one shard (the locations above are then its own).
+    shards: list[Shard] = Field(default_factory=list)
+
+    def shard_done(self) -> float:
+        """Fraction of the job's shards that have predictions (0.0 to 1.0)."""
+        if self.status in ("succeeded", "collected"):
+            return 1.0
+        if not self.shards:
+            return 0.0
+        return sum(s.status == "succeeded" for s in self.shards) / len(self.shards)
+
+    def object_locations(self) -> list[str]:
+        """Every object this job may own (input, output, failure; each shard's too)."""
+        uris = [self.input_location, self.output_location, self.failure_location]
+        for sh in self.shards:
+            uris += [sh.input_location, sh.output_location, sh.failure_location]
+        return [u for u in uris if u]
 
 
 class JobNotFound(KeyError):
@@ -127,6 +181,15 @@ class JobStore(ABC):
     @abstractmethod
     def input_location(self, job_id: str) -> str:
         """Where a new job's input goes (an s3:// URI)."""
+
+    @abstractmethod
+    def shard_input_location(self, job_id: str, shard: int) -> str:
+        """Where shard `shard` of a new job's input goes (an s3:// URI)."""
+
+    @abstractmethod
+    def create_sharded(self, record: JobRecord, shard_bodies: list[bytes]) -> JobRecord:
+        """Write each shard's input object (to `record.shards[i].input_location`) and a new
+        record (fails if the id exists)."""
 
     @abstractmethod
     def create(self, record: JobRecord, input_body: bytes) -> JobRecord:
@@ -191,12 +254,15 @@ class JobStore(ABC):
         return self.update(job_id, change)
 
     def mark_failed(self, job_id: str, reason: str, failure_location: str | None = None) -> JobRecord:
-        """The job failed: its input text is deleted first (a failed job keeps no text either)."""
+        """The job failed: its input text is deleted first (a failed job keeps no text either;
+        for a sharded job, every shard's input)."""
         record = self.get(job_id)
         if record is None:
             raise JobNotFound(job_id)
         if record.status not in TERMINAL:
             self.delete(record.input_location)
+            for sh in record.shards:
+                self.delete(sh.input_location)
 
         def change(r: JobRecord) -> JobRecord | None:
             if r.status in TERMINAL:
@@ -210,11 +276,86 @@ class JobStore(ABC):
 
         return self.update(job_id, change)
 
+    def mark_shard(self, job_id: str, index: int, *, ok: bool, location: str | None = None,
+                   reason: str | None = None) -> JobRecord:
+        """Shard `index` of a sharded job has predictions (`ok`, at `location` when given) or
+        failed (`reason`, failure body at `location`). Its input is deleted first. The job
+        succeeds with its last shard and fails with its first failed one, the reason naming
+        that shard's item range. Idempotent; raises JobNotFound for an unknown job or shard."""
+        record = self.get(job_id)
+        if record is None or not 0 <= index < len(record.shards):
+            raise JobNotFound(job_id)
+        if record.status in TERMINAL:
+            return record
+        # Failed: the job fails, so every shard's text goes; succeeded: this shard's text goes.
+        for sh in (record.shards if not ok else [record.shards[index]]):
+            self.delete(sh.input_location)
+        error = f"{record.shards[index].describe()} failed: {reason or 'inference failed'}"
+
+        def change(r: JobRecord) -> JobRecord | None:
+            if r.status in TERMINAL or r.shards[index].status != "pending":
+                return None
+            shards = list(r.shards)
+            if not ok:
+                shards[index] = shards[index].model_copy(update={
+                    "status": "failed", "error": (reason or "")[:MAX_REASON_CHARS] or None,
+                    "failure_location": location or shards[index].failure_location})
+                return r.model_copy(update={"shards": shards, "status": "failed",
+                                            "error": error[:MAX_REASON_CHARS],
+                                            "updated_at": now_iso()})
+            shards[index] = shards[index].model_copy(update={
+                "status": "succeeded",
+                "output_location": location or shards[index].output_location})
+            done = all(sh.status == "succeeded" for sh in shards)
+            return r.model_copy(update={"shards": shards, "updated_at": now_iso(),
+                                        "status": "succeeded" if done else r.status})
+
+        new = self.update(job_id, change)
+        if new.status == "succeeded":
+            self.delete(new.input_location)
+        return new
+
+    def _refresh_shards(self, record: JobRecord) -> JobRecord:
+        for sh in record.shards:
+            if sh.status != "pending":
+                continue
+            if sh.output_location and self.exists(sh.output_location):
+                record = self.mark_shard(record.job_id, sh.index, ok=True)
+            elif sh.failure_location:
+                body = self.read(sh.failure_location)
+                if body is not None:
+                    record = self.mark_shard(record.job_id, sh.index, ok=False,
+                                             reason=reason_from_failure_body(body))
+            if record.status in TERMINAL:
+                break
+        return record
+
+    def results_payload(self, record: JobRecord) -> dict[str, Any] | None:
+        """A succeeded job's results payload ({model_version, target, results, ...}); for a
+        sharded job the shards' `results` concatenated in input order. None when an output
+        object is missing."""
+        if not record.shards:
+            body = self.read(record.output_location or "")
+            return None if body is None else json.loads(body)
+        payload: dict[str, Any] | None = None
+        for sh in record.shards:
+            body = self.read(sh.output_location or "")
+            if body is None:
+                return None
+            part = json.loads(body)
+            if payload is None:
+                payload = {**part, "results": list(part.get("results", []))}
+            else:
+                payload["results"].extend(part.get("results", []))
+        return payload
+
     def refresh(self, record: JobRecord) -> JobRecord:
         """Bring a pending record up to date from the output/failure objects, in case a
         notification is late or lost."""
         if record.status in TERMINAL:
             return record
+        if record.shards:
+            return self._refresh_shards(record)
         if record.output_location and self.exists(record.output_location):
             return self.mark_succeeded(record.job_id)
         if record.failure_location:
@@ -243,20 +384,17 @@ class JobStore(ABC):
                 raise JobGone(job_id)
             payload: dict[str, Any] | None = None
             if record.status == "succeeded":
-                body = self.read(record.output_location or "")
-                if body is None:  # results vanished (deleted by hand?): say so, once
+                payload = self.results_payload(record)
+                if payload is None:  # results vanished (deleted by hand?): say so, once
                     record = record.model_copy(update={
                         "status": "failed", "error": "results were not found in the store"})
-                else:
-                    payload = json.loads(body)
             done = record.model_copy(update={"status": "collected", "updated_at": now_iso()})
             try:
                 self._swap(done, etag)
             except Conflict:
                 continue  # someone else moved it: re-read (most likely now collected -> 410)
-            for uri in (record.output_location, record.failure_location, record.input_location):
-                if uri:
-                    self.delete(uri)
+            for uri in record.object_locations():
+                self.delete(uri)
             return Collected(record, payload)
         raise Conflict(f"job {job_id}: too many concurrent changes")
 
@@ -274,7 +412,12 @@ class S3JobStore(JobStore):
     def input_location(self, job_id: str) -> str:
         return s3_uri(self.bucket, batch_input_key(job_id))
 
+    def shard_input_location(self, job_id: str, shard: int) -> str:
+        return s3_uri(self.bucket, batch_shard_input_key(job_id, shard))
+
     def _put(self, record: JobRecord, **cond: str) -> None:
+        from botocore.exceptions import ClientError  # here: the API's cold start needs no botocore
+
         try:
             self.s3.put_object(Bucket=self.bucket, Key=self._key(record.job_id),
                                Body=record.model_dump_json().encode(),
@@ -292,6 +435,13 @@ class S3JobStore(JobStore):
         self._put(record, IfNoneMatch="*")
         return record
 
+    def create_sharded(self, record: JobRecord, shard_bodies: list[bytes]) -> JobRecord:
+        for sh, body in zip(record.shards, shard_bodies, strict=True):
+            bucket, key = parse_s3_uri(sh.input_location)
+            self.s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+        self._put(record, IfNoneMatch="*")
+        return record
+
     def output_location(self, job_id: str) -> str:
         return s3_uri(self.bucket, batch_output_key(job_id))
 
@@ -302,6 +452,8 @@ class S3JobStore(JobStore):
         return record
 
     def _get_tagged(self, job_id: str) -> tuple[JobRecord, str] | None:
+        from botocore.exceptions import ClientError
+
         try:
             obj = self.s3.get_object(Bucket=self.bucket, Key=self._key(job_id))
         except ClientError as exc:
@@ -335,6 +487,8 @@ class S3JobStore(JobStore):
 
     def exists(self, uri: str) -> bool:
         bucket, key = parse_s3_uri(uri)
+        from botocore.exceptions import ClientError
+
         try:
             self.s3.head_object(Bucket=bucket, Key=key)
             return True
@@ -349,6 +503,8 @@ class S3JobStore(JobStore):
 
     def read(self, uri: str) -> bytes | None:
         bucket, key = parse_s3_uri(uri)
+        from botocore.exceptions import ClientError
+
         try:
             return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as exc:

@@ -13,7 +13,14 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from twolane.api.deps import JobsDep, OwnerDep, SettingsDep, require_api_key
+from twolane.api.deps import (
+    JobsDep,
+    OwnerDep,
+    SettingsDep,
+    require_api_key,
+    require_batch_enabled,
+    require_summaries_enabled,
+)
 from twolane.api.errors import ERROR_RESPONSES, Problem, RequestRejected, problem
 from twolane.api.gate import StrictRoute
 from twolane.api.limits import check_items
@@ -43,7 +50,9 @@ def _submit(jobs: JobsDep, settings: Settings, items: list[CommentIn], kind: Job
 
 
 @router.post("/v1/jobs", status_code=202, response_model=JobAccepted,
-             responses={503: {"model": Problem, "description": "the batch model is not available yet"}})
+             dependencies=[Depends(require_batch_enabled)],
+             responses={503: {"model": Problem, "description": "the batch model is not available "
+                                                               "yet, or no batch lane is deployed"}})
 def submit_job(body: JobRequest, jobs: JobsDep, settings: SettingsDep, owner: OwnerDep) -> JSONResponse:
     """Queue comments for the transformer (ensembled with the instant lane). `target`: "m"
     themes, "s" sentiment, "ms" both. Poll the `results_url`; results are handed out once."""
@@ -51,8 +60,11 @@ def submit_job(body: JobRequest, jobs: JobsDep, settings: SettingsDep, owner: Ow
 
 
 @router.post("/v1/summaries", status_code=202, response_model=JobAccepted,
-             responses={503: {"model": Problem,
-                                   "description": "no text-generation model is configured"}})
+             dependencies=[Depends(require_summaries_enabled), Depends(require_batch_enabled)],
+             responses={501: {"model": Problem, "description": "summaries are not enabled in "
+                                                               "this deployment"},
+                        503: {"model": Problem,
+                              "description": "no text-generation model is configured"}})
 def submit_summary(body: SummaryRequest, jobs: JobsDep, settings: SettingsDep,
                    owner: OwnerDep) -> JSONResponse:
     """Ask the text-generation model one question of many comments (e.g. "Summarise these
@@ -63,11 +75,11 @@ def submit_summary(body: SummaryRequest, jobs: JobsDep, settings: SettingsDep,
 
 def _state(r: JobRecord) -> JobState:
     return JobState(job_id=r.job_id, status=r.status, items=r.items,
-                    progress=1.0 if r.status in ("succeeded", "collected") else 0.0,
+                    progress=r.shard_done(),
                     error=r.error, created_at=r.created_at, updated_at=r.updated_at)
 
 
-@router.get("/v1/jobs/{job_id}",
+@router.get("/v1/jobs/{job_id}", dependencies=[Depends(require_batch_enabled)],
             responses={200: {"description": "JobResults / SummaryResults (once), or a failed "
                                             "JobState (once)"},
                        202: {"model": JobState, "description": "still pending"},

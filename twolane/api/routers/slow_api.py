@@ -28,6 +28,7 @@ from twolane.api.deps import (
     ModelDep,
     SettingsDep,
     require_api_key_or_code,
+    require_batch_enabled,
     run_model,
 )
 from twolane.api.errors import RequestRejected
@@ -38,7 +39,8 @@ from twolane.jobs.service import JobRejected
 from twolane.jobs.store import JobGone, JobNotFound
 from twolane.pxtextmining import PxShapeError, blank_rows, parse_target, read_items, result_rows
 
-router = APIRouter(tags=["pxtextmining slow API"], dependencies=[Depends(require_api_key_or_code)],
+router = APIRouter(tags=["pxtextmining slow API"],
+                   dependencies=[Depends(require_api_key_or_code), Depends(require_batch_enabled)],
                    route_class=StrictRoute)
 
 START = "StartContainerInstance"

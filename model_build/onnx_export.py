@@ -3,13 +3,14 @@
 The TF-IDF front (lowercase -> tokenise -> n-gram lookup) comes from skl2onnx, with the traps
 fixed (see `tfidf_model`), cut after the n-gram lookup (`bow_front`). The rest is added here:
 
-- linear.onnx: the 32 one-vs-rest logistic regressions AND the multinomial sentiment model as
+- `linear_model`: the 32 one-vs-rest linear models AND the multinomial sentiment model as
   heads of ONE MatMul whose matrix also folds in the idf weights and the L2 norm (outputs
-  `probabilities` [N, 32] and `sentiment` [N, 5]);
-- xgboost.onnx: every label's trees (converted by onnxmltools) merged into ONE
+  `probabilities` [N, 32] and `sentiment` [N, 5]), and optionally the XGBoost trees as one more
+  output of the same graph (the build's instant.onnx: the text is tokenised once);
+- `tree_nodes` / `xgboost_model`: every label's trees (converted by onnxmltools) merged into ONE
   TreeEnsembleRegressor with one target per label, + Sigmoid. The trees read n-gram presence
-  (exact in both runtimes); zeros are turned into NaN first, because XGBoost trained on sparse
-  rows treats absent (zero) entries as missing.
+  (exact in both runtimes) straight from the bag: each split is rewritten so that an absent
+  n-gram (0) goes where XGBoost sends a missing value (it trained on sparse rows).
 """
 
 from __future__ import annotations
@@ -133,8 +134,12 @@ def _norm_nodes(sq: str) -> list[onnx.NodeProto]:
 Head = tuple[str, np.ndarray, np.ndarray, str]  # output name, coef (k x V), intercept, activation
 
 
+Trees = tuple[str, list[Any | float], np.ndarray]  # output name, members, columns (tree_nodes)
+
+
 def linear_model(vectorizer: Any, heads: list[Head],
-                 view: tuple[dict[str, np.ndarray], np.ndarray] | None = None) -> onnx.ModelProto:
+                 view: tuple[dict[str, np.ndarray], np.ndarray] | None = None,
+                 trees: Trees | None = None) -> onnx.ModelProto:
     """Strings -> one output per linear head, from ONE MatMul over the binary bag of n-grams.
 
     logits_h = (b * idf / ||b * idf||) @ W_h + c_h = (b @ (idf * W_h)) / sqrt(b @ idf^2) + c_h,
@@ -145,6 +150,9 @@ def linear_model(vectorizer: Any, heads: list[Head],
     `view` = ({head name: R_h (k x V)}, r (V)) adds, to the named heads' logits,
     (b @ R_h.T) / sqrt(b @ r): a second linear view of the same bag with its own norm (the
     build's char view, model_build.instant.CharView); its blocks join the same MatMul.
+
+    `trees` = (output name, members, columns) adds the per-label XGBoost trees (`tree_nodes`)
+    as one more output read from the same bag: the text is tokenised once for both models.
     """
     front, bow = bow_front(vectorizer)
     idf = vectorizer.idf_.astype(np.float64)
@@ -202,6 +210,11 @@ def linear_model(vectorizer: Any, heads: list[Head],
                   _const(f"{out}_b", intercept.astype(np.float32))]
         outputs.append((out, k))
         start += k
+    if trees is not None:
+        t_nodes, t_inits = tree_nodes(trees[1], trees[2], bow, trees[0])
+        nodes += t_nodes
+        inits += t_inits
+        outputs.append((trees[0], len(trees[1])))
     return _assemble(front, nodes, inits, outputs, "tfidf_linear",
                      "TF-IDF (binary tf, idf, l2) + linear heads folded into one MatMul")
 
@@ -219,13 +232,46 @@ def _tree_attrs(clf: Any, n_features: int) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in nodes[0].attribute}
 
 
-def xgboost_model(vectorizer: Any, members: list[Any | float], columns: np.ndarray,
-                  output: str = OUTPUT) -> onnx.ModelProto:
-    """Strings -> per-label probabilities from one TreeEnsembleRegressor (one target per label).
+def _read_bag(a: dict[str, Any], columns: np.ndarray, absent_is_missing: bool) -> None:
+    """Rewrite one classifier's tree attributes in place to read the binary bag directly.
+
+    XGBoost trained on sparse n-gram presence: a present n-gram is 1.0, an absent one "missing"
+    (it goes the node's default way, `nodes_missing_value_tracks_true`). Each branch `x < v`
+    becomes `x < 0.5` on bag column columns[feature]: absent (0) takes the true branch, so
+    true -> where missing went, false -> where 1.0 went (1.0 < v ? true : false). No NaN
+    rewrite and no column gather are needed (both cost more than the trees on dense [N, V]).
+    `absent_is_missing=False` keeps `x < v` with absent = 0.0: the naive, wrong export (only
+    for the parity-gate test).
+    """
+    modes = a["nodes_modes"]
+    feats, vals = list(a["nodes_featureids"]), list(a["nodes_values"])
+    t_ids, f_ids = list(a["nodes_truenodeids"]), list(a["nodes_falsenodeids"])
+    miss = list(a.get("nodes_missing_value_tracks_true", [0] * len(modes)))
+    for i, mode in enumerate(modes):
+        if mode in (b"LEAF", "LEAF"):
+            continue
+        if mode not in (b"BRANCH_LT", "BRANCH_LT"):
+            raise ExportError(f"unexpected tree node mode {mode!r} (expected BRANCH_LT)")
+        feats[i] = int(columns[feats[i]])
+        if absent_is_missing:
+            one_true = 1.0 < vals[i]
+            t_ids[i], f_ids[i] = (t_ids[i] if miss[i] else f_ids[i],
+                                  t_ids[i] if one_true else f_ids[i])
+            vals[i] = 0.5
+        miss[i] = 0
+    a.update(nodes_featureids=feats, nodes_values=vals, nodes_truenodeids=t_ids,
+             nodes_falsenodeids=f_ids, nodes_missing_value_tracks_true=miss)
+
+
+def tree_nodes(members: list[Any | float], columns: np.ndarray, bow: str, output: str,
+               absent_is_missing: bool = True) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Nodes: binary bag of n-grams `bow` [N, V] -> `output` [N, labels], per-label probabilities
+    from ONE TreeEnsembleRegressor (one target per label), + Sigmoid.
 
     `members[j]` is a fitted binary XGBClassifier, or a float logit for a label that had a
     single class in training (no trees; constant output). The classifiers were trained on the
-    TF-IDF columns `columns` (feature k = column columns[k]); the graph gathers those columns.
+    n-gram presence of the columns `columns` (feature k = column columns[k]); the nodes gather
+    those columns of the bag (see `_read_bag`: the trees read the bag [N, V] as it is).
     """
     n_features = len(columns)
     keys = ("nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_values", "nodes_modes",
@@ -233,7 +279,7 @@ def xgboost_model(vectorizer: Any, members: list[Any | float], columns: np.ndarr
             "nodes_hitrates")
     acc: dict[str, Any] = {k: [] for k in keys}
     tgt: dict[str, Any] = {"target_treeids": [], "target_nodeids": [], "target_ids": [],
-                                 "target_weights": []}
+                           "target_weights": []}
     base: list[float] = []
     offset = 0
     for j, clf in enumerate(members):
@@ -251,6 +297,7 @@ def xgboost_model(vectorizer: Any, members: list[Any | float], columns: np.ndarr
             offset += 1
             continue
         a = _tree_attrs(clf, n_features)
+        _read_bag(a, columns, absent_is_missing)
         if a.get("post_transform", b"NONE") not in (b"LOGISTIC", "LOGISTIC"):
             raise ExportError(f"label {j}: expected a logistic XGBoost classifier")
         bv = list(a.get("base_values", [0.0]))
@@ -269,24 +316,22 @@ def xgboost_model(vectorizer: Any, members: list[Any | float], columns: np.ndarr
         offset = max(acc["nodes_treeids"]) + 1
     if not acc["nodes_hitrates"]:
         del acc["nodes_hitrates"]
-    front, bow = bow_front(vectorizer)
-    inits = [
-        _const("xgb_cols", np.asarray(columns, np.int64)),
-        _const("xgb_nan", np.array([np.nan], np.float32)),
-        _const("xgb_zero", np.array([0.0], np.float32)),
-    ]
+    inits: list[onnx.TensorProto] = []
     nodes = [
-        # The trees were trained on n-gram presence (1.0) of these columns.
-        helper.make_node("Gather", [bow, "xgb_cols"], ["tfidf"], axis=1),
-        # XGBoost saw sparse rows: an absent (zero) entry is "missing", so feed it as NaN.
-        helper.make_node("Equal", ["tfidf", "xgb_zero"], ["is_zero"]),
-        helper.make_node("Where", ["is_zero", "xgb_nan", "tfidf"], ["tfidf_nan"]),
         helper.make_node(
-            "TreeEnsembleRegressor", ["tfidf_nan"], ["margins"], domain="ai.onnx.ml",
+            "TreeEnsembleRegressor", [bow], ["xgb_margins"], domain="ai.onnx.ml",
             n_targets=len(members), base_values=base, post_transform="NONE", **acc, **tgt,
         ),
-        helper.make_node("Sigmoid", ["margins"], [output]),
+        helper.make_node("Sigmoid", ["xgb_margins"], [output]),
     ]
+    return nodes, inits
+
+
+def xgboost_model(vectorizer: Any, members: list[Any | float], columns: np.ndarray,
+                  output: str = OUTPUT, absent_is_missing: bool = True) -> onnx.ModelProto:
+    """Strings -> per-label probabilities [N, labels] from the trees alone (see `tree_nodes`)."""
+    front, bow = bow_front(vectorizer)
+    nodes, inits = tree_nodes(members, columns, bow, output, absent_is_missing)
     return _assemble(front, nodes, inits, [(output, len(members))], "tfidf_xgboost",
                      "TF-IDF + per-label XGBoost, merged into one tree ensemble")
 

@@ -86,7 +86,6 @@ class InstantPredictor:
         self._sessions = {f: _session(self.bundle_dir / f, threads) for f in self._wanted}
         self._lnp = manifest.labels.index(LABELLING_NOT_POSSIBLE)
         self._labels = list(manifest.labels)
-        self._label_arr = np.array(self._labels, dtype=object)
         self._use_qt = bool(manifest.config.get("use_question_type", False))
 
     @staticmethod
@@ -239,13 +238,20 @@ class InstantPredictor:
         clean, ok = self._texts(texts, question_types)
         P, S = self._both(clean, ok)
         D = self.decide(P)
+        # whole-batch work first (per-row numpy calls cost more than the rest of the loop)
+        label_lists: list[list[str]] = [[] for _ in range(n)]
+        rows, cols = np.nonzero(D)
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            label_lists[r].append(self._labels[c])
+        scores = (np.argmax(np.nan_to_num(S, nan=0.0), axis=1) + 1).tolist()
+        answer = (ok & self._has_sentiment).tolist()
         out: list[Prediction] = []
         for i in range(n):
             cid = str(ids[i]) if ids is not None else str(i)
-            labels = self._label_arr[D[i]].tolist()
+            labels = label_lists[i]
             sentiment = None
-            if ok[i] and self._has_sentiment:
-                score = int(np.argmax(S[i])) + 1
+            if answer[i]:
+                score = scores[i]
                 sentiment = Sentiment.model_construct(score=score, label=SENTIMENT_NAMES[score])
             probs = None
             if include_probabilities:

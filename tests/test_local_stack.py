@@ -58,7 +58,7 @@ def test_up_serves_api_and_drop_folder(instant_bundle: Path, tmp_path: Path) -> 
             except httpx.HTTPError:
                 return False
 
-        wait_for(healthy, 60, "the API")
+        wait_for(healthy, 180, "the API")
         page = httpx.get(f"http://127.0.0.1:{port}/", headers={"accept": "text/html"}, timeout=5)
         assert page.status_code == 200 and "page/app.js" in page.text  # the web page
         r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json={"items": [
@@ -75,7 +75,7 @@ def test_up_serves_api_and_drop_folder(instant_bundle: Path, tmp_path: Path) -> 
             except s3.exceptions.NoSuchKey:
                 return None
 
-        rows = list(csv.DictReader(io.StringIO(wait_for(result, 20, "outbox result").decode())))
+        rows = list(csv.DictReader(io.StringIO(wait_for(result, 120, "outbox result").decode())))
         assert [r["comment_id"] for r in rows] == ["1", "2"]
         assert rows[1]["labels"] == LABELLING_NOT_POSSIBLE
         assert "inbox/from s3.csv" not in {o["Key"] for o in
@@ -86,7 +86,7 @@ def test_up_serves_api_and_drop_folder(instant_bundle: Path, tmp_path: Path) -> 
         assert example.is_file()
         (tmp_path / "dropbox" / "inbox" / "mine.csv").write_bytes(example.read_bytes())
         local = tmp_path / "dropbox" / "outbox" / "mine.csv"
-        wait_for(local.is_file, 20, "dropbox/outbox/mine.csv")
+        wait_for(local.is_file, 120, "dropbox/outbox/mine.csv")
         assert not (tmp_path / "dropbox" / "inbox" / "mine.csv").exists()
         assert local.read_text().startswith("comment_id,labels,sentiment,sentiment_label")
     finally:

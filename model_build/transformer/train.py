@@ -1,5 +1,11 @@
 """Fine-tune the encoder (multilabel BCE with positive-class weights + sentiment CE), predict,
-and tune per-label thresholds and the ensemble weight on a validation fold."""
+and tune per-label thresholds and the ensemble weight on a validation fold.
+
+Losses: the label BCE counts only comments with at least one label (the scoring rule's rows, and
+what the instant lane's label models train on: a comment the labellers left without any label is
+not a "no theme applies" example); the sentiment CE counts comments with a sentiment, with
+ordinal label smoothing (part of the target's mass on the neighbouring classes of the 1..5
+scale, so "very positive" vs "positive" costs less than positive vs negative)."""
 
 from __future__ import annotations
 
@@ -24,7 +30,9 @@ class TrainConfig:
     head_lr: float = 3e-3
     weight_decay: float = 0.01
     warmup: float = 0.06  # share of steps
-    sentiment_weight: float = 0.5  # loss = BCE + w * CE
+    sentiment_weight: float = 1.0  # loss = BCE + w * CE
+    sentiment_smoothing: float = 0.1  # share of the target moved to the neighbouring classes
+    labelled_rows_only: bool = True  # label BCE only on comments with at least one label
     pos_weight_power: float = 0.5  # pos_weight = (neg/pos) ** power, capped
     pos_weight_cap: float = 30.0
     max_minutes: float | None = None  # wall-clock budget for training; epochs are cut to fit
@@ -60,14 +68,39 @@ def pos_weights(Y: np.ndarray, power: float, cap: float) -> torch.Tensor:
     return torch.tensor(np.clip(w, 1.0, cap), dtype=torch.float32)
 
 
+def ordinal_targets(n_classes: int, smoothing: float) -> torch.Tensor:
+    """n x n soft targets: row k keeps 1 - smoothing on class k, the rest shared by its
+    neighbours k-1 and k+1 (all of it on the one neighbour at either end of the scale)."""
+    t = torch.eye(n_classes)
+    if smoothing <= 0 or n_classes < 2:
+        return t
+    for k in range(n_classes):
+        nb = [j for j in (k - 1, k + 1) if 0 <= j < n_classes]
+        t[k, k] = 1.0 - smoothing
+        for j in nb:
+            t[k, j] = smoothing / len(nb)
+    return t
+
+
+def sentiment_loss(logits: torch.Tensor, target: torch.Tensor, soft: torch.Tensor) -> torch.Tensor | None:
+    """Mean soft-target CE over rows with a sentiment (target >= 0); None when there is none."""
+    keep = target >= 0
+    if not bool(keep.any()):
+        return None
+    logp = torch.log_softmax(logits[keep], dim=-1)
+    return -(soft[target[keep]] * logp).sum(-1).mean()
+
+
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def train(model: EncoderClassifier, ids: list[list[int]], Y: np.ndarray, sentiment: np.ndarray,
           cfg: TrainConfig, pad_id: int, on_step: Callable[[int, int, float], None] | None = None,
-          max_steps: int | None = None) -> dict:
-    """Train in place. on_step(step, total_steps, loss). Returns a summary (losses, time, epochs)."""
+          max_steps: int | None = None, on_epoch: Callable[[int], None] | None = None) -> dict:
+    """Train in place. on_step(step, total_steps, loss) after each step; on_epoch(epoch) after each
+    epoch (e.g. a validation check; the model is put back in training mode after it).
+    Returns a summary (losses, time, epochs)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     dev = device()
@@ -88,9 +121,12 @@ def train(model: EncoderClassifier, ids: list[list[int]], Y: np.ndarray, sentime
         return max(0.0, (plan["total"] - step) / max(1, plan["total"] - warm))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-    bce = nn.BCEWithLogitsLoss(pos_weight=pos_weights(Y, cfg.pos_weight_power, cfg.pos_weight_cap).to(dev))
-    ce = nn.CrossEntropyLoss(ignore_index=-1)
+    labelled = Y.sum(1) > 0 if cfg.labelled_rows_only else np.ones(len(Y), bool)
+    pw = pos_weights(Y[labelled] if labelled.any() else Y, cfg.pos_weight_power, cfg.pos_weight_cap)
+    bce = nn.BCEWithLogitsLoss(pos_weight=pw.to(dev), reduction="none")
+    soft = ordinal_targets(model.sentiment_head.out_features, cfg.sentiment_smoothing).to(dev)
     Yt = torch.tensor(Y, dtype=torch.float32)
+    Lt = torch.tensor(labelled, dtype=torch.bool)
     St = torch.tensor(sentiment, dtype=torch.long)
     lengths = [len(x) for x in ids]
     losses: list[float] = []
@@ -106,10 +142,11 @@ def train(model: EncoderClassifier, ids: list[list[int]], Y: np.ndarray, sentime
                 break
             inp, mask = collate([ids[i] for i in b], pad_id)
             label_logits, sent_logits = model(inp.to(dev), mask.to(dev))
-            loss = bce(label_logits, Yt[b].to(dev))
-            sb = St[b].to(dev)
-            if (sb >= 0).any():
-                loss = loss + cfg.sentiment_weight * ce(sent_logits, sb)
+            lb = Lt[b].to(dev)
+            loss = bce(label_logits[lb], Yt[b].to(dev)[lb]).mean() if bool(lb.any()) else label_logits.sum() * 0
+            s_loss = sentiment_loss(sent_logits, St[b].to(dev), soft)
+            if s_loss is not None:
+                loss = loss + cfg.sentiment_weight * s_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -124,6 +161,9 @@ def train(model: EncoderClassifier, ids: list[list[int]], Y: np.ndarray, sentime
                 on_step(step, plan["total"], loss_value)
         epoch += 1
         epoch_losses.append(running / max(count, 1))
+        if on_epoch:
+            on_epoch(epoch)
+            model.train()
         elapsed = time.monotonic() - start
         if cfg.max_minutes and epoch < plan["epochs"]:
             per_epoch = elapsed / epoch

@@ -45,6 +45,10 @@ VAL_SEED = 7
 DEFAULT_EPOCHS = 8
 DEFAULT_MAX_MINUTES = 35.0  # training wall-clock budget on the 2-core build machine
 BUILD_DIR = ROOT / "build" / "batch"
+# How the ensemble is tuned on the validation fold (model_build.transformer.train.tune_ensemble):
+# the ways of mixing the two lanes' probabilities tried, and what is maximised.
+ENSEMBLE_COMBINES = ("probability", "logit")
+ENSEMBLE_OBJECTIVE = "macro+micro"
 Probs = tuple[np.ndarray, np.ndarray]  # (label probabilities, sentiment probabilities)
 Log = Callable[[str], None]
 
@@ -76,9 +80,12 @@ def lnp_index(labels: list[str]) -> int | None:
     return labels.index(LABELLING_NOT_POSSIBLE) if LABELLING_NOT_POSSIBLE in labels else None
 
 
-def served_labels(ds: Dataset, probs_ok: np.ndarray, thresholds, min_one_label: bool) -> np.ndarray:
+def served_labels(ds: Dataset, probs_ok: np.ndarray, thresholds, min_one_label: bool,
+                  unknown_ok: np.ndarray | None = None) -> np.ndarray:
     """Label matrix as serving returns it: the rule for unlabellable text, the model elsewhere
-    (a labellable comment with no label gets "Labelling not possible", as in the instant lane)."""
+    (a labellable comment with no label gets "Labelling not possible", as in the instant lane).
+    probs_ok: probabilities of the labellable rows, in order; unknown_ok: for those rows, True
+    where the instant model knows no n-gram (served exactly "Labelling not possible")."""
     out = np.zeros((len(ds.texts), len(ds.labels)), dtype=np.uint8)
     ok = np.array([not is_unlabellable(t) for t in ds.texts], dtype=bool)
     lnp = lnp_index(ds.labels)
@@ -87,6 +94,10 @@ def served_labels(ds: Dataset, probs_ok: np.ndarray, thresholds, min_one_label: 
     if ok.any():
         out[ok] = decide_labels(probs_ok, np.asarray(thresholds, np.float32), lnp,
                                 min_one_label=min_one_label)
+        if unknown_ok is not None and lnp is not None and unknown_ok.any():
+            rows = np.flatnonzero(ok)[np.asarray(unknown_ok, bool)]
+            out[rows] = 0
+            out[rows, lnp] = 1
     return out
 
 
@@ -118,23 +129,33 @@ def instant_models(manifest: Manifest) -> dict[str, list[str]]:
 
 
 def instant_out_of_fold(manifest: Manifest, fit: Dataset, val: Dataset) -> dict[str, np.ndarray]:
-    """The instant lane's models refitted on the fit rows, predicting the validation fold."""
+    """The instant lane's models refitted on the fit rows as its build fits them (model inputs
+    with the question-type token, label models on comments with at least one label, XGBoost on
+    the frequent columns, the lexicon-aware sentiment head), predicting the validation fold.
+    Returns name -> validation probabilities (n x labels) for each predictor of instant_models,
+    and "sentiment" (n x classes)."""
     from dataclasses import fields
 
     from model_build import instant
 
     known = {f.name for f in fields(instant.Config)}
-    cfg = instant.Config(**{k: v for k, v in manifest.config.items() if k in known})
-    vec = instant.fit_vectorizer(fit.texts, cfg)
-    Xf, Xv = vec.transform(fit.texts), vec.transform(val.texts)
+    cfg = instant.Config(**{k: (tuple(v) if isinstance(v, list) else v)
+                            for k, v in manifest.config.items() if k in known})
+    fit_texts = [instant.inputs(t, q, cfg) for t, q in zip(fit.texts, fit.question_types, strict=True)]
+    val_texts = [instant.inputs(t, q, cfg) for t, q in zip(val.texts, val.question_types, strict=True)]
+    vec = instant.fit_vectorizer(fit_texts, cfg)
+    Xf, Xv = vec.transform(fit_texts), vec.transform(val_texts)
+    rows = np.flatnonzero(fit.Y.sum(1) > 0) if cfg.labelled_rows_only else np.arange(len(fit_texts))
+    Xl, Yl = Xf[rows], fit.Y[rows]
     member_probs: dict[str, np.ndarray] = {}
     need = {m for ms in instant_models(manifest).values() for m in ms}
     if "linear" in need:
-        member_probs["linear"] = instant.fit_linear(Xf, fit.Y, cfg).predict_proba(Xv)
+        member_probs["linear"] = instant.fit_linear(Xl, Yl, cfg).predict_proba(Xv)
     if "xgboost" in need:
-        member_probs["xgboost"] = instant.fit_xgboost(Xf, fit.Y, cfg).predict_proba(Xv)
+        cols = instant.frequent_columns(Xl, cfg.xgb_features)
+        member_probs["xgboost"] = instant.fit_xgboost(Xl, Yl, cfg, columns=cols).predict_proba(Xv)
     lnp = lnp_index(fit.labels)
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for name, members in instant_models(manifest).items():
         if not all(m in member_probs for m in members):
             continue
@@ -144,6 +165,15 @@ def instant_out_of_fold(manifest: Manifest, fit: Dataset, val: Dataset) -> dict[
         if lnp is not None:
             p[:, lnp] = 0.0  # the instant predictor sets it by rule only
         out[name] = p.astype(np.float32)
+    has = fit.sentiment >= 0
+    if has.sum() >= 2 and len(set(fit.sentiment[has].tolist())) >= 2:
+        dirs = None
+        if cfg.sentiment_lexicon:
+            from model_build import lexicon
+
+            dirs = lexicon.directions(vec.vocabulary_, instant.lexicon_terms(fit_texts))
+        sent = instant.fit_sentiment(Xf[np.flatnonzero(has)], fit.sentiment[has], cfg, dirs)
+        out["sentiment"] = sent.predict_proba(Xv).astype(np.float32)
     return out
 
 
@@ -160,7 +190,7 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
     """Tune thresholds (and the ensemble) on validation, gate int8 on test, write the manifest."""
     from model_build.transformer import export as ex
     from model_build.transformer.train import tune_ensemble
-    from twolane.predictors.batch import INSTANT_DIR
+    from twolane.predictors.batch import INSTANT_DIR, combine
 
     fit, val, test = split(ds)
     test_ok = labellable(test)
@@ -168,8 +198,8 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
     if len(p_val) != len(val.texts):
         raise BatchBuildError(f"{len(p_val)} validation probabilities for {len(val.texts)} validation rows: "
                               "the data or the split changed since training")
-    alone = tune_ensemble(p_val, None, val.Y, empty_label=lnp)
-    log(f"validation macro-F1, transformer alone: {alone['val_macro_f1']:.4f}")
+    alone = tune_ensemble(p_val, None, val.Y, empty_label=lnp, objective=ENSEMBLE_OBJECTIVE)
+    log(f"validation, transformer alone: macro-F1 {alone['val_macro_f1']:.4f}, micro-F1 {alone['val_micro_f1']:.4f}")
 
     parity: dict[str, Any] = {}
     if fp32_out is not None:
@@ -197,35 +227,42 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
         t0 = time.monotonic()
         oof = instant_out_of_fold(inst, fit, val)
         log(f"instant lane refitted on the fit rows for validation probabilities "
-            f"({', '.join(oof)}; {time.monotonic() - t0:.0f} s)")
+            f"({', '.join(k for k in oof if k != 'sentiment')}; {time.monotonic() - t0:.0f} s)")
         best: dict[str, Any] | None = None
         for name, p_inst in oof.items():
-            cand = tune_ensemble(p_val, p_inst, val.Y, empty_label=lnp)
+            if name == "sentiment":
+                continue
+            cand = tune_ensemble(p_val, p_inst, val.Y, empty_label=lnp, combines=ENSEMBLE_COMBINES,
+                                 objective=ENSEMBLE_OBJECTIVE)
             cand["instant_model"] = name
-            log(f"  with instant {name}: validation macro-F1 {cand['val_macro_f1']:.4f} "
-                f"(transformer weight {cand['weight_transformer']})")
-            if best is None or cand["val_macro_f1"] > best["val_macro_f1"]:
+            log(f"  with instant {name}: validation macro-F1 {cand['val_macro_f1']:.4f}, micro-F1 "
+                f"{cand['val_micro_f1']:.4f} (transformer weight {cand['weight_transformer']}, "
+                f"{cand['combine']} mix)")
+            if best is None or cand["score"] > best["score"]:
                 best = cand
-        if best is not None and best["weight_transformer"] < 1.0:
+        if best is not None and best["weight_transformer"] < 1.0 and best["score"] > alone["score"]:
             inst_test = instant_test_proba(Path(instant_bundle), best["instant_model"], test_ok.texts,
                                            test_ok.question_types)
-            w = best["weight_transformer"]
+            unknown = inst_test[:, lnp] >= 1.0 if lnp is not None else None  # the unknown-text rule
             for kind, out in outs.items():
-                p = w * out[0] + (1 - w) * inst_test
-                metrics[f"ensemble_{kind}"] = quality(test.Y, served_labels(test, p, best["thresholds"],
-                                                                          best["min_one_label"]))
+                p = combine(best, out[0], inst_test)
+                metrics[f"ensemble_{kind}"] = quality(test.Y, served_labels(
+                    test, p, best["thresholds"], best["min_one_label"], unknown))
             metrics["instant_alone"] = quality(test.Y, served_labels(
-                test, inst_test, instant_thresholds(inst, best["instant_model"]), False))
+                test, inst_test, instant_thresholds(inst, best["instant_model"]),
+                bool(inst.config.get("min_one_label", False)), unknown))
             if (bundle / INSTANT_DIR).exists():
                 shutil.rmtree(bundle / INSTANT_DIR)
             shutil.copytree(instant_bundle, bundle / INSTANT_DIR)
-            ensemble = {"members": ["transformer", "instant"], "weight_transformer": w,
+            ensemble = {"members": ["transformer", "instant"], "weight_transformer": best["weight_transformer"],
+                        "combine": best["combine"], "objective": best["objective"],
                         "instant_model": best["instant_model"], "thresholds": best["thresholds"],
                         "min_one_label": best["min_one_label"], "instant_version": inst.version,
                         "instant_dir": INSTANT_DIR,
                         "tuned_on": "validation fold of the training split; instant probabilities "
                                     "there from its models refitted on the fit rows only",
-                        "val_macro_f1": round(best["val_macro_f1"], 4)}
+                        "val_macro_f1": round(best["val_macro_f1"], 4),
+                        "val_micro_f1": round(best["val_micro_f1"], 4)}
         else:
             log("the ensemble does not beat the transformer alone on validation: transformer only")
     log("test: " + json.dumps({k: {m: v[m] for m in ("macro_f1", "micro_f1", "accuracy") if m in v}
@@ -251,6 +288,7 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
     fit_rows, val_rows = len(fit.texts), len(val.texts)
     config = dict(base["config"])
     config["val_macro_f1_transformer"] = round(alone["val_macro_f1"], 4)
+    config["val_micro_f1_transformer"] = round(alone["val_micro_f1"], 4)
     manifest = Manifest(
         lane="batch", version=bundle.name, created_at=datetime.now(UTC).isoformat(),
         labels=list(ds.labels), sentiment_classes=list(SENTIMENT_CLASSES), models=models,

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from model_build.transformer.export import macro_f1
 from model_build.transformer.model import EncoderClassifier
 
 
@@ -223,22 +222,41 @@ def tune_thresholds(probs: np.ndarray, Y: np.ndarray, min_positives: int = 3) ->
     return thr
 
 
+OBJECTIVES = ("macro", "macro+micro")
+
+
 def tune_ensemble(p_transformer: np.ndarray, p_instant: np.ndarray | None, Y: np.ndarray,
                   weights: Sequence[float] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1),
-                  empty_label: int | None = None) -> dict:
-    """Choose the transformer weight, per-label thresholds and the at-least-one-label rule by
-    validation macro-F1 (weight 1.0 = transformer alone)."""
+                  empty_label: int | None = None, combines: Sequence[str] = ("probability",),
+                  objective: str = "macro", scored_rows_only: bool = True) -> dict:
+    """Choose the transformer weight, how probabilities mix (twolane.predictors.batch.combine),
+    per-label thresholds and the at-least-one-label rule on a validation fold (weight 1.0 =
+    transformer alone). objective: "macro" (macro-F1) or "macro+micro" (their sum), scored by
+    model_build.metrics; scored_rows_only: tune and score on the rows the scoring rule keeps
+    (truth with at least one label). Returns weight_transformer, combine, thresholds (list of
+    floats), min_one_label and val_macro_f1 / val_micro_f1."""
+    from model_build.metrics import multilabel_scores
+    from twolane.predictors.batch import combine
     from twolane.rules import decide_labels
 
-    candidates = weights if p_instant is not None else (1.0,)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
+    keep = Y.sum(1) > 0 if scored_rows_only else np.ones(len(Y), bool)
+    if not keep.any():
+        keep = np.ones(len(Y), bool)
+    candidates = [(w, c) for w in weights for c in combines] if p_instant is not None else [(1.0, "probability")]
     best: dict | None = None
-    for w in candidates:
-        p = p_transformer if p_instant is None else w * p_transformer + (1 - w) * p_instant
-        thr = tune_thresholds(p, Y)
+    for w, how in candidates:
+        p = p_transformer if p_instant is None else combine({"weight_transformer": w, "combine": how},
+                                                            p_transformer, p_instant)
+        thr = tune_thresholds(p[keep], Y[keep])
         for min_one in (False, True):
-            score = macro_f1(Y.astype(np.uint8), decide_labels(p, thr, empty_label, min_one_label=min_one))
-            if best is None or score > best["val_macro_f1"] + 1e-9:
-                best = {"weight_transformer": float(w), "thresholds": [float(t) for t in thr],
-                        "min_one_label": min_one, "val_macro_f1": float(score)}
+            pred = decide_labels(p, thr, empty_label, min_one_label=min_one)
+            sc = multilabel_scores(Y[keep], pred[keep])
+            score = sc["macro_f1"] + (sc["micro_f1"] if objective == "macro+micro" else 0.0)
+            if best is None or score > best["score"] + 1e-9:
+                best = {"weight_transformer": float(w), "combine": how, "thresholds": [float(t) for t in thr],
+                        "min_one_label": min_one, "score": float(score), "val_macro_f1": sc["macro_f1"],
+                        "val_micro_f1": sc["micro_f1"], "objective": objective}
     assert best is not None
     return best

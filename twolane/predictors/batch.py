@@ -103,6 +103,23 @@ class OnnxEncoder:
         return res_l, res_s
 
 
+def combine(ensemble: dict[str, Any], p_transformer: np.ndarray, p_instant: np.ndarray) -> np.ndarray:
+    """The manifest's ensemble of label probabilities (both n x labels, float32 out):
+    `combine` "probability" (the default) mixes probabilities, w * p_t + (1 - w) * p_i;
+    "logit" mixes log-odds, sigmoid(w * logit(p_t) + (1 - w) * logit(p_i)) (probabilities
+    clipped to [1e-6, 1 - 1e-6] first). w = `weight_transformer`."""
+    w = float(ensemble["weight_transformer"])
+    how = ensemble.get("combine", "probability")
+    if how == "probability":
+        return (w * p_transformer + (1.0 - w) * p_instant).astype(np.float32)
+    if how != "logit":
+        raise ValueError(f"unknown ensemble combine {how!r} (probability or logit)")
+    a = np.clip(p_transformer.astype(np.float64), 1e-6, 1 - 1e-6)
+    b = np.clip(p_instant.astype(np.float64), 1e-6, 1 - 1e-6)
+    z = w * np.log(a / (1 - a)) + (1.0 - w) * np.log(b / (1 - b))
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+
 def _cuda_available() -> bool:
     import onnxruntime as ort
 
@@ -168,7 +185,8 @@ class BatchPredictor:
             if (inst_path / "manifest.json").is_file() or instant_bundle:
                 from twolane.predictors.instant import InstantPredictor
 
-                instant = InstantPredictor.from_bundle(inst_path)
+                # the instant model the ensemble was tuned with (its default when not named)
+                instant = InstantPredictor.from_bundle(inst_path, model=manifest.ensemble.get("instant_model"))
                 tuned = manifest.ensemble.get("instant_version")
                 if tuned and instant.version != tuned:
                     log.warning("instant bundle %s differs from the one the ensemble was tuned "
@@ -188,7 +206,7 @@ class BatchPredictor:
             inst = np.asarray(self.instant.predict_proba(list(texts), question_types), dtype=np.float32)
             lnp = self.labels.index(LABELLING_NOT_POSSIBLE)
             unknown = inst[:, lnp] >= 1.0  # the instant predictor's rule verdict
-            lab = self.weight * lab + (1.0 - self.weight) * inst
+            lab = combine(self.manifest.ensemble, lab, inst)
         return lab, sen, unknown
 
     def predict(self, items: Sequence[CommentIn], *, target: JobTarget = "ms",

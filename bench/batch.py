@@ -118,8 +118,15 @@ def quality_side_by_side(bundle: Path, m, side: Path, test, ok) -> dict[str, Any
             pred[unknown] = 0
             pred[unknown, lnp] = 1
             q[f"ensemble_{k}"] = quality(test.Y, pred)
+        sw = float(e.get("sentiment_weight_transformer", 1.0))
+        if sw < 1.0:
+            s_inst = inst.sentiment_proba(ok.texts, ok.question_types)
+            for k, (_, sen) in outs.items():
+                mixed = np.where(np.isnan(s_inst), sen, sw * sen + (1 - sw) * np.nan_to_num(s_inst))
+                q[f"sentiment_ensemble_{k}"] = sentiment_quality(ok.sentiment, mixed)
         q["ensemble"] = {"weight_transformer": w, "instant_model": e.get("instant_model"),
-                         "instant_version": e.get("instant_version"), "combine": e.get("combine", "probability")}
+                         "instant_version": e.get("instant_version"), "combine": e.get("combine", "probability"),
+                         "sentiment_weight_transformer": sw}
     return q
 
 
@@ -292,7 +299,8 @@ def write_markdown(res: dict, m) -> None:
             continue
         v = q[key]
         kind = key.split("_")[-1]
-        sent = v.get("sentiment") or q.get(f"sentiment_{kind}") or {}
+        sent = (v.get("sentiment") or (q.get(f"sentiment_ensemble_{kind}") if key.startswith("ensemble_") else None)
+                or q.get(f"sentiment_{kind}") or {})
         acc = f"{sent['accuracy']:.4f}" if "accuracy" in sent else ""
         pol = f"{v['polarity_right_side']:.1%}" if "polarity_right_side" in v else ""
         lines.append(f"| {name} | {v['macro_f1']:.4f} | {v['micro_f1']:.4f} | {v['exact_accuracy']:.4f} | "

@@ -185,9 +185,25 @@ def instant_test_proba(instant_bundle: Path, name: str, texts: list[str], qts: l
 
 
 # ----------------------------------------------------------------------------- tuning, gates, manifest
+def tune_sentiment_mix(s_transformer: np.ndarray, s_instant: np.ndarray, y: np.ndarray,
+                       weights: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)) -> dict[str, float]:
+    """The transformer's weight in a mix of the two lanes' sentiment probabilities (n x classes
+    each) with the best validation accuracy on rows with a sentiment (y >= 0); ties keep the
+    higher weight (1.0 = the transformer alone)."""
+    keep = y >= 0
+    best = {"weight_transformer": 1.0, "val_accuracy": 0.0}
+    for w in weights:
+        acc = float(((w * s_transformer + (1 - w) * s_instant).argmax(1) == y)[keep].mean()) if keep.any() else 0.0
+        if acc > best["val_accuracy"] + 1e-9:
+            best = {"weight_transformer": float(w), "val_accuracy": acc}
+    return best
+
+
 def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_out: Probs | None,
-           base: dict[str, Any], instant_bundle: Path | None, enforce_gates: bool, log: Log) -> Path:
-    """Tune thresholds (and the ensemble) on validation, gate int8 on test, write the manifest."""
+           base: dict[str, Any], instant_bundle: Path | None, enforce_gates: bool, log: Log,
+           s_val: np.ndarray | None = None) -> Path:
+    """Tune thresholds (and the ensemble) on validation, gate int8 on test, write the manifest.
+    s_val: the transformer's validation sentiment probabilities (None: sentiment is not mixed)."""
     from model_build.transformer import export as ex
     from model_build.transformer.train import tune_ensemble
     from twolane.predictors.batch import INSTANT_DIR, combine
@@ -248,6 +264,21 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
                 p = combine(best, out[0], inst_test)
                 metrics[f"ensemble_{kind}"] = quality(test.Y, served_labels(
                     test, p, best["thresholds"], best["min_one_label"], unknown))
+            sent_mix = {"weight_transformer": 1.0}
+            if s_val is not None and "sentiment" in oof:
+                sent_mix = tune_sentiment_mix(s_val, oof["sentiment"], val.sentiment)
+                log(f"  sentiment: validation accuracy transformer alone "
+                    f"{sentiment_quality(val.sentiment, s_val)['accuracy']:.4f}, best mix with the instant "
+                    f"lane {sent_mix['val_accuracy']:.4f} at transformer weight {sent_mix['weight_transformer']}")
+            if sent_mix["weight_transformer"] < 1.0:
+                from twolane.predictors.instant import InstantPredictor
+
+                s_inst = InstantPredictor.from_bundle(Path(instant_bundle)).sentiment_proba(
+                    test_ok.texts, test_ok.question_types)
+                sw = sent_mix["weight_transformer"]
+                for kind, out in outs.items():
+                    mixed = np.where(np.isnan(s_inst), out[1], sw * out[1] + (1 - sw) * np.nan_to_num(s_inst))
+                    metrics[f"sentiment_ensemble_{kind}"] = sentiment_quality(test_ok.sentiment, mixed)
             metrics["instant_alone"] = quality(test.Y, served_labels(
                 test, inst_test, instant_thresholds(inst, best["instant_model"]),
                 bool(inst.config.get("min_one_label", False)), unknown))
@@ -262,7 +293,8 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
                         "tuned_on": "validation fold of the training split; instant probabilities "
                                     "there from its models refitted on the fit rows only",
                         "val_macro_f1": round(best["val_macro_f1"], 4),
-                        "val_micro_f1": round(best["val_micro_f1"], 4)}
+                        "val_micro_f1": round(best["val_micro_f1"], 4),
+                        "sentiment_weight_transformer": sent_mix["weight_transformer"]}
         else:
             log("the ensemble does not beat the transformer alone on validation: transformer only")
     log("test: " + json.dumps({k: {m: v[m] for m in ("macro_f1", "micro_f1", "accuracy") if m in v}
@@ -487,8 +519,9 @@ def package(side: Path, ds: Dataset, out_root: Path, instant_bundle: Path | None
         parity_extra["int8_fp32_nodes"] = len(ex.fp32_nodes(side / "model.fp32.onnx"))
         base = {"library_versions": info["library_versions"], "parity_extra": parity_extra,
                 "config": dict(cfg, side_folder=side.name)}
+        s_val_file = side / "val_sentiment_probs.npy"
         finish(bundle, ds, np.load(side / "val_transformer_probs.npy"), int8_out, fp32_out, base,
-               instant_bundle, enforce_gates, log)
+               instant_bundle, enforce_gates, log, np.load(s_val_file) if s_val_file.is_file() else None)
         m = read_manifest(bundle)
         m.config["package_seconds"] = round(time.monotonic() - t0, 1)
         write_manifest(bundle, m)

@@ -4,7 +4,8 @@ Serving imports only onnxruntime, tokenizers and numpy (cold start matters on a 
 endpoint). A batch is sorted by token length, padded per mini-batch and put back in input order.
 Multilabel probabilities are the manifest's weighted ensemble of the transformer and the instant
 lane when an instant bundle is available, the transformer alone otherwise; sentiment is the
-transformer's.
+transformer's, mixed with the instant lane's when the manifest's ensemble gives it a
+`sentiment_weight_transformer` under 1.
 """
 
 from __future__ import annotations
@@ -145,10 +146,12 @@ class BatchPredictor:
             self.thresholds = np.asarray(manifest.ensemble["thresholds"], dtype=np.float32)
             self.mode = "ensemble"
             self.min_one_label = bool(manifest.ensemble.get("min_one_label", False))
+            self.sentiment_weight = float(manifest.ensemble.get("sentiment_weight_transformer", 1.0))
         else:
             self.weight = 1.0
             self.thresholds = np.asarray(entry.thresholds or [0.5] * len(self.labels), dtype=np.float32)
             self.mode = "transformer"
+            self.sentiment_weight = 1.0
             self.min_one_label = bool(entry.extra.get("min_one_label", False))
 
     @property
@@ -203,10 +206,15 @@ class BatchPredictor:
         lab, sen = self.encoder.proba(texts)
         unknown = np.zeros(len(texts), bool)
         if self.instant is not None and len(texts):
-            inst = np.asarray(self.instant.predict_proba(list(texts), question_types), dtype=np.float32)
+            inst, inst_sen = self.instant.predict_arrays(list(texts), question_types)
+            inst = np.asarray(inst, dtype=np.float32)
             lnp = self.labels.index(LABELLING_NOT_POSSIBLE)
             unknown = inst[:, lnp] >= 1.0  # the instant predictor's rule verdict
             lab = combine(self.manifest.ensemble, lab, inst)
+            if self.sentiment_weight < 1.0:  # unknown rows (NaN) get no sentiment anyway
+                sw = self.sentiment_weight
+                sen = np.where(np.isnan(inst_sen), sen, sw * sen + (1.0 - sw) * np.nan_to_num(inst_sen))
+                sen = sen.astype(np.float32)
         return lab, sen, unknown
 
     def predict(self, items: Sequence[CommentIn], *, target: JobTarget = "ms",

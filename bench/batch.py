@@ -157,7 +157,6 @@ def main() -> None:
     tok = load_tokenizer(bundle / "tokenizer.json", int(m.config["max_length"]))
     enc = {"onnx_int8": OnnxEncoder(bundle / "model.int8.onnx", tok),
            "onnx_fp32": OnnxEncoder(side / "model.fp32.onnx", tok)}
-    q: dict = {}
 
     # ---- quality
     res: dict = {"bundle": m.version, "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -166,7 +165,7 @@ def main() -> None:
                  "test_rows": len(test.texts), "labellable_rows": len(texts),
                  "training_minutes": round(m.config["train_summary"]["seconds"] / 60, 1),
                  "epochs_run": m.config["train_summary"]["epochs_run"]}
-    res["quality"] = quality_side_by_side(bundle, m, side, test, ok)
+    q = res["quality"] = quality_side_by_side(bundle, m, side, test, ok)
 
     # ---- speed: same length-sorted batches of 32 for every engine
     state = torch.load(side / "model.pt", map_location="cpu")
@@ -239,10 +238,10 @@ def main() -> None:
 
     # ---- targets
     t: dict[str, Any] = {}
-    inst, ens = q.get("instant_served"), q.get("ensemble_int8_served")
-    if inst and ens:
+    inst_q, ens_q = q.get("instant_served"), q.get("ensemble_int8_served")
+    if inst_q and ens_q:
         for key, name in (("macro_f1", "ensemble_vs_instant_macro_f1"), ("micro_f1", "ensemble_vs_instant_micro_f1")):
-            gain = (ens[key] - inst[key]) * 100
+            gain = (ens_q[key] - inst_q[key]) * 100
             need = TARGETS["ensemble_gain_pts" if key == "macro_f1" else "ensemble_micro_gain_pts"]
             t[name] = {"value_pts": round(gain, 2), "target": f">= +{need} pts", "met": gain >= need}
     drop = (q["transformer_fp32"]["macro_f1"] - q["transformer_int8"]["macro_f1"]) * 100

@@ -139,8 +139,9 @@ def instant_out_of_fold(manifest: Manifest, fit: Dataset, val: Dataset) -> dict[
     from model_build import instant
 
     known = {f.name for f in fields(instant.Config)}
-    cfg = instant.Config(**{k: (tuple(v) if isinstance(v, list) else v)
-                            for k, v in manifest.config.items() if k in known})
+    saved: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v)
+                             for k, v in manifest.config.items() if k in known}
+    cfg = instant.Config(**saved)
     fit_texts = [instant.inputs(t, q, cfg) for t, q in zip(fit.texts, fit.question_types, strict=True)]
     val_texts = [instant.inputs(t, q, cfg) for t, q in zip(val.texts, val.question_types, strict=True)]
     vec = instant.fit_vectorizer(fit_texts, cfg)

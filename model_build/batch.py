@@ -5,9 +5,11 @@
 
 Steps: carve a validation fold from the TRAINING split only (the test split is never used for any
 choice); fine-tune; export fp32 ONNX (dynamic batch and sequence axes), run onnxruntime's BERT
-optimiser, quantise to int8 (CPU) and convert to fp16 (GPU); tune per-label thresholds, and the
-weight of the instant lane's probabilities in the ensemble, on the validation fold; gate int8
-against fp32 on the test split; write `bundles/batch/<version>/`.
+optimiser, quantise to int8 (CPU) and convert to fp16 (GPU); tune per-label thresholds, the
+weight of the instant lane's probabilities in the ensemble and how they mix (probability or
+log-odds: ENSEMBLE_COMBINES; by macro- plus micro-F1, ENSEMBLE_OBJECTIVE), and the instant lane's
+share of sentiment (by accuracy), on the validation fold; gate int8 against fp32 on the test
+split; write `bundles/batch/<version>/`.
 
 The instant lane's probabilities on the validation fold come from the instant lane's own models
 refitted on the fit rows only (its shipped bundle was trained on the whole training split, so its

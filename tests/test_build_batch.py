@@ -126,3 +126,46 @@ def test_package_is_deterministic_from_a_saved_training_run(tmp_path: Path) -> N
     m2 = read_manifest(second, verify=True)
     assert m2.models["int8"].thresholds == m1.models["int8"].thresholds
     assert m2.config["side_folder"] == first.name
+
+
+def test_ordinal_targets_and_sentiment_loss() -> None:
+    import torch
+
+    from model_build.transformer.train import ordinal_targets, sentiment_loss
+
+    t = ordinal_targets(5, 0.1)
+    assert torch.allclose(t.sum(1), torch.ones(5))
+    assert t[0, 0] == pytest.approx(0.9) and t[0, 1] == pytest.approx(0.1) and t[0, 2] == 0
+    assert t[2, 1] == pytest.approx(0.05) and t[2, 3] == pytest.approx(0.05) and t[2, 0] == 0
+    logits = torch.zeros(3, 5)
+    assert sentiment_loss(logits, torch.tensor([-1, -1, -1]), t) is None  # no sentiment: no term
+    loss = sentiment_loss(logits, torch.tensor([0, -1, 4]), t)
+    assert loss is not None and float(loss) == pytest.approx(float(np.log(5)), rel=1e-5)
+
+
+def test_tune_ensemble_objectives_and_sentiment_mix() -> None:
+    """On a validation-like fold where one source is right about a frequent label and the other
+    about a rare one, the tuned mix uses both; the sentiment mix keeps the transformer on ties."""
+    from model_build.batch import tune_sentiment_mix
+    from model_build.transformer.train import tune_ensemble
+
+    rng = np.random.default_rng(0)
+    n = 400
+    Y = np.zeros((n, 3), np.uint8)
+    Y[:, 0] = rng.random(n) < 0.5
+    Y[:, 1] = rng.random(n) < 0.1
+    Y[::7, 2] = 0  # label 2 never true
+    noise = rng.random((n, 3)) * 0.3
+    p_t = np.clip(np.column_stack([Y[:, 0] * 0.7 + noise[:, 0], noise[:, 1] + 0.35, noise[:, 2]]), 0, 1)
+    p_i = np.clip(np.column_stack([rng.random(n), Y[:, 1] * 0.7 + noise[:, 1], noise[:, 2]]), 0, 1)
+    alone = tune_ensemble(p_t, None, Y)
+    assert alone["weight_transformer"] == 1.0 and len(alone["thresholds"]) == 3
+    for objective in ("macro", "macro+micro"):
+        best = tune_ensemble(p_t, p_i, Y, combines=("probability", "logit"), objective=objective)
+        assert 0.0 < best["weight_transformer"] < 1.0 and best["combine"] in ("probability", "logit")
+        assert best["val_macro_f1"] > alone["val_macro_f1"]
+    with pytest.raises(ValueError, match="objective"):
+        tune_ensemble(p_t, p_i, Y, objective="accuracy")
+    y = rng.integers(0, 5, n)
+    s_t = np.eye(5)[y] * 0.6 + 0.08
+    assert tune_sentiment_mix(s_t, np.full((n, 5), 0.2), y)["weight_transformer"] == 1.0

@@ -1,5 +1,11 @@
 """Fine-tune the encoder (multilabel BCE with positive-class weights + sentiment CE), predict,
-and tune per-label thresholds and the ensemble weight on a validation fold."""
+and tune per-label thresholds and the ensemble weight on a validation fold.
+
+Losses: the label BCE counts only comments with at least one label (the scoring rule's rows, and
+what the instant lane's label models train on: a comment the labellers left without any label is
+not a "no theme applies" example); the sentiment CE counts comments with a sentiment, with
+ordinal label smoothing (part of the target's mass on the neighbouring classes of the 1..5
+scale, so "very positive" vs "positive" costs less than positive vs negative)."""
 
 from __future__ import annotations
 
@@ -12,7 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from model_build.transformer.export import macro_f1
 from model_build.transformer.model import EncoderClassifier
 
 
@@ -24,7 +29,9 @@ class TrainConfig:
     head_lr: float = 3e-3
     weight_decay: float = 0.01
     warmup: float = 0.06  # share of steps
-    sentiment_weight: float = 0.5  # loss = BCE + w * CE
+    sentiment_weight: float = 1.0  # loss = BCE + w * CE
+    sentiment_smoothing: float = 0.1  # share of the target moved to the neighbouring classes
+    labelled_rows_only: bool = True  # label BCE only on comments with at least one label
     pos_weight_power: float = 0.5  # pos_weight = (neg/pos) ** power, capped
     pos_weight_cap: float = 30.0
     max_minutes: float | None = None  # wall-clock budget for training; epochs are cut to fit
@@ -60,14 +67,39 @@ def pos_weights(Y: np.ndarray, power: float, cap: float) -> torch.Tensor:
     return torch.tensor(np.clip(w, 1.0, cap), dtype=torch.float32)
 
 
+def ordinal_targets(n_classes: int, smoothing: float) -> torch.Tensor:
+    """n x n soft targets: row k keeps 1 - smoothing on class k, the rest shared by its
+    neighbours k-1 and k+1 (all of it on the one neighbour at either end of the scale)."""
+    t = torch.eye(n_classes)
+    if smoothing <= 0 or n_classes < 2:
+        return t
+    for k in range(n_classes):
+        nb = [j for j in (k - 1, k + 1) if 0 <= j < n_classes]
+        t[k, k] = 1.0 - smoothing
+        for j in nb:
+            t[k, j] = smoothing / len(nb)
+    return t
+
+
+def sentiment_loss(logits: torch.Tensor, target: torch.Tensor, soft: torch.Tensor) -> torch.Tensor | None:
+    """Mean soft-target CE over rows with a sentiment (target >= 0); None when there is none."""
+    keep = target >= 0
+    if not bool(keep.any()):
+        return None
+    logp = torch.log_softmax(logits[keep], dim=-1)
+    return -(soft[target[keep]] * logp).sum(-1).mean()
+
+
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def train(model: EncoderClassifier, ids: list[list[int]], Y: np.ndarray, sentiment: np.ndarray,
           cfg: TrainConfig, pad_id: int, on_step: Callable[[int, int, float], None] | None = None,
-          max_steps: int | None = None) -> dict:
-    """Train in place. on_step(step, total_steps, loss). Returns a summary (losses, time, epochs)."""
+          max_steps: int | None = None, on_epoch: Callable[[int], None] | None = None) -> dict:
+    """Train in place. on_step(step, total_steps, loss) after each step; on_epoch(epoch) after each
+    epoch (e.g. a validation check; the model is put back in training mode after it).
+    Returns a summary (losses, time, epochs)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     dev = device()
@@ -88,9 +120,12 @@ def train(model: EncoderClassifier, ids: list[list[int]], Y: np.ndarray, sentime
         return max(0.0, (plan["total"] - step) / max(1, plan["total"] - warm))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-    bce = nn.BCEWithLogitsLoss(pos_weight=pos_weights(Y, cfg.pos_weight_power, cfg.pos_weight_cap).to(dev))
-    ce = nn.CrossEntropyLoss(ignore_index=-1)
+    labelled = Y.sum(1) > 0 if cfg.labelled_rows_only else np.ones(len(Y), bool)
+    pw = pos_weights(Y[labelled] if labelled.any() else Y, cfg.pos_weight_power, cfg.pos_weight_cap)
+    bce = nn.BCEWithLogitsLoss(pos_weight=pw.to(dev), reduction="none")
+    soft = ordinal_targets(model.sentiment_head.out_features, cfg.sentiment_smoothing).to(dev)
     Yt = torch.tensor(Y, dtype=torch.float32)
+    Lt = torch.tensor(labelled, dtype=torch.bool)
     St = torch.tensor(sentiment, dtype=torch.long)
     lengths = [len(x) for x in ids]
     losses: list[float] = []
@@ -106,10 +141,11 @@ def train(model: EncoderClassifier, ids: list[list[int]], Y: np.ndarray, sentime
                 break
             inp, mask = collate([ids[i] for i in b], pad_id)
             label_logits, sent_logits = model(inp.to(dev), mask.to(dev))
-            loss = bce(label_logits, Yt[b].to(dev))
-            sb = St[b].to(dev)
-            if (sb >= 0).any():
-                loss = loss + cfg.sentiment_weight * ce(sent_logits, sb)
+            lb = Lt[b].to(dev)
+            loss = bce(label_logits[lb], Yt[b].to(dev)[lb]).mean() if bool(lb.any()) else label_logits.sum() * 0
+            s_loss = sentiment_loss(sent_logits, St[b].to(dev), soft)
+            if s_loss is not None:
+                loss = loss + cfg.sentiment_weight * s_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -124,6 +160,9 @@ def train(model: EncoderClassifier, ids: list[list[int]], Y: np.ndarray, sentime
                 on_step(step, plan["total"], loss_value)
         epoch += 1
         epoch_losses.append(running / max(count, 1))
+        if on_epoch:
+            on_epoch(epoch)
+            model.train()
         elapsed = time.monotonic() - start
         if cfg.max_minutes and epoch < plan["epochs"]:
             per_epoch = elapsed / epoch
@@ -183,22 +222,41 @@ def tune_thresholds(probs: np.ndarray, Y: np.ndarray, min_positives: int = 3) ->
     return thr
 
 
+OBJECTIVES = ("macro", "macro+micro")
+
+
 def tune_ensemble(p_transformer: np.ndarray, p_instant: np.ndarray | None, Y: np.ndarray,
                   weights: Sequence[float] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1),
-                  empty_label: int | None = None) -> dict:
-    """Choose the transformer weight, per-label thresholds and the at-least-one-label rule by
-    validation macro-F1 (weight 1.0 = transformer alone)."""
+                  empty_label: int | None = None, combines: Sequence[str] = ("probability",),
+                  objective: str = "macro", scored_rows_only: bool = True) -> dict:
+    """Choose the transformer weight, how probabilities mix (twolane.predictors.batch.combine),
+    per-label thresholds and the at-least-one-label rule on a validation fold (weight 1.0 =
+    transformer alone). objective: "macro" (macro-F1) or "macro+micro" (their sum), scored by
+    model_build.metrics; scored_rows_only: tune and score on the rows the scoring rule keeps
+    (truth with at least one label). Returns weight_transformer, combine, thresholds (list of
+    floats), min_one_label and val_macro_f1 / val_micro_f1."""
+    from model_build.metrics import multilabel_scores
+    from twolane.predictors.batch import combine
     from twolane.rules import decide_labels
 
-    candidates = weights if p_instant is not None else (1.0,)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
+    keep = Y.sum(1) > 0 if scored_rows_only else np.ones(len(Y), bool)
+    if not keep.any():
+        keep = np.ones(len(Y), bool)
+    candidates = [(w, c) for w in weights for c in combines] if p_instant is not None else [(1.0, "probability")]
     best: dict | None = None
-    for w in candidates:
-        p = p_transformer if p_instant is None else w * p_transformer + (1 - w) * p_instant
-        thr = tune_thresholds(p, Y)
+    for w, how in candidates:
+        p = p_transformer if p_instant is None else combine({"weight_transformer": w, "combine": how},
+                                                            p_transformer, p_instant)
+        thr = tune_thresholds(p[keep], Y[keep])
         for min_one in (False, True):
-            score = macro_f1(Y.astype(np.uint8), decide_labels(p, thr, empty_label, min_one_label=min_one))
-            if best is None or score > best["val_macro_f1"] + 1e-9:
-                best = {"weight_transformer": float(w), "thresholds": [float(t) for t in thr],
-                        "min_one_label": min_one, "val_macro_f1": float(score)}
+            pred = decide_labels(p, thr, empty_label, min_one_label=min_one)
+            sc = multilabel_scores(Y[keep], pred[keep])
+            score = sc["macro_f1"] + (sc["micro_f1"] if objective == "macro+micro" else 0.0)
+            if best is None or score > best["score"] + 1e-9:
+                best = {"weight_transformer": float(w), "combine": how, "thresholds": [float(t) for t in thr],
+                        "min_one_label": min_one, "score": float(score), "val_macro_f1": sc["macro_f1"],
+                        "val_micro_f1": sc["micro_f1"], "objective": objective}
     assert best is not None
     return best

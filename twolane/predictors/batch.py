@@ -4,7 +4,8 @@ Serving imports only onnxruntime, tokenizers and numpy (cold start matters on a 
 endpoint). A batch is sorted by token length, padded per mini-batch and put back in input order.
 Multilabel probabilities are the manifest's weighted ensemble of the transformer and the instant
 lane when an instant bundle is available, the transformer alone otherwise; sentiment is the
-transformer's.
+transformer's, mixed with the instant lane's when the manifest's ensemble gives it a
+`sentiment_weight_transformer` under 1.
 """
 
 from __future__ import annotations
@@ -103,6 +104,23 @@ class OnnxEncoder:
         return res_l, res_s
 
 
+def combine(ensemble: dict[str, Any], p_transformer: np.ndarray, p_instant: np.ndarray) -> np.ndarray:
+    """The manifest's ensemble of label probabilities (both n x labels, float32 out):
+    `combine` "probability" (the default) mixes probabilities, w * p_t + (1 - w) * p_i;
+    "logit" mixes log-odds, sigmoid(w * logit(p_t) + (1 - w) * logit(p_i)) (probabilities
+    clipped to [1e-6, 1 - 1e-6] first). w = `weight_transformer`."""
+    w = float(ensemble["weight_transformer"])
+    how = ensemble.get("combine", "probability")
+    if how == "probability":
+        return (w * p_transformer + (1.0 - w) * p_instant).astype(np.float32)
+    if how != "logit":
+        raise ValueError(f"unknown ensemble combine {how!r} (probability or logit)")
+    a = np.clip(p_transformer.astype(np.float64), 1e-6, 1 - 1e-6)
+    b = np.clip(p_instant.astype(np.float64), 1e-6, 1 - 1e-6)
+    z = w * np.log(a / (1 - a)) + (1.0 - w) * np.log(b / (1 - b))
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+
 def _cuda_available() -> bool:
     import onnxruntime as ort
 
@@ -128,10 +146,12 @@ class BatchPredictor:
             self.thresholds = np.asarray(manifest.ensemble["thresholds"], dtype=np.float32)
             self.mode = "ensemble"
             self.min_one_label = bool(manifest.ensemble.get("min_one_label", False))
+            self.sentiment_weight = float(manifest.ensemble.get("sentiment_weight_transformer", 1.0))
         else:
             self.weight = 1.0
             self.thresholds = np.asarray(entry.thresholds or [0.5] * len(self.labels), dtype=np.float32)
             self.mode = "transformer"
+            self.sentiment_weight = 1.0
             self.min_one_label = bool(entry.extra.get("min_one_label", False))
 
     @property
@@ -168,7 +188,8 @@ class BatchPredictor:
             if (inst_path / "manifest.json").is_file() or instant_bundle:
                 from twolane.predictors.instant import InstantPredictor
 
-                instant = InstantPredictor.from_bundle(inst_path)
+                # the instant model the ensemble was tuned with (its default when not named)
+                instant = InstantPredictor.from_bundle(inst_path, model=manifest.ensemble.get("instant_model"))
                 tuned = manifest.ensemble.get("instant_version")
                 if tuned and instant.version != tuned:
                     log.warning("instant bundle %s differs from the one the ensemble was tuned "
@@ -185,10 +206,15 @@ class BatchPredictor:
         lab, sen = self.encoder.proba(texts)
         unknown = np.zeros(len(texts), bool)
         if self.instant is not None and len(texts):
-            inst = np.asarray(self.instant.predict_proba(list(texts), question_types), dtype=np.float32)
+            inst, inst_sen = self.instant.predict_arrays(list(texts), question_types)
+            inst = np.asarray(inst, dtype=np.float32)
             lnp = self.labels.index(LABELLING_NOT_POSSIBLE)
             unknown = inst[:, lnp] >= 1.0  # the instant predictor's rule verdict
-            lab = self.weight * lab + (1.0 - self.weight) * inst
+            lab = combine(self.manifest.ensemble, lab, inst)
+            if self.sentiment_weight < 1.0:  # unknown rows (NaN) get no sentiment anyway
+                sw = self.sentiment_weight
+                sen = np.where(np.isnan(inst_sen), sen, sw * sen + (1.0 - sw) * np.nan_to_num(inst_sen))
+                sen = sen.astype(np.float32)
         return lab, sen, unknown
 
     def predict(self, items: Sequence[CommentIn], *, target: JobTarget = "ms",

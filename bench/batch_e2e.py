@@ -49,11 +49,9 @@ SERVE = ROOT / "sagemaker" / "serve.py"
 
 
 def free_port() -> int:
-    import socket
+    from local_stack.stack import free_port as fp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return fp()
 
 
 def cold_start(bundle: Path, runs: int) -> list[float]:
@@ -93,15 +91,14 @@ def import_seconds(code: str, runs: int = 3) -> float:
     return statistics.median(times)
 
 
-def load_items(n: int) -> list[dict]:
+def load_items(n: int) -> list[dict[str, Any]]:
+    """n real comments: the data set in order, repeated as often as needed, ids made unique."""
     from model_build.data import load_dataset
 
     ds = load_dataset()
-    items = [{"comment_id": str(i), "comment_text": t, "question_type": q}
-             for i, t, q in zip(ds.ids, ds.texts, ds.question_types, strict=False)]
-    if n > len(items):
-        raise SystemExit(f"the data set has {len(items)} comments, fewer than {n}")
-    return items[:n]
+    rows = list(zip(ds.texts, ds.question_types, strict=True))
+    return [{"comment_id": str(i), "comment_text": rows[i % len(rows)][0],
+             "question_type": rows[i % len(rows)][1]} for i in range(n)]
 
 
 def run_job(api: str, items: list[dict]) -> dict:

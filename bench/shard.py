@@ -32,6 +32,7 @@ if __package__ in (None, ""):
 import httpx
 import psutil
 
+from bench.batch_e2e import free_port, load_items
 from bench.results_md import write_section
 
 HERE = Path(__file__).resolve().parent
@@ -39,24 +40,6 @@ ROOT = HERE.parent
 RESULTS = HERE / "results" / "shard.json"
 REPORT = HERE / "RESULTS.md"
 START, END = "<!-- shard:start -->", "<!-- shard:end -->"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def load_items(n: int) -> list[dict[str, Any]]:
-    """n real comments: the data set in order, repeated as often as needed, ids made unique."""
-    from model_build.data import load_dataset
-
-    ds = load_dataset()
-    rows = list(zip(ds.texts, ds.question_types, strict=False))
-    return [{"comment_id": str(i), "comment_text": rows[i % len(rows)][0],
-             "question_type": rows[i % len(rows)][1]} for i in range(n)]
 
 
 class LoadSampler:

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.infra import API_EVENT
 from bench.results_md import write_section
 from infra.build_lambda_asset import python312
 
@@ -41,17 +42,7 @@ import json, sys, time
 t0 = time.perf_counter(); c0 = time.process_time()
 import functions.api.handler as h
 imp_wall = time.perf_counter() - t0; imp_cpu = time.process_time() - c0
-body = {"items": [{"comment_id": "1", "comment_text": "The nurses were kind and the food was cold"},
-                  {"comment_id": "2", "comment_text": ""}]}
-event = {"version": "2.0", "routeKey": "$default", "rawPath": "/v1/predict", "rawQueryString": "",
-         "headers": {"content-type": "application/json"},
-         "requestContext": {"http": {"method": "POST", "path": "/v1/predict", "sourceIp": "1.2.3.4",
-                                     "protocol": "HTTP/1.1", "userAgent": "bench"},
-                            "requestId": "r", "stage": "$default", "routeKey": "$default"},
-         "body": json.dumps(body), "isBase64Encoded": False}
-class Ctx:
-    function_name = "bench"; memory_limit_in_mb = 1024; aws_request_id = "r"
-    invoked_function_arn = "arn:aws:lambda:eu-west-2:123456789012:function:bench"
+""" + API_EVENT + r"""
 t1 = time.perf_counter(); c1 = time.process_time()
 out = h.handler(event, Ctx())
 first_wall = time.perf_counter() - t1; first_cpu = time.process_time() - c1

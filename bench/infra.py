@@ -85,11 +85,9 @@ def asset_figures(asset: Path) -> dict:
     }
 
 
-SMOKE = r"""
-import json, time
-t0 = time.perf_counter()
-import functions.api.handler as h
-cold = time.perf_counter() - t0
+# The API Gateway (HTTP API v2) event and Lambda context the asset probes send to the API
+# handler (here and in bench/cold_start.py): one POST /v1/predict of two comments.
+API_EVENT = r"""
 body = {"items": [{"comment_id": "1", "comment_text": "The nurses were kind and the food was cold"},
                   {"comment_id": "2", "comment_text": ""}]}
 event = {"version": "2.0", "routeKey": "$default", "rawPath": "/v1/predict", "rawQueryString": "",
@@ -101,7 +99,15 @@ event = {"version": "2.0", "routeKey": "$default", "rawPath": "/v1/predict", "ra
 class Ctx:
     function_name = "bench"; memory_limit_in_mb = 1024; aws_request_id = "r"
     invoked_function_arn = "arn:aws:lambda:eu-west-2:123456789012:function:bench"
-t1 = time.perf_counter()
+"""
+
+
+SMOKE = r"""
+import json, time
+t0 = time.perf_counter()
+import functions.api.handler as h
+cold = time.perf_counter() - t0
+""" + API_EVENT + r"""t1 = time.perf_counter()
 out = h.handler(event, Ctx())
 warm = time.perf_counter() - t1
 print(json.dumps({"status": out["statusCode"], "import_s": round(cold, 2),

@@ -140,7 +140,8 @@ def recommend(
 @app.command()
 def synth(
     env: str = typer.Option("dev", help="Config in infra/config/<env>.json."),
-    no_batch: bool = typer.Option(False, "--no-batch", help="Leave the batch endpoint out (first deploy)."),
+    no_batch: bool = typer.Option(False, "--no-batch",
+                                  help="Leave the batch endpoint out (as `cdk deploy -c batch=false`)."),
 ) -> None:
     """Synthesise the CDK app offline into cdk.out/ (cdk-nag and config validation included)."""
     from infra.app import main

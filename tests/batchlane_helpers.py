@@ -69,14 +69,32 @@ def bucket_ready(settings: Settings) -> None:
                          CreateBucketConfiguration={"LocationConstraint": settings.aws_region})
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, every: float = 0.05) -> Any:
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "",
+             every: float = 0.05) -> Any:
+    """`check()`'s first truthy answer, asked every `every` s for at most `timeout` s (a bound,
+    not a sleep: it returns as soon as the condition holds)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = check()
         if got:
             return got
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {check}")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what or check}")
+
+
+def stop_up(proc: Any) -> int | None:
+    """Stop a `twolane up` subprocess (SIGINT, then kill after 60 s); its exit code, or None when
+    it had to be killed. Never raises, so a slow stop cannot hide a test's own first error."""
+    import signal
+    import subprocess
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        return int(proc.wait(60))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(30)
+        return None
 
 
 def poll_job(client: Any, url: str, timeout: float = 60.0) -> Any:

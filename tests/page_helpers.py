@@ -13,11 +13,12 @@ import os
 import shutil
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from batchlane_helpers import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -92,21 +93,11 @@ def serve(app: Any, timeout: float = 60.0, health: str = "health") -> Iterator[s
             return False
 
     try:
-        wait_until(up, timeout, what=f"the API on {base}")
+        wait_for(up, timeout, what=f"the API on {base}")
         yield base
     finally:
         server.should_exit = True
         thread.join(15)
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def wait_for_download(folder: Path, suffix: str, timeout: float = 30.0) -> Path:
@@ -116,7 +107,7 @@ def wait_for_download(folder: Path, suffix: str, timeout: float = 30.0) -> Path:
         partial = list(folder.glob("*.crdownload"))
         return found[0] if len(found) == 1 and not partial else None
 
-    return wait_until(done, timeout, what=f"a {suffix} download in {folder}")
+    return wait_for(done, timeout, what=f"a {suffix} download in {folder}")
 
 
 def sample_comments(n: int = 300, seed: int = 7) -> Any:
@@ -145,7 +136,7 @@ def label_file(driver: Any, base_url: str, file: Path, lane: str = "instant",
 
     driver.get(base_url)
     driver.find_element(By.ID, "file").send_keys(str(file))
-    wait_until(lambda: driver.find_element(By.ID, "step-run").is_displayed()
+    wait_for(lambda: driver.find_element(By.ID, "step-run").is_displayed()
                or driver.find_element(By.ID, "file-error").is_displayed(), 30, "the file to load")
     driver.find_element(By.CSS_SELECTOR, f"input[name=lane][value={lane}]").click()
     driver.find_element(By.ID, "run").click()
@@ -155,7 +146,7 @@ def label_file(driver: Any, base_url: str, file: Path, lane: str = "instant",
 def wait_for_outcome(driver: Any, timeout: float = 120.0) -> None:
     from selenium.webdriver.common.by import By
 
-    wait_until(lambda: any(driver.find_element(By.ID, i).is_displayed()
+    wait_for(lambda: any(driver.find_element(By.ID, i).is_displayed()
                            for i in ("results", "run-error", "key-form")),
                timeout, "results, an error or the API-key prompt")
 

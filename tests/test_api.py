@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from lambda_http import LambdaContext
 
 from twolane.api.app import create_app
 from twolane.rules import LABELLING_NOT_POSSIBLE
@@ -249,17 +250,6 @@ def http_api_event(method: str, path: str, body: Any = None, headers: dict[str, 
         **({"body": raw} if raw is not None else {}),
         "isBase64Encoded": False,
     }
-
-
-class LambdaContext:
-    function_name = "twolane-api"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:eu-west-2:123456789012:function:twolane-api"
-    aws_request_id = "3f1e6a3c-0000-4000-8000-000000000001"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
 
 
 def test_lambda_handler_http_api_v2(lambda_module: Callable[[str], ModuleType]) -> None:

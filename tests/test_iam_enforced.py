@@ -42,7 +42,8 @@ from iam_helpers import (
     role_policy,
     unused_grants,
 )
-from test_api import LambdaContext, http_api_event
+from lambda_http import LambdaContext
+from test_api import http_api_event
 from test_dropfolder import ROWS, csv_bytes, s3_event
 
 from infra.checks import synth_offline

@@ -6,15 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import boto3
 import httpx
 import pytest
+from batchlane_helpers import stop_up, wait_for
 
 from local_stack.stack import free_port, predict_file
 from twolane.rules import LABELLING_NOT_POSSIBLE
@@ -23,16 +22,6 @@ REPO = Path(__file__).resolve().parent.parent
 CSV = (b"comment_id,comment_text,question_type\n"
        b"1,The nurses were kind and explained everything clearly,what_good\n"
        b"2,n/a,nonspecific\n")
-
-
-def wait_for(cond, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_up_serves_api_and_drop_folder(instant_bundle: Path, tmp_path: Path) -> None:
@@ -91,13 +80,7 @@ def test_up_serves_api_and_drop_folder(instant_bundle: Path, tmp_path: Path) -> 
         assert local.read_text().startswith("comment_id,labels,sentiment,sentiment_label")
     finally:
         # Stop it whatever happened; a slow stop must not hide the test's own first error.
-        proc.send_signal(signal.SIGINT)
-        try:
-            rc: int | None = proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(30)
-            rc = None
+        rc = stop_up(proc)
     text = log.read_text()
     assert rc == 0, f"up did not stop cleanly (exit {rc}):\n{text}"
     assert "twolane is running" in text and f"http://127.0.0.1:{port}/v1/predict" in text

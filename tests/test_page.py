@@ -32,9 +32,9 @@ from page_helpers import (
     chrome,
     label_file,
     serve,
+    wait_for,
     wait_for_download,
     wait_for_outcome,
-    wait_until,
     write_samples,
 )
 
@@ -147,7 +147,8 @@ def test_limits_and_page_are_open_when_api_keys_are_set(predictor: Any) -> None:
 
 
 def test_page_through_the_lambda_adapter(lambda_module: Callable[[str], ModuleType]) -> None:
-    from test_api import LambdaContext, http_api_event
+    from lambda_http import LambdaContext
+    from test_api import http_api_event
 
     mod = lambda_module("functions.api.handler")
     ctx = LambdaContext()
@@ -293,7 +294,7 @@ def test_label_a_csv_on_the_instant_lane(predictor: Any, samples: Any, driver: A
     with serve(create_app(predictor, Settings(max_items=120))) as base:
         driver.get(base)
         by_id(driver, "file").send_keys(str(csv_path))
-        wait_until(lambda: by_id(driver, "step-run").is_displayed(), 30, "the columns step")
+        wait_for(lambda: by_id(driver, "step-run").is_displayed(), 30, "the columns step")
         assert "300 rows, 4 columns" in by_id(driver, "file-info").text
         picked = {k: Select(by_id(driver, f"col-{k}")).first_selected_option.text
                   for k in ("id", "text", "qt")}
@@ -324,13 +325,13 @@ def test_label_an_xlsx_with_an_api_key(predictor: Any, samples: Any, driver: Any
         assert not by_id(driver, "results").is_displayed()
         by_id(driver, "api-key").send_keys("not-the-key")
         by_id(driver, "key-save").click()
-        wait_until(lambda: "not accepted" in by_id(driver, "key-reason").text, 60,
+        wait_for(lambda: "not accepted" in by_id(driver, "key-reason").text, 60,
                    "the wrong key to be refused")
         assert "invalid API key" in by_id(driver, "key-reason").text
         by_id(driver, "api-key").clear()
         by_id(driver, "api-key").send_keys(API_KEY)
         by_id(driver, "key-save").click()
-        wait_until(lambda: by_id(driver, "results").is_displayed(), 120, "the results")
+        wait_for(lambda: by_id(driver, "results").is_displayed(), 120, "the results")
         assert_results_on_page(driver, df, want)
 
         by_id(driver, "dl-xlsx").click()
@@ -369,13 +370,13 @@ def test_mistakes_are_explained_in_words(predictor: Any, driver: Any, tmp_path: 
     with serve(create_app(predictor, Settings())) as base:
         driver.get(base)
         by_id(driver, "file").send_keys(str(not_xlsx))
-        wait_until(lambda: by_id(driver, "file-error").is_displayed(), 30, "the file error")
+        wait_for(lambda: by_id(driver, "file-error").is_displayed(), 30, "the file error")
         assert "could not be read as an Excel .xlsx workbook" in by_id(driver, "file-error").text
         assert not by_id(driver, "step-columns").is_displayed()
 
         driver.get(base)
         by_id(driver, "file").send_keys(str(repeated))
-        wait_until(lambda: by_id(driver, "columns-error").is_displayed(), 30, "the column check")
+        wait_for(lambda: by_id(driver, "columns-error").is_displayed(), 30, "the column check")
         assert by_id(driver, "columns-error").text.startswith(
             'Comment ids must be unique; repeated: "1".')
         assert not by_id(driver, "run").is_enabled()
@@ -452,7 +453,7 @@ def test_label_a_csv_on_the_batch_lane(predictor: Any, moto: str, batch_bundle: 
         with serve(batch_app(predictor, settings)) as base:
             driver.get(base)
             by_id(driver, "file").send_keys(str(csv_path))
-            wait_until(lambda: by_id(driver, "step-run").is_displayed(), 30, "the columns step")
+            wait_for(lambda: by_id(driver, "step-run").is_displayed(), 30, "the columns step")
             # Record every status line the page shows while it polls.
             driver.execute_script(
                 "window.seen = []; const el = document.getElementById('run-status');"

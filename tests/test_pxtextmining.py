@@ -19,7 +19,7 @@ import pxtm_flows as px
 import pytest
 import requests
 import uvicorn
-from batchlane_helpers import bucket_ready, lane_settings, moto_server, wait_for
+from batchlane_helpers import bucket_ready, lane_settings, moto_server, stop_up, wait_for
 from fastapi.testclient import TestClient
 from lambda_http import LambdaContext, lambda_session
 
@@ -343,7 +343,6 @@ def test_clients_against_twolane_up(instant_bundle: Path, batch_bundle: Path, tm
     """`up` in a subprocess (API, moto, drop folder, batch lane with the tiny model): the quick
     and slow API flows over HTTP, the docker files through ./dropbox on both lanes."""
     import os
-    import signal
     import subprocess
     import sys
 
@@ -389,11 +388,5 @@ def test_clients_against_twolane_up(instant_bundle: Path, batch_bundle: Path, tm
                 rows = px.docker_flow(put, get, name, data_in, timeout_s=180)
                 px.check_px_results(items, target, rows)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            rc: int | None = proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(30)
-            rc = None
+        rc = stop_up(proc)
     assert rc == 0, f"up did not stop cleanly (exit {rc}):\n{log.read_text()}"

@@ -14,6 +14,14 @@ Asynchronous endpoint (SageMaker, `AsyncEndpointHost`), scaled to zero between j
       usd/job  = billed_s / 3600 x usd_per_hour
       wait_s   = wake_delay_s + provision_s + container_start_s + processing_s
 
+  A job of more than `shard_size` comments is split into shards, one async invocation each
+  (twolane.jobs.service), so the invocation timeout binds a shard, not the job; with the
+  shards queued, `instances` instances (1 up to `max_instances`, the fewest that meet the
+  wait) work through them together:
+
+      processing_s = n / (throughput_cps x instances)
+      billed_s     = instances x (provision_s + container_start_s + processing_s + idle_s)
+
   If jobs come closer together than one such cycle, the instance never scales in: the month
   costs hours_per_month x usd_per_hour and a job waits only for its processing.
 
@@ -44,6 +52,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 WEEKS_PER_MONTH = 365.25 / 12 / 7  # 4.348
 HOURS_PER_MONTH = 365.25 * 24 / 12  # 730.5
@@ -89,6 +98,8 @@ class AsyncEndpointHost:
     idle_s: float  # backlog empty -> instance gone (scale-in alarm window + lag)
     max_processing_s: float  # per invocation (the endpoint's invocation timeout)
     bills_provisioning: bool = True
+    shard_size: int = 0  # comments per invocation (infra config batch.shard_size); 0: unsharded
+    max_instances: int = 1  # instances one job may scale out to (service quota)
     assumed: bool = False
     assumptions: tuple[str, ...] = ()
     basis: str = ""
@@ -138,6 +149,7 @@ class JobEstimate:
     why_not: str = ""
     phases_s: dict[str, float] = field(default_factory=dict)  # the wait, phase by phase
     usd_parts: dict[str, float] = field(default_factory=dict)
+    instances: int = 1  # async endpoint: instances the job scaled out to
 
 
 @dataclass(frozen=True)
@@ -158,34 +170,66 @@ class Estimate:
     assumptions: tuple[str, ...]
     regime: str  # how the month was counted
     basis: str
+    deploy: dict[str, Any] = field(default_factory=dict)  # infra config batch.* fields; {}: not deployable
 
 
-def async_job(host: AsyncEndpointHost, comments: int, warm: bool = False) -> JobEstimate:
+def async_shards(host: AsyncEndpointHost, comments: int) -> tuple[int, int]:
+    """(invocations, comments in the largest) for one job, as twolane.jobs.service splits it."""
+    if host.shard_size <= 0 or comments <= host.shard_size:
+        return 1, comments
+    return math.ceil(comments / host.shard_size), host.shard_size
+
+
+def async_instances(host: AsyncEndpointHost, comments: int, max_wait_s: float | None) -> int:
+    """The fewest instances (up to `max_instances`, at most one per shard) whose wait from zero
+    meets `max_wait_s`; the most allowed when none does; 1 without a wait objective."""
+    shards, _ = async_shards(host, comments)
+    top = max(1, min(host.max_instances, shards))
+    if max_wait_s is None:
+        return 1
+    fixed = host.wake_delay_s + host.provision_s + host.container_start_s
+    for i in range(1, top + 1):
+        if fixed + comments / (host.throughput_cps * i) <= max_wait_s:
+            return i
+    return top
+
+
+def async_job(host: AsyncEndpointHost, comments: int, warm: bool = False,
+              max_wait_s: float | None = None) -> JobEstimate:
     """One job on an async endpoint: from zero (default) or on an instance already up.
-    Warm: only the processing is waited for; its billing is the caller's business (the
-    month of an always-up instance, see `estimate`)."""
-    proc = comments / host.throughput_cps
-    fits = proc <= host.max_processing_s
-    why = "" if fits else (f"one job needs {proc:.0f} s, over the {host.max_processing_s:.0f} s "
-                           "invocation timeout")
+    From zero, as many instances as the wait needs (see `async_instances`; one without
+    `max_wait_s`). Warm: only the processing is waited for; its billing is the caller's
+    business (the month of an always-up instance, see `estimate`)."""
+    shards, largest = async_shards(host, comments)
+    shard_proc = largest / host.throughput_cps
+    fits = shard_proc <= host.max_processing_s
+    why = "" if fits else (f"one invocation needs {shard_proc:.0f} s, over the "
+                           f"{host.max_processing_s:.0f} s invocation timeout")
     if warm:
-        return JobEstimate(comments, 1, proc, proc, proc / 3600 * host.usd_per_hour, proc, fits,
-                           why, {"processing": proc}, {"instance": proc / 3600 * host.usd_per_hour})
+        proc = comments / host.throughput_cps
+        return JobEstimate(comments, shards, proc, proc, proc / 3600 * host.usd_per_hour, proc,
+                           fits, why, {"processing": proc},
+                           {"instance": proc / 3600 * host.usd_per_hour})
+    n = async_instances(host, comments, max_wait_s)
+    proc = comments / (host.throughput_cps * n)
     phases = {"wake alarm": host.wake_delay_s, "provision instance": host.provision_s,
-              "container start": host.container_start_s, "processing": proc}
+              "container start": host.container_start_s,
+              ("processing" if n == 1 else f"processing ({n} instances)"): proc}
     billed = {"provisioning": host.provision_s if host.bills_provisioning else 0.0,
               "container start": host.container_start_s, "processing": proc,
               "idle until scale-in": host.idle_s}
-    billed_s = sum(billed.values())
-    parts = {k: v / 3600 * host.usd_per_hour for k, v in billed.items()}
-    return JobEstimate(comments, 1, proc, billed_s, billed_s / 3600 * host.usd_per_hour,
-                       sum(phases.values()), fits, why, phases, parts)
+    billed_s = n * sum(billed.values())
+    parts = {k: n * v / 3600 * host.usd_per_hour for k, v in billed.items()}
+    return JobEstimate(comments, shards, proc, billed_s, billed_s / 3600 * host.usd_per_hour,
+                       sum(phases.values()), fits, why, phases, parts, instances=n)
 
 
-def async_cycle_s(host: AsyncEndpointHost, comments: int) -> float:
-    """Seconds from a job's submission until its instance is gone again."""
+def async_cycle_s(host: AsyncEndpointHost, comments: int, max_wait_s: float | None = None
+                  ) -> float:
+    """Seconds from a job's submission until its instances are gone again."""
+    n = async_instances(host, comments, max_wait_s)
     return (host.wake_delay_s + host.provision_s + host.container_start_s
-            + comments / host.throughput_cps + host.idle_s)
+            + comments / (host.throughput_cps * n) + host.idle_s)
 
 
 def shards_needed(host: ShardedHost, comments: int, max_wait_s: float) -> tuple[int, bool, str]:
@@ -228,14 +272,29 @@ def sharded_job(host: ShardedHost, comments: int, max_wait_s: float) -> JobEstim
                        sum(parts.values()), wait, fits, why, phases, parts)
 
 
+def deploy_fields(host: Host, job: JobEstimate) -> dict[str, Any]:
+    """The infra config's `batch.*` fields that deploy `host` as this job was billed; {} for a
+    host infra/ cannot deploy (Serverless Inference). A Lambda's shard size is the comments
+    per shard the wait needs, or the per-invocation cap when one shard meets it."""
+    if isinstance(host, AsyncEndpointHost):
+        return {"host": "async_endpoint", "instance_type": host.name,
+                "max_instances": job.instances}
+    if host.kind == "lambda":
+        per_shard = math.ceil(job.comments / job.shards)
+        cap = host.max_comments_per_invocation or per_shard
+        return {"host": "lambda", "lambda_memory_mb": host.memory_mb,
+                "shard_size": per_shard if job.shards > 1 else max(per_shard, cap)}
+    return {}
+
+
 def estimate(host: Host, workload: Workload) -> Estimate:
     """The workload on one host: per job, per month, per million, wait, feasibility."""
     n = workload.comments_per_job
     regime = "per job"
     if isinstance(host, AsyncEndpointHost):
         gap_s = SECONDS_PER_WEEK / workload.jobs_per_week
-        if gap_s >= async_cycle_s(host, n):
-            job = async_job(host, n)
+        if gap_s >= async_cycle_s(host, n, workload.max_wait_s):
+            job = async_job(host, n, max_wait_s=workload.max_wait_s)
             month = job.usd * workload.jobs_per_month
             regime = "scaled to zero between jobs: each job starts from zero"
         else:
@@ -243,7 +302,8 @@ def estimate(host: Host, workload: Workload) -> Estimate:
             busy = workload.comments_per_week / host.throughput_cps / SECONDS_PER_WEEK
             month = HOURS_PER_MONTH * host.usd_per_hour * max(1, math.ceil(busy))
             regime = ("jobs closer together than one scale-out/scale-in cycle "
-                      f"({async_cycle_s(host, n) / 60:.0f} min): the instance stays up")
+                      f"({async_cycle_s(host, n, workload.max_wait_s) / 60:.0f} min): the "
+                      "instance stays up")
             if busy > 1:
                 job = JobEstimate(**{**job.__dict__, "fits": False, "why_not":
                                      f"needs {busy:.1f} instances busy all week"})
@@ -257,7 +317,8 @@ def estimate(host: Host, workload: Workload) -> Estimate:
         host=host.name, kind=host.kind, family=host.family, job=job, usd_per_job=per_job,
         usd_per_month=month, usd_per_million=month / workload.comments_per_month * 1e6,
         wait_s=job.wait_s, meets_wait=meets, feasible=meets and job.fits,
-        assumed=host.assumed, assumptions=host.assumptions, regime=regime, basis=host.basis)
+        assumed=host.assumed, assumptions=host.assumptions, regime=regime, basis=host.basis,
+        deploy=deploy_fields(host, job))
 
 
 COST_TIE = 0.02  # monthly costs within 2 % count as equal: then the shorter wait wins
@@ -265,8 +326,9 @@ COST_TIE = 0.02  # monthly costs within 2 % count as equal: then the shorter wai
 
 def choose(estimates: Sequence[Estimate], allow_assumed: bool = False) -> Estimate | None:
     """The cheapest feasible estimate per month; within 2 % of it the shorter wait wins.
-    Hosts whose speed is assumed are left out unless `allow_assumed`."""
-    ok = [e for e in estimates if e.feasible and (allow_assumed or not e.assumed)]
+    Hosts infra/ cannot deploy (no `deploy` fields) are left out, and so are hosts whose speed
+    is assumed unless `allow_assumed`."""
+    ok = [e for e in estimates if e.feasible and e.deploy and (allow_assumed or not e.assumed)]
     if not ok:
         return None
     best = min(ok, key=lambda e: e.usd_per_month)

@@ -112,8 +112,16 @@ def scaling_inputs(batch_cfg: Any, prices: dict[str, Any]) -> dict[str, Figure]:
             "hours apart", "from memory"),
         "invocation_timeout_s": Figure(
             float(batch_cfg.invocation_timeout_s), "s",
-            "infra config batch.invocation_timeout_s (one job = one async invocation)",
+            "infra config batch.invocation_timeout_s (per async invocation: one shard)",
             "config"),
+        "shard_size": Figure(
+            float(batch_cfg.shard_size), "comments",
+            "infra config batch.shard_size: a bigger job is split into invocations of this "
+            "many comments (twolane.jobs.service)", "config"),
+        "max_instances": Figure(
+            float(a["max_instances"]), "instances",
+            "recommender/prices.json sagemaker_async.max_instances (service quota; extra "
+            "instances assumed to start with the first)", "from memory"),
     }
 
 
@@ -157,12 +165,15 @@ def build_hosts(prices: dict[str, Any], m: dict[str, Figure], sc: dict[str, Figu
             wake_delay_s=sc["wake_delay_s"].value, provision_s=prov,
             container_start_s=m["container_start_s"].value, idle_s=sc["idle_s"].value,
             max_processing_s=sc["invocation_timeout_s"].value,
-            bills_provisioning=bool(a["bills_provisioning"]), assumed=assumed,
+            bills_provisioning=bool(a["bills_provisioning"]),
+            shard_size=int(sc["shard_size"].value), max_instances=int(sc["max_instances"].value),
+            assumed=assumed,
             assumptions=notes + ("metric lag, scale-in alarm window (assumed / from memory)",),
             basis=basis, family="async endpoint, GPU" if gpu else "async endpoint, CPU"))
     bytes_pc = m["request_bytes_per_comment"].value if "request_bytes_per_comment" in m else 300.0
     per_request = lam["usd_per_million_requests"] / 1e6
-    extra = float(lam["container_image_extra_cold_start_s"])
+    extra = float(lam["package_fetch_extra_cold_start_s"])
+    lam_cap = int(lam["batch_max_comments_per_invocation"])
     for mb in lam["batch_memory_sizes_mb"]:
         if mb < rss_mb * 1.1:
             continue
@@ -174,9 +185,11 @@ def build_hosts(prices: dict[str, Any], m: dict[str, Figure], sc: dict[str, Figu
             throughput_cps=cpu_cps(vcpus, m), cold_start_s=cold,
             cold_billed_s=cold if lam["bills_init"] else 0.0,
             max_invocation_s=lam["max_duration_s"], max_concurrency=lam["max_concurrency"],
-            assumptions=(f"container image fetch +{extra:g} s per cold start (assumed)",),
+            max_comments_per_invocation=lam_cap,
+            assumptions=(f"package fetch +{extra:g} s per cold start (assumed)",),
             basis=f"{vcpus:.2f} vCPU: 2-core job throughput x S({vcpus:.2f})/S(2); cold start = "
-                  f"measured process start / min(vCPU, 1) + image fetch",
+                  f"measured process start / min(vCPU, 1) + package fetch; at most "
+                  f"{lam_cap:,} comments per invocation",
             family="Lambda, CPU int8 (sharded)"))
     caller_gb = sls["caller_memory_mb"] / 1024
     for mb in sls["memory_sizes_mb"]:

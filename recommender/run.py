@@ -120,9 +120,6 @@ def method_notes(lane: str, choice: Choice, prices: dict[str, Any]) -> list[str]
     ]
 
 
-DEPLOYABLE_HOSTS = ("async_endpoint",)  # batch-lane hosts infra/ can deploy today
-
-
 def update_configs(changes: dict[str, Any], envs: Iterable[str],
                    config_dir: Path | None = None) -> list[dict[str, str]]:
     """Set dotted fields (e.g. 'instant.lambda_memory_mb') in each env's config, validated by
@@ -251,16 +248,14 @@ def run(lane: str = "both", slo_p95_ms: float = 1000.0, out: Path = Path("bench/
         log(first["message"])
         log(batch_hosts["workloads"][1]["message"])
         chosen = first["chosen"]
-        if chosen and chosen["kind"] in DEPLOYABLE_HOSTS:
-            changes["batch.host"] = chosen["kind"]
-            changes["batch.instance_type"] = chosen["host"]
+        if chosen and chosen["deploy"]:
+            changes.update({f"batch.{k}": v for k, v in chosen["deploy"].items()})
         else:
-            # infra/ deploys the batch lane as an async endpoint only: the config keeps that
-            # host (a config it cannot deploy would fail `cdk synth`), on the cheapest measured
-            # instance type for steady load; the report names the cheaper host to build next.
+            # No deployable host meets the workload (Serverless Inference is not deployable):
+            # the config keeps its host, on the cheapest measured instance type for steady load.
             if chosen:
                 log(f"{chosen['kind']} is the cheapest host for this workload, but infra/ cannot "
-                    "deploy it yet: the config keeps the async endpoint")
+                    "deploy it: the config keeps its host")
             steady = choices["batch"].chosen
             if steady is not None:
                 changes["batch.instance_type"] = steady.name

@@ -19,7 +19,9 @@ NHS_WORKLOAD = Workload(comments_per_week=5000, jobs_per_week=3, max_wait_s=900)
 
 
 def wait_text(s: float) -> str:
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+    if s < 120:
+        return f"{s:.0f} s"
+    return f"{s / 60:.1f} min" if s < 2 * 3600 else f"{s / 3600:.1f} h"
 
 
 def _est_doc(e: Estimate) -> dict[str, Any]:
@@ -53,7 +55,13 @@ def message(w: Workload, chosen: Estimate | None, beside: Estimate | None,
             f"({w.comments_per_job:,} per job), results within {wait_text(w.max_wait_s)}: ")
     if chosen is None:
         return head + "no host meets the wait within its limits; relax --max-wait-min."
-    msg = (f"{head}use {chosen.host} ({chosen.kind}"
+    shape = ""
+    if chosen.kind == "lambda":
+        shape = (f", {chosen.job.shards} shards in parallel" if chosen.job.shards > 1
+                 else ", one invocation per job")
+    elif chosen.job.instances > 1:
+        shape = f", {chosen.job.instances} instances"
+    msg = (f"{head}use {chosen.host} ({chosen.kind}{shape}"
            f"{', ASSUMED speed' if chosen.assumed else ''}): {money(chosen.usd_per_job)} per "
            f"job, {money(chosen.usd_per_month)} a month, {money(chosen.usd_per_million)} per "
            f"million comments; a job waits about {wait_text(chosen.wait_s)} from submission "
@@ -63,6 +71,16 @@ def message(w: Workload, chosen: Estimate | None, beside: Estimate | None,
                 "rests on an ASSUMED figure (" + "; ".join(beside.assumptions[:1]) +
                 "): not chosen without --allow-assumed.")
     return msg
+
+
+# Wait objectives for which the report also says where the cheapest host changes: the answer
+# moves with how long a team can wait (a host that must start from zero needs minutes).
+CROSSING_WAITS_S = (900.0, 4 * 3600.0, 24 * 3600.0)
+
+
+def crossing_text(found: list[dict[str, Any]]) -> str:
+    return "; ".join(f"at about {c['comments_per_week']:,.0f} comments/week {c['from']} -> "
+                     f"{c['to']}" for c in found) or "none between 1,000 and 100 million a week"
 
 
 def volume_grid(lo: float = 1e3, hi: float = 1e8, n: int = 41) -> list[float]:
@@ -162,12 +180,19 @@ def workload_doc(workloads: list[Workload], hosts: list[Host], reference: list[H
     wait_png = plot_sweep(key="wait_s", path=out / "batch-host-wait.png",
                           title="batch lane: wait per job against weekly volume (the "
                           "cheapest feasible size per host)", **kw)  # type: ignore[arg-type]
+    by_wait = []
+    for wait_s in sorted({workloads[0].max_wait_s, *CROSSING_WAITS_S}):
+        f = fam if wait_s == workloads[0].max_wait_s else sweep(
+            hosts, workloads[0].jobs_per_week, wait_s, vols)
+        by_wait.append({"max_wait_s": wait_s, "measured": crossings(f, vols, False),
+                        "with_assumed": crossings(f, vols, True)})
     return {"workloads": [analyse(w, hosts, reference, allow_assumed) for w in workloads],
             "allow_assumed": allow_assumed, "inputs": inputs,
             "sweep": {"comments_per_week": vols, "jobs_per_week": workloads[0].jobs_per_week,
                       "families": fam,
                       "crossings_measured": crossings(fam, vols, False),
-                      "crossings_with_assumed": crossings(fam, vols, True)},
+                      "crossings_with_assumed": crossings(fam, vols, True),
+                      "crossings_by_wait": by_wait},
             "plots": {"cost": cost_png.name, "wait": wait_png.name}}
 
 
@@ -205,13 +230,11 @@ def html_section(doc: dict[str, Any]) -> str:
         rows += [_row(e, None) for e in wd["reference"]]
         parts.append(_table(rows, HEAD))
     sw = doc["sweep"]
-    cross = "; ".join(f"at about {c['comments_per_week']:,.0f} comments/week {c['from']} -> "
-                      f"{c['to']}" for c in sw["crossings_with_assumed"]) or "none in range"
-    cross_m = "; ".join(f"at about {c['comments_per_week']:,.0f} comments/week {c['from']} -> "
-                        f"{c['to']}" for c in sw["crossings_measured"]) or "none in range"
+    rows = [[wait_text(c["max_wait_s"]), html.escape(crossing_text(c["measured"])),
+             html.escape(crossing_text(c["with_assumed"]))] for c in sw["crossings_by_wait"]]
     parts.append(f"<p>Where the cheapest host changes ({sw['jobs_per_week']:g} jobs a week, "
-                 f"1,000 to 100 million comments a week): measured hosts only: "
-                 f"{html.escape(cross_m)}. Including assumed hosts: {html.escape(cross)}.</p>")
+                 "1,000 to 100 million comments a week), by how long a job may wait:</p>" +
+                 _table(rows, ["results within", "measured hosts only", "assumed hosts too"]))
     parts.append(f"<p><img src='{doc['plots']['cost']}' alt='monthly cost against volume'>"
                  f"</p><p><img src='{doc['plots']['wait']}' alt='wait against volume'></p>")
     rows = [[html.escape(k), f"{v['value']:.4g} {html.escape(v['unit'])}",
@@ -242,8 +265,11 @@ def md_lines(doc: dict[str, Any]) -> list[str]:
                          f"{wait_text(e['wait_s'])} | "
                          f"{'ASSUMED speed' if e['assumed'] else 'measured speed'} |")
     sw = doc["sweep"]
-    cross = "; ".join(f"~{c['comments_per_week']:,.0f}/week: {c['from']} -> {c['to']}"
-                      for c in sw["crossings_with_assumed"]) or "none between 1e3 and 1e8"
-    lines += ["", f"Cheapest host changes (all hosts, assumed included): {cross}. Charts: "
+    lines += ["", f"Where the cheapest host changes ({sw['jobs_per_week']:g} jobs a week), by "
+              "how long a job may wait:", "", "| results within | measured hosts only | "
+              "assumed hosts too |", "|---|---|---|"]
+    lines += [f"| {wait_text(c['max_wait_s'])} | {crossing_text(c['measured'])} | "
+              f"{crossing_text(c['with_assumed'])} |" for c in sw["crossings_by_wait"]]
+    lines += ["", f"Charts ({wait_text(doc['workloads'][0]['workload']['max_wait_s'])} wait): "
               f"`bench/recommend/{doc['plots']['cost']}`, `bench/recommend/{doc['plots']['wait']}`."]
     return lines

@@ -50,6 +50,24 @@ def test_async_job_without_billed_provisioning_and_over_the_timeout() -> None:
     assert not big.fits and "900 s invocation timeout" in big.why_not
 
 
+def test_async_job_is_sharded_and_scales_out_to_meet_the_wait() -> None:
+    host = AsyncEndpointHost(**{**CPU.__dict__, "shard_size": 5000, "max_instances": 4})
+    # 100,000 comments -> 20 invocations of 5,000 (50 s each: within the 900 s timeout).
+    # One instance: 60 + 300 + 1 + 1000 = 1361 s > 900; two: 361 + 500 = 861 s -> 2 instances
+    job = async_job(host, 100_000, max_wait_s=900)
+    assert job.fits and job.shards == 20 and job.instances == 2
+    assert job.processing_s == 500.0 and job.wait_s == 861.0
+    # billed: 2 x (300 + 1 + 500 + 960) = 3522 instance-seconds at $0.0002/s = $0.7044
+    assert job.billed_s == 3522.0
+    assert job.usd == pytest.approx(0.7044)
+    # a 600 s wait: 3 instances give 694 s, 4 (the most allowed) 611 s: still missed
+    fast = async_job(host, 100_000, max_wait_s=600)
+    assert fast.instances == 4 and fast.wait_s == pytest.approx(611.0)
+    assert not estimate(host, Workload(100_000, 1, 600)).meets_wait
+    # unsharded (shard_size 0) the whole job is one invocation: over the timeout
+    assert not async_job(CPU, 100_000, max_wait_s=900).fits
+
+
 def test_async_month_sparse_jobs_each_start_from_zero() -> None:
     w = Workload(comments_per_week=15_000, jobs_per_week=3, max_wait_s=900)
     e = estimate(CPU, w)

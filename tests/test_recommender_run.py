@@ -124,14 +124,17 @@ def test_workload_billing_from_reused_measurements(tmp_path: Path, config_dir: P
         assert (out / png).stat().st_size > 5000
     assert "Inputs of the billing model" in html.read_text()
     assert nhs["message"] in (tmp_path / "RESULTS.md").read_text()
-    # The config takes only a host infra/ can deploy (the async endpoint); a cheaper host that
-    # infra/ cannot deploy yet (Lambda fan-out, Serverless) is named in the report, not written.
+    # The config takes the chosen host's deploy fields (a host infra/ can deploy: the async
+    # endpoint or the Lambda fan-out), so `cdk deploy` builds what was billed.
     cfg = load_config("dev", config_dir)
-    if nhs["chosen"]["kind"] == "async_endpoint":
-        assert cfg.batch.host == "async_endpoint" and cfg.batch.instance_type == nhs["chosen"]["host"]
-    else:
-        assert cfg.batch.host == "async_endpoint"
-        assert cfg.batch.instance_type == doc["lanes"]["batch"]["choice"]["chosen"]["name"]
+    deploy = nhs["chosen"]["deploy"]
+    assert deploy and cfg.batch.host == deploy["host"]
+    for field, value in deploy.items():
+        assert getattr(cfg.batch, field) == value
+    # 100x the volume: the same wait needs the job fanned out (or more instances)
+    big = bh["workloads"][1]["chosen"]
+    assert big["job"]["shards"] > 1 or big["job"]["instances"] > 1
+    assert [c["max_wait_s"] for c in bh["sweep"]["crossings_by_wait"]] == [900, 4 * 3600, 86400]
 
 
 def test_batch_host_is_validated(config_dir: Path) -> None:

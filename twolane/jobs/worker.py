@@ -166,12 +166,12 @@ class BatchWorker:
                 if is_not_found(exc):
                     return Outcome(False, error_body(INPUT_NOT_FOUND), INPUT_NOT_FOUND)
                 raise
+            req = input_fn(body, CONTENT_TYPE)  # a bad body needs no model
             try:
                 model = self.model()
             except Exception as exc:
                 _log_fault(ev.inference_id, "model load", exc)
                 return Outcome(False, error_body(MODEL_NOT_LOADED), client_error(500))
-            req = input_fn(body, CONTENT_TYPE)
             return Outcome(True, output_fn(predict_fn(req, model), CONTENT_TYPE))
         except BadRequest as exc:
             return Outcome(False, error_body(exc.reason), client_error(exc.status))

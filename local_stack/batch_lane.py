@@ -1,5 +1,10 @@
-"""The batch lane inside `twolane up`: the local async runner around the serving container, and
-(when there is no batch bundle yet) the transformer build in a background process.
+"""The batch lane inside `twolane up`: its host, and (when there is no batch bundle yet) the
+transformer build in a background process.
+
+The host is the one TWOLANE_BATCH_INVOKER names (`twolane up --batch-host`): the local async
+runner around the serving container (SageMaker, the default), or `LambdaHost` (the batch
+worker's Lambda handler, run by `local_stack.invoker.LocalLambdaInvoker`). Both publish to the
+same SNS topics, relayed to the real notifications handler.
 
 The build is slow (tens of minutes on 2 cores), so it never blocks the instant lane: it runs
 niced in its own process, writing to .twolane/logs/batch-build.log. Until a batch bundle exists,
@@ -123,20 +128,75 @@ def start_batch_lane(settings: Settings, build_if_missing: bool = True) -> Batch
     else:
         message = "batch lane: no batch model; jobs answer 503"
 
-    env: dict[str, str] = {}  # the bundle holds its instant/ copy for the ensemble
-    if settings.intra_op_threads:
-        env["TWOLANE_INTRA_OP_THREADS"] = str(settings.intra_op_threads)
-    runner = AsyncRunner(settings, lambda: find_batch_bundle(settings), container_env=env,
-                         notify=notifications_lambda).start()
+    runner: object
+    if settings.batch_invoker == "lambda":
+        runner = LambdaHost(settings).start()
+        message = message.replace("container starts", "Lambda batch worker loads it")
+    else:
+        env: dict[str, str] = {}  # the bundle holds its instant/ copy for the ensemble
+        if settings.intra_op_threads:
+            env["TWOLANE_INTRA_OP_THREADS"] = str(settings.intra_op_threads)
+        runner = AsyncRunner(settings, lambda: find_batch_bundle(settings), container_env=env,
+                             notify=notifications_lambda).start()
     return BatchLane(runner=runner, build=build, message=message)
+
+
+class LambdaHost:
+    """The batch lane on Lambda, locally: the SNS topics and their relay to the notifications
+    handler, and the batch worker function's environment (what `cdk deploy` configures on AWS):
+    TWOLANE_BUCKET, TWOLANE_BATCH_SUCCESS_TOPIC_ARN, TWOLANE_BATCH_ERROR_TOPIC_ARN and
+    TWOLANE_BATCH_BUNDLE. The worker runs in this process (`LocalLambdaInvoker`), so its
+    environment is this process's, set by `start` and put back by `stop`."""
+
+    def __init__(self, settings: Settings):
+        from local_stack.runner import NotificationRelay
+        from twolane.aws import client
+
+        self.settings = settings
+        self.relay = NotificationRelay(settings, sqs=client("sqs"), sns=client("sns"),
+                                       notify=notifications_lambda)
+        self._saved: dict[str, str | None] = {}
+
+    def function_env(self) -> dict[str, str]:
+        s = self.settings
+        return {"TWOLANE_BUCKET": s.bucket,
+                "TWOLANE_BATCH_SUCCESS_TOPIC_ARN": self.relay.success_arn,
+                "TWOLANE_BATCH_ERROR_TOPIC_ARN": self.relay.error_arn,
+                "TWOLANE_BATCH_BUNDLE": str(s.batch_bundle or s.bundles)}
+
+    def start(self) -> LambdaHost:
+        from twolane.settings import get_settings
+
+        self.relay.setup()
+        env = self.function_env()
+        self._saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        get_settings.cache_clear()
+        self.relay.start()
+        return self
+
+    def stop(self) -> None:
+        from twolane.settings import get_settings
+
+        self.relay.stop()
+        for k, v in self._saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        get_settings.cache_clear()
+
+
+def lambda_context(function_name: str) -> SimpleNamespace:
+    """A Lambda context object as the runtime passes one (the fields powertools reads)."""
+    name = function_name.rsplit(":", 1)[-1]
+    return SimpleNamespace(function_name=name, memory_limit_in_mb=256,
+                           invoked_function_arn=f"arn:aws:lambda:local:000000000000:function:{name}",
+                           aws_request_id=str(uuid.uuid4()))
 
 
 def notifications_lambda(event: dict[str, Any]) -> Any:
     """SNS notifications -> the real notifications Lambda handler, as AWS would call it."""
     from functions.notifications.handler import handler
 
-    ctx = SimpleNamespace(function_name="twolane-notifications-local", memory_limit_in_mb=256,
-                          invoked_function_arn="arn:aws:lambda:local:000000000000:function:"
-                                               "twolane-notifications-local",
-                          aws_request_id=str(uuid.uuid4()))
-    return handler(event, ctx)
+    return handler(event, lambda_context("twolane-notifications-local"))

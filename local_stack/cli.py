@@ -54,7 +54,12 @@ def up(
     no_batch: bool = typer.Option(False, "--no-batch", help="Do not build or start the batch lane."),
     workers: int | None = typer.Option(
         None, "--workers", min=1, help="Batch-lane model containers the local runner may run at "
-        "once, one per waiting shard (TWOLANE_BATCH_WORKERS; default 1)."),
+        "once, one per waiting shard (TWOLANE_BATCH_WORKERS; default 1); on the Lambda host, "
+        "worker invocations at once."),
+    batch_host: str | None = typer.Option(
+        None, "--batch-host", help="Host of the batch lane: 'sagemaker' (async endpoint: the "
+        "local runner around the container, the default) or 'lambda' (the batch-worker Lambda, "
+        "one invocation per shard) (TWOLANE_BATCH_INVOKER)."),
 ) -> None:
     """Run everything locally: build default models if missing, start API, drop folder, batch lane."""
     import os
@@ -62,9 +67,14 @@ def up(
     from local_stack.stack import up as run_up
     from twolane.settings import get_settings
 
+    if batch_host is not None and batch_host not in ("sagemaker", "lambda"):
+        raise typer.BadParameter("--batch-host must be 'sagemaker' or 'lambda'")
     if workers is not None:
         os.environ["TWOLANE_BATCH_WORKERS"] = str(workers)
-        get_settings.cache_clear()
+    if batch_host is not None:
+        # "local": the local stack's SageMaker stand-in (never a real endpoint client here)
+        os.environ["TWOLANE_BATCH_INVOKER"] = "lambda" if batch_host == "lambda" else "local"
+    get_settings.cache_clear()
     run_up(port=port, batch=not no_batch)
 
 

@@ -39,10 +39,10 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from twolane.jobs.notifications import iso_now, sagemaker_notification
 from twolane.jobs.store import parse_s3_uri
 from twolane.settings import REPO_ROOT, Settings
 
@@ -56,10 +56,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class ContainerDied(RuntimeError):
@@ -155,31 +151,6 @@ class RunnerStats:
     start_seconds: list[float] = field(default_factory=list)  # backlog seen -> /ping 200
 
 
-def sagemaker_notification(req: dict[str, Any], ok: bool, received: str,
-                           reason: str | None = None, region: str = "eu-west-2") -> dict[str, Any]:
-    """The message SageMaker publishes to the success or error topic for one invocation."""
-    msg: dict[str, Any] = {
-        "awsRegion": region,
-        "eventTime": _iso(),
-        "receivedTime": received,
-        "invocationStatus": "Completed" if ok else "Failed",
-        "requestParameters": {"contentType": req.get("ContentType", "application/json"),
-                              "endpointName": req.get("EndpointName"),
-                              "inputLocation": req.get("InputLocation")},
-        "responseParameters": ({"contentType": "application/json",
-                                "outputLocation": req.get("OutputLocation")} if ok else
-                               {"contentType": "application/json",
-                                "failureLocation": req.get("FailureLocation")}),
-        "inferenceId": req.get("InferenceId"),
-        "eventVersion": "1.0",
-        "eventSource": "aws:sagemaker",
-        "eventName": "InferenceResult",
-    }
-    if not ok:
-        msg["failureReason"] = reason or "inference failed"
-    return msg
-
-
 def sns_lambda_event(envelope: dict[str, Any], subscription_arn: str) -> dict[str, Any]:
     """An SNS envelope (as SQS receives it) in the shape SNS hands a Lambda."""
     return {"Records": [{
@@ -192,7 +163,7 @@ def sns_lambda_event(envelope: dict[str, Any], subscription_arn: str) -> dict[st
             "TopicArn": envelope.get("TopicArn"),
             "Subject": envelope.get("Subject"),
             "Message": envelope.get("Message"),
-            "Timestamp": envelope.get("Timestamp", _iso()),
+            "Timestamp": envelope.get("Timestamp", iso_now()),
             "SignatureVersion": envelope.get("SignatureVersion", "1"),
             "Signature": envelope.get("Signature", ""),
             "SigningCertUrl": envelope.get("SigningCertURL", ""),
@@ -231,7 +202,8 @@ class AsyncRunner:
         self.container_env = dict(container_env or {})
         if settings.generation_model and "TWOLANE_GENERATION_MODEL" not in self.container_env:
             self.container_env["TWOLANE_GENERATION_MODEL"] = settings.generation_model
-        self.notify = notify
+        self.relay = NotificationRelay(settings, sqs=self.sqs, sns=self.sns, notify=notify,
+                                       poll_wait_s=poll_wait_s)
         self.idle_seconds = idle_seconds if idle_seconds is not None else settings.batch_idle_seconds
         self.max_concurrency = max_concurrency or settings.batch_max_concurrency
         self.max_attempts = max_attempts or settings.batch_max_attempts
@@ -261,19 +233,15 @@ class AsyncRunner:
         visibility = str(int(self.timeout_s * self.max_attempts + 120))
         self.sqs.set_queue_attributes(QueueUrl=self.queue_url,
                                       Attributes={"VisibilityTimeout": visibility})
-        self.success_arn = self.sns.create_topic(Name=self.settings.batch_success_topic)["TopicArn"]
-        self.error_arn = self.sns.create_topic(Name=self.settings.batch_error_topic)["TopicArn"]
-        self.note_url = self.sqs.create_queue(
-            QueueName=self.settings.batch_notification_queue)["QueueUrl"]
-        note_arn = self.sqs.get_queue_attributes(
-            QueueUrl=self.note_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        self.subscriptions: dict[str, str] = {}
-        for topic in (self.success_arn, self.error_arn):
-            existing = [s for s in self.sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
-                        if s["Endpoint"] == note_arn]
-            arn = existing[0]["SubscriptionArn"] if existing else self.sns.subscribe(
-                TopicArn=topic, Protocol="sqs", Endpoint=note_arn)["SubscriptionArn"]
-            self.subscriptions[topic] = arn
+        self.relay.setup()
+
+    @property
+    def success_arn(self) -> str:
+        return self.relay.success_arn
+
+    @property
+    def error_arn(self) -> str:
+        return self.relay.error_arn
 
     def s3_bucket_ready(self) -> None:
         try:
@@ -286,8 +254,8 @@ class AsyncRunner:
 
     def start(self) -> AsyncRunner:
         self.setup()
-        for target, name in ((self._dispatch_loop, "dispatch"), (self._idle_loop, "idle"),
-                             (self._notification_loop, "notifications")):
+        self.relay.start()
+        for target, name in ((self._dispatch_loop, "dispatch"), (self._idle_loop, "idle")):
             t = threading.Thread(target=target, name=f"runner-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -298,6 +266,7 @@ class AsyncRunner:
         for t in self._threads:
             t.join(timeout=self.poll_wait_s + 5)
         self._pool.shutdown(wait=True, cancel_futures=False)
+        self.relay.stop()
         with self._lock:
             self._stop_container()
 
@@ -418,7 +387,7 @@ class AsyncRunner:
                 self._pool.submit(self._handle, m)
 
     def _handle(self, message: dict[str, Any]) -> None:
-        received = _iso()
+        received = iso_now()
         try:
             req = json.loads(message["Body"])
             self.stats.invocations += 1
@@ -488,9 +457,51 @@ class AsyncRunner:
         self.sns.publish(TopicArn=self.success_arn if ok else self.error_arn,
                          Message=json.dumps(msg))
 
-    # --- notifications: SQS (subscribed to both topics) -> the notification handler
 
-    def _notification_loop(self) -> None:
+class NotificationRelay:
+    """The batch lane's success and error SNS topics (moto), an SQS queue subscribed to both,
+    and a thread that hands each message, as a Lambda SNS event, to `notify` (the notifications
+    Lambda's handler, as AWS would call it). Every local batch host publishes to these topics."""
+
+    def __init__(self, settings: Settings, *, sqs: Any, sns: Any,
+                 notify: Callable[[dict[str, Any]], Any] | None, poll_wait_s: int = 1):
+        self.settings = settings
+        self.sqs = sqs
+        self.sns = sns
+        self.notify = notify
+        self.poll_wait_s = poll_wait_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def setup(self) -> None:
+        """Create the topics, the queue and the subscriptions (idempotent, like `cdk deploy`)."""
+        self.success_arn: str = self.sns.create_topic(
+            Name=self.settings.batch_success_topic)["TopicArn"]
+        self.error_arn: str = self.sns.create_topic(Name=self.settings.batch_error_topic)["TopicArn"]
+        self.note_url = self.sqs.create_queue(
+            QueueName=self.settings.batch_notification_queue)["QueueUrl"]
+        note_arn = self.sqs.get_queue_attributes(
+            QueueUrl=self.note_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.subscriptions: dict[str, str] = {}
+        for topic in (self.success_arn, self.error_arn):
+            existing = [s for s in self.sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+                        if s["Endpoint"] == note_arn]
+            arn = existing[0]["SubscriptionArn"] if existing else self.sns.subscribe(
+                TopicArn=topic, Protocol="sqs", Endpoint=note_arn)["SubscriptionArn"]
+            self.subscriptions[topic] = arn
+
+    def start(self) -> NotificationRelay:
+        self._thread = threading.Thread(target=self._loop, name="runner-notifications",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.poll_wait_s + 5)
+
+    def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 msgs = self.sqs.receive_message(QueueUrl=self.note_url, MaxNumberOfMessages=10,

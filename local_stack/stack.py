@@ -171,6 +171,9 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
         batch_handle = _start_batch(settings) if batch else None
         if batch_handle is not None:
             running.callback(_stop_batch, batch_handle)
+        close = getattr(jobs.invoker, "close", None)  # the Lambda stand-in's worker threads
+        if close is not None:
+            running.callback(close)  # before the batch lane stops (callbacks run in reverse)
 
         app = create_app(predictor, settings, jobs)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))

@@ -30,7 +30,9 @@ sentiment}]} or {"model_version", "target": "summary", "items", "items_used", "s
 never the comment text. A bad body gets 400 (not JSON) / 415 / 422 with a reason.
 
 The same functions serve an AWS deep-learning container (the file is packed as
-code/inference.py): model_fn, input_fn, predict_fn, output_fn.
+code/inference.py): model_fn, input_fn, predict_fn, output_fn. They live in
+twolane/batch_inference.py, which the Lambda batch worker runs too; this file is the HTTP
+server around them.
 
 Why http.server: only the standard library, so the process imports onnxruntime, tokenizers,
 numpy and pydantic and nothing else; a ThreadingHTTPServer answers /ping while an invocation
@@ -46,7 +48,6 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -61,133 +62,20 @@ try:  # installed (our image, the venv) or vendored next to this file (code/ in 
 except ImportError:  # a bare checkout: the repository root
     sys.path.append(str(Path(__file__).resolve().parent.parent))
 
+from twolane.batch_inference import (  # noqa: E402 (after the sys.path fallback above)
+    SERVER_ERROR,
+    BadRequest,
+    Classify,
+    Model,
+    input_fn,
+    instant_bundle_for,
+    model_fn,
+    output_fn,
+    predict_fn,
+)
 
-class BadRequest(Exception):
-    def __init__(self, status: int, reason: str):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-def instant_bundle_for(model_dir: Path) -> Path | None:
-    """The instant bundle for the ensemble: instant/ inside the model folder (model.tar.gz),
-    else TWOLANE_INSTANT_BUNDLE (a bundle or a bundles root; the local runner sets it)."""
-    inside = model_dir / "instant"
-    if (inside / "manifest.json").is_file():
-        return inside
-    env = os.environ.get("TWOLANE_INSTANT_BUNDLE")
-    if env:
-        from twolane.bundle import resolve_bundle
-
-        return resolve_bundle(env, "instant")
-    return None
-
-
-@dataclass
-class Classify:
-    request: Any  # twolane.contract.JobRequest
-    include_probabilities: bool = False
-
-    @property
-    def items(self) -> list[Any]:
-        return self.request.items
-
-
-class Model:
-    """The loaded classifier, plus the text generator (loaded on the first summary)."""
-
-    def __init__(self, model_dir: Path):
-        from twolane.predictors.batch import BatchPredictor
-
-        providers = os.environ.get("TWOLANE_ONNX_PROVIDERS")
-        if os.environ.get("TWOLANE_ORT_PRELOAD_DLLS") == "1":  # CUDA/cuDNN from nvidia-* wheels
-            import onnxruntime
-
-            onnxruntime.preload_dlls()
-        self.model_dir = model_dir
-        self.predictor = BatchPredictor.from_bundle(
-            model_dir,
-            providers=[p.strip() for p in providers.split(",")] if providers else None,
-            instant_bundle=instant_bundle_for(model_dir),
-        )
-        self._generator: Any = None
-        self._gen_lock = threading.Lock()
-
-    def generation_source(self) -> str | None:
-        src = os.environ.get("TWOLANE_GENERATION_MODEL")
-        if src:
-            return src
-        local = self.model_dir / "generation"
-        return str(local) if (local / "config.json").is_file() else None
-
-    def generator(self) -> Any:
-        with self._gen_lock:
-            if self._generator is None:
-                src = self.generation_source()
-                if src is None:
-                    raise BadRequest(422, "this endpoint serves no text-generation model "
-                                          "(set TWOLANE_GENERATION_MODEL)")
-                from twolane.predictors.summaries import Generator
-
-                self._generator = Generator.from_pretrained(src)
-            return self._generator
-
-
-# The four SageMaker inference-toolkit functions.
-
-def model_fn(model_dir: str | os.PathLike[str]) -> Model:
-    return Model(Path(model_dir))
-
-
-def input_fn(body: bytes | str, content_type: str | None = "application/json") -> Any:
-    """Parse and validate the body: a JobRequest, a SummaryRequest (+ target) or a list of items."""
-    from pydantic import ValidationError
-
-    from twolane.contract import JobRequest, strict_json_loads
-    from twolane.jobs.schemas import SummaryRequest
-
-    ctype = (content_type or "application/json").split(";")[0].strip().lower()
-    if ctype not in ("application/json", "application/x-json", "*/*", ""):
-        raise BadRequest(415, f"content type {ctype!r} is not supported; send application/json")
-    try:
-        data = strict_json_loads(body)  # no NaN / Infinity; comment text is cleaned by the contract
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(400, "body is not valid JSON (NaN and Infinity are not JSON)") from exc
-    if isinstance(data, list):
-        data = {"items": data}
-    if not isinstance(data, dict):
-        raise BadRequest(422, "body must be a JSON object with 'items', or a list of items")
-    try:
-        if data.get("target") == "summary":
-            req: Any = SummaryRequest.model_validate({k: v for k, v in data.items() if k != "target"})
-        else:
-            include = data.pop("include_probabilities", False)
-            if not isinstance(include, bool):
-                raise BadRequest(422, "include_probabilities must be true or false")
-            req = Classify(JobRequest.model_validate(data), include)
-    except ValidationError as exc:
-        first = exc.errors(include_input=False, include_url=False)[:5]
-        reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in first)
-        raise BadRequest(422, f"invalid request: {reasons}") from exc
-    if not req.items:
-        raise BadRequest(422, "no comments: send at least one item")
-    return req
-
-
-def predict_fn(req: Any, model: Model) -> dict[str, Any]:
-    delay = float(os.environ.get("TWOLANE_SERVE_DELAY_S", "0") or 0)
-    if delay:
-        time.sleep(delay)
-    if isinstance(req, Classify):
-        results = model.predictor.predict(req.items, target=req.request.target,
-                                          include_probabilities=req.include_probabilities)
-        return {"model_version": model.predictor.version, "target": req.request.target,
-                "results": [r.model_dump(mode="json") for r in results]}
-    texts = [i.comment_text for i in req.items]
-    gen = model.generator()
-    summary, used = gen.summarise(texts, req.instruction, req.max_new_tokens)
-    return {"model_version": gen.version, "target": "summary", "items": len(texts),
-            "items_used": used, "summary": summary}
+__all__ = ["BadRequest", "Classify", "Model", "input_fn", "instant_bundle_for", "model_fn",
+           "output_fn", "predict_fn"]
 
 
 class InvocationTimeout(Exception):
@@ -232,10 +120,6 @@ def server_timeout_s() -> float | None:
         log.warning("SAGEMAKER_MODEL_SERVER_TIMEOUT is not a number; no timeout")
         return None
     return value if value > 0 else None
-
-
-def output_fn(prediction: dict[str, Any], accept: str | None = "application/json") -> bytes:
-    return json.dumps(prediction, separators=(",", ":")).encode("utf-8")
 
 
 # The HTTP server.
@@ -300,7 +184,7 @@ class Handler(BaseHTTPRequestHandler):
 
             log.error("invocation failed: %s\n%s", type(exc).__name__,
                       "".join(traceback.format_tb(exc.__traceback__)))
-            self._error(500, "the model server failed on this request")
+            self._error(500, SERVER_ERROR)
 
 
 def exit_with_parent(parent_pid: int, every_s: float = 0.5) -> None:

@@ -45,8 +45,9 @@ class BatchSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     bucket: str
-    invoker: Literal["local", "sagemaker"]
+    invoker: Literal["local", "sagemaker", "lambda"]
     endpoint: str  # classifier endpoint
+    function: str  # the Lambda batch worker (name or ARN), when `invoker` is "lambda"
     summary_endpoint: str  # text-generation endpoint
     invocation_timeout_s: float
     shard_size: int = 5000  # comments per async invocation; bigger jobs are split into shards
@@ -91,9 +92,12 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(1.0, gt=0)  # local watcher: how often to look at inbox/
     drop_settle_seconds: float = Field(5.0, ge=0)  # local watcher: unchanged this long = complete
 
-    # Batch lane (async jobs). On AWS: invoker "sagemaker" and the endpoint names; locally:
-    # invoker "local" (an SQS queue in moto drained by local_stack.runner).
-    batch_invoker: Literal["local", "sagemaker"] = "local"
+    # Batch lane (async jobs). The invoker names the batch host. On AWS: "sagemaker" (the async
+    # endpoint, by name) or "lambda" (the batch-worker function, one async invoke per shard).
+    # Locally the stack stands in for that host: "local" or "sagemaker" = local_stack.runner
+    # around sagemaker/serve.py, "lambda" = the worker's handler on a thread pool.
+    batch_invoker: Literal["local", "sagemaker", "lambda"] = "local"
+    batch_function: str = "twolane-batch-worker"  # the Lambda batch worker: name or ARN
     batch_endpoint: str = "twolane-batch"  # classifier endpoint (ONNX image)
     summary_endpoint: str = "twolane-llm"  # text-generation endpoint (torch/LMI image)
     max_job_items: int = Field(50_000, ge=1)  # items per job (POST /v1/jobs, /v1/summaries)
@@ -106,8 +110,12 @@ class Settings(BaseSettings):
     batch_shard_size: int = Field(5000, ge=1)
     batch_workers: int = Field(1, ge=1)  # local runner: containers it may run at once (scale out)
     batch_queue: str = "twolane-batch-invocations"  # local stand-in for SageMaker's queue
+    # The success / error SNS topics of the batch lane: by name (the local stack creates them),
+    # and by ARN (what the Lambda batch worker publishes to; on AWS infra sets the ARNs).
     batch_success_topic: str = "twolane-batch-success"
     batch_error_topic: str = "twolane-batch-error"
+    batch_success_topic_arn: str | None = None
+    batch_error_topic_arn: str | None = None
     batch_notification_queue: str = "twolane-batch-notifications"
     generation_model: str | None = None  # causal LM id or path for summaries
     state_dir: Path = REPO_ROOT / ".twolane"  # local logs and pid files
@@ -132,7 +140,8 @@ class Settings(BaseSettings):
     @property
     def batch(self) -> BatchSettings:
         return BatchSettings(bucket=self.bucket, invoker=self.batch_invoker,
-                             endpoint=self.batch_endpoint, summary_endpoint=self.summary_endpoint,
+                             endpoint=self.batch_endpoint, function=self.batch_function,
+                             summary_endpoint=self.summary_endpoint,
                              invocation_timeout_s=self.batch_invocation_timeout_s,
                              shard_size=self.batch_shard_size)
 

@@ -1,8 +1,10 @@
-"""Start an inference on the batch lane: SageMaker `invoke_endpoint_async` on AWS. Locally the
-local stack passes in `local_stack.invoker.LocalInvoker` (a message on the local runner's queue
-with the same fields).
+"""Start an inference on the batch lane, on the host the settings name (TWOLANE_BATCH_INVOKER):
+SageMaker `invoke_endpoint_async` ("sagemaker"), or an asynchronous invoke of the Lambda batch
+worker ("lambda", TWOLANE_BATCH_FUNCTION), once per shard. Locally the local stack passes in
+its stand-ins (`local_stack.invoker`: a message on the local runner's queue, or the worker's
+handler on a thread pool).
 
-Both answer what SageMaker answers: where the output and the failure will appear.
+All answer what SageMaker answers: where the output and the failure will appear.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twolane.jobs.store import JobKind
+from twolane.jobs.worker import WorkerEvent
 from twolane.settings import BatchSettings
 
 CONTENT_TYPE = "application/json"
@@ -68,9 +71,57 @@ class SageMakerInvoker:
         )
 
 
+NO_SUMMARIES = ("summaries need the text-generation endpoint; this deployment runs the batch "
+                "lane on Lambda")
+
+
+def worker_event(batch: BatchSettings, *, input_location: str, inference_id: str,
+                 kind: JobKind) -> WorkerEvent:
+    """The batch worker's event for one inference (output and failure where SageMaker's async
+    config would put them)."""
+    return WorkerEvent.for_invocation(batch.bucket, input_location=input_location,
+                                      inference_id=inference_id,
+                                      endpoint=endpoint_for(batch, kind))
+
+
+def invocation_of(event: WorkerEvent) -> Invocation:
+    return Invocation(inference_id=event.inference_id, output_location=event.output_location,
+                      failure_location=event.failure_location, endpoint=event.endpoint)
+
+
+class LambdaInvoker:
+    """`lambda.invoke(InvocationType="Event")` of the batch worker (TWOLANE_BATCH_FUNCTION):
+    Lambda queues the event and runs the worker (several shards at once, up to the function's
+    concurrency), which writes output/failure and notifies SNS as SageMaker would."""
+
+    def __init__(self, batch: BatchSettings, lambda_client: Any | None = None):
+        self.batch = batch
+        if lambda_client is None:
+            from twolane.aws import client
+
+            lambda_client = client("lambda")
+        self.lambda_client = lambda_client
+
+    def unavailable_reason(self, kind: JobKind) -> str | None:
+        return NO_SUMMARIES if kind == "summary" else None  # the worker has no LLM (no torch)
+
+    def invoke(self, *, input_location: str, inference_id: str, kind: JobKind) -> Invocation:
+        """Queue one worker run; raises when Lambda does not accept it (202)."""
+        event = worker_event(self.batch, input_location=input_location,
+                             inference_id=inference_id, kind=kind)
+        resp = self.lambda_client.invoke(FunctionName=self.batch.function, InvocationType="Event",
+                                         Payload=event.model_dump_json().encode("utf-8"))
+        status = resp.get("StatusCode")
+        if status != 202:
+            raise RuntimeError(f"Lambda did not accept the invocation (status {status})")
+        return invocation_of(event)
+
+
 def invoker_from_settings(batch: BatchSettings) -> Invoker | None:
-    """The AWS invoker when the settings name SageMaker; None otherwise (the local stack
-    passes its own invoker in: the runtime never imports the local stack)."""
+    """The AWS invoker the settings name (SageMaker or Lambda); None for "local" (the local
+    stack passes its own invoker in: the runtime never imports the local stack)."""
     if batch.invoker == "sagemaker":
         return SageMakerInvoker(batch)
+    if batch.invoker == "lambda":
+        return LambdaInvoker(batch)
     return None

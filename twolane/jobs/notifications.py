@@ -13,6 +13,24 @@ A SageMaker async notification (the SNS `Message`, a JSON string) looks like::
      "inferenceId": "<job_id>" (a shard: "<job_id>-<n>"), "eventVersion": "1.0", "eventSource": "aws:sagemaker",
      "eventName": "InferenceResult"}
 
+The Lambda batch worker (`twolane.jobs.worker`) publishes the same messages. A worker that
+stops before it publishes (timeout, out of memory) is reported by Lambda itself: its async
+invocation's on-failure destination is the error topic, and Lambda's invocation record is not
+SageMaker-shaped::
+
+    {"version": "1.0", "timestamp": "...",
+     "requestContext": {"requestId": "...", "functionArn": "...",
+                        "condition": "RetriesExhausted" | "EventAgeExceeded",
+                        "approximateInvokeCount": 1},
+     "requestPayload": {"inference_id": "...", "input_location": "s3://...", ...},  # our event
+     "responseContext": {"statusCode": 200, "executedVersion": "$LATEST",
+                         "functionError": "Unhandled"},
+     "responsePayload": {"errorMessage": "...", "errorType": "..."}}
+
+`apply_notification` takes both: such a record fails the shard (or job) its requestPayload
+names, with a short reason (never the record's error message), unless the worker did write
+its output or failure object first.
+
 The same code serves the Lambda on AWS and the local stack (which reads the SNS envelopes
 from an SQS queue subscribed to both topics and passes them here as Lambda SNS events).
 """
@@ -22,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -36,6 +55,47 @@ from twolane.jobs.store import (
 
 log = logging.getLogger("twolane.jobs")
 SHARD_ID = re.compile(r"^([0-9a-f]{32})-([0-9]{1,6})$")
+
+# Reasons a job gets when Lambda reports that its batch worker did not finish.
+WORKER_STOPPED = "the batch worker stopped before it finished (timeout or out of memory)"
+WORKER_EXPIRED = "the batch worker did not start in time (the invocation expired)"
+
+
+def iso_now() -> str:
+    """Now, as SageMaker writes times: 2026-01-25T22:46:00.608Z."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def sagemaker_notification(req: dict[str, Any], ok: bool, received: str,
+                           reason: str | None = None, region: str = "eu-west-2") -> dict[str, Any]:
+    """The message SageMaker publishes to the success or error topic for one invocation.
+    `req` holds the invocation's EndpointName, InputLocation, ContentType, InferenceId,
+    OutputLocation and FailureLocation; `received` when it was taken (ISO time)."""
+    msg: dict[str, Any] = {
+        "awsRegion": region,
+        "eventTime": iso_now(),
+        "receivedTime": received,
+        "invocationStatus": "Completed" if ok else "Failed",
+        "requestParameters": {"contentType": req.get("ContentType", "application/json"),
+                              "endpointName": req.get("EndpointName"),
+                              "inputLocation": req.get("InputLocation")},
+        "responseParameters": ({"contentType": "application/json",
+                                "outputLocation": req.get("OutputLocation")} if ok else
+                               {"contentType": "application/json",
+                                "failureLocation": req.get("FailureLocation")}),
+        "inferenceId": req.get("InferenceId"),
+        "eventVersion": "1.0",
+        "eventSource": "aws:sagemaker",
+        "eventName": "InferenceResult",
+    }
+    if not ok:
+        msg["failureReason"] = reason or "inference failed"
+    return msg
+
+
+def is_destination_record(message: dict[str, Any]) -> bool:
+    """True for a Lambda async-invocation record (see the module docstring)."""
+    return isinstance(message.get("requestContext"), dict) and "requestPayload" in message
 
 
 def target_of(message: dict[str, Any]) -> tuple[str, int | None] | None:
@@ -70,7 +130,10 @@ def job_id_of(message: dict[str, Any]) -> str | None:
 def apply_notification(store: JobStore, message: dict[str, Any]) -> JobRecord | None:
     """Move the job forward per one SageMaker notification; None if it names no known job.
     A drop-folder job (one with a `delivery`) then gets its outbox file or failure report."""
-    record = _apply(store, message)
+    if is_destination_record(message):
+        record = _apply_destination_record(store, message)
+    else:
+        record = _apply(store, message)
     if record is not None and record.delivery is not None:
         from twolane.dropfolder.delivery import deliver
 
@@ -106,6 +169,39 @@ def _apply(store: JobStore, message: dict[str, Any]) -> JobRecord | None:
         return None
     log.warning("notification with unknown invocationStatus %r for job %s", status, job_id)
     return None
+
+
+def _apply_destination_record(store: JobStore, message: dict[str, Any]) -> JobRecord | None:
+    """A Lambda invocation record: the batch worker did not finish. Its shard (or job) fails
+    with a short reason, unless the worker wrote its output or failure object before it
+    stopped (then that object decides, as a lost notification would be recovered)."""
+    condition = str(message["requestContext"].get("condition") or "")
+    if condition == "Success":  # an on-success record: the worker published its own message
+        return None
+    payload = message.get("requestPayload")
+    inference_id = payload.get("inference_id") if isinstance(payload, dict) else None
+    target = target_of({"inferenceId": inference_id})
+    if target is None:
+        log.warning("Lambda invocation record names no job (condition %r)", condition[:40])
+        return None
+    job_id, shard = target
+    record = store.get(job_id)
+    if record is None:
+        log.warning("Lambda invocation record for unknown job %s", job_id)
+        return None
+    record = store.refresh(record)
+    if shard is not None and not 0 <= shard < len(record.shards):
+        log.warning("Lambda invocation record for unknown shard %d of job %s", shard, job_id)
+        return None
+    pending = record.status == "pending" and (shard is None or
+                                              record.shards[shard].status == "pending")
+    if not pending:
+        return record
+    reason = WORKER_EXPIRED if condition == "EventAgeExceeded" else WORKER_STOPPED
+    log.warning("batch worker did not finish %s (condition %r)", inference_id, condition[:40])
+    if shard is not None:
+        return store.mark_shard(job_id, shard, ok=False, reason=reason)
+    return store.mark_failed(job_id, reason)
 
 
 def handle_sns_event(event: dict[str, Any], store: JobStore) -> dict[str, int]:

@@ -285,8 +285,8 @@ class JobStore(ABC):
         record = self.get(job_id)
         if record is None or not 0 <= index < len(record.shards):
             raise JobNotFound(job_id)
-        if record.status in TERMINAL:
-            return record
+        if record.status in TERMINAL or record.shards[index].status != "pending":
+            return record  # a repeated or late notification for a shard already done
         # Failed: the job fails, so every shard's text goes; succeeded: this shard's text goes.
         for sh in (record.shards if not ok else [record.shards[index]]):
             self.delete(sh.input_location)

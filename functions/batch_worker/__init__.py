@@ -1,0 +1,1 @@
+"""Lambda: the batch lane's worker, one shard of a batch job per asynchronous invoke."""

@@ -9,12 +9,14 @@ memory (AWS prices and limits) or assumed. Measured inputs:
 * the container start (process start -> /ping 200, bench/results/batch_e2e.json) and the
   Lambda-style process start (import, load bundle, one prediction, bench/results/batch.json);
 * the instant lane's 1-thread throughput and Lambda asset import (instant.json, infra.json);
+* the Lambda host's own figures when bench/batch_worker.py has run: the batch worker handler's
+  throughput on one core, its cold start and peak memory (batch_worker.json);
 * request bytes per comment, from the data set.
 
 Throughput on n vCPUs = 2-core throughput x S(n) / S(2), S(n) = 1 + (n - 1) x e (the steady-
 state model's projection); below one vCPU (small Lambda sizes) it shrinks in proportion.
 Assumed (marked in every output): the GPU speed-up, Serverless Inference's CPU share,
-instance provisioning time, Lambda's container-image fetch, CloudWatch's metric lag.
+instance provisioning time, Lambda's package fetch, CloudWatch's metric lag.
 """
 
 from __future__ import annotations
@@ -76,6 +78,22 @@ def measured_inputs(core_efficiency: float, core_efficiency_source: str,
             "bench/results/infra.json: Lambda asset handler import (Python 3.12), locally",
             "measured"),
     }
+    worker = results / "batch_worker.json"
+    if worker.is_file():  # the Lambda host's own figures (bench/batch_worker.py)
+        w = json.loads(worker.read_text(encoding="utf-8"))
+        src = (f"bench/results/batch_worker.json: the batch worker handler in a fresh process "
+               f"on one core, bundle {w['bundle']}, {w['measured_at'][:16]}")
+        out["worker_cps_1_vcpu"] = Figure(
+            float(w["comments_per_s_1_vcpu"]), "comments/s",
+            f"{src}: a {w['comments_per_shard']:,}-comment shard, CPU time", "measured")
+        out["worker_cold_start_s"] = Figure(
+            float(w["cold_start_s"]), "s", f"{src}: import + model load + a 1-comment shard",
+            "measured")
+        out["worker_peak_rss_mb"] = Figure(
+            float(w["peak_rss_mb"]), "MB", f"{src}: peak RSS with a "
+            f"{w['comments_per_shard']:,}-comment shard", "measured")
+        out["worker_shard_comments"] = Figure(
+            float(w["comments_per_shard"]), "comments", src, "measured")
     if request_bytes_per_comment is not None:
         out["request_bytes_per_comment"] = Figure(
             request_bytes_per_comment, "bytes", "mean JSON request bytes per comment of the NHS "
@@ -174,22 +192,37 @@ def build_hosts(prices: dict[str, Any], m: dict[str, Figure], sc: dict[str, Figu
     per_request = lam["usd_per_million_requests"] / 1e6
     extra = float(lam["package_fetch_extra_cold_start_s"])
     lam_cap = int(lam["batch_max_comments_per_invocation"])
+    worker = "worker_cps_1_vcpu" in m
+    if worker:  # measured on the worker itself; a shard is at most what was measured
+        lam_cap = min(lam_cap, int(m["worker_shard_comments"].value))
+        need_mb = max(rss_mb, m["worker_peak_rss_mb"].value)
+    else:
+        need_mb = rss_mb
     for mb in lam["batch_memory_sizes_mb"]:
-        if mb < rss_mb * 1.1:
+        if mb < need_mb * 1.1:
             continue
         vcpus = min(mb / lam["mb_per_vcpu"], lam["max_vcpus"])
-        cold = m["process_start_s"].value / min(vcpus, 1.0) + extra
+        if worker:
+            e = m["core_efficiency"].value
+            cps = m["worker_cps_1_vcpu"].value * _speedup(vcpus, e)
+            cold = m["worker_cold_start_s"].value / min(vcpus, 1.0) + extra
+            how = (f"{vcpus:.2f} vCPU: the worker's measured 1-vCPU throughput x "
+                   f"S({vcpus:.2f}); cold start = the worker's measured start / min(vCPU, 1) "
+                   "+ package fetch")
+        else:
+            cps = cpu_cps(vcpus, m)
+            cold = m["process_start_s"].value / min(vcpus, 1.0) + extra
+            how = (f"{vcpus:.2f} vCPU: 2-core job throughput x S({vcpus:.2f})/S(2); cold start "
+                   "= measured process start / min(vCPU, 1) + package fetch")
         hosts.append(ShardedHost(
             name=f"lambda-{mb}MB", kind="lambda", memory_mb=mb,
             usd_per_gb_second=lam["usd_per_gb_second"], usd_per_request=per_request,
-            throughput_cps=cpu_cps(vcpus, m), cold_start_s=cold,
+            throughput_cps=cps, cold_start_s=cold,
             cold_billed_s=cold if lam["bills_init"] else 0.0,
             max_invocation_s=lam["max_duration_s"], max_concurrency=lam["max_concurrency"],
             max_comments_per_invocation=lam_cap,
             assumptions=(f"package fetch +{extra:g} s per cold start (assumed)",),
-            basis=f"{vcpus:.2f} vCPU: 2-core job throughput x S({vcpus:.2f})/S(2); cold start = "
-                  f"measured process start / min(vCPU, 1) + package fetch; at most "
-                  f"{lam_cap:,} comments per invocation",
+            basis=f"{how}; at most {lam_cap:,} comments per invocation",
             family="Lambda, CPU int8 (sharded)"))
     caller_gb = sls["caller_memory_mb"] / 1024
     for mb in sls["memory_sizes_mb"]:

@@ -145,7 +145,7 @@ def summarise(runs: list[dict[str, Any]], comments: int, bundle: Path) -> dict[s
 
 def write_report(res: dict[str, Any]) -> None:
     block = "\n".join([
-        "### Batch lane on Lambda: the batch worker on one core (bench/batch_worker.py)", "",
+        START, "### Batch lane on Lambda: the batch worker on one core (bench/batch_worker.py)", "",
         f"Measured {res['measured_at'][:16]} on bundle {res['bundle']}, load "
         f"{res['loadavg'][0]:.1f}: a fresh process pinned to one core, onnxruntime on one "
         "thread, the real handler against moto S3 + SNS (median of "
@@ -159,7 +159,7 @@ def write_report(res: dict[str, Any]) -> None:
         f"{res['comments_per_s_1_vcpu']:.0f} (wall clock {res['comments_per_s_wall']:.0f}) |",
         f"| peak RSS | {res['peak_rss_mb']:.0f} MB |", "",
         "Not included: Lambda downloading and unpacking the deployment package (assumed in "
-        "recommender/prices.json).",
+        "recommender/prices.json).", END,
     ])
     write_section(START, END, block)
 

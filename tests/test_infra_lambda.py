@@ -184,3 +184,16 @@ def only(template, rtype):
     found = resources(template, rtype)
     assert len(found) == 1, rtype
     return next(iter(found.values()))["Properties"]
+
+
+def test_a_host_the_stack_does_not_build_is_refused_before_synth(tmp_path):
+    from infra.app import build_app
+    from infra.build_lambda_asset import build_code_only
+    from infra.config import ConfigError, load_config
+
+    build_code_only(tmp_path / "asset")
+    cfg = load_config("dev")
+    cfg.batch.host = "serverless"
+    cfg.batch.model_data_url = "s3://my-models/twolane/model.tar.gz"  # no model to pack
+    with pytest.raises(ConfigError, match="'async_endpoint' or 'lambda'"):
+        build_app(cfg=cfg, asset_dir=tmp_path / "asset", nag=False)

@@ -10,16 +10,16 @@ it would on AWS (403); a grant no handler call uses fails the last test of the m
 
 moto is taught the checks it skips (see tests/iam_helpers.py): InvokeEndpointAsync,
 lambda:InvokeFunction and sns:Publish against the endpoint's, function's and topic's ARN, and
-CopyObject's read of its source.
+CopyObject's read of its source. What moto cannot show: S3 answering 403
+instead of 404 for a missing key when s3:ListBucket is not granted; the ListBucket grants exist
+for that and are left out of the unused-grant check.
 
 The batch lane on Lambda (batch.host "lambda", the `lambda_host` template): the worker's policy
 is exercised with the calls its interface names (S3 get/put, SNS publish) made directly with
 boto3 under that policy, and the invokers' InvokeFunction likewise; functions/batch_worker/
 handler.py is a placeholder in this branch. Once the real worker and the Lambda invoker are
 merged, these tests should run the real handlers (the worker on a shard, POST /v1/jobs and a
-batch-inbox file with TWOLANE_BATCH_INVOKER=lambda) as the endpoint tests above do. What moto cannot show: S3 answering 403
-instead of 404 for a missing key when s3:ListBucket is not granted; the ListBucket grants exist
-for that and are left out of the unused-grant check.
+batch-inbox file with TWOLANE_BATCH_INVOKER=lambda) as the endpoint tests above do.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """`AsyncEndpoint`: a SageMaker asynchronous inference endpoint that scales to zero.
 
 CfnModel -> CfnEndpointConfig (AsyncInferenceConfig: S3 output/failure paths, SNS success/error
-topics (`BatchTopics`, as the Lambda host makes them), MaxConcurrentInvocationsPerInstance) -> CfnEndpoint, plus Application Auto Scaling:
+topics (`BatchTopics`, as the Lambda host makes them), MaxConcurrentInvocationsPerInstance)
+-> CfnEndpoint, plus Application Auto Scaling:
 
 * a ScalableTarget with MinCapacity 0;
 * target tracking on `ApproximateBacklogSizePerInstance` (customized metric) to follow the load

@@ -4,11 +4,14 @@
 
 or without it:
 
-    .venv/bin/python -m infra.app [--env dev|prod] [--out cdk.out] [--asset-dir DIR] [--no-batch]
+    .venv/bin/python -m infra.app [--env dev|prod] [--out cdk.out] [--asset-dir DIR]
+                                  [--batch-asset-dir DIR] [--no-batch]
 
 Either way the app builds what it ships: the Lambda asset (CDK local bundling with pip, no
-Docker; infra/lambda_code.py) and the batch model.tar.gz (a file asset; infra/batch_lane/model.py).
-The batch image is a Docker image asset that `cdk deploy` builds; synth only stages its context.
+Docker; infra/lambda_code.py) and the batch lane's model: with batch.host "async_endpoint" the
+model.tar.gz (a file asset; infra/batch_lane/model.py) and the image, a Docker image asset that
+`cdk deploy` builds (synth only stages its context); with "lambda" the batch worker's own Lambda
+asset (pip again, the batch bundle inside; no Docker at all).
 cdk-nag (AwsSolutions) runs as a validation plugin; any unacknowledged finding fails the synth.
 """
 
@@ -23,7 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import infra  # noqa: F401  (sets the jsii environment before aws_cdk loads)
-from infra.build_lambda_asset import MARKER, REQUIRED_IN_ASSET, resolve_instant_bundle
+from infra.build_lambda_asset import (
+    LANES,
+    MARKER,
+    REQUIRED_IN_ASSET,  # noqa: F401  (tests read the instant asset's handlers from here)
+    Lane,
+    resolve_batch_bundle,
+    resolve_instant_bundle,
+)
 from infra.config import ConfigError, DeployConfig, load_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -51,21 +61,26 @@ class SynthResult:
         return json.loads(self.template_path.read_text())
 
 
-def check_asset(asset_dir: Path) -> dict:
-    """A prebuilt Lambda asset must exist and hold the handlers; returns its build marker."""
-    missing = [p for p in REQUIRED_IN_ASSET if not (asset_dir / p).is_file()]
+def check_asset(asset_dir: Path, lane: Lane = "instant") -> dict:
+    """A prebuilt Lambda asset must exist and hold the lane's handlers; returns its marker."""
+    missing = [p for p in LANES[lane].required if not (asset_dir / p).is_file()]
     if not asset_dir.is_dir() or missing:
+        flag = "--asset-dir" if lane == "instant" else "--batch-asset-dir"
         raise ConfigError(
-            f"Lambda asset {asset_dir} is not built (missing: {', '.join(missing) or 'folder'}).\n"
-            "  Leave --asset-dir out and the app builds it, or build one by hand:\n"
-            "  .venv/bin/python -m infra.build_lambda_asset --env <env> --out DIR")
+            f"{lane} Lambda asset {asset_dir} is not built (missing: "
+            f"{', '.join(missing) or 'folder'}).\n"
+            f"  Leave {flag} out and the app builds it, or build one by hand:\n"
+            f"  .venv/bin/python -m infra.build_lambda_asset --lane {lane} --env <env> --out DIR")
     marker = asset_dir / MARKER
     return json.loads(marker.read_text()) if marker.is_file() else {"kind": "unknown"}
 
 
-def find_artifacts(cfg: DeployConfig, asset_dir: str | Path | None = None):
+def find_artifacts(cfg: DeployConfig, asset_dir: str | Path | None = None,
+                   batch_asset_dir: str | Path | None = None):
     """Everything the stack ships, located and checked before the CDK (jsii) starts, so a
-    missing model is one readable error. Returns (Artifacts, description of the Lambda asset)."""
+    missing model is one readable error. Returns (Artifacts, description of the Lambda asset).
+    `batch_asset_dir`: a prebuilt batch worker asset (batch.host "lambda"); else the CDK
+    bundles one with the batch bundle that batch.model_path names."""
     from infra.stack import Artifacts
 
     instant = None
@@ -76,13 +91,21 @@ def find_artifacts(cfg: DeployConfig, asset_dir: str | Path | None = None):
         lambda_asset = None
         instant = resolve_instant_bundle(cfg.instant.bundle)
         kind = "bundled"
-    model = None
-    if cfg.batch.enabled and not cfg.batch.model_data_url:
+    model = batch_bundle = batch_asset = None
+    if cfg.batch.enabled and cfg.batch.host == "lambda":
+        if batch_asset_dir is not None:
+            batch_asset = Path(batch_asset_dir)
+            kind += "; batch worker: prebuilt " + check_asset(batch_asset, "batch").get(
+                "kind", "unknown")
+        else:
+            batch_bundle = resolve_batch_bundle(cfg.batch.model_path)
+            kind += "; batch worker: bundled"
+    elif cfg.batch.enabled and not cfg.batch.model_data_url:
         from infra.batch_lane.model import model_artifact
 
         model = model_artifact(cfg.batch.model_path, instant)
-    return Artifacts(instant_bundle=instant, lambda_asset=lambda_asset,
-                     model_artifact=model), kind
+    return Artifacts(instant_bundle=instant, lambda_asset=lambda_asset, model_artifact=model,
+                     batch_bundle=batch_bundle, batch_asset=batch_asset), kind
 
 
 NOT_BUILT_MODEL = "s3://twolane-not-built/model.tar.gz"  # never deployed: see ships_assets()
@@ -99,7 +122,8 @@ def unbuilt_artifacts(cfg: DeployConfig):
     """Artifacts for a command that ships nothing: no Lambda asset, no model file."""
     from infra.stack import Artifacts
 
-    if cfg.batch.enabled and not cfg.batch.model_data_url:
+    if cfg.batch.enabled and cfg.batch.host == "async_endpoint" \
+            and not cfg.batch.model_data_url:
         cfg = cfg.model_copy(update={"batch": cfg.batch.model_copy(
             update={"model_data_url": NOT_BUILT_MODEL})})
     return cfg, (Artifacts(), "not built (this command deploys nothing)")
@@ -115,12 +139,12 @@ def cli_config(app) -> DeployConfig:
 
 def build_app(env: str | None = None, outdir: str | Path | None = None,
               cfg: DeployConfig | None = None, asset_dir: str | Path | None = None,
-              nag: bool = True):
+              nag: bool = True, batch_asset_dir: str | Path | None = None):
     """Build (not synthesise) the CDK app for one environment. Returns (app, stack).
     Config and artifacts are checked before the CDK (jsii) starts where possible."""
     if cfg is None and env is not None:
         cfg = load_config(env)
-    found = find_artifacts(cfg, asset_dir) if cfg is not None else None
+    found = find_artifacts(cfg, asset_dir, batch_asset_dir) if cfg is not None else None
 
     from aws_cdk import App, Environment, Validations
     from cdk_nag import AwsSolutionsChecks
@@ -133,7 +157,7 @@ def build_app(env: str | None = None, outdir: str | Path | None = None,
     if cfg is None:  # run by the CDK CLI
         cfg = cli_config(app)
         if ships_assets(app) or asset_dir is not None:
-            found = find_artifacts(cfg, asset_dir)
+            found = find_artifacts(cfg, asset_dir, batch_asset_dir)
         else:
             cfg, found = unbuilt_artifacts(cfg)
     assert found is not None  # a config was given or read, so its artifacts were looked up
@@ -161,14 +185,16 @@ def read_findings(outdir: Path) -> list[dict]:
 
 
 def synth(env: str | None = None, outdir: str | Path = REPO_ROOT / "cdk.out",
-          cfg: DeployConfig | None = None, asset_dir: str | Path | None = None) -> SynthResult:
+          cfg: DeployConfig | None = None, asset_dir: str | Path | None = None,
+          batch_asset_dir: str | Path | None = None) -> SynthResult:
     """Synthesise to `outdir`; cdk-nag findings are returned, not raised."""
     start = time.perf_counter()
     outdir = Path(outdir)
     report = outdir / "validation-report.json"
     if report.exists():
         report.unlink()
-    app, stack = build_app(env=env, outdir=outdir, cfg=cfg, asset_dir=asset_dir)
+    app, stack = build_app(env=env, outdir=outdir, cfg=cfg, asset_dir=asset_dir,
+                           batch_asset_dir=batch_asset_dir)
     try:
         app.synth()
     except RuntimeError as exc:  # jsii surfaces the failed validation as RuntimeError
@@ -194,10 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="cloud assembly folder (default: cdk.out)")
     p.add_argument("--asset-dir", default=None,
                    help="a prebuilt Lambda asset (default: the app builds it)")
+    p.add_argument("--batch-asset-dir", default=None,
+                   help="a prebuilt batch worker asset, for batch.host 'lambda' (default: the "
+                   "app builds it)")
     p.add_argument("--no-batch", action="store_true", help="leave the batch lane out")
     args = p.parse_args(argv)
     try:
         if args.out is None and not args.env and not args.asset_dir \
+                and not args.batch_asset_dir \
                 and os.environ.get("CDK_OUTDIR"):
             # Run by the CDK CLI (cdk.json): it sets CDK_OUTDIR and the context itself.
             app, _ = build_app()
@@ -213,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_batch:
             cfg.batch.enabled = False
         result = synth(cfg=cfg, outdir=args.out or REPO_ROOT / "cdk.out",
-                       asset_dir=args.asset_dir)
+                       asset_dir=args.asset_dir, batch_asset_dir=args.batch_asset_dir)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,25 +1,37 @@
-"""Build the instant-lane Lambda asset folder (no Docker): this project's code, its core and
-`[serve]` dependencies installed for the Lambda platform, and the instant model bundle.
+"""Build a Lambda asset folder (no Docker): this project's code, its core dependencies plus
+the lane's extra installed for the Lambda platform, and the lane's model bundle. Two lanes:
+
+    instant   core + `[serve]`         bundle/ = the instant bundle     API, drop folder, notifications
+    batch     core + `[batch-lambda]`  bundle/ = the batch bundle       the batch worker (batch.host
+              (onnxruntime, tokenizers;           (int8 ONNX, tokenizer, "lambda"), one invocation
+              no torch, no fastapi)              instant/ inside)        per shard of a job
 
 `cdk synth` / `cdk deploy` run this themselves (CDK local bundling, `infra/lambda_code.py`);
 the command line is for measuring or inspecting an asset by hand:
 
     .venv/bin/python -m infra.build_lambda_asset --env dev --out build/lambda/instant  # needs PyPI
+    .venv/bin/python -m infra.build_lambda_asset --lane batch --env dev   # build/lambda/batch
     .venv/bin/python -m infra.build_lambda_asset --code-only --out DIR   # handlers only, offline
 
 Layout of the asset (= /var/task in the Lambda):
 
     twolane/, functions/, numpy/, onnxruntime/, boto3/, ...   code and dependencies (cp312 wheels)
-    bundle/                                                  the instant bundle (TWOLANE_INSTANT_BUNDLE)
+    bundle/                                                  the lane's bundle (TWOLANE_INSTANT_BUNDLE,
+                                                             TWOLANE_BATCH_BUNDLE)
     .twolane-asset.json                                      what was built, for whom, how big
     **/__pycache__/*.cpython-312.pyc                         bytecode, compiled at build time
+
+The batch asset leaves out the bundle's GPU-only model (model.fp16.onnx: CUDA only, never
+loaded on Lambda's CPUs; the manifest still names it, and the predictor reads the manifest
+without verifying files). Either asset over Lambda's 250 MiB unzipped limit fails the build
+with its biggest parts named.
 
 Bytecode ships in the asset: /var/task is read-only, so without it every cold start compiles
 each module it imports from source and can never keep the result. The .pyc files are
 compiled by a Python 3.12 (the runtime's version) with unchecked-hash invalidation (valid
 whatever the files' timestamps after unzipping); bench/cold_start.py measures the difference.
 
-The three Python Lambdas (API, drop folder, job notifications) share this one asset.
+The three Python Lambdas (API, drop folder, job notifications) share the instant asset.
 
 boto3 and its dependencies (botocore, s3transfer, urllib3, jmespath, python-dateutil, six) are
 shipped as one consistent set, pinned by constraints.txt, rather than taken from the runtime.
@@ -42,10 +54,15 @@ import sys
 import tempfile
 import time
 import tomllib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from infra.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from twolane.bundle import Manifest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MARKER = ".twolane-asset.json"
@@ -73,16 +90,42 @@ PLATFORMS = {
 REQUIRED_IN_ASSET = ("functions/api/handler.py", "functions/dropfolder/handler.py",
                      "functions/notifications/handler.py", "twolane/__init__.py",
                      "twolane/api/page/index.html")
+REQUIRED_IN_BATCH_ASSET = ("functions/batch_worker/handler.py", "twolane/__init__.py")
+Lane = Literal["instant", "batch"]
+
+
+@dataclass(frozen=True)
+class LaneAsset:
+    """What one lane's Lambda asset holds besides the code."""
+
+    extra: str  # the pyproject extra installed on top of the core dependencies
+    required: tuple[str, ...]  # files the asset must hold (the handlers it serves)
+    target_bytes: int | None  # warn over this (unzipped); the hard limit is Lambda's 250 MiB
+    unused: tuple[str, ...] = ()  # installed distributions serving never imports: left out
+
+
+# tokenizers requires huggingface_hub (and its download stack) for Tokenizer.from_pretrained;
+# the worker reads tokenizer.json from the bundle and never imports them (checked by importing
+# the asset under Python 3.12 and predicting with the batch bundle: none of them is loaded).
+# Leaving them out saves ~25 MiB. Module names, then the distributions' names where they differ.
+HUB_STACK = ("huggingface_hub", "hf_xet", "fsspec", "yaml", "_yaml", "pyyaml", "tqdm",
+             "httpx2", "httpcore2", "anyio", "h11", "idna", "truststore", "click", "filelock")
+LANES: dict[str, LaneAsset] = {
+    "instant": LaneAsset("serve", REQUIRED_IN_ASSET, TARGET_BYTES),
+    "batch": LaneAsset("batch-lambda", REQUIRED_IN_BATCH_ASSET, None, unused=HUB_STACK),
+}
 
 
 def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
 
 
-def requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
-    """What the Lambdas import: the core dependencies plus the `[serve]` extra."""
+def requirements(lane: Lane = "instant", pyproject: Path = REPO_ROOT / "pyproject.toml"
+                 ) -> list[str]:
+    """What the lane's Lambdas import: the core dependencies plus the lane's extra."""
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
-    return list(project["dependencies"]) + list(project["optional-dependencies"]["serve"])
+    return list(project["dependencies"]) + list(
+        project["optional-dependencies"][LANES[lane].extra])
 
 
 def code_files() -> list[Path]:
@@ -121,9 +164,36 @@ def resolve_instant_bundle(bundle: str | Path) -> Path:
                           "point instant.bundle in infra/config/<env>.json at one") from None
 
 
-def fingerprint(architecture: str, bundle_dir: Path) -> str:
-    """A hash of everything that decides the asset's content: the code, the dependency pins,
-    this builder, the target platform and the bundle (its manifest holds every file's sha256).
+def resolve_batch_bundle(model_path: str | Path) -> Path:
+    """The batch bundle folder named by `batch.model_path` (a bundle, or a bundles root: the
+    newest), repo-relative unless absolute, holding the instant bundle its ensemble was tuned
+    with. Raises ConfigError saying how to get one."""
+    from twolane.bundle import BundleError, read_manifest, resolve_bundle
+    from twolane.predictors.batch import INSTANT_DIR
+
+    src = Path(model_path)
+    src = src if src.is_absolute() else REPO_ROOT / src
+    if src.is_file():
+        raise ConfigError(f"batch.model_path {src} is a file; batch.host 'lambda' ships a batch "
+                          "bundle folder (or a bundles root), not a model.tar.gz")
+    try:
+        bundle = resolve_bundle(src, "batch")
+        manifest = read_manifest(bundle)
+    except BundleError as err:
+        raise ConfigError(
+            f"the batch worker Lambda ships the batch model, but {err}.\n"
+            "  Build it: .venv/bin/twolane build batch, or point batch.model_path at a bundle,\n"
+            "  or deploy without the batch lane for now: -c batch=false (--no-batch)") from None
+    if manifest.ensemble and not (bundle / INSTANT_DIR / "manifest.json").is_file():
+        raise ConfigError(f"the batch bundle {bundle} is an ensemble but holds no "
+                          f"{INSTANT_DIR}/ bundle; rebuild it (twolane build batch --retune)")
+    return bundle
+
+
+def fingerprint(architecture: str, bundle_dir: Path, lane: Lane = "instant") -> str:
+    """A hash of everything that decides the asset's content: the lane, the code, the
+    dependency pins, this builder, the target platform and the bundle (its manifest holds every
+    file's sha256, the embedded instant bundle's included).
     Same inputs, same asset: the CDK then reuses a staged asset instead of bundling again."""
     h = hashlib.sha256()
     inputs = [*code_files(), REPO_ROOT / "pyproject.toml", REPO_ROOT / "constraints.txt",
@@ -133,12 +203,13 @@ def fingerprint(architecture: str, bundle_dir: Path) -> str:
             h.update(str(f.relative_to(REPO_ROOT) if f.is_relative_to(REPO_ROOT) else f.name)
                      .encode())
             h.update(f.read_bytes())
-    h.update(f"{BUILDER_VERSION}|{architecture}|{'|'.join(PLATFORMS[architecture])}".encode())
+    h.update(f"{BUILDER_VERSION}|{lane}|{architecture}|{'|'.join(PLATFORMS[architecture])}"
+             .encode())
     return h.hexdigest()
 
 
-def install_dependencies(out: Path, architecture: str) -> None:
-    """pip-install the Lambda's dependencies as binary cp312 wheels for the Lambda platform
+def install_dependencies(out: Path, architecture: str, lane: Lane = "instant") -> None:
+    """pip-install the lane's dependencies as binary cp312 wheels for the Lambda platform
     into `out` (no Docker; needs the package index)."""
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
            "--target", str(out), "--implementation", "cp", "--python-version", "3.12",
@@ -148,11 +219,11 @@ def install_dependencies(out: Path, architecture: str) -> None:
     constraints = REPO_ROOT / "constraints.txt"
     if constraints.is_file() and constraints.read_text().strip():
         cmd += ["-c", str(constraints)]
-    subprocess.run(cmd + requirements(), check=True)
+    subprocess.run(cmd + requirements(lane), check=True)
 
 
-def prune(out: Path, keep_sdk: bool = True) -> None:
-    names = [] if keep_sdk else list(SDK_SET)
+def prune(out: Path, keep_sdk: bool = True, lane: Lane = "instant") -> None:
+    names = ([] if keep_sdk else list(SDK_SET)) + list(LANES[lane].unused)
     for name in names:
         for p in [out / name, out / f"{name}.py", *out.glob(f"{name}-*.dist-info")]:
             if p.is_dir():
@@ -198,42 +269,76 @@ def precompile(out: Path) -> str:
     return "cpython-312 unchecked-hash" + ("" if p.returncode == 0 else " (some files skipped)")
 
 
-def copy_bundle(out: Path, bundle_dir: Path) -> str:
+def gpu_only_files(manifest: Manifest) -> set[str]:
+    """Files of the bundle's models that only CUDA loads (the batch lane's fp16 encoder)."""
+    from twolane.predictors.batch import GPU_MODEL
+
+    entry = manifest.models.get(GPU_MODEL) if manifest.lane == "batch" else None
+    return {entry.file} if entry is not None else set()
+
+
+def copy_bundle(out: Path, bundle_dir: Path, lane: Lane = "instant") -> str:
+    """Copy the lane's bundle (verified against its manifest) to out/bundle/; the batch lane's
+    without its GPU-only model. Returns the bundle's version."""
     from twolane.bundle import BundleError, read_manifest
 
     try:
         manifest = read_manifest(bundle_dir, verify=True)
     except BundleError as err:
-        raise ConfigError(f"the instant bundle {bundle_dir} is not usable: {err}") from None
+        raise ConfigError(f"the {lane} bundle {bundle_dir} is not usable: {err}") from None
+    skip = gpu_only_files(manifest) if lane == "batch" else set()
     dest = out / BUNDLE_DIR
     if dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(bundle_dir, dest)
+    shutil.copytree(bundle_dir, dest,
+                    ignore=lambda d, names: [n for n in names if Path(d) == bundle_dir
+                                             and n in skip])
     return manifest.version
 
 
+def check_size(out: Path, lane: Lane = "instant") -> int:
+    """The asset's unzipped size in bytes; ConfigError naming its biggest parts when it is over
+    Lambda's 250 MiB limit (Lambda would refuse it at deploy)."""
+    size = dir_size(out)
+    if size > LAMBDA_UNZIPPED_LIMIT:
+        parts = sorted(((dir_size(p) if p.is_dir() else p.stat().st_size, p.name)
+                        for p in out.iterdir()), reverse=True)[:6]
+        biggest = ", ".join(f"{name} {n / 2**20:.1f}" for n, name in parts)
+        raise ConfigError(
+            f"the {lane} Lambda asset in {out} is {size / 2**20:.1f} MiB unzipped, over "
+            f"Lambda's limit of {LAMBDA_UNZIPPED_LIMIT / 2**20:.0f} MiB; biggest parts (MiB): "
+            f"{biggest}")
+    return size
+
+
 def build_full(out: Path, architecture: str, bundle: str | Path | None,
-               keep_sdk: bool = True) -> dict:
-    """Build the deployable asset into `out` (created if missing; emptied if not)."""
+               keep_sdk: bool = True, lane: Lane = "instant") -> dict:
+    """Build the deployable asset of `lane` into `out` (created if missing; emptied if not).
+    `bundle`: the instant bundle (or bundles root) for "instant", the batch bundle (or bundles
+    root) for "batch"; None: dependencies only (to measure them; not deployable)."""
     out.mkdir(parents=True, exist_ok=True)
     for p in out.iterdir():
         if p.is_dir():
             shutil.rmtree(p)
         else:
             p.unlink()
-    bundle_dir = resolve_instant_bundle(bundle) if bundle is not None else None
+    bundle_dir = None
+    if bundle is not None:
+        bundle_dir = resolve_batch_bundle(bundle) if lane == "batch" \
+            else resolve_instant_bundle(bundle)
     with tempfile.TemporaryDirectory(prefix="twolane-pip-") as tmp:
         staging = Path(tmp) / "asset"
-        install_dependencies(staging, architecture)
+        install_dependencies(staging, architecture, lane)
         shutil.copytree(staging, out, dirs_exist_ok=True)
     copy_code(out)
-    prune(out, keep_sdk)
+    prune(out, keep_sdk, lane)
     bytecode = precompile(out)
-    version = copy_bundle(out, bundle_dir) if bundle_dir is not None else None
-    missing = [p for p in REQUIRED_IN_ASSET if not (out / p).is_file()]
+    version = copy_bundle(out, bundle_dir, lane) if bundle_dir is not None else None
+    missing = [p for p in LANES[lane].required if not (out / p).is_file()]
     if missing:
-        raise ConfigError(f"the Lambda asset in {out} lacks {', '.join(missing)}")
-    return {"kind": "full", "architecture": architecture, "python": "3.12",
+        raise ConfigError(f"the {lane} Lambda asset in {out} lacks {', '.join(missing)}")
+    check_size(out, lane)
+    return {"kind": "full", "lane": lane, "architecture": architecture, "python": "3.12",
             "platforms": PLATFORMS[architecture], "bundle_version": version,
             "sdk_included": keep_sdk, "bytecode": bytecode}
 
@@ -260,36 +365,43 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m infra.build_lambda_asset", description=__doc__
                                 .splitlines()[0])
     p.add_argument("--env", default="dev", help="config to read (architecture, bundle)")
-    p.add_argument("--out", default=str(REPO_ROOT / "build" / "lambda" / "instant"),
-                   help="asset folder (default: build/lambda/instant)")
-    p.add_argument("--bundle", default=None, help="instant bundle or bundles root to ship "
-                   "('none': dependencies only, to measure them; not deployable)")
+    p.add_argument("--lane", choices=tuple(LANES), default="instant",
+                   help="instant: the API/drop-folder/notifications asset; batch: the batch "
+                   "worker's (batch.host 'lambda')")
+    p.add_argument("--out", default=None, help="asset folder (default: build/lambda/<lane>)")
+    p.add_argument("--bundle", default=None, help="the lane's bundle or bundles root to ship "
+                   "(default: instant.bundle or batch.model_path; 'none': dependencies only, to "
+                   "measure them; not deployable)")
     p.add_argument("--code-only", action="store_true", help="copy handlers only (offline)")
     p.add_argument("--no-sdk", action="store_true",
                    help="leave boto3 and its dependencies out (use the runtime's)")
     args = p.parse_args(argv)
-    out = Path(args.out)
+    lane: Lane = args.lane
+    out = Path(args.out or REPO_ROOT / "build" / "lambda" / lane)
     start = time.perf_counter()
     try:
         cfg = load_config(args.env)
         if args.code_only:
             info = build_code_only(out)
         else:
-            bundle = args.bundle or cfg.instant.bundle
-            info = build_full(out, cfg.instant.architecture,
-                              None if bundle == "none" else bundle, keep_sdk=not args.no_sdk)
+            if lane == "batch":
+                bundle = args.bundle or cfg.batch.model_path
+                arch = cfg.batch.lambda_architecture
+            else:
+                bundle = args.bundle or cfg.instant.bundle
+                arch = cfg.instant.architecture
+            info = build_full(out, arch, None if bundle == "none" else bundle,
+                              keep_sdk=not args.no_sdk, lane=lane)
     except (ConfigError, subprocess.CalledProcessError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     info = write_marker(out, info, start)
     size = info["size_bytes"]
-    print(f"{info['kind']} Lambda asset: {out} ({size / 2**20:.1f} MiB unzipped; "
+    print(f"{info['kind']} {lane} Lambda asset: {out} ({size / 2**20:.1f} MiB unzipped; "
           f"Lambda limit 250 MiB)")
-    if size > LAMBDA_UNZIPPED_LIMIT:
-        print("error: over the Lambda 250 MB unzipped limit", file=sys.stderr)
-        return 1
-    if size > TARGET_BYTES and info["kind"] == "full":
-        print("warning: over the 100 MiB target", file=sys.stderr)
+    target = LANES[lane].target_bytes
+    if target is not None and size > target and info["kind"] == "full":
+        print(f"warning: over the {target / 2**20:.0f} MiB target", file=sys.stderr)
     return 0
 
 

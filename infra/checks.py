@@ -27,14 +27,18 @@ def placeholder_model(tmp: Path) -> Path:
 
 
 def synth_offline(tmp: Path, cfg: DeployConfig) -> SynthResult:
-    """Synth with a code-only Lambda asset (the real handler code, no pip) and, unless the
-    config names an S3 model, a placeholder model.tar.gz: no network, no Docker."""
+    """Synth with a code-only Lambda asset (the real handler code, no pip) and, for the async
+    endpoint unless the config names an S3 model, a placeholder model.tar.gz; with batch.host
+    "lambda" the same code-only folder stands in for the batch worker's asset: no network, no
+    Docker, no model."""
     asset = tmp / "asset"
     build_code_only(asset)
-    if cfg.batch.enabled and not cfg.batch.model_data_url:
+    on_lambda = cfg.batch.enabled and cfg.batch.host == "lambda"
+    if cfg.batch.enabled and not on_lambda and not cfg.batch.model_data_url:
         cfg = cfg.model_copy(update={"batch": cfg.batch.model_copy(
             update={"model_path": str(placeholder_model(tmp))})})
-    return synth(cfg=cfg, outdir=tmp / "cdk.out", asset_dir=asset)
+    return synth(cfg=cfg, outdir=tmp / "cdk.out", asset_dir=asset,
+                 batch_asset_dir=asset if on_lambda else None)
 
 
 def cfn_lint(template: Path) -> list[str]:

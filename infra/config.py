@@ -1,7 +1,7 @@
 """Deployment configuration: one pretty-printed JSON file per environment.
 
 `infra/config/<env>.json` is the only place a deployer (or the recommender, which writes
-`instant.lambda_memory_mb` and `batch.instance_type`) changes sizes and limits. The file is
+`instant.lambda_memory_mb`, `batch.host` and the chosen host's sizes) changes sizes and limits. The file is
 validated by `DeployConfig`; a bad value raises `ConfigError` with one readable line per problem.
 
     cfg = load_config("prod")
@@ -78,12 +78,16 @@ NEURON_FAMILY = re.compile(r"^ml\.(inf|trn)\d")  # Inferentia/Trainium: need a N
 
 
 class BatchConfig(_Strict):
-    """Batch lane: the SageMaker asynchronous endpoint, its image, model and scaling."""
+    """Batch lane: where the transformer runs (`host`) and that host's sizes.
+
+    async_endpoint: a SageMaker asynchronous endpoint (image, model, scaling: the fields up to
+    `shard_size`). lambda: a worker Lambda invoked asynchronously once per shard of a job
+    ("Lambda fan-out"; the `lambda_*` fields). `shard_size` applies to both."""
 
     enabled: StrictBool = True
     host: Literal["async_endpoint", "serverless", "lambda"] = Field(
         "async_endpoint", description="where the transformer runs (chosen by `twolane "
-        "recommend` for a workload); this stack builds only async_endpoint so far")
+        "recommend` for a workload): async_endpoint or lambda; serverless is not built yet")
     instance_type: str = "ml.g4dn.xlarge"
     max_concurrent_invocations_per_instance: StrictInt = Field(4, ge=1, le=1000)
     min_instances: StrictInt = Field(0, ge=0, description="0 = scale to zero when idle")
@@ -118,6 +122,18 @@ class BatchConfig(_Strict):
         5000, ge=1, le=50_000, description="comments per async invocation: a bigger job is "
         "split into shards invoked separately, so backlog scaling spreads it over instances "
         "(the API's TWOLANE_BATCH_SHARD_SIZE)")
+    # host "lambda": the worker function, one asynchronous invocation per shard.
+    lambda_memory_mb: StrictInt = Field(
+        2048, ge=128, le=10240, description="worker Lambda memory (MB); vCPUs grow with it "
+        "(1 vCPU per 1,769 MB)")
+    lambda_timeout_s: StrictInt = Field(
+        900, ge=1, le=900, description="worker Lambda timeout per shard (s); Lambda allows 900 "
+        "at most, so shard_size must fit in it")
+    lambda_reserved_concurrency: StrictInt | None = Field(
+        None, ge=1, le=1000, description="opt-in: caps the shards processed at once (others "
+        "wait in Lambda's async queue); needs an account concurrency quota of at least this + "
+        "100 (docs/deploy.md)")
+    lambda_architecture: Literal["x86_64", "arm64"] = "x86_64"
 
     @field_validator("instance_type")
     @classmethod
@@ -185,7 +201,8 @@ class DeployConfig(_Strict):
     def _consistent(self) -> DeployConfig:
         if self.monitoring.log_retention_days not in LOG_RETENTION_DAYS:
             raise ValueError(f"monitoring.log_retention_days must be one of {LOG_RETENTION_DAYS}")
-        if self.batch.image_source == "uri" and not self.batch.image_uri:
+        if (self.batch.host == "async_endpoint" and self.batch.image_source == "uri"
+                and not self.batch.image_uri):
             raise ValueError("batch.image_uri is required when batch.image_source is 'uri'")
         if self.batch.min_instances > self.batch.max_instances:
             raise ValueError("batch.min_instances must not exceed batch.max_instances")

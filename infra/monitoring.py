@@ -1,4 +1,9 @@
-"""Monitoring: one dashboard, alarms on errors and on batch backlog age, an SNS alarm topic."""
+"""Monitoring: one dashboard, alarms on errors and on batch backlog age, an SNS alarm topic.
+
+Every Lambda in `functions` gets an errors and a throttles alarm. The batch lane's alarms follow
+its host: the async endpoint's backlog age and invocation failures, or for the batch worker
+Lambda (batch.host "lambda") the age of the oldest shard waiting in its async queue
+(AsyncEventAge, same threshold), shards dropped from that queue, and runs near the timeout."""
 
 from __future__ import annotations
 
@@ -17,12 +22,14 @@ from infra.batch_lane import AsyncEndpoint
 from infra.common import Shared
 
 FIVE_MIN = Duration.minutes(5)
+NEAR_TIMEOUT = 0.8  # batch worker: a shard running this share of the timeout raises an alarm
 
 
 class Monitoring(Construct):
     def __init__(self, scope: Construct, id: str, *, shared: Shared, http_api: apigw.HttpApi,
                  functions: dict[str, lambda_.Function], queues: dict[str, sqs.Queue],
-                 endpoint: AsyncEndpoint | None) -> None:
+                 endpoint: AsyncEndpoint | None,
+                 worker: lambda_.Function | None = None) -> None:
         super().__init__(scope, id)
         cfg = shared.cfg
         self.topic = sns.Topic(self, "Alarms", master_key=shared.key, enforce_ssl=True,
@@ -102,6 +109,37 @@ class Monitoring(Construct):
                 cw.GraphWidget(title="Batch invocations", width=12, left=[
                     endpoint.metric("InvocationsProcesssed", statistic="Sum", variant=True),
                     endpoint.metric("InvocationFailures", statistic="Sum", variant=True)]),
+            ]
+        if worker is not None:
+            b = cfg.batch
+            self.backlog_age = alarm(
+                "BatchBacklogAge",
+                worker.metric("AsyncEventAge", statistic="Maximum", period=FIVE_MIN),
+                b.backlog_age_alarm_s * 1000,  # AsyncEventAge is in milliseconds
+                f"oldest batch shard waiting longer than {b.backlog_age_alarm_s} s")
+            alarm("BatchShardsDropped",
+                  worker.metric("AsyncEventsDropped", statistic="Sum", period=FIVE_MIN), 1,
+                  "batch shards dropped unprocessed (their jobs fail)")
+            near = int(b.lambda_timeout_s * 1000 * NEAR_TIMEOUT)
+            alarm("BatchWorkerNearTimeout",
+                  worker.metric_duration(period=FIVE_MIN, statistic="Maximum"), near,
+                  f"a batch shard ran over {NEAR_TIMEOUT:.0%} of the worker's "
+                  f"{b.lambda_timeout_s} s timeout (lower batch.shard_size or add memory)")
+            batch_widgets = [
+                cw.GraphWidget(title="Batch worker: shard duration (ms)", width=12, left=[
+                    worker.metric_duration(period=Duration.minutes(1), statistic=s, label=s)
+                    for s in ("p50", "Maximum")]),
+                cw.GraphWidget(title="Batch worker: shards queued, oldest waiting (ms)",
+                               width=12,
+                               left=[worker.metric("AsyncEventsReceived", statistic="Sum",
+                                                   period=Duration.minutes(1))],
+                               right=[worker.metric("AsyncEventAge", statistic="Maximum",
+                                                    period=Duration.minutes(1))]),
+                cw.GraphWidget(title="Batch worker: shards", width=12, left=[
+                    worker.metric_invocations(period=Duration.minutes(1), statistic="Sum"),
+                    worker.metric_errors(period=Duration.minutes(1), statistic="Sum"),
+                    worker.metric("AsyncEventsDropped", statistic="Sum",
+                                  period=Duration.minutes(1))]),
             ]
         self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=f"twolane-{cfg.env}",
                                       default_interval=Duration.hours(6))

@@ -1,11 +1,17 @@
 """`TwolaneStack`: one stack per environment, one construct per concern.
 
 One stack, not several: the drop-folder notification ties the bucket to a Lambda and that
-Lambda's policy back to the bucket, and the async endpoint's topics tie the batch lane to the
-notification Lambda; split across stacks these references form cycles or force exports that
-block later changes. The parts share one lifecycle (`cdk deploy` of one env), so one stack of
-units (Storage, InstantApi, DropFolder, AsyncEndpoint, JobNotifications, Monitoring) keeps the
-boundaries in code without cross-stack plumbing.
+Lambda's policy back to the bucket, and the batch lane's topics tie it to the notification
+Lambda; split across stacks these references form cycles or force exports that block later
+changes. The parts share one lifecycle (`cdk deploy` of one env), so one stack of units
+(Storage, InstantApi, DropFolder, AsyncEndpoint or BatchWorker, JobNotifications, Monitoring)
+keeps the boundaries in code without cross-stack plumbing.
+
+The batch lane runs where `batch.host` says: "async_endpoint" (a SageMaker async endpoint,
+infra/batch_lane/) or "lambda" (the batch worker Lambda, functions/batch_worker/, invoked once
+per shard). Either makes the lane's two completion topics (`BatchTopics`), read by the same
+notification Lambda; the jobs API and the drop folder get the invoker and the one grant that
+host needs.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from functions.api.construct import InstantApi
+from functions.batch_worker.construct import BatchWorker
 from functions.dropfolder.construct import DropFolder
 from functions.notifications.construct import JobNotifications
 from infra.batch_lane import AsyncEndpoint
+from infra.batch_lane.topics import BatchTopics
 from infra.build_lambda_asset import BUNDLE_DIR
 from infra.common import Shared, acknowledge, logical_id
 from infra.config import ConfigError, DeployConfig
@@ -48,11 +56,15 @@ class Artifacts:
     lambda_asset: a prebuilt Lambda asset folder (tests, benchmarks); None = the CDK bundles one
     with `instant_bundle` inside (both None: a CLI command that bundles nothing, e.g. destroy).
     model_artifact: the batch model.tar.gz to upload as an asset; None when
-    batch.model_data_url names one in S3 or the batch lane is off."""
+    batch.model_data_url names one in S3, the batch lane is off or runs on Lambda.
+    batch_asset / batch_bundle: the same pair for the batch worker's asset (batch.host
+    "lambda"), with the batch bundle inside."""
 
     instant_bundle: Path | None = None
     lambda_asset: Path | None = None
     model_artifact: Path | None = None
+    batch_bundle: Path | None = None
+    batch_asset: Path | None = None
 
 
 def batch_endpoint_name(cfg: DeployConfig) -> str:
@@ -79,15 +91,43 @@ class TwolaneStack(Stack):
         bucket = storage.bucket
         code = self._code(cfg, artifacts)
         endpoint_name = batch_endpoint_name(cfg)
+
+        # The batch lane's host first: the invokers' environment names it.
+        if cfg.batch.enabled and cfg.batch.host not in ("async_endpoint", "lambda"):
+            raise ConfigError(
+                f"batch.host is {cfg.batch.host!r} (chosen by `twolane recommend`), but this "
+                "stack builds the batch lane only as 'async_endpoint' or 'lambda' so far: set "
+                "batch.host to one of them or batch.enabled to false")
+        topics: BatchTopics | None = None
+        batch: AsyncEndpoint | None = None
+        worker: BatchWorker | None = None
+        if cfg.batch.enabled and cfg.batch.host == "lambda":
+            worker = BatchWorker(self, "BatchWorker", shared=shared,
+                                 code=self._batch_code(cfg, artifacts), storage=storage,
+                                 bundle_path=f"{LAMBDA_TASK_ROOT}/{BUNDLE_DIR}")
+            topics = worker.topics
+        elif cfg.batch.enabled:
+            batch = AsyncEndpoint(self, "BatchLane", shared=shared, storage=storage,
+                                  endpoint_name=endpoint_name, batch=cfg.batch,
+                                  model_artifact=artifacts.model_artifact)
+            topics = batch.topics
+
         env = {
             "TWOLANE_BUCKET": bucket.bucket_name,
             "TWOLANE_AWS_REGION": self.region,
             "TWOLANE_INSTANT_BUNDLE": f"{LAMBDA_TASK_ROOT}/{BUNDLE_DIR}",
             "TWOLANE_BATCH_ENABLED": "1" if cfg.batch.enabled else "0",
-            "TWOLANE_BATCH_INVOKER": "sagemaker",
-            "TWOLANE_BATCH_ENDPOINT": endpoint_name,
-            "TWOLANE_BATCH_MAX_CONCURRENCY": str(cfg.batch.max_concurrent_invocations_per_instance),
-            "TWOLANE_BATCH_INVOCATION_TIMEOUT_S": str(cfg.batch.invocation_timeout_s),
+        }
+        if worker is not None:  # jobs go to the worker Lambda, one async invocation per shard
+            env |= {"TWOLANE_BATCH_INVOKER": "lambda",
+                    "TWOLANE_BATCH_FUNCTION": worker.function.function_name}
+        else:
+            env |= {"TWOLANE_BATCH_INVOKER": "sagemaker",
+                    "TWOLANE_BATCH_ENDPOINT": endpoint_name,
+                    "TWOLANE_BATCH_MAX_CONCURRENCY": str(
+                        cfg.batch.max_concurrent_invocations_per_instance),
+                    "TWOLANE_BATCH_INVOCATION_TIMEOUT_S": str(cfg.batch.invocation_timeout_s)}
+        env |= {
             "TWOLANE_BATCH_SHARD_SIZE": str(cfg.batch.shard_size),
             "TWOLANE_SUMMARIES_ENABLED": "1" if cfg.summaries.enabled else "0",
             "POWERTOOLS_METRICS_NAMESPACE": "twolane",
@@ -100,27 +140,23 @@ class TwolaneStack(Stack):
                      "DropFolder": drop.function}
         queues = {"DropFolderFailures": drop.failures}
 
-        batch: AsyncEndpoint | None = None
-        if cfg.batch.enabled and cfg.batch.host != "async_endpoint":
-            raise ConfigError(
-                f"batch.host is {cfg.batch.host!r} (chosen by `twolane recommend`), but this "
-                "stack builds the batch lane only as an async endpoint so far: set batch.host "
-                "to 'async_endpoint' or batch.enabled to false")
-        if cfg.batch.enabled:
-            batch = AsyncEndpoint(self, "BatchLane", shared=shared, storage=storage,
-                                  endpoint_name=endpoint_name, batch=cfg.batch,
-                                  model_artifact=artifacts.model_artifact)
+        if topics is not None:
             notes = JobNotifications(self, "JobNotifications", shared=shared, code=code,
-                                     storage=storage, environment=env,
-                                     topics=[batch.success_topic, batch.error_topic])
+                                     storage=storage, environment=env, topics=topics.topics)
             functions["JobNotifications"] = notes.function
             queues["JobNotificationFailures"] = notes.failures
-            self._grant_jobs_api(api, storage, batch)
-            self._grant_batch_inbox(drop, notes, storage, batch)
+            invoke = self._invoke_statement(batch, worker)
+            self._grant_jobs_api(api, storage, invoke)
+            self._grant_batch_inbox(drop, notes, storage, invoke)
+        if batch is not None:
             CfnOutput(self, "BatchEndpointName", value=batch.endpoint.attr_endpoint_name)
+        if worker is not None:
+            functions["BatchWorker"] = worker.function
+            CfnOutput(self, "BatchWorkerName", value=worker.function.function_name)
 
         monitoring = Monitoring(self, "Monitoring", shared=shared, http_api=api.http_api,
-                                functions=functions, queues=queues, endpoint=batch)
+                                functions=functions, queues=queues, endpoint=batch,
+                                worker=worker.function if worker is not None else None)
 
         self._acknowledge_cdk_internals()
 
@@ -140,17 +176,40 @@ class TwolaneStack(Stack):
 
         return lambda_code(cfg.instant.architecture, artifacts.instant_bundle)
 
-    def _grant_jobs_api(self, api: InstantApi, storage: Storage, batch: AsyncEndpoint) -> None:
+    @staticmethod
+    def _batch_code(cfg: DeployConfig, artifacts: Artifacts) -> lambda_.Code:
+        """The batch worker's own asset (batch model inside): bundled by the CDK (pip, no
+        Docker), or a prebuilt folder."""
+        if artifacts.batch_asset is not None:
+            return lambda_.Code.from_asset(str(artifacts.batch_asset))
+        from infra.lambda_code import lambda_code
+
+        return lambda_code(cfg.batch.lambda_architecture, artifacts.batch_bundle, lane="batch")
+
+    @staticmethod
+    def _invoke_statement(endpoint: AsyncEndpoint | None,
+                          worker: BatchWorker | None) -> iam.PolicyStatement:
+        """The one call that starts a job's invocations on the host: InvokeEndpointAsync on the
+        endpoint, or InvokeFunction on the worker Lambda (the function itself, unqualified)."""
+        if worker is not None:
+            return iam.PolicyStatement(actions=["lambda:InvokeFunction"],
+                                       resources=[worker.function.function_arn])
+        assert endpoint is not None
+        return iam.PolicyStatement(actions=["sagemaker:InvokeEndpointAsync"],
+                                   resources=[endpoint.endpoint_arn])
+
+    def _grant_jobs_api(self, api: InstantApi, storage: Storage,
+                        invoke: iam.PolicyStatement) -> None:
         """The API Lambda also runs the batch jobs API (POST/GET /v1/jobs). Exactly what
         twolane.jobs (store + invoker) calls there:
           batch/input/      PutObject (the request), DeleteObject (once results exist)
           jobs/             GetObject + PutObject (the record; conditional writes)
           batch/output/     GetObject (HeadObject: done yet? then the results), DeleteObject
           batch/failures/   GetObject (the error), DeleteObject
-          the endpoint      sagemaker:InvokeEndpointAsync"""
+          the host          sagemaker:InvokeEndpointAsync on the endpoint, or
+                            lambda:InvokeFunction on the batch worker (`invoke`)"""
         fn = api.function
-        fn.add_to_role_policy(iam.PolicyStatement(
-            actions=["sagemaker:InvokeEndpointAsync"], resources=[batch.endpoint_arn]))
+        fn.add_to_role_policy(invoke.copy())
         fn.add_to_role_policy(iam.PolicyStatement(
             actions=["s3:PutObject", "s3:DeleteObject"],
             resources=[storage.object_arn(BATCH_INPUT)]))
@@ -169,12 +228,12 @@ class TwolaneStack(Stack):
                         f"The jobs API reads/writes job objects under {p}, named by job id.")
 
     def _grant_batch_inbox(self, drop: DropFolder, notes: JobNotifications, storage: Storage,
-                           batch: AsyncEndpoint) -> None:
-        """inbox/batch/ files: the drop folder submits them as jobs; the notifications function
-        writes their results to outbox/ (or a report to failed/) when the job ends."""
+                           invoke: iam.PolicyStatement) -> None:
+        """inbox/batch/ files: the drop folder submits them as jobs (`invoke`: the host's one
+        call); the notifications function writes their results to outbox/ (or a report to
+        failed/) when the job ends."""
         fn = drop.function
-        fn.add_to_role_policy(iam.PolicyStatement(
-            actions=["sagemaker:InvokeEndpointAsync"], resources=[batch.endpoint_arn]))
+        fn.add_to_role_policy(invoke.copy())
         fn.add_to_role_policy(iam.PolicyStatement(
             actions=["s3:PutObject"], resources=[storage.object_arn(BATCH_INPUT)]))
         fn.add_to_role_policy(iam.PolicyStatement(
@@ -195,8 +254,8 @@ class TwolaneStack(Stack):
             acknowledge(notes, f"AwsSolutions-IAM5[Resource::<{logical}.Arn>/{p}*]",
                         f"Batch-inbox results and reports go under {p} with the dropped file's name.")
         acknowledge(notes, f"AwsSolutions-IAM5[Resource::<{logical}.Arn>/{BATCH_OUTPUT}*]",
-                    f"Batch-inbox results are read and deleted under {BATCH_OUTPUT}, named by "
-                    "SageMaker per invocation.")
+                    f"Batch-inbox results are read and deleted under {BATCH_OUTPUT}, named per "
+                    "invocation by the batch host.")
 
     def _acknowledge_cdk_internals(self) -> None:
         """Findings on resources the CDK itself adds (not our code)."""

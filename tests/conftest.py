@@ -50,6 +50,21 @@ def batch_bundle(tmp_path_factory: pytest.TempPathFactory, instant_bundle: Path)
     )
 
 
+@pytest.fixture(scope="session")
+def lambda_host(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    """(config, SynthResult): the dev config with batch.host "lambda", the worker sized apart
+    from the defaults, synthesised once offline (code-only assets, no model, no network) for
+    tests/test_infra_lambda.py and tests/test_iam_enforced.py."""
+    from infra.checks import synth_offline
+    from infra.config import load_config
+
+    cfg = load_config("dev")
+    cfg.batch = cfg.batch.model_copy(update={
+        "host": "lambda", "lambda_memory_mb": 3008, "lambda_timeout_s": 600,
+        "lambda_reserved_concurrency": 20, "shard_size": 1000})
+    return cfg, synth_offline(tmp_path_factory.mktemp("infra-lambda-host"), cfg)
+
+
 @pytest.fixture
 def lambda_module(
     instant_bundle: Path, monkeypatch: pytest.MonkeyPatch

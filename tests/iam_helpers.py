@@ -4,13 +4,18 @@ plain IAM policies for a test account, and make moto enforce them the way AWS wo
 moto evaluates identity policies when a request arrives after INITIAL_NO_AUTH_ACTION_COUNT
 requests (server mode: POST /moto-api/reset-auth). Two things it does not do like AWS, which
 `enforce_like_aws` adds for the calls the handlers make:
-- non-S3 actions are checked against Resource "*": InvokeEndpointAsync and GetParameter are
-  checked here against the endpoint's and the parameter's ARN, as AWS does;
-- CopyObject is checked as PutObject on the target only: AWS also needs GetObject on the source.
+- non-S3 actions are checked against Resource "*": InvokeEndpointAsync, GetParameter,
+  lambda:InvokeFunction and sns:Publish are checked here against the endpoint's, the
+  parameter's, the function's and the topic's ARN, as AWS does;
+- CopyObject is checked as PutObject on the target only: AWS also needs GetObject on the source;
+- Lambda's Invoke is checked as the action "lambda:Invoke": AWS's IAM action is
+  lambda:InvokeFunction.
 Its server cannot verify sagemaker-runtime signatures (it rewrites their Host header first), so
 for that one service the keys choose the user without the signature check.
 And its InvokeEndpointAsync answers with a made-up bucket: here it answers with the output and
-failure paths of the synthesised endpoint config, as SageMaker does.
+failure paths of the synthesised endpoint config, as SageMaker does. Its Lambda Invoke runs the
+function in Docker: here an invocation (after the IAM check) is only recorded, as the batch
+worker's invokers need no more (Lambda queues an InvocationType=Event call and answers 202).
 """
 
 from __future__ import annotations
@@ -158,10 +163,13 @@ def unused_grants(policy: dict[str, Any], calls: list[Call], user: str,
 def enforce_like_aws(template: dict[str, Any], refs: dict[str, dict[str, str]],
                      recorder: Recorder) -> Iterator[None]:
     import pytest
+    from moto.awslambda.models import LambdaBackend
+    from moto.awslambda.responses import LambdaResponse
     from moto.iam.access_control import IAMRequestBase
     from moto.s3.responses import S3Response
     from moto.sagemakerruntime.models import SageMakerRuntimeBackend
     from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
+    from moto.sns.responses import SNSResponse
     from moto.ssm.responses import SimpleSystemManagerResponse
 
     config = next(iter(resources(template, "AWS::SageMaker::EndpointConfig").values()))
@@ -180,6 +188,8 @@ def enforce_like_aws(template: dict[str, Any], refs: dict[str, dict[str, str]],
 
     def recording_check(self: Any, resource: str) -> None:
         user = self._access_key.arn.rsplit("/", 1)[-1]
+        if self._action == "lambda:Invoke":  # the API's operation name, not the IAM action
+            self._action = "lambda:InvokeFunction"
         try:
             check(self, resource)
         except Exception:
@@ -209,6 +219,23 @@ def enforce_like_aws(template: dict[str, Any], refs: dict[str, dict[str, str]],
         name = str(json.loads(self.body or "{}").get("Name", "")).lstrip("/")
         return f"arn:{PARTITION}:ssm:{self.region}:{self.current_account}:parameter/{name}"
 
+    def function_resource(self: Any) -> str:
+        if "/functions/" not in self.path:
+            return "*"
+        name = unquote(self.path.split("/functions/", 1)[1].split("/")[0])
+        return name if name.startswith("arn:") else \
+            f"arn:{PARTITION}:lambda:{self.region}:{self.current_account}:function:{name}"
+
+    def topic_resource(self: Any) -> str:
+        return str(self._get_param("TopicArn") or "*")
+
+    def recording_lambda_invoke(self: Any, function_name: str, qualifier: str | None, body: Any,
+                                headers: Any, response_headers: Any) -> bytes:
+        recorder.invocations.append({
+            "function": function_name, "type": headers.get("X-Amz-Invocation-Type", ""),
+            "payload": body.decode() if isinstance(body, bytes) else str(body)})
+        return b""
+
     def invoke_async(self: Any, endpoint_name: str, input_location: str) -> tuple[str, str]:
         name = uuid.uuid4().hex
         return (f"{out_cfg['S3OutputPath']}/{name}.out",
@@ -231,4 +258,7 @@ def enforce_like_aws(template: dict[str, Any], refs: dict[str, dict[str, str]],
         mp.setattr(SimpleSystemManagerResponse, "_determine_resource", parameter_resource,
                    raising=False)
         mp.setattr(SageMakerRuntimeBackend, "invoke_endpoint_async", invoke_async)
+        mp.setattr(LambdaResponse, "_determine_resource", function_resource, raising=False)
+        mp.setattr(LambdaBackend, "invoke", recording_lambda_invoke)
+        mp.setattr(SNSResponse, "_determine_resource", topic_resource, raising=False)
         yield

@@ -8,10 +8,18 @@ policy is the synthesised policy of that Lambda's role (dev template, bucket and
 substituted), and gets the environment the template gives it. A missing permission fails here as
 it would on AWS (403); a grant no handler call uses fails the last test of the module.
 
-moto is taught two checks it skips (see tests/iam_helpers.py): InvokeEndpointAsync against the
-endpoint's ARN and CopyObject's read of its source. What moto cannot show: S3 answering 403
+moto is taught the checks it skips (see tests/iam_helpers.py): InvokeEndpointAsync,
+lambda:InvokeFunction and sns:Publish against the endpoint's, function's and topic's ARN, and
+CopyObject's read of its source. What moto cannot show: S3 answering 403
 instead of 404 for a missing key when s3:ListBucket is not granted; the ListBucket grants exist
 for that and are left out of the unused-grant check.
+
+The batch lane on Lambda (batch.host "lambda", the `lambda_host` template): the worker's policy
+is exercised with the calls its interface names (S3 get/put, SNS publish) made directly with
+boto3 under that policy, and the invokers' InvokeFunction likewise; functions/batch_worker/
+handler.py is a placeholder in this branch. Once the real worker and the Lambda invoker are
+merged, these tests should run the real handlers (the worker on a shard, POST /v1/jobs and a
+batch-inbox file with TWOLANE_BATCH_INVOKER=lambda) as the endpoint tests above do.
 """
 
 from __future__ import annotations
@@ -48,6 +56,12 @@ from test_dropfolder import ROWS, csv_bytes, s3_event
 
 from infra.checks import synth_offline
 from infra.config import load_config
+from twolane.layout import (
+    batch_failure_key,
+    batch_output_key,
+    batch_shard_input_key,
+    shard_inference_id,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BUCKET = "twolane-iam-test"
@@ -432,6 +446,144 @@ def test_authorizer_reads_the_key_hashes_with_its_role_only(
     assert authz.handler(event, LambdaContext()) == {"isAuthorized": True,
                                                      "context": {"client": "trust-a"}}
     monkeypatch.delitem(sys.modules, "handler", raising=False)
+
+
+# --- the batch lane on Lambda (batch.host "lambda") -------------------------------------------
+
+ON_LAMBDA = {"batch_worker": "functions.batch_worker.handler.handler",
+             "api_on_lambda": HANDLERS["api"], "dropfolder_on_lambda": HANDLERS["dropfolder"]}
+# moto's SNS does not call KMS when a message is published: the worker's kms:GenerateDataKey /
+# kms:Decrypt on the topics' key (what SNS needs on AWS for an encrypted topic) go unused here.
+NOT_CALLED_IN_MOTO = ("kms:",)
+
+
+@dataclass
+class OnLambda:
+    template: dict[str, Any]
+    refs: dict[str, dict[str, str]]
+    policies: dict[str, dict[str, Any]]
+
+    def env(self, user: str) -> dict[str, str]:
+        return environment(self.template, ON_LAMBDA[user], self.refs)
+
+
+@pytest.fixture(scope="module")
+def on_lambda(aws: Aws, lambda_host: tuple[Any, Any]) -> OnLambda:
+    """The lambda-host template's worker and invoker policies as IAM users of the same moto
+    (the bucket is the same), and its two batch topics."""
+    tpl = lambda_host[1].template
+    data = [lid for lid, r in resources(tpl, "AWS::S3::Bucket").items()
+            if "LoggingConfiguration" in r["Properties"]]
+    refs = refs_for(tpl, {data[0]: BUCKET})
+    policies = {user: role_policy(tpl, handler, refs) for user, handler in ON_LAMBDA.items()}
+    iam = aws.client("iam")
+    for user, doc in policies.items():
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName="role", PolicyDocument=json.dumps(doc))
+        k = iam.create_access_key(UserName=user)["AccessKey"]
+        aws.keys[user] = (k["AccessKeyId"], k["SecretAccessKey"])
+    sns = aws.client("sns")
+    for lid in resources(tpl, "AWS::SNS::Topic"):
+        sns.create_topic(Name=refs[lid]["Arn"].rsplit(":", 1)[-1])
+    return OnLambda(tpl, refs, policies)
+
+
+def test_batch_worker_reads_its_shard_writes_results_and_publishes_with_its_role_only(
+        aws: Aws, on_lambda: OnLambda) -> None:
+    """What the worker does for two shards, one done and one failed, with its keys only."""
+    env = on_lambda.env("batch_worker")
+    bucket = env["TWOLANE_BUCKET"]
+    assert bucket == BUCKET
+    job = uuid.uuid4().hex
+    for n, item in enumerate(ITEMS):  # the jobs API's part (admin keys: not under test)
+        aws.client("s3").put_object(Bucket=bucket, Key=batch_shard_input_key(job, n),
+                                    Body=json.dumps({"items": [item]}).encode())
+    s3, sns = aws.client("s3", "batch_worker"), aws.client("sns", "batch_worker")
+    start = len(aws.recorder.calls)
+    body = json.loads(s3.get_object(Bucket=bucket, Key=batch_shard_input_key(job, 0))[
+        "Body"].read())
+    assert body["items"] == ITEMS[:1]
+    s3.head_object(Bucket=bucket, Key=batch_shard_input_key(job, 1))
+    done, failed = shard_inference_id(job, 0), shard_inference_id(job, 1)
+    s3.put_object(Bucket=bucket, Key=batch_output_key(done), Body=b'{"results": []}')
+    s3.put_object(Bucket=bucket, Key=batch_failure_key(failed), Body=b'{"error": "timeout"}')
+    sns.publish(TopicArn=env["TWOLANE_BATCH_SUCCESS_TOPIC_ARN"], Message=json.dumps(
+        {"invocationStatus": "Completed", "inferenceId": done}))
+    sns.publish(TopicArn=env["TWOLANE_BATCH_ERROR_TOPIC_ARN"], Message=json.dumps(
+        {"invocationStatus": "Failed", "inferenceId": failed}))
+    mine = [c for c in aws.recorder.calls[start:] if c.user == "batch_worker"]
+    assert mine and not [c for c in mine if not c.allowed]
+    assert unused_grants(on_lambda.policies["batch_worker"], aws.recorder.calls, "batch_worker",
+                         NOT_CALLED_BY_HANDLERS + NOT_CALLED_IN_MOTO) == []
+    # and nothing else: no job records, no reading results, no rewriting or deleting inputs,
+    # no other topic, no invoking
+    alarms = next(on_lambda.refs[lid]["Arn"] for lid, r in resources(
+        on_lambda.template, "AWS::SNS::Topic").items()
+        if "alarms" in r["Properties"].get("DisplayName", ""))
+    refused: list[Callable[[], Any]] = [
+        lambda: s3.put_object(Bucket=bucket, Key=f"jobs/{job}.json", Body=b"{}"),
+        lambda: s3.get_object(Bucket=bucket, Key=batch_output_key(done)),
+        lambda: s3.put_object(Bucket=bucket, Key=batch_shard_input_key(job, 0), Body=b"{}"),
+        lambda: s3.delete_object(Bucket=bucket, Key=batch_shard_input_key(job, 0)),
+        lambda: s3.put_object(Bucket=bucket, Key="outbox/x.csv", Body=b""),
+        lambda: sns.publish(TopicArn=alarms, Message="{}"),
+        lambda: aws.client("lambda", "batch_worker").invoke(
+            FunctionName=on_lambda.env("api_on_lambda")["TWOLANE_BATCH_FUNCTION"],
+            InvocationType="Event", Payload=b"{}"),
+    ]
+    for call in refused:
+        with pytest.raises(ClientError) as e:
+            call()
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    for key in objects(aws, "batch/"):
+        if job in key:
+            aws.client("s3").delete_object(Bucket=BUCKET, Key=key)
+
+
+def test_lambda_host_invokers_may_invoke_the_worker_and_no_endpoint(
+        aws: Aws, on_lambda: OnLambda) -> None:
+    """The jobs API and the drop folder start a shard with InvokeFunction (InvocationType
+    Event) on the worker named in their environment; not another function, not SageMaker."""
+    worker_env = on_lambda.env("batch_worker")
+    for user in ("api_on_lambda", "dropfolder_on_lambda"):
+        env = on_lambda.env(user)
+        assert env["TWOLANE_BATCH_INVOKER"] == "lambda"
+        start = len(aws.recorder.calls)
+        lam = aws.client("lambda", user)
+        # the payload's shape is the runtime's business; the grant is what is checked here
+        r = lam.invoke(FunctionName=env["TWOLANE_BATCH_FUNCTION"], InvocationType="Event",
+                       Payload=json.dumps({"shard": 0}).encode())
+        assert r["StatusCode"] == 202
+        assert aws.recorder.invocations[-1]["function"] == env["TWOLANE_BATCH_FUNCTION"]
+        assert aws.recorder.invocations[-1]["type"] == "Event"
+        assert not [c for c in aws.recorder.calls[start:] if not c.allowed]
+        assert unused_grants(on_lambda.policies[user], aws.recorder.calls, user,
+                             NOT_CALLED_BY_HANDLERS + ("s3:",)) == []  # S3: next test
+        with pytest.raises(ClientError) as e:
+            lam.invoke(FunctionName="another-function", InvocationType="Event", Payload=b"{}")
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        with pytest.raises(ClientError) as e:
+            aws.client("sagemaker-runtime", user).invoke_endpoint_async(
+                EndpointName="twolane-dev-batch-g4dn-xlarge",
+                InputLocation=f"s3://{BUCKET}/batch/input/x.json")
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert worker_env["TWOLANE_BUCKET"] == env["TWOLANE_BUCKET"]
+
+
+def test_lambda_host_keeps_the_s3_grants_the_endpoint_tests_exercise(
+        aws: Aws, on_lambda: OnLambda) -> None:
+    """Only the invoke grant differs between the hosts: the S3 statements of the jobs API, the
+    drop folder and the notifications Lambda are the same, so the handler flows above (run on
+    the endpoint template) hold on the Lambda host as well."""
+    def s3_statements(policy: dict[str, Any]) -> list[Any]:
+        return [st for st in policy["Statement"] if str(st["Action"]).startswith(("s3:", "['s3:"))]
+
+    lambda_notes = role_policy(on_lambda.template, HANDLERS["notifications"], on_lambda.refs)
+    for user, theirs in (("api", on_lambda.policies["api_on_lambda"]),
+                         ("dropfolder", on_lambda.policies["dropfolder_on_lambda"]),
+                         ("notifications", lambda_notes)):
+        assert s3_statements(theirs) == s3_statements(aws.policies[user]), user
+        assert s3_statements(theirs)
 
 
 # --- nothing more ------------------------------------------------------------------------------

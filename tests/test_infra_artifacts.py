@@ -151,6 +151,76 @@ def test_the_bundled_api_answers_under_python_312(bundled):
     assert built["bytecode"] == "cpython-312 unchecked-hash"
 
 
+@pytest.fixture(scope="module")
+def bundled_lambda_host(bundled, batch_bundle):
+    """The same synth with batch.host "lambda", into the same cdk.out: the instant asset is
+    staged already (same inputs, same hash), so the CDK bundles only the batch worker's asset,
+    with pip and no Docker, the tiny batch bundle inside."""
+    cfg, first, _, _, _ = bundled
+    cfg = cfg.model_copy(deep=True)
+    cfg.batch.enabled = True
+    cfg.batch.host = "lambda"
+    cfg.batch.model_path = str(batch_bundle)
+    result = synth(cfg=cfg, outdir=first.outdir)
+    code = next(r["Properties"]["Code"] for r in result.template["Resources"].values()
+                if r["Type"] == "AWS::Lambda::Function"
+                and r["Properties"]["Handler"] == "functions.batch_worker.handler.handler")
+    asset = first.outdir / f"asset.{code['S3Key'].removesuffix('.zip')}"
+    return result, asset, json.loads((asset / MARKER).read_text())
+
+
+def test_synth_builds_the_batch_worker_asset_without_docker(bundled_lambda_host, batch_bundle):
+    from infra.build_lambda_asset import REQUIRED_IN_BATCH_ASSET
+    from twolane.bundle import read_manifest
+
+    result, asset, built = bundled_lambda_host
+    assert result.findings == [] and result.asset_kind == "bundled; batch worker: bundled"
+    assert built["kind"] == "full" and built["lane"] == "batch"
+    assert built["bundle_version"] == read_manifest(batch_bundle).version
+    for rel in (*REQUIRED_IN_BATCH_ASSET, "bundle/manifest.json", "bundle/model.int8.onnx",
+                "bundle/tokenizer.json", "bundle/instant/manifest.json",
+                "onnxruntime/__init__.py", "tokenizers/__init__.py", "numpy/__init__.py",
+                "pydantic/__init__.py", "boto3/__init__.py"):
+        assert (asset / rel).is_file(), rel
+    for never in ("torch", "transformers", "sklearn", "xgboost", "fastapi", "mangum",
+                  "huggingface_hub", "bundle/model.fp16.onnx"):
+        assert not (asset / never).exists(), never
+    assert built["size_bytes"] < 250 * 2**20
+    instant = [r["Properties"]["Code"] for r in result.template["Resources"].values()
+               if r["Type"] == "AWS::Lambda::Function"
+               and r["Properties"]["Handler"] == "functions.api.handler.handler"]
+    assert instant[0]["S3Key"] != f"{asset.name.removeprefix('asset.')}.zip"  # two assets
+
+
+def test_the_batch_worker_asset_predicts_under_python_312(bundled_lambda_host):
+    """The asset alone (no venv) loads the batch bundle it ships, the instant bundle inside,
+    and labels comments on CPU: what the worker's cold start and each shard do."""
+    _, asset, _ = bundled_lambda_host
+    py = python312()
+    if py is None:
+        pytest.skip("no Python 3.12 interpreter on this machine to import the cp312 asset")
+    script = (
+        "import json, sys\n"
+        f"sys.path[:0] = [{str(asset)!r}]\n"
+        "import boto3, numpy, onnxruntime, tokenizers\n"
+        f"assert all(m.__file__.startswith({str(asset)!r}) "
+        "for m in (boto3, numpy, onnxruntime, tokenizers))\n"
+        "from twolane.contract import CommentIn\n"
+        "from twolane.predictors.batch import BatchPredictor\n"
+        f"p = BatchPredictor.from_bundle({str(asset / 'bundle')!r}, "
+        "providers=['CPUExecutionProvider'])\n"
+        "out = p.predict([CommentIn(comment_id='1', comment_text='The nurses were kind')])\n"
+        "print(json.dumps({'ids': [o.comment_id for o in out], 'instant': p.instant is not None,\n"
+        "                  'hub': 'huggingface_hub' in sys.modules}))\n")
+    env = {"PATH": os.environ.get("PATH", ""), "OMP_NUM_THREADS": "1",
+           "TWOLANE_INTRA_OP_THREADS": "1"}
+    p = subprocess.run([py, "-I", "-S", "-c", script], env=env, capture_output=True, text=True,
+                       timeout=300, check=False)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == {
+        "ids": ["1"], "instant": True, "hub": False}
+
+
 def test_model_artifact_is_packed_from_the_batch_bundle_byte_for_byte_repeatably(
         batch_bundle, instant_bundle, tmp_path):
     from model_build.package import pack
@@ -215,3 +285,7 @@ def test_commands_that_deploy_nothing_need_no_models(tmp_path):
     assert not list((tmp_path / "out").glob("asset.*.tar.gz"))  # no model packed
     deploy = app({"env": "prod", "aws:cdk:bundling-stacks": ["**"]})  # deploy, synth, diff
     assert deploy.returncode == 2 and "twolane build instant" in deploy.stderr
+    cfg["batch"]["host"] = "lambda"  # the same for the batch worker's asset
+    (tmp_path / "prod.json").write_text(json.dumps(cfg))
+    destroy = app({"env": "prod", "aws:cdk:bundling-stacks": []})
+    assert destroy.returncode == 0, destroy.stderr[-2000:]

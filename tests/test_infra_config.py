@@ -237,3 +237,99 @@ def test_ecr_uris_are_parsed_for_the_pull_grant():
     assert parse_ecr_uri("123456789012.dkr.ecr.eu-west-2.amazonaws.com/r@sha256:ab").repository \
         == "r"
     assert parse_ecr_uri("public.ecr.aws/x/y:1").repository == ""
+
+
+# --- the batch lane on Lambda (batch.host "lambda") ---------------------------------------------
+
+
+def test_lambda_host_fields_default_and_round_trip_as_the_recommender_writes_them(tmp_path):
+    b = validate_config({"env": "dev"}).batch
+    assert (b.host, b.lambda_memory_mb, b.lambda_timeout_s, b.lambda_reserved_concurrency,
+            b.lambda_architecture) == ("async_endpoint", 2048, 900, None, "x86_64")
+    for env in ("dev", "prod"):
+        (tmp_path / f"{env}.json").write_text((CONFIG_DIR / f"{env}.json").read_text())
+    data = json.loads((tmp_path / "prod.json").read_text())
+    data["batch"].update(host="lambda", lambda_memory_mb=3008, shard_size=500)  # recommender
+    save_config("prod", data, tmp_path)
+    again = load_config("prod", tmp_path)
+    assert (again.batch.host, again.batch.lambda_memory_mb, again.batch.shard_size) == (
+        "lambda", 3008, 500)
+    assert dump_config(again) == (tmp_path / "prod.json").read_text()
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("lambda_memory_mb", 127, "greater than or equal to 128"),
+    ("lambda_memory_mb", 10241, "less than or equal to 10240"),
+    ("lambda_memory_mb", "2048", "valid integer"),
+    ("lambda_timeout_s", 901, "less than or equal to 900"),
+    ("lambda_timeout_s", 0, "greater than or equal to 1"),
+    ("lambda_reserved_concurrency", 0, "greater than or equal to 1"),
+    ("lambda_architecture", "aarch64", "'x86_64' or 'arm64'"),
+    ("host", "fargate", "'async_endpoint', 'serverless' or 'lambda'"),
+])
+def test_bad_lambda_host_fields_are_refused_clearly(field, value, words):
+    with pytest.raises(ConfigError) as e:
+        validate_config({"env": "dev", "batch": {"host": "lambda", field: value}})
+    assert f"batch.{field}" in str(e.value) and words in str(e.value)
+
+
+def test_lambda_host_needs_no_image():
+    """image_uri matters to the async endpoint only."""
+    cfg = validate_config({"env": "dev", "batch": {"host": "lambda", "image_source": "uri"}})
+    assert cfg.batch.host == "lambda"
+    with pytest.raises(ConfigError, match="image_uri is required"):
+        validate_config({"env": "dev", "batch": {"image_source": "uri"}})
+
+
+def test_lambda_host_artifacts_are_found_or_explained(tmp_path, batch_bundle):
+    from infra.app import check_asset, find_artifacts
+    from infra.build_lambda_asset import REQUIRED_IN_BATCH_ASSET, build_code_only
+
+    asset = tmp_path / "asset"
+    build_code_only(asset)
+    for rel in REQUIRED_IN_BATCH_ASSET:
+        assert (asset / rel).is_file()
+    assert check_asset(asset, "batch")["kind"] == "unknown"
+    with pytest.raises(ConfigError, match="--lane batch"):
+        check_asset(tmp_path / "nothing", "batch")
+    cfg = load_config("dev")
+    cfg.batch.host = "lambda"
+    cfg.batch.model_path = str(tmp_path / "no-bundles")
+    with pytest.raises(ConfigError) as e:
+        find_artifacts(cfg, asset)
+    for words in ("batch worker Lambda", "twolane build batch", "-c batch=false"):
+        assert words in str(e.value)
+    (tmp_path / "model.tar.gz").write_bytes(b"")
+    cfg.batch.model_path = str(tmp_path / "model.tar.gz")
+    with pytest.raises(ConfigError, match="not a model.tar.gz"):
+        find_artifacts(cfg, asset)
+    cfg.batch.model_path = str(batch_bundle)
+    artifacts, kind = find_artifacts(cfg, asset)
+    assert artifacts.batch_bundle == batch_bundle and artifacts.model_artifact is None
+    assert kind == "prebuilt unknown; batch worker: bundled"
+    artifacts, kind = find_artifacts(cfg, asset, batch_asset_dir=asset)
+    assert artifacts.batch_asset == asset and artifacts.batch_bundle is None
+
+
+def test_batch_asset_ships_the_cpu_model_and_its_instant_bundle_without_torch(
+        tmp_path, batch_bundle, monkeypatch):
+    from infra import build_lambda_asset as b
+    from twolane.bundle import read_manifest
+
+    reqs = " ".join(b.requirements("batch")).lower()
+    for needed in ("onnxruntime", "tokenizers", "numpy", "pydantic", "boto3"):
+        assert needed in reqs
+    for never in ("torch", "transformers", "scikit-learn", "xgboost", "fastapi", "pandas"):
+        assert never not in reqs
+    manifest = read_manifest(batch_bundle)
+    out = tmp_path / "asset"
+    assert b.copy_bundle(out, batch_bundle, "batch") == manifest.version
+    shipped = {p.relative_to(out / b.BUNDLE_DIR).as_posix()
+               for p in (out / b.BUNDLE_DIR).rglob("*") if p.is_file()}
+    gpu_only = {e.file for name, e in manifest.models.items() if name == "fp16"}
+    assert gpu_only  # the tiny bundle is exported like the real one: int8 and fp16
+    assert shipped == {*manifest.files, "manifest.json"} - gpu_only
+    assert "instant/manifest.json" in shipped and manifest.models["int8"].file in shipped
+    monkeypatch.setattr(b, "LAMBDA_UNZIPPED_LIMIT", 1024)
+    with pytest.raises(ConfigError, match=r"over Lambda's limit of 0 MiB; biggest parts .*bundle"):
+        b.check_size(out, "batch")

@@ -1,7 +1,8 @@
 """`AsyncEndpoint`: a SageMaker asynchronous inference endpoint that scales to zero.
 
 CfnModel -> CfnEndpointConfig (AsyncInferenceConfig: S3 output/failure paths, SNS success/error
-topics, MaxConcurrentInvocationsPerInstance) -> CfnEndpoint, plus Application Auto Scaling:
+topics (`BatchTopics`, as the Lambda host makes them), MaxConcurrentInvocationsPerInstance)
+-> CfnEndpoint, plus Application Auto Scaling:
 
 * a ScalableTarget with MinCapacity 0;
 * target tracking on `ApproximateBacklogSizePerInstance` (customized metric) to follow the load
@@ -24,10 +25,10 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sagemaker as sm
-from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from infra.batch_lane.image import parse_ecr_uri
+from infra.batch_lane.topics import BatchTopics
 from infra.common import Shared, acknowledge, logical_id, retention
 from infra.config import (
     SCALING_METRIC_PERIOD_S,
@@ -61,10 +62,9 @@ class AsyncEndpoint(Construct):
         bucket = storage.bucket
 
         # Completion topics: SageMaker publishes one message per request to one of them.
-        self.success_topic = sns.Topic(self, "Success", master_key=shared.key, enforce_ssl=True,
-                                       display_name=f"{endpoint_name} succeeded")
-        self.error_topic = sns.Topic(self, "Error", master_key=shared.key, enforce_ssl=True,
-                                     display_name=f"{endpoint_name} failed")
+        self.topics = BatchTopics.create(self, shared, endpoint_name)
+        self.success_topic = self.topics.success_topic
+        self.error_topic = self.topics.error_topic
 
         # Endpoint logs: created here so they get a retention period.
         self.log_group = logs.LogGroup(

@@ -248,17 +248,15 @@ def run(lane: str = "both", slo_p95_ms: float = 1000.0, out: Path = Path("bench/
         log(first["message"])
         log(batch_hosts["workloads"][1]["message"])
         chosen = first["chosen"]
+        # The endpoint's instance type is the cheapest measured one for steady load unless the
+        # workload chose an endpoint: a switch of `batch.host` back to it then deploys that.
+        steady = choices["batch"].chosen
+        if steady is not None:
+            changes["batch.instance_type"] = steady.name
         if chosen and chosen["deploy"]:
             changes.update({f"batch.{k}": v for k, v in chosen["deploy"].items()})
         else:
-            # No deployable host meets the workload (Serverless Inference is not deployable):
-            # the config keeps its host, on the cheapest measured instance type for steady load.
-            if chosen:
-                log(f"{chosen['kind']} is the cheapest host for this workload, but infra/ cannot "
-                    "deploy it: the config keeps its host")
-            steady = choices["batch"].chosen
-            if steady is not None:
-                changes["batch.instance_type"] = steady.name
+            log("no host infra/ can deploy meets this workload: the config keeps its host")
     envs = [e for e in envs if e and e != "none"]
     config_changes = update_configs(changes, envs, config_dir) if changes and envs else []
     for ch in config_changes:

@@ -49,6 +49,13 @@ def analyse(workload: Workload, hosts: list[Host], reference: list[Host],
             "message": message(workload, chosen, beside, allow_assumed)}
 
 
+def api_max_job_items() -> int:
+    """Comments one POST /v1/jobs takes by default (twolane.settings)."""
+    from twolane.settings import Settings
+
+    return int(Settings.model_fields["max_job_items"].default)
+
+
 def message(w: Workload, chosen: Estimate | None, beside: Estimate | None,
             allow_assumed: bool) -> str:
     head = (f"{w.comments_per_week:,.0f} comments a week in {w.jobs_per_week:g} jobs "
@@ -66,6 +73,11 @@ def message(w: Workload, chosen: Estimate | None, beside: Estimate | None,
            f"job, {money(chosen.usd_per_month)} a month, {money(chosen.usd_per_million)} per "
            f"million comments; a job waits about {wait_text(chosen.wait_s)} from submission "
            "to results.")
+    api_max = api_max_job_items()
+    if w.comments_per_job > api_max:
+        msg += (f" A job of {w.comments_per_job:,} comments is over the API's {api_max:,} per "
+                "job (TWOLANE_MAX_JOB_ITEMS): send it through the drop folder (inbox/batch/) or "
+                "as several API jobs.")
     if beside is not None and beside.host != chosen.host and not allow_assumed:
         msg += (f" {beside.host} would be cheaper ({money(beside.usd_per_month)} a month) but "
                 "rests on an ASSUMED figure (" + "; ".join(beside.assumptions[:1]) +

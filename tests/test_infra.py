@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from infra_helpers import endpoint_host
 
 from infra.app import feature_flags
 from infra.batch_lane.endpoint import pinned_version
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory):
-    cfg = load_config("dev")
+    cfg = endpoint_host(load_config("dev"))
     result = synth_offline(tmp_path_factory.mktemp("infra-dev"), cfg)
     return cfg, result, result.template
 

@@ -120,10 +120,14 @@ def test_missing_models_are_explained_before_the_cdk_starts(tmp_path):
 
     build_code_only(asset)
     cfg.batch.model_path = str(tmp_path / "no-bundles")
-    with pytest.raises(ConfigError) as e:
-        find_artifacts(cfg, asset)
-    for words in ("twolane build batch", "batch.model_data_url", "-c batch=false"):
-        assert words in str(e.value)
+    for host, words in (("lambda", ("twolane build batch", "batch.model_path", "-c batch=false")),
+                        ("async_endpoint", ("twolane build batch", "batch.model_data_url",
+                                            "-c batch=false"))):
+        cfg.batch.host = host  # type: ignore[assignment]
+        with pytest.raises(ConfigError) as e:
+            find_artifacts(cfg, asset)
+        for w in words:
+            assert w in str(e.value)
     cfg.batch.enabled = False  # the batch lane off: no model needed
     artifacts, kind = find_artifacts(cfg, asset)
     assert artifacts.model_artifact is None and kind == "prebuilt unknown"

@@ -5,6 +5,7 @@ network."""
 from __future__ import annotations
 
 import pytest
+from infra_helpers import endpoint_host
 
 from infra.checks import cfn_lint, synth_offline, wildcard_actions
 from infra.config import load_config
@@ -12,7 +13,9 @@ from infra.config import load_config
 
 @pytest.fixture(scope="module")
 def prod(tmp_path_factory):
-    cfg = load_config("prod")
+    # the async-endpoint host (the shipped config carries the recommender's Lambda choice,
+    # tests/test_infra_lambda.py and test_shipped_configs_deploy_the_recommended_host)
+    cfg = endpoint_host(load_config("prod"))
     result = synth_offline(tmp_path_factory.mktemp("infra-prod"), cfg)
     return cfg, result, result.template
 

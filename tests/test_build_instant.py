@@ -116,3 +116,32 @@ def test_bad_csv_gives_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="no data file"):
         run(data=tmp_path / "missing.csv", out=tmp_path / "bundles")
     assert not (tmp_path / "bundles").exists()
+
+
+def test_lexicon_negates_every_seen_lexicon_word() -> None:
+    """Every negator + each lexicon word the training text holds becomes a term, with VADER's
+    negation factor (unigram + pair net -0.74 x the valence), seen as a pair or not; words the
+    text never holds get no pairs ("not awful" here)."""
+    from model_build.lexicon import NEGATION, NEGATORS, terms
+
+    lex = {"respect": 2.0, "rude": -2.0, "awful": -2.5, "ok": 0.5}
+    t = terms(["staff showed respect", "the nurse was rude"], lex)
+    assert {"respect", "rude", "awful"} <= set(t) and "ok" not in t  # |valence| < 1 dropped
+    for negator in NEGATORS:
+        assert t[f"{negator} respect"] + t["respect"] == pytest.approx(NEGATION * 2.0)
+        assert t[f"{negator} rude"] > 0
+        assert f"{negator} awful" not in t
+
+
+def test_polarity_scale_favours_polar_ngrams() -> None:
+    """Columns 0 (praise only) and 1 (complaint only) outweigh column 2 (both sides alike);
+    a column in no row gets a finite, non-negative value; the mean over seen columns is 1."""
+    from scipy.sparse import csr_matrix
+
+    from model_build.instant import polarity_scale
+
+    X = csr_matrix(np.array([[1, 0, 1, 0], [1, 0, 1, 0], [0, 1, 1, 0], [0, 1, 1, 0]], float))
+    f = polarity_scale(X, np.array([0, 1, 3, 4]), gamma=0.5)
+    assert f.shape == (4,) and np.all(np.isfinite(f)) and np.all(f >= 0)
+    assert f[0] > f[2] and f[1] > f[2]
+    assert f[:3].mean() == pytest.approx(1.0)

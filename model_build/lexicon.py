@@ -44,23 +44,29 @@ def vader_lexicon() -> dict[str, float]:
     return out
 
 
-def terms(texts: Iterable[str], lexicon: dict[str, float] | None = None) -> dict[str, float]:
+def terms(texts: Iterable[str], lexicon: dict[str, float] | None = None,
+          negate_unseen: bool = True) -> dict[str, float]:
     """term (unigram or bigram, lower case) -> valence contribution.
 
     A negated bigram's value is chosen so that it plus its word's own value nets NEGATION x the
-    word's valence (the unigram is counted too).
+    word's valence (the unigram is counted too). `negate_unseen=False`: only the negated pairs
+    the texts hold (the rule of bundles built before it).
     """
     lex = {w: v for w, v in (lexicon or vader_lexicon()).items() if abs(v) >= MIN_VALENCE}
     seen_uni: set[str] = set()
+    seen_bi: set[str] = set()
     for t in texts:
-        seen_uni.update(_WORD.findall(t.lower()))
+        toks = _WORD.findall(t.lower())
+        seen_uni.update(toks)
+        seen_bi.update(f"{a} {b}" for a, b in zip(toks, toks[1:], strict=False) if a in NEGATORS)
     out = dict(lex)
     for w, v in lex.items():
         if v > 0 and "un" + w in seen_uni and "un" + w not in out:
             out["un" + w] = -v
     for w in sorted(w for w in out if w in seen_uni):
         for negator in NEGATORS:
-            out[f"{negator} {w}"] = (NEGATION - 1.0) * out[w]
+            if negate_unseen or f"{negator} {w}" in seen_bi:
+                out[f"{negator} {w}"] = (NEGATION - 1.0) * out[w]
     return out
 
 

@@ -131,6 +131,10 @@ def test_lexicon_negates_every_seen_lexicon_word() -> None:
         assert t[f"{negator} respect"] + t["respect"] == pytest.approx(NEGATION * 2.0)
         assert t[f"{negator} rude"] > 0
         assert f"{negator} awful" not in t
+    # the rule of bundles built before it: only the negated pairs the text holds
+    old = terms(["staff showed no respect", "the nurse was rude"], lex, negate_unseen=False)
+    assert old["no respect"] == t["no respect"]
+    assert "not respect" not in old and "no rude" not in old
 
 
 def test_polarity_scale_favours_polar_ngrams() -> None:

@@ -150,6 +150,9 @@ def instant_out_of_fold(manifest: Manifest, fit: Dataset, val: Dataset) -> dict[
     known = {f.name for f in fields(instant.Config)}
     saved: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v)
                              for k, v in manifest.config.items() if k in known}
+    # bundles from before the polarity scaling and the unseen negated pairs lack the keys
+    saved.setdefault("sentiment_polarity_gamma", 0.0)
+    saved.setdefault("lexicon_negate_unseen", False)
     cfg = instant.Config(**saved)
     fit_texts = [instant.inputs(t, q, cfg) for t, q in zip(fit.texts, fit.question_types, strict=True)]
     val_texts = [instant.inputs(t, q, cfg) for t, q in zip(val.texts, val.question_types, strict=True)]
@@ -182,7 +185,7 @@ def instant_out_of_fold(manifest: Manifest, fit: Dataset, val: Dataset) -> dict[
         if cfg.sentiment_lexicon:
             from model_build import lexicon
 
-            dirs = lexicon.directions(vec.vocabulary_, instant.lexicon_terms(fit_texts))
+            dirs = lexicon.directions(vec.vocabulary_, instant.lexicon_terms(fit_texts, cfg))
         sent = instant.fit_sentiment(Xf[np.flatnonzero(has)], fit.sentiment[has], cfg, dirs,
                                      view if cfg.sentiment_char_view else None)
         out["sentiment"] = sent.predict_proba(Xv).astype(np.float32)

@@ -116,3 +116,41 @@ def test_bad_csv_gives_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="no data file"):
         run(data=tmp_path / "missing.csv", out=tmp_path / "bundles")
     assert not (tmp_path / "bundles").exists()
+
+
+def test_lexicon_negates_common_lexicon_words() -> None:
+    """A common negator + a lexicon word in >= UNSEEN_MIN_DF comments becomes a term, with
+    VADER's negation factor (unigram + pair net -0.74 x the valence), seen as a pair or not;
+    a rarer word gets only the pairs the text holds; a word the text lacks gets none."""
+    from model_build.lexicon import NEGATION, NEGATORS, UNSEEN_MIN_DF, UNSEEN_NEGATORS, terms
+
+    assert UNSEEN_MIN_DF == 2
+    lex = {"respect": 2.0, "rude": -2.0, "awful": -2.5, "ok": 0.5}
+    texts = ["staff showed respect", "respect for my wishes", "the nurse was never rude"]
+    t = terms(texts, lex)
+    assert {"respect", "rude", "awful"} <= set(t) and "ok" not in t  # |valence| < 1 dropped
+    for negator in NEGATORS:
+        assert (f"{negator} respect" in t) == (negator in UNSEEN_NEGATORS)
+        assert f"{negator} awful" not in t
+    for negator in UNSEEN_NEGATORS:
+        assert t[f"{negator} respect"] + t["respect"] == pytest.approx(NEGATION * 2.0)
+    assert [k for k in t if k.endswith(" rude")] == ["never rude"]  # df 1: the pair it holds
+    assert t["never rude"] > 0
+    # the rule of bundles built before it: only the negated pairs the text holds
+    old = terms([*texts, "staff showed no respect"], lex, negate_unseen=False)
+    assert old["no respect"] == t["no respect"]
+    assert "not respect" not in old and "no rude" not in old and "never rude" in old
+
+
+def test_polarity_scale_favours_polar_ngrams() -> None:
+    """Columns 0 (praise only) and 1 (complaint only) outweigh column 2 (both sides alike);
+    a column in no row gets a finite, non-negative value; the mean over seen columns is 1."""
+    from scipy.sparse import csr_matrix
+
+    from model_build.instant import polarity_scale
+
+    X = csr_matrix(np.array([[1, 0, 1, 0], [1, 0, 1, 0], [0, 1, 1, 0], [0, 1, 1, 0]], float))
+    f = polarity_scale(X, np.array([0, 1, 3, 4]), gamma=0.5)
+    assert f.shape == (4,) and np.all(np.isfinite(f)) and np.all(f >= 0)
+    assert f[0] > f[2] and f[1] > f[2]
+    assert f[:3].mean() == pytest.approx(1.0)

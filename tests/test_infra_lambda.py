@@ -114,15 +114,20 @@ def test_worker_may_do_exactly_what_the_interface_names(host):
     success, error = topics(tpl)
     key = next(iter(resources(tpl, "AWS::KMS::Key")))
     logs = next(k for k in resources(tpl, "AWS::Logs::LogGroup") if k.startswith("BatchWorker"))
+    data = next(k for k, r in resources(tpl, "AWS::S3::Bucket").items()
+                if "LoggingConfiguration" in r["Properties"])
     assert grants(role_statements(tpl, WORKER)) == {
         ("s3:GetObject", bucket_prefix(tpl, "batch/input/")),
         ("s3:PutObject", bucket_prefix(tpl, "batch/output/")),
         ("s3:PutObject", bucket_prefix(tpl, "batch/failures/")),
+        ("s3:ListBucket", dumps({"Fn::GetAtt": [data, "Arn"]})),
         ("sns:Publish", dumps({"Ref": success})), ("sns:Publish", dumps({"Ref": error})),
         ("kms:GenerateDataKey", dumps({"Fn::GetAtt": [key, "Arn"]})),
         ("kms:Decrypt", dumps({"Fn::GetAtt": [key, "Arn"]})),
         ("logs:CreateLogStream", dumps({"Fn::GetAtt": [logs, "Arn"]})),
         ("logs:PutLogEvents", dumps({"Fn::GetAtt": [logs, "Arn"]}))}
+    [listing] = [st for st in role_statements(tpl, WORKER) if st["Action"] == "s3:ListBucket"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["batch/input/*"]}}
     role = function(tpl, WORKER)[1]["Role"]["Fn::GetAtt"][0]
     assert not tpl["Resources"][role]["Properties"].get("ManagedPolicyArns")
 

@@ -189,6 +189,38 @@ def test_faults_are_failed_with_a_short_reason(lane: Lane, worker: Any, tmp_path
     assert msg["failureReason"] == "ClientError: Received server error (500) from model"
 
 
+def test_the_asset_copy_of_the_bundle_without_its_fp16_model_loads_and_predicts(
+        lane: Lane, worker: Any, batch_bundle: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's asset holds the batch bundle as infra.build_lambda_asset.copy_bundle copies
+    it: model.fp16.onnx (CUDA only) left out while the manifest still names it. The worker's
+    load path (resolve_bundle + batch_inference.cached_model) does not verify the manifest's
+    files, so that copy loads and predicts on CPU exactly as the whole bundle does."""
+    from infra.build_lambda_asset import BUNDLE_DIR, copy_bundle
+    from twolane.bundle import BundleError, read_manifest
+
+    copy_bundle(tmp_path, batch_bundle, "batch")
+    copy = tmp_path / BUNDLE_DIR
+    manifest = read_manifest(copy)
+    assert manifest.models["fp16"].file == "model.fp16.onnx" in manifest.files
+    assert not (copy / "model.fp16.onnx").exists() and (copy / "model.int8.onnx").is_file()
+    with pytest.raises(BundleError):  # a verifying load would refuse this copy
+        read_manifest(copy, verify=True)
+
+    monkeypatch.setenv("TWOLANE_BATCH_BUNDLE", str(copy))
+    get_settings.cache_clear()
+    event = lane.put_shard(json.dumps({"items": ITEMS, "target": "ms"}).encode())
+    assert worker(event, ctx()) == {"inference_id": event["inference_id"], "status": "Completed"}
+    assert lane.next_message()[0] == lane.ok_arn
+    body = json.loads(lane.read(event["output_location"]) or b"")
+    whole = lane.put_shard(json.dumps({"items": ITEMS, "target": "ms"}).encode())
+    monkeypatch.setenv("TWOLANE_BATCH_BUNDLE", str(batch_bundle))
+    get_settings.cache_clear()
+    assert worker(whole, ctx())["status"] == "Completed"
+    assert lane.next_message()[0] == lane.ok_arn
+    assert body == json.loads(lane.read(whole["output_location"]) or b"")
+
+
 def test_malformed_event_is_logged_without_its_content_and_not_raised(
         lane: Lane, worker: Any, caplog: pytest.LogCaptureFixture) -> None:
     secret = "The nurse on ward 7 was rude to my mother"

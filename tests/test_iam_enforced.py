@@ -14,18 +14,20 @@ CopyObject's read of its source. What moto cannot show: S3 answering 403
 instead of 404 for a missing key when s3:ListBucket is not granted; the ListBucket grants exist
 for that and are left out of the unused-grant check.
 
-The batch lane on Lambda (batch.host "lambda", the `lambda_host` template): the worker's policy
-is exercised with the calls its interface names (S3 get/put, SNS publish) made directly with
-boto3 under that policy, and the invokers' InvokeFunction likewise; functions/batch_worker/
-handler.py is a placeholder in this branch. Once the real worker and the Lambda invoker are
-merged, these tests should run the real handlers (the worker on a shard, POST /v1/jobs and a
-batch-inbox file with TWOLANE_BATCH_INVOKER=lambda) as the endpoint tests above do.
+The batch lane on Lambda (batch.host "lambda", the `lambda_host` template) runs the same way:
+POST /v1/jobs and a batch-inbox file (TWOLANE_BATCH_INVOKER=lambda) with the API's and the drop
+folder's roles invoke the worker (moto records the Event invoke after its IAM check and runs
+nothing: its Lambda would need Docker); the test hands each recorded payload to the real worker
+handler (functions/batch_worker, the tiny real batch bundle) under the worker's role, and what
+it publishes to the real notifications handler under that role. Locations the worker's role
+does not reach fail the shard as the worker documents.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,7 +39,7 @@ from typing import Any
 import boto3
 import pytest
 import requests
-from batchlane_helpers import moto_server
+from batchlane_helpers import moto_server, wait_for
 from botocore.exceptions import ClientError
 from iam_helpers import (
     ACCOUNT,
@@ -56,6 +58,8 @@ from test_dropfolder import ROWS, csv_bytes, s3_event
 
 from infra.checks import synth_offline
 from infra.config import load_config
+from twolane.batch_inference import SERVER_ERROR
+from twolane.jobs.worker import INPUT_NOT_FOUND, WorkerEvent
 from twolane.layout import (
     batch_failure_key,
     batch_output_key,
@@ -144,8 +148,8 @@ def as_lambda(aws: Aws, lambda_module: Callable[[str], ModuleType],
     return load
 
 
-def objects(aws: Aws, prefix: str = "") -> set[str]:
-    listed = aws.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+def objects(aws: Aws, prefix: str = "", bucket: str = BUCKET) -> set[str]:
+    listed = aws.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
     return {o["Key"] for o in listed.get("Contents", [])}
 
 
@@ -451,10 +455,12 @@ def test_authorizer_reads_the_key_hashes_with_its_role_only(
 # --- the batch lane on Lambda (batch.host "lambda") -------------------------------------------
 
 ON_LAMBDA = {"batch_worker": "functions.batch_worker.handler.handler",
-             "api_on_lambda": HANDLERS["api"], "dropfolder_on_lambda": HANDLERS["dropfolder"]}
+             "api_on_lambda": HANDLERS["api"], "dropfolder_on_lambda": HANDLERS["dropfolder"],
+             "notifications_on_lambda": HANDLERS["notifications"]}
 # moto's SNS does not call KMS when a message is published: the worker's kms:GenerateDataKey /
 # kms:Decrypt on the topics' key (what SNS needs on AWS for an encrypted topic) go unused here.
 NOT_CALLED_IN_MOTO = ("kms:",)
+OTHER_BUCKET = "twolane-iam-elsewhere"  # a bucket none of the stack's roles is granted
 
 
 @dataclass
@@ -462,6 +468,7 @@ class OnLambda:
     template: dict[str, Any]
     refs: dict[str, dict[str, str]]
     policies: dict[str, dict[str, Any]]
+    queue: str  # SQS queue (admin) subscribed to the worker's two topics
 
     def env(self, user: str) -> dict[str, str]:
         return environment(self.template, ON_LAMBDA[user], self.refs)
@@ -469,8 +476,9 @@ class OnLambda:
 
 @pytest.fixture(scope="module")
 def on_lambda(aws: Aws, lambda_host: tuple[Any, Any]) -> OnLambda:
-    """The lambda-host template's worker and invoker policies as IAM users of the same moto
-    (the bucket is the same), and its two batch topics."""
+    """The lambda-host template's worker, invoker and notifications policies as IAM users of
+    the same moto (the bucket is the same), its two batch topics, and a queue (admin) that
+    reads what is published to them."""
     tpl = lambda_host[1].template
     data = [lid for lid, r in resources(tpl, "AWS::S3::Bucket").items()
             if "LoggingConfiguration" in r["Properties"]]
@@ -482,50 +490,248 @@ def on_lambda(aws: Aws, lambda_host: tuple[Any, Any]) -> OnLambda:
         iam.put_user_policy(UserName=user, PolicyName="role", PolicyDocument=json.dumps(doc))
         k = iam.create_access_key(UserName=user)["AccessKey"]
         aws.keys[user] = (k["AccessKeyId"], k["SecretAccessKey"])
-    sns = aws.client("sns")
+    sns, sqs = aws.client("sns"), aws.client("sqs")
+    queue = sqs.create_queue(QueueName="worker-topics")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
     for lid in resources(tpl, "AWS::SNS::Topic"):
-        sns.create_topic(Name=refs[lid]["Arn"].rsplit(":", 1)[-1])
-    return OnLambda(tpl, refs, policies)
+        arn = sns.create_topic(Name=refs[lid]["Arn"].rsplit(":", 1)[-1])["TopicArn"]
+        sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=queue_arn)
+    aws.client("s3").create_bucket(Bucket=OTHER_BUCKET,
+                                   CreateBucketConfiguration={"LocationConstraint": REGION})
+    return OnLambda(tpl, refs, policies, queue)
 
 
-def test_batch_worker_reads_its_shard_writes_results_and_publishes_with_its_role_only(
-        aws: Aws, on_lambda: OnLambda) -> None:
-    """What the worker does for two shards, one done and one failed, with its keys only."""
+@pytest.fixture
+def on_lambda_as(aws: Aws, on_lambda: OnLambda, batch_bundle: Path,
+                 lambda_module: Callable[[str], ModuleType],
+                 monkeypatch: pytest.MonkeyPatch) -> Callable[..., ModuleType]:
+    """Import a lambda-host handler fresh, as its Lambda would run it: that function's
+    environment from the lambda-host template (no other TWOLANE_* variable; the bundles are
+    the test's) and its role's keys. Each load is a new execution environment: boto3 clients
+    are made on first use with the keys of the role loaded last."""
+    keep = ("TWOLANE_AWS_ENDPOINT_URL", "TWOLANE_INSTANT_BUNDLE")  # moto; the test bundle
+
+    def load(user: str, **override: str) -> ModuleType:
+        env = on_lambda.env(user)
+        env.pop("TWOLANE_INSTANT_BUNDLE", None)  # /var/task/bundle in the Lambda
+        if "TWOLANE_BATCH_BUNDLE" in env:
+            env["TWOLANE_BATCH_BUNDLE"] = str(batch_bundle)  # /var/task/bundle in the Lambda
+        for k in [k for k in os.environ if k.startswith("TWOLANE_") and k not in keep]:
+            monkeypatch.delenv(k)
+        for k, v in {**env, **override}.items():
+            monkeypatch.setenv(k, v)
+        key, secret = aws.keys[user]
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+        return lambda_module(ON_LAMBDA[user].rsplit(".", 1)[0])
+
+    return load
+
+
+def published(aws: Aws, on_lambda: OnLambda, n: int) -> list[tuple[str, dict[str, Any]]]:
+    """The next `n` messages published to the worker's topics: (topic ARN, message)."""
+    sqs = aws.client("sqs")
+    got: list[tuple[str, dict[str, Any]]] = []
+
+    def receive() -> bool:
+        for m in sqs.receive_message(QueueUrl=on_lambda.queue, MaxNumberOfMessages=10,
+                                     WaitTimeSeconds=1).get("Messages", []):
+            sqs.delete_message(QueueUrl=on_lambda.queue, ReceiptHandle=m["ReceiptHandle"])
+            envelope = json.loads(m["Body"])
+            got.append((envelope["TopicArn"], json.loads(envelope["Message"])))
+        return len(got) >= n
+
+    wait_for(receive, 30, f"{n} message(s) on the worker's topics")
+    return got
+
+
+def topic_event(topic: str, message: dict[str, Any]) -> dict[str, Any]:
+    """The SNS event Lambda gives the notifications function for one message of `topic`."""
+    event = sns_event(message)
+    record = event["Records"][0]
+    record["Sns"]["TopicArn"] = topic
+    record["EventSubscriptionArn"] = f"{topic}:{uuid.uuid4()}"
+    return event
+
+
+def worker_topics(on_lambda: OnLambda) -> tuple[str, str]:
     env = on_lambda.env("batch_worker")
-    bucket = env["TWOLANE_BUCKET"]
-    assert bucket == BUCKET
-    job = uuid.uuid4().hex
-    for n, item in enumerate(ITEMS):  # the jobs API's part (admin keys: not under test)
-        aws.client("s3").put_object(Bucket=bucket, Key=batch_shard_input_key(job, n),
-                                    Body=json.dumps({"items": [item]}).encode())
-    s3, sns = aws.client("s3", "batch_worker"), aws.client("sns", "batch_worker")
+    return env["TWOLANE_BATCH_SUCCESS_TOPIC_ARN"], env["TWOLANE_BATCH_ERROR_TOPIC_ARN"]
+
+
+def refused_calls(aws: Aws, start: int) -> list[Any]:
+    return [c for c in aws.recorder.calls[start:] if c.user in ON_LAMBDA and not c.allowed]
+
+
+def test_lambda_host_job_runs_through_the_real_handlers_each_with_its_role_only(
+        aws: Aws, on_lambda: OnLambda, on_lambda_as: Callable[..., ModuleType],
+        batch_bundle: Path) -> None:
+    """POST /v1/jobs (API role, TWOLANE_BATCH_INVOKER=lambda, shard size 1): two Event
+    invokes of the worker named in its environment -> the real worker handler on each shard
+    (worker role, the tiny batch bundle) -> its messages -> the notifications handler
+    (notifications role) -> GET /v1/jobs/<id> (API role) answers the model's labels. The
+    invoke is the only grant the API needs beyond the endpoint host's S3 statements."""
     start = len(aws.recorder.calls)
-    body = json.loads(s3.get_object(Bucket=bucket, Key=batch_shard_input_key(job, 0))[
-        "Body"].read())
-    assert body["items"] == ITEMS[:1]
-    s3.head_object(Bucket=bucket, Key=batch_shard_input_key(job, 1))
-    done, failed = shard_inference_id(job, 0), shard_inference_id(job, 1)
-    s3.put_object(Bucket=bucket, Key=batch_output_key(done), Body=b'{"results": []}')
-    s3.put_object(Bucket=bucket, Key=batch_failure_key(failed), Body=b'{"error": "timeout"}')
-    sns.publish(TopicArn=env["TWOLANE_BATCH_SUCCESS_TOPIC_ARN"], Message=json.dumps(
-        {"invocationStatus": "Completed", "inferenceId": done}))
-    sns.publish(TopicArn=env["TWOLANE_BATCH_ERROR_TOPIC_ARN"], Message=json.dumps(
-        {"invocationStatus": "Failed", "inferenceId": failed}))
-    mine = [c for c in aws.recorder.calls[start:] if c.user == "batch_worker"]
-    assert mine and not [c for c in mine if not c.allowed]
-    assert unused_grants(on_lambda.policies["batch_worker"], aws.recorder.calls, "batch_worker",
-                         NOT_CALLED_BY_HANDLERS + NOT_CALLED_IN_MOTO) == []
+    api_env = on_lambda.env("api_on_lambda")
+    api = on_lambda_as("api_on_lambda", TWOLANE_BATCH_SHARD_SIZE="1")
+    items = [{**i, "question_type": "nonspecific"} for i in ITEMS]
+    status, accepted = call_api(api, "POST", "/v1/jobs", {"items": items, "target": "ms"})
+    assert status == 202, (accepted, refused_calls(aws, start))
+    job = accepted["job_id"]
+    invoked = aws.recorder.invocations[-2:]
+    assert [(i["function"], i["type"]) for i in invoked] == \
+        [(api_env["TWOLANE_BATCH_FUNCTION"], "Event")] * 2
+    events = [json.loads(i["payload"]) for i in invoked]
+    assert [e["input_location"] for e in events] == \
+        [f"s3://{BUCKET}/{batch_shard_input_key(job, n)}" for n in range(2)]
+    api_calls = {c.action for c in aws.recorder.calls[start:] if c.user == "api_on_lambda"}
+    assert "lambda:InvokeFunction" in api_calls and not [
+        a for a in api_calls if not a.startswith(("s3:", "lambda:InvokeFunction"))]
+
+    worker = on_lambda_as("batch_worker")
+    for e in events:
+        assert worker.handler(e, LambdaContext()) == {"inference_id": e["inference_id"],
+                                                      "status": "Completed"}
+    success, _ = worker_topics(on_lambda)
+    messages = published(aws, on_lambda, 2)
+    assert {(t, m["inferenceId"]) for t, m in messages} == \
+        {(success, shard_inference_id(job, n)) for n in range(2)}
+
+    notes = on_lambda_as("notifications_on_lambda")
+    for topic, message in messages:
+        assert notes.handler(topic_event(topic, message), LambdaContext()) == \
+            {"processed": 1, "skipped": 0}, refused_calls(aws, start)
+
+    api = on_lambda_as("api_on_lambda")  # another execution environment answers the GET
+    status, body = call_api(api, "GET", f"/v1/jobs/{job}")
+    assert status == 200, (body, refused_calls(aws, start))
+    from twolane.predictors.batch import BatchPredictor
+
+    direct = BatchPredictor.from_bundle(batch_bundle).predict_texts(  # the worker's bundle
+        [i["comment_text"] for i in ITEMS], ["nonspecific"] * 2, target="ms",
+        ids=[i["comment_id"] for i in ITEMS])
+    assert [(r["comment_id"], r["labels"]) for r in body["results"]] == \
+        [(p.comment_id, p.labels) for p in direct]
+    assert call_api(api, "GET", f"/v1/jobs/{job}")[0] == 410
+    assert not [k for k in objects(aws, "batch/") if job in k]
+    assert refused_calls(aws, start) == []
+    assert unused_grants(on_lambda.policies["api_on_lambda"], aws.recorder.calls,
+                         "api_on_lambda", NOT_CALLED_BY_HANDLERS + ("s3:",)) == []
+
+
+def test_lambda_host_batch_inbox_file_runs_through_the_real_handlers_each_with_its_role_only(
+        aws: Aws, on_lambda: OnLambda, on_lambda_as: Callable[..., ModuleType]) -> None:
+    """inbox/batch/: the drop folder (its role) submits the job with an Event invoke of the
+    worker; the worker finds the shard's input gone (the job's inputs deleted, as when another
+    shard failed first): its "not found" failure goes to the error topic, and the
+    notifications Lambda reports the failed job to failed/batch/."""
+    start = len(aws.recorder.calls)
+    drop = on_lambda_as("dropfolder_on_lambda")
+    aws.client("s3").put_object(Bucket=BUCKET, Key="inbox/batch/ward 11.csv", Body=csv_bytes())
+    [outcome] = drop.handler(s3_event("inbox/batch/ward 11.csv", bucket=BUCKET),
+                             LambdaContext())["outcomes"]
+    assert outcome["status"] == "submitted", (outcome, refused_calls(aws, start))
+    invoked = aws.recorder.invocations[-1]
+    assert (invoked["function"], invoked["type"]) == (
+        on_lambda.env("dropfolder_on_lambda")["TWOLANE_BATCH_FUNCTION"], "Event")
+    event = json.loads(invoked["payload"])
+    assert event["inference_id"].startswith(outcome["job_id"])
+    aws.client("s3").delete_object(  # admin: the test's setup, not under test
+        Bucket=BUCKET, Key=event["input_location"].removeprefix(f"s3://{BUCKET}/"))
+
+    worker = on_lambda_as("batch_worker")
+    assert worker.handler(event, LambdaContext())["status"] == "Failed"
+    [(topic, message)] = published(aws, on_lambda, 1)
+    assert topic == worker_topics(on_lambda)[1] and message["invocationStatus"] == "Failed"
+    notes = on_lambda_as("notifications_on_lambda")
+    assert notes.handler(topic_event(topic, message), LambdaContext()) == \
+        {"processed": 1, "skipped": 0}, refused_calls(aws, start)
+    report = json.loads(aws.client("s3").get_object(
+        Bucket=BUCKET, Key="failed/batch/ward 11.csv.error.json")["Body"].read())
+    assert report["job_id"] == outcome["job_id"] and "could not label" in report["error"]
+    record = json.loads(aws.client("s3").get_object(
+        Bucket=BUCKET, Key=f"jobs/{outcome['job_id']}.json")["Body"].read())
+    assert record["status"] != "pending" and INPUT_NOT_FOUND in record["error"], record
+    assert refused_calls(aws, start) == []
+    assert unused_grants(on_lambda.policies["dropfolder_on_lambda"], aws.recorder.calls,
+                         "dropfolder_on_lambda", NOT_CALLED_BY_HANDLERS + ("s3:",)) == []
+    for key in objects(aws, "batch/"):
+        if outcome["job_id"] in key:
+            aws.client("s3").delete_object(Bucket=BUCKET, Key=key)
+
+
+def test_lambda_host_worker_refused_by_its_role_fails_as_documented(
+        aws: Aws, on_lambda: OnLambda, on_lambda_as: Callable[..., ModuleType]) -> None:
+    """The real worker handler under its role, given locations its role does not reach:
+    - an input outside batch/input/ in the bucket: refused by the event's validation before any
+      call ("ignored"); its role could not read it either (403);
+    - an input under batch/input/ of another bucket: GetObject is refused (403), and the shard
+      fails as any unexpected fault does: the container's 500 answer as the failure object and
+      a "Failed" message on the error topic, never the exception's text;
+    - an output in another bucket: PutObject is refused and the handler raises (403), so on
+      AWS Lambda's on-failure record goes to the error topic and fails the shard.
+    With one shard done, every grant of the worker's role has been used by its handler; its
+    role reaches nothing else."""
+    worker = on_lambda_as("batch_worker")
+    s3, sns = aws.client("s3", "batch_worker"), aws.client("sns", "batch_worker")
+    admin = aws.client("s3")
+    job = uuid.uuid4().hex
+    ok = WorkerEvent.for_invocation(
+        BUCKET, input_location=f"s3://{BUCKET}/{batch_shard_input_key(job, 0)}",
+        inference_id=shard_inference_id(job, 0), endpoint="twolane-batch").model_dump()
+    body = json.dumps({"items": ITEMS}).encode()
+    admin.put_object(Bucket=BUCKET, Key=f"jobs/{job}.json", Body=body)
+    admin.put_object(Bucket=OTHER_BUCKET, Key=batch_shard_input_key(job, 0), Body=body)
+    admin.put_object(Bucket=BUCKET, Key=batch_shard_input_key(job, 0), Body=body)
+    start = len(aws.recorder.calls)
+
+    assert worker.handler(ok, LambdaContext()) == {"inference_id": ok["inference_id"],
+                                                   "status": "Completed"}
+    [(topic, _)] = published(aws, on_lambda, 1)
+    assert topic == worker_topics(on_lambda)[0]
+    admin.put_object(Bucket=BUCKET, Key=batch_shard_input_key(job, 0), Body=body)  # as new
+    start = len(aws.recorder.calls)
+
+    outside = {**ok, "input_location": f"s3://{BUCKET}/jobs/{job}.json"}
+    assert worker.handler(outside, LambdaContext()) == {"status": "ignored",
+                                                        "reason": "malformed event"}
+    assert [c for c in aws.recorder.calls[start:] if c.user == "batch_worker"] == []
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=BUCKET, Key=f"jobs/{job}.json")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+    elsewhere = {**ok, "input_location": f"s3://{OTHER_BUCKET}/{batch_shard_input_key(job, 0)}"}
+    assert worker.handler(elsewhere, LambdaContext()) == {"inference_id": ok["inference_id"],
+                                                          "status": "Failed"}
+    assert [c.resource for c in refused_calls(aws, start) if c.action == "s3:GetObject"] == [
+        f"arn:aws:s3:::{BUCKET}/jobs/{job}.json",
+        f"arn:aws:s3:::{OTHER_BUCKET}/{batch_shard_input_key(job, 0)}"]
+    failure = admin.get_object(Bucket=BUCKET, Key=batch_failure_key(ok["inference_id"]))
+    assert json.loads(failure["Body"].read()) == {"error": SERVER_ERROR}
+    [(topic, message)] = published(aws, on_lambda, 1)
+    assert topic == worker_topics(on_lambda)[1]
+    assert message["failureReason"] == "ClientError: Received server error (500) from model"
+
+    away = {**ok, "output_location": f"s3://{OTHER_BUCKET}/{batch_output_key(ok['inference_id'])}"}
+    with pytest.raises(ClientError) as e:
+        worker.handler(away, LambdaContext())
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert "Contents" not in admin.list_objects_v2(Bucket=OTHER_BUCKET, Prefix="batch/output/")
+
     # and nothing else: no job records, no reading results, no rewriting or deleting inputs,
     # no other topic, no invoking
     alarms = next(on_lambda.refs[lid]["Arn"] for lid, r in resources(
         on_lambda.template, "AWS::SNS::Topic").items()
         if "alarms" in r["Properties"].get("DisplayName", ""))
     refused: list[Callable[[], Any]] = [
-        lambda: s3.put_object(Bucket=bucket, Key=f"jobs/{job}.json", Body=b"{}"),
-        lambda: s3.get_object(Bucket=bucket, Key=batch_output_key(done)),
-        lambda: s3.put_object(Bucket=bucket, Key=batch_shard_input_key(job, 0), Body=b"{}"),
-        lambda: s3.delete_object(Bucket=bucket, Key=batch_shard_input_key(job, 0)),
-        lambda: s3.put_object(Bucket=bucket, Key="outbox/x.csv", Body=b""),
+        lambda: s3.put_object(Bucket=BUCKET, Key=f"jobs/{job}.json", Body=b"{}"),
+        lambda: s3.get_object(Bucket=BUCKET, Key=batch_failure_key(ok["inference_id"])),
+        lambda: s3.put_object(Bucket=BUCKET, Key=batch_shard_input_key(job, 0), Body=b"{}"),
+        lambda: s3.delete_object(Bucket=BUCKET, Key=batch_shard_input_key(job, 0)),
+        lambda: s3.put_object(Bucket=BUCKET, Key="outbox/x.csv", Body=b""),
         lambda: sns.publish(TopicArn=alarms, Message="{}"),
         lambda: aws.client("lambda", "batch_worker").invoke(
             FunctionName=on_lambda.env("api_on_lambda")["TWOLANE_BATCH_FUNCTION"],
@@ -535,30 +741,20 @@ def test_batch_worker_reads_its_shard_writes_results_and_publishes_with_its_role
         with pytest.raises(ClientError) as e:
             call()
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
-    for key in objects(aws, "batch/"):
-        if job in key:
-            aws.client("s3").delete_object(Bucket=BUCKET, Key=key)
+    assert unused_grants(on_lambda.policies["batch_worker"], aws.recorder.calls, "batch_worker",
+                         NOT_CALLED_BY_HANDLERS + NOT_CALLED_IN_MOTO) == []
+    for bucket in (BUCKET, OTHER_BUCKET):
+        for key in objects(aws, "", bucket):
+            if job in key:
+                admin.delete_object(Bucket=bucket, Key=key)
 
 
-def test_lambda_host_invokers_may_invoke_the_worker_and_no_endpoint(
+def test_lambda_host_invokers_may_invoke_the_worker_only(
         aws: Aws, on_lambda: OnLambda) -> None:
-    """The jobs API and the drop folder start a shard with InvokeFunction (InvocationType
-    Event) on the worker named in their environment; not another function, not SageMaker."""
-    worker_env = on_lambda.env("batch_worker")
+    """The invokers' one new grant reaches the worker (used by the flows above) and nothing
+    else: not another function, not SageMaker."""
     for user in ("api_on_lambda", "dropfolder_on_lambda"):
-        env = on_lambda.env(user)
-        assert env["TWOLANE_BATCH_INVOKER"] == "lambda"
-        start = len(aws.recorder.calls)
         lam = aws.client("lambda", user)
-        # the payload's shape is the runtime's business; the grant is what is checked here
-        r = lam.invoke(FunctionName=env["TWOLANE_BATCH_FUNCTION"], InvocationType="Event",
-                       Payload=json.dumps({"shard": 0}).encode())
-        assert r["StatusCode"] == 202
-        assert aws.recorder.invocations[-1]["function"] == env["TWOLANE_BATCH_FUNCTION"]
-        assert aws.recorder.invocations[-1]["type"] == "Event"
-        assert not [c for c in aws.recorder.calls[start:] if not c.allowed]
-        assert unused_grants(on_lambda.policies[user], aws.recorder.calls, user,
-                             NOT_CALLED_BY_HANDLERS + ("s3:",)) == []  # S3: next test
         with pytest.raises(ClientError) as e:
             lam.invoke(FunctionName="another-function", InvocationType="Event", Payload=b"{}")
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
@@ -567,7 +763,6 @@ def test_lambda_host_invokers_may_invoke_the_worker_and_no_endpoint(
                 EndpointName="twolane-dev-batch-g4dn-xlarge",
                 InputLocation=f"s3://{BUCKET}/batch/input/x.json")
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
-    assert worker_env["TWOLANE_BUCKET"] == env["TWOLANE_BUCKET"]
 
 
 def test_lambda_host_keeps_the_s3_grants_the_endpoint_tests_exercise(

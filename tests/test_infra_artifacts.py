@@ -192,33 +192,90 @@ def test_synth_builds_the_batch_worker_asset_without_docker(bundled_lambda_host,
     assert instant[0]["S3Key"] != f"{asset.name.removeprefix('asset.')}.zip"  # two assets
 
 
-def test_the_batch_worker_asset_predicts_under_python_312(bundled_lambda_host):
-    """The asset alone (no venv) loads the batch bundle it ships, the instant bundle inside,
-    and labels comments on CPU: what the worker's cold start and each shard do."""
-    _, asset, _ = bundled_lambda_host
+def test_the_batch_worker_asset_runs_its_handler_on_a_shard_under_python_312(
+        bundled_lambda_host, batch_bundle):
+    """The asset alone (no venv), under Python 3.12, with the environment the template gives
+    the worker (TWOLANE_BATCH_BUNDLE=/var/task/bundle, here the asset's folder): the real
+    handler (functions.batch_worker.handler) takes a shard's event against a moto server, loads
+    the bundle it ships (model.fp16.onnx left out, instant/ inside), writes the labels the
+    whole bundle gives and publishes "Completed" on the success topic."""
+    from batchlane_helpers import moto_server
+
+    from infra.stack import LAMBDA_TASK_ROOT
+    from twolane.contract import CommentIn
+    from twolane.layout import batch_failure_key, batch_output_key, batch_shard_input_key
+    from twolane.predictors.batch import BatchPredictor
+
+    result, asset, _ = bundled_lambda_host
     py = python312()
     if py is None:
         pytest.skip("no Python 3.12 interpreter on this machine to import the cp312 asset")
+    fn = next(r["Properties"] for r in result.template["Resources"].values()
+              if r["Type"] == "AWS::Lambda::Function"
+              and r["Properties"]["Handler"] == "functions.batch_worker.handler.handler")
+    bundle_env = fn["Environment"]["Variables"]["TWOLANE_BATCH_BUNDLE"]
+    texts = ["The nurses were kind", "Parking was impossible", "n/a"]
+    items = [{"comment_id": f"c{i}", "comment_text": t} for i, t in enumerate(texts)]
     script = (
         "import json, sys\n"
         f"sys.path[:0] = [{str(asset)!r}]\n"
         "import boto3, numpy, onnxruntime, tokenizers\n"
         f"assert all(m.__file__.startswith({str(asset)!r}) "
         "for m in (boto3, numpy, onnxruntime, tokenizers))\n"
-        "from twolane.contract import CommentIn\n"
-        "from twolane.predictors.batch import BatchPredictor\n"
-        f"p = BatchPredictor.from_bundle({str(asset / 'bundle')!r}, "
-        "providers=['CPUExecutionProvider'])\n"
-        "out = p.predict([CommentIn(comment_id='1', comment_text='The nurses were kind')])\n"
-        "print(json.dumps({'ids': [o.comment_id for o in out], 'instant': p.instant is not None,\n"
-        "                  'hub': 'huggingface_hub' in sys.modules}))\n")
-    env = {"PATH": os.environ.get("PATH", ""), "OMP_NUM_THREADS": "1",
-           "TWOLANE_INTRA_OP_THREADS": "1"}
-    p = subprocess.run([py, "-I", "-S", "-c", script], env=env, capture_output=True, text=True,
-                       timeout=300, check=False)
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert json.loads(p.stdout.strip().splitlines()[-1]) == {
-        "ids": ["1"], "instant": True, "hub": False}
+        "import functions.batch_worker.handler as h\n"
+        "class Ctx:\n"
+        "    function_name = 'w'; memory_limit_in_mb = 3008; aws_request_id = 'r'\n"
+        "    invoked_function_arn = 'arn:aws:lambda:eu-west-2:123456789012:function:w'\n"
+        "out = h.handler(json.loads(sys.argv[1]), Ctx())\n"
+        "print(json.dumps({'out': out, 'hub': 'huggingface_hub' in sys.modules,\n"
+        "                  'torch': 'torch' in sys.modules}))\n")
+    with moto_server() as endpoint:
+        import boto3
+
+        kw = {"region_name": "eu-west-2", "endpoint_url": endpoint}
+        s3, sns, sqs = boto3.client("s3", **kw), boto3.client("sns", **kw), \
+            boto3.client("sqs", **kw)
+        bucket, job = "twolane-asset-test", "0123456789abcdef0123456789abcdef"
+        s3.create_bucket(Bucket=bucket,
+                         CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+        ok = sns.create_topic(Name="ok")["TopicArn"]
+        err = sns.create_topic(Name="err")["TopicArn"]
+        queue = sqs.create_queue(QueueName="worker-topics")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+        for topic in (ok, err):
+            sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+        s3.put_object(Bucket=bucket, Key=batch_shard_input_key(job, 0),
+                      Body=json.dumps({"items": items, "target": "ms"}).encode())
+        inference = f"{job}-0"
+        event = {"inference_id": inference,
+                 "input_location": f"s3://{bucket}/{batch_shard_input_key(job, 0)}",
+                 "output_location": f"s3://{bucket}/{batch_output_key(inference)}",
+                 "failure_location": f"s3://{bucket}/{batch_failure_key(inference)}",
+                 "endpoint": "twolane-batch"}
+        env = {"PATH": os.environ.get("PATH", ""), "OMP_NUM_THREADS": "1",
+               "TWOLANE_INTRA_OP_THREADS": "1", "AWS_REGION": "eu-west-2",
+               "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "TWOLANE_AWS_ENDPOINT_URL": endpoint, "TWOLANE_BUCKET": bucket,
+               "TWOLANE_AWS_REGION": "eu-west-2", "TWOLANE_BATCH_SUCCESS_TOPIC_ARN": ok,
+               "TWOLANE_BATCH_ERROR_TOPIC_ARN": err,
+               "TWOLANE_BATCH_BUNDLE": bundle_env.replace(LAMBDA_TASK_ROOT, str(asset), 1)}
+        p = subprocess.run([py, "-I", "-S", "-c", script, json.dumps(event)], env=env,
+                           capture_output=True, text=True, timeout=300, check=False)
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert json.loads(p.stdout.strip().splitlines()[-1]) == {
+            "out": {"inference_id": inference, "status": "Completed"},
+            "hub": False, "torch": False}
+        body = json.loads(s3.get_object(Bucket=bucket, Key=batch_output_key(inference))[
+            "Body"].read())
+        [message] = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=5)["Messages"]
+    assert json.loads(message["Body"])["TopicArn"] == ok
+    assert json.loads(json.loads(message["Body"])["Message"])["invocationStatus"] == "Completed"
+    assert not (asset / "bundle" / "model.fp16.onnx").exists()
+    whole = BatchPredictor.from_bundle(batch_bundle, providers=["CPUExecutionProvider"])
+    direct = whole.predict([CommentIn(**i) for i in items], target="ms")
+    assert [(r["comment_id"], r["labels"]) for r in body["results"]] == \
+        [(d.comment_id, d.labels) for d in direct]
 
 
 def test_model_artifact_is_packed_from_the_batch_bundle_byte_for_byte_repeatably(

@@ -7,6 +7,8 @@ unchanged, by tests/test_infra.py and tests/test_infra_prod.py."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -112,15 +114,20 @@ def test_worker_may_do_exactly_what_the_interface_names(host):
     success, error = topics(tpl)
     key = next(iter(resources(tpl, "AWS::KMS::Key")))
     logs = next(k for k in resources(tpl, "AWS::Logs::LogGroup") if k.startswith("BatchWorker"))
+    data = next(k for k, r in resources(tpl, "AWS::S3::Bucket").items()
+                if "LoggingConfiguration" in r["Properties"])
     assert grants(role_statements(tpl, WORKER)) == {
         ("s3:GetObject", bucket_prefix(tpl, "batch/input/")),
         ("s3:PutObject", bucket_prefix(tpl, "batch/output/")),
         ("s3:PutObject", bucket_prefix(tpl, "batch/failures/")),
+        ("s3:ListBucket", dumps({"Fn::GetAtt": [data, "Arn"]})),
         ("sns:Publish", dumps({"Ref": success})), ("sns:Publish", dumps({"Ref": error})),
         ("kms:GenerateDataKey", dumps({"Fn::GetAtt": [key, "Arn"]})),
         ("kms:Decrypt", dumps({"Fn::GetAtt": [key, "Arn"]})),
         ("logs:CreateLogStream", dumps({"Fn::GetAtt": [logs, "Arn"]})),
         ("logs:PutLogEvents", dumps({"Fn::GetAtt": [logs, "Arn"]}))}
+    [listing] = [st for st in role_statements(tpl, WORKER) if st["Action"] == "s3:ListBucket"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["batch/input/*"]}}
     role = function(tpl, WORKER)[1]["Role"]["Fn::GetAtt"][0]
     assert not tpl["Resources"][role]["Properties"].get("ManagedPolicyArns")
 
@@ -197,3 +204,75 @@ def test_a_host_the_stack_does_not_build_is_refused_before_synth(tmp_path):
     cfg.batch.model_data_url = "s3://my-models/twolane/model.tar.gz"  # no model to pack
     with pytest.raises(ConfigError, match="'async_endpoint' or 'lambda'"):
         build_app(cfg=cfg, asset_dir=tmp_path / "asset", nag=False)
+
+
+# What the Lambda service itself puts in every function's environment (the ones Settings or
+# boto3 could read); the template's variables come on top.
+LAMBDA_PROVIDES = {"AWS_REGION": "eu-west-2", "AWS_DEFAULT_REGION": "eu-west-2",
+                   "LAMBDA_TASK_ROOT": "/var/task", "LAMBDA_RUNTIME_DIR": "/var/runtime",
+                   "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+                   "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008", "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+                   "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "token",
+                   "TZ": ":UTC", "PYTHONPATH": "/var/runtime", "_HANDLER": ""}
+
+
+def test_every_function_loads_its_settings_from_the_template_env(host, monkeypatch, tmp_path,
+                                                                 request):
+    """Each Python Lambda of the lambda host (API, drop folder, notifications, worker) builds
+    twolane.settings.Settings from its template environment plus what Lambda provides, and the
+    values are the stack's: its bucket and region, the worker by name for the invokers, the
+    worker's topics and the bundle where the asset puts it (/var/task/bundle)."""
+    from iam_helpers import environment, refs_for
+
+    from infra.build_lambda_asset import BUNDLE_DIR
+    from infra.stack import LAMBDA_TASK_ROOT
+    from twolane.bundle import resolve_bundle
+    from twolane.jobs.invoker import LambdaInvoker, invoker_from_settings
+    from twolane.jobs.worker import worker_from_settings
+    from twolane.settings import get_settings
+
+    cfg, _, tpl = host
+    refs = refs_for(tpl, {})
+    data = next(k for k, r in resources(tpl, "AWS::S3::Bucket").items()
+                if "LoggingConfiguration" in r["Properties"])
+    worker_lid, _ = function(tpl, WORKER)
+    success, error = topics(tpl)
+    python = sorted(r["Properties"]["Handler"] for r in resources(
+        tpl, "AWS::Lambda::Function").values()
+        if r["Properties"].get("Handler", "").startswith("functions."))
+    assert python == sorted([*INVOKERS, WORKER, "functions.notifications.handler.handler"])
+    task_bundle = f"{LAMBDA_TASK_ROOT}/{BUNDLE_DIR}"
+    request.addfinalizer(get_settings.cache_clear)
+    for handler in python:
+        for k in [k for k in os.environ if k.startswith(("TWOLANE_", "AWS_"))]:
+            monkeypatch.delenv(k)
+        env = environment(tpl, handler, refs)
+        for k, v in {**LAMBDA_PROVIDES, "_HANDLER": handler, **env}.items():
+            monkeypatch.setenv(k, v)
+        get_settings.cache_clear()
+        s = get_settings()  # as the handlers read them (and twolane.aws.client for boto3)
+        s.api, s.dropfolder, s.batch  # noqa: B018  (each group validates)
+        assert (s.bucket, s.aws_region, s.aws_endpoint_url) == (
+            refs[data]["Ref"], cfg.region, None), handler
+        if handler == WORKER:
+            assert env["TWOLANE_BATCH_BUNDLE"] == task_bundle
+            assert s.batch_bundle == Path(task_bundle)
+            assert (s.batch_success_topic_arn, s.batch_error_topic_arn) == (
+                refs[success]["Ref"], refs[error]["Ref"])
+            worker = worker_from_settings(s)  # raises without both topic ARNs
+            assert worker.region == cfg.region
+            assert worker.s3.meta.region_name == cfg.region
+            assert worker.sns.meta.endpoint_url == f"https://sns.{cfg.region}.amazonaws.com"
+            # the asset's layout (bundle/ holding manifest.json at the task root): the path
+            # names the bundle folder itself, never a bundles root to search
+            root = tmp_path / "task"
+            (root / BUNDLE_DIR).mkdir(parents=True)
+            (root / BUNDLE_DIR / "manifest.json").write_text("{}")
+            mapped = root / Path(task_bundle).relative_to(LAMBDA_TASK_ROOT)
+            assert resolve_bundle(mapped, "batch") == root / BUNDLE_DIR
+        else:
+            assert s.instant_bundle == Path(task_bundle)
+            assert s.batch.invoker == "lambda" and s.batch.function == refs[worker_lid]["Ref"]
+            assert s.batch.shard_size == cfg.batch.shard_size
+            assert s.api.batch_enabled and not s.api.summaries_enabled
+            assert isinstance(invoker_from_settings(s.batch), LambdaInvoker)

@@ -67,8 +67,9 @@ def test_up_serves_api_and_drop_folder(instant_bundle: Path, tmp_path: Path) -> 
         rows = list(csv.DictReader(io.StringIO(wait_for(result, 120, "outbox result").decode())))
         assert [r["comment_id"] for r in rows] == ["1", "2"]
         assert rows[1]["labels"] == LABELLING_NOT_POSSIBLE
-        assert "inbox/from s3.csv" not in {o["Key"] for o in
-                                           s3.list_objects_v2(Bucket="stack-test").get("Contents", [])}
+        # the drop folder writes outbox/ first, then deletes the inbox file: wait for both
+        wait_for(lambda: "inbox/from s3.csv" not in {o["Key"] for o in s3.list_objects_v2(
+            Bucket="stack-test").get("Contents", [])}, 60, "inbox/from s3.csv deleted")
 
         # The local folder: the example file the stack writes, dropped into ./dropbox/inbox/.
         example = tmp_path / "dropbox" / "example.csv"

@@ -76,6 +76,12 @@ class BatchWorker(Construct):
         fn.add_to_role_policy(iam.PolicyStatement(
             actions=["s3:PutObject"],
             resources=[storage.object_arn(BATCH_OUTPUT), storage.object_arn(BATCH_FAILURES)]))
+        # A missing input (a job whose inputs were deleted when another shard failed) must
+        # answer 404, not 403, to GetObject: the worker reports it as "not found", not as a
+        # fault of its own.
+        fn.add_to_role_policy(iam.PolicyStatement(
+            actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{BATCH_INPUT}*"]}}))
         fn.add_to_role_policy(iam.PolicyStatement(
             actions=["sns:Publish"],
             resources=[topics.success_topic.topic_arn, topics.error_topic.topic_arn]))

@@ -16,7 +16,8 @@ logged (field names only) and answered without raising: there is nowhere to repo
 fault while writing the outcome or publishing raises; Lambda then sends its invocation record
 to the error topic (the function's on-failure destination), which fails the shard.
 
-Permissions used: s3:GetObject on batch/input/*, s3:PutObject on batch/output/* and
+Permissions used: s3:GetObject on batch/input/* (and s3:ListBucket for batch/input/, so a
+missing input answers 404 rather than 403), s3:PutObject on batch/output/* and
 batch/failures/*, sns:Publish on the two topics. No job-record access.
 """
 

@@ -104,3 +104,12 @@ def poll_job(client: Any, url: str, timeout: float = 60.0) -> Any:
         return r if r.status_code != 202 else None
 
     return wait_for(done, timeout, every=0.1)
+
+
+# A small sharded job: seven real-looking comments (one unlabellable), in input order.
+TEXTS = ["The nurses were kind and explained everything clearly",
+         "Waited four hours in A&E and parking was impossible",
+         "n/a", "Food was cold", "Lovely staff on the ward", "Nobody answered the phone",
+         "Clean and calm"]
+ITEMS = [{"comment_id": f"c{i}", "comment_text": t, "question_type": "nonspecific"}
+         for i, t in enumerate(TEXTS)]

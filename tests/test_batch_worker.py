@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from batchlane_helpers import bucket_ready, lane_settings, moto_server, poll_job, wait_for
+from batchlane_helpers import ITEMS, TEXTS, bucket_ready, lane_settings, moto_server, poll_job, wait_for
 from botocore.stub import ANY, Stubber
 from fastapi.testclient import TestClient
 
@@ -33,13 +33,6 @@ from twolane.layout import (
     shard_inference_id,
 )
 from twolane.settings import Settings, get_settings
-
-TEXTS = ["The nurses were kind and explained everything clearly",
-         "Waited four hours in A&E and parking was impossible",
-         "n/a", "Food was cold", "Lovely staff on the ward", "Nobody answered the phone",
-         "Clean and calm"]
-ITEMS = [{"comment_id": f"c{i}", "comment_text": t, "question_type": "nonspecific"}
-         for i, t in enumerate(TEXTS)]
 
 
 @pytest.fixture(scope="module")

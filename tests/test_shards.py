@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from batchlane_helpers import bucket_ready, lane_settings, moto_server, poll_job
+from batchlane_helpers import ITEMS, TEXTS, bucket_ready, lane_settings, moto_server, poll_job
 from fastapi.testclient import TestClient
 
 from local_stack.invoker import LocalInvoker
@@ -23,13 +23,6 @@ from twolane.jobs.invoker import Invocation
 from twolane.jobs.service import JobRejected, JobService
 from twolane.jobs.store import JobGone, JobRecord, S3JobStore
 from twolane.layout import BATCH_INPUT, batch_input_key
-
-TEXTS = ["The nurses were kind and explained everything clearly",
-         "Waited four hours in A&E and parking was impossible",
-         "n/a", "Food was cold", "Lovely staff on the ward", "Nobody answered the phone",
-         "Clean and calm"]
-ITEMS = [{"comment_id": f"c{i}", "comment_text": t, "question_type": "nonspecific"}
-         for i, t in enumerate(TEXTS)]
 
 
 @pytest.fixture(scope="module")

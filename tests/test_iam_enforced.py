@@ -52,6 +52,7 @@ from iam_helpers import (
     role_policy,
     unused_grants,
 )
+from infra_helpers import endpoint_host
 from lambda_http import LambdaContext
 from test_api import http_api_event
 from test_dropfolder import ROWS, csv_bytes, s3_event
@@ -99,7 +100,8 @@ class Aws:
 
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aws]:
-    tpl = synth_offline(tmp_path_factory.mktemp("iam"), load_config("dev")).template
+    # the async-endpoint host; the Lambda host's roles come from the `lambda_host` template
+    tpl = synth_offline(tmp_path_factory.mktemp("iam"), endpoint_host(load_config("dev"))).template
     data = [lid for lid, r in resources(tpl, "AWS::S3::Bucket").items()
             if "LoggingConfiguration" in r["Properties"]]
     refs = refs_for(tpl, {data[0]: BUCKET})

@@ -74,6 +74,8 @@ def up(
     if batch_host is not None:
         # "local": the local stack's SageMaker stand-in (never a real endpoint client here)
         os.environ["TWOLANE_BATCH_INVOKER"] = "lambda" if batch_host == "lambda" else "local"
+    if no_batch:  # the API answers 503 for jobs, as a deployment without the batch lane does
+        os.environ["TWOLANE_BATCH_ENABLED"] = "0"
     get_settings.cache_clear()
     run_up(port=port, batch=not no_batch)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from local_stack.s3events import object_created
-from twolane.dropfolder.process import FAILED, INBOX, OUTBOX, process_event
+from twolane.dropfolder.process import BATCH_INBOX, FAILED, INBOX, OUTBOX, process_event
 from twolane.jobs.service import JobService
 from twolane.settings import Settings
 
@@ -67,7 +67,7 @@ class DropFolderWatcher(threading.Thread):
 
     def run(self) -> None:
         if self.local_dir is not None:
-            for sub in ("inbox", "outbox", "failed"):
+            for sub in (INBOX, BATCH_INBOX, OUTBOX, FAILED):  # inbox/batch/: the batch lane
                 (self.local_dir / sub).mkdir(parents=True, exist_ok=True)
         while not self._halt.is_set():
             try:

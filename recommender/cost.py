@@ -290,7 +290,9 @@ def _message(lane: str, chosen: Candidate | None, cands: list[Candidate], slo: f
     if chosen is not None:
         label = f"{int(chosen.memory_mb)} MB" if chosen.kind == "lambda" else chosen.name
         extra = " (rests on an ASSUMED GPU speed-up, not a measurement)" if chosen.assumed else ""
-        msg = (f"{lane} lane: use {label}{extra}: the cheapest {what} whose projected p95 "
+        steady = " at steady load (kept busy; per job see the workload answer)" \
+            if chosen.kind == "sagemaker" else ""
+        msg = (f"{lane} lane{steady}: use {label}{extra}: the cheapest {what} whose projected p95 "
                f"({ms(chosen.p95_ms)} at {chosen.batch} comments per request) meets the "
                f"{slo:.0f} ms objective, at about {money(chosen.usd_per_million)} per million "
                f"comments.")

@@ -160,7 +160,8 @@ def build_hosts(prices: dict[str, Any], m: dict[str, Figure], sc: dict[str, Figu
     a, lam, sls = prices["sagemaker_async"], prices["lambda"], prices["sagemaker_serverless"]
     gpu_speedup = prices.get("gpu_speedup_assumption", {})
     one_core = cpu_cps(1.0, m)
-    prov_note = f"instance provisioning {a['provision_from_zero_s']} s (assumed)"
+    prov = a["provision_from_zero_s"]
+    prov_note = f"instance provisioning {prov['cpu']} s CPU / {prov['gpu']} s GPU (assumed)"
     for name, spec in prices["sagemaker_instances"].items():
         gpu = spec.get("gpu")
         if gpu:

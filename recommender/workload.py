@@ -208,11 +208,13 @@ def workload_doc(workloads: list[Workload], hosts: list[Host], reference: list[H
             "plots": {"cost": cost_png.name, "wait": wait_png.name}}
 
 
-def _row(e: dict[str, Any], chosen: str | None) -> list[str]:
+def _row(e: dict[str, Any], chosen: str | None, reference: bool = False) -> list[str]:
     j = e["job"]
     verdict = ("<b>chosen</b>" if e["host"] == chosen else
                ("ok" if e["feasible"] else ("misses the wait" if not e["meets_wait"]
                                             else html.escape(j["why_not"] or "over a limit"))))
+    if reference:  # not a candidate: another, less accurate model
+        verdict = "reference only: the instant lane's TF-IDF model, not the transformer"
     if e["assumed"]:
         verdict += " (ASSUMED speed)"
     phases = ", ".join(f"{k} {wait_text(v)}" for k, v in j["phases_s"].items())
@@ -239,7 +241,7 @@ def html_section(doc: dict[str, Any]) -> str:
         chosen = (wd["chosen"] or {}).get("host")
         parts.append(f"<div class='rec'><p>{html.escape(wd['message'])}</p></div>")
         rows = [_row(e, chosen) for e in wd["estimates"]]
-        rows += [_row(e, None) for e in wd["reference"]]
+        rows += [_row(e, None, reference=True) for e in wd["reference"]]
         parts.append(_table(rows, HEAD))
     sw = doc["sweep"]
     rows = [[wait_text(c["max_wait_s"]), html.escape(crossing_text(c["measured"])),
@@ -270,8 +272,11 @@ def md_lines(doc: dict[str, Any]) -> list[str]:
         by_fam: dict[str, dict[str, Any]] = {}
         for e in shown:
             by_fam.setdefault(e["family"], e)
+        refs = {e["host"] for e in wd["reference"]}
         for e in list(by_fam.values()) + wd["reference"]:
             mark = " (chosen)" if wd["chosen"] and e["host"] == wd["chosen"]["host"] else ""
+            if e["host"] in refs:
+                mark = " (reference: the instant lane's model, not a batch host)"
             lines.append(f"| {label} | {e['host']}{mark} | {money(e['usd_per_job'])} | "
                          f"{money(e['usd_per_month'])} | {money(e['usd_per_million'])} | "
                          f"{wait_text(e['wait_s'])} | "

@@ -521,5 +521,7 @@ def test_watcher_waits_for_a_slow_writer_and_uploads_once(drop: Any, predictor: 
         time.sleep(0.5)  # not a wait for a condition: time for a second upload to show, were there one
     finally:
         watcher.stop()
+    # the folders the README tells users to use exist from the start, inbox/batch/ included
+    assert all((tmp_path / d).is_dir() for d in ("inbox", "inbox/batch", "outbox", "failed"))
     assert [o["status"] for o in outcomes] == ["done"] and outcomes[0]["comments"] == 60
     assert result.read_text().count("\n") == 61

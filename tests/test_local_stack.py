@@ -108,3 +108,24 @@ def test_batch_lane_failure_does_not_stop_instant_lane(monkeypatch: pytest.Monke
 
     monkeypatch.setitem(sys.modules, "local_stack.batch_lane", None)  # import fails
     assert stack._start_batch(Settings()) is None
+
+
+def test_up_without_the_batch_lane_tells_the_api_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`twolane up --no-batch`: the API answers 503 for jobs (TWOLANE_BATCH_ENABLED=0, as a
+    deployment without the batch lane), never a 202 for a job nothing will run."""
+    from typer.testing import CliRunner
+
+    import local_stack.stack
+    from local_stack.cli import app
+    from twolane.settings import get_settings
+
+    seen: list[tuple[bool, bool]] = []
+    monkeypatch.setattr(local_stack.stack, "up", lambda **kw: seen.append(
+        (kw["batch"], get_settings().batch_enabled)))
+    monkeypatch.delenv("TWOLANE_BATCH_ENABLED", raising=False)
+    try:
+        assert CliRunner().invoke(app, ["up", "--no-batch"]).exit_code == 0
+    finally:
+        monkeypatch.delenv("TWOLANE_BATCH_ENABLED", raising=False)
+        get_settings.cache_clear()
+    assert seen == [(False, False)]

@@ -185,7 +185,8 @@ def process_object(s3: Any, bucket: str, key: str, predictor: Predictor,
     )
     s3.delete_object(Bucket=bucket, Key=key)  # only after the result is safely written
     log.info("labelled %d comments: %s -> %s", len(preds), key, out_key)
-    return Outcome(key, "done", f"{len(preds)} comments labelled", out_key, len(preds))
+    noun = "comment" if len(preds) == 1 else "comments"
+    return Outcome(key, "done", f"{len(preds)} {noun} labelled", out_key, len(preds))
 
 
 def _submit(s3: Any, bucket: str, key: str, family: Family, got: FileItems, target: JobTarget,

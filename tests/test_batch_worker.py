@@ -418,12 +418,13 @@ def test_twolane_up_takes_the_batch_host(monkeypatch: pytest.MonkeyPatch) -> Non
 
     seen: list[str] = []
     monkeypatch.setattr(local_stack.stack, "up", lambda **kw: seen.append(get_settings().batch_invoker))
-    monkeypatch.delenv("TWOLANE_BATCH_INVOKER", raising=False)
+    # setenv, not delenv of an absent name (that records nothing): monkeypatch then restores
+    # the environment as it was, whatever the command set in os.environ
+    monkeypatch.setenv("TWOLANE_BATCH_INVOKER", "local")
     try:
         for host in ("lambda", "sagemaker"):
             assert CliRunner().invoke(app, ["up", "--batch-host", host]).exit_code == 0
         assert CliRunner().invoke(app, ["up", "--batch-host", "ec2"]).exit_code != 0
     finally:
-        monkeypatch.delenv("TWOLANE_BATCH_INVOKER", raising=False)
         get_settings.cache_clear()
     assert seen == ["lambda", "local"]

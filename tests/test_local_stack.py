@@ -122,10 +122,11 @@ def test_up_without_the_batch_lane_tells_the_api_so(monkeypatch: pytest.MonkeyPa
     seen: list[tuple[bool, bool]] = []
     monkeypatch.setattr(local_stack.stack, "up", lambda **kw: seen.append(
         (kw["batch"], get_settings().batch_enabled)))
-    monkeypatch.delenv("TWOLANE_BATCH_ENABLED", raising=False)
+    # setenv (not delenv of an absent name, which records nothing): monkeypatch then restores
+    # the environment as it was, whatever the command set in os.environ
+    monkeypatch.setenv("TWOLANE_BATCH_ENABLED", "1")
     try:
         assert CliRunner().invoke(app, ["up", "--no-batch"]).exit_code == 0
     finally:
-        monkeypatch.delenv("TWOLANE_BATCH_ENABLED", raising=False)
         get_settings.cache_clear()
     assert seen == [(False, False)]

@@ -9,9 +9,9 @@ import pytest
 
 from twolane.rules import (
     LABELLING_NOT_POSSIBLE,
+    POSITIVE_THEMES,
     QUESTION_TYPES,
     apply_rules,
-    POSITIVE_THEMES,
     decide_labels,
     fallback_barred,
     is_unlabellable,

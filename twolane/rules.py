@@ -3,7 +3,8 @@
 One place for: what counts as a comment that cannot be labelled, the question types and how
 any spelling of one is read, the question-type token the models read, the sentiment scale, and
 how probabilities become labels ("Labelling not possible" for unlabellable text and for a
-comment no label clears its threshold for). The build scores a model with exactly the rules it
+comment no label clears its threshold for; the top-label fallback, which never gives a
+praising theme to a comment whose predicted sentiment is negative). The build scores a model with exactly the rules it
 is served with, because both import them from here.
 """
 
@@ -210,7 +211,7 @@ def fallback_barred(labels: Sequence[str], sentiment: np.ndarray | None) -> np.n
     score = np.argmax(np.nan_to_num(S, nan=-np.inf), axis=1) + 1
     negative = known & np.isin(score, NEGATIVE_SCORES)
     barred = np.zeros((len(S), len(labels)), dtype=bool)
-    barred[np.ix_(negative, cols)] = True
+    barred[np.ix_(negative, np.asarray(cols, dtype=np.intp))] = True
     return barred
 
 

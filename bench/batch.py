@@ -93,7 +93,7 @@ def quality_side_by_side(bundle: Path, m, side: Path, test, ok) -> dict[str, Any
             "fp32": OnnxEncoder(side / "model.fp32.onnx", tok).proba(ok.texts)}
     thr, mol = m.models["int8"].thresholds, bool(m.models["int8"].extra.get("min_one_label", False))
     for k, (lab, sen) in outs.items():
-        q[f"transformer_{k}"] = quality(test.Y, served_labels(test, lab, thr, mol))
+        q[f"transformer_{k}"] = quality(test.Y, served_labels(test, lab, thr, mol, sentiment_ok=sen))
         q[f"sentiment_{k}"] = sentiment_quality(ok.sentiment, sen)
     batch = BatchPredictor.from_bundle(bundle, providers=["CPUExecutionProvider"])
     q["batch_served"] = served_scores(batch.predict_texts(test.texts, test.question_types), test, m.labels)
@@ -113,17 +113,18 @@ def quality_side_by_side(bundle: Path, m, side: Path, test, ok) -> dict[str, Any
         lnp = m.labels.index(LABELLING_NOT_POSSIBLE)
         ok_rows = np.array([i for i, t in enumerate(test.texts) if not is_unlabellable(t)], dtype=int)
         unknown = ok_rows[p_inst[:, lnp] >= 1.0]  # no n-gram the instant model knows: the rule
-        for k, (lab, _) in outs.items():
-            pred = served_labels(test, combine(e, lab, p_inst), e["thresholds"], bool(e["min_one_label"]))
+        sw = float(e.get("sentiment_weight_transformer", 1.0))
+        s_inst = inst.sentiment_proba(ok.texts, ok.question_types)
+        for k, (lab, sen) in outs.items():
+            served_sent = sen  # what the batch lane serves: the fallback's sentiment rule reads it
+            if sw < 1.0:
+                served_sent = np.where(np.isnan(s_inst), sen, sw * sen + (1 - sw) * np.nan_to_num(s_inst))
+                q[f"sentiment_ensemble_{k}"] = sentiment_quality(ok.sentiment, served_sent)
+            pred = served_labels(test, combine(e, lab, p_inst), e["thresholds"], bool(e["min_one_label"]),
+                                 sentiment_ok=served_sent)
             pred[unknown] = 0
             pred[unknown, lnp] = 1
             q[f"ensemble_{k}"] = quality(test.Y, pred)
-        sw = float(e.get("sentiment_weight_transformer", 1.0))
-        if sw < 1.0:
-            s_inst = inst.sentiment_proba(ok.texts, ok.question_types)
-            for k, (_, sen) in outs.items():
-                mixed = np.where(np.isnan(s_inst), sen, sw * sen + (1 - sw) * np.nan_to_num(s_inst))
-                q[f"sentiment_ensemble_{k}"] = sentiment_quality(ok.sentiment, mixed)
         q["ensemble"] = {"weight_transformer": w, "instant_model": e.get("instant_model"),
                          "instant_version": e.get("instant_version"), "combine": e.get("combine", "probability"),
                          "sentiment_weight_transformer": sw}

@@ -40,7 +40,7 @@ import numpy as np
 
 from model_build.data import DEFAULT_DATA, ROOT, SENTIMENT_CLASSES, Dataset, load_dataset
 from twolane.bundle import Manifest, ModelEntry, new_version, read_manifest, write_manifest
-from twolane.rules import LABELLING_NOT_POSSIBLE, decide_labels, is_unlabellable
+from twolane.rules import LABELLING_NOT_POSSIBLE, decide_labels, fallback_barred, is_unlabellable
 
 VAL_SHARE = 0.15
 VAL_SEED = 7
@@ -90,11 +90,14 @@ def lnp_index(labels: list[str]) -> int | None:
 
 
 def served_labels(ds: Dataset, probs_ok: np.ndarray, thresholds, min_one_label: bool,
-                  unknown_ok: np.ndarray | None = None) -> np.ndarray:
+                  unknown_ok: np.ndarray | None = None, sentiment_ok: np.ndarray | None = None
+                  ) -> np.ndarray:
     """Label matrix as serving returns it: the rule for unlabellable text, the model elsewhere
     (a labellable comment with no label gets "Labelling not possible", as in the instant lane).
     probs_ok: probabilities of the labellable rows, in order; unknown_ok: for those rows, True
-    where the instant model knows no n-gram (served exactly "Labelling not possible")."""
+    where the instant model knows no n-gram (served exactly "Labelling not possible");
+    sentiment_ok: their served sentiment probabilities (n_ok x 5), which keep the top-label
+    fallback off positive themes for negative rows (twolane.rules.fallback_barred)."""
     out = np.zeros((len(ds.texts), len(ds.labels)), dtype=np.uint8)
     ok = np.array([not is_unlabellable(t) for t in ds.texts], dtype=bool)
     lnp = lnp_index(ds.labels)
@@ -102,7 +105,8 @@ def served_labels(ds: Dataset, probs_ok: np.ndarray, thresholds, min_one_label: 
         out[~ok, lnp] = 1
     if ok.any():
         out[ok] = decide_labels(probs_ok, np.asarray(thresholds, np.float32), lnp,
-                                min_one_label=min_one_label)
+                                min_one_label=min_one_label,
+                                barred=fallback_barred(ds.labels, sentiment_ok))
         if unknown_ok is not None and lnp is not None and unknown_ok.any():
             rows = np.flatnonzero(ok)[np.asarray(unknown_ok, bool)]
             out[rows] = 0
@@ -242,7 +246,8 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
     outs = {"int8": int8_out, **({"fp32": fp32_out} if fp32_out is not None else {})}
     for kind, out in outs.items():
         metrics[f"transformer_{kind}"] = quality(test.Y, served_labels(test, out[0], alone["thresholds"],
-                                                                      alone["min_one_label"]))
+                                                                      alone["min_one_label"],
+                                                                      sentiment_ok=out[1]))
         metrics[f"sentiment_{kind}"] = sentiment_quality(test_ok.sentiment, out[1])
 
     ensemble: dict[str, Any] = {}
@@ -270,10 +275,6 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
             inst_test = instant_test_proba(Path(instant_bundle), best["instant_model"], test_ok.texts,
                                            test_ok.question_types)
             unknown = inst_test[:, lnp] >= 1.0 if lnp is not None else None  # the unknown-text rule
-            for kind, out in outs.items():
-                p = combine(best, out[0], inst_test)
-                metrics[f"ensemble_{kind}"] = quality(test.Y, served_labels(
-                    test, p, best["thresholds"], best["min_one_label"], unknown))
             sent_mix = {"weight_transformer": 1.0}
             if s_val is not None and "sentiment" in oof:
                 sent_mix = tune_sentiment_mix(s_val, oof["sentiment"], val.sentiment)
@@ -281,18 +282,25 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
                     f"{sentiment_quality(val.sentiment, s_val)['accuracy']:.4f}; chosen transformer weight "
                     f"{sent_mix['weight_transformer']} ({sent_mix['val_accuracy']:.4f}; a mix must gain "
                     f">= {SENTIMENT_MIX_MIN_GAIN * 100:.0f} pt)")
-            if sent_mix["weight_transformer"] < 1.0:
-                from twolane.predictors.instant import InstantPredictor
+            from twolane.predictors.instant import InstantPredictor
 
-                s_inst = InstantPredictor.from_bundle(Path(instant_bundle)).sentiment_proba(
-                    test_ok.texts, test_ok.question_types)
-                sw = sent_mix["weight_transformer"]
-                for kind, out in outs.items():
-                    mixed = np.where(np.isnan(s_inst), out[1], sw * out[1] + (1 - sw) * np.nan_to_num(s_inst))
-                    metrics[f"sentiment_ensemble_{kind}"] = sentiment_quality(test_ok.sentiment, mixed)
+            # the instant lane's own sentiment (NaN on unknown rows): mixed in, and what the
+            # instant lane alone serves (its fallback's sentiment rule reads it)
+            s_inst = InstantPredictor.from_bundle(Path(instant_bundle)).sentiment_proba(
+                test_ok.texts, test_ok.question_types)
+            sw = sent_mix["weight_transformer"]
+            for kind, out in outs.items():
+                served_sent = out[1]
+                if sw < 1.0:
+                    served_sent = np.where(np.isnan(s_inst), out[1],
+                                           sw * out[1] + (1 - sw) * np.nan_to_num(s_inst))
+                    metrics[f"sentiment_ensemble_{kind}"] = sentiment_quality(test_ok.sentiment, served_sent)
+                p = combine(best, out[0], inst_test)
+                metrics[f"ensemble_{kind}"] = quality(test.Y, served_labels(
+                    test, p, best["thresholds"], best["min_one_label"], unknown, served_sent))
             metrics["instant_alone"] = quality(test.Y, served_labels(
                 test, inst_test, instant_thresholds(inst, best["instant_model"]),
-                bool(inst.config.get("min_one_label", False)), unknown))
+                bool(inst.config.get("min_one_label", False)), unknown, s_inst))
             if (bundle / INSTANT_DIR).exists():
                 shutil.rmtree(bundle / INSTANT_DIR)
             shutil.copytree(instant_bundle, bundle / INSTANT_DIR)

@@ -32,6 +32,7 @@ from twolane.rules import (
     KNOWN_OUTPUT,
     LABELLING_NOT_POSSIBLE,
     decide_labels,
+    fallback_barred,
     is_unlabellable,
     model_input,
 )
@@ -126,6 +127,8 @@ class Config:
     ensemble_weights: tuple[float, float] = (0.6, 0.4)
     # A labellable comment no label clears its threshold for gets its most probable label
     # (pxtextmining serves the same). OOF ensemble: micro .760 -> .783, exact .650 -> .674.
+    # It never gives a positive theme to a comment whose predicted sentiment is negative
+    # (twolane.rules.fallback_barred; the build scores with OOF sentiment).
     min_one_label: bool = True
     # Second-label rule (twolane.rules.decide_labels min_ratio): a label other than a comment's
     # most probable one also needs >= label_ratio x that one's probability. Most comments carry
@@ -507,6 +510,26 @@ def out_of_fold(fit: Callable[[Any, np.ndarray], Any], X: Any, Y: np.ndarray, fo
     return P
 
 
+def sentiment_out_of_fold(fit: Callable[[Any, np.ndarray], Any], X: Any, y: np.ndarray,
+                          rows: np.ndarray, folds: int) -> np.ndarray:
+    """Out-of-fold sentiment probabilities (len(rows) x 5) for X[rows], the label models' rows.
+
+    The folds are `out_of_fold`'s over those rows; each fold's model is fitted on every row of
+    X with a sentiment (y >= 0) outside the held-out fold. What the build scores the
+    fallback's sentiment rule with (twolane.rules.fallback_barred) on the training split.
+    """
+    from sklearn.model_selection import KFold
+
+    idx = np.flatnonzero(rows)
+    S = np.zeros((len(idx), len(SENTIMENT_CLASSES)))
+    for _, va in KFold(folds, shuffle=True, random_state=SEED).split(idx):
+        held = np.zeros(len(y), bool)
+        held[idx[va]] = True
+        fit_rows = np.flatnonzero((y >= 0) & ~held)
+        S[va] = fit(X[fit_rows], y[fit_rows]).predict_proba(X[idx[va]])
+    return S
+
+
 # --------------------------------------------------------------------------- parity
 def onnx_proba(model_bytes: bytes, texts: list[str], chunk: int = 1000, output: str | None = None
                ) -> np.ndarray:
@@ -614,8 +637,11 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
             from model_build import lexicon
 
             dirs = lexicon.directions(vec.vocabulary_, lexicon_terms(tr_texts, cfg))
-        sent = fit_sentiment(Xall[np.flatnonzero(has_sent)], str_[has_sent], cfg, dirs,
-                             view if cfg.sentiment_char_view else None)
+        sview = view if cfg.sentiment_char_view else None
+        sent = fit_sentiment(Xall[np.flatnonzero(has_sent)], str_[has_sent], cfg, dirs, sview)
+        # out-of-fold sentiment of the label rows: the fallback's sentiment rule in oof_scores
+        oof_sent = sentiment_out_of_fold(lambda X, y: fit_sentiment(X, y, cfg, dirs, sview),
+                                         Xall, str_, lab_rows, cfg.folds)
         prog.advance(t)
 
         w_lin, w_xgb = cfg.ensemble_weights
@@ -628,7 +654,8 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
         oof_scores = {
             name: metrics.multilabel_scores(
                 Ytr, decide_labels(P, thresholds[name], lnp, np.zeros(len(Ytr), bool),
-                                   min_one_label=cfg.min_one_label, min_ratio=ratio(name, cfg)))
+                                   min_one_label=cfg.min_one_label, min_ratio=ratio(name, cfg),
+                                   barred=fallback_barred(ds.labels, oof_sent)))
             for name, P in (("linear", oof_lin), ("xgboost", oof_xgb), ("ensemble", oof_ens))
         }
 
@@ -669,7 +696,8 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
     preds: dict[str, np.ndarray] = {}
     for name, P in (("linear", onx["linear"]), ("xgboost", onx["xgboost"]), ("ensemble", ens_onnx)):
         preds[name] = decide_labels(P, thresholds[name], lnp, unl, min_one_label=cfg.min_one_label,
-                                    min_ratio=ratio(name, cfg))
+                                    min_ratio=ratio(name, cfg),
+                                    barred=fallback_barred(ds.labels, onx["sentiment"]))
         test_metrics[name] = metrics.multilabel_scores(test.Y, preds[name])
     test_metrics["unknown_text_rows"] = int((~known).sum())
     # what to trust: per label, training positives (support) and test F1 of the default model

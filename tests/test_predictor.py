@@ -105,10 +105,30 @@ def test_proba_arrays_and_chunking(instant_bundle: Path) -> None:
     assert S.shape == (250, 5) and np.isnan(S[unl]).all()
     np.testing.assert_allclose(S[~unl].sum(1), 1, atol=1e-5)
     # labels from predict == thresholded predict_proba (+ the empty -> LNP rule)
-    D = one.decide(P)
+    D = one.decide(P, S)
     assert [p.labels for p in one.predict_texts(test)] == [
         [one.labels[j] for j in np.flatnonzero(row)] for row in D]
 
+
+def test_the_fallback_gives_no_praise_to_a_comment_it_reads_as_negative(
+        predictor: InstantPredictor) -> None:
+    """Served labels read the comment's own sentiment: a comment the model reads as negative
+    (score 4 or 5) never gets "Positive experience & gratitude" from the top-label fallback."""
+    test = load_dataset(DEFAULT_DATA).test
+    texts = ["Dirty toilets", "terrible", "Awful experience", "The doctor ignored me",
+             *test.texts[:400]]
+    preds = predictor.predict_texts(texts)
+    P, S = predictor.predict_arrays(texts)
+    pos = predictor.labels.index("Positive experience & gratitude")
+    negative = np.isin(np.nan_to_num(S, nan=0.0).argmax(1) + 1, (4, 5))
+    over = P[:, pos] >= predictor.thresholds[pos]  # cleared its threshold: the rule keeps it
+    got = np.array(["Positive experience & gratitude" in p.labels for p in preds])
+    assert negative.sum() > 20 and not (got & negative & ~over).any()
+    # the rule is what changed them: without the sentiment, the fallback would praise some
+    before = predictor.decide(P)[:, pos].astype(bool)
+    assert (before & negative & ~over).any()
+    assert [p.labels for p in preds] == [
+        [predictor.labels[j] for j in np.flatnonzero(row)] for row in predictor.decide(P, S)]
 
 def test_every_model_of_the_bundle_serves(instant_bundle: Path) -> None:
     texts = ["The wait was far too long", "n/a"]

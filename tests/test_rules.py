@@ -9,9 +9,11 @@ import pytest
 
 from twolane.rules import (
     LABELLING_NOT_POSSIBLE,
+    POSITIVE_THEMES,
     QUESTION_TYPES,
     apply_rules,
     decide_labels,
+    fallback_barred,
     is_unlabellable,
     labellable,
     lnp_index,
@@ -84,3 +86,42 @@ def test_apply_rules_leaves_its_input_alone() -> None:
 
 def test_decide_labels_on_no_rows() -> None:
     assert decide_labels(np.zeros((0, 3)), np.full(3, 0.5), LNP).shape == (0, 3)
+
+
+# sentiment probabilities, columns scores 1 (very positive) .. 5 (very negative)
+NEGATIVE, VERY_NEGATIVE, POSITIVE = ([0, 0, .1, .8, .1], [0, 0, .1, .3, .6], [.7, .2, .1, 0, 0])
+NO_SENTIMENT = [math.nan] * 5
+
+
+def test_fallback_barred_marks_positive_themes_on_negative_rows_only() -> None:
+    labels = ["Staff", POSITIVE_THEMES[0], LABELLING_NOT_POSSIBLE]
+    S = np.array([NEGATIVE, VERY_NEGATIVE, POSITIVE, NO_SENTIMENT, [.2, .2, .3, .2, .1]])
+    barred = fallback_barred(labels, S)
+    assert barred is not None and barred.dtype == bool
+    assert barred.tolist() == [[False, True, False], [False, True, False]] + [[False] * 3] * 3
+    assert fallback_barred(labels, None) is None
+    assert fallback_barred(["Staff", LABELLING_NOT_POSSIBLE], S) is None  # no positive theme
+    with pytest.raises(ValueError, match="n x 5"):
+        fallback_barred(labels, np.zeros((2, 3)))
+
+
+def test_the_fallback_gives_no_praise_to_a_negative_comment() -> None:
+    """'Dirty toilets': no label clears its threshold, the most probable is the positive theme
+    (.31 against .48); a negative row takes the next most probable label instead."""
+    labels = ["Environment", POSITIVE_THEMES[0], LABELLING_NOT_POSSIBLE]
+    P = np.array([[0.20, 0.31, 0.0]] * 3 + [[0.20, 0.60, 0.0]])
+    thr = np.array([0.5, 0.48, 0.5])
+    S = np.array([NEGATIVE, POSITIVE, NO_SENTIMENT, NEGATIVE])
+    barred = fallback_barred(labels, S)
+    out = decide_labels(P, thr, 2, min_one_label=True, barred=barred)
+    assert out.tolist() == [[1, 0, 0],   # negative: the next most probable label
+                            [0, 1, 0],   # positive: the top label, as before
+                            [0, 1, 0],   # no sentiment: nothing barred
+                            [0, 1, 0]]   # a positive theme over its threshold is kept
+    assert decide_labels(P, thr, 2, min_one_label=True)[0].tolist() == [0, 1, 0]  # without: praise
+    # without the fallback, barred changes nothing; every label barred: "Labelling not possible"
+    assert decide_labels(P, thr, 2, barred=barred)[0].tolist() == [0, 0, 1]
+    every = np.ones((1, 3), bool)
+    assert decide_labels(P[:1], thr, 2, min_one_label=True, barred=every).tolist() == [[0, 0, 1]]
+    with pytest.raises(ValueError, match="barred"):
+        decide_labels(P, thr, 2, min_one_label=True, barred=np.zeros((1, 3), bool))

@@ -23,6 +23,7 @@ from twolane.rules import (
     LABELLING_NOT_POSSIBLE,
     SENTIMENT_NAMES,
     decide_labels,
+    fallback_barred,
     is_unlabellable,
     lnp_index,
     normalise,
@@ -255,7 +256,8 @@ class BatchPredictor:
             probs = None
             if "m" in target:
                 chosen = decide_labels(lab[row:row + 1], self.thresholds, self.empty_label,
-                                       min_one_label=self.min_one_label)[0]
+                                       min_one_label=self.min_one_label,
+                                       barred=fallback_barred(self.labels, sen[row:row + 1]))[0]
                 labels = [self.labels[j] for j in np.flatnonzero(chosen)]
                 if include_probabilities:
                     probs = {self.labels[j]: round(float(lab[row, j]), 4) for j in range(len(self.labels))}

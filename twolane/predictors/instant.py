@@ -28,6 +28,7 @@ from twolane.rules import (
     LABELLING_NOT_POSSIBLE,
     SENTIMENT_NAMES,
     decide_labels,
+    fallback_barred,
     labellable,
     model_input,
     normalise,
@@ -206,13 +207,15 @@ class InstantPredictor:
         clean, ok = self._texts(texts, question_types)
         return self._both(clean, ok)
 
-    def decide(self, P: np.ndarray) -> np.ndarray:
+    def decide(self, P: np.ndarray, S: np.ndarray | None = None) -> np.ndarray:
         """Label matrix (bool, n x L) by the rule book: thresholds, then 'Labelling not possible'
-        for unlabellable rows (P = 1.0 there, see predict_proba) and rows with no label."""
+        for unlabellable rows (P = 1.0 there, see predict_proba) and rows with no label.
+        S: the rows' sentiment probabilities (n x 5, NaN rows allowed): with them the top-label
+        fallback gives no positive theme to a negative row (twolane.rules.fallback_barred)."""
         unlabellable = P[:, self._lnp] >= 1.0
         return decide_labels(P, self.thresholds, self._lnp, unlabellable,
-                             min_one_label=self.min_one_label,
-                             min_ratio=self.label_ratio).astype(bool)
+                             min_one_label=self.min_one_label, min_ratio=self.label_ratio,
+                             barred=fallback_barred(self._labels, S)).astype(bool)
 
     # ------------------------------------------------------------------ predictions
     def predict(self, items: Sequence[CommentIn], *, target: JobTarget = "ms",
@@ -237,7 +240,7 @@ class InstantPredictor:
             raise ValueError(f"{len(ids)} ids for {n} texts")
         clean, ok = self._texts(texts, question_types)
         P, S = self._both(clean, ok)
-        D = self.decide(P)
+        D = self.decide(P, S)
         # whole-batch work first (per-row numpy calls cost more than the rest of the loop)
         label_lists: list[list[str]] = [[] for _ in range(n)]
         rows, cols = np.nonzero(D)

@@ -113,3 +113,26 @@ TEXTS = ["The nurses were kind and explained everything clearly",
          "Clean and calm"]
 ITEMS = [{"comment_id": f"c{i}", "comment_text": t, "question_type": "nonspecific"}
          for i, t in enumerate(TEXTS)]
+
+
+def run_sharded_job(api: Any, store: Any, batch_bundle: Path, shards: int,
+                    timeout: float) -> str:
+    """POST the seven-comment job to /v1/jobs, check it was split into `shards`, collect it:
+    results once, in input order, equal to the batch predictor's own labels, then 410.
+    Returns the job id."""
+    from twolane.predictors.batch import BatchPredictor
+
+    r = api.post("/v1/jobs", json={"items": ITEMS, "target": "ms"})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    rec = store.get(job_id)
+    assert rec is not None and len(rec.shards) == shards
+    done = poll_job(api, r.json()["results_url"], timeout=timeout)
+    assert done.status_code == 200, done.text
+    body = done.json()
+    assert [x["comment_id"] for x in body["results"]] == [i["comment_id"] for i in ITEMS]
+    direct = BatchPredictor.from_bundle(batch_bundle).predict_texts(
+        TEXTS, ["nonspecific"] * len(TEXTS), target="ms", ids=[i["comment_id"] for i in ITEMS])
+    assert [x["labels"] for x in body["results"]] == [p.labels for p in direct]
+    assert api.get(r.json()["results_url"]).status_code == 410
+    return str(job_id)

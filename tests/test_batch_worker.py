@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from batchlane_helpers import ITEMS, TEXTS, bucket_ready, lane_settings, moto_server, poll_job, wait_for
+from batchlane_helpers import (
+    ITEMS,
+    TEXTS,
+    bucket_ready,
+    lane_settings,
+    moto_server,
+    poll_job,
+    run_sharded_job,
+    wait_for,
+)
 from botocore.stub import ANY, Stubber
 from fastapi.testclient import TestClient
 
@@ -358,7 +367,6 @@ def test_sharded_job_through_the_api_on_the_lambda_host(moto: str, tmp_path: Pat
     from local_stack.invoker import LocalLambdaInvoker
     from twolane.api.app import create_app
     from twolane.aws import client
-    from twolane.predictors.batch import BatchPredictor
 
     monkeypatch.setenv("TWOLANE_SERVE_DELAY_S", "0.3")  # shards overlap in time
     settings = lane_settings(tmp_path, batch_bundle, batch_invoker="lambda", batch_shard_size=3,
@@ -385,18 +393,7 @@ def test_sharded_job_through_the_api_on_the_lambda_host(moto: str, tmp_path: Pat
         store = S3JobStore(client("s3"), settings.bucket)
         jobs = JobService(store, invoker, settings.batch)
         api = TestClient(create_app(settings=settings, jobs=jobs), raise_server_exceptions=False)
-        r = api.post("/v1/jobs", json={"items": ITEMS, "target": "ms"})
-        assert r.status_code == 202, r.text
-        rec = store.get(r.json()["job_id"])
-        assert rec is not None and len(rec.shards) == 3
-        done = poll_job(api, r.json()["results_url"], timeout=60)
-        assert done.status_code == 200, done.text
-        body = done.json()
-        assert [x["comment_id"] for x in body["results"]] == [i["comment_id"] for i in ITEMS]
-        direct = BatchPredictor.from_bundle(batch_bundle).predict_texts(
-            TEXTS, ["nonspecific"] * len(TEXTS), target="ms", ids=[i["comment_id"] for i in ITEMS])
-        assert [x["labels"] for x in body["results"]] == [p.labels for p in direct]
-        assert api.get(r.json()["results_url"]).status_code == 410
+        run_sharded_job(api, store, batch_bundle, shards=3, timeout=60)
         assert peak[0] >= 2  # fan-out: shards ran at once
 
         # A worker that dies: the job fails through the invocation record, not stays pending.

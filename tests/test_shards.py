@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from batchlane_helpers import ITEMS, TEXTS, bucket_ready, lane_settings, moto_server, poll_job
+from batchlane_helpers import ITEMS, bucket_ready, lane_settings, moto_server, run_sharded_job
 from fastapi.testclient import TestClient
 
 from local_stack.invoker import LocalInvoker
@@ -191,7 +191,6 @@ def test_sharded_job_through_the_api_and_two_containers(moto: str, tmp_path: Pat
     from local_stack.batch_lane import notifications_lambda
     from local_stack.runner import AsyncRunner
     from twolane.aws import client
-    from twolane.predictors.batch import BatchPredictor
 
     settings = lane_settings(tmp_path, batch_bundle, batch_shard_size=2, batch_workers=2,
                              batch_max_concurrency=1)
@@ -202,19 +201,7 @@ def test_sharded_job_through_the_api_and_two_containers(moto: str, tmp_path: Pat
     try:
         jobs = JobService(store, LocalInvoker(settings), settings.batch)
         api = TestClient(create_app(settings=settings, jobs=jobs), raise_server_exceptions=False)
-        r = api.post("/v1/jobs", json={"items": ITEMS, "target": "ms"})
-        assert r.status_code == 202, r.text
-        job_id = r.json()["job_id"]
-        rec = store.get(job_id)
-        assert rec is not None and len(rec.shards) == 4
-        done = poll_job(api, r.json()["results_url"], timeout=180)
-        assert done.status_code == 200, done.text
-        body = done.json()
-        assert [x["comment_id"] for x in body["results"]] == [i["comment_id"] for i in ITEMS]
-        direct = BatchPredictor.from_bundle(batch_bundle).predict_texts(
-            TEXTS, ["nonspecific"] * len(TEXTS), target="ms", ids=[i["comment_id"] for i in ITEMS])
-        assert [x["labels"] for x in body["results"]] == [p.labels for p in direct]
-        assert api.get(r.json()["results_url"]).status_code == 410
+        job_id = run_sharded_job(api, store, batch_bundle, shards=4, timeout=180)
         assert keys_of(store, job_id) == []
         assert runner.stats.succeeded == 4 and runner.stats.failed == 0
         assert runner.stats.starts == 2  # scaled out: a second instance took the backlog

@@ -275,9 +275,10 @@ def test_http_api_needs_an_api_key_and_is_throttled(dev):
     cfg, _, tpl = dev
     routes = {r["Properties"]["RouteKey"]: r["Properties"]
               for r in resources(tpl, "AWS::ApiGatewayV2::Route").values()}
-    # The web page's GETs are open (a browser cannot send x-api-key to open a page); every other
-    # route needs a key: x-api-key, or ?code= on pxtextmining's slow API.
-    open_routes = {k: routes.pop(k) for k in ("GET /", "GET /page/{proxy+}")}
+    # The web page's GETs (a browser cannot send x-api-key to open a page) and /health are open,
+    # GET and HEAD; every other route needs a key: x-api-key, or ?code= on the slow API.
+    open_routes = {k: routes.pop(k) for k in (f"{m} {p}" for m in ("GET", "HEAD")
+                                              for p in ("/", "/page/{proxy+}", "/health"))}
     assert all(r["AuthorizationType"] == "NONE" for r in open_routes.values())
     assert set(routes) == {"$default", "ANY /api/{proxy+}"}  # the latter: pxtextmining's slow API
     auths = {k: r["Properties"] for k, r in resources(tpl, "AWS::ApiGatewayV2::Authorizer").items()}

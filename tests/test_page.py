@@ -144,6 +144,9 @@ def test_limits_and_page_are_open_when_api_keys_are_set(predictor: Any) -> None:
         assert c.get("/").json() == {"test": "Hello"}
         assert c.get("/page/app.js").status_code == 200
         assert c.post("/v1/predict", json={"items": []}).status_code == 401  # the API is not
+        for path in ("/", "/health"):  # uptime checks send HEAD: answered, without a body
+            r = c.head(path)
+            assert r.status_code == 200 and r.content == b""
 
 
 def test_page_through_the_lambda_adapter(lambda_module: Callable[[str], ModuleType]) -> None:

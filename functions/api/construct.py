@@ -24,7 +24,9 @@ from infra.common import Shared, acknowledge, python_function, retention
 
 AUTHORIZER_CODE = Path(__file__).resolve().parent / "authorizer"
 API_KEY_HEADER = "x-api-key"
-PAGE_PATHS = ("/", "/page/{proxy+}")  # served without the authorizer (see twolane/api/routers/page.py)
+# Served without the authorizer: the web page (twolane/api/routers/page.py) and the health check
+# (twolane/api/routers/health.py), GET and HEAD (uptime checks). The app's Gate opens the same.
+OPEN_PATHS = ("/", "/page/{proxy+}", "/health")
 API_KEY_QUERY = "code"
 
 
@@ -104,13 +106,14 @@ class InstantApi(Construct):
         )
         # The web page (GET / and its static files) is open: a browser cannot send x-api-key
         # when it opens a page. It holds no data; it asks for the key before calling the API.
-        for path in PAGE_PATHS:
-            route = self.http_api.add_routes(path=path, methods=[apigw.HttpMethod.GET],
-                                             integration=integration,
-                                             authorizer=apigw.HttpNoneAuthorizer())[0]
-            acknowledge(route, "AwsSolutions-APIG4",
-                        "the web page's static files: no data, no model call; the API it "
-                        "calls keeps the API-key authorizer")
+        # /health (model loaded, its version) is open for uptime checks, as the app's Gate has it.
+        for path in OPEN_PATHS:
+            for route in self.http_api.add_routes(
+                    path=path, methods=[apigw.HttpMethod.GET, apigw.HttpMethod.HEAD],
+                    integration=integration, authorizer=apigw.HttpNoneAuthorizer()):
+                acknowledge(route, "AwsSolutions-APIG4",
+                            "the web page's static files and the health check: no data, no "
+                            "model call; the API the page calls keeps the API-key authorizer")
         self.http_api.add_routes(
             path="/api/{proxy+}", methods=[apigw.HttpMethod.ANY],
             integration=integrations.HttpLambdaIntegration("SlowApi", self.target),

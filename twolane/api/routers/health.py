@@ -12,7 +12,7 @@ from twolane.api.gate import StrictRoute
 router = APIRouter(tags=["health"], route_class=StrictRoute)
 
 
-@router.get("/health")
+@router.api_route("/health", methods=["GET", "HEAD"])  # HEAD: uptime checks
 async def health(model: ModelDep) -> JSONResponse:
     try:
         predictor = model.get()

@@ -68,7 +68,7 @@ def prefers_html(accept: str | None) -> bool:
     return html > 0 and html > _quality(accept, "application/json")
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])  # HEAD: uptime checks
 async def root(request: Request) -> Response:
     """The web page for a browser; `{"test": "Hello"}` for API clients (pxtextmining's root)."""
     if prefers_html(request.headers.get("accept")):

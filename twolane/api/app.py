@@ -59,9 +59,10 @@ def create_app(predictor: Predictor | None = None, settings: Settings | None = N
         yield
 
     api = settings.api
-    docs = {} if api.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    # /docs and /redoc are the page's (self-hosted Swagger UI, routers/page.install_docs)
     app = FastAPI(title="twolane instant lane", description=DESCRIPTION, version="1",
-                  lifespan=lifespan, **docs)  # type: ignore[arg-type]
+                  lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json" if api.docs else None)
     app.state.settings = settings
     app.state.predictor = holder
     app.state.jobs = JobsHolder(settings, jobs)
@@ -69,7 +70,7 @@ def create_app(predictor: Predictor | None = None, settings: Settings | None = N
     for r in (health.router, predict.router, pxtextmining.router, models.router,
               jobs_routes.router, slow_api.router):
         app.include_router(r)
-    page.install(app)  # GET /: the web page for browsers (JSON for API clients), /page/ files
+    page.install(app, docs=api.docs)  # GET /: the web page (JSON for API clients), /page/, /docs
     # Outermost: the key is checked, and a POST waits for a slot, before any body is read.
     app.add_middleware(Gate, keys=api.api_keys, max_concurrent=api.max_concurrent_requests)
     return app

@@ -68,7 +68,7 @@ def prefers_html(accept: str | None) -> bool:
     return html > 0 and html > _quality(accept, "application/json")
 
 
-@router.api_route("/", methods=["GET", "HEAD"])  # HEAD: uptime checks
+@router.get("/")
 async def root(request: Request) -> Response:
     """The web page for a browser; `{"test": "Hello"}` for API clients (pxtextmining's root)."""
     if prefers_html(request.headers.get("accept")):
@@ -80,6 +80,10 @@ async def root(request: Request) -> Response:
     return JSONResponse(HELLO, headers={"Vary": "Accept"})
 
 
+# HEAD for uptime checks: the same answer without a body (not a second operation in the schema)
+router.add_api_route("/", root, methods=["HEAD"], include_in_schema=False)
+
+
 @router.get("/page/limits.json")
 async def limits(settings: SettingsDep) -> JSONResponse:
     """What the page must respect: comments per /v1/predict request and per job, characters per
@@ -89,7 +93,34 @@ async def limits(settings: SettingsDep) -> JSONResponse:
                          "max_text_chars": api.max_text_chars})
 
 
-def install(app: FastAPI) -> None:
-    """Register the page: the routes above, then the static files under /page/."""
+def install(app: FastAPI, docs: bool = True) -> None:
+    """Register the page: the routes above, then the static files under /page/; with `docs`,
+    the interactive API docs at /docs (and /redoc, which sends a browser there)."""
     app.include_router(router)
     app.mount("/page", StaticFiles(directory=PAGE_DIR), name="page")
+    if docs:
+        install_docs(app)
+
+
+def install_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from the vendored files (page/vendor/), never from a CDN: FastAPI's
+    default loads it from cdn.jsdelivr.net, a blank page offline or behind a strict proxy.
+    /redoc (FastAPI's other docs page, also CDN-hosted) redirects to /docs."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import RedirectResponse
+
+    openapi_url = app.openapi_url or "/openapi.json"
+    docs_router = APIRouter(route_class=StrictRoute, include_in_schema=False)
+
+    @docs_router.get("/docs")
+    async def docs() -> Response:
+        return get_swagger_ui_html(openapi_url=openapi_url, title=f"{app.title} - API docs",
+                                   swagger_js_url="/page/vendor/swagger-ui-bundle.js",
+                                   swagger_css_url="/page/vendor/swagger-ui.css",
+                                   swagger_favicon_url="data:,")
+
+    @docs_router.get("/redoc")
+    async def redoc() -> Response:
+        return RedirectResponse("/docs")
+
+    app.include_router(docs_router)

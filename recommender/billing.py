@@ -281,9 +281,9 @@ def deploy_fields(host: Host, job: JobEstimate) -> dict[str, Any]:
                 "max_instances": job.instances}
     if host.kind == "lambda":
         per_shard = math.ceil(job.comments / job.shards)
-        cap = host.max_comments_per_invocation or per_shard
-        return {"host": "lambda", "lambda_memory_mb": host.memory_mb,
-                "shard_size": per_shard if job.shards > 1 else max(per_shard, cap)}
+        if job.shards == 1:  # one shard fits: the cap lets bigger jobs fan out only when needed
+            per_shard = host.max_comments_per_invocation or per_shard
+        return {"host": "lambda", "lambda_memory_mb": host.memory_mb, "shard_size": per_shard}
     return {}
 
 

@@ -15,6 +15,7 @@ fixed (see `tfidf_model`), cut after the n-gram lookup (`bow_front`). The rest i
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -38,9 +39,12 @@ class ExportError(RuntimeError):
 
 
 def tfidf_model(vectorizer: Any) -> onnx.ModelProto:
-    """ONNX graph: raw strings [N] -> TF-IDF rows [N, V] (dense), matching sklearn's transform."""
+    """ONNX graph: raw strings [N] -> TF-IDF rows [N, V] (dense), matching sklearn's transform.
+
+    A `model_build.aliases.AliasedTfidf` exports with its aliases in the n-gram pool."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import StringTensorType
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
     if getattr(vectorizer, "sublinear_tf", False):
         # skl2onnx converts it as log(tf + 1), sklearn computes 1 + log(tf): rows differ.
@@ -49,6 +53,10 @@ def tfidf_model(vectorizer: Any) -> onnx.ModelProto:
         raise ExportError("only the default word analyzer and token_pattern are supported")
     if vectorizer.strip_accents or vectorizer.stop_words or vectorizer.preprocessor:
         raise ExportError("strip_accents/stop_words/preprocessor are not supported")
+    aliases = getattr(vectorizer, "aliases_", {})
+    if type(vectorizer) is not TfidfVectorizer:  # skl2onnx converts registered classes only
+        vectorizer = copy.copy(vectorizer)
+        vectorizer.__class__ = TfidfVectorizer
     options = {id(vectorizer): {"tokenexp": TOKEN_RE2, "locale": LOCALE}}
     model = convert_sklearn(
         vectorizer,
@@ -61,7 +69,34 @@ def tfidf_model(vectorizer: Any) -> onnx.ModelProto:
             for a in node.attribute:
                 if a.name == "locale":
                     a.s = LOCALE.encode()
+        if node.op_type == "TfIdfVectorizer" and aliases:
+            _add_aliases(node, aliases)
     return model
+
+
+def _add_aliases(node: onnx.NodeProto, aliases: dict[str, int]) -> None:
+    """Each alias word becomes one more unigram in the n-gram pool, mapped to its target's
+    column (model_build.aliases): the bag keeps its width. onnxruntime reads `weights` per pool
+    entry, so each alias takes its target's weight; a column set by both counts once."""
+    at = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    pool, idx, counts = list(at["pool_strings"]), list(at["ngram_indexes"]), list(at["ngram_counts"])
+    weights = list(at.get("weights", []))
+    n_uni = counts[1] if len(counts) > 1 else len(pool)  # unigrams come first in the pool
+    known = {p.decode() for p in pool[:n_uni]}
+    words = [w for w in aliases if w not in known]
+    pos = {j: p for p, j in enumerate(idx)}
+    pool[n_uni:n_uni] = [w.encode() for w in words]
+    idx[n_uni:n_uni] = [aliases[w] for w in words]
+    if weights:
+        weights[n_uni:n_uni] = [weights[pos[aliases[w]]] for w in words]
+    counts = [counts[0]] + [c + len(words) for c in counts[1:]]
+    new = {"pool_strings": pool, "ngram_indexes": idx, "ngram_counts": counts}
+    if weights:
+        new["weights"] = weights
+    for a in list(node.attribute):
+        if a.name in new:
+            node.attribute.remove(a)
+    node.attribute.extend(helper.make_attribute(k, v) for k, v in new.items())
 
 
 def bow_front(vectorizer: Any) -> tuple[onnx.ModelProto, str]:
@@ -79,14 +114,15 @@ def bow_front(vectorizer: Any) -> tuple[onnx.ModelProto, str]:
     if len(tfidf) != 1:
         raise ExportError("expected one TfIdfVectorizer node from skl2onnx")
     node = tfidf[0]
-    n_out = int(np.max(helper.get_attribute_value(
-        next(a for a in node.attribute if a.name == "ngram_indexes")))) + 1
+    n_pool = len(helper.get_attribute_value(
+        next(a for a in node.attribute if a.name == "ngram_indexes")))
     for a in list(node.attribute):
         if a.name in ("mode", "weights"):
             node.attribute.remove(a)
-    # IDF mode with unit weights = 1 where the n-gram occurs, else 0 (binary term frequency).
+    # IDF mode with unit weights = 1 where the n-gram occurs, else 0 (binary term frequency);
+    # one weight per pool entry (aliases included).
     node.attribute.extend([helper.make_attribute("mode", "IDF"),
-                           helper.make_attribute("weights", [1.0] * n_out)])
+                           helper.make_attribute("weights", [1.0] * n_pool)])
     bow = node.output[0]
     keep: list[onnx.NodeProto] = []
     for n in g.node:  # the nodes up to and including the n-gram lookup

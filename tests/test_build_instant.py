@@ -24,6 +24,7 @@ def test_bundle_manifest_verifies(instant_bundle: Path) -> None:
         assert m.parity[name]["identical_rows"] >= 0.999
     assert len(m.models["linear"].thresholds) == 32 and len(m.ensemble["thresholds"]) == 32
     assert m.data["fingerprint"] and m.library_versions["skl2onnx"]
+    assert m.config["word_aliases_count"] > 1000  # unknown words -> nearest known (aliases)
     assert {"linear", "xgboost", "ensemble", "sentiment"} <= set(m.metrics["test"])
 
 
@@ -84,6 +85,33 @@ def test_tfidf_export_matches_sklearn_on_tricky_text() -> None:
     naive = convert_sklearn(vec, initial_types=[("text", StringTensorType([None]))],
                             options={id(vec): {"locale": "C.UTF-8"}})
     assert not np.allclose(onnx_proba(naive.SerializeToString(), TRICKY), want, atol=1e-3)
+
+
+def test_word_aliases_export_matches_sklearn() -> None:
+    """Words out of the vocabulary count as their nearest known word (real packaged encoder):
+    the exported front emits the same bag and TF-IDF rows as the build's AliasedTfidf."""
+    from onnx import TensorProto, helper
+
+    from model_build import onnx_export
+    from model_build.aliases import AliasedTfidf, fit_aliases
+
+    train = ["the ward was dirty", "dirty toilet here", "clean ward and toilet",
+             "staff shouting at me", "lovely staff", "the food was cold", "cold food again"]
+    vec = AliasedTfidf(ngram_range=(1, 2), binary=True, dtype=np.float32).fit(train)
+    vec.set_aliases(fit_aliases(vec.vocabulary_, train, 0.6))
+    word = {j: w for w, j in vec.vocabulary_.items()}
+    assert {w: word[vec.aliases_[w]] for w in ("filthy", "toilets", "shouted")} == {
+        "filthy": "dirty", "toilets": "toilet", "shouted": "shouting"}
+    texts = ["Filthy toilets!", "dirty filthy ward", "they shouted", "", "zzqx vbnmw", *TRICKY]
+    want = vec.transform(texts).toarray()
+    assert want[0, vec.vocabulary_["dirty"]] > 0 and want[0, vec.vocabulary_["toilet"]] > 0
+    assert want[0, vec.vocabulary_["dirty toilet"]] == 0  # bigrams are not aliased
+    got = onnx_proba(onnx_export.tfidf_model(vec).SerializeToString(), texts)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    front, bow = onnx_export.bow_front(vec)
+    del front.graph.output[:]
+    front.graph.output.append(helper.make_tensor_value_info(bow, TensorProto.FLOAT, [None, None]))
+    np.testing.assert_array_equal(onnx_proba(front.SerializeToString(), texts), want > 0)
 
 
 def _slice_csv(path: Path, rows: int) -> Path:

@@ -83,7 +83,7 @@ def quality_side_by_side(bundle: Path, m, side: Path, test, ok) -> dict[str, Any
     int8 ensemble: unknown-text rule included), and from arrays the transformer alone (fp32,
     int8) and the ensemble with the fp32 encoder, to show what int8 costs."""
     from model_build.batch import quality, sentiment_quality, served_labels
-    from twolane.predictors.batch import BatchPredictor, OnnxEncoder, combine, load_tokenizer
+    from twolane.predictors.batch import BatchPredictor, OnnxEncoder, combine, load_tokenizer, mix_sentiment
     from twolane.predictors.instant import InstantPredictor
     from twolane.rules import LABELLING_NOT_POSSIBLE, is_unlabellable
 
@@ -116,9 +116,9 @@ def quality_side_by_side(bundle: Path, m, side: Path, test, ok) -> dict[str, Any
         sw = float(e.get("sentiment_weight_transformer", 1.0))
         s_inst = inst.sentiment_proba(ok.texts, ok.question_types)
         for k, (lab, sen) in outs.items():
-            served_sent = sen  # what the batch lane serves: the fallback's sentiment rule reads it
-            if sw < 1.0:
-                served_sent = np.where(np.isnan(s_inst), sen, sw * sen + (1 - sw) * np.nan_to_num(s_inst))
+            # what the batch lane serves: the fallback's sentiment rule reads it
+            served_sent = mix_sentiment(e, sen, s_inst, ok.question_types)
+            if e.get("sentiment_stack") or sw < 1.0:
                 q[f"sentiment_ensemble_{k}"] = sentiment_quality(ok.sentiment, served_sent)
             pred = served_labels(test, combine(e, lab, p_inst), e["thresholds"], bool(e["min_one_label"]),
                                  sentiment_ok=served_sent)
@@ -127,7 +127,8 @@ def quality_side_by_side(bundle: Path, m, side: Path, test, ok) -> dict[str, Any
             q[f"ensemble_{k}"] = quality(test.Y, pred)
         q["ensemble"] = {"weight_transformer": w, "instant_model": e.get("instant_model"),
                          "instant_version": e.get("instant_version"), "combine": e.get("combine", "probability"),
-                         "sentiment_weight_transformer": sw}
+                         "sentiment_weight_transformer": sw,
+                         "sentiment_method": e.get("sentiment_method", "mix" if sw < 1.0 else "transformer")}
     return q
 
 

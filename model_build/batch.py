@@ -55,9 +55,12 @@ BUILD_DIR = ROOT / "build" / "batch"
 # and .473/.738. Scoring the rule's rows only or all rows: within .003.
 ENSEMBLE_COMBINES = ("probability",)
 ENSEMBLE_OBJECTIVE = "macro+micro"
-# Sentiment mixes in the instant lane's only if that gains at least this much validation accuracy
-# (~730 rows: smaller gains are noise; a mix of .6 gained .004 on the run above, so none).
+# Sentiment combines the instant lane's only if that gains at least this much nested validation
+# accuracy (~730 rows: smaller gains are noise). On run 20261130T035655Z (733 rows, 5 x 5-fold):
+# transformer alone .704, weighted mean (w tuned per fold) .722, stack .736 (C .1 .733, 10 .735).
 SENTIMENT_MIX_MIN_GAIN = 0.01
+SENTIMENT_NESTED = "5 x 5-fold"  # how tune_sentiment scores each way on the validation fold
+SENTIMENT_MIX_WEIGHTS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
 Probs = tuple[np.ndarray, np.ndarray]  # (label probabilities, sentiment probabilities)
 Log = Callable[[str], None]
 
@@ -204,23 +207,68 @@ def instant_test_proba(instant_bundle: Path, name: str, texts: list[str], qts: l
 
 
 # ----------------------------------------------------------------------------- tuning, gates, manifest
-def tune_sentiment_mix(s_transformer: np.ndarray, s_instant: np.ndarray, y: np.ndarray,
-                       weights: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5),
-                       min_gain: float = SENTIMENT_MIX_MIN_GAIN) -> dict[str, float]:
-    """The transformer's weight in a mix of the two lanes' sentiment probabilities (n x classes
-    each) with the best validation accuracy on rows with a sentiment (y >= 0); ties keep the
-    higher weight, and a mix gaining less than min_gain over the transformer alone is not used
-    (weight 1.0 = the transformer alone)."""
-    keep = y >= 0
-    best = {"weight_transformer": 1.0, "val_accuracy": 0.0}
-    for w in weights:
-        acc = float(((w * s_transformer + (1 - w) * s_instant).argmax(1) == y)[keep].mean()) if keep.any() else 0.0
-        if acc > best["val_accuracy"] + 1e-9:
-            best = {"weight_transformer": float(w), "val_accuracy": acc}
-    alone = float((s_transformer.argmax(1) == y)[keep].mean()) if keep.any() else 0.0
-    if best["val_accuracy"] - alone < min_gain:
-        return {"weight_transformer": 1.0, "val_accuracy": alone}
-    return best
+def tune_sentiment(s_transformer: np.ndarray, s_instant: np.ndarray, y: np.ndarray,
+                   question_types: list[str], min_gain: float = SENTIMENT_MIX_MIN_GAIN,
+                   weights: tuple[float, ...] = SENTIMENT_MIX_WEIGHTS, repeats: int = 5,
+                   folds: int = 5) -> dict[str, Any]:
+    """How the batch lane combines the two lanes' sentiment (n x classes each; y: classes, -1 =
+    none), chosen on the validation fold by nested cross-validation (`repeats` x `folds`: tune
+    or fit on 4/5, score the 5th), so the choice is scored on rows it was not fitted on:
+
+    - "transformer": the transformer alone;
+    - "mix": w * p_t + (1 - w) * p_i, w tuned for accuracy over `weights`;
+    - "stack": a multinomial logistic regression (C = 1) over `stack_features` (both lanes'
+      log-probabilities and the question type; twolane.predictors.batch).
+
+    A combination must beat the transformer alone by `min_gain` (nested accuracy). Returns the
+    ensemble's manifest fields: `sentiment_weight_transformer`, `sentiment_stack` (coef,
+    intercept; only for "stack", fitted on all validation rows), `sentiment_method` and
+    `sentiment_nested_accuracy` per method."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold
+
+    from twolane.predictors.batch import stack_features
+
+    keep = (y >= 0) & ~np.isnan(s_instant).any(1)
+    st, si, yy = s_transformer[keep], s_instant[keep], y[keep]
+    F = stack_features(st, si, [q for q, k in zip(question_types, keep, strict=True) if k])
+
+    def mix_acc(w: float, rows: np.ndarray) -> float:
+        return float(((w * st[rows] + (1 - w) * si[rows]).argmax(1) == yy[rows]).mean())
+
+    def stack_fit(rows: np.ndarray) -> Any:
+        return LogisticRegression(C=1.0, max_iter=2000).fit(F[rows], yy[rows])
+
+    scores: dict[str, list[float]] = {"transformer": [], "mix": [], "stack": []}
+    can_stack = len(yy) >= 2 * folds and len(set(yy.tolist())) >= 2
+    if can_stack:
+        for r in range(repeats):
+            for a, b in KFold(folds, shuffle=True, random_state=r).split(F):
+                scores["transformer"].append(mix_acc(1.0, b))
+                w = max(weights, key=lambda w: (mix_acc(w, a), w))  # ties: the higher weight
+                scores["mix"].append(mix_acc(w, b))
+                if len(set(yy[a].tolist())) >= 2:
+                    scores["stack"].append(float((stack_fit(a).predict(F[b]) == yy[b]).mean()))
+    nested = {k: round(float(np.mean(v)), 4) for k, v in scores.items() if v}
+    best = max(nested, key=lambda k: nested[k]) if nested else "transformer"
+    if best != "transformer" and nested[best] - nested["transformer"] < min_gain:
+        best = "transformer"
+    out: dict[str, Any] = {"sentiment_method": best, "sentiment_nested_accuracy": nested,
+                           "sentiment_weight_transformer": 1.0}
+    if best == "mix":
+        all_rows = np.arange(len(yy))
+        out["sentiment_weight_transformer"] = float(max(weights, key=lambda w: (mix_acc(w, all_rows), w)))
+    elif best == "stack":
+        m = stack_fit(np.arange(len(yy)))
+        classes = m.classes_.tolist()
+        coef = np.zeros((s_transformer.shape[1], F.shape[1]))
+        intercept = np.full(s_transformer.shape[1], -30.0)  # a class the fold lacks: never chosen
+        coef[classes] = m.coef_ if len(classes) > 2 else np.vstack([-m.coef_[0], m.coef_[0]])
+        intercept[classes] = m.intercept_ if len(classes) > 2 else [-m.intercept_[0], m.intercept_[0]]
+        out["sentiment_stack"] = {"coef": coef.round(6).tolist(), "intercept": intercept.round(6).tolist(),
+                                  "C": 1.0, "features": "log p_transformer | log p_instant | "
+                                                        "question type one-hot (QUESTION_TYPES)"}
+    return out
 
 
 def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_out: Probs | None,
@@ -230,7 +278,7 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
     s_val: the transformer's validation sentiment probabilities (None: sentiment is not mixed)."""
     from model_build.transformer import export as ex
     from model_build.transformer.train import tune_ensemble
-    from twolane.predictors.batch import INSTANT_DIR, combine
+    from twolane.predictors.batch import INSTANT_DIR, combine, mix_sentiment
 
     fit, val, test = split(ds)
     test_ok = labellable(test)
@@ -275,25 +323,22 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
             inst_test = instant_test_proba(Path(instant_bundle), best["instant_model"], test_ok.texts,
                                            test_ok.question_types)
             unknown = inst_test[:, lnp] >= 1.0 if lnp is not None else None  # the unknown-text rule
-            sent_mix = {"weight_transformer": 1.0}
+            sent_mix: dict[str, Any] = {"sentiment_weight_transformer": 1.0}
             if s_val is not None and "sentiment" in oof:
-                sent_mix = tune_sentiment_mix(s_val, oof["sentiment"], val.sentiment)
-                log(f"  sentiment: validation accuracy transformer alone "
-                    f"{sentiment_quality(val.sentiment, s_val)['accuracy']:.4f}; chosen transformer weight "
-                    f"{sent_mix['weight_transformer']} ({sent_mix['val_accuracy']:.4f}; a mix must gain "
-                    f">= {SENTIMENT_MIX_MIN_GAIN * 100:.0f} pt)")
+                sent_mix = tune_sentiment(s_val, oof["sentiment"], val.sentiment, val.question_types)
+                log(f"  sentiment: validation accuracy, nested {SENTIMENT_NESTED}: "
+                    f"{sent_mix['sentiment_nested_accuracy']}; chosen {sent_mix['sentiment_method']} "
+                    f"(must gain >= {SENTIMENT_MIX_MIN_GAIN * 100:.0f} pt over the transformer alone)")
             from twolane.predictors.instant import InstantPredictor
 
             # the instant lane's own sentiment (NaN on unknown rows): mixed in, and what the
             # instant lane alone serves (its fallback's sentiment rule reads it)
             s_inst = InstantPredictor.from_bundle(Path(instant_bundle)).sentiment_proba(
                 test_ok.texts, test_ok.question_types)
-            sw = sent_mix["weight_transformer"]
             for kind, out in outs.items():
                 served_sent = out[1]
-                if sw < 1.0:
-                    served_sent = np.where(np.isnan(s_inst), out[1],
-                                           sw * out[1] + (1 - sw) * np.nan_to_num(s_inst))
+                if sent_mix.get("sentiment_method", "transformer") != "transformer":
+                    served_sent = mix_sentiment(sent_mix, out[1], s_inst, test_ok.question_types)
                     metrics[f"sentiment_ensemble_{kind}"] = sentiment_quality(test_ok.sentiment, served_sent)
                 p = combine(best, out[0], inst_test)
                 metrics[f"ensemble_{kind}"] = quality(test.Y, served_labels(
@@ -313,7 +358,7 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
                                     "there from its models refitted on the fit rows only",
                         "val_macro_f1": round(best["val_macro_f1"], 4),
                         "val_micro_f1": round(best["val_micro_f1"], 4),
-                        "sentiment_weight_transformer": sent_mix["weight_transformer"]}
+                        **sent_mix}
         else:
             log("the ensemble does not beat the transformer alone on validation: transformer only")
     # The int8 gate on the model the bundle serves by default: the ensemble when there is one

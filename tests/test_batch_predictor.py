@@ -11,7 +11,7 @@ import pytest
 
 from model_build.data import load_dataset
 from twolane.predictors.batch import BatchPredictor
-from twolane.rules import LABELLING_NOT_POSSIBLE, is_unlabellable
+from twolane.rules import LABELLING_NOT_POSSIBLE, QUESTION_TYPES, is_unlabellable
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,8 @@ def test_manifest_ensemble_mix_and_sentiment_weight_are_served(batch_bundle: Pat
         pytest.skip("the tiny bundle has no ensemble")
     copy = tmp_path / batch_bundle.name
     shutil.copytree(batch_bundle, copy)
-    m.ensemble = {**m.ensemble, "combine": "logit", "sentiment_weight_transformer": 0.5}
+    m.ensemble = {**{k: v for k, v in m.ensemble.items() if k != "sentiment_stack"},
+                  "combine": "logit", "sentiment_weight_transformer": 0.5}
     write_manifest(copy, m)
     pred = BatchPredictor.from_bundle(copy)
     alone = BatchPredictor.from_bundle(copy, use_instant=False)
@@ -142,3 +143,19 @@ def test_manifest_ensemble_mix_and_sentiment_weight_are_served(batch_bundle: Pat
     np.testing.assert_allclose(lab, combine(m.ensemble, lab_t, p_i), atol=1e-6)
     known = ~np.isnan(s_i).any(1)
     np.testing.assert_allclose(sen[known], 0.5 * sen_t[known] + 0.5 * s_i[known], atol=1e-6)
+
+    # a stacked sentiment (coef = identity on the instant lane's log-probabilities, what_good
+    # adds 5 to class 0): served as softmax(log p_i + 5 [what_good, class 0]) on known rows
+    coef = np.zeros((5, 13))
+    coef[:, 5:10] = np.eye(5)
+    coef[0, 10 + QUESTION_TYPES.index("what_good")] = 5.0
+    m.ensemble = {**m.ensemble, "sentiment_stack": {"coef": coef.tolist(), "intercept": [0.0] * 5}}
+    write_manifest(copy, m)
+    qts = ["what_good"] * 4 + ["could_improve"] * 4
+    sen, _ = BatchPredictor.from_bundle(copy).probabilities(texts[:8], qts)[1:]
+    _, s_i = inst.predict_arrays(texts[:8], qts)
+    known = ~np.isnan(s_i).any(1)
+    z = np.log(np.clip(s_i, 1e-6, 1))
+    z[:4, 0] += 5.0
+    want = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    np.testing.assert_allclose(sen[known], want[known], atol=1e-5)

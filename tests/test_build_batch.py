@@ -146,7 +146,7 @@ def test_ordinal_targets_and_sentiment_loss() -> None:
 def test_tune_ensemble_objectives_and_sentiment_mix() -> None:
     """On a validation-like fold where one source is right about a frequent label and the other
     about a rare one, the tuned mix uses both; the sentiment mix keeps the transformer on ties."""
-    from model_build.batch import tune_sentiment_mix
+    from model_build.batch import tune_sentiment
     from model_build.transformer.train import tune_ensemble
 
     rng = np.random.default_rng(0)
@@ -168,4 +168,30 @@ def test_tune_ensemble_objectives_and_sentiment_mix() -> None:
         tune_ensemble(p_t, p_i, Y, objective="accuracy")
     y = rng.integers(0, 5, n)
     s_t = np.eye(5)[y] * 0.6 + 0.08
-    assert tune_sentiment_mix(s_t, np.full((n, 5), 0.2), y)["weight_transformer"] == 1.0
+    qts = ["what_good"] * n
+    kept = tune_sentiment(s_t, np.full((n, 5), 0.2), y, qts)  # the instant lane adds nothing
+    assert kept["sentiment_method"] == "transformer" and "sentiment_stack" not in kept
+
+
+def test_tune_sentiment_stacks_when_lanes_err_apart() -> None:
+    """The transformer is right on what_good comments and the instant lane on the others: no
+    weighted mean can choose per row, the stacker (which reads the question type) can; the
+    served mix (twolane.predictors.batch.mix_sentiment) then gets them right."""
+    from model_build.batch import tune_sentiment
+    from twolane.predictors.batch import mix_sentiment
+
+    rng = np.random.default_rng(1)
+    n = 500
+    y = rng.integers(0, 5, n)
+    qts = [("what_good", "could_improve")[i % 2] for i in range(n)]
+    wrong = (y + 1) % 5
+    good = np.array([q == "what_good" for q in qts])
+    s_t = np.eye(5)[np.where(good, y, wrong)] * 0.5 + 0.1
+    s_i = np.eye(5)[np.where(good, wrong, y)] * 0.5 + 0.1
+    s_i[:3] = np.nan  # unknown to the instant model: those rows keep the transformer's
+    out = tune_sentiment(s_t, s_i, y, qts)
+    assert out["sentiment_method"] == "stack", out["sentiment_nested_accuracy"]
+    assert out["sentiment_nested_accuracy"]["stack"] > 0.95 > out["sentiment_nested_accuracy"]["mix"]
+    served = mix_sentiment(out, s_t, s_i, qts)
+    assert (served.argmax(1)[3:] == y[3:]).mean() > 0.95
+    np.testing.assert_allclose(served[:3], s_t[:3], atol=1e-6)

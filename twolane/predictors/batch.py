@@ -4,8 +4,9 @@ Serving imports only onnxruntime, tokenizers and numpy (cold start matters on a 
 endpoint). A batch is sorted by token length, padded per mini-batch and put back in input order.
 Multilabel probabilities are the manifest's weighted ensemble of the transformer and the instant
 lane when an instant bundle is available, the transformer alone otherwise; sentiment is the
-transformer's, mixed with the instant lane's when the manifest's ensemble gives it a
-`sentiment_weight_transformer` under 1.
+transformer's, combined with the instant lane's by the manifest's ensemble (`mix_sentiment`):
+a stacked multinomial logistic regression (`sentiment_stack`) or a weighted mean
+(`sentiment_weight_transformer` under 1).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from twolane.bundle import Manifest, read_manifest, resolve_bundle
 from twolane.contract import CommentIn, JobTarget, Prediction, Sentiment
 from twolane.rules import (
     LABELLING_NOT_POSSIBLE,
+    QUESTION_TYPES,
     SENTIMENT_NAMES,
     decide_labels,
     fallback_barred,
     is_unlabellable,
     lnp_index,
     normalise,
+    question_type_of,
 )
 from twolane.settings import get_settings
 
@@ -122,6 +125,41 @@ def combine(ensemble: dict[str, Any], p_transformer: np.ndarray, p_instant: np.n
     return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
 
+def stack_features(s_transformer: np.ndarray, s_instant: np.ndarray,
+                   question_types: Sequence[object] | None) -> np.ndarray:
+    """The sentiment stacker's input: [log p_transformer | log p_instant | question type one-hot
+    (QUESTION_TYPES order)], n x (2 * classes + 3); probabilities clipped to >= 1e-6 first."""
+    n = len(s_transformer)
+    qts = [question_type_of(q) for q in question_types] if question_types is not None else [None] * n
+    onehot = np.array([[float(q == k) for k in QUESTION_TYPES] for q in qts], np.float64).reshape(n, -1)
+    return np.hstack([np.log(np.clip(s_transformer, 1e-6, 1.0)), np.log(np.clip(s_instant, 1e-6, 1.0)),
+                      onehot])
+
+
+def mix_sentiment(ensemble: dict[str, Any], s_transformer: np.ndarray, s_instant: np.ndarray,
+                  question_types: Sequence[object] | None = None) -> np.ndarray:
+    """The batch lane's sentiment probabilities (n x classes, float32) from the transformer's and
+    the instant lane's (NaN rows: the instant model knows no word; those keep the transformer's).
+
+    `ensemble["sentiment_stack"]` = {"coef": classes x features, "intercept": classes}: softmax
+    of a multinomial logistic regression over `stack_features` (fitted on the validation fold by
+    the build); else w * p_t + (1 - w) * p_i with w = `sentiment_weight_transformer` (1 = the
+    transformer alone)."""
+    s_t = np.asarray(s_transformer, np.float64)
+    nan = np.isnan(s_instant).any(1) if len(s_instant) else np.zeros(0, bool)
+    s_i = np.nan_to_num(np.asarray(s_instant, np.float64))
+    stack = ensemble.get("sentiment_stack")
+    if stack:
+        z = stack_features(s_t, s_i, question_types) @ np.asarray(stack["coef"], np.float64).T
+        z = z + np.asarray(stack["intercept"], np.float64)
+        e = np.exp(z - z.max(1, keepdims=True))
+        mixed = e / e.sum(1, keepdims=True)
+    else:
+        w = float(ensemble.get("sentiment_weight_transformer", 1.0))
+        mixed = w * s_t + (1.0 - w) * s_i
+    return np.where(nan[:, None], s_t, mixed).astype(np.float32)
+
+
 def _cuda_available() -> bool:
     import onnxruntime as ort
 
@@ -147,12 +185,10 @@ class BatchPredictor:
             self.thresholds = np.asarray(manifest.ensemble["thresholds"], dtype=np.float32)
             self.mode = "ensemble"
             self.min_one_label = bool(manifest.ensemble.get("min_one_label", False))
-            self.sentiment_weight = float(manifest.ensemble.get("sentiment_weight_transformer", 1.0))
         else:
             self.weight = 1.0
             self.thresholds = np.asarray(entry.thresholds or [0.5] * len(self.labels), dtype=np.float32)
             self.mode = "transformer"
-            self.sentiment_weight = 1.0
             self.min_one_label = bool(entry.extra.get("min_one_label", False))
 
     @property
@@ -212,10 +248,7 @@ class BatchPredictor:
             lnp = self.labels.index(LABELLING_NOT_POSSIBLE)
             unknown = inst[:, lnp] >= 1.0  # the instant predictor's rule verdict
             lab = combine(self.manifest.ensemble, lab, inst)
-            if self.sentiment_weight < 1.0:  # unknown rows (NaN) get no sentiment anyway
-                sw = self.sentiment_weight
-                sen = np.where(np.isnan(inst_sen), sen, sw * sen + (1.0 - sw) * np.nan_to_num(inst_sen))
-                sen = sen.astype(np.float32)
+            sen = mix_sentiment(self.manifest.ensemble, sen, inst_sen, question_types)
         return lab, sen, unknown
 
     def predict(self, items: Sequence[CommentIn], *, target: JobTarget = "ms",

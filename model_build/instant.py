@@ -192,7 +192,10 @@ def fit_vectorizer(texts: list[str], cfg: Config) -> Any:
     out = AliasedTfidf(ngram_range=(1, cfg.ngram_max), vocabulary=vocab, dtype=np.float32,
                        binary=True).fit(texts)
     if cfg.word_aliases:  # unknown words count as their nearest known word (model_build.aliases)
-        out.set_aliases(fit_aliases(out.vocabulary_, texts, cfg.alias_min_cosine))
+        from model_build import lexicon
+
+        out.set_aliases(fit_aliases(out.vocabulary_, texts, cfg.alias_min_cosine,
+                                    valence=lexicon.vader_lexicon(), keep_out=lexicon.NEGATORS))
     return out
 
 

@@ -98,10 +98,16 @@ def test_word_aliases_export_matches_sklearn() -> None:
     train = ["the ward was dirty", "dirty toilet here", "clean ward and toilet",
              "staff shouting at me", "lovely staff", "the food was cold", "cold food again"]
     vec = AliasedTfidf(ngram_range=(1, 2), binary=True, dtype=np.float32).fit(train)
-    vec.set_aliases(fit_aliases(vec.vocabulary_, train, 0.6))
+    vec.set_aliases(fit_aliases(vec.vocabulary_, train, 0.6, valence={"filthy": -1.0, "dirty": 1.0},
+                                keep_out=("toilets",)))
     word = {j: w for w, j in vec.vocabulary_.items()}
-    assert {w: word[vec.aliases_[w]] for w in ("filthy", "toilets", "shouted")} == {
-        "filthy": "dirty", "toilets": "toilet", "shouted": "shouting"}
+    assert {w: word[vec.aliases_[w]] for w in ("shouted", "chilly")} == {
+        "shouted": "shouting", "chilly": "cold"}
+    # guards: an alias may not flip a known valence, and a kept-out word is never aliased
+    assert "filthy" not in vec.aliases_ and "toilets" not in vec.aliases_
+    vec.set_aliases(fit_aliases(vec.vocabulary_, train, 0.6))
+    assert {w: word[vec.aliases_[w]] for w in ("filthy", "toilets")} == {
+        "filthy": "dirty", "toilets": "toilet"}
     texts = ["Filthy toilets!", "dirty filthy ward", "they shouted", "", "zzqx vbnmw", *TRICKY]
     want = vec.transform(texts).toarray()
     assert want[0, vec.vocabulary_["dirty"]] > 0 and want[0, vec.vocabulary_["toilet"]] > 0

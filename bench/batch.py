@@ -85,15 +85,17 @@ def quality_side_by_side(bundle: Path, m, side: Path, test, ok) -> dict[str, Any
     from model_build.batch import quality, sentiment_quality, served_labels
     from twolane.predictors.batch import BatchPredictor, OnnxEncoder, combine, load_tokenizer, mix_sentiment
     from twolane.predictors.instant import InstantPredictor
-    from twolane.rules import LABELLING_NOT_POSSIBLE, is_unlabellable
+    from twolane.rules import LABELLING_NOT_POSSIBLE, columns_of, is_unlabellable
 
     q: dict[str, Any] = {}
+    never = columns_of(m.labels, m.metrics.get("low_support_labels", []))  # the fallback skips them
     tok = load_tokenizer(bundle / "tokenizer.json", int(m.config["max_length"]))
     outs = {"int8": OnnxEncoder(bundle / "model.int8.onnx", tok).proba(ok.texts),
             "fp32": OnnxEncoder(side / "model.fp32.onnx", tok).proba(ok.texts)}
     thr, mol = m.models["int8"].thresholds, bool(m.models["int8"].extra.get("min_one_label", False))
     for k, (lab, sen) in outs.items():
-        q[f"transformer_{k}"] = quality(test.Y, served_labels(test, lab, thr, mol, sentiment_ok=sen))
+        q[f"transformer_{k}"] = quality(test.Y, served_labels(test, lab, thr, mol, sentiment_ok=sen,
+                                                              never_fallback=never))
         q[f"sentiment_{k}"] = sentiment_quality(ok.sentiment, sen)
     batch = BatchPredictor.from_bundle(bundle, providers=["CPUExecutionProvider"])
     q["batch_served"] = served_scores(batch.predict_texts(test.texts, test.question_types), test, m.labels)
@@ -121,7 +123,7 @@ def quality_side_by_side(bundle: Path, m, side: Path, test, ok) -> dict[str, Any
             if e.get("sentiment_stack") or sw < 1.0:
                 q[f"sentiment_ensemble_{k}"] = sentiment_quality(ok.sentiment, served_sent)
             pred = served_labels(test, combine(e, lab, p_inst), e["thresholds"], bool(e["min_one_label"]),
-                                 sentiment_ok=served_sent)
+                                 sentiment_ok=served_sent, never_fallback=never)
             pred[unknown] = 0
             pred[unknown, lnp] = 1
             q[f"ensemble_{k}"] = quality(test.Y, pred)

@@ -31,7 +31,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,15 @@ from typing import Any
 import numpy as np
 
 from model_build.data import DEFAULT_DATA, ROOT, SENTIMENT_CLASSES, Dataset, load_dataset
+from model_build.metrics import low_support_labels
 from twolane.bundle import Manifest, ModelEntry, new_version, read_manifest, write_manifest
-from twolane.rules import LABELLING_NOT_POSSIBLE, decide_labels, fallback_barred, is_unlabellable
+from twolane.rules import (
+    LABELLING_NOT_POSSIBLE,
+    columns_of,
+    decide_labels,
+    fallback_barred,
+    is_unlabellable,
+)
 
 VAL_SHARE = 0.15
 VAL_SEED = 7
@@ -93,14 +100,15 @@ def lnp_index(labels: list[str]) -> int | None:
 
 
 def served_labels(ds: Dataset, probs_ok: np.ndarray, thresholds, min_one_label: bool,
-                  unknown_ok: np.ndarray | None = None, sentiment_ok: np.ndarray | None = None
-                  ) -> np.ndarray:
+                  unknown_ok: np.ndarray | None = None, sentiment_ok: np.ndarray | None = None,
+                  never_fallback: Sequence[int] = ()) -> np.ndarray:
     """Label matrix as serving returns it: the rule for unlabellable text, the model elsewhere
     (a labellable comment with no label gets "Labelling not possible", as in the instant lane).
     probs_ok: probabilities of the labellable rows, in order; unknown_ok: for those rows, True
     where the instant model knows no n-gram (served exactly "Labelling not possible");
     sentiment_ok: their served sentiment probabilities (n_ok x 5), which keep the top-label
-    fallback off positive themes for negative rows (twolane.rules.fallback_barred)."""
+    fallback off positive themes for negative rows (twolane.rules.fallback_barred);
+    never_fallback: label columns the fallback never picks (the low-support labels)."""
     out = np.zeros((len(ds.texts), len(ds.labels)), dtype=np.uint8)
     ok = np.array([not is_unlabellable(t) for t in ds.texts], dtype=bool)
     lnp = lnp_index(ds.labels)
@@ -109,7 +117,8 @@ def served_labels(ds: Dataset, probs_ok: np.ndarray, thresholds, min_one_label: 
     if ok.any():
         out[ok] = decide_labels(probs_ok, np.asarray(thresholds, np.float32), lnp,
                                 min_one_label=min_one_label,
-                                barred=fallback_barred(ds.labels, sentiment_ok))
+                                barred=fallback_barred(ds.labels, sentiment_ok),
+                                never_fallback=never_fallback)
         if unknown_ok is not None and lnp is not None and unknown_ok.any():
             rows = np.flatnonzero(ok)[np.asarray(unknown_ok, bool)]
             out[rows] = 0
@@ -289,13 +298,18 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
     alone = tune_ensemble(p_val, None, val.Y, empty_label=lnp, objective=ENSEMBLE_OBJECTIVE)
     log(f"validation, transformer alone: macro-F1 {alone['val_macro_f1']:.4f}, micro-F1 {alone['val_micro_f1']:.4f}")
 
+    # labels too rare in training (fit + validation rows) to trust: flagged, never a fallback
+    low = low_support_labels(list(ds.labels), fit.Y.sum(0) + val.Y.sum(0), ignore=LABELLING_NOT_POSSIBLE)
+    never = columns_of(ds.labels, low)
     metrics: dict[str, Any] = {"rows": len(test.texts), "labellable_rows": len(test_ok.texts),
-                               "scoring": "model_build.metrics (the instant lane's rule)"}
+                               "scoring": "model_build.metrics (the instant lane's rule)",
+                               "low_support_labels": low}
     outs = {"int8": int8_out, **({"fp32": fp32_out} if fp32_out is not None else {})}
     for kind, out in outs.items():
         metrics[f"transformer_{kind}"] = quality(test.Y, served_labels(test, out[0], alone["thresholds"],
                                                                       alone["min_one_label"],
-                                                                      sentiment_ok=out[1]))
+                                                                      sentiment_ok=out[1],
+                                                                      never_fallback=never))
         metrics[f"sentiment_{kind}"] = sentiment_quality(test_ok.sentiment, out[1])
 
     ensemble: dict[str, Any] = {}
@@ -342,10 +356,10 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
                     metrics[f"sentiment_ensemble_{kind}"] = sentiment_quality(test_ok.sentiment, served_sent)
                 p = combine(best, out[0], inst_test)
                 metrics[f"ensemble_{kind}"] = quality(test.Y, served_labels(
-                    test, p, best["thresholds"], best["min_one_label"], unknown, served_sent))
+                    test, p, best["thresholds"], best["min_one_label"], unknown, served_sent, never))
             metrics["instant_alone"] = quality(test.Y, served_labels(
                 test, inst_test, instant_thresholds(inst, best["instant_model"]),
-                bool(inst.config.get("min_one_label", False)), unknown, s_inst))
+                bool(inst.config.get("min_one_label", False)), unknown, s_inst, never))
             if (bundle / INSTANT_DIR).exists():
                 shutil.rmtree(bundle / INSTANT_DIR)
             shutil.copytree(instant_bundle, bundle / INSTANT_DIR)

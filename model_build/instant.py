@@ -31,6 +31,7 @@ from twolane.bundle import Manifest, ModelEntry, new_version, write_manifest
 from twolane.rules import (
     KNOWN_OUTPUT,
     LABELLING_NOT_POSSIBLE,
+    columns_of,
     decide_labels,
     fallback_barred,
     is_unlabellable,
@@ -143,7 +144,7 @@ class Config:
     # The rule is the ensemble's only: alone, linear and XGBoost lose macro-F1 with it (.546 ->
     # .529, .495 -> .487), and they serve without it.
     label_ratio: float = 0.5
-    min_support: int = 20  # labels with fewer training positives are flagged as not to trust
+    min_support: int = metrics.MIN_SUPPORT  # fewer training positives: flagged, never a fallback
     parity_min: float = 0.999  # share of test rows whose ONNX labels equal the in-memory ones
     chunk: int = 1000  # rows per ONNX call (the TF-IDF op emits dense rows)
     # Append " qt_<question type>" to each comment (twolane.rules.model_input): 5-fold OOF on
@@ -620,6 +621,10 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
     if len(test.texts) == 0:
         raise BuildError("the test split is empty")
 
+    train_support = train.Y[keep].sum(0)
+    low = metrics.low_support_labels(list(ds.labels), train_support, cfg.min_support, LABELLING_NOT_POSSIBLE)
+    never = columns_of(ds.labels, low)  # the top-label fallback never picks these
+
     with _progress() as prog:
         step = prog.add_task("TF-IDF", total=1)
         vec = fit_vectorizer(tr_texts, cfg)
@@ -669,7 +674,7 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
             name: metrics.multilabel_scores(
                 Ytr, decide_labels(P, thresholds[name], lnp, np.zeros(len(Ytr), bool),
                                    min_one_label=cfg.min_one_label, min_ratio=ratio(name, cfg),
-                                   barred=fallback_barred(ds.labels, oof_sent)))
+                                   barred=fallback_barred(ds.labels, oof_sent), never_fallback=never))
             for name, P in (("linear", oof_lin), ("xgboost", oof_xgb), ("ensemble", oof_ens))
         }
 
@@ -711,16 +716,15 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
     for name, P in (("linear", onx["linear"]), ("xgboost", onx["xgboost"]), ("ensemble", ens_onnx)):
         preds[name] = decide_labels(P, thresholds[name], lnp, unl, min_one_label=cfg.min_one_label,
                                     min_ratio=ratio(name, cfg),
-                                    barred=fallback_barred(ds.labels, onx["sentiment"]))
+                                    barred=fallback_barred(ds.labels, onx["sentiment"]),
+                                    never_fallback=never)
         test_metrics[name] = metrics.multilabel_scores(test.Y, preds[name])
     test_metrics["unknown_text_rows"] = int((~known).sum())
     # what to trust: per label, training positives (support) and test F1 of the default model
-    train_support = train.Y[keep].sum(0)
     per = metrics.per_label(test.Y, preds[cfg.default_model], ds.labels)
     for j, lab in enumerate(ds.labels):
         per[lab]["train_support"] = int(train_support[j])
-        per[lab]["low_support"] = bool(train_support[j] < cfg.min_support and lab != LABELLING_NOT_POSSIBLE)
-    low = [lab for lab in ds.labels if per[lab]["low_support"]]
+        per[lab]["low_support"] = lab in low
     s_pred = onx["sentiment"].argmax(1)
     s_true = np.where(unl, -1, test.sentiment)  # unlabellable rows get no sentiment
     test_metrics["sentiment"] = metrics.sentiment_scores(s_true, s_pred)

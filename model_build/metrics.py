@@ -22,6 +22,15 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, hamming_loss
 
 GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
+MIN_SUPPORT = 20  # labels with fewer training positives are flagged as not to trust
+
+
+def low_support_labels(labels: list[str], train_support: np.ndarray, min_support: int = MIN_SUPPORT,
+                       ignore: str | None = None) -> list[str]:
+    """Labels with fewer than `min_support` training positives (train_support: positives per
+    label, in `labels` order), `ignore` (the rule-set label) excepted. Manifests list them;
+    the build report flags them and the top-label fallback never picks them (twolane.rules)."""
+    return [lab for lab, n in zip(labels, train_support, strict=True) if n < min_support and lab != ignore]
 
 
 def tune_thresholds(Y: np.ndarray, P: np.ndarray) -> np.ndarray:

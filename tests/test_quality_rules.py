@@ -79,6 +79,26 @@ def test_manifest_tells_what_to_trust(instant_bundle: Path) -> None:
     assert m.metrics["low_support_labels"] == [lab for lab in m.labels if per[lab]["low_support"]]
 
 
+def test_served_fallback_skips_low_support_labels(instant_bundle: Path, tmp_path: Path) -> None:
+    """With every threshold out of reach, each labellable comment takes the fallback; labels the
+    manifest lists as low support are never that guess, in the instant lane as served."""
+    import shutil
+
+    from twolane.bundle import write_manifest
+    from twolane.predictors.instant import InstantPredictor
+
+    copy = tmp_path / instant_bundle.name
+    shutil.copytree(instant_bundle, copy)
+    m = read_manifest(copy)
+    keep = "Staff manner & personal attributes"
+    m.ensemble = {**m.ensemble, "thresholds": [1.01] * len(m.labels)}
+    m.metrics = {**m.metrics, "low_support_labels": [lab for lab in m.labels if lab != keep]}
+    write_manifest(copy, m)
+    texts = ["The nurse was lovely", "Parking was impossible", "Dirty toilets", "The food was cold"]
+    out = InstantPredictor.from_bundle(copy).predict_texts(texts, ["nonspecific"] * len(texts))
+    assert [o.labels for o in out] == [[keep]] * len(texts)
+
+
 def test_polarity_set_small_bundle(instant_bundle: Path) -> None:
     """The hand-written polarity set on the small (800-row) bundle: the lexicon features carry
     polarity even with little data. The full bundle's figure (>= 95 %) is in bench/RESULTS.md."""

@@ -125,3 +125,16 @@ def test_the_fallback_gives_no_praise_to_a_negative_comment() -> None:
     assert decide_labels(P[:1], thr, 2, min_one_label=True, barred=every).tolist() == [[0, 0, 1]]
     with pytest.raises(ValueError, match="barred"):
         decide_labels(P, thr, 2, min_one_label=True, barred=np.zeros((1, 3), bool))
+
+
+def test_the_fallback_never_guesses_a_label_too_rare_to_trust() -> None:
+    """'Dirty toilets' took 'Electronic entertainment' (9 training positives) as its best guess:
+    the fallback skips the low-support columns, a thresholded one is kept, and with every
+    label skipped or barred the row is 'Labelling not possible'."""
+    P = np.array([[0.20, 0.33, 0.0], [0.20, 0.60, 0.0]])
+    thr = np.array([0.5, 0.5, 0.5])
+    out = decide_labels(P, thr, 2, min_one_label=True, never_fallback=[1])
+    assert out.tolist() == [[1, 0, 0], [0, 1, 0]]
+    barred = np.array([[True, False, False], [False, False, False]])
+    assert decide_labels(P[:1], thr, 2, min_one_label=True, barred=barred[:1],
+                         never_fallback=[1]).tolist() == [[0, 0, 1]]

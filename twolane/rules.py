@@ -215,9 +215,15 @@ def fallback_barred(labels: Sequence[str], sentiment: np.ndarray | None) -> np.n
     return barred
 
 
+def columns_of(labels: Sequence[str], names: Sequence[str]) -> list[int]:
+    """The columns of `names` among `labels` (names not among them are skipped)."""
+    return [labels.index(n) for n in names if n in labels]
+
+
 def decide_labels(probs: np.ndarray, thresholds: np.ndarray, lnp: int | None,
                   unlabellable: np.ndarray | None = None, min_one_label: bool = False,
-                  min_ratio: float = 0.0, barred: np.ndarray | None = None) -> np.ndarray:
+                  min_ratio: float = 0.0, barred: np.ndarray | None = None,
+                  never_fallback: Sequence[int] = ()) -> np.ndarray:
     """Labels from probabilities (n x L) and per-label thresholds (L): uint8 n x L.
 
     A label is chosen when its probability reaches its threshold and, with `min_ratio` > 0, at
@@ -236,6 +242,10 @@ def decide_labels(probs: np.ndarray, thresholds: np.ndarray, lnp: int | None,
     4,462 rows change); barring thresholded positive labels too .5562/.7459/.6038/.02122 (worse,
     not done). Then `apply_rules` (unlabellable rows and rows still empty:
     "Labelling not possible"). "Labelling not possible"'s own column is never read.
+    `never_fallback`: label columns the fallback never picks for any row, the labels with too
+    few training examples to trust (a manifest's `low_support_labels`): "Dirty toilets" got
+    "Electronic entertainment" (9 training positives) as its best guess. Out of fold (nested,
+    as above) .5525/.7445/.5986/.02146 -> .5529/.7445/.5986/.02146: no cost.
     Raises ValueError when `barred` is not the shape of `probs`.
     """
     probs = np.asarray(probs, dtype=np.float32)
@@ -255,11 +265,12 @@ def decide_labels(probs: np.ndarray, thresholds: np.ndarray, lnp: int | None,
             chosen &= rel >= np.float32(min_ratio) * best[:, None]
         if min_one_label:
             empty = ~chosen.any(1) & ~bad
-            if barred is not None:
-                bar = np.asarray(barred, dtype=bool)
+            if barred is not None or len(never_fallback):
+                bar = np.zeros(probs.shape, bool) if barred is None else np.asarray(barred, dtype=bool)
                 if bar.shape != probs.shape:
                     raise ValueError(f"barred is {bar.shape}, probabilities {probs.shape}")
                 free = np.where(bar, -np.inf, rel)
+                free[:, np.asarray(never_fallback, dtype=np.intp)] = -np.inf
                 top = np.argmax(free, axis=1)
                 empty &= np.isfinite(free[np.arange(n), top])  # every label barred: none
             chosen[np.flatnonzero(empty), top[empty]] = True

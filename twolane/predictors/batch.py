@@ -24,6 +24,7 @@ from twolane.rules import (
     LABELLING_NOT_POSSIBLE,
     QUESTION_TYPES,
     SENTIMENT_NAMES,
+    columns_of,
     decide_labels,
     fallback_barred,
     is_unlabellable,
@@ -179,6 +180,8 @@ class BatchPredictor:
         self.labels: list[str] = list(manifest.labels)
         self.sentiment_classes: list[str] = list(manifest.sentiment_classes)
         self.empty_label = lnp_index(self.labels)
+        # labels too rare in training to trust: the top-label fallback never picks them
+        self.never_fallback = columns_of(self.labels, manifest.metrics.get("low_support_labels", []))
         entry = manifest.models[model_name]
         if instant is not None and manifest.ensemble:
             self.weight = float(manifest.ensemble["weight_transformer"])
@@ -290,7 +293,8 @@ class BatchPredictor:
             if "m" in target:
                 chosen = decide_labels(lab[row:row + 1], self.thresholds, self.empty_label,
                                        min_one_label=self.min_one_label,
-                                       barred=fallback_barred(self.labels, sen[row:row + 1]))[0]
+                                       barred=fallback_barred(self.labels, sen[row:row + 1]),
+                                       never_fallback=self.never_fallback)[0]
                 labels = [self.labels[j] for j in np.flatnonzero(chosen)]
                 if include_probabilities:
                     probs = {self.labels[j]: round(float(lab[row, j]), 4) for j in range(len(self.labels))}

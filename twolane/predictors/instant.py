@@ -27,6 +27,7 @@ from twolane.rules import (
     KNOWN_OUTPUT,
     LABELLING_NOT_POSSIBLE,
     SENTIMENT_NAMES,
+    columns_of,
     decide_labels,
     fallback_barred,
     labellable,
@@ -87,6 +88,8 @@ class InstantPredictor:
         self._sessions = {f: _session(self.bundle_dir / f, threads) for f in self._wanted}
         self._lnp = manifest.labels.index(LABELLING_NOT_POSSIBLE)
         self._labels = list(manifest.labels)
+        # labels too rare in training to trust: the top-label fallback never picks them
+        self._never_fallback = columns_of(self._labels, manifest.metrics.get("low_support_labels", []))
         self._use_qt = bool(manifest.config.get("use_question_type", False))
 
     @staticmethod
@@ -215,7 +218,8 @@ class InstantPredictor:
         unlabellable = P[:, self._lnp] >= 1.0
         return decide_labels(P, self.thresholds, self._lnp, unlabellable,
                              min_one_label=self.min_one_label, min_ratio=self.label_ratio,
-                             barred=fallback_barred(self._labels, S)).astype(bool)
+                             barred=fallback_barred(self._labels, S),
+                             never_fallback=self._never_fallback).astype(bool)
 
     # ------------------------------------------------------------------ predictions
     def predict(self, items: Sequence[CommentIn], *, target: JobTarget = "ms",

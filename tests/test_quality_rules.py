@@ -46,6 +46,22 @@ def test_scoring_rule_all_labels_and_labelled_rows_only() -> None:
     assert s["macro_f1"] == pytest.approx(2 / 3)  # label 1: no true, no predicted -> F1 0
 
 
+def test_thresholds_of_rare_labels_shrink_toward_the_prior() -> None:
+    """A label with 2 positives keeps little of its tuned threshold, one with 200 keeps most."""
+    rng = np.random.default_rng(0)
+    n = 1000
+    Y = np.zeros((n, 3), np.uint8)
+    Y[:2, 0] = 1
+    Y[:200, 1] = 1
+    P = np.where(Y == 1, 0.15, 0.05) + rng.random((n, 3)) * 0.01  # positives just above .15
+    plain = metrics.tune_thresholds(Y, P)
+    shrunk = metrics.tune_thresholds(Y, P, prior_weight=10, prior=0.5)
+    assert plain[0] == pytest.approx(0.07, abs=0.02) and plain[1] == pytest.approx(0.07, abs=0.02)
+    assert shrunk[0] == pytest.approx((2 * plain[0] + 10 * 0.5) / 12)
+    assert shrunk[1] == pytest.approx((200 * plain[1] + 10 * 0.5) / 210)
+    assert shrunk[2] == plain[2] == 0.5  # no positives: the default
+
+
 def test_instant_junk_and_unknown_text_get_lnp_and_no_sentiment(instant_bundle: Path) -> None:
     from twolane.predictors.instant import InstantPredictor
 

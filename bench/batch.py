@@ -116,11 +116,12 @@ def quality_side_by_side(bundle: Path, m, side: Path, test, ok) -> dict[str, Any
         ok_rows = np.array([i for i, t in enumerate(test.texts) if not is_unlabellable(t)], dtype=int)
         unknown = ok_rows[p_inst[:, lnp] >= 1.0]  # no n-gram the instant model knows: the rule
         sw = float(e.get("sentiment_weight_transformer", 1.0))
+        method = e.get("sentiment_method", "mix" if sw < 1.0 else "transformer")  # older bundles: mix
         s_inst = inst.sentiment_proba(ok.texts, ok.question_types)
         for k, (lab, sen) in outs.items():
             # what the batch lane serves: the fallback's sentiment rule reads it
             served_sent = mix_sentiment(e, sen, s_inst, ok.question_types)
-            if e.get("sentiment_stack") or sw < 1.0:
+            if method != "transformer":
                 q[f"sentiment_ensemble_{k}"] = sentiment_quality(ok.sentiment, served_sent)
             pred = served_labels(test, combine(e, lab, p_inst), e["thresholds"], bool(e["min_one_label"]),
                                  sentiment_ok=served_sent, never_fallback=never)
@@ -130,7 +131,7 @@ def quality_side_by_side(bundle: Path, m, side: Path, test, ok) -> dict[str, Any
         q["ensemble"] = {"weight_transformer": w, "instant_model": e.get("instant_model"),
                          "instant_version": e.get("instant_version"), "combine": e.get("combine", "probability"),
                          "sentiment_weight_transformer": sw,
-                         "sentiment_method": e.get("sentiment_method", "mix" if sw < 1.0 else "transformer")}
+                         "sentiment_method": method}
     return q
 
 

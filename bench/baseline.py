@@ -19,6 +19,7 @@ Scored with model_build.metrics (the one scoring rule every model here uses).
 
 from __future__ import annotations
 
+import json
 import re
 import string
 import time
@@ -119,8 +120,8 @@ def side_by_side(bundle: Any) -> dict[str, Any]:
     m = read_manifest(b)
     q["bundle"] = b.name
     q["default_model"] = m.default_model
-    q["low_support_labels"] = {lab: m.metrics["per_label"][lab]["train_support"]
-                               for lab in m.metrics.get("low_support_labels", [])}
+    per = json.loads(json.dumps(m.metrics["per_label"]))  # a record for people: plain JSON
+    q["low_support_labels"] = {lab: per[lab]["train_support"] for lab in m.rule_of(m.default_model).never_fallback}
     return q
 
 

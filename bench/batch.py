@@ -83,16 +83,18 @@ def quality_side_by_side(bundle: Path, m, side: Path, test, ok) -> dict[str, Any
     int8 ensemble: unknown-text rule included), and from arrays the transformer alone (fp32,
     int8) and the ensemble with the fp32 encoder, to show what int8 costs."""
     from model_build.batch import quality, sentiment_quality, served_labels
+    from twolane.bundle import BatchEnsemble
     from twolane.predictors.batch import BatchPredictor, OnnxEncoder, combine, load_tokenizer, mix_sentiment
     from twolane.predictors.instant import InstantPredictor
     from twolane.rules import LABELLING_NOT_POSSIBLE, columns_of, is_unlabellable
 
     q: dict[str, Any] = {}
-    never = columns_of(m.labels, m.metrics.get("low_support_labels", []))  # the fallback skips them
-    tok = load_tokenizer(bundle / "tokenizer.json", int(m.config["max_length"]))
+    alone = m.rule_of("int8")
+    never = columns_of(m.labels, alone.never_fallback)  # the fallback skips them
+    tok = load_tokenizer(bundle / "tokenizer.json", m.serving.max_length or 128)
     outs = {"int8": OnnxEncoder(bundle / "model.int8.onnx", tok).proba(ok.texts),
             "fp32": OnnxEncoder(side / "model.fp32.onnx", tok).proba(ok.texts)}
-    thr, mol = m.models["int8"].thresholds, bool(m.models["int8"].extra.get("min_one_label", False))
+    thr, mol = alone.thresholds, alone.min_one_label
     for k, (lab, sen) in outs.items():
         q[f"transformer_{k}"] = quality(test.Y, served_labels(test, lab, thr, mol, sentiment_ok=sen,
                                                               never_fallback=never))
@@ -102,34 +104,33 @@ def quality_side_by_side(bundle: Path, m, side: Path, test, ok) -> dict[str, Any
     q["batch_served"]["model"] = f"{batch.mode} (int8)"
     q["batch_served"]["polarity_right_side"] = polarity(batch)
     inst_dir = bundle / "instant"
-    if m.ensemble and inst_dir.is_dir():
-        e = m.ensemble
+    e = m.ensemble
+    if isinstance(e, BatchEnsemble) and inst_dir.is_dir():
         inst = InstantPredictor.from_bundle(inst_dir)
         q["instant_served"] = served_scores(inst.predict_texts(test.texts, test.question_types), test, m.labels)
         q["instant_served"]["model"] = f"{inst.manifest.default_model} ({inst.version})"
         q["instant_served"]["polarity_right_side"] = polarity(inst)
         q["ensemble_int8_served"] = {k: v for k, v in q["batch_served"].items() if k != "sentiment"}
-        p_inst = np.asarray(InstantPredictor.from_bundle(inst_dir, model=e.get("instant_model"))
+        p_inst = np.asarray(InstantPredictor.from_bundle(inst_dir, model=e.instant_model)
                             .predict_proba(ok.texts, ok.question_types), np.float32)
-        w = float(e["weight_transformer"])
+        w = e.weight_transformer
         lnp = m.labels.index(LABELLING_NOT_POSSIBLE)
         ok_rows = np.array([i for i, t in enumerate(test.texts) if not is_unlabellable(t)], dtype=int)
         unknown = ok_rows[p_inst[:, lnp] >= 1.0]  # no n-gram the instant model knows: the rule
-        sw = float(e.get("sentiment_weight_transformer", 1.0))
-        method = e.get("sentiment_method", "mix" if sw < 1.0 else "transformer")  # older bundles: mix
+        sw, method = e.sentiment.weight_transformer, e.sentiment.method
         s_inst = inst.sentiment_proba(ok.texts, ok.question_types)
         for k, (lab, sen) in outs.items():
             # what the batch lane serves: the fallback's sentiment rule reads it
-            served_sent = mix_sentiment(e, sen, s_inst, ok.question_types)
+            served_sent = mix_sentiment(e.sentiment, sen, s_inst, ok.question_types)
             if method != "transformer":
                 q[f"sentiment_ensemble_{k}"] = sentiment_quality(ok.sentiment, served_sent)
-            pred = served_labels(test, combine(e, lab, p_inst), e["thresholds"], bool(e["min_one_label"]),
+            pred = served_labels(test, combine(w, e.combine, lab, p_inst), e.rule.thresholds, e.rule.min_one_label,
                                  sentiment_ok=served_sent, never_fallback=never)
             pred[unknown] = 0
             pred[unknown, lnp] = 1
             q[f"ensemble_{k}"] = quality(test.Y, pred)
-        q["ensemble"] = {"weight_transformer": w, "instant_model": e.get("instant_model"),
-                         "instant_version": e.get("instant_version"), "combine": e.get("combine", "probability"),
+        q["ensemble"] = {"weight_transformer": w, "instant_model": e.instant_model,
+                         "instant_version": e.instant_version, "combine": e.combine,
                          "sentiment_weight_transformer": sw,
                          "sentiment_method": method}
     return q
@@ -154,12 +155,13 @@ def main() -> None:
     torch.set_num_threads(THREADS)
     bundle = resolve_bundle(args.bundle or ROOT / "bundles", "batch")
     m = read_manifest(bundle, verify=True)
-    side = BUILD_DIR / m.config.get("side_folder", m.version)
+    side = BUILD_DIR / str(m.build.get("side_folder", m.version))
     ds = load_dataset()
     test = ds.test
     ok = labellable(test)
     texts = ok.texts
-    tok = load_tokenizer(bundle / "tokenizer.json", int(m.config["max_length"]))
+    train_summary = json.loads(json.dumps(m.build["train_summary"]))  # a record for people: plain JSON
+    tok = load_tokenizer(bundle / "tokenizer.json", m.serving.max_length or 128)
     enc = {"onnx_int8": OnnxEncoder(bundle / "model.int8.onnx", tok),
            "onnx_fp32": OnnxEncoder(side / "model.fp32.onnx", tok)}
 
@@ -168,8 +170,8 @@ def main() -> None:
                  "machine": {"cpus": os.cpu_count(), "threads": THREADS, "python": platform.python_version(),
                              "load_1min_start": round(os.getloadavg()[0], 2)},
                  "test_rows": len(test.texts), "labellable_rows": len(texts),
-                 "training_minutes": round(m.config["train_summary"]["seconds"] / 60, 1),
-                 "epochs_run": m.config["train_summary"]["epochs_run"]}
+                 "training_minutes": round(train_summary["seconds"] / 60, 1),
+                 "epochs_run": train_summary["epochs_run"]}
     q = res["quality"] = quality_side_by_side(bundle, m, side, test, ok)
 
     # ---- speed: same length-sorted batches of 32 for every engine

@@ -203,7 +203,7 @@ def main() -> None:
         "bundle": str(bundle.relative_to(ROOT) if bundle.is_relative_to(ROOT) else bundle),
         "model_version": manifest.version,
         "ensemble": bool(manifest.ensemble),
-        "tiny": bool(manifest.config.get("tiny", False)),
+        "tiny": bool(manifest.build.get("tiny", False)),
         "items": a.items,
         "serve_cold_start_s": [round(x, 3) for x in cold],
         "serve_cold_start_median_s": round(statistics.median(cold), 3),

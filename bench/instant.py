@@ -116,11 +116,13 @@ def sklearn_pipeline(bundle: Path) -> tuple[Any, Any]:
     from twolane.bundle import read_manifest
     from twolane.rules import is_unlabellable, model_input
 
-    cfg = read_manifest(bundle).config
+    m = read_manifest(bundle)
+    use_qt = m.serving.use_question_type
+    cfg = json.loads(json.dumps(m.build))  # the build configuration: a record, plain JSON
     tr = load_dataset(DEFAULT_DATA).train
     keep = [i for i, t in enumerate(tr.texts) if not is_unlabellable(t)]
     texts = [tr.texts[i] for i in keep]
-    if cfg.get("use_question_type"):
+    if use_qt:
         texts = [model_input(t, tr.question_types[i]) for t, i in zip(texts, keep, strict=False)]
     Y = tr.Y[keep][:, tr.Y[keep].sum(0) > 0]  # OneVsRest needs two classes per label
     s = tr.sentiment[keep]
@@ -369,7 +371,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from model_build.data import DEFAULT_DATA, load_dataset
-    from twolane.bundle import read_manifest, resolve_bundle
+    from twolane.bundle import InstantEnsemble, read_manifest, resolve_bundle
     from twolane.rules import is_unlabellable
 
     bundle = resolve_bundle(args.bundle, "instant")
@@ -383,15 +385,17 @@ def main() -> None:
     s = speed_in_process(bundle, texts)
     print("speed done", flush=True)
     fp = fresh_process(bundle, s.pop("_sklearn_pickle"), texts)
+    ens = m.ensemble
+    if not isinstance(ens, InstantEnsemble):
+        raise SystemExit(f"{bundle} has no instant ensemble")
     result = {
         "bundle": bundle.name, "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(), "load_before": load, "targets": TARGETS,
         "default_model": m.default_model,
-        "ensemble": (" + ".join(f"{w:g} {k}" for w, k in zip(m.ensemble.get("weights", []),
-                                                           m.ensemble.get("members", []), strict=False))
-                     + f", second-label ratio {m.ensemble.get('label_ratio', 0.0):g}"),
+        "ensemble": (" + ".join(f"{w:g} {k}" for w, k in zip(ens.weights, ens.members, strict=True))
+                     + f", second-label ratio {ens.rule.label_ratio:g}"),
         "bundle_files": ", ".join(f"{f} {(bundle / f).stat().st_size / 1e6:.1f} MB" for f in m.files),
-        "build_seconds_in_manifest": m.config.get("build_seconds"),
+        "build_seconds_in_manifest": m.build.get("build_seconds"),
         "quality": q, "speed": s, "fresh_process": fp,
     }
     if args.build_wall:

@@ -125,7 +125,7 @@ def main() -> None:
 
     bundle = resolve_bundle(a.bundle or get_settings().bundles, "batch")
     manifest = read_manifest(bundle)
-    print(f"bundle {bundle} ({manifest.version}, tiny: {manifest.config.get('tiny', False)})")
+    print(f"bundle {bundle} ({manifest.version}, tiny: {manifest.build.get('tiny', False)})")
 
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
@@ -192,7 +192,7 @@ def main() -> None:
                     "shared": "with other workers' jobs; see the load averages"},
         "bundle": str(bundle.relative_to(ROOT) if bundle.is_relative_to(ROOT) else bundle),
         "model_version": manifest.version,
-        "tiny": bool(manifest.config.get("tiny", False)),
+        "tiny": bool(manifest.build.get("tiny", False)),
         "ensemble": bool(manifest.ensemble),
         "items": a.items, "shard_size": a.shard_size, "threads_per_container": a.threads,
         "invocations_per_container": a.concurrency,

@@ -40,7 +40,20 @@ import numpy as np
 
 from model_build.data import DEFAULT_DATA, ROOT, SENTIMENT_CLASSES, Dataset, load_dataset
 from model_build.metrics import low_support_labels
-from twolane.bundle import Manifest, ModelEntry, new_version, read_manifest, write_manifest
+from twolane.bundle import (
+    BatchEnsemble,
+    DecideRule,
+    InstantEnsemble,
+    Manifest,
+    ModelEntry,
+    SentimentMix,
+    SentimentStack,
+    Serving,
+    Taxonomy,
+    new_version,
+    read_manifest,
+    write_manifest,
+)
 from twolane.rules import (
     LABELLING_NOT_POSSIBLE,
     columns_of,
@@ -149,8 +162,8 @@ def instant_models(manifest: Manifest) -> dict[str, list[str]]:
     out = {}
     if "linear" in manifest.models:
         out["linear"] = ["linear"]
-    if manifest.ensemble.get("members"):
-        out["ensemble"] = list(manifest.ensemble["members"])
+    if isinstance(manifest.ensemble, InstantEnsemble):
+        out["ensemble"] = list(manifest.ensemble.members)
     return out
 
 
@@ -166,7 +179,7 @@ def instant_out_of_fold(manifest: Manifest, fit: Dataset, val: Dataset) -> dict[
 
     known = {f.name for f in fields(instant.Config)}
     saved: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v)
-                             for k, v in manifest.config.items() if k in known}
+                             for k, v in manifest.build.items() if k in known}
     # bundles from before the polarity scaling and the unseen negated pairs lack the keys
     saved.setdefault("sentiment_polarity_gamma", 0.0)
     saved.setdefault("lexicon_negate_unseen", False)
@@ -190,8 +203,9 @@ def instant_out_of_fold(manifest: Manifest, fit: Dataset, val: Dataset) -> dict[
     for name, members in instant_models(manifest).items():
         if not all(m in member_probs for m in members):
             continue
-        w = manifest.ensemble.get("weights") if name == "ensemble" else None
-        w = np.asarray(w or [1.0] * len(members), dtype=float)
+        ens = manifest.ensemble
+        w = np.asarray(ens.weights if name == "ensemble" and isinstance(ens, InstantEnsemble)
+                       else [1.0] * len(members), dtype=float)
         p = sum(wi * member_probs[m] for wi, m in zip(w, members, strict=False)) / w.sum()
         if lnp is not None:
             p[:, lnp] = 0.0  # the instant predictor sets it by rule only
@@ -220,7 +234,7 @@ def instant_test_proba(instant_bundle: Path, name: str, texts: list[str], qts: l
 def tune_sentiment(s_transformer: np.ndarray, s_instant: np.ndarray, y: np.ndarray,
                    question_types: list[str], min_gain: float = SENTIMENT_MIX_MIN_GAIN,
                    weights: tuple[float, ...] = SENTIMENT_MIX_WEIGHTS, repeats: int = 5,
-                   folds: int = 5) -> dict[str, Any]:
+                   folds: int = 5) -> SentimentMix:
     """How the batch lane combines the two lanes' sentiment (n x classes each; y: classes, -1 =
     none), chosen on the validation fold by nested cross-validation (`repeats` x `folds`: tune
     or fit on 4/5, score the 5th), so the choice is scored on rows it was not fitted on:
@@ -263,22 +277,22 @@ def tune_sentiment(s_transformer: np.ndarray, s_instant: np.ndarray, y: np.ndarr
     best = max(nested, key=lambda k: nested[k]) if nested else "transformer"
     if best != "transformer" and nested[best] - nested["transformer"] < min_gain:
         best = "transformer"
-    out: dict[str, Any] = {"sentiment_method": best, "sentiment_nested_accuracy": nested,
-                           "sentiment_weight_transformer": 1.0}
     if best == "mix":
         all_rows = np.arange(len(yy))
-        out["sentiment_weight_transformer"] = float(max(weights, key=lambda w: (mix_acc(w, all_rows), w)))
-    elif best == "stack":
+        w = float(max(weights, key=lambda w: (mix_acc(w, all_rows), w)))
+        return SentimentMix(method="mix", weight_transformer=w, nested_accuracy=nested)
+    if best == "stack":
         m = stack_fit(np.arange(len(yy)))
         classes = m.classes_.tolist()
         coef = np.zeros((s_transformer.shape[1], F.shape[1]))
         intercept = np.full(s_transformer.shape[1], -30.0)  # a class the fold lacks: never chosen
         coef[classes] = m.coef_ if len(classes) > 2 else np.vstack([-m.coef_[0], m.coef_[0]])
         intercept[classes] = m.intercept_ if len(classes) > 2 else [-m.intercept_[0], m.intercept_[0]]
-        out["sentiment_stack"] = {"coef": coef.round(6).tolist(), "intercept": intercept.round(6).tolist(),
-                                  "C": 1.0, "features": "log p_transformer | log p_instant | "
-                                                        "question type one-hot (QUESTION_TYPES)"}
-    return out
+        stack = SentimentStack(coef=coef.round(6).tolist(), intercept=intercept.round(6).tolist(), C=1.0,
+                               features="log p_transformer | log p_instant | question type one-hot "
+                                        "(QUESTION_TYPES)")
+        return SentimentMix(method="stack", stack=stack, nested_accuracy=nested)
+    return SentimentMix(method="transformer", nested_accuracy=nested)
 
 
 def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_out: Probs | None,
@@ -313,7 +327,7 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
                                                                       never_fallback=never))
         metrics[f"sentiment_{kind}"] = sentiment_quality(test_ok.sentiment, out[1])
 
-    ensemble: dict[str, Any] = {}
+    ensemble: BatchEnsemble | None = None
     if instant_bundle is not None:
         inst = read_manifest(Path(instant_bundle), verify=True)
         if list(inst.labels) != list(ds.labels):
@@ -338,11 +352,11 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
             inst_test = instant_test_proba(Path(instant_bundle), best["instant_model"], test_ok.texts,
                                            test_ok.question_types)
             unknown = inst_test[:, lnp] >= 1.0 if lnp is not None else None  # the unknown-text rule
-            sent_mix: dict[str, Any] = {"sentiment_weight_transformer": 1.0}
+            sent_mix = SentimentMix()
             if s_val is not None and "sentiment" in oof:
                 sent_mix = tune_sentiment(s_val, oof["sentiment"], val.sentiment, val.question_types)
                 log(f"  sentiment: validation accuracy, nested {SENTIMENT_NESTED}: "
-                    f"{sent_mix['sentiment_nested_accuracy']}; chosen {sent_mix['sentiment_method']} "
+                    f"{sent_mix.nested_accuracy}; chosen {sent_mix.method} "
                     f"(must gain >= {SENTIMENT_MIX_MIN_GAIN * 100:.0f} pt over the transformer alone)")
             from twolane.predictors.instant import InstantPredictor
 
@@ -352,28 +366,28 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
                 test_ok.texts, test_ok.question_types)
             for kind, out in outs.items():
                 served_sent = out[1]
-                if sent_mix.get("sentiment_method", "transformer") != "transformer":
+                if sent_mix.method != "transformer":
                     served_sent = mix_sentiment(sent_mix, out[1], s_inst, test_ok.question_types)
                     metrics[f"sentiment_ensemble_{kind}"] = sentiment_quality(test_ok.sentiment, served_sent)
-                p = combine(best, out[0], inst_test)
+                p = combine(best["weight_transformer"], best["combine"], out[0], inst_test)
                 metrics[f"ensemble_{kind}"] = quality(test.Y, served_labels(
                     test, p, best["thresholds"], best["min_one_label"], unknown, served_sent, never))
+            inst_rule = inst.rule_of(best["instant_model"])
             metrics["instant_alone"] = quality(test.Y, served_labels(
-                test, inst_test, instant_thresholds(inst, best["instant_model"]),
-                bool(inst.config.get("min_one_label", False)), unknown, s_inst, never))
+                test, inst_test, inst_rule.thresholds, inst_rule.min_one_label, unknown, s_inst, never))
             if (bundle / INSTANT_DIR).exists():
                 shutil.rmtree(bundle / INSTANT_DIR)
             shutil.copytree(instant_bundle, bundle / INSTANT_DIR)
-            ensemble = {"members": ["transformer", "instant"], "weight_transformer": best["weight_transformer"],
-                        "combine": best["combine"], "objective": best["objective"],
-                        "instant_model": best["instant_model"], "thresholds": best["thresholds"],
-                        "min_one_label": best["min_one_label"], "instant_version": inst.version,
-                        "instant_dir": INSTANT_DIR,
-                        "tuned_on": "validation fold of the training split; instant probabilities "
-                                    "there from its models refitted on the fit rows only",
-                        "val_macro_f1": round(best["val_macro_f1"], 4),
-                        "val_micro_f1": round(best["val_micro_f1"], 4),
-                        **sent_mix}
+            ensemble = BatchEnsemble(
+                members=["transformer", "instant"], weight_transformer=best["weight_transformer"],
+                combine=best["combine"], objective=best["objective"], instant_model=best["instant_model"],
+                rule=DecideRule(thresholds=list(best["thresholds"]), min_one_label=best["min_one_label"],
+                                never_fallback=low),
+                instant_version=inst.version, instant_dir=INSTANT_DIR,
+                tuned_on="validation fold of the training split; instant probabilities there from "
+                         "its models refitted on the fit rows only",
+                val_macro_f1=round(best["val_macro_f1"], 4), val_micro_f1=round(best["val_micro_f1"], 4),
+                sentiment=sent_mix)
         else:
             log("the ensemble does not beat the transformer alone on validation: transformer only")
     # The int8 gate on the model the bundle serves by default: the ensemble when there is one
@@ -383,9 +397,10 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
         alone_parity: dict[str, Any] = ex.gate_int8(fp32_out, int8_out, test_ok.Y, np.array(alone["thresholds"]),
                                     alone["min_one_label"], lnp, enforce=enforce_gates and not ensemble)
         if ensemble:
-            ens_probs = {k: combine(ensemble, out[0], inst_test) for k, out in outs.items()}
+            ens_probs = {k: combine(ensemble.weight_transformer, ensemble.combine, out[0], inst_test)
+                         for k, out in outs.items()}
             parity = dict(ex.gate_int8((ens_probs["fp32"], fp32_out[1]), (ens_probs["int8"], int8_out[1]), test_ok.Y,
-                                  np.array(ensemble["thresholds"]), ensemble["min_one_label"], lnp,
+                                  np.array(ensemble.rule.thresholds), ensemble.rule.min_one_label, lnp,
                                   enforce=enforce_gates))
             parity["transformer_alone"] = alone_parity
         else:
@@ -403,15 +418,15 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
 
     from model_build.transformer.export import INPUTS, OUTPUTS
 
-    common = dict(task="multilabel", labels=list(ds.labels), thresholds=alone["thresholds"],
-                  inputs=INPUTS, outputs=OUTPUTS)
+    alone_rule = DecideRule(thresholds=list(alone["thresholds"]), min_one_label=alone["min_one_label"],
+                            never_fallback=low)
     models = {
-        "int8": ModelEntry(file="model.int8.onnx", kind="encoder-int8", **common,
-                           extra={"provider": "CPUExecutionProvider", "min_one_label": alone["min_one_label"],
-                                  "quantisation": "dynamic int8, per-channel, reduced range; heads fp32"}),
-        "fp16": ModelEntry(file="model.fp16.onnx", kind="encoder-fp16", **common,
-                           extra={"provider": "CUDAExecutionProvider", "min_one_label": alone["min_one_label"],
-                                  "note": "fp16 weights and activations, int64/float32 inputs and outputs"}),
+        "int8": ModelEntry(file="model.int8.onnx", kind="encoder-int8", task="multilabel", labels=list(ds.labels),
+                           rule=alone_rule, inputs=INPUTS, outputs=OUTPUTS, provider="CPUExecutionProvider",
+                           note="dynamic int8, per-channel, reduced range; heads fp32"),
+        "fp16": ModelEntry(file="model.fp16.onnx", kind="encoder-fp16", task="multilabel", labels=list(ds.labels),
+                           rule=alone_rule, inputs=INPUTS, outputs=OUTPUTS, provider="CUDAExecutionProvider",
+                           note="fp16 weights and activations, int64/float32 inputs and outputs"),
     }
     files = {"tokenizer.json": ""}
     if ensemble:
@@ -424,22 +439,23 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
     config["val_micro_f1_transformer"] = round(alone["val_micro_f1"], 4)
     manifest = Manifest(
         lane="batch", version=bundle.name, created_at=datetime.now(UTC).isoformat(),
-        labels=list(ds.labels), sentiment_classes=list(SENTIMENT_CLASSES), models=models,
-        default_model="ensemble" if ensemble else "int8", ensemble=ensemble, files=files,
+        taxonomy=Taxonomy(labels=list(ds.labels), unlabellable=LABELLING_NOT_POSSIBLE,
+                          sentiment_classes=list(SENTIMENT_CLASSES)),
+        models=models, default_model="ensemble" if ensemble else "int8", ensemble=ensemble, files=files,
+        serving=Serving(tokenizer=str(config.get("tokenizer", "tokenizer.json")),
+                        max_length=int(config["max_length"])),
         data={"source": Path(ds.source).name, "fingerprint": ds.fingerprint, "rows": len(ds.texts),
               "fit_rows": fit_rows, "validation_rows": val_rows, "test_rows": len(test.texts),
               "split": "test = seeded 20 % (model_build.data); validation = seeded 15 % of the "
                        "labellable training rows; unlabellable text is excluded from training"},
-        metrics=metrics, parity=parity, library_versions=base["library_versions"], config=config,
+        metrics=metrics, parity=parity, library_versions=base["library_versions"], build=config,
     )
     write_manifest(bundle, manifest)
     return bundle
 
 
 def instant_thresholds(manifest: Manifest, name: str) -> list[float]:
-    if name == "ensemble":
-        return list(manifest.ensemble["thresholds"])
-    return list(manifest.models[name].thresholds)
+    return list(manifest.rule_of(name).thresholds)
 
 
 def _progress():
@@ -624,7 +640,7 @@ def package(side: Path, ds: Dataset, out_root: Path, instant_bundle: Path | None
         finish(bundle, ds, np.load(side / "val_transformer_probs.npy"), int8_out, fp32_out, base,
                instant_bundle, enforce_gates, log, np.load(s_val_file) if s_val_file.is_file() else None)
         m = read_manifest(bundle)
-        m.config["package_seconds"] = round(time.monotonic() - t0, 1)
+        m.build["package_seconds"] = round(time.monotonic() - t0, 1)
         write_manifest(bundle, m)
         log(f"bundle: {bundle}")
         return bundle

@@ -13,6 +13,7 @@ Training uses the comments that can be labelled; empty/placeholder comments are 
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 import warnings
@@ -27,7 +28,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from model_build import metrics
 from model_build.data import DEFAULT_DATA, SEED, SENTIMENT_CLASSES, TEST_SIZE, Dataset, load_dataset
-from twolane.bundle import Manifest, ModelEntry, new_version, write_manifest
+from twolane.bundle import (
+    DecideRule,
+    InstantEnsemble,
+    Manifest,
+    ModelEntry,
+    Serving,
+    Taxonomy,
+    new_version,
+    write_manifest,
+)
 from twolane.rules import (
     KNOWN_OUTPUT,
     LABELLING_NOT_POSSIBLE,
@@ -745,12 +755,16 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
     io = {"inputs": {onnx_export.INPUT: "raw comment strings, shape [N]" + (
         ", each followed by ' qt_<question type>' (twolane.rules.model_input)"
         if cfg.use_question_type else "")}}
+    def rule(name: str) -> DecideRule:
+        return DecideRule(thresholds=thresholds[name].tolist(), min_one_label=cfg.min_one_label,
+                          label_ratio=ratio(name, cfg), never_fallback=low)
+
     models = {
         "linear": ModelEntry(file=MODEL_FILE, task="multilabel", kind="tfidf-linear",
-                             labels=ds.labels, thresholds=thresholds["linear"].tolist(), **io,
+                             labels=ds.labels, rule=rule("linear"), **io,
                              outputs={onnx_export.OUTPUT: f"per-label probability, shape [N, {L}]"}),
         "xgboost": ModelEntry(file=MODEL_FILE, task="multilabel", kind="tfidf-xgboost",
-                              labels=ds.labels, thresholds=thresholds["xgboost"].tolist(), **io,
+                              labels=ds.labels, rule=rule("xgboost"), **io,
                               outputs={XGB_OUTPUT: f"per-label probability, shape [N, {L}]"}),
         "sentiment": ModelEntry(file=MODEL_FILE, task="sentiment", kind="tfidf-linear",
                                 labels=SENTIMENT_CLASSES, **io,
@@ -760,11 +774,12 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
     manifest = Manifest(
         lane="instant", version=version,
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        labels=ds.labels, sentiment_classes=SENTIMENT_CLASSES, models=models,
-        default_model=cfg.default_model,
-        ensemble={"members": ["linear", "xgboost"], "weights": list(cfg.ensemble_weights),
-                  "thresholds": thresholds["ensemble"].tolist(), "min_one_label": cfg.min_one_label,
-                  "label_ratio": cfg.label_ratio},
+        taxonomy=Taxonomy(labels=ds.labels, unlabellable=LABELLING_NOT_POSSIBLE,
+                          sentiment_classes=SENTIMENT_CLASSES),
+        models=models, default_model=cfg.default_model,
+        ensemble=InstantEnsemble(members=["linear", "xgboost"], weights=list(cfg.ensemble_weights),
+                                 rule=rule("ensemble")),
+        serving=Serving(use_question_type=cfg.use_question_type, known_output=KNOWN_OUTPUT),
         data={"fingerprint": ds.fingerprint, "source": Path(ds.source).name,
               "rows": len(ds.ids), "train_rows": len(train.ids), "train_rows_used": len(tr_texts),
               "test_rows": len(test.ids), "split_seed": SEED, "test_size": TEST_SIZE,
@@ -773,14 +788,12 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
                  "low_support_labels": low, "min_support": cfg.min_support,
                  "low_support_note": MIN_SUPPORT_NOTE},
         parity=par, library_versions=_versions(),
-        config={**asdict(cfg), "vocabulary_size": len(vec.vocabulary_),
-                "word_aliases_count": len(vec.aliases_),
-                "char_view_size": 0 if view is None else int(view.M.shape[1]),
-                "question_type_token": " qt_<what_good|could_improve|nonspecific>",
-                "chunk_rows": cfg.chunk,
-                "labelling_not_possible": LABELLING_NOT_POSSIBLE,
-                "known_output": KNOWN_OUTPUT, "min_one_label": cfg.min_one_label,
-                "build_seconds": round(time.perf_counter() - t0, 1)},
+        build={**asdict(cfg), "vocabulary_size": len(vec.vocabulary_),
+               "word_aliases_count": len(vec.aliases_),
+               "char_view_size": 0 if view is None else int(view.M.shape[1]),
+               "question_type_token": " qt_<what_good|could_improve|nonspecific>",
+               "chunk_rows": cfg.chunk,
+               "build_seconds": round(time.perf_counter() - t0, 1)},
     )
     write_manifest(tmp, manifest)
     tmp.rename(final)
@@ -803,21 +816,26 @@ def run(data: Path | None = None, out: Path | None = None, rows: int | None = No
     console.print(f"instant build: {len(ds.ids)} rows from {Path(ds.source).name}, "
                   f"{int((~ds.is_test).sum())} train / {int(ds.is_test.sum())} test")
     bundle = build(ds, Path(out) if out else DEFAULT_OUT, cfg)
-    m = __import__("twolane.bundle", fromlist=["read_manifest"]).read_manifest(bundle)
-    for name in ("linear", "xgboost", "ensemble"):
-        s = m.metrics["test"][name]
-        console.print(f"  {name:9s} test macro-F1 {s['macro_f1']:.3f}  micro-F1 {s['micro_f1']:.3f}  "
-                      f"parity {m.parity[name]['identical_rows']:.2%}")
-    if m.metrics.get("low_support_labels"):
-        console.print(f"  [yellow]low support[/] (< {m.metrics['min_support']} training positives, "
-                      f"do not rely on them): " + ", ".join(
-                          f"{lab} ({m.metrics['per_label'][lab]['train_support']})"
-                          for lab in m.metrics["low_support_labels"]))
-    s = m.metrics["test"]["sentiment"]
-    console.print(f"  sentiment test accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}  "
-                  f"parity {m.parity['sentiment']['identical_rows']:.2%}")
+    summarise(json.loads((bundle / "manifest.json").read_text(encoding="utf-8")))
     console.print(f"bundle: {bundle}  ({time.perf_counter() - t0:.0f} s)")
     return bundle
+
+
+def summarise(m: dict[str, Any]) -> None:
+    """Print a built bundle's test figures (m: its manifest as JSON)."""
+    metrics, par = m["metrics"], m["parity"]
+    for name in ("linear", "xgboost", "ensemble"):
+        s = metrics["test"][name]
+        console.print(f"  {name:9s} test macro-F1 {s['macro_f1']:.3f}  micro-F1 {s['micro_f1']:.3f}  "
+                      f"parity {par[name]['identical_rows']:.2%}")
+    if metrics.get("low_support_labels"):
+        console.print(f"  [yellow]low support[/] (< {metrics['min_support']} training positives, "
+                      f"do not rely on them): " + ", ".join(
+                          f"{lab} ({metrics['per_label'][lab]['train_support']})"
+                          for lab in metrics["low_support_labels"]))
+    s = metrics["test"]["sentiment"]
+    console.print(f"  sentiment test accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}  "
+                  f"parity {par['sentiment']['identical_rows']:.2%}")
 
 
 def build_small_bundle(out: Path, rows: int = 800) -> Path:

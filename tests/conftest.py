@@ -100,10 +100,15 @@ class FakePredictor:
     labels = ["Staff", "Labelling not possible"]
 
     def __init__(self) -> None:
-        from twolane.bundle import Manifest
+        from twolane.bundle import DecideRule, Manifest, ModelEntry, Taxonomy
 
-        self.manifest = Manifest(lane="instant", version="fake-1", created_at="now",
-                                 labels=self.labels, models={}, default_model="fake")
+        rule = DecideRule(thresholds=[0.5] * len(self.labels))
+        self.manifest = Manifest(
+            lane="instant", version="fake-1", created_at="now",
+            taxonomy=Taxonomy(labels=self.labels, unlabellable="Labelling not possible",
+                              sentiment_classes=["1", "2", "3", "4", "5"]),
+            models={"fake": ModelEntry(file="fake.onnx", task="multilabel", kind="fake", rule=rule)},
+            default_model="fake")
         self.calls: list[int] = []
 
     @property

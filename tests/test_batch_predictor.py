@@ -108,12 +108,12 @@ def test_combine_probability_and_logit() -> None:
 
     a = np.array([[0.9, 0.2, 0.5]], np.float32)
     b = np.array([[0.5, 0.2, 0.01]], np.float32)
-    np.testing.assert_allclose(combine({"weight_transformer": 0.25}, a, b), 0.25 * a + 0.75 * b, rtol=1e-6)
-    lg = combine({"weight_transformer": 0.5, "combine": "logit"}, a, b)
+    np.testing.assert_allclose(combine(0.25, "probability", a, b), 0.25 * a + 0.75 * b, rtol=1e-6)
+    lg = combine(0.5, "logit", a, b)
     np.testing.assert_allclose(lg[0, 1], 0.2, rtol=1e-5)  # same probability in, same out
     assert lg[0, 0] == pytest.approx(0.75, abs=1e-4)  # sqrt of the odds 9 * 1 -> 3 -> 0.75
     with pytest.raises(ValueError, match="combine"):
-        combine({"weight_transformer": 0.5, "combine": "max"}, a, b)
+        combine(0.5, "max", a, b)
 
 
 def test_manifest_ensemble_mix_and_sentiment_weight_are_served(batch_bundle: Path, texts: list[str],
@@ -122,25 +122,25 @@ def test_manifest_ensemble_mix_and_sentiment_weight_are_served(batch_bundle: Pat
     exactly that: the served probabilities and sentiment equal the mix computed by hand."""
     import shutil
 
-    from twolane.bundle import read_manifest, write_manifest
+    from twolane.bundle import BatchEnsemble, SentimentMix, SentimentStack, read_manifest, write_manifest
     from twolane.predictors.batch import combine
     from twolane.predictors.instant import InstantPredictor
 
     m = read_manifest(batch_bundle)
-    if not m.ensemble:
+    if not isinstance(m.ensemble, BatchEnsemble):
         pytest.skip("the tiny bundle has no ensemble")
     copy = tmp_path / batch_bundle.name
     shutil.copytree(batch_bundle, copy)
-    m.ensemble = {**{k: v for k, v in m.ensemble.items() if k != "sentiment_stack"},
-                  "combine": "logit", "sentiment_weight_transformer": 0.5}
+    ens = m.ensemble = m.ensemble.model_copy(update={
+        "combine": "logit", "sentiment": SentimentMix(method="mix", weight_transformer=0.5)})
     write_manifest(copy, m)
     pred = BatchPredictor.from_bundle(copy)
     alone = BatchPredictor.from_bundle(copy, use_instant=False)
-    inst = InstantPredictor.from_bundle(copy / "instant", model=m.ensemble.get("instant_model"))
+    inst = InstantPredictor.from_bundle(copy / "instant", model=ens.instant_model)
     lab, sen, _ = pred.probabilities(texts[:8])
     lab_t, sen_t = alone.encoder.proba(texts[:8])
     p_i, s_i = inst.predict_arrays(texts[:8])
-    np.testing.assert_allclose(lab, combine(m.ensemble, lab_t, p_i), atol=1e-6)
+    np.testing.assert_allclose(lab, combine(ens.weight_transformer, "logit", lab_t, p_i), atol=1e-6)
     known = ~np.isnan(s_i).any(1)
     np.testing.assert_allclose(sen[known], 0.5 * sen_t[known] + 0.5 * s_i[known], atol=1e-6)
 
@@ -149,7 +149,8 @@ def test_manifest_ensemble_mix_and_sentiment_weight_are_served(batch_bundle: Pat
     coef = np.zeros((5, 13))
     coef[:, 5:10] = np.eye(5)
     coef[0, 10 + QUESTION_TYPES.index("what_good")] = 5.0
-    m.ensemble = {**m.ensemble, "sentiment_stack": {"coef": coef.tolist(), "intercept": [0.0] * 5}}
+    m.ensemble = ens.model_copy(update={"sentiment": SentimentMix(
+        method="stack", stack=SentimentStack(coef=coef.tolist(), intercept=[0.0] * 5))})
     write_manifest(copy, m)
     qts = ["what_good"] * 4 + ["could_improve"] * 4
     sen, _ = BatchPredictor.from_bundle(copy).probabilities(texts[:8], qts)[1:]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from twolane.bundle import read_manifest
+from twolane.bundle import BatchEnsemble, read_manifest
 
 
 def test_tiny_bundle_manifest_and_files(batch_bundle: Path, instant_bundle: Path) -> None:
@@ -17,17 +17,17 @@ def test_tiny_bundle_manifest_and_files(batch_bundle: Path, instant_bundle: Path
     assert len(m.labels) == 32 and m.sentiment_classes == ["1", "2", "3", "4", "5"]
     assert {"int8", "fp16"} <= set(m.models)
     assert m.models["int8"].kind == "encoder-int8" and m.models["fp16"].kind == "encoder-fp16"
-    assert len(m.models["int8"].thresholds) == 32
+    assert len(m.rule_of("int8").thresholds) == 32
     assert "tokenizer.json" in m.files and not (batch_bundle / "model.fp32.onnx").exists()
-    assert m.config["tiny"] is True and m.config["max_length"] == 128
+    assert m.build["tiny"] is True and m.serving.max_length == 128
     for key in ("label_rows_identical", "macro_f1_drop", "passed", "fp16_vs_fp32_on_cpu"):
         assert key in m.parity
     assert m.parity["fp32_onnx_vs_torch_max_abs"] < 1e-3
     assert {"transformer_int8", "transformer_fp32", "sentiment_int8"} <= set(m.metrics)
-    if m.ensemble:  # tuned against the instant bundle, which is copied inside
-        assert m.ensemble["instant_version"] == read_manifest(instant_bundle).version
+    if isinstance(m.ensemble, BatchEnsemble):  # tuned against the instant bundle, which is copied inside
+        assert m.ensemble.instant_version == read_manifest(instant_bundle).version
         assert (batch_bundle / "instant" / "manifest.json").is_file()
-        assert 0.0 < m.ensemble["weight_transformer"] < 1.0 and len(m.ensemble["thresholds"]) == 32
+        assert 0.0 < m.ensemble.weight_transformer < 1.0 and len(m.ensemble.rule.thresholds) == 32
         assert m.default_model == "ensemble"
 
 
@@ -73,7 +73,7 @@ def test_int8_gate_fails_on_a_broken_model(batch_bundle: Path, tmp_path: Path) -
     tok = load_tokenizer(batch_bundle / "tokenizer.json", 128)
     good = OnnxEncoder(batch_bundle / "model.int8.onnx", tok).proba(test.texts)
     bad = OnnxEncoder(tmp_path / "broken.onnx", tok).proba(test.texts)
-    thr = np.array(m.models["int8"].thresholds)
+    thr = np.array(m.rule_of("int8").thresholds)
     assert gate_int8(good, good, test.Y, thr)["passed"]  # a model agrees with itself
     with pytest.raises(GateError, match="int8 gate failed"):
         gate_int8(good, bad, test.Y, thr)
@@ -124,8 +124,8 @@ def test_package_is_deterministic_from_a_saved_training_run(tmp_path: Path) -> N
         assert "int8 gate failed" in str(e)
         return
     m2 = read_manifest(second, verify=True)
-    assert m2.models["int8"].thresholds == m1.models["int8"].thresholds
-    assert m2.config["side_folder"] == first.name
+    assert m2.rule_of("int8").thresholds == m1.rule_of("int8").thresholds
+    assert m2.build["side_folder"] == first.name
 
 
 def test_ordinal_targets_and_sentiment_loss() -> None:
@@ -170,7 +170,7 @@ def test_tune_ensemble_objectives_and_sentiment_mix() -> None:
     s_t = np.eye(5)[y] * 0.6 + 0.08
     qts = ["what_good"] * n
     kept = tune_sentiment(s_t, np.full((n, 5), 0.2), y, qts)  # the instant lane adds nothing
-    assert kept["sentiment_method"] == "transformer" and "sentiment_stack" not in kept
+    assert kept.method == "transformer" and kept.stack is None
 
 
 def test_tune_sentiment_stacks_when_lanes_err_apart() -> None:
@@ -190,8 +190,8 @@ def test_tune_sentiment_stacks_when_lanes_err_apart() -> None:
     s_i = np.eye(5)[np.where(good, wrong, y)] * 0.5 + 0.1
     s_i[:3] = np.nan  # unknown to the instant model: those rows keep the transformer's
     out = tune_sentiment(s_t, s_i, y, qts)
-    assert out["sentiment_method"] == "stack", out["sentiment_nested_accuracy"]
-    assert out["sentiment_nested_accuracy"]["stack"] > 0.95 > out["sentiment_nested_accuracy"]["mix"]
+    assert out.method == "stack", out.nested_accuracy
+    assert out.nested_accuracy["stack"] > 0.95 > out.nested_accuracy["mix"]
     served = mix_sentiment(out, s_t, s_i, qts)
     assert (served.argmax(1)[3:] == y[3:]).mean() > 0.95
     np.testing.assert_allclose(served[:3], s_t[:3], atol=1e-6)

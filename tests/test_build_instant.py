@@ -22,9 +22,12 @@ def test_bundle_manifest_verifies(instant_bundle: Path) -> None:
     assert "sentiment" in m.models["sentiment"].outputs
     for name in ("linear", "xgboost", "sentiment", "ensemble"):
         assert m.parity[name]["identical_rows"] >= 0.999
-    assert len(m.models["linear"].thresholds) == 32 and len(m.ensemble["thresholds"]) == 32
+    assert len(m.rule_of("linear").thresholds) == 32 and len(m.rule_of("ensemble").thresholds) == 32
+    assert m.taxonomy.unlabellable == "Labelling not possible" and m.serving.known_output
+    assert m.rule_of("ensemble").never_fallback == m.metrics["low_support_labels"]
     assert m.data["fingerprint"] and m.library_versions["skl2onnx"]
-    assert m.config["word_aliases_count"] > 1000  # unknown words -> nearest known (aliases)
+    aliases = m.build["word_aliases_count"]
+    assert isinstance(aliases, int) and aliases > 1000  # unknown words -> nearest known (aliases)
     assert {"linear", "xgboost", "ensemble", "sentiment"} <= set(m.metrics["test"])
 
 

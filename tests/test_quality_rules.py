@@ -107,8 +107,9 @@ def test_served_fallback_skips_low_support_labels(instant_bundle: Path, tmp_path
     shutil.copytree(instant_bundle, copy)
     m = read_manifest(copy)
     keep = "Staff manner & personal attributes"
-    m.ensemble = {**m.ensemble, "thresholds": [1.01] * len(m.labels)}
-    m.metrics = {**m.metrics, "low_support_labels": [lab for lab in m.labels if lab != keep]}
+    rule = m.rule_of("ensemble").model_copy(update={
+        "thresholds": [1.01] * len(m.labels), "never_fallback": [lab for lab in m.labels if lab != keep]})
+    m.ensemble = m.ensemble.model_copy(update={"rule": rule}) if m.ensemble else None
     write_manifest(copy, m)
     texts = ["The nurse was lovely", "Parking was impossible", "Dirty toilets", "The food was cold"]
     out = InstantPredictor.from_bundle(copy).predict_texts(texts, ["nonspecific"] * len(texts))

@@ -1,4 +1,4 @@
-"""Versioned artefact bundles: a folder of model files plus `manifest.json`.
+"""Versioned artefact bundles: a folder of model files plus a typed `manifest.json`.
 
 Both lanes write and read the same format. Layout::
 
@@ -6,6 +6,14 @@ Both lanes write and read the same format. Layout::
     bundles/<lane>/<version>/<model files named in manifest.files>
 
 `version` sorts by time (UTC timestamp + short data fingerprint), so the newest is the max.
+
+The manifest is the contract between the build and serving: every rule serving applies is a
+typed field here (the taxonomy, each scorer's `DecideRule`, the ensemble, the sentiment mix,
+what the model files expect). The records for people (`data`, `metrics`, `parity`, `build`)
+are JSON that serving never reads. Loading is strict: an unknown or missing field fails with
+`BundleError` naming the bundle and the field. A manifest of an older schema (before
+`schema_version` 2) is refused with a "rebuild" message, and `latest_bundle` skips it, so the
+local stack builds fresh models instead of serving one it cannot read (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -15,44 +23,205 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
 
 MANIFEST = "manifest.json"
+SCHEMA_VERSION: Literal[2] = 2
 Lane = Literal["instant", "batch"]
+Record = dict[str, JsonValue]  # a JSON record for people: serving never reads it
 
 
-class ModelEntry(BaseModel):
+class Section(BaseModel):
+    """A manifest section: unknown fields are an error, never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Taxonomy(Section):
+    """What a bundle labels: its labels in model output order and its sentiment scale."""
+
+    labels: list[str] = Field(min_length=1)
+    # the label given, by rule, to text that cannot be labelled (never a model's choice); None:
+    # the taxonomy has no such label
+    unlabellable: str | None = None
+    # sentiment classes in model output order (worst to best or best to worst as the data
+    # says); [] = the bundle scores no sentiment
+    sentiment_classes: list[str] = Field(default_factory=list)
+    multilabel: bool = True
+
+    @model_validator(mode="after")
+    def _unlabellable_is_a_label(self) -> Taxonomy:
+        if self.unlabellable is not None and self.unlabellable not in self.labels:
+            raise ValueError(f"unlabellable label {self.unlabellable!r} is not among the labels")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels repeat")
+        return self
+
+
+class DecideRule(Section):
+    """How one scorer's probabilities become labels (twolane.rules.decide_labels).
+
+    thresholds: per label, in taxonomy order (the unlabellable label's entry is never read);
+    min_one_label: the top-label fallback; label_ratio: the second-label rule (0 = off);
+    never_fallback: labels too rare in training to trust, which the fallback never picks.
+    """
+
+    thresholds: list[float]
+    min_one_label: bool = False
+    label_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
+    never_fallback: list[str] = Field(default_factory=list)
+
+
+class ModelEntry(Section):
     """One model file in the bundle and what it predicts."""
 
     file: str
     task: Literal["multilabel", "sentiment", "generation"]
     kind: str  # e.g. "tfidf-linear", "tfidf-xgboost", "encoder-int8", "encoder-fp16"
     labels: list[str] = Field(default_factory=list)  # output order
-    thresholds: list[float] = Field(default_factory=list)  # per label, multilabel only
+    rule: DecideRule | None = None  # multilabel models only
     inputs: dict[str, str] = Field(default_factory=dict)  # ONNX input name -> meaning
     outputs: dict[str, str] = Field(default_factory=dict)  # ONNX output name -> meaning
-    extra: dict[str, Any] = Field(default_factory=dict)
+    provider: str | None = None  # the onnxruntime execution provider the file is made for
+    note: str = ""
 
 
-class Manifest(BaseModel):
-    """What a bundle holds, how it was made and how good it is."""
+class InstantEnsemble(Section):
+    """The instant lane's weighted mean of its member models' label probabilities."""
 
+    members: list[str] = Field(min_length=1)
+    weights: list[float] = Field(min_length=1)
+    rule: DecideRule
+
+    @model_validator(mode="after")
+    def _one_weight_each(self) -> InstantEnsemble:
+        if len(self.weights) != len(self.members):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.members)} members")
+        return self
+
+
+class SentimentStack(Section):
+    """A multinomial logistic regression over both lanes' log-probabilities and the context
+    one-hot (twolane.predictors.batch.stack_features): coef classes x features, intercept classes."""
+
+    coef: list[list[float]]
+    intercept: list[float]
+    C: float = 1.0  # the regularisation it was fitted with
+    features: str = ""  # what the columns of coef are, in words
+
+
+class SentimentMix(Section):
+    """How the batch lane combines its sentiment with the instant lane's (`mix_sentiment`):
+    "transformer" alone, a weighted mean ("mix") with `weight_transformer`, or a "stack"."""
+
+    method: Literal["transformer", "mix", "stack"] = "transformer"
+    weight_transformer: float = Field(default=1.0, ge=0.0, le=1.0)
+    stack: SentimentStack | None = None
+    nested_accuracy: dict[str, float] = Field(default_factory=dict)  # the evidence, per method
+
+    @model_validator(mode="after")
+    def _stack_given(self) -> SentimentMix:
+        if self.method == "stack" and self.stack is None:
+            raise ValueError("method 'stack' needs a stack")
+        return self
+
+
+class BatchEnsemble(Section):
+    """The batch lane's ensemble of the transformer and the embedded instant bundle."""
+
+    members: list[str] = Field(min_length=1)
+    weight_transformer: float = Field(ge=0.0, le=1.0)
+    combine: Literal["probability", "logit"] = "probability"
+    instant_model: str  # the instant bundle's model mixed in ("ensemble", "linear", ...)
+    instant_version: str  # the instant bundle the ensemble was tuned with
+    instant_dir: str  # its copy inside this bundle
+    rule: DecideRule
+    sentiment: SentimentMix = Field(default_factory=SentimentMix)
+    objective: str = ""
+    tuned_on: str = ""
+    val_macro_f1: float | None = None
+    val_micro_f1: float | None = None
+
+
+class Serving(Section):
+    """What the model files expect of their input.
+
+    use_question_type: the instant model reads a ` qt_<question type>` token
+    (twolane.rules.model_input); known_output: the instant ONNX output counting known n-grams
+    (the unknown-text rule), None = no such output; tokenizer / max_length: the batch lane's
+    tokenizer file and truncation, in tokens.
+    """
+
+    use_question_type: bool = False
+    known_output: str | None = None
+    tokenizer: str | None = None
+    max_length: int | None = Field(default=None, gt=0)
+
+
+class Manifest(Section):
+    """What a bundle holds, how it serves, how it was made and how good it is."""
+
+    schema_version: Literal[2] = SCHEMA_VERSION
     lane: Lane
     version: str
     created_at: str
-    labels: list[str]  # the multilabel taxonomy, in output order
-    sentiment_classes: list[str] = Field(default_factory=list)
+    taxonomy: Taxonomy
     models: dict[str, ModelEntry]  # name -> entry, e.g. "linear", "xgboost", "sentiment"
     default_model: str  # name in `models` (or "ensemble") that serves /v1/predict
-    ensemble: dict[str, Any] = Field(default_factory=dict)  # members, weights, thresholds
+    ensemble: InstantEnsemble | BatchEnsemble | None = None
+    serving: Serving = Field(default_factory=Serving)
     files: dict[str, str] = Field(default_factory=dict)  # relative path -> sha256
-    data: dict[str, Any] = Field(default_factory=dict)  # training-data fingerprint, rows, split
-    metrics: dict[str, Any] = Field(default_factory=dict)  # test-split metrics per model
-    parity: dict[str, Any] = Field(default_factory=dict)  # ONNX vs in-memory agreement
     library_versions: dict[str, str] = Field(default_factory=dict)
-    config: dict[str, Any] = Field(default_factory=dict)  # training configuration
+    data: Record = Field(default_factory=dict)  # training-data fingerprint, rows, split
+    metrics: Record = Field(default_factory=dict)  # test-split metrics per model
+    parity: Record = Field(default_factory=dict)  # ONNX vs in-memory agreement
+    build: Record = Field(default_factory=dict)  # the training configuration as run
+
+    @field_validator("data", "metrics", "parity", "build", mode="before")
+    @classmethod
+    def _plain_json(cls, value: object) -> object:
+        """Records as the build hands them (tuples, nested dicts) become plain JSON."""
+        return json.loads(json.dumps(value)) if isinstance(value, dict) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        want = InstantEnsemble if self.lane == "instant" else BatchEnsemble
+        if self.ensemble is not None and not isinstance(self.ensemble, want):
+            raise ValueError(f"a {self.lane} bundle needs a {want.__name__} ensemble")
+        if self.default_model != "ensemble" and self.default_model not in self.models:
+            raise ValueError(f"default_model {self.default_model!r} is not among the models")
+        if self.default_model == "ensemble" and self.ensemble is None:
+            raise ValueError("default_model is 'ensemble' but the bundle has no ensemble")
+        n = len(self.taxonomy.labels)
+        rules = [e.rule for e in self.models.values()] + [getattr(self.ensemble, "rule", None)]
+        for rule in rules:
+            if rule is not None and len(rule.thresholds) != n:
+                raise ValueError(f"a rule has {len(rule.thresholds)} thresholds for {n} labels")
+            if rule is not None and set(rule.never_fallback) - set(self.taxonomy.labels):
+                raise ValueError("never_fallback names a label not in the taxonomy")
+        return self
+
+    @property
+    def labels(self) -> list[str]:
+        """The taxonomy's labels, in model output order."""
+        return self.taxonomy.labels
+
+    @property
+    def sentiment_classes(self) -> list[str]:
+        return self.taxonomy.sentiment_classes
+
+    def rule_of(self, model: str) -> DecideRule:
+        """The decide rule of `model` ("ensemble" or a multilabel model's name).
+
+        Raises BundleError when that model is absent or has no rule."""
+        rule = self.ensemble.rule if model == "ensemble" and self.ensemble is not None else None
+        if model != "ensemble" and model in self.models:
+            rule = self.models[model].rule
+        if rule is None:
+            raise BundleError(f"bundle {self.version}: model {model!r} has no decide rule")
+        return rule
 
 
 def sha256_file(path: Path) -> str:
@@ -77,14 +246,34 @@ def write_manifest(bundle_dir: Path, manifest: Manifest) -> Path:
 
 
 class BundleError(RuntimeError):
-    """A bundle is missing, incomplete or does not match its manifest."""
+    """A bundle is missing, incomplete, of an older schema or does not match its manifest."""
+
+
+def _schema_of(raw: object) -> object:
+    return raw.get("schema_version") if isinstance(raw, dict) else None
 
 
 def read_manifest(bundle_dir: Path, verify: bool = False) -> Manifest:
+    """The bundle's manifest, validated (and with verify=True every file checked against its
+    sha256). Raises BundleError naming the bundle and, for a bad manifest, the field."""
     path = Path(bundle_dir) / MANIFEST
     if not path.is_file():
         raise BundleError(f"no {MANIFEST} in {bundle_dir}")
-    manifest = Manifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{MANIFEST} in {bundle_dir} is not readable JSON ({type(e).__name__})") from e
+    if _schema_of(raw) != SCHEMA_VERSION:
+        lane = raw.get("lane", "<lane>") if isinstance(raw, dict) else "<lane>"
+        raise BundleError(f"bundle {bundle_dir} has manifest schema {_schema_of(raw) or 1}, this twolane "
+                          f"reads schema {SCHEMA_VERSION}: rebuild it with `twolane build {lane}`")
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise BundleError(f"bundle {bundle_dir}: manifest field {field}: {first['msg']} "
+                          f"({e.error_count()} problem(s))") from None
     if verify:
         for rel, digest in manifest.files.items():
             f = Path(bundle_dir) / rel
@@ -93,12 +282,20 @@ def read_manifest(bundle_dir: Path, verify: bool = False) -> Manifest:
     return manifest
 
 
+def _current(bundle_dir: Path) -> bool:
+    """Whether bundle_dir's manifest is of the schema this twolane reads."""
+    try:
+        return _schema_of(json.loads((bundle_dir / MANIFEST).read_text(encoding="utf-8"))) == SCHEMA_VERSION
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+
+
 def latest_bundle(root: Path, lane: Lane) -> Path | None:
-    """The newest complete bundle under root/<lane>/, or None."""
+    """The newest complete bundle of the current manifest schema under root/<lane>/, or None."""
     lane_dir = Path(root) / lane
     if not lane_dir.is_dir():
         return None
-    done = [p for p in lane_dir.iterdir() if (p / MANIFEST).is_file()]
+    done = [p for p in lane_dir.iterdir() if (p / MANIFEST).is_file() and _current(p)]
     return max(done, key=lambda p: p.name) if done else None
 
 

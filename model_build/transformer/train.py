@@ -247,8 +247,7 @@ def tune_ensemble(p_transformer: np.ndarray, p_instant: np.ndarray | None, Y: np
     candidates = [(w, c) for w in weights for c in combines] if p_instant is not None else [(1.0, "probability")]
     best: dict | None = None
     for w, how in candidates:
-        p = p_transformer if p_instant is None else combine({"weight_transformer": w, "combine": how},
-                                                            p_transformer, p_instant)
+        p = p_transformer if p_instant is None else combine(w, how, p_transformer, p_instant)
         thr = tune_thresholds(p[keep], Y[keep])
         for min_one in (False, True):
             pred = decide_labels(p, thr, empty_label, min_one_label=min_one)

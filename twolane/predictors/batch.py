@@ -18,21 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from twolane.bundle import Manifest, read_manifest, resolve_bundle
-from twolane.contract import CommentIn, JobTarget, Prediction, Sentiment
-from twolane.rules import (
-    LABELLING_NOT_POSSIBLE,
-    QUESTION_TYPES,
-    SENTIMENT_NAMES,
-    columns_of,
-    decide_labels,
-    fallback_barred,
-    is_unlabellable,
-    lnp_index,
-    normalise,
-    question_type_of,
-)
-from twolane.settings import get_settings
+from twolane.bundle import BatchEnsemble, BundleError, Manifest, SentimentMix, read_manifest, resolve_bundle
+from twolane.contract import CommentIn, JobTarget, Prediction, restrict
+from twolane.predictors.decide import LabelDecider, predictions
+from twolane.predictors.instant import InstantPredictor
+from twolane.rules import QUESTION_TYPES, SENTIMENT_NAMES, labellable, normalise, question_type_of
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +99,12 @@ class OnnxEncoder:
         return res_l, res_s
 
 
-def combine(ensemble: dict[str, Any], p_transformer: np.ndarray, p_instant: np.ndarray) -> np.ndarray:
-    """The manifest's ensemble of label probabilities (both n x labels, float32 out):
-    `combine` "probability" (the default) mixes probabilities, w * p_t + (1 - w) * p_i;
+def combine(w: float, how: str, p_transformer: np.ndarray, p_instant: np.ndarray) -> np.ndarray:
+    """The ensemble of label probabilities (both n x labels, float32 out), as a manifest's
+    `BatchEnsemble` says: `how` "probability" mixes probabilities, w * p_t + (1 - w) * p_i;
     "logit" mixes log-odds, sigmoid(w * logit(p_t) + (1 - w) * logit(p_i)) (probabilities
-    clipped to [1e-6, 1 - 1e-6] first). w = `weight_transformer`."""
-    w = float(ensemble["weight_transformer"])
-    how = ensemble.get("combine", "probability")
+    clipped to [1e-6, 1 - 1e-6] first). w = `weight_transformer`. Raises ValueError for
+    another `how`."""
     if how == "probability":
         return (w * p_transformer + (1.0 - w) * p_instant).astype(np.float32)
     if how != "logit":
@@ -137,26 +126,26 @@ def stack_features(s_transformer: np.ndarray, s_instant: np.ndarray,
                       onehot])
 
 
-def mix_sentiment(ensemble: dict[str, Any], s_transformer: np.ndarray, s_instant: np.ndarray,
+def mix_sentiment(mix: SentimentMix, s_transformer: np.ndarray, s_instant: np.ndarray,
                   question_types: Sequence[object] | None = None) -> np.ndarray:
     """The batch lane's sentiment probabilities (n x classes, float32) from the transformer's and
     the instant lane's (NaN rows: the instant model knows no word; those keep the transformer's).
 
-    `ensemble["sentiment_stack"]` = {"coef": classes x features, "intercept": classes}: softmax
-    of a multinomial logistic regression over `stack_features` (fitted on the validation fold by
-    the build); else w * p_t + (1 - w) * p_i with w = `sentiment_weight_transformer` (1 = the
+    `mix.method` "stack": softmax of a multinomial logistic regression over `stack_features`
+    (`mix.stack`: coef classes x features, intercept classes; fitted on the validation fold by
+    the build); else w * p_t + (1 - w) * p_i with w = `mix.weight_transformer` (1 = the
     transformer alone)."""
     s_t = np.asarray(s_transformer, np.float64)
     nan = np.isnan(s_instant).any(1) if len(s_instant) else np.zeros(0, bool)
     s_i = np.nan_to_num(np.asarray(s_instant, np.float64))
-    stack = ensemble.get("sentiment_stack")
-    if stack:
-        z = stack_features(s_t, s_i, question_types) @ np.asarray(stack["coef"], np.float64).T
-        z = z + np.asarray(stack["intercept"], np.float64)
+    stack = mix.stack if mix.method == "stack" else None
+    if stack is not None:
+        z = stack_features(s_t, s_i, question_types) @ np.asarray(stack.coef, np.float64).T
+        z = z + np.asarray(stack.intercept, np.float64)
         e = np.exp(z - z.max(1, keepdims=True))
         mixed = e / e.sum(1, keepdims=True)
     else:
-        w = float(ensemble.get("sentiment_weight_transformer", 1.0))
+        w = mix.weight_transformer if mix.method == "mix" else 1.0
         mixed = w * s_t + (1.0 - w) * s_i
     return np.where(nan[:, None], s_t, mixed).astype(np.float32)
 
@@ -171,87 +160,79 @@ class BatchPredictor:
     """Loads a batch bundle once; `predict` labels comments (and scores sentiment)."""
 
     def __init__(self, bundle_dir: Path, manifest: Manifest, encoder: OnnxEncoder, model_name: str,
-                 instant=None):
+                 instant: InstantPredictor | None = None):
         self.bundle_dir = bundle_dir
         self.manifest = manifest
         self.encoder = encoder
         self.model_name = model_name
         self.instant = instant
         self.labels: list[str] = list(manifest.labels)
-        self.sentiment_classes: list[str] = list(manifest.sentiment_classes)
-        self.empty_label = lnp_index(self.labels)
-        # labels too rare in training to trust: the top-label fallback never picks them
-        self.never_fallback = columns_of(self.labels, manifest.metrics.get("low_support_labels", []))
-        entry = manifest.models[model_name]
-        if instant is not None and manifest.ensemble:
-            self.weight = float(manifest.ensemble["weight_transformer"])
-            self.thresholds = np.asarray(manifest.ensemble["thresholds"], dtype=np.float32)
-            self.mode = "ensemble"
-            self.min_one_label = bool(manifest.ensemble.get("min_one_label", False))
-        else:
-            self.weight = 1.0
-            self.thresholds = np.asarray(entry.thresholds or [0.5] * len(self.labels), dtype=np.float32)
-            self.mode = "transformer"
-            self.min_one_label = bool(entry.extra.get("min_one_label", False))
+        ens = manifest.ensemble
+        self.ensemble = ens if instant is not None and isinstance(ens, BatchEnsemble) else None
+        self.mode = "ensemble" if self.ensemble is not None else "transformer"
+        self.decider = LabelDecider(manifest.taxonomy,
+                                    self.ensemble.rule if self.ensemble else manifest.rule_of(model_name))
+        self.thresholds = self.decider.thresholds
+        if self.decider.lnp is None:
+            raise BundleError(f"bundle {bundle_dir}: the taxonomy names no unlabellable label")
+        self._lnp: int = self.decider.lnp
 
     @property
     def version(self) -> str:
         return self.manifest.version
 
     @classmethod
-    def from_bundle(cls, path: str | Path | None = None, providers: Sequence[str] | None = None,
+    def from_bundle(cls, path: str | Path, providers: Sequence[str] | None = None,
                     instant_bundle: str | Path | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                    use_instant: bool = True) -> BatchPredictor:
-        """`path`: a batch bundle folder or a bundles root (default: settings).
+                    use_instant: bool = True, threads: int = 0) -> BatchPredictor:
+        """`path`: a batch bundle folder or a bundles root (the newest batch bundle under it).
 
         providers: onnxruntime providers; default CUDA (fp16 model) when available, else CPU (int8).
         instant_bundle: the instant bundle for the ensemble; default the copy inside the bundle.
+        threads: onnxruntime intra-op threads (0 = onnxruntime's default).
+        Raises BundleError for a missing, old or malformed bundle.
         """
-        s = get_settings()
-        bundle_dir = resolve_bundle(path or s.batch_bundle or s.bundles, "batch")
+        bundle_dir = resolve_bundle(path, "batch")
         manifest = read_manifest(bundle_dir, verify=False)
         if manifest.lane != "batch":
-            raise ValueError(f"{bundle_dir} is a {manifest.lane} bundle, not a batch bundle")
+            raise BundleError(f"{bundle_dir} is a {manifest.lane} bundle, not a batch bundle")
         if providers is None:
             providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if _cuda_available()
                          else ["CPUExecutionProvider"])
         gpu = "CUDAExecutionProvider" in providers
         name = GPU_MODEL if gpu and GPU_MODEL in manifest.models else CPU_MODEL
         entry = manifest.models[name]
-        max_length = int(manifest.config.get("max_length", 128))
-        tok = load_tokenizer(bundle_dir / manifest.config.get("tokenizer", TOKENIZER_FILE), max_length)
-        encoder = OnnxEncoder(bundle_dir / entry.file, tok, providers, batch_size,
-                              threads=s.intra_op_threads)
+        tok = load_tokenizer(bundle_dir / (manifest.serving.tokenizer or TOKENIZER_FILE),
+                             manifest.serving.max_length or 128)
+        encoder = OnnxEncoder(bundle_dir / entry.file, tok, providers, batch_size, threads=threads)
         instant = None
-        if use_instant and manifest.ensemble:
-            inst_path = Path(instant_bundle) if instant_bundle else bundle_dir / INSTANT_DIR
+        ens = manifest.ensemble
+        if use_instant and isinstance(ens, BatchEnsemble):
+            inst_path = Path(instant_bundle) if instant_bundle else bundle_dir / ens.instant_dir
             if (inst_path / "manifest.json").is_file() or instant_bundle:
-                from twolane.predictors.instant import InstantPredictor
-
-                # the instant model the ensemble was tuned with (its default when not named)
-                instant = InstantPredictor.from_bundle(inst_path, model=manifest.ensemble.get("instant_model"))
-                tuned = manifest.ensemble.get("instant_version")
-                if tuned and instant.version != tuned:
+                # the instant model the ensemble was tuned with
+                instant = InstantPredictor.from_bundle(inst_path, model=ens.instant_model)
+                if instant.version != ens.instant_version:
                     log.warning("instant bundle %s differs from the one the ensemble was tuned "
-                                "with (%s)", instant.version, tuned)
+                                "with (%s)", instant.version, ens.instant_version)
                 if list(instant.labels) != list(manifest.labels):
-                    raise ValueError("instant bundle labels differ from the batch bundle's")
+                    raise BundleError("instant bundle labels differ from the batch bundle's")
         return cls(bundle_dir, manifest, encoder, name, instant)
 
     def probabilities(self, texts: Sequence[str], question_types: Sequence[str | None] | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(multilabel probabilities as served, sentiment probabilities, unknown) for labellable
-        texts; `unknown` marks comments with no n-gram the embedded instant model knows (the
-        rule book's unknown-text rule; all False without an instant bundle)."""
+        """(multilabel probabilities as served n x L, sentiment probabilities n x 5, unknown
+        bool n) for labellable texts; `unknown` marks comments with no n-gram the embedded
+        instant model knows (the rule book's unknown-text rule; all False without an instant
+        bundle)."""
         lab, sen = self.encoder.proba(texts)
         unknown = np.zeros(len(texts), bool)
-        if self.instant is not None and len(texts):
+        if self.instant is not None and self.ensemble is not None and len(texts):
             inst, inst_sen = self.instant.predict_arrays(list(texts), question_types)
             inst = np.asarray(inst, dtype=np.float32)
-            lnp = self.labels.index(LABELLING_NOT_POSSIBLE)
-            unknown = inst[:, lnp] >= 1.0  # the instant predictor's rule verdict
-            lab = combine(self.manifest.ensemble, lab, inst)
-            sen = mix_sentiment(self.manifest.ensemble, sen, inst_sen, question_types)
+            unknown = inst[:, self._lnp] >= 1.0  # the instant predictor's rule verdict
+            lab = combine(self.ensemble.weight_transformer, self.ensemble.combine, lab, inst)
+            sen = mix_sentiment(self.ensemble.sentiment, sen, inst_sen, question_types)
         return lab, sen, unknown
 
     def predict(self, items: Sequence[CommentIn], *, target: JobTarget = "ms",
@@ -261,47 +242,43 @@ class BatchPredictor:
                                   target=target, ids=[i.comment_id for i in items],
                                   include_probabilities=include_probabilities)
 
+    def predict_arrays(self, texts: Sequence[object],
+                       question_types: Sequence[str | None] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(label probabilities n x L, sentiment probabilities n x 5, labellable bool n) for all
+        texts: unlabellable and unknown rows get P = 1.0 in the unlabellable column and NaN
+        sentiment, as the instant predictor's arrays."""
+        clean = [normalise(t) for t in texts]
+        if question_types is not None and len(question_types) != len(clean):
+            raise ValueError("question_types and texts differ in length")
+        n = len(clean)
+        ok = np.fromiter((labellable(t) for t in clean), bool, n)
+        P = np.zeros((n, len(self.labels)), np.float32)
+        S = np.full((n, len(SENTIMENT_NAMES)), np.nan, np.float32)
+        idx = np.flatnonzero(ok)
+        if len(idx):
+            qts = [question_types[int(i)] for i in idx] if question_types is not None else None
+            lab, sen, unknown = self.probabilities([clean[i] for i in idx], qts)
+            P[idx], S[idx] = lab, sen
+            ok[idx[unknown]] = False
+        P[~ok] = 0.0
+        P[~ok, self._lnp] = 1.0
+        S[~ok] = np.nan
+        return P, S, ok
+
     def predict_texts(self, texts: Sequence[object],
                       question_types: Sequence[str | None] | None = None,
                       target: str = "ms", ids: Sequence[str] | None = None,
                       include_probabilities: bool = False) -> list[Prediction]:
-        """target: "m" labels only, "s" sentiment only, "ms" both. Output in input order."""
+        """target: "m" labels only, "s" sentiment only, "ms" both. Output in input order.
+
+        One vectorised decide step for the whole batch (twolane.predictors.decide)."""
         if target not in ("m", "s", "ms"):
             raise ValueError(f"target must be m, s or ms, not {target!r}")
-        clean = [normalise(t) for t in texts]
-        ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(len(clean))]
-        if len(ids) != len(clean):
+        ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(len(texts))]
+        if len(ids) != len(texts):
             raise ValueError("ids and texts differ in length")
-        if question_types is not None and len(question_types) != len(clean):
-            raise ValueError("question_types and texts differ in length")
-        ok = [i for i, t in enumerate(clean) if not is_unlabellable(t)]
-        qts = [question_types[i] for i in ok] if question_types is not None else None
-        if self.instant is not None or "m" in target:
-            lab, sen, unknown = self.probabilities([clean[i] for i in ok], qts)
-        else:
-            lab, sen = self.encoder.proba([clean[i] for i in ok])
-            unknown = np.zeros(len(ok), bool)
-        results: list[Prediction] = [
-            Prediction(comment_id=cid, labels=[LABELLING_NOT_POSSIBLE], sentiment=None)
-            for cid in ids
-        ]
-        for row, i in enumerate(ok):
-            if unknown[row]:
-                continue  # no known word: exactly "Labelling not possible", no sentiment
-            labels: list[str] = []
-            probs = None
-            if "m" in target:
-                chosen = decide_labels(lab[row:row + 1], self.thresholds, self.empty_label,
-                                       min_one_label=self.min_one_label,
-                                       barred=fallback_barred(self.labels, sen[row:row + 1]),
-                                       never_fallback=self.never_fallback)[0]
-                labels = [self.labels[j] for j in np.flatnonzero(chosen)]
-                if include_probabilities:
-                    probs = {self.labels[j]: round(float(lab[row, j]), 4) for j in range(len(self.labels))}
-            sentiment = None
-            if "s" in target:
-                score = int(self.sentiment_classes[int(np.argmax(sen[row]))])
-                sentiment = Sentiment(score=score, label=SENTIMENT_NAMES[score])
-            results[i] = Prediction(comment_id=ids[i], labels=labels, sentiment=sentiment,
-                                    probabilities=probs)
-        return results
+        P, S, ok = self.predict_arrays(texts, question_types)
+        D = self.decider.decide(P, S, ~ok)
+        out = predictions(ids, self.labels, D, S, ok, P if include_probabilities else None, digits=4)
+        return [restrict(p, target) for p in out]

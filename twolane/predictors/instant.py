@@ -21,19 +21,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from twolane.bundle import BundleError, Manifest, read_manifest, resolve_bundle
-from twolane.contract import CommentIn, JobTarget, Prediction, Sentiment, restrict
-from twolane.rules import (
-    KNOWN_OUTPUT,
-    LABELLING_NOT_POSSIBLE,
-    SENTIMENT_NAMES,
-    columns_of,
-    decide_labels,
-    fallback_barred,
-    labellable,
-    model_input,
-    normalise,
-)
+from twolane.bundle import BundleError, InstantEnsemble, Manifest, read_manifest, resolve_bundle
+from twolane.contract import CommentIn, JobTarget, Prediction, restrict
+from twolane.predictors.decide import LabelDecider, predictions
+from twolane.rules import SENTIMENT_NAMES, labellable, model_input, normalise
 
 CHUNK = 1000  # rows per ONNX call: the TF-IDF op emits dense rows (memory grows with the chunk)
 
@@ -56,19 +47,16 @@ class InstantPredictor:
         self._manifest = manifest
         self.model = model or manifest.default_model
         self.chunk = chunk
-        if self.model == "ensemble":
-            members = list(manifest.ensemble.get("members", []))
-            weights = list(manifest.ensemble.get("weights", [1 / len(members)] * len(members)))
-            thresholds = manifest.ensemble.get("thresholds")
+        ens = manifest.ensemble
+        if self.model == "ensemble" and isinstance(ens, InstantEnsemble):
+            members, weights = list(ens.members), list(ens.weights)
         elif self.model in manifest.models and manifest.models[self.model].task == "multilabel":
             members, weights = [self.model], [1.0]
-            thresholds = manifest.models[self.model].thresholds
         else:
             raise BundleError(f"bundle {bundle_dir} has no multilabel model {self.model!r}")
-        if not members or not thresholds or len(thresholds) != len(manifest.labels):
-            raise BundleError(f"bundle {bundle_dir}: model {self.model!r} lacks thresholds")
+        self.decider = LabelDecider(manifest.taxonomy, manifest.rule_of(self.model))
+        self.thresholds = self.decider.thresholds
         self._weights = np.asarray(weights, dtype=np.float32)
-        self.thresholds = np.asarray(thresholds, dtype=np.float32)
         sent = [n for n, e in manifest.models.items() if e.task == "sentiment"]
         self._has_sentiment = bool(sent)
         # What to ask of which file: one session per file, and one run per file and chunk
@@ -79,18 +67,14 @@ class InstantPredictor:
         self._sent_out = self._add(manifest.models[sent[0]].file, self._output(manifest, sent[0])) \
             if sent else None
         self._known_out = None
-        if manifest.config.get("known_output") and "linear" in manifest.models:
-            self._known_out = self._add(manifest.models["linear"].file, KNOWN_OUTPUT)
-        self.min_one_label = bool(manifest.config.get("min_one_label", False))
-        # the second-label rule (twolane.rules.decide_labels min_ratio): the ensemble's only
-        self.label_ratio = float(manifest.ensemble.get("label_ratio", 0.0)) \
-            if self.model == "ensemble" else 0.0
+        if manifest.serving.known_output:
+            self._known_out = self._add(manifest.models[members[0]].file, manifest.serving.known_output)
         self._sessions = {f: _session(self.bundle_dir / f, threads) for f in self._wanted}
-        self._lnp = manifest.labels.index(LABELLING_NOT_POSSIBLE)
         self._labels = list(manifest.labels)
-        # labels too rare in training to trust: the top-label fallback never picks them
-        self._never_fallback = columns_of(self._labels, manifest.metrics.get("low_support_labels", []))
-        self._use_qt = bool(manifest.config.get("use_question_type", False))
+        if self.decider.lnp is None:
+            raise BundleError(f"bundle {bundle_dir}: the taxonomy names no unlabellable label")
+        self._lnp: int = self.decider.lnp
+        self._use_qt = manifest.serving.use_question_type
 
     @staticmethod
     def _output(manifest: Manifest, name: str) -> str:
@@ -211,15 +195,10 @@ class InstantPredictor:
         return self._both(clean, ok)
 
     def decide(self, P: np.ndarray, S: np.ndarray | None = None) -> np.ndarray:
-        """Label matrix (bool, n x L) by the rule book: thresholds, then 'Labelling not possible'
-        for unlabellable rows (P = 1.0 there, see predict_proba) and rows with no label.
-        S: the rows' sentiment probabilities (n x 5, NaN rows allowed): with them the top-label
-        fallback gives no positive theme to a negative row (twolane.rules.fallback_barred)."""
-        unlabellable = P[:, self._lnp] >= 1.0
-        return decide_labels(P, self.thresholds, self._lnp, unlabellable,
-                             min_one_label=self.min_one_label, min_ratio=self.label_ratio,
-                             barred=fallback_barred(self._labels, S),
-                             never_fallback=self._never_fallback).astype(bool)
+        """Label matrix (bool, n x L) by the rule book (twolane.predictors.decide): thresholds,
+        then the unlabellable label for unlabellable rows (P = 1.0 there, see predict_proba) and
+        rows with no label. S: the rows' sentiment probabilities (n x 5, NaN rows allowed)."""
+        return self.decider.decide(P, S, P[:, self._lnp] >= 1.0)
 
     # ------------------------------------------------------------------ predictions
     def predict(self, items: Sequence[CommentIn], *, target: JobTarget = "ms",
@@ -245,28 +224,9 @@ class InstantPredictor:
         clean, ok = self._texts(texts, question_types)
         P, S = self._both(clean, ok)
         D = self.decide(P, S)
-        # whole-batch work first (per-row numpy calls cost more than the rest of the loop)
-        label_lists: list[list[str]] = [[] for _ in range(n)]
-        rows, cols = np.nonzero(D)
-        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-            label_lists[r].append(self._labels[c])
-        scores = (np.argmax(np.nan_to_num(S, nan=0.0), axis=1) + 1).tolist()
-        answer = (ok & self._has_sentiment).tolist()
-        out: list[Prediction] = []
-        for i in range(n):
-            cid = str(ids[i]) if ids is not None else str(i)
-            labels = label_lists[i]
-            sentiment = None
-            if answer[i]:
-                score = scores[i]
-                sentiment = Sentiment.model_construct(score=score, label=SENTIMENT_NAMES[score])
-            probs = None
-            if include_probabilities:
-                probs = {lab: round(float(p), 6) for lab, p in zip(self._labels, P[i], strict=False)}
-            # model_construct: the values are built right here, validation would only cost time
-            out.append(Prediction.model_construct(comment_id=cid, labels=labels,
-                                                  sentiment=sentiment, probabilities=probs))
-        return out
+        ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(n)]
+        return predictions(ids, self._labels, D, S if self._has_sentiment else None, ok,
+                           P if include_probabilities else None)
 
 
 @lru_cache(maxsize=1)

@@ -9,19 +9,20 @@ from fastapi import APIRouter, Depends
 from twolane.api.deps import ModelDep, require_api_key
 from twolane.api.errors import ERROR_RESPONSES
 from twolane.api.gate import StrictRoute
+from twolane.bundle import BundleError, Manifest
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)], route_class=StrictRoute,
                    responses=ERROR_RESPONSES)
 
 
-def thresholds_of(manifest: Any) -> dict[str, float]:
-    """Per-label decision thresholds of the model that serves /v1/predict (label -> threshold)."""
-    entry = manifest.models.get(manifest.default_model)
-    values = list(entry.thresholds) if entry is not None else []
-    if not values:
-        values = list(manifest.ensemble.get("thresholds", []) or [])
-    labels = manifest.labels
-    return {lab: float(t) for lab, t in zip(labels, values, strict=False)} if len(values) == len(labels) else {}
+def thresholds_of(manifest: Manifest) -> dict[str, float]:
+    """Per-label decision thresholds of the model that serves /v1/predict (label -> threshold);
+    {} when that model decides by no thresholds."""
+    try:
+        rule = manifest.rule_of(manifest.default_model)
+    except BundleError:
+        return {}
+    return dict(zip(manifest.labels, rule.thresholds, strict=True))
 
 
 @router.get("/v1/models")

@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt 2>/dev/null | sha1sum | cut -c1-12)
 
-.PHONY: up test check install bench clean
+.PHONY: up test test-unit check install bench clean
 
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ check: $(STAMP)
 
 test: check
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+# The quick tier alone (no model build, no process): seconds, for the edit-test loop.
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -m unit -q
 
 # Benchmarks, one after another on a quiet machine; each updates bench/RESULTS.md and bench/results/.
 bench: $(STAMP)

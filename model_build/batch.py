@@ -32,6 +32,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -295,14 +296,143 @@ def tune_sentiment(s_transformer: np.ndarray, s_instant: np.ndarray, y: np.ndarr
     return SentimentMix(method="transformer", nested_accuracy=nested)
 
 
+@dataclass
+class _Tuning:
+    """What the tuning steps of `finish` share: the split, the scored test rows, the low-support
+    labels and the test outputs of the exported encoder (int8, and fp32 when kept)."""
+
+    ds: Dataset
+    fit: Dataset
+    val: Dataset
+    test: Dataset
+    test_ok: Dataset
+    lnp: int | None
+    low: list[str]
+    never: list[int]
+    outs: dict[str, Probs]
+    metrics: dict[str, Any]
+    log: Log
+
+
+def _best_instant_mix(t: _Tuning, oof: dict[str, np.ndarray], p_val: np.ndarray) -> dict[str, Any] | None:
+    """The best ensemble of the transformer with each instant predictor, on validation."""
+    from model_build.transformer.train import tune_ensemble
+
+    best: dict[str, Any] | None = None
+    for name, p_inst in oof.items():
+        if name == "sentiment":
+            continue
+        cand = tune_ensemble(p_val, p_inst, t.val.Y, empty_label=t.lnp, combines=ENSEMBLE_COMBINES,
+                             objective=ENSEMBLE_OBJECTIVE)
+        cand["instant_model"] = name
+        t.log(f"  with instant {name}: validation macro-F1 {cand['val_macro_f1']:.4f}, micro-F1 "
+              f"{cand['val_micro_f1']:.4f} (transformer weight {cand['weight_transformer']}, "
+              f"{cand['combine']} mix)")
+        if best is None or cand["score"] > best["score"]:
+            best = cand
+    return best
+
+
+def _ensemble_with_instant(t: _Tuning, bundle: Path, instant_bundle: Path, p_val: np.ndarray,
+                           s_val: np.ndarray | None, alone: dict[str, Any]
+                           ) -> tuple[BatchEnsemble | None, np.ndarray | None]:
+    """Tune the ensemble with the instant bundle on validation; when it beats the transformer
+    alone, score it on test (into t.metrics), copy the instant bundle inside and return it with
+    the instant lane's test probabilities; else (None, None)."""
+    from twolane.predictors.batch import INSTANT_DIR, combine, mix_sentiment
+    from twolane.predictors.instant import InstantPredictor
+
+    test, test_ok, lnp = t.test, t.test_ok, t.lnp
+    inst = read_manifest(instant_bundle, verify=True)
+    if list(inst.labels) != list(t.ds.labels):
+        raise BatchBuildError(f"instant bundle {instant_bundle} has other labels than the data")
+    t0 = time.monotonic()
+    oof = instant_out_of_fold(inst, t.fit, t.val)
+    t.log(f"instant lane refitted on the fit rows for validation probabilities "
+          f"({', '.join(k for k in oof if k != 'sentiment')}; {time.monotonic() - t0:.0f} s)")
+    best = _best_instant_mix(t, oof, p_val)
+    if best is None or best["weight_transformer"] >= 1.0 or best["score"] <= alone["score"]:
+        t.log("the ensemble does not beat the transformer alone on validation: transformer only")
+        return None, None
+    inst_test = instant_test_proba(instant_bundle, best["instant_model"], test_ok.texts, test_ok.question_types)
+    unknown = inst_test[:, lnp] >= 1.0 if lnp is not None else None  # the unknown-text rule
+    sent_mix = SentimentMix()
+    if s_val is not None and "sentiment" in oof:
+        sent_mix = tune_sentiment(s_val, oof["sentiment"], t.val.sentiment, t.val.question_types)
+        t.log(f"  sentiment: validation accuracy, nested {SENTIMENT_NESTED}: "
+              f"{sent_mix.nested_accuracy}; chosen {sent_mix.method} "
+              f"(must gain >= {SENTIMENT_MIX_MIN_GAIN * 100:.0f} pt over the transformer alone)")
+    # the instant lane's own sentiment (NaN on unknown rows): mixed in, and what the
+    # instant lane alone serves (its fallback's sentiment rule reads it)
+    s_inst = InstantPredictor.from_bundle(instant_bundle).sentiment_proba(test_ok.texts, test_ok.question_types)
+    for kind, out in t.outs.items():
+        served_sent = out[1]
+        if sent_mix.method != "transformer":
+            served_sent = mix_sentiment(sent_mix, out[1], s_inst, test_ok.question_types)
+            t.metrics[f"sentiment_ensemble_{kind}"] = sentiment_quality(test_ok.sentiment, served_sent)
+        p = combine(best["weight_transformer"], best["combine"], out[0], inst_test)
+        t.metrics[f"ensemble_{kind}"] = quality(test.Y, served_labels(
+            test, p, best["thresholds"], best["min_one_label"], unknown, served_sent, t.never))
+    inst_rule = inst.rule_of(best["instant_model"])
+    t.metrics["instant_alone"] = quality(test.Y, served_labels(
+        test, inst_test, inst_rule.thresholds, inst_rule.min_one_label, unknown, s_inst, t.never))
+    if (bundle / INSTANT_DIR).exists():
+        shutil.rmtree(bundle / INSTANT_DIR)
+    shutil.copytree(instant_bundle, bundle / INSTANT_DIR)
+    ensemble = BatchEnsemble(
+        members=["transformer", "instant"], weight_transformer=best["weight_transformer"],
+        combine=best["combine"], objective=best["objective"], instant_model=best["instant_model"],
+        rule=DecideRule(thresholds=list(best["thresholds"]), min_one_label=best["min_one_label"],
+                        never_fallback=t.low),
+        instant_version=inst.version, instant_dir=INSTANT_DIR,
+        tuned_on="validation fold of the training split; instant probabilities there from "
+                 "its models refitted on the fit rows only",
+        val_macro_f1=round(best["val_macro_f1"], 4), val_micro_f1=round(best["val_micro_f1"], 4),
+        sentiment=sent_mix)
+    return ensemble, inst_test
+
+
+def _gate_int8(t: _Tuning, int8_out: Probs, fp32_out: Probs | None, alone: dict[str, Any],
+               ensemble: BatchEnsemble | None, inst_test: np.ndarray | None, enforce_gates: bool
+               ) -> dict[str, Any]:
+    """The int8 gate on the model the bundle serves by default: the ensemble when there is one
+    (the transformer alone is then recorded, not enforced), else the transformer alone.
+    Returns the parity record ({} without fp32 outputs); raises when an enforced gate fails."""
+    from model_build.transformer import export as ex
+    from twolane.predictors.batch import combine
+
+    if fp32_out is None:
+        return {}
+    lnp, test_ok = t.lnp, t.test_ok
+    alone_parity: dict[str, Any] = ex.gate_int8(fp32_out, int8_out, test_ok.Y, np.array(alone["thresholds"]),
+                                                alone["min_one_label"], lnp,
+                                                enforce=enforce_gates and not ensemble)
+    if ensemble is not None and inst_test is not None:
+        ens_probs = {k: combine(ensemble.weight_transformer, ensemble.combine, out[0], inst_test)
+                     for k, out in t.outs.items()}
+        parity: dict[str, Any] = dict(ex.gate_int8(
+            (ens_probs["fp32"], fp32_out[1]), (ens_probs["int8"], int8_out[1]), test_ok.Y,
+                                   np.array(ensemble.rule.thresholds), ensemble.rule.min_one_label, lnp,
+                                   enforce=enforce_gates))
+        parity["transformer_alone"] = alone_parity
+    else:
+        parity = dict(alone_parity)
+    parity["gated_model"] = "ensemble" if ensemble else "transformer alone"
+    t.log(f"int8 gate ({parity['gated_model']}): {parity['label_rows_identical']:.2%} label sets identical "
+          f"to fp32 (>= {ex.MIN_ROW_AGREEMENT:.0%} required), macro-F1 {parity['macro_f1_fp32']:.4f} -> "
+          f"{parity['macro_f1_int8']:.4f} (drop <= {ex.MAX_MACRO_F1_DROP * 100:.0f} pt required): "
+          f"{'passed' if parity['passed'] else 'FAILED (not enforced)'}"
+          + (f"; transformer alone: drop {alone_parity['macro_f1_drop'] * 100:.2f} pt, "
+             f"{alone_parity['label_rows_identical']:.2%} identical" if ensemble else ""))
+    return parity
+
+
 def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_out: Probs | None,
            base: dict[str, Any], instant_bundle: Path | None, enforce_gates: bool, log: Log,
            s_val: np.ndarray | None = None) -> Path:
     """Tune thresholds (and the ensemble) on validation, gate int8 on test, write the manifest.
     s_val: the transformer's validation sentiment probabilities (None: sentiment is not mixed)."""
-    from model_build.transformer import export as ex
     from model_build.transformer.train import tune_ensemble
-    from twolane.predictors.batch import INSTANT_DIR, combine, mix_sentiment
 
     fit, val, test = split(ds)
     test_ok = labellable(test)
@@ -327,91 +457,10 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
                                                                       never_fallback=never))
         metrics[f"sentiment_{kind}"] = sentiment_quality(test_ok.sentiment, out[1])
 
-    ensemble: BatchEnsemble | None = None
-    if instant_bundle is not None:
-        inst = read_manifest(Path(instant_bundle), verify=True)
-        if list(inst.labels) != list(ds.labels):
-            raise BatchBuildError(f"instant bundle {instant_bundle} has other labels than the data")
-        t0 = time.monotonic()
-        oof = instant_out_of_fold(inst, fit, val)
-        log(f"instant lane refitted on the fit rows for validation probabilities "
-            f"({', '.join(k for k in oof if k != 'sentiment')}; {time.monotonic() - t0:.0f} s)")
-        best: dict[str, Any] | None = None
-        for name, p_inst in oof.items():
-            if name == "sentiment":
-                continue
-            cand = tune_ensemble(p_val, p_inst, val.Y, empty_label=lnp, combines=ENSEMBLE_COMBINES,
-                                 objective=ENSEMBLE_OBJECTIVE)
-            cand["instant_model"] = name
-            log(f"  with instant {name}: validation macro-F1 {cand['val_macro_f1']:.4f}, micro-F1 "
-                f"{cand['val_micro_f1']:.4f} (transformer weight {cand['weight_transformer']}, "
-                f"{cand['combine']} mix)")
-            if best is None or cand["score"] > best["score"]:
-                best = cand
-        if best is not None and best["weight_transformer"] < 1.0 and best["score"] > alone["score"]:
-            inst_test = instant_test_proba(Path(instant_bundle), best["instant_model"], test_ok.texts,
-                                           test_ok.question_types)
-            unknown = inst_test[:, lnp] >= 1.0 if lnp is not None else None  # the unknown-text rule
-            sent_mix = SentimentMix()
-            if s_val is not None and "sentiment" in oof:
-                sent_mix = tune_sentiment(s_val, oof["sentiment"], val.sentiment, val.question_types)
-                log(f"  sentiment: validation accuracy, nested {SENTIMENT_NESTED}: "
-                    f"{sent_mix.nested_accuracy}; chosen {sent_mix.method} "
-                    f"(must gain >= {SENTIMENT_MIX_MIN_GAIN * 100:.0f} pt over the transformer alone)")
-            from twolane.predictors.instant import InstantPredictor
-
-            # the instant lane's own sentiment (NaN on unknown rows): mixed in, and what the
-            # instant lane alone serves (its fallback's sentiment rule reads it)
-            s_inst = InstantPredictor.from_bundle(Path(instant_bundle)).sentiment_proba(
-                test_ok.texts, test_ok.question_types)
-            for kind, out in outs.items():
-                served_sent = out[1]
-                if sent_mix.method != "transformer":
-                    served_sent = mix_sentiment(sent_mix, out[1], s_inst, test_ok.question_types)
-                    metrics[f"sentiment_ensemble_{kind}"] = sentiment_quality(test_ok.sentiment, served_sent)
-                p = combine(best["weight_transformer"], best["combine"], out[0], inst_test)
-                metrics[f"ensemble_{kind}"] = quality(test.Y, served_labels(
-                    test, p, best["thresholds"], best["min_one_label"], unknown, served_sent, never))
-            inst_rule = inst.rule_of(best["instant_model"])
-            metrics["instant_alone"] = quality(test.Y, served_labels(
-                test, inst_test, inst_rule.thresholds, inst_rule.min_one_label, unknown, s_inst, never))
-            if (bundle / INSTANT_DIR).exists():
-                shutil.rmtree(bundle / INSTANT_DIR)
-            shutil.copytree(instant_bundle, bundle / INSTANT_DIR)
-            ensemble = BatchEnsemble(
-                members=["transformer", "instant"], weight_transformer=best["weight_transformer"],
-                combine=best["combine"], objective=best["objective"], instant_model=best["instant_model"],
-                rule=DecideRule(thresholds=list(best["thresholds"]), min_one_label=best["min_one_label"],
-                                never_fallback=low),
-                instant_version=inst.version, instant_dir=INSTANT_DIR,
-                tuned_on="validation fold of the training split; instant probabilities there from "
-                         "its models refitted on the fit rows only",
-                val_macro_f1=round(best["val_macro_f1"], 4), val_micro_f1=round(best["val_micro_f1"], 4),
-                sentiment=sent_mix)
-        else:
-            log("the ensemble does not beat the transformer alone on validation: transformer only")
-    # The int8 gate on the model the bundle serves by default: the ensemble when there is one
-    # (the transformer alone is then recorded, not enforced), else the transformer alone.
-    parity: dict[str, Any] = {}
-    if fp32_out is not None:
-        alone_parity: dict[str, Any] = ex.gate_int8(fp32_out, int8_out, test_ok.Y, np.array(alone["thresholds"]),
-                                    alone["min_one_label"], lnp, enforce=enforce_gates and not ensemble)
-        if ensemble:
-            ens_probs = {k: combine(ensemble.weight_transformer, ensemble.combine, out[0], inst_test)
-                         for k, out in outs.items()}
-            parity = dict(ex.gate_int8((ens_probs["fp32"], fp32_out[1]), (ens_probs["int8"], int8_out[1]), test_ok.Y,
-                                  np.array(ensemble.rule.thresholds), ensemble.rule.min_one_label, lnp,
-                                  enforce=enforce_gates))
-            parity["transformer_alone"] = alone_parity
-        else:
-            parity = dict(alone_parity)
-        parity["gated_model"] = "ensemble" if ensemble else "transformer alone"
-        log(f"int8 gate ({parity['gated_model']}): {parity['label_rows_identical']:.2%} label sets identical "
-            f"to fp32 (>= {ex.MIN_ROW_AGREEMENT:.0%} required), macro-F1 {parity['macro_f1_fp32']:.4f} -> "
-            f"{parity['macro_f1_int8']:.4f} (drop <= {ex.MAX_MACRO_F1_DROP * 100:.0f} pt required): "
-            f"{'passed' if parity['passed'] else 'FAILED (not enforced)'}"
-            + (f"; transformer alone: drop {alone_parity['macro_f1_drop'] * 100:.2f} pt, "
-               f"{alone_parity['label_rows_identical']:.2%} identical" if ensemble else ""))
+    t = _Tuning(ds, fit, val, test, test_ok, lnp, low, never, outs, metrics, log)
+    ensemble, inst_test = (None, None) if instant_bundle is None else \
+        _ensemble_with_instant(t, bundle, Path(instant_bundle), p_val, s_val, alone)
+    parity = _gate_int8(t, int8_out, fp32_out, alone, ensemble, inst_test, enforce_gates)
     parity.update(base.get("parity_extra", {}))
     log("test: " + json.dumps({k: {m: v[m] for m in ("macro_f1", "micro_f1", "accuracy") if m in v}
                                for k, v in metrics.items() if isinstance(v, dict)}))
@@ -430,7 +479,7 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
     }
     files = {"tokenizer.json": ""}
     if ensemble:
-        for f in sorted((bundle / INSTANT_DIR).rglob("*")):
+        for f in sorted((bundle / ensemble.instant_dir).rglob("*")):
             if f.is_file():
                 files[str(f.relative_to(bundle))] = ""
     fit_rows, val_rows = len(fit.texts), len(val.texts)

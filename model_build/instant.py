@@ -619,18 +619,43 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=console, transient=False)
 
 
-def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
-    """Train, export, gate and write `out/instant/<version>/`; returns that folder."""
-    from model_build import onnx_export
+@dataclass
+class _Rows:
+    """The training and test rows as the models read them."""
 
-    t0 = time.perf_counter()
-    L = len(ds.labels)
-    lnp = ds.labels.index(LABELLING_NOT_POSSIBLE)
+    train: Dataset
+    test: Dataset
+    tr_texts: list[str]  # labellable training comments, model inputs
+    te_texts: list[str]  # every test comment, model inputs
+    sentiment: np.ndarray  # of tr_texts, -1 = none
+    lab_rows: np.ndarray  # bool over tr_texts: the label models' rows
+    Ytr: np.ndarray  # labels of the label models' rows
+    train_support: np.ndarray  # training positives per label
+    low: list[str]  # labels too rare to trust (never a fallback)
+    never: list[int]  # their columns
+
+
+@dataclass
+class _Fitted:
+    """The fitted models and their out-of-fold probabilities on the label rows."""
+
+    vec: Any
+    view: Any
+    Xte: Any
+    linear: Any
+    xgb: Any
+    sent: Any
+    oof: dict[str, np.ndarray]  # linear, xgboost, ensemble
+    oof_sent: np.ndarray
+    sentiment_rows: int
+
+
+def _rows(ds: Dataset, cfg: Config) -> _Rows:
+    """Raises BuildError when the data is too small to train on."""
     train, test = ds.train, ds.test
     keep = np.array([not is_unlabellable(t) for t in train.texts])
     tr_texts = [inputs(t, q, cfg) for t, q, k in zip(train.texts, train.question_types, keep, strict=False) if k]
     te_texts = [inputs(t, q, cfg) for t, q in zip(test.texts, test.question_types, strict=False)]
-    str_ = train.sentiment[keep]
     # the label models' rows: labellable and (by default) carrying at least one label
     lab_rows = train.Y[keep].sum(1) > 0 if cfg.labelled_rows_only else np.ones(int(keep.sum()), bool)
     Ytr = train.Y[keep][lab_rows]
@@ -638,114 +663,148 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
         raise BuildError(f"too few labelled training rows ({len(tr_texts)}) in {ds.source}")
     if len(test.texts) == 0:
         raise BuildError("the test split is empty")
-
     train_support = train.Y[keep].sum(0)
     low = metrics.low_support_labels(list(ds.labels), train_support, cfg.min_support, LABELLING_NOT_POSSIBLE)
-    never = columns_of(ds.labels, low)  # the top-label fallback never picks these
+    return _Rows(train, test, tr_texts, te_texts, train.sentiment[keep], lab_rows, Ytr, train_support, low,
+                 columns_of(ds.labels, low))
 
-    with _progress() as prog:
-        step = prog.add_task("TF-IDF", total=1)
-        vec = fit_vectorizer(tr_texts, cfg)
-        Xall = vec.transform(tr_texts)
-        Xtr = Xall[np.flatnonzero(lab_rows)]
-        Xte = vec.transform(te_texts)
-        prog.advance(step)
 
-        t = prog.add_task(f"linear: {cfg.folds}-fold thresholds + fit", total=L * (cfg.folds + 1))
-        def tick() -> None:
-            prog.advance(t)
+def _fit(ds: Dataset, r: _Rows, cfg: Config, prog: Progress) -> _Fitted:
+    """TF-IDF, the linear and XGBoost label models (with out-of-fold probabilities) and the
+    sentiment head, with progress."""
+    L = len(ds.labels)
+    step = prog.add_task("TF-IDF", total=1)
+    vec = fit_vectorizer(r.tr_texts, cfg)
+    Xall = vec.transform(r.tr_texts)
+    Xtr = Xall[np.flatnonzero(r.lab_rows)]
+    Xte = vec.transform(r.te_texts)
+    prog.advance(step)
 
-        view = fit_char_view(vec, Xtr, cfg) if cfg.char_view else None
-        oof_lin = out_of_fold(lambda X, Y: fit_linear(X, Y, cfg, tick, view), Xtr, Ytr, cfg.folds)
-        linear = fit_linear(Xtr, Ytr, cfg, tick, view)
+    t = prog.add_task(f"linear: {cfg.folds}-fold thresholds + fit", total=L * (cfg.folds + 1))
+    view = fit_char_view(vec, Xtr, cfg) if cfg.char_view else None
+    oof_lin = out_of_fold(lambda X, Y: fit_linear(X, Y, cfg, lambda: prog.advance(t), view), Xtr, r.Ytr, cfg.folds)
+    linear = fit_linear(Xtr, r.Ytr, cfg, lambda: prog.advance(t), view)
 
-        t = prog.add_task(f"xgboost: {cfg.folds}-fold thresholds + fit", total=L * (cfg.folds + 1))
-        def tick() -> None:  # noqa: F811  (the xgboost task's own progress)
-            prog.advance(t)
+    tx = prog.add_task(f"xgboost: {cfg.folds}-fold thresholds + fit", total=L * (cfg.folds + 1))
+    cols = frequent_columns(Xtr, cfg.xgb_features)
+    oof_xgb = out_of_fold(lambda X, Y: fit_xgboost(X, Y, cfg, lambda: prog.advance(tx), cols), Xtr, r.Ytr,
+                          cfg.folds)
+    xgb = fit_xgboost(Xtr, r.Ytr, cfg, lambda: prog.advance(tx), cols)
 
-        cols = frequent_columns(Xtr, cfg.xgb_features)
-        oof_xgb = out_of_fold(lambda X, Y: fit_xgboost(X, Y, cfg, tick, cols), Xtr, Ytr, cfg.folds)
-        xgb = fit_xgboost(Xtr, Ytr, cfg, tick, cols)
+    ts = prog.add_task("sentiment", total=1)
+    has_sent = r.sentiment >= 0
+    dirs = None
+    if cfg.sentiment_lexicon:
+        from model_build import lexicon
 
-        t = prog.add_task("sentiment", total=1)
-        has_sent = str_ >= 0
-        dirs = None
-        if cfg.sentiment_lexicon:
-            from model_build import lexicon
+        dirs = lexicon.directions(vec.vocabulary_, lexicon_terms(r.tr_texts, cfg))
+    sview = view if cfg.sentiment_char_view else None
+    sent = fit_sentiment(Xall[np.flatnonzero(has_sent)], r.sentiment[has_sent], cfg, dirs, sview)
+    # out-of-fold sentiment of the label rows: the fallback's sentiment rule in oof_scores
+    oof_sent = sentiment_out_of_fold(lambda X, y: fit_sentiment(X, y, cfg, dirs, sview),
+                                     Xall, r.sentiment, r.lab_rows, cfg.folds)
+    prog.advance(ts)
+    w_lin, w_xgb = cfg.ensemble_weights
+    oof = {"linear": oof_lin, "xgboost": oof_xgb, "ensemble": (w_lin * oof_lin + w_xgb * oof_xgb) / (w_lin + w_xgb)}
+    return _Fitted(vec, view, Xte, linear, xgb, sent, oof, oof_sent, int(has_sent.sum()))
 
-            dirs = lexicon.directions(vec.vocabulary_, lexicon_terms(tr_texts, cfg))
-        sview = view if cfg.sentiment_char_view else None
-        sent = fit_sentiment(Xall[np.flatnonzero(has_sent)], str_[has_sent], cfg, dirs, sview)
-        # out-of-fold sentiment of the label rows: the fallback's sentiment rule in oof_scores
-        oof_sent = sentiment_out_of_fold(lambda X, y: fit_sentiment(X, y, cfg, dirs, sview),
-                                         Xall, str_, lab_rows, cfg.folds)
+
+def _tune(ds: Dataset, r: _Rows, f: _Fitted, cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Per-model thresholds from out-of-fold probabilities of the training split only, and the
+    out-of-fold scores they give with the served rules."""
+    lnp = ds.labels.index(LABELLING_NOT_POSSIBLE)
+    thresholds = {name: metrics.tune_thresholds(r.Ytr, P, cfg.threshold_prior_weight, cfg.threshold_prior)
+                  for name, P in f.oof.items()}
+    oof_scores = {
+        name: metrics.multilabel_scores(
+            r.Ytr, decide_labels(P, thresholds[name], lnp, np.zeros(len(r.Ytr), bool),
+                                 min_one_label=cfg.min_one_label, min_ratio=ratio(name, cfg),
+                                 barred=fallback_barred(ds.labels, f.oof_sent), never_fallback=r.never))
+        for name, P in f.oof.items()
+    }
+    return thresholds, oof_scores
+
+
+def _export_and_gate(r: _Rows, f: _Fitted, thresholds: dict[str, np.ndarray], cfg: Config, prog: Progress
+                     ) -> tuple[bytes, dict[str, np.ndarray], dict[str, Any], np.ndarray]:
+    """One ONNX graph for every model; the parity gate (ONNX vs in-memory on the test split).
+    Returns (the graph, ONNX test probabilities per model, parity, known-n-gram mask of test rows)."""
+    from model_build import onnx_export
+
+    t = prog.add_task("export ONNX", total=1)
+    idf = f.vec.idf_.astype(np.float64)
+    model = onnx_export.linear_model(f.vec, [
+        (onnx_export.OUTPUT, f.linear.coef, f.linear.intercept, "sigmoid"),
+        (SENTIMENT_OUTPUT, f.sent.coef, f.sent.intercept, "softmax"),
+        # > 0 iff the comment holds a known n-gram (weights 1/idf undo the idf folding)
+        (KNOWN_OUTPUT, (known_mask(f.vec) / idf)[None, :], np.zeros(1), "identity"),
+    ], view=None if f.view is None else (view_heads(f.linear, f.sent), f.view.r),
+       trees=(XGB_OUTPUT, f.xgb.members, f.xgb.columns))
+    prog.advance(t)
+    blob = model.SerializeToString()
+
+    t = prog.add_task("parity gate (ONNX vs in-memory, test split)", total=3)
+    mem = {"linear": f.linear.predict_proba(f.Xte), "xgboost": f.xgb.predict_proba(f.Xte),
+           "sentiment": f.sent.predict_proba(f.Xte)}
+    onx: dict[str, np.ndarray] = {}
+    par: dict[str, Any] = {}
+    where = {"linear": onnx_export.OUTPUT, "xgboost": XGB_OUTPUT, "sentiment": SENTIMENT_OUTPUT}
+    for name in ("linear", "xgboost", "sentiment"):
+        onx[name] = onnx_proba(blob, r.te_texts, cfg.chunk, where[name])
+        par[name] = parity(name, onx[name], mem[name],
+                           None if name == "sentiment" else thresholds[name], cfg.parity_min)
         prog.advance(t)
+    w_lin, w_xgb = cfg.ensemble_weights
+    onx["ensemble"] = (w_lin * onx["linear"] + w_xgb * onx["xgboost"]) / (w_lin + w_xgb)
+    par["ensemble"] = parity("ensemble", onx["ensemble"],
+                             (w_lin * mem["linear"] + w_xgb * mem["xgboost"]) / (w_lin + w_xgb),
+                             thresholds["ensemble"], cfg.parity_min)
+    known = onnx_proba(blob, r.te_texts, cfg.chunk, KNOWN_OUTPUT)[:, 0] > 0
+    par["minimum"] = cfg.parity_min
+    return blob, onx, par, known
 
-        w_lin, w_xgb = cfg.ensemble_weights
-        oof_ens = (w_lin * oof_lin + w_xgb * oof_xgb) / (w_lin + w_xgb)
-        thresholds = {
-            name: metrics.tune_thresholds(Ytr, P, cfg.threshold_prior_weight, cfg.threshold_prior)
-            for name, P in (("linear", oof_lin), ("xgboost", oof_xgb), ("ensemble", oof_ens))
-        }
-        oof_scores = {
-            name: metrics.multilabel_scores(
-                Ytr, decide_labels(P, thresholds[name], lnp, np.zeros(len(Ytr), bool),
-                                   min_one_label=cfg.min_one_label, min_ratio=ratio(name, cfg),
-                                   barred=fallback_barred(ds.labels, oof_sent), never_fallback=never))
-            for name, P in (("linear", oof_lin), ("xgboost", oof_xgb), ("ensemble", oof_ens))
-        }
 
-        t = prog.add_task("export ONNX", total=1)
-        idf = vec.idf_.astype(np.float64)
-        model = onnx_export.linear_model(vec, [
-            (onnx_export.OUTPUT, linear.coef, linear.intercept, "sigmoid"),
-            (SENTIMENT_OUTPUT, sent.coef, sent.intercept, "softmax"),
-            # > 0 iff the comment holds a known n-gram (weights 1/idf undo the idf folding)
-            (KNOWN_OUTPUT, (known_mask(vec) / idf)[None, :], np.zeros(1), "identity"),
-        ], view=None if view is None else (view_heads(linear, sent), view.r),
-           trees=(XGB_OUTPUT, xgb.members, xgb.columns))
-        prog.advance(t)
-        blob = model.SerializeToString()
-
-        t = prog.add_task("parity gate (ONNX vs in-memory, test split)", total=3)
-        mem = {"linear": linear.predict_proba(Xte), "xgboost": xgb.predict_proba(Xte),
-               "sentiment": sent.predict_proba(Xte)}
-        onx: dict[str, np.ndarray] = {}
-        par: dict[str, Any] = {}
-        where = {"linear": onnx_export.OUTPUT, "xgboost": XGB_OUTPUT, "sentiment": SENTIMENT_OUTPUT}
-        for name in ("linear", "xgboost", "sentiment"):
-            onx[name] = onnx_proba(blob, te_texts, cfg.chunk, where[name])
-            par[name] = parity(name, onx[name], mem[name],
-                               None if name == "sentiment" else thresholds[name], cfg.parity_min)
-            prog.advance(t)
-        ens_onnx = (w_lin * onx["linear"] + w_xgb * onx["xgboost"]) / (w_lin + w_xgb)
-        par["ensemble"] = parity("ensemble", ens_onnx,
-                                 (w_lin * mem["linear"] + w_xgb * mem["xgboost"]) / (w_lin + w_xgb),
-                                 thresholds["ensemble"], cfg.parity_min)
-        known = onnx_proba(blob, te_texts, cfg.chunk, KNOWN_OUTPUT)[:, 0] > 0
-        par["minimum"] = cfg.parity_min
-
-    # Test metrics from the ONNX outputs (what serves), with the shared scoring rule.
+def _test_metrics(ds: Dataset, r: _Rows, onx: dict[str, np.ndarray], known: np.ndarray,
+                  thresholds: dict[str, np.ndarray], cfg: Config) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Test metrics from the ONNX outputs (what serves), with the shared scoring rule; and per
+    label, training support and test F1 of the default model (what to trust)."""
+    test, lnp = r.test, ds.labels.index(LABELLING_NOT_POSSIBLE)
     # unlabellable: the rule book's text rules, or no n-gram the model knows
     unl = np.array([is_unlabellable(x) for x in test.texts]) | ~known
     test_metrics: dict[str, Any] = {}
     preds: dict[str, np.ndarray] = {}
-    for name, P in (("linear", onx["linear"]), ("xgboost", onx["xgboost"]), ("ensemble", ens_onnx)):
-        preds[name] = decide_labels(P, thresholds[name], lnp, unl, min_one_label=cfg.min_one_label,
+    for name in ("linear", "xgboost", "ensemble"):
+        preds[name] = decide_labels(onx[name], thresholds[name], lnp, unl, min_one_label=cfg.min_one_label,
                                     min_ratio=ratio(name, cfg),
                                     barred=fallback_barred(ds.labels, onx["sentiment"]),
-                                    never_fallback=never)
+                                    never_fallback=r.never)
         test_metrics[name] = metrics.multilabel_scores(test.Y, preds[name])
     test_metrics["unknown_text_rows"] = int((~known).sum())
-    # what to trust: per label, training positives (support) and test F1 of the default model
     per = metrics.per_label(test.Y, preds[cfg.default_model], ds.labels)
     for j, lab in enumerate(ds.labels):
-        per[lab]["train_support"] = int(train_support[j])
-        per[lab]["low_support"] = lab in low
-    s_pred = onx["sentiment"].argmax(1)
+        per[lab]["train_support"] = int(r.train_support[j])
+        per[lab]["low_support"] = lab in r.low
     s_true = np.where(unl, -1, test.sentiment)  # unlabellable rows get no sentiment
-    test_metrics["sentiment"] = metrics.sentiment_scores(s_true, s_pred)
+    test_metrics["sentiment"] = metrics.sentiment_scores(s_true, onx["sentiment"].argmax(1))
     test_metrics["scoring"] = metrics.__doc__.split("Scoring rule", 1)[1].strip()
+    return test_metrics, per
+
+
+def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
+    """Train, export, gate and write `out/instant/<version>/`; returns that folder.
+
+    Raises BuildError when the data is too small, and the parity gate's error when ONNX and the
+    in-memory models disagree."""
+    from model_build import onnx_export
+
+    t0 = time.perf_counter()
+    L = len(ds.labels)
+    r = _rows(ds, cfg)
+    with _progress() as prog:
+        f = _fit(ds, r, cfg, prog)
+        thresholds, oof_scores = _tune(ds, r, f, cfg)
+        blob, onx, par, known = _export_and_gate(r, f, thresholds, cfg, prog)
+    test_metrics, per = _test_metrics(ds, r, onx, known, thresholds, cfg)
 
     version = new_version(ds.fingerprint)
     final = Path(out) / "instant" / version
@@ -755,9 +814,10 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
     io = {"inputs": {onnx_export.INPUT: "raw comment strings, shape [N]" + (
         ", each followed by ' qt_<question type>' (twolane.rules.model_input)"
         if cfg.use_question_type else "")}}
+
     def rule(name: str) -> DecideRule:
         return DecideRule(thresholds=thresholds[name].tolist(), min_one_label=cfg.min_one_label,
-                          label_ratio=ratio(name, cfg), never_fallback=low)
+                          label_ratio=ratio(name, cfg), never_fallback=r.low)
 
     models = {
         "linear": ModelEntry(file=MODEL_FILE, task="multilabel", kind="tfidf-linear",
@@ -781,16 +841,16 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
                                  rule=rule("ensemble")),
         serving=Serving(use_question_type=cfg.use_question_type, known_output=KNOWN_OUTPUT),
         data={"fingerprint": ds.fingerprint, "source": Path(ds.source).name,
-              "rows": len(ds.ids), "train_rows": len(train.ids), "train_rows_used": len(tr_texts),
-              "test_rows": len(test.ids), "split_seed": SEED, "test_size": TEST_SIZE,
-              "sentiment_train_rows": int(has_sent.sum())},
+              "rows": len(ds.ids), "train_rows": len(r.train.ids), "train_rows_used": len(r.tr_texts),
+              "test_rows": len(r.test.ids), "split_seed": SEED, "test_size": TEST_SIZE,
+              "sentiment_train_rows": f.sentiment_rows},
         metrics={"test": test_metrics, "train_out_of_fold": oof_scores, "per_label": per,
-                 "low_support_labels": low, "min_support": cfg.min_support,
+                 "low_support_labels": r.low, "min_support": cfg.min_support,
                  "low_support_note": MIN_SUPPORT_NOTE},
         parity=par, library_versions=_versions(),
-        build={**asdict(cfg), "vocabulary_size": len(vec.vocabulary_),
-               "word_aliases_count": len(vec.aliases_),
-               "char_view_size": 0 if view is None else int(view.M.shape[1]),
+        build={**asdict(cfg), "vocabulary_size": len(f.vec.vocabulary_),
+               "word_aliases_count": len(f.vec.aliases_),
+               "char_view_size": 0 if f.view is None else int(f.view.M.shape[1]),
                "question_type_token": " qt_<what_good|could_improve|nonspecific>",
                "chunk_rows": cfg.chunk,
                "build_seconds": round(time.perf_counter() - t0, 1)},

@@ -17,6 +17,32 @@ import pytest
 from filelock import FileLock
 
 
+# ----------------------------------------------------------------------------- test tiers
+# Every test gets one tier marker (`pytest -m unit` for the quick run; `make test` runs all):
+# - e2e: the whole service as a user meets it (real processes, servers, a browser, built assets);
+# - functional: real models on small real bundles, in process;
+# - unit: everything else (no bundle, no process).
+E2E_MODULES = frozenset({
+    "test_local_stack", "test_page", "test_pxtextmining", "test_container", "test_runner",
+    "test_infra_artifacts", "test_recommender_run",
+})
+MODEL_FIXTURES = frozenset({"instant_bundle", "batch_bundle", "lambda_module", "lambda_host"})
+
+
+def tier_of(item: pytest.Item) -> str:
+    """The tier of one collected test (see above)."""
+    if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in E2E_MODULES:
+        return "e2e"
+    if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return "functional"
+    return "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(tier_of(item))
+
+
 def _shared(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
     base = tmp_path_factory.getbasetemp()
     # Under xdist each worker's basetemp is <run>/popen-gwN; the run's folder is shared by all

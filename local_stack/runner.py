@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from twolane.jobs.notifications import iso_now, sagemaker_notification
-from twolane.jobs.store import parse_s3_uri
+from twolane.batchhost.notification import iso_now, sagemaker_notification
+from twolane.layout import parse_s3_uri
 from twolane.settings import REPO_ROOT, Settings
 
 log = logging.getLogger("twolane.runner")

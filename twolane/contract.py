@@ -146,6 +146,7 @@ class PxItemOut(BaseModel):
 
 
 # Batch lane jobs.
+FileFamily = Literal["csv", "json", "jsonl"]  # a drop-folder file's format family (in and out)
 JobTarget = Literal["m", "s", "ms"]  # multilabel, sentiment, both (pxtextmining slow API)
 JobStatus = Literal["pending", "running", "succeeded", "failed", "collected"]
 

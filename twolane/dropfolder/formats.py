@@ -30,15 +30,15 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
-from twolane.contract import CommentIn, JobTarget, Prediction, strict_json_loads
+from twolane.contract import CommentIn, FileFamily, JobTarget, Prediction, strict_json_loads
 from twolane.pxtextmining import TARGETS, result_rows, unwrap_r_json
 from twolane.rules import is_blank, question_type_of
 
-Family = Literal["csv", "json", "jsonl"]
+Family = FileFamily  # the contract names the families (a job record carries one)
 FAMILIES: dict[str, Family] = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 CONTENT_TYPES: dict[Family, str] = {
     "csv": "text/csv; charset=utf-8",

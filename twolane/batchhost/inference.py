@@ -37,7 +37,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from twolane.bundle import resolve_bundle
-from twolane.contract import JobRequest, strict_json_loads
+from twolane.contract import ItemsRejected, JobRequest, check_items, strict_json_loads
 from twolane.jobs.schemas import SummaryRequest  # stays in jobs/ until the summaries rework moves it
 from twolane.predictors.batch import BatchPredictor
 from twolane.settings import Settings, get_settings
@@ -166,8 +166,10 @@ def input_fn(body: bytes | str, content_type: str | None = "application/json") -
         first = exc.errors(include_input=False, include_url=False)[:5]
         reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in first)
         raise BadRequest(422, f"invalid request: {reasons}") from exc
-    if not req.items:
-        raise BadRequest(422, "no comments: send at least one item")
+    try:
+        check_items(req.items)  # the contract's checks (at least one, unique ids); no size limits
+    except ItemsRejected as exc:
+        raise BadRequest(exc.status, exc.reason) from None
     return req
 
 

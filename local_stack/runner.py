@@ -176,7 +176,7 @@ def sns_lambda_event(envelope: dict[str, Any], subscription_arn: str) -> dict[st
 class AsyncRunner:
     """Drains the local invocation queue through the container; see the module docstring."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (keyword-only options, all defaulted but notify)
         self,
         settings: Settings,
         model_dir: Callable[[], Path | None],

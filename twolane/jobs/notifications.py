@@ -1,4 +1,5 @@
-"""Complete jobs from SageMaker async notifications (SNS success and error topics).
+"""Complete jobs from the batch host's notifications (SNS success and error topics): SageMaker
+async's messages, which the Lambda batch worker publishes too, and Lambda's on-failure records.
 
 A SageMaker async notification (the SNS `Message`, a JSON string) looks like::
 
@@ -105,7 +106,8 @@ Deliver = Callable[[JobStore, JobRecord], object]
 
 def apply_notification(store: JobStore, message: dict[str, Any],
                        deliver: Deliver | None = None) -> JobRecord | None:
-    """Move the job forward per one SageMaker notification; None if it names no known job.
+    """Move the job forward per one notification (SageMaker's message, or a Lambda invocation
+    record); None if it names no known job.
     A drop-folder job (one with a `delivery`) is then handed to `deliver`, when given."""
     if is_destination_record(message):
         record = _apply_destination_record(store, message)

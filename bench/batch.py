@@ -136,6 +136,64 @@ def quality_side_by_side(bundle: Path, m, side: Path, test, ok) -> dict[str, Any
     return q
 
 
+def _latency_ms(predict: Any, text: str) -> dict[str, float]:
+    """p50, min and p90 milliseconds of `predict([text])` over 200 calls after 20 warm-ups."""
+    for _ in range(20):
+        predict([text])
+    lat = []
+    for _ in range(200):
+        t0 = time.perf_counter()
+        predict([text])
+        lat.append((time.perf_counter() - t0) * 1000)
+    return {"p50": round(float(np.percentile(lat, 50)), 3), "min": round(min(lat), 3),
+            "p90": round(float(np.percentile(lat, 90)), 3)}
+
+
+def single_comment_ms(bundle: Path, texts: list[str], tok: Any) -> dict[str, Any]:
+    """Single-comment latency of a typical (median-length) comment, int8, through the predictor
+    (tokenise + run + labels): the transformer alone and the ensemble."""
+    from twolane.predictors.batch import BatchPredictor
+
+    lens = np.array([len(t) for t in texts])
+    typical = texts[int(np.argsort(lens)[len(lens) // 2])]
+    return {"text_chars": len(typical), "tokens": len(tok.encode(typical).ids),
+            "transformer_int8": _latency_ms(BatchPredictor.from_bundle(bundle, use_instant=False)
+                                            .predict_texts, typical),
+            "ensemble_int8": _latency_ms(BatchPredictor.from_bundle(bundle).predict_texts, typical)}
+
+
+def targets(q: dict[str, Any], speed: dict[str, Any]) -> dict[str, Any]:
+    """Each target (bench/RESULTS.md) with its measured value and whether it is met."""
+    t: dict[str, Any] = {}
+    inst_q, ens_q = q.get("instant_served"), q.get("ensemble_int8_served")
+    if inst_q and ens_q:
+        for key, name in (("macro_f1", "ensemble_vs_instant_macro_f1"), ("micro_f1", "ensemble_vs_instant_micro_f1")):
+            gain = (ens_q[key] - inst_q[key]) * 100
+            need = TARGETS["ensemble_gain_pts" if key == "macro_f1" else "ensemble_micro_gain_pts"]
+            t[name] = {"value_pts": round(gain, 2), "target": f">= +{need} pts", "met": gain >= need}
+    for kind in ("ensemble", "transformer"):  # the served model (gated by the build), then the encoder alone
+        if f"{kind}_int8" in q:
+            drop = (q[f"{kind}_fp32"]["macro_f1"] - q[f"{kind}_int8"]["macro_f1"]) * 100
+            t[f"int8_vs_fp32_macro_f1_{kind}"] = {"value_pts": round(drop, 2), "target": "<= 1 pt drop",
+                                                  "met": drop <= TARGETS["int8_vs_fp32_pts"]}
+    sa = q["batch_served"]["sentiment"]["accuracy"]
+    t["batch_sentiment_accuracy"] = {"value": sa, "target": f">= {TARGETS['sentiment_accuracy']}",
+                                     "met": sa >= TARGETS["sentiment_accuracy"]}
+    for lane in ("batch", "instant"):
+        pol = q[f"{lane}_served"]["polarity_right_side"]
+        t[f"{lane}_polarity_set"] = {"value": pol, "target": f">= {TARGETS['polarity']:.0%}",
+                                     "met": pol >= TARGETS["polarity"]}
+    r = speed["onnx_int8"]["comments_per_s"]
+    t["int8_comments_per_s"] = {"value": r, "target": ">= 400", "met": r >= TARGETS["int8_per_s"]}
+    t["int8_vs_pytorch"] = {"value": speed["int8_vs_pytorch_x"], "target": ">= 2.5x",
+                            "met": speed["int8_vs_pytorch_x"] >= TARGETS["int8_vs_torch_x"]}
+    s = speed["single_comment_ms"]["transformer_int8"]["p50"]
+    t["single_comment_ms"] = {"value": s, "target": "<= 3 ms (p50, transformer int8)", "met": s <= TARGETS["single_ms"]}
+    c = speed["cold_start_s"]["best"]
+    t["cold_start_s"] = {"value": c, "target": "<= 0.6 s", "met": c <= TARGETS["cold_start_s"]}
+    return t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bundle", type=Path, default=None)
@@ -206,33 +264,7 @@ def main() -> None:
     enc_cfg: Any = model.encoder.config
     speed["attention"] = f"PyTorch: {enc_cfg._attn_implementation}; ONNX: fused Attention op"
 
-    from twolane.predictors.batch import BatchPredictor
-
-    # single comment latency, int8, through the predictor (tokenise + run + labels), transformer alone
-    pred = BatchPredictor.from_bundle(bundle, use_instant=False)
-    lens = np.array([len(t) for t in texts])
-    typical = texts[int(np.argsort(lens)[len(lens) // 2])]
-    for _ in range(20):
-        pred.predict_texts([typical])
-    lat = []
-    for _ in range(200):
-        t0 = time.perf_counter()
-        pred.predict_texts([typical])
-        lat.append((time.perf_counter() - t0) * 1000)
-    ens = BatchPredictor.from_bundle(bundle)
-    for _ in range(20):
-        ens.predict_texts([typical])
-    lat_e = []
-    for _ in range(200):
-        t0 = time.perf_counter()
-        ens.predict_texts([typical])
-        lat_e.append((time.perf_counter() - t0) * 1000)
-    speed["single_comment_ms"] = {
-        "text_chars": len(typical), "tokens": len(tok.encode(typical).ids),
-        "transformer_int8": {"p50": round(float(np.percentile(lat, 50)), 3), "min": round(min(lat), 3),
-                             "p90": round(float(np.percentile(lat, 90)), 3)},
-        "ensemble_int8": {"p50": round(float(np.percentile(lat_e, 50)), 3), "min": round(min(lat_e), 3),
-                          "p90": round(float(np.percentile(lat_e, 90)), 3)}}
+    speed["single_comment_ms"] = single_comment_ms(bundle, texts, tok)
     # cold start: a fresh process imports the predictor, loads the bundle (with the instant copy), labels one
     code = ("import time; t=time.perf_counter()\nfrom twolane.predictors.batch import BatchPredictor\n"
             f"p=BatchPredictor.from_bundle({str(bundle)!r}); p.predict_texts(['The nurse was kind'])\n"
@@ -243,35 +275,7 @@ def main() -> None:
     res["speed"] = speed
     res["machine"]["load_1min_end"] = round(os.getloadavg()[0], 2)
 
-    # ---- targets
-    t: dict[str, Any] = {}
-    inst_q, ens_q = q.get("instant_served"), q.get("ensemble_int8_served")
-    if inst_q and ens_q:
-        for key, name in (("macro_f1", "ensemble_vs_instant_macro_f1"), ("micro_f1", "ensemble_vs_instant_micro_f1")):
-            gain = (ens_q[key] - inst_q[key]) * 100
-            need = TARGETS["ensemble_gain_pts" if key == "macro_f1" else "ensemble_micro_gain_pts"]
-            t[name] = {"value_pts": round(gain, 2), "target": f">= +{need} pts", "met": gain >= need}
-    for kind in ("ensemble", "transformer"):  # the served model (gated by the build), then the encoder alone
-        if f"{kind}_int8" in q:
-            drop = (q[f"{kind}_fp32"]["macro_f1"] - q[f"{kind}_int8"]["macro_f1"]) * 100
-            t[f"int8_vs_fp32_macro_f1_{kind}"] = {"value_pts": round(drop, 2), "target": "<= 1 pt drop",
-                                                  "met": drop <= TARGETS["int8_vs_fp32_pts"]}
-    sa = q["batch_served"]["sentiment"]["accuracy"]
-    t["batch_sentiment_accuracy"] = {"value": sa, "target": f">= {TARGETS['sentiment_accuracy']}",
-                                     "met": sa >= TARGETS["sentiment_accuracy"]}
-    for lane in ("batch", "instant"):
-        pol = q[f"{lane}_served"]["polarity_right_side"]
-        t[f"{lane}_polarity_set"] = {"value": pol, "target": f">= {TARGETS['polarity']:.0%}",
-                                     "met": pol >= TARGETS["polarity"]}
-    r = speed["onnx_int8"]["comments_per_s"]
-    t["int8_comments_per_s"] = {"value": r, "target": ">= 400", "met": r >= TARGETS["int8_per_s"]}
-    t["int8_vs_pytorch"] = {"value": speed["int8_vs_pytorch_x"], "target": ">= 2.5x",
-                            "met": speed["int8_vs_pytorch_x"] >= TARGETS["int8_vs_torch_x"]}
-    s = speed["single_comment_ms"]["transformer_int8"]["p50"]
-    t["single_comment_ms"] = {"value": s, "target": "<= 3 ms (p50, transformer int8)", "met": s <= TARGETS["single_ms"]}
-    c = speed["cold_start_s"]["best"]
-    t["cold_start_s"] = {"value": c, "target": "<= 0.6 s", "met": c <= TARGETS["cold_start_s"]}
-    res["targets"] = t
+    res["targets"] = targets(q, speed)
     out = ROOT / "bench" / "results" / "batch.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))

@@ -104,6 +104,18 @@ def run_job(api: str, items: list[dict[str, Any]], runner: Any) -> dict[str, Any
             "most_containers_running": most_running, "model_version": body["model_version"]}
 
 
+def stack_env(endpoint: str, bundle: Path, a: argparse.Namespace) -> dict[str, str]:
+    """The local stack's environment for the run: moto at `endpoint`, the bundle, the limits."""
+    return {"TWOLANE_AWS_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "eu-west-2",
+            "TWOLANE_BATCH_BUNDLE": str(bundle),
+            "TWOLANE_MAX_JOB_ITEMS": str(max(a.items, 50_000)),
+            "TWOLANE_BATCH_SHARD_SIZE": str(a.shard_size),
+            "TWOLANE_BATCH_MAX_CONCURRENCY": str(a.concurrency),
+            "TWOLANE_INTRA_OP_THREADS": str(a.threads)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bundle", type=Path, default=None, help="batch bundle (default: newest)")
@@ -129,15 +141,7 @@ def main() -> None:
 
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
-    endpoint = f"http://127.0.0.1:{moto.get_host_and_port()[1]}"
-    os.environ.update({"TWOLANE_AWS_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL": endpoint,
-                       "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "eu-west-2",
-                       "TWOLANE_BATCH_BUNDLE": str(bundle),
-                       "TWOLANE_MAX_JOB_ITEMS": str(max(a.items, 50_000)),
-                       "TWOLANE_BATCH_SHARD_SIZE": str(a.shard_size),
-                       "TWOLANE_BATCH_MAX_CONCURRENCY": str(a.concurrency),
-                       "TWOLANE_INTRA_OP_THREADS": str(a.threads)})
+    os.environ.update(stack_env(f"http://127.0.0.1:{moto.get_host_and_port()[1]}", bundle, a))
     items = load_items(a.items)
     runs: dict[str, Any] = {}
     try:

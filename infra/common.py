@@ -55,7 +55,7 @@ def failure_queue(scope: Construct, id: str, shared: Shared) -> sqs.Queue:
     return q
 
 
-def python_function(scope: Construct, id: str, *, shared: Shared, code: lambda_.Code,
+def python_function(scope: Construct, id: str, *, shared: Shared, code: lambda_.Code,  # noqa: PLR0913 (keyword-only construct options)
                     handler: str, description: str, memory_mb: int, timeout_s: int,
                     environment: Mapping[str, str] | None = None,
                     reserved_concurrency: int | None = None,

@@ -187,7 +187,7 @@ class LambdaHost:
         get_settings.cache_clear()
 
 
-def lambda_context(function_name: str) -> SimpleNamespace:
+def lambda_context(function_name: str) -> Any:  # stands in for powertools' LambdaContext
     """A Lambda context object as the runtime passes one (the fields powertools reads)."""
     name = function_name.rsplit(":", 1)[-1]
     return SimpleNamespace(function_name=name, memory_limit_in_mb=256,

@@ -105,7 +105,7 @@ def predict(
 
 
 @app.command()
-def recommend(
+def recommend(  # noqa: PLR0913 (typer: one argument per CLI option)
     lane: str = typer.Option("both", help="instant, batch or both."),
     slo_p95_ms: float = typer.Option(1000.0, "--slo-p95-ms", help="p95 latency objective per request."),
     out: Path = typer.Option(Path("bench/recommend"), help="Report folder."),

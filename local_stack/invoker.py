@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from twolane.batchhost.notification import iso_now
 from twolane.jobs.invoker import (
     CONTENT_TYPE,
     NO_SUMMARIES,
@@ -21,11 +22,11 @@ from twolane.jobs.invoker import (
     invocation_of,
     worker_event,
 )
-from twolane.jobs.notifications import iso_now
 from twolane.jobs.service import JobService
-from twolane.jobs.store import JobKind, S3JobStore
+from twolane.jobs.store import JobKind
 from twolane.layout import batch_failure_key, batch_output_key, s3_uri
 from twolane.settings import Settings
+from twolane.wiring import job_service
 
 log = logging.getLogger("twolane.local")
 
@@ -163,7 +164,6 @@ def local_invoker(settings: Settings) -> Invoker:
 
 def local_job_service(settings: Settings) -> JobService:
     """The jobs service of the local stack: the S3 job store in moto + the local invoker."""
-    from twolane.aws import client
-
-    return JobService(S3JobStore(client("s3"), settings.bucket), local_invoker(settings),
-                      settings.batch)
+    service = job_service(settings, local_invoker(settings))
+    assert service is not None  # an invoker was given
+    return service

@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from twolane.jobs.notifications import iso_now, sagemaker_notification
-from twolane.jobs.store import parse_s3_uri
+from twolane.batchhost.notification import iso_now, sagemaker_notification
+from twolane.layout import parse_s3_uri
 from twolane.settings import REPO_ROOT, Settings
 
 log = logging.getLogger("twolane.runner")
@@ -176,7 +176,7 @@ def sns_lambda_event(envelope: dict[str, Any], subscription_arn: str) -> dict[st
 class AsyncRunner:
     """Drains the local invocation queue through the container; see the module docstring."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (keyword-only options, all defaulted but notify)
         self,
         settings: Settings,
         model_dir: Callable[[], Path | None],

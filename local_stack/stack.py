@@ -122,6 +122,17 @@ def _print_outcome(o: dict[str, Any]) -> None:
         console.print(f"[red]drop folder:[/] {o['key']} -> {o['result_key']}: {o['detail']}")
 
 
+def _dropbox_ready(dropbox: Path | None) -> Path | None:
+    """The local drop folder, made (with an example CSV) when missing; None: no drop folder."""
+    if dropbox is None:
+        return None
+    dropbox = dropbox.resolve()
+    dropbox.mkdir(parents=True, exist_ok=True)
+    if not (dropbox / "example.csv").exists():
+        (dropbox / "example.csv").write_text(EXAMPLE_CSV, encoding="utf-8")
+    return dropbox
+
+
 def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
        moto_port: int | None = None, dropbox: Path | None = Path("dropbox")) -> None:
     """Run the local stack until Ctrl-C: API, local S3 + drop folder, and (if `batch`) the batch lane."""
@@ -157,11 +168,7 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
         s3.create_bucket(Bucket=settings.bucket,
                          **({} if region == "us-east-1" else
                             {"CreateBucketConfiguration": {"LocationConstraint": region}}))
-        if dropbox is not None:
-            dropbox = dropbox.resolve()
-            dropbox.mkdir(parents=True, exist_ok=True)
-            if not (dropbox / "example.csv").exists():
-                (dropbox / "example.csv").write_text(EXAMPLE_CSV, encoding="utf-8")
+        dropbox = _dropbox_ready(dropbox)
         jobs = local_job_service(settings)
         watcher = DropFolderWatcher(s3, settings.bucket, predictor, settings, dropbox,
                                     _print_outcome, jobs=jobs if batch else None)

@@ -539,9 +539,10 @@ SIDE_FILES = ("model.fp32.onnx", "model.pt", "encoder_config.json", "val_transfo
               "val_sentiment_probs.npy", "val_ids.json", "build_info.json")
 
 
-def build(ds: Dataset, out_root: Path, base_model: str, cfg, *, tiny: bool = False,
-          instant_bundle: Path | None = None, enforce_gates: bool = True, side_dir: Path | None = None,
-          max_steps: int | None = None, log: Log = print) -> Path:
+def build(  # noqa: PLR0915 (train, export, package: one script, read top to bottom)
+        ds: Dataset, out_root: Path, base_model: str, cfg, *, tiny: bool = False,
+        instant_bundle: Path | None = None, enforce_gates: bool = True, side_dir: Path | None = None,
+        max_steps: int | None = None, log: Log = print) -> Path:
     """Train and export fp32 ONNX into the side folder, then `package` it. Returns the bundle."""
     import torch
 

@@ -36,7 +36,7 @@ DONE = {"COMPLETED", "FAILED", "STOPPED", "DELETED"}
 
 # --- SageMaker Inference Recommender -------------------------------------------------------
 
-def ir_job_request(job_name: str, role_arn: str, model_name: str, slo_p95_ms: float,
+def ir_job_request(job_name: str, role_arn: str, model_name: str, slo_p95_ms: float,  # noqa: PLR0913 (the AWS request's fields)
                    payload_url: str, instance_types: list[str], job_type: str = "Advanced",
                    phases: list[dict[str, int]] | None = None, max_invocations: int = 300,
                    job_duration_s: int = 7200) -> dict[str, Any]:
@@ -260,7 +260,7 @@ def lambda_choice(sweep: list[dict[str, Any]], comments_per_request: int, slo_p9
 
 # --- Putting it together -------------------------------------------------------------------
 
-def run_aws(slo_p95_ms: float, out: Path, *, lane: str = "both", role_arn: str = "",
+def run_aws(slo_p95_ms: float, out: Path, *, lane: str = "both", role_arn: str = "",  # noqa: PLR0913 (the CLI's --aws options)
             model_name: str = "", payload_url: str = "", function_name: str = "",
             instance_types: list[str] | None = None, comments_per_request: int = 32,
             invocations: int = 10, envs: tuple[str, ...] = ("dev", "prod"),

@@ -53,7 +53,7 @@ def _server_rss_threads(pid: int) -> tuple[float, int]:
     return rss / 2**20, threads
 
 
-def run_cell(base_url: str, path: str, bodies: list[bytes], headers: dict[str, str],
+def run_cell(base_url: str, path: str, bodies: list[bytes], headers: dict[str, str],  # noqa: PLR0913 (one load-test cell's parameters)
              users: int, n_requests: int, max_seconds: float, server_pid: int | None,
              expect_items: int | None = None) -> dict[str, Any]:
     """One closed-loop run. Bounded by request count AND wall time."""

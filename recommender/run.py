@@ -189,7 +189,20 @@ def batch_hosts_doc(batch_choice: Choice, instant_choice: Choice | None,
     return workload_doc(workloads, hosts, ref, allow_assumed, figures_doc(meas, sc), out)
 
 
-def run(lane: str = "both", slo_p95_ms: float = 1000.0, out: Path = Path("bench/recommend"),
+def _lane_result(name: str, reuse: Path | None, bundles: dict[str, Path] | None, sweep: Sweep,
+                 work: Path, texts: list[tuple[str, str]],
+                 log: Callable[[str], None]) -> tuple[LaneResult, str]:
+    """One lane's measurements (or those `reuse`d from an earlier report) and a warning."""
+    if reuse is not None:
+        return reused_lane(reuse, name)
+    if bundles and name in bundles:
+        bundle, label, warning = bundles[name], str(bundles[name]), ""
+    else:
+        bundle, label, warning = resolve_lane_bundle(name, work, log)
+    return run_lane(name, bundle, sweep, work / name, texts, bundle_label=label, log=log), warning
+
+
+def run(lane: str = "both", slo_p95_ms: float = 1000.0, out: Path = Path("bench/recommend"),  # noqa: PLR0913 (the CLI's options, all defaulted)
         envs: Iterable[str] = ("dev", "prod"), sweeps: dict[str, Sweep] | None = None,
         bundles: dict[str, Path] | None = None, config_dir: Path | None = None,
         results_md: Path | None = None, log: Callable[[str], None] = print,
@@ -215,16 +228,7 @@ def run(lane: str = "both", slo_p95_ms: float = 1000.0, out: Path = Path("bench/
     with tempfile.TemporaryDirectory(prefix="twolane-recommend-") as tmp:
         work = Path(tmp)
         for name in lanes:
-            result: LaneResult
-            if reuse is not None:
-                result, warning = reused_lane(reuse, name)
-            else:
-                if bundles and name in bundles:
-                    bundle, label, warning = bundles[name], str(bundles[name]), ""
-                else:
-                    bundle, label, warning = resolve_lane_bundle(name, work, log)
-                result = run_lane(name, bundle, sweeps[name], work / name, texts,
-                                  bundle_label=label, log=log)
+            result, warning = _lane_result(name, reuse, bundles, sweeps[name], work, texts, log)
             if name == "instant":
                 choice = choose_lambda_memory(result.cells, slo_p95_ms, prices)
                 choices[name] = choice

@@ -31,7 +31,7 @@ never the comment text. A bad body gets 400 (not JSON) / 415 / 422 with a reason
 
 The same functions serve an AWS deep-learning container (the file is packed as
 code/inference.py): model_fn, input_fn, predict_fn, output_fn. They live in
-twolane/batch_inference.py, which the Lambda batch worker runs too; this file is the HTTP
+twolane/batchhost/inference.py, which the Lambda batch worker runs too; this file is the HTTP
 server around them.
 
 Why http.server: only the standard library, so the process imports onnxruntime, tokenizers,
@@ -62,7 +62,7 @@ try:  # installed (our image, the venv) or vendored next to this file (code/ in 
 except ImportError:  # a bare checkout: the repository root
     sys.path.append(str(Path(__file__).resolve().parent.parent))
 
-from twolane.batch_inference import (  # noqa: E402 (after the sys.path fallback above)
+from twolane.batchhost.inference import (  # noqa: E402 (after the sys.path fallback above)
     SERVER_ERROR,
     BadRequest,
     Classify,

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from filelock import FileLock
 
-
 # ----------------------------------------------------------------------------- test tiers
 # Every test gets one tier marker (`pytest -m unit` for the quick run; `make test` runs all):
 # - e2e: the whole service as a user meets it (real processes, servers, a browser, built assets);

@@ -159,6 +159,27 @@ def unused_grants(policy: dict[str, Any], calls: list[Call], user: str,
     return unused
 
 
+# The resource ARN moto's IAM check is given per request (patched in by enforce_like_aws).
+def endpoint_resource(self: Any) -> str:
+    name = self.path.split("/")[2]
+    return f"arn:{PARTITION}:sagemaker:{self.region}:{self.current_account}:endpoint/" \
+           f"{name.lower()}"
+
+def parameter_resource(self: Any) -> str:
+    name = str(json.loads(self.body or "{}").get("Name", "")).lstrip("/")
+    return f"arn:{PARTITION}:ssm:{self.region}:{self.current_account}:parameter/{name}"
+
+def function_resource(self: Any) -> str:
+    if "/functions/" not in self.path:
+        return "*"
+    name = unquote(self.path.split("/functions/", 1)[1].split("/")[0])
+    return name if name.startswith("arn:") else \
+        f"arn:{PARTITION}:lambda:{self.region}:{self.current_account}:function:{name}"
+
+def topic_resource(self: Any) -> str:
+    return str(self._get_param("TopicArn") or "*")
+
+
 @contextmanager
 def enforce_like_aws(template: dict[str, Any], refs: dict[str, dict[str, str]],
                      recorder: Recorder) -> Iterator[None]:
@@ -209,25 +230,6 @@ def enforce_like_aws(template: dict[str, Any], refs: dict[str, dict[str, str]],
                 authorize_s3(self, bucket_name=src_bucket, key_name=src_key)
             finally:
                 self.data["Action"] = action
-
-    def endpoint_resource(self: Any) -> str:
-        name = self.path.split("/")[2]
-        return f"arn:{PARTITION}:sagemaker:{self.region}:{self.current_account}:endpoint/" \
-               f"{name.lower()}"
-
-    def parameter_resource(self: Any) -> str:
-        name = str(json.loads(self.body or "{}").get("Name", "")).lstrip("/")
-        return f"arn:{PARTITION}:ssm:{self.region}:{self.current_account}:parameter/{name}"
-
-    def function_resource(self: Any) -> str:
-        if "/functions/" not in self.path:
-            return "*"
-        name = unquote(self.path.split("/functions/", 1)[1].split("/")[0])
-        return name if name.startswith("arn:") else \
-            f"arn:{PARTITION}:lambda:{self.region}:{self.current_account}:function:{name}"
-
-    def topic_resource(self: Any) -> str:
-        return str(self._get_param("TopicArn") or "*")
 
     def recording_lambda_invoke(self: Any, function_name: str, qualifier: str | None, body: Any,
                                 headers: Any, response_headers: Any) -> bytes:

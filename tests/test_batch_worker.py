@@ -29,7 +29,7 @@ from fastapi.testclient import TestClient
 
 from local_stack.batch_lane import lambda_context
 from local_stack.invoker import destination_record
-from twolane.jobs.invoker import LambdaInvoker, invoker_from_settings
+from twolane.jobs.invoker import LambdaInvoker
 from twolane.jobs.notifications import WORKER_EXPIRED, WORKER_STOPPED
 from twolane.jobs.service import JobRejected, JobService
 from twolane.jobs.store import S3JobStore, reason_from_failure_body
@@ -42,6 +42,7 @@ from twolane.layout import (
     shard_inference_id,
 )
 from twolane.settings import Settings, get_settings
+from twolane.wiring import batch_invoker
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +197,7 @@ def test_the_asset_copy_of_the_bundle_without_its_fp16_model_loads_and_predicts(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker's asset holds the batch bundle as infra.build_lambda_asset.copy_bundle copies
     it: model.fp16.onnx (CUDA only) left out while the manifest still names it. The worker's
-    load path (resolve_bundle + batch_inference.cached_model) does not verify the manifest's
+    load path (resolve_bundle + batchhost.inference.cached_model) does not verify the manifest's
     files, so that copy loads and predicts on CPU exactly as the whole bundle does."""
     from infra.build_lambda_asset import BUNDLE_DIR, copy_bundle
     from twolane.bundle import BundleError, read_manifest
@@ -299,7 +300,7 @@ def test_lambda_invoke_call_shape_per_shard(moto: str, tmp_path: Path) -> None:
     assert not any(store.exists(s.input_location) for s in failed.shards)
 
     # The settings choose it; summaries are not served on this host.
-    chosen = invoker_from_settings(settings.batch)
+    chosen = batch_invoker(settings)
     assert isinstance(chosen, LambdaInvoker) and chosen.unavailable_reason("classify") is None
     assert "text-generation" in (chosen.unavailable_reason("summary") or "")
 

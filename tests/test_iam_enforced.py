@@ -59,8 +59,8 @@ from test_dropfolder import ROWS, csv_bytes, s3_event
 
 from infra.checks import synth_offline
 from infra.config import load_config
-from twolane.batch_inference import SERVER_ERROR
-from twolane.jobs.worker import INPUT_NOT_FOUND, WorkerEvent
+from twolane.batchhost.inference import SERVER_ERROR
+from twolane.batchhost.worker import INPUT_NOT_FOUND, WorkerEvent
 from twolane.layout import (
     batch_failure_key,
     batch_output_key,

@@ -227,9 +227,9 @@ def test_every_function_loads_its_settings_from_the_template_env(host, monkeypat
     from infra.build_lambda_asset import BUNDLE_DIR
     from infra.stack import LAMBDA_TASK_ROOT
     from twolane.bundle import resolve_bundle
-    from twolane.jobs.invoker import LambdaInvoker, invoker_from_settings
-    from twolane.jobs.worker import worker_from_settings
+    from twolane.jobs.invoker import LambdaInvoker
     from twolane.settings import get_settings
+    from twolane.wiring import batch_invoker, batch_worker
 
     cfg, _, tpl = host
     refs = refs_for(tpl, {})
@@ -259,7 +259,7 @@ def test_every_function_loads_its_settings_from_the_template_env(host, monkeypat
             assert s.batch_bundle == Path(task_bundle)
             assert (s.batch_success_topic_arn, s.batch_error_topic_arn) == (
                 refs[success]["Ref"], refs[error]["Ref"])
-            worker = worker_from_settings(s)  # raises without both topic ARNs
+            worker = batch_worker(s)  # raises without both topic ARNs
             assert worker.region == cfg.region
             assert worker.s3.meta.region_name == cfg.region
             assert worker.sns.meta.endpoint_url == f"https://sns.{cfg.region}.amazonaws.com"
@@ -275,4 +275,4 @@ def test_every_function_loads_its_settings_from_the_template_env(host, monkeypat
             assert s.batch.invoker == "lambda" and s.batch.function == refs[worker_lid]["Ref"]
             assert s.batch.shard_size == cfg.batch.shard_size
             assert s.api.batch_enabled and not s.api.summaries_enabled
-            assert isinstance(invoker_from_settings(s.batch), LambdaInvoker)
+            assert isinstance(batch_invoker(s), LambdaInvoker)

@@ -390,3 +390,67 @@ def test_clients_against_twolane_up(instant_bundle: Path, batch_bundle: Path, tm
     finally:
         rc = stop_up(proc)
     assert rc == 0, f"up did not stop cleanly (exit {rc}):\n{log.read_text()}"
+
+
+# --- one input boundary: the drop folder and both APIs read a data_in alike --------------------
+
+DATA_IN: list[dict[str, Any]] = [  # ids as sent: padded, a number, a plain string
+    {"comment_id": " 7 ", "comment_text": "The nurses were kind but parking was awful",
+     "question_type": "nonspecific"},
+    {"comment_id": 8, "comment_text": "Food was cold and the ward was noisy", "question_type": "could_improve"},
+    {"comment_id": "9", "comment_text": None},
+    {"comment_id": "10", "comment_text": "n/a", "question_type": "What was good?"},
+]
+
+
+def test_drop_folder_and_both_apis_give_the_same_answer(predictor: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same pxtextmining data_in through the drop folder (inbox/ -> outbox/), the quick API
+    and the slow API (lane=instant): the same ids, kept as sent (" 7 " stays " 7 "), and the
+    same labels; an all-space id is refused by all three."""
+    import boto3
+    from moto import mock_aws
+
+    from local_stack.s3events import object_created
+    from twolane.dropfolder.process import process_event
+
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(k, "testing")
+    monkeypatch.delenv("TWOLANE_AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    bucket = "twolane-boundary"
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-2")
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+        settings = Settings(bucket=bucket, aws_endpoint_url=None)
+        api = TestClient(create_app(predictor, settings, jobs=local_job_service(settings)))
+
+        def drop(name: str, doc: list[dict[str, Any]]) -> dict[str, Any]:
+            s3.put_object(Bucket=bucket, Key=f"inbox/{name}", Body=json.dumps(doc).encode())
+            (outcome,) = process_event(object_created(bucket, f"inbox/{name}"), predictor, s3=s3,
+                                       settings=settings)["outcomes"]
+            return outcome
+
+        def slow(doc: list[dict[str, Any]]) -> Any:
+            r = api.post("/api/StartContainerInstance", params={"lane": "instant"}, json=doc)
+            return api.get(r.text) if r.status_code == 202 else r
+
+        outcome = drop("data_in.json", DATA_IN)
+        assert outcome["status"] == "done", outcome
+        dropped = json.loads(s3.get_object(Bucket=bucket, Key=outcome["result_key"])["Body"].read())
+        quick = api.post("/predict_multilabel", json=DATA_IN)
+        slowed = slow(DATA_IN)
+        assert quick.status_code == 200 and slowed.status_code == 200, (quick.text, slowed.text)
+        ids = [" 7 ", "8", "9", "10"]
+        for rows in (dropped, quick.json(), slowed.json()):
+            assert [r["comment_id"] for r in rows] == ids
+        assert [r["labels"] for r in dropped] == [r["labels"] for r in quick.json()] \
+            == [r["labels"] for r in slowed.json()]
+        assert dropped == slowed.json()  # data_out rows, sentiment included
+        assert dropped[2]["labels"] == [LNP] and dropped[3]["labels"] == [LNP]
+
+        blank_id = [*DATA_IN, {"comment_id": "   ", "comment_text": "Lovely staff"}]
+        failed = drop("blank_id.json", blank_id)
+        assert failed["status"] == "failed" and "item 5: comment_id" in failed["detail"], failed
+        for r in (api.post("/predict_multilabel", json=blank_id), slow(blank_id)):
+            assert r.status_code == 422 and "comment_id" in r.text and "blank" in r.text, r.text

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
-from twolane.settings import get_settings
+from twolane.settings import Settings, get_settings
 
 
-def client(service: str, **kwargs: Any) -> Any:
-    """A boto3 client for `service`, pointed at TWOLANE_AWS_ENDPOINT_URL when set."""
-    s = get_settings()
+def client(service: str, settings: Settings | None = None, **kwargs: Any) -> Any:
+    """A boto3 client for `service` in `settings.aws_region`, pointed at
+    `settings.aws_endpoint_url` (TWOLANE_AWS_ENDPOINT_URL) when set. The runtime passes its
+    settings (`twolane.wiring`); without, the process's own (the local stack, tests, tools)."""
+    # Lazy: boto3 and botocore take ~0.3 s to import, and the instant API's cold start needs
+    # neither until a batch job is submitted.
+    import boto3
+    from botocore.config import Config
+
+    s = settings or get_settings()
     kwargs.setdefault("region_name", s.aws_region)
     if s.aws_endpoint_url:
         kwargs.setdefault("endpoint_url", s.aws_endpoint_url)

@@ -1,15 +1,24 @@
 """The request and response shapes both lanes speak (pydantic), independent of any model.
 
 Path of a request: handler (FastAPI router / Lambda / container) -> contract (these models)
--> predictor (ONNX). Limits that depend on settings (items per request, text length) are
-checked by the API layer, which knows the settings; shapes are checked here.
+-> predictor (ONNX).
+
+The input boundary is here, once, for every entry point (the API, the drop folder, jobs and
+the batch host): an incoming comment is a `CommentIn` (strict: the JSON API) or a `PxItemIn`
+(lenient: pxtextmining's item lists, and every drop-folder file row); both check the id the
+same way (`CommentId`: 1 to MAX_ID_CHARS characters, not blank, kept as sent, valid Unicode)
+and clean the text (`CommentText`). `check_items` checks a whole list against the limits the
+caller's settings give (count, text length) and for duplicate ids; each entry point answers its
+`ItemsRejected` in its own way (a 413/422, a file in failed/, the container's 422).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Annotated, Any, Literal
+from collections import Counter
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -18,9 +27,15 @@ from twolane.rules import SENTIMENT_NAMES, QuestionType, clean_text, is_clean, q
 __all__ = ["SENTIMENT_NAMES", "QuestionType"]  # re-exported: the rule book defines them
 
 
+MAX_ID_CHARS = 256  # characters in a comment_id
+MAX_IDS_NAMED = 20  # a reason names at most this many comment ids
+
+
 def _clean_id(value: str) -> str:
     if not is_clean(value):
         raise ValueError("must be valid Unicode text (it holds a lone surrogate or NUL)")
+    if not value.strip():
+        raise ValueError("must not be blank")
     return value
 
 
@@ -53,14 +68,16 @@ def strict_json_loads(data: bytes | str, nan_as_null: bool = False) -> Any:
 # The input boundary (twolane.rules.clean_text): every comment that enters through these models
 # (API, drop folder, jobs, the batch container) has its text cleaned and its id checked here.
 CommentText = Annotated[str, AfterValidator(clean_text)]
-CommentId = Annotated[str, AfterValidator(_clean_id)]
+# An id is kept as sent (" 7 " stays " 7 ": results map back to their rows exactly).
+CommentId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(_clean_id)]
+
 
 class CommentIn(BaseModel):
     """One comment to label. `comment_text` may be empty or null: it gets 'Labelling not possible'."""
 
     model_config = ConfigDict(extra="forbid")
 
-    comment_id: CommentId = Field(..., min_length=1, max_length=256)
+    comment_id: CommentId
     comment_text: CommentText | None = None
     question_type: QuestionType | None = None
 
@@ -129,13 +146,60 @@ class PxItemIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    comment_id: Annotated[CommentId, BeforeValidator(_px_id), Field(min_length=1, max_length=256)]
+    comment_id: Annotated[CommentId, BeforeValidator(_px_id)]
     comment_text: Annotated[CommentText | None, BeforeValidator(_px_text)] = None
     question_type: Annotated[QuestionType | None, BeforeValidator(_px_question_type)] = None
 
     def comment(self) -> CommentIn:
         return CommentIn(comment_id=self.comment_id, comment_text=self.comment_text,
                          question_type=self.question_type)
+
+
+class Item(Protocol):
+    """What `check_items` reads of an item (CommentIn and PxItemIn both have it)."""
+
+    @property
+    def comment_id(self) -> str: ...
+
+    @property
+    def comment_text(self) -> str | None: ...
+
+
+class ItemsRejected(ValueError):
+    """A list of comments that may not be labelled as it is: `status` 413 (too many) or 422,
+    a `reason` safe to show (it names ids, never text) and the `ids` at fault (maybe none)."""
+
+    def __init__(self, status: int, reason: str, ids: Sequence[str] = ()):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.ids = list(ids)
+
+
+def named_ids(ids: Sequence[str]) -> str:
+    """Ids for a reason: repr'd, at most MAX_IDS_NAMED, then "and N more"."""
+    more = len(ids) - MAX_IDS_NAMED
+    return ", ".join(repr(i) for i in ids[:MAX_IDS_NAMED]) + (f" and {more} more" if more > 0 else "")
+
+
+def check_items(items: Sequence[Item], *, max_items: int | None = None,
+                max_text_chars: int | None = None) -> None:
+    """Raise ItemsRejected unless the items may be labelled together: at least one (422), at
+    most `max_items` (413), ids unique (422), no text over `max_text_chars` characters (422).
+    A limit of None is not checked. Every entry point calls this, with its settings' limits."""
+    if not items:
+        raise ItemsRejected(422, "no comments: send at least one item")
+    if max_items is not None and len(items) > max_items:
+        raise ItemsRejected(413, f"{len(items)} items in one request; the limit is {max_items}. "
+                                 "Split the request, or use the drop folder for large files.")
+    dups = [i for i, n in Counter(i.comment_id for i in items).items() if n > 1]
+    if dups:
+        raise ItemsRejected(422, f"comment_id must be unique; repeated: {named_ids(dups)}", dups)
+    if max_text_chars is not None:
+        too_long = [i.comment_id for i in items if len(i.comment_text or "") > max_text_chars]
+        if too_long:
+            raise ItemsRejected(422, f"comment_text longer than {max_text_chars} characters for "
+                                     f"comment_id {named_ids(too_long)}", too_long)
 
 
 class PxItemOut(BaseModel):
@@ -146,6 +210,7 @@ class PxItemOut(BaseModel):
 
 
 # Batch lane jobs.
+FileFamily = Literal["csv", "json", "jsonl"]  # a drop-folder file's format family (in and out)
 JobTarget = Literal["m", "s", "ms"]  # multilabel, sentiment, both (pxtextmining slow API)
 JobStatus = Literal["pending", "running", "succeeded", "failed", "collected"]
 

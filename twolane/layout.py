@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlparse
 
 INBOX, OUTBOX, FAILED = "inbox/", "outbox/", "failed/"
 BATCH_SUBFOLDER = "batch/"  # inbox/batch/<file>: labelled on the batch lane -> outbox/batch/<file>
@@ -72,6 +73,14 @@ def batch_failure_key(inference_id: str) -> str:
 
 def batch_model_key(version: str) -> str:
     return f"{MODELS}batch/{version}/model.tar.gz"
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """(bucket, key) of an s3://bucket/key URI; ValueError for anything else."""
+    u = urlparse(uri)
+    if u.scheme != "s3" or not u.netloc or not u.path.strip("/"):
+        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
+    return u.netloc, u.path.lstrip("/")
 
 
 def s3_uri(bucket: str, key: str) -> str:

@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     batch_error_topic_arn: str | None = None
     batch_notification_queue: str = "twolane-batch-notifications"
     generation_model: str | None = None  # causal LM id or path for summaries
+
+    # The batch host (twolane.batchhost.inference: the container and the Lambda batch worker).
+    onnx_providers: str | None = None  # e.g. "CPUExecutionProvider" (default: CUDA when present)
+    ort_preload_dlls: bool = False  # load CUDA/cuDNN from the nvidia-* pip wheels (GPU image)
+    serve_delay_s: float = Field(0.0, ge=0)  # fault injection for tests: sleep before each prediction
     state_dir: Path = REPO_ROOT / ".twolane"  # local logs and pid files
 
     @property

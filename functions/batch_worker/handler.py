@@ -1,12 +1,13 @@
 """Lambda entry point of the batch worker: one shard of a batch job per asynchronous invoke
 (`twolane.jobs.invoker.LambdaInvoker`), run as the SageMaker container would run it.
 
-Thin: event -> `twolane.jobs.worker.WorkerEvent` (the contract) -> `twolane.batch_inference`
-(the predictor the container serves). The model loads once per process, on the first event
-(TWOLANE_BATCH_BUNDLE); later events in the same execution environment reuse it.
+Thin: event -> `twolane.batchhost.event.WorkerEvent` (the contract) ->
+`twolane.batchhost.inference` (the predictor the container serves). The model loads once per
+process, on the first event (TWOLANE_BATCH_BUNDLE); later events in the same execution
+environment reuse it.
 
 Environment: TWOLANE_BUCKET, TWOLANE_BATCH_SUCCESS_TOPIC_ARN, TWOLANE_BATCH_ERROR_TOPIC_ARN,
-TWOLANE_BATCH_BUNDLE (see twolane.jobs.worker.worker_from_settings).
+TWOLANE_BATCH_BUNDLE (see twolane.wiring.batch_worker).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from twolane.jobs.worker import BatchWorker, worker_from_settings
+from twolane.batchhost.worker import BatchWorker
 from twolane.settings import get_settings
+from twolane.wiring import batch_worker
 
 logger = Logger(service="twolane-batch-worker")
 _workers: dict[tuple[Any, ...], BatchWorker] = {}
@@ -31,7 +33,7 @@ def _get_worker() -> BatchWorker:
            s.batch_bundle or s.bundles)
     with _lock:
         if key not in _workers:
-            _workers[key] = worker_from_settings(s)
+            _workers[key] = batch_worker(s)
         return _workers[key]
 
 

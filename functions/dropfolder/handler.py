@@ -1,7 +1,8 @@
 """Lambda entry point of the S3 drop folder (S3 ObjectCreated under inbox/ -> outbox/ or failed/).
 
 The bundle is loaded here, at import (the cold start), never per call. Files under
-inbox/batch/ become batch-lane jobs (SageMaker async) when the stack has the batch lane.
+inbox/batch/ become batch-lane jobs (on the batch host: SageMaker async or the Lambda batch
+worker) when the stack has the batch lane.
 """
 
 from __future__ import annotations
@@ -10,30 +11,28 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 
-from twolane.aws import client
 from twolane.dropfolder.process import process_event
-from twolane.jobs.invoker import invoker_from_settings
-from twolane.jobs.service import JobService
-from twolane.jobs.store import S3JobStore
 from twolane.predictors.instant import get_predictor
 from twolane.settings import get_settings
+from twolane.wiring import client, job_service
 
 logger = Logger(service="twolane-dropfolder")
 metrics = Metrics(namespace="twolane", service="dropfolder")
 
+SETTINGS = get_settings()
 PREDICTOR = get_predictor()
-S3 = client("s3")
-_BATCH = get_settings().batch
-_INVOKER = invoker_from_settings(_BATCH)
-JOBS = JobService(S3JobStore(S3, _BATCH.bucket), _INVOKER, _BATCH) if _INVOKER else None
+S3 = client("s3", SETTINGS)
+JOBS = job_service(SETTINGS, s3=S3)  # None without a batch host: inbox/batch/ files -> failed/
 logger.info("model loaded", extra={"model_version": PREDICTOR.version})
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    summary = process_event(event, PREDICTOR, s3=S3, jobs=JOBS)
+@event_source(data_class=S3Event)
+def handler(event: S3Event, context: Any) -> dict[str, Any]:
+    summary = process_event(event, PREDICTOR, s3=S3, settings=SETTINGS, jobs=JOBS)
     for o in summary["outcomes"]:
         logger.info("drop folder", extra=o)
         if o["status"] == "done":

@@ -94,9 +94,10 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def train(model: EncoderClassifier, ids: list[list[int]], Y: np.ndarray, sentiment: np.ndarray,
-          cfg: TrainConfig, pad_id: int, on_step: Callable[[int, int, float], None] | None = None,
-          max_steps: int | None = None, on_epoch: Callable[[int], None] | None = None) -> dict:
+def train(  # noqa: PLR0915 (one training loop, read top to bottom)
+        model: EncoderClassifier, ids: list[list[int]], Y: np.ndarray, sentiment: np.ndarray,
+        cfg: TrainConfig, pad_id: int, on_step: Callable[[int, int, float], None] | None = None,
+        max_steps: int | None = None, on_epoch: Callable[[int], None] | None = None) -> dict:
     """Train in place. on_step(step, total_steps, loss) after each step; on_epoch(epoch) after each
     epoch (e.g. a validation check; the model is put back in training mode after it).
     Returns a summary (losses, time, epochs)."""

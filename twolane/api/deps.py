@@ -16,7 +16,9 @@ from twolane.api.errors import ModelUnavailable, RequestRejected
 from twolane.api.gate import key_matches
 from twolane.jobs.service import JobService
 from twolane.predictors import Predictor
-from twolane.settings import Settings
+from twolane.predictors.instant import InstantPredictor, get_predictor
+from twolane.settings import Settings, get_settings
+from twolane.wiring import job_service
 
 log = logging.getLogger("twolane.api")
 
@@ -55,7 +57,7 @@ class PredictorHolder:
 
 class JobsHolder:
     """Holds the app's jobs service: given (the local stack, tests), or made on first use from
-    the settings on AWS (S3 job store + SageMaker invoker)."""
+    the settings on AWS (`twolane.wiring.job_service`: S3 job store + the batch host's invoker)."""
 
     def __init__(self, settings: Settings, service: JobService | None = None):
         self._settings = settings
@@ -67,15 +69,10 @@ class JobsHolder:
             return self._service
         with self._lock:
             if self._service is None:
-                from twolane.aws import client
-                from twolane.jobs.invoker import invoker_from_settings
-                from twolane.jobs.store import S3JobStore
-
-                batch = self._settings.batch
-                invoker = invoker_from_settings(batch)
-                if invoker is None:
+                service = job_service(self._settings)
+                if service is None:
                     raise RequestRejected(503, "the batch lane is not configured on this service")
-                self._service = JobService(S3JobStore(client("s3"), batch.bucket), invoker, batch)
+                self._service = service
         return self._service
 
 
@@ -84,9 +81,6 @@ def loader_for(settings: Settings) -> Callable[[], Predictor]:
     process's own settings, a predictor of its own for any other settings."""
 
     def load() -> Predictor:
-        from twolane.predictors.instant import InstantPredictor, get_predictor
-        from twolane.settings import get_settings
-
         if settings is get_settings():
             return get_predictor()
         return InstantPredictor.from_bundle(settings.instant_bundle or settings.bundles,

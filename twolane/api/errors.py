@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from twolane.contract import ItemsRejected
 from twolane.rules import clean_text
 
 log = logging.getLogger("twolane.api")
@@ -115,6 +116,11 @@ async def _rejected(_: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status_code, exc.detail, exc.comment_ids or None)
 
 
+async def _items(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ItemsRejected)  # contract.check_items: 413 or 422, ids named
+    return problem(exc.status, exc.reason, exc.ids or None)
+
+
 async def _http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     return problem(exc.status_code, str(exc.detail), headers=exc.headers)
@@ -143,6 +149,7 @@ async def _server_fault(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(RequestRejected, _rejected)
+    app.add_exception_handler(ItemsRejected, _items)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(ModelUnavailable, _unavailable)
     app.add_exception_handler(Exception, _server_fault)

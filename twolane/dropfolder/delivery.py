@@ -1,7 +1,8 @@
 """Finish a drop-folder file that went to the batch lane (`inbox/batch/X`): when its job
 succeeds, write `outbox/batch/X` in the input's format; when it fails, a report at
-`failed/batch/X.error.json`. Called by the notifications handler right after it moves the
-job's record forward, so the same code runs on AWS and in the local stack.
+`failed/batch/X.error.json`. The notifications handler (functions/notifications/handler.py,
+the wiring point) passes `deliver` to `twolane.jobs.notifications`, which calls it right after
+it moves the job's record forward, so the same code runs on AWS and in the local stack.
 
 Order keeps the results safe: the outbox object is written BEFORE the job is marked collected
 (and its output deleted), so a crash in between only means a repeat delivery of the same file.
@@ -14,7 +15,7 @@ import logging
 from datetime import UTC, datetime
 
 from twolane.contract import Prediction
-from twolane.dropfolder.formats import CONTENT_TYPES, Family, write_px, write_results
+from twolane.dropfolder.formats import CONTENT_TYPES, write_px, write_results
 from twolane.jobs.store import JobGone, JobNotFound, JobRecord, JobStore
 from twolane.layout import s3_uri
 from twolane.pxtextmining import parse_target
@@ -36,10 +37,9 @@ def deliver(store: JobStore, record: JobRecord) -> bool:
         if payload is None:
             return False  # delivered (and deleted) by a repeat of this notification
         preds = [Prediction.model_validate(r) for r in payload["results"]]
-        family: Family = d.family  # type: ignore[assignment]
         out = (write_px(preds, parse_target(record.target), record.blank_rows) if d.pxtextmining
-               else write_results(preds, family))
-        store.write(s3_uri(d.bucket, d.result_key), out, CONTENT_TYPES[family])
+               else write_results(preds, d.family))
+        store.write(s3_uri(d.bucket, d.result_key), out, CONTENT_TYPES[d.family])
         log.info("batch lane labelled %d comments: %s -> %s", len(preds), d.source_key, d.result_key)
     else:
         report = {"source_key": d.source_key, "job_id": record.job_id, "error": FAILED_REASON,

@@ -25,20 +25,27 @@ import csv
 import io
 import json
 import logging
-import math
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
-from twolane.contract import CommentIn, JobTarget, Prediction, strict_json_loads
+from twolane.contract import (
+    CommentIn,
+    FileFamily,
+    ItemsRejected,
+    JobTarget,
+    Prediction,
+    PxItemIn,
+    check_items,
+    strict_json_loads,
+)
 from twolane.pxtextmining import TARGETS, result_rows, unwrap_r_json
-from twolane.rules import is_blank, question_type_of
+from twolane.rules import is_blank
 
-Family = Literal["csv", "json", "jsonl"]
+Family = FileFamily  # the contract names the families (a job record carries one)
 FAMILIES: dict[str, Family] = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 CONTENT_TYPES: dict[Family, str] = {
     "csv": "text/csv; charset=utf-8",
@@ -46,7 +53,6 @@ CONTENT_TYPES: dict[Family, str] = {
     "jsonl": "application/x-ndjson",
 }
 LABEL_SEPARATOR = "; "  # labels in one CSV cell (labels contain commas, never semicolons)
-MAX_NAMED = 20
 log = logging.getLogger("twolane.dropfolder")
 
 
@@ -61,11 +67,6 @@ def family_of(name: str) -> Family:
             f"unsupported file type {suffix or '(none)'!r}: use .csv, .json, .jsonl or .ndjson"
         )
     return FAMILIES[suffix]
-
-
-def _named(values: list[str]) -> str:
-    more = len(values) - MAX_NAMED
-    return ", ".join(repr(v) for v in values[:MAX_NAMED]) + (f" and {more} more" if more > 0 else "")
 
 
 def decode(data: bytes) -> str:
@@ -102,28 +103,17 @@ def decode(data: bytes) -> str:
 
 
 def _item(row: dict[str, Any], where: str) -> CommentIn:
-    cid = row.get("comment_id")
-    if cid is None or (isinstance(cid, str) and not cid.strip()):
-        raise FormatError(f"{where}: comment_id is missing or empty")
-    if isinstance(cid, (dict, list, bool)):
-        raise FormatError(f"{where}: comment_id must be a string or a number")
-    text = row.get("comment_text")  # a missing key (R's jsonlite drops NA), null, NaN: blank
-    if isinstance(text, float) and math.isnan(text):
-        text = None
-    if text is not None and (isinstance(text, bool) or not isinstance(text, (str, int, float))):
-        raise FormatError(f"{where}: comment_text must be text")
-    qt = row.get("question_type")
-    blank_qt = qt is None or (isinstance(qt, str) and not qt.strip())
-    cid_s = str(cid).strip()
-    if len(cid_s) > 256:
-        raise FormatError(f"{where}: comment_id longer than 256 characters")
-    try:  # the contract is the input boundary: it cleans the text and checks the id
-        return CommentIn(comment_id=cid_s, comment_text=None if text is None else str(text),
-                         question_type=None if blank_qt else question_type_of(qt))
+    """One row (a CSV line as {column: cell}, or a JSON object) read as the contract reads a
+    pxtextmining item (`contract.PxItemIn`: the rules live there); FormatError names the
+    row and field."""
+    try:
+        return PxItemIn.model_validate(row).comment()
     except ValidationError as exc:
         first = exc.errors(include_input=False, include_url=False)[0]
         field = ".".join(str(p) for p in first["loc"])
-        raise FormatError(f"{where}: {field}: {first['msg']}") from None
+        if first["type"] == "missing":
+            raise FormatError(f"{where}: {field} is missing") from None
+        raise FormatError(f"{where}: {field}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
 def _read_csv(text: str) -> list[CommentIn]:
@@ -216,17 +206,10 @@ def read_file(data: bytes, family: Family, max_text_chars: int | None = None) ->
         items, px = _read_json(text)
     else:
         items = _read_csv(text) if family == "csv" else _read_jsonl(text)
-    if not items:
-        raise FormatError("no comments in the file")
-    dups = [i for i, n in Counter(i.comment_id for i in items).items() if n > 1]
-    if dups:
-        raise FormatError(f"comment_id must be unique; repeated: {_named(dups)}")
-    if max_text_chars is not None:
-        long_ = [i.comment_id for i in items if len(i.comment_text or "") > max_text_chars]
-        if long_:
-            raise FormatError(
-                f"comment_text longer than {max_text_chars} characters for comment_id {_named(long_)}"
-            )
+    try:
+        check_items(items, max_text_chars=max_text_chars)  # the contract's limits, no others
+    except ItemsRejected as exc:
+        raise FormatError(exc.reason) from None
     return FileItems(items, px)
 
 

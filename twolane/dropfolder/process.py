@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import unquote_plus
 
+from aws_lambda_powertools.utilities.data_classes import S3Event
 from botocore.exceptions import ClientError
 
 from twolane.contract import CommentIn, JobRequest, JobTarget, Prediction
@@ -65,15 +66,20 @@ class Outcome:
     deferred: bool = False  # that job waits for the batch model (local stack still building it)
 
 
-def s3_objects(event: dict[str, Any]) -> list[tuple[str, str]]:
-    """(bucket, key) of every object-created record; keys arrive URL-encoded from S3."""
+def s3_objects(event: S3Event) -> list[tuple[str, str]]:
+    """(bucket, key) of every object-created record of an S3 event notification (powertools'
+    typed `S3Event`); keys arrive URL-encoded from S3 and are decoded here. A record that is not
+    an object creation, or lacks its bucket or key, is skipped."""
+    if not isinstance(event.raw_event.get("Records"), list):
+        return []
     out = []
-    for rec in event.get("Records") or []:
-        if not str(rec.get("eventName", "ObjectCreated")).startswith("ObjectCreated"):
+    for rec in event.records:
+        try:
+            if not str(rec.get("eventName", "ObjectCreated")).startswith("ObjectCreated"):
+                continue
+            bucket, key = rec.s3.bucket.name, rec.s3.get_object.key
+        except (KeyError, TypeError, AttributeError):
             continue
-        s3 = rec.get("s3") or {}
-        bucket = (s3.get("bucket") or {}).get("name")
-        key = (s3.get("object") or {}).get("key")
         if bucket and key:
             out.append((bucket, unquote_plus(key)))
     return out
@@ -208,13 +214,11 @@ def _submit(s3: Any, bucket: str, key: str, family: Family, got: FileItems, targ
                    delivery.result_key, len(got.items), record.job_id, record.deferred)
 
 
-def process_event(event: dict[str, Any], predictor: Predictor, s3: Any = None,
+def process_event(event: dict[str, Any] | S3Event, predictor: Predictor, *, s3: Any,
                   settings: Settings | None = None, jobs: JobService | None = None) -> dict[str, Any]:
-    """Handle an S3 event (any number of records). Returns a summary of what happened.
+    """Handle an S3 event (any number of records; a dict as Lambda passes it, or typed).
+    Returns {"outcomes": [Outcome as a dict, per record]}. `s3`: a boto3 S3 client;
     `jobs`: the batch lane, for files under inbox/batch/ (None: they go to failed/)."""
-    if s3 is None:
-        from twolane.aws import client
-
-        s3 = client("s3")
-    outcomes = [process_object(s3, b, k, predictor, settings, jobs) for b, k in s3_objects(event)]
+    typed = event if isinstance(event, S3Event) else S3Event(event)
+    outcomes = [process_object(s3, b, k, predictor, settings, jobs) for b, k in s3_objects(typed)]
     return {"outcomes": [asdict(o) for o in outcomes]}

@@ -1,4 +1,5 @@
-"""Start an inference on the batch lane, on the host the settings name (TWOLANE_BATCH_INVOKER):
+"""Start an inference on the batch lane, on the host the settings name (TWOLANE_BATCH_INVOKER;
+`twolane.wiring.invoker` picks it):
 SageMaker `invoke_endpoint_async` ("sagemaker"), or an asynchronous invoke of the Lambda batch
 worker ("lambda", TWOLANE_BATCH_FUNCTION), once per shard. Locally the local stack passes in
 its stand-ins (`local_stack.invoker`: a message on the local runner's queue, or the worker's
@@ -12,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from twolane.batchhost.event import CONTENT_TYPE, WorkerEvent
 from twolane.jobs.store import JobKind
-from twolane.jobs.worker import WorkerEvent
 from twolane.settings import BatchSettings
 
-CONTENT_TYPE = "application/json"
+__all__ = ["CONTENT_TYPE", "Invocation", "Invoker", "LambdaInvoker", "SageMakerInvoker"]
 
 
 @dataclass(frozen=True)
@@ -42,13 +43,9 @@ class SageMakerInvoker:
     """`sagemaker-runtime.invoke_endpoint_async`: SageMaker queues the request, reads the input
     from S3, writes output/failure to the endpoint's configured S3 paths and notifies SNS."""
 
-    def __init__(self, batch: BatchSettings, runtime: Any | None = None):
+    def __init__(self, batch: BatchSettings, runtime: Any):
         self.batch = batch
-        if runtime is None:
-            from twolane.aws import client
-
-            runtime = client("sagemaker-runtime")
-        self.runtime = runtime
+        self.runtime = runtime  # a boto3 sagemaker-runtime client (twolane.wiring builds it)
 
     def unavailable_reason(self, kind: JobKind) -> str | None:
         return None  # the endpoint scales from zero on its own; errors come back per call
@@ -94,13 +91,9 @@ class LambdaInvoker:
     Lambda queues the event and runs the worker (several shards at once, up to the function's
     concurrency), which writes output/failure and notifies SNS as SageMaker would."""
 
-    def __init__(self, batch: BatchSettings, lambda_client: Any | None = None):
+    def __init__(self, batch: BatchSettings, lambda_client: Any):
         self.batch = batch
-        if lambda_client is None:
-            from twolane.aws import client
-
-            lambda_client = client("lambda")
-        self.lambda_client = lambda_client
+        self.lambda_client = lambda_client  # a boto3 lambda client (twolane.wiring builds it)
 
     def unavailable_reason(self, kind: JobKind) -> str | None:
         return NO_SUMMARIES if kind == "summary" else None  # the worker has no LLM (no torch)
@@ -115,13 +108,3 @@ class LambdaInvoker:
         if status != 202:
             raise RuntimeError(f"Lambda did not accept the invocation (status {status})")
         return invocation_of(event)
-
-
-def invoker_from_settings(batch: BatchSettings) -> Invoker | None:
-    """The AWS invoker the settings name (SageMaker or Lambda); None for "local" (the local
-    stack passes its own invoker in: the runtime never imports the local stack)."""
-    if batch.invoker == "sagemaker":
-        return SageMakerInvoker(batch)
-    if batch.invoker == "lambda":
-        return LambdaInvoker(batch)
-    return None

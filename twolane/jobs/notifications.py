@@ -1,4 +1,5 @@
-"""Complete jobs from SageMaker async notifications (SNS success and error topics).
+"""Complete jobs from the batch host's notifications (SNS success and error topics): SageMaker
+async's messages, which the Lambda batch worker publishes too, and Lambda's on-failure records.
 
 A SageMaker async notification (the SNS `Message`, a JSON string) looks like::
 
@@ -13,7 +14,8 @@ A SageMaker async notification (the SNS `Message`, a JSON string) looks like::
      "inferenceId": "<job_id>" (a shard: "<job_id>-<n>"), "eventVersion": "1.0", "eventSource": "aws:sagemaker",
      "eventName": "InferenceResult"}
 
-The Lambda batch worker (`twolane.jobs.worker`) publishes the same messages. A worker that
+The Lambda batch worker (`twolane.batchhost.worker`) publishes the same messages
+(`twolane.batchhost.notification` builds them). A worker that
 stops before it publishes (timeout, out of memory) is reported by Lambda itself: its async
 invocation's on-failure destination is the error topic, and Lambda's invocation record is not
 SageMaker-shaped::
@@ -40,18 +42,20 @@ from __future__ import annotations
 import json
 import logging
 import re
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes import SNSEvent
 
 from twolane.jobs.store import (
     JOB_ID,
     JobNotFound,
     JobRecord,
     JobStore,
-    parse_s3_uri,
     reason_from_failure_body,
 )
+from twolane.layout import parse_s3_uri
 
 log = logging.getLogger("twolane.jobs")
 SHARD_ID = re.compile(r"^([0-9a-f]{32})-([0-9]{1,6})$")
@@ -59,38 +63,6 @@ SHARD_ID = re.compile(r"^([0-9a-f]{32})-([0-9]{1,6})$")
 # Reasons a job gets when Lambda reports that its batch worker did not finish.
 WORKER_STOPPED = "the batch worker stopped before it finished (timeout or out of memory)"
 WORKER_EXPIRED = "the batch worker did not start in time (the invocation expired)"
-
-
-def iso_now() -> str:
-    """Now, as SageMaker writes times: 2026-01-25T22:46:00.608Z."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def sagemaker_notification(req: dict[str, Any], ok: bool, received: str,
-                           reason: str | None = None, region: str = "eu-west-2") -> dict[str, Any]:
-    """The message SageMaker publishes to the success or error topic for one invocation.
-    `req` holds the invocation's EndpointName, InputLocation, ContentType, InferenceId,
-    OutputLocation and FailureLocation; `received` when it was taken (ISO time)."""
-    msg: dict[str, Any] = {
-        "awsRegion": region,
-        "eventTime": iso_now(),
-        "receivedTime": received,
-        "invocationStatus": "Completed" if ok else "Failed",
-        "requestParameters": {"contentType": req.get("ContentType", "application/json"),
-                              "endpointName": req.get("EndpointName"),
-                              "inputLocation": req.get("InputLocation")},
-        "responseParameters": ({"contentType": "application/json",
-                                "outputLocation": req.get("OutputLocation")} if ok else
-                               {"contentType": "application/json",
-                                "failureLocation": req.get("FailureLocation")}),
-        "inferenceId": req.get("InferenceId"),
-        "eventVersion": "1.0",
-        "eventSource": "aws:sagemaker",
-        "eventName": "InferenceResult",
-    }
-    if not ok:
-        msg["failureReason"] = reason or "inference failed"
-    return msg
 
 
 def is_destination_record(message: dict[str, Any]) -> bool:
@@ -127,16 +99,21 @@ def job_id_of(message: dict[str, Any]) -> str | None:
     return target[0] if target else None
 
 
-def apply_notification(store: JobStore, message: dict[str, Any]) -> JobRecord | None:
-    """Move the job forward per one SageMaker notification; None if it names no known job.
-    A drop-folder job (one with a `delivery`) then gets its outbox file or failure report."""
+# What happens to a drop-folder job (one with a `delivery`) once a notification moved it: the
+# notifications handler passes the drop folder's `deliver` (outbox file or failure report).
+Deliver = Callable[[JobStore, JobRecord], object]
+
+
+def apply_notification(store: JobStore, message: dict[str, Any],
+                       deliver: Deliver | None = None) -> JobRecord | None:
+    """Move the job forward per one notification (SageMaker's message, or a Lambda invocation
+    record); None if it names no known job.
+    A drop-folder job (one with a `delivery`) is then handed to `deliver`, when given."""
     if is_destination_record(message):
         record = _apply_destination_record(store, message)
     else:
         record = _apply(store, message)
-    if record is not None and record.delivery is not None:
-        from twolane.dropfolder.delivery import deliver
-
+    if record is not None and record.delivery is not None and deliver is not None:
         deliver(store, record)
     return record
 
@@ -204,18 +181,21 @@ def _apply_destination_record(store: JobStore, message: dict[str, Any]) -> JobRe
     return store.mark_failed(job_id, reason)
 
 
-def handle_sns_event(event: dict[str, Any], store: JobStore) -> dict[str, int]:
-    """A Lambda SNS event (`Records[].Sns.Message`): apply each message; never raise on one bad
-    record, so SNS does not redeliver the good ones."""
+def handle_sns_event(event: SNSEvent, store: JobStore,
+                     deliver: Deliver | None = None) -> dict[str, int]:
+    """A Lambda SNS event (powertools' typed `SNSEvent`; each record's `Sns.Message` a JSON
+    string): apply each message (see `apply_notification`); never raise on one bad record, so
+    SNS does not redeliver the good ones. Returns {"processed": n, "skipped": n}."""
     done = skipped = 0
-    for rec in event.get("Records", []):
+    records = event.raw_event.get("Records")
+    for rec in event.records if isinstance(records, list) else ():
         try:
-            message = json.loads((rec.get("Sns") or {}).get("Message") or "")
-        except ValueError:
-            log.warning("SNS record whose Message is not JSON; skipped")
+            message = json.loads(rec.sns.message)
+        except (KeyError, TypeError, ValueError):
+            log.warning("SNS record without a JSON Message; skipped")
             skipped += 1
             continue
-        if isinstance(message, dict) and apply_notification(store, message) is not None:
+        if isinstance(message, dict) and apply_notification(store, message, deliver) is not None:
             done += 1
         else:
             skipped += 1

@@ -34,17 +34,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field
 
-from twolane.contract import JobStatus
+from twolane.contract import FileFamily, JobStatus
 from twolane.layout import (
     batch_input_key,
     batch_output_key,
     batch_shard_input_key,
     is_not_found,
     job_record_key,
+    parse_s3_uri,
     s3_uri,
 )
 
@@ -67,7 +67,7 @@ class Delivery(BaseModel):
     source_key: str
     result_key: str
     report_key: str
-    family: str
+    family: FileFamily
     pxtextmining: bool = False
 
 
@@ -154,13 +154,6 @@ class Collected:
 
     record: JobRecord
     payload: dict[str, Any] | None = None
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    u = urlparse(uri)
-    if u.scheme != "s3" or not u.netloc or not u.path.strip("/"):
-        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
-    return u.netloc, u.path.lstrip("/")
 
 
 def reason_from_failure_body(body: bytes) -> str:
@@ -452,7 +445,7 @@ class S3JobStore(JobStore):
         return record
 
     def _get_tagged(self, job_id: str) -> tuple[JobRecord, str] | None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError  # lazy, as above
 
         try:
             obj = self.s3.get_object(Bucket=self.bucket, Key=self._key(job_id))
@@ -487,7 +480,7 @@ class S3JobStore(JobStore):
 
     def exists(self, uri: str) -> bool:
         bucket, key = parse_s3_uri(uri)
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError  # lazy, as above
 
         try:
             self.s3.head_object(Bucket=bucket, Key=key)
@@ -503,7 +496,7 @@ class S3JobStore(JobStore):
 
     def read(self, uri: str) -> bytes | None:
         bucket, key = parse_s3_uri(uri)
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError  # lazy, as above
 
         try:
             return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -515,10 +508,3 @@ class S3JobStore(JobStore):
     def delete(self, uri: str) -> None:
         bucket, key = parse_s3_uri(uri)
         self.s3.delete_object(Bucket=bucket, Key=key)  # idempotent: no error if absent
-
-
-def store_from_settings() -> S3JobStore:
-    from twolane.aws import client
-    from twolane.settings import get_settings
-
-    return S3JobStore(client("s3"), get_settings().bucket)

@@ -23,8 +23,7 @@ from twolane.api.deps import (
 )
 from twolane.api.errors import ERROR_RESPONSES, Problem, RequestRejected, problem
 from twolane.api.gate import StrictRoute
-from twolane.api.limits import check_items
-from twolane.contract import CommentIn, JobAccepted, JobRequest, JobResults, JobState
+from twolane.contract import CommentIn, JobAccepted, JobRequest, JobResults, JobState, check_items
 from twolane.jobs.schemas import SummaryRequest, SummaryResults
 from twolane.jobs.service import JobRejected
 from twolane.jobs.store import JobGone, JobKind, JobNotFound, JobRecord
@@ -38,8 +37,7 @@ RETRY_AFTER_S = "2"
 def _submit(jobs: JobsDep, settings: Settings, items: list[CommentIn], kind: JobKind,
             target: str, body: dict[str, Any], owner: str | None) -> JSONResponse:
     limits = settings.api
-    check_items([i.comment_id for i in items], [i.comment_text for i in items],
-                limits.max_job_items, limits.max_text_chars)
+    check_items(items, max_items=limits.max_job_items, max_text_chars=limits.max_text_chars)
     try:
         record = jobs.get().submit(kind, target, len(items), body, owner=owner)
     except JobRejected as exc:

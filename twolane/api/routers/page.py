@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from twolane.api.deps import SettingsDep
@@ -106,9 +107,6 @@ def install_docs(app: FastAPI) -> None:
     """Swagger UI at /docs from the vendored files (page/vendor/), never from a CDN: FastAPI's
     default loads it from cdn.jsdelivr.net, a blank page offline or behind a strict proxy.
     /redoc (FastAPI's other docs page, also CDN-hosted) redirects to /docs."""
-    from fastapi.openapi.docs import get_swagger_ui_html
-    from fastapi.responses import RedirectResponse
-
     openapi_url = app.openapi_url or "/openapi.json"
     docs_router = APIRouter(route_class=StrictRoute, include_in_schema=False)
 

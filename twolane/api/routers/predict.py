@@ -7,8 +7,7 @@ from fastapi import APIRouter, Depends, Response
 from twolane.api.deps import ModelDep, SettingsDep, require_api_key, run_model
 from twolane.api.errors import ERROR_RESPONSES
 from twolane.api.gate import StrictRoute
-from twolane.api.limits import check_items
-from twolane.contract import PredictRequest, PredictResponse
+from twolane.contract import PredictRequest, PredictResponse, check_items
 
 router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key)], route_class=StrictRoute,
                    responses=ERROR_RESPONSES)
@@ -22,8 +21,7 @@ async def predict(body: PredictRequest, model: ModelDep, settings: SettingsDep) 
     'Labelling not possible' and no sentiment.
     """
     limits = settings.api
-    check_items([i.comment_id for i in body.items], [i.comment_text for i in body.items],
-                limits.max_items, limits.max_text_chars)
+    check_items(body.items, max_items=limits.max_items, max_text_chars=limits.max_text_chars)
     predictor = model.get()
 
     def answer() -> bytes:  # predict and serialise together: off the event loop when large

@@ -10,8 +10,7 @@ from fastapi import APIRouter, Body, Depends
 from twolane.api.deps import ModelDep, SettingsDep, require_api_key, run_model
 from twolane.api.errors import ERROR_RESPONSES
 from twolane.api.gate import StrictRoute
-from twolane.api.limits import check_items
-from twolane.contract import PxItemIn, PxItemOut
+from twolane.contract import PxItemIn, PxItemOut, check_items
 from twolane.rules import LABELLING_NOT_POSSIBLE
 
 router = APIRouter(tags=["pxtextmining"], dependencies=[Depends(require_api_key)], route_class=StrictRoute,
@@ -41,8 +40,7 @@ async def predict_multilabel(
     FFT question wording); an unknown one counts as nonspecific. Duplicate ids: 422.
     """
     limits = settings.api
-    check_items([i.comment_id for i in items], [i.comment_text for i in items],
-                limits.max_items, limits.max_text_chars)
+    check_items(items, max_items=limits.max_items, max_text_chars=limits.max_text_chars)
     predictor = model.get()
     comments = [i.comment() for i in items]
     preds = await run_model(len(comments), predictor.predict, comments, target="m")

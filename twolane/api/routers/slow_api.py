@@ -33,8 +33,7 @@ from twolane.api.deps import (
 )
 from twolane.api.errors import RequestRejected
 from twolane.api.gate import StrictRoute
-from twolane.api.limits import check_items
-from twolane.contract import JobRequest, Prediction, strict_json_loads
+from twolane.contract import JobRequest, Prediction, check_items, strict_json_loads
 from twolane.jobs.service import JobRejected
 from twolane.jobs.store import JobGone, JobNotFound
 from twolane.pxtextmining import PxShapeError, blank_rows, parse_target, read_items, result_rows
@@ -83,8 +82,7 @@ async def start_container_instance(
     except (ValueError, PxShapeError) as exc:
         raise RequestRejected(422, str(exc)) from None
     limits = settings.api
-    check_items([i.comment_id for i in items], [i.comment_text for i in items],
-                limits.max_job_items, limits.max_text_chars)
+    check_items(items, max_items=limits.max_job_items, max_text_chars=limits.max_text_chars)
     comments = [i.comment() for i in items]
     blanks = blank_rows(items)
     service = jobs.get()

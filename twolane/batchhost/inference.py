@@ -1,7 +1,7 @@
 """The batch lane's inference, as one request: parse a body, predict, serialise. Every host of
 the batch model runs these same functions: the SageMaker container (`sagemaker/serve.py`,
 which re-exports them as the inference toolkit's model_fn/input_fn/predict_fn/output_fn) and
-the Lambda batch worker (`twolane.jobs.worker`, behind `functions/batch_worker/handler.py`).
+the Lambda batch worker (`twolane.batchhost.worker`, behind `functions/batch_worker/handler.py`).
 
 Body: {"items": [{"comment_id", "comment_text", "question_type"}...], "target": "m"|"s"|"ms",
 "include_probabilities": false} (twolane.contract.JobRequest), or a plain list of items
@@ -12,7 +12,8 @@ never the comment text. A bad body raises `BadRequest` (status 400 not JSON / 41
 reason safe to show): the container answers it as that status, the worker writes it as the
 failure object, both as {"error": reason}.
 
-Environment:
+Settings (`twolane.settings.Settings`; the process's own, `get_settings()`, unless a Model is
+given others), by their environment variables:
     TWOLANE_INSTANT_BUNDLE      instant bundle when there is no instant/ in the model folder
     TWOLANE_ONNX_PROVIDERS      e.g. "CPUExecutionProvider" (default: CUDA when present)
     TWOLANE_ORT_PRELOAD_DLLS=1  load CUDA/cuDNN from the nvidia-* pip wheels (GPU image)
@@ -33,6 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from twolane.bundle import resolve_bundle
+from twolane.contract import ItemsRejected, JobRequest, check_items, strict_json_loads
+from twolane.jobs.schemas import SummaryRequest  # stays in jobs/ until the summaries rework moves it
+from twolane.predictors.batch import BatchPredictor
+from twolane.settings import Settings, get_settings
+
 SERVER_ERROR = "the model server failed on this request"  # the answer to an unexpected fault
 
 
@@ -50,23 +59,20 @@ def error_body(reason: str) -> bytes:
     return json.dumps({"error": reason}).encode()
 
 
-def instant_bundle_for(model_dir: Path) -> Path | None:
+def instant_bundle_for(model_dir: Path, settings: Settings | None = None) -> Path | None:
     """The instant bundle for the ensemble: instant/ inside the model folder (model.tar.gz),
-    else TWOLANE_INSTANT_BUNDLE (a bundle or a bundles root; the local runner sets it)."""
+    else the settings' `instant_bundle` (TWOLANE_INSTANT_BUNDLE: a bundle or a bundles root;
+    the local runner sets it), else None."""
     inside = model_dir / "instant"
     if (inside / "manifest.json").is_file():
         return inside
-    env = os.environ.get("TWOLANE_INSTANT_BUNDLE")
-    if env:
-        from twolane.bundle import resolve_bundle
-
-        return resolve_bundle(env, "instant")
-    return None
+    configured = (settings or get_settings()).instant_bundle
+    return resolve_bundle(configured, "instant") if configured else None
 
 
 @dataclass
 class Classify:
-    request: Any  # twolane.contract.JobRequest
+    request: JobRequest
     include_probabilities: bool = False
 
     @property
@@ -75,27 +81,27 @@ class Classify:
 
 
 class Model:
-    """The loaded classifier, plus the text generator (loaded on the first summary)."""
+    """The loaded classifier, plus the text generator (loaded on the first summary).
+    `settings`: the process's own (`get_settings()`) unless given."""
 
-    def __init__(self, model_dir: Path):
-        from twolane.predictors.batch import BatchPredictor
-
-        providers = os.environ.get("TWOLANE_ONNX_PROVIDERS")
-        if os.environ.get("TWOLANE_ORT_PRELOAD_DLLS") == "1":  # CUDA/cuDNN from nvidia-* wheels
-            import onnxruntime
+    def __init__(self, model_dir: Path, settings: Settings | None = None):
+        self.settings = settings or get_settings()
+        providers = self.settings.onnx_providers
+        if self.settings.ort_preload_dlls:  # CUDA/cuDNN from the nvidia-* wheels (GPU image)
+            import onnxruntime  # lazy: only the GPU image asks for it here
 
             onnxruntime.preload_dlls()
         self.model_dir = model_dir
         self.predictor = BatchPredictor.from_bundle(
             model_dir,
             providers=[p.strip() for p in providers.split(",")] if providers else None,
-            instant_bundle=instant_bundle_for(model_dir),
+            instant_bundle=instant_bundle_for(model_dir, self.settings),
         )
         self._generator: Any = None
         self._gen_lock = threading.Lock()
 
     def generation_source(self) -> str | None:
-        src = os.environ.get("TWOLANE_GENERATION_MODEL")
+        src = self.settings.generation_model
         if src:
             return src
         local = self.model_dir / "generation"
@@ -108,7 +114,7 @@ class Model:
                 if src is None:
                     raise BadRequest(422, "this endpoint serves no text-generation model "
                                           "(set TWOLANE_GENERATION_MODEL)")
-                from twolane.predictors.summaries import Generator
+                from twolane.predictors.summaries import Generator  # lazy: torch, summaries only
 
                 self._generator = Generator.from_pretrained(src)
             return self._generator
@@ -125,23 +131,18 @@ _models: dict[Path, Model] = {}
 _models_lock = threading.Lock()
 
 
-def cached_model(model_dir: Path) -> Model:
+def cached_model(model_dir: Path, settings: Settings | None = None) -> Model:
     """One Model per folder per process, loaded on the first call (other threads wait for it):
     what a host that loads lazily (the Lambda batch worker) keeps between invocations."""
     with _models_lock:
         if model_dir not in _models:
-            _models[model_dir] = Model(model_dir)
+            _models[model_dir] = Model(model_dir, settings)
         return _models[model_dir]
 
 
 def input_fn(body: bytes | str, content_type: str | None = "application/json") -> Any:
     """Parse and validate the body: a Classify, a SummaryRequest (+ target) or a list of items
     (as Classify). Raises BadRequest (400 not JSON, 415 content type, 422 invalid)."""
-    from pydantic import ValidationError
-
-    from twolane.contract import JobRequest, strict_json_loads
-    from twolane.jobs.schemas import SummaryRequest
-
     ctype = (content_type or "application/json").split(";")[0].strip().lower()
     if ctype not in ("application/json", "application/x-json", "*/*", ""):
         raise BadRequest(415, f"content type {ctype!r} is not supported; send application/json")
@@ -165,14 +166,16 @@ def input_fn(body: bytes | str, content_type: str | None = "application/json") -
         first = exc.errors(include_input=False, include_url=False)[:5]
         reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in first)
         raise BadRequest(422, f"invalid request: {reasons}") from exc
-    if not req.items:
-        raise BadRequest(422, "no comments: send at least one item")
+    try:
+        check_items(req.items)  # the contract's checks (at least one, unique ids); no size limits
+    except ItemsRejected as exc:
+        raise BadRequest(exc.status, exc.reason) from None
     return req
 
 
 def predict_fn(req: Any, model: Model) -> dict[str, Any]:
     """The answer to a parsed request (see the module docstring for its shape)."""
-    delay = float(os.environ.get("TWOLANE_SERVE_DELAY_S", "0") or 0)
+    delay = get_settings().serve_delay_s  # read per call: a test may change it between calls
     if delay:
         time.sleep(delay)
     if isinstance(req, Classify):

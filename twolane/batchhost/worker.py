@@ -3,11 +3,14 @@ SageMaker async endpoint does it, so nothing downstream can tell the two hosts a
 
     LambdaInvoker --(async invoke, WorkerEvent)--> worker:
         read the input object (batch/input/...)
-        -> twolane.batch_inference: input_fn, predict_fn, output_fn (the container's own code)
+        -> twolane.batchhost.inference: input_fn, predict_fn, output_fn (the container's own code)
         -> write the answer to output_location (batch/output/...), or the error body the
            container would have answered to failure_location (batch/failures/...)
         -> publish SageMaker's notification to the success or error topic
     -> the notifications Lambda completes the job (twolane.jobs.notifications).
+
+The event is `twolane.batchhost.event.WorkerEvent`; the worker is built from the settings by
+`twolane.wiring.batch_worker`.
 
 A bad body (not JSON, invalid items) is a failure object {"error": reason} and a "Failed"
 notification whose failureReason reads as SageMaker's for a container 4xx; an unexpected fault
@@ -30,9 +33,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
-from twolane.batch_inference import (
+from twolane.batchhost.event import CONTENT_TYPE, WorkerEvent
+from twolane.batchhost.inference import (
     SERVER_ERROR,
     BadRequest,
     Model,
@@ -41,67 +45,15 @@ from twolane.batch_inference import (
     output_fn,
     predict_fn,
 )
-from twolane.jobs.notifications import iso_now, sagemaker_notification
-from twolane.jobs.store import parse_s3_uri
-from twolane.layout import (
-    BATCH_FAILURES,
-    BATCH_INPUT,
-    BATCH_OUTPUT,
-    batch_failure_key,
-    batch_output_key,
-    is_not_found,
-    s3_uri,
-)
-from twolane.settings import Settings
+from twolane.batchhost.notification import iso_now, sagemaker_notification
+from twolane.layout import is_not_found, parse_s3_uri
+
+__all__ = ["CONTENT_TYPE", "BatchWorker", "Outcome", "WorkerEvent", "client_error"]
 
 log = logging.getLogger("twolane.worker")
 
-CONTENT_TYPE = "application/json"
 INPUT_NOT_FOUND = "the input object of this invocation was not found"
 MODEL_NOT_LOADED = "the batch worker could not load its model"
-
-
-def _under(prefix: str) -> Callable[[str], str]:
-    def check(uri: str) -> str:
-        _bucket, key = parse_s3_uri(uri)  # ValueError -> a validation error
-        if not key.startswith(prefix):
-            raise ValueError(f"must be an s3:// URI under {prefix}")
-        return uri
-
-    return check
-
-
-class WorkerEvent(BaseModel):
-    """What the invoker sends the worker (JSON), one per shard: where the input is, where the
-    output or failure goes (SageMaker's locations for that inference id) and the endpoint name
-    the job record carries (reported back in the notification)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    inference_id: str = Field(pattern=r"^[0-9a-f]{32}(-[0-9]{1,6})?$")
-    input_location: str
-    output_location: str
-    failure_location: str
-    endpoint: str = Field(min_length=1, max_length=256)
-
-    _input = field_validator("input_location")(_under(BATCH_INPUT))
-    _output = field_validator("output_location")(_under(BATCH_OUTPUT))
-    _failure = field_validator("failure_location")(_under(BATCH_FAILURES))
-
-    @classmethod
-    def for_invocation(cls, bucket: str, *, input_location: str, inference_id: str,
-                       endpoint: str) -> WorkerEvent:
-        """The event for one inference: output and failure where SageMaker would put them."""
-        return cls(inference_id=inference_id, input_location=input_location,
-                   output_location=s3_uri(bucket, batch_output_key(inference_id)),
-                   failure_location=s3_uri(bucket, batch_failure_key(inference_id)),
-                   endpoint=endpoint)
-
-    def sagemaker_request(self) -> dict[str, str]:
-        """The same invocation in SageMaker's field names (for its notification)."""
-        return {"EndpointName": self.endpoint, "InputLocation": self.input_location,
-                "ContentType": CONTENT_TYPE, "InferenceId": self.inference_id,
-                "OutputLocation": self.output_location, "FailureLocation": self.failure_location}
 
 
 @dataclass(frozen=True)
@@ -184,26 +136,3 @@ class BatchWorker:
 def _log_fault(inference_id: str, what: str, exc: BaseException) -> None:
     log.error("inference %s: %s failed: %s\n%s", inference_id, what, type(exc).__name__,
               "".join(traceback.format_tb(exc.__traceback__)))
-
-
-def worker_from_settings(settings: Settings) -> BatchWorker:
-    """The worker the Lambda runs, from the settings: the model from
-    TWOLANE_BATCH_BUNDLE (a batch bundle with instant/ inside, or a bundles root; loaded on
-    the first event, once per process), topics from TWOLANE_BATCH_SUCCESS_TOPIC_ARN and
-    TWOLANE_BATCH_ERROR_TOPIC_ARN. Raises RuntimeError when a topic ARN is not set."""
-    from twolane.aws import client
-    from twolane.batch_inference import cached_model
-    from twolane.bundle import resolve_bundle
-
-    if not settings.batch_success_topic_arn or not settings.batch_error_topic_arn:
-        raise RuntimeError("the batch worker needs TWOLANE_BATCH_SUCCESS_TOPIC_ARN and "
-                           "TWOLANE_BATCH_ERROR_TOPIC_ARN")
-    source = settings.batch_bundle or settings.bundles
-
-    def model() -> Model:
-        return cached_model(resolve_bundle(source, "batch"))
-
-    return BatchWorker(s3=client("s3"), sns=client("sns"), model=model,
-                       success_topic_arn=settings.batch_success_topic_arn,
-                       error_topic_arn=settings.batch_error_topic_arn,
-                       region=settings.aws_region)

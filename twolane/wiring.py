@@ -1,0 +1,73 @@
+"""Wiring: the one place the runtime's services are built from a `Settings` object.
+
+    client(service, settings)    boto3 clients (twolane.aws: moto locally, AWS in the cloud)
+    job_store(settings)          the S3 job store in the settings' bucket
+    batch_invoker(settings)      the batch host the settings name (SageMaker async or Lambda)
+    job_service(settings)        the jobs service over those two (None: no batch host here)
+    batch_worker(settings)       the Lambda batch worker (its model loaded on the first event)
+
+The Lambda handlers (functions/*) and the API (`twolane.api.deps`) call these; the local stack
+passes its own stand-in invoker to `job_service`. Nothing else builds a store, an invoker or
+a service, and nothing here reads the environment: `twolane.settings` does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twolane.aws import client
+from twolane.batchhost.inference import Model, cached_model
+from twolane.batchhost.worker import BatchWorker
+from twolane.bundle import resolve_bundle
+from twolane.jobs.invoker import Invoker, LambdaInvoker, SageMakerInvoker
+from twolane.jobs.service import JobService
+from twolane.jobs.store import S3JobStore
+from twolane.settings import Settings
+
+__all__ = ["batch_invoker", "batch_worker", "client", "job_service", "job_store"]
+
+
+def job_store(settings: Settings, s3: Any | None = None) -> S3JobStore:
+    """The S3 job store in `settings.bucket`; `s3`: a boto3 S3 client to share (else a new one)."""
+    return S3JobStore(s3 if s3 is not None else client("s3", settings), settings.bucket)
+
+
+def batch_invoker(settings: Settings) -> Invoker | None:
+    """The AWS invoker `settings.batch_invoker` names ("sagemaker": the async endpoint,
+    "lambda": the batch worker function); None for "local" (the local stack passes its own
+    stand-in: the runtime never imports the local stack)."""
+    batch = settings.batch
+    if batch.invoker == "sagemaker":
+        return SageMakerInvoker(batch, client("sagemaker-runtime", settings))
+    if batch.invoker == "lambda":
+        return LambdaInvoker(batch, client("lambda", settings))
+    return None
+
+
+def job_service(settings: Settings, invoker: Invoker | None = None,
+                s3: Any | None = None) -> JobService | None:
+    """The jobs service: the S3 job store + `invoker` (default: the one the settings name,
+    `batch_invoker`). None when there is no invoker (no batch host configured)."""
+    chosen = invoker if invoker is not None else batch_invoker(settings)
+    if chosen is None:
+        return None
+    return JobService(job_store(settings, s3), chosen, settings.batch)
+
+
+def batch_worker(settings: Settings) -> BatchWorker:
+    """The Lambda batch worker: the model from `settings.batch_bundle` (TWOLANE_BATCH_BUNDLE:
+    a batch bundle with instant/ inside, or a bundles root; else `settings.bundles`), loaded on
+    the first event, once per process; the topics from `batch_success_topic_arn` and
+    `batch_error_topic_arn`. Raises RuntimeError when a topic ARN is not set."""
+    if not settings.batch_success_topic_arn or not settings.batch_error_topic_arn:
+        raise RuntimeError("the batch worker needs TWOLANE_BATCH_SUCCESS_TOPIC_ARN and "
+                           "TWOLANE_BATCH_ERROR_TOPIC_ARN")
+    source = settings.batch_bundle or settings.bundles
+
+    def model() -> Model:
+        return cached_model(resolve_bundle(source, "batch"), settings)
+
+    return BatchWorker(s3=client("s3", settings), sns=client("sns", settings), model=model,
+                       success_topic_arn=settings.batch_success_topic_arn,
+                       error_topic_arn=settings.batch_error_topic_arn,
+                       region=settings.aws_region)

@@ -77,7 +77,9 @@ def test_up_serves_api_and_drop_folder(instant_bundle: Path, tmp_path: Path) -> 
         (tmp_path / "dropbox" / "inbox" / "mine.csv").write_bytes(example.read_bytes())
         local = tmp_path / "dropbox" / "outbox" / "mine.csv"
         wait_for(local.is_file, 120, "dropbox/outbox/mine.csv")
-        assert not (tmp_path / "dropbox" / "inbox" / "mine.csv").exists()
+        # the input leaves inbox/ only once its result is there (issue 22): wait for that too
+        wait_for(lambda: not (tmp_path / "dropbox" / "inbox" / "mine.csv").exists(), 60,
+                 "dropbox/inbox/mine.csv removed")
         assert local.read_text().startswith("comment_id,labels,sentiment,sentiment_label")
     finally:
         # Stop it whatever happened; a slow stop must not hide the test's own first error.

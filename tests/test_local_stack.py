@@ -10,10 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
-from batchlane_helpers import stop_up, wait_for
+from batchlane_helpers import local_s3_client, stop_up, wait_for
 
 from local_stack.stack import free_port, predict_file
 from twolane.rules import LABELLING_NOT_POSSIBLE
@@ -54,8 +53,7 @@ def test_up_serves_api_and_drop_folder(instant_bundle: Path, tmp_path: Path) -> 
             {"comment_id": "x", "comment_text": "Parking was awful"}]}, timeout=5)
         assert r.status_code == 200 and r.json()["results"][0]["comment_id"] == "x"
 
-        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{mport}", region_name="eu-west-2",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        s3 = local_s3_client(tmp_path / "state", mport)  # the stack's own keys (issue 22)
         s3.put_object(Bucket="stack-test", Key="inbox/from s3.csv", Body=CSV)
 
         def result() -> bytes | None:

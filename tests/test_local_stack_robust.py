@@ -10,17 +10,23 @@ S3, a real `twolane up` stopped with SIGKILL and started again, and raw sockets.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
-from batchlane_helpers import wait_for
+from batchlane_helpers import local_s3_client, stop_up, wait_for
 from moto import mock_aws
 
+from local_stack.stack import free_port
 from local_stack.watcher import DropFolderWatcher
 from twolane.settings import Settings
 
@@ -134,3 +140,143 @@ def test_a_file_that_vanishes_or_cannot_be_read_stops_nothing(s3: Any, predictor
     w._take = flaky  # type: ignore[method-assign]
     ticks_until(w, lambda: (drop / "outbox" / "c-good.csv").is_file(), "the good file")
     assert names(drop / "inbox") == {"b-raises.csv"}  # left in place, tried again next time
+
+
+# --- 2. nothing taken is lost: SIGKILL and a restart of `twolane up` -----------------------------
+
+def _start_up(tmp_path: Path, env: dict[str, str], port: int, mport: int, log: Path) -> Any:
+    code = f"from local_stack.stack import up; up(port={port}, batch=False, moto_port={mport})"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"up exited: {log.read_text()}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, 180, "the API", every=0.2)
+    return proc
+
+
+def up_env(tmp_path: Path, instant_bundle: Path, bucket: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWOLANE_", "AWS_"))}
+    env.update(TWOLANE_INSTANT_BUNDLE=str(instant_bundle), TWOLANE_POLL_SECONDS="0.2",
+               TWOLANE_DROP_SETTLE_SECONDS="1", TWOLANE_BUCKET=bucket,
+               TWOLANE_STATE_DIR=str(tmp_path / "state"),
+               TWOLANE_BUNDLES=str(tmp_path / "bundles"), PYTHONUNBUFFERED="1")
+    return env
+
+
+def big_csv(n: int, tag: str) -> bytes:
+    rows = "".join(f"{tag}{i},Comment {i}: the nurses were kind but parking was awful\n"
+                   for i in range(n))
+    return ("comment_id,comment_text\n" + rows).encode()
+
+
+def test_sigkill_and_restart_of_up_loses_no_file(instant_bundle: Path, tmp_path: Path) -> None:
+    """Four 20,000-row CSVs and a small one dropped locally, one file put straight into the local
+    S3's inbox; `twolane up` is killed (SIGKILL) as soon as the first file has been taken, then
+    started again: every file ends in outbox/ with all its rows, inbox/ empties. (Before: a file
+    was deleted from inbox/ when uploaded to the in-memory S3, and a kill lost it.)"""
+    port, mport = free_port(), free_port()
+    env = up_env(tmp_path, instant_bundle, "restart-test")
+    log = tmp_path / "up.log"
+    proc = _start_up(tmp_path, env, port, mport, log)
+    inbox, outbox = tmp_path / "dropbox" / "inbox", tmp_path / "dropbox" / "outbox"
+    files = {f"big{i}.csv": big_csv(20_000, f"b{i}-") for i in range(4)}
+    files["small.csv"] = big_csv(3, "s-")
+    try:
+        s3 = local_s3_client(tmp_path / "state", mport)
+        s3.put_object(Bucket="restart-test", Key="inbox/from-s3.csv", Body=big_csv(5, "x-"))
+        for name, data in files.items():  # written under .part, renamed when whole (README)
+            (inbox / f"{name}.part").write_bytes(data)
+            (inbox / f"{name}.part").rename(inbox / name)
+
+        def taken() -> bool:
+            keys = {o["Key"] for o in s3.list_objects_v2(Bucket="restart-test").get("Contents", [])}
+            return any(f"inbox/{n}" in keys or f"outbox/{n}" in keys for n in files)
+
+        wait_for(taken, 120, "a file taken", every=0.02)
+    finally:
+        proc.kill()  # SIGKILL: no clean-up of any kind
+        proc.wait(30)
+    proc = _start_up(tmp_path, env, port, mport, log)
+    try:
+        files["from-s3.csv"] = big_csv(5, "x-")
+        wait_for(lambda: all((outbox / n).is_file() for n in files), 240, "every result",
+                 every=0.2)
+        wait_for(lambda: not any(inbox.glob("*.csv")), 60, "inbox/ emptied", every=0.2)
+        for name, data in files.items():
+            rows = list(csv.DictReader(io.StringIO((outbox / name).read_text())))
+            want = [r["comment_id"] for r in csv.DictReader(io.StringIO(data.decode()))]
+            assert [r["comment_id"] for r in rows] == want, name
+        assert not any((tmp_path / "dropbox" / "failed").iterdir())
+    finally:
+        rc = stop_up(proc)
+    assert rc == 0, log.read_text()
+
+
+# --- 3. slow or idle clients cannot starve others (raw sockets, a real uvicorn) ----------------
+
+@pytest.fixture()
+def served(predictor: Any) -> Iterator[int]:
+    """The API on a real uvicorn server (as `twolane up` runs it), 2 POST slots, 2 s to read."""
+    import threading
+
+    from local_stack.server import api_server
+    from twolane.api.app import create_app
+
+    port = free_port()
+    app = create_app(predictor, Settings(max_concurrent_requests=2, request_read_seconds=2.0))
+    server = api_server(app, "127.0.0.1", port, 2.0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 60, "uvicorn")
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def _answer(sock: Any, timeout: float = 30) -> bytes:
+    """Everything the server sends until it closes the connection (or `timeout` s pass)."""
+
+    sock.settimeout(timeout)
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except TimeoutError:
+        pass
+    return got
+
+
+def test_idle_clients_cannot_hold_the_post_slots(served: int) -> None:
+    """Two clients send half a POST body and go quiet (as many as there are slots), a third
+    sends only half its headers: each gets 408 and a closed connection within the deadline,
+    and a normal POST is answered meanwhile. (Before: both slots were held for as long as the
+    sockets stayed open, and the normal POST timed out.)"""
+    import socket
+
+    body = json.dumps({"items": [{"comment_id": "1", "comment_text": "Kind staff"}]}).encode()
+    idle = []
+    for _ in range(2):
+        s = socket.create_connection(("127.0.0.1", served))
+        s.sendall(b"POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                  b"content-length: %d\r\n\r\n" % (len(body) + 1000) + body[:10])
+        idle.append(s)
+    half = socket.create_connection(("127.0.0.1", served))
+    half.sendall(b"POST /v1/predict HTTP/1.1\r\nhost: x\r\n")
+    r = httpx.post(f"http://127.0.0.1:{served}/v1/predict", content=body,
+                   headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 200 and r.json()["results"][0]["comment_id"] == "1"
+    for s in (*idle, half):
+        got = _answer(s)
+        s.close()
+        assert got.startswith(b"HTTP/1.1 408"), got[:80]
+        assert b"/work" not in got and b"Traceback" not in got

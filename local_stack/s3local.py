@@ -299,3 +299,17 @@ class LocalS3:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m local_stack.s3local STATE_DIR [PORT]`: the local S3 alone, until killed."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    server = LocalS3(Path(args[0]), int(args[1]) if len(args) > 1 else 0).start()
+    print(f"local S3 on {server.endpoint}", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

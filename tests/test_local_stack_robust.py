@@ -280,3 +280,239 @@ def test_idle_clients_cannot_hold_the_post_slots(served: int) -> None:
         s.close()
         assert got.startswith(b"HTTP/1.1 408"), got[:80]
         assert b"/work" not in got and b"Traceback" not in got
+
+
+# --- 4. the local S3 is not a door; 2. jobs and results survive its restart ---------------------
+
+def _s3_server(state: Path, port: int) -> Any:
+    proc = subprocess.Popen([sys.executable, "-m", "local_stack.s3local", str(state), str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def up() -> bool:
+        assert proc.poll() is None, "the local S3 exited"
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            return True
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, 60, "the local S3", every=0.1)
+    return proc
+
+
+def test_local_s3_checks_credentials_and_is_no_door(tmp_path: Path) -> None:
+    """Without the stack's keys (moto's usual 'testing', a wrong secret, none at all) nothing is
+    read or written; no browser origin is answered, no CORS header sent; /moto-api is closed; a
+    key with '..' is refused. (Before: moto took any credentials, answered any origin with
+    permissive CORS, and job inputs were readable by anyone on the machine.)"""
+    from botocore.exceptions import ClientError
+
+    port = free_port()
+    proc = _s3_server(tmp_path / "state", port)
+    try:
+        good = local_s3_client(tmp_path / "state", port)
+        good.create_bucket(Bucket="door", CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+        good.put_object(Bucket="door", Key="batch/input/j.json", Body=SECRET.encode())
+        url = f"http://127.0.0.1:{port}"
+        creds = good._request_signer._credentials
+        for key_id, secret in (("testing", "testing"), (creds.access_key, "wrong-secret")):
+            other = boto3.client("s3", endpoint_url=url, region_name="eu-west-2",
+                                 aws_access_key_id=key_id, aws_secret_access_key=secret)
+            for call in (lambda c=other: c.get_object(Bucket="door", Key="batch/input/j.json"),
+                         lambda c=other: c.list_objects_v2(Bucket="door"),
+                         lambda c=other: c.put_object(Bucket="door", Key="inbox/x.csv", Body=b"x")):
+                with pytest.raises(ClientError) as err:
+                    call()
+                assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        for r in (httpx.get(f"{url}/door/batch/input/j.json"),
+                  httpx.get(f"{url}/door/batch/input/j.json", headers={"origin": "http://evil"}),
+                  httpx.options(f"{url}/door/batch/input/j.json",
+                                headers={"origin": "http://evil",
+                                         "access-control-request-method": "GET"}),
+                  httpx.get(f"{url}/moto-api/data.json"), httpx.post(f"{url}/moto-api/reset")):
+            assert r.status_code == 403 and SECRET not in r.text
+            assert not any(h.lower().startswith("access-control-") for h in r.headers)
+        assert httpx.put(f"{url}/door/inbox/..%2F..%2Fx", content=b"x").status_code == 400
+        with pytest.raises(ClientError) as err:
+            good.put_object(Bucket="door", Key="inbox/../../x", Body=b"x")
+        assert err.value.response["Error"]["Code"] == "InvalidKey"
+        assert good.get_object(Bucket="door", Key="batch/input/j.json")["Body"].read() == SECRET.encode()
+    finally:
+        proc.kill()
+        proc.wait(30)
+
+
+def test_jobs_and_results_survive_a_kill_of_the_local_s3(tmp_path: Path) -> None:
+    """A finished job and a pending one are written through the local S3, which is killed
+    (SIGKILL) and started again on the same state folder: both records are there, and the
+    finished job's results are handed out once. (Before: moto kept them in memory only, and a
+    restart answered 404.)"""
+    from twolane.jobs.store import JobRecord, S3JobStore, now_iso
+
+    port = free_port()
+    proc = _s3_server(tmp_path / "state", port)
+    try:
+        s3 = local_s3_client(tmp_path / "state", port)
+        s3.create_bucket(Bucket="jobs-kept", CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+        store = S3JobStore(s3, "jobs-kept")
+        rec = JobRecord(job_id="a" * 32, kind="classify", target="ms", items=1, status="succeeded",
+                        input_location=store.input_location("a" * 32),
+                        output_location=store.output_location("a" * 32), endpoint="instant",
+                        created_at=now_iso(), updated_at=now_iso())
+        store.create_done(rec, json.dumps({"results": [{"comment_id": "1"}]}).encode())
+        pending = rec.model_copy(update={"job_id": "b" * 32, "status": "pending",
+                                         "input_location": store.input_location("b" * 32),
+                                         "output_location": None})
+        store.create(pending, SECRET.encode())
+    finally:
+        proc.kill()
+        proc.wait(30)
+    proc = _s3_server(tmp_path / "state", port)
+    try:
+        store = S3JobStore(local_s3_client(tmp_path / "state", port), "jobs-kept")
+        pending_after = store.get("b" * 32)
+        assert pending_after is not None and pending_after.status == "pending"
+        assert store.read(pending_after.input_location) == SECRET.encode()
+        got = store.collect("a" * 32)
+        assert got.payload == {"results": [{"comment_id": "1"}]}
+    finally:
+        proc.kill()
+        proc.wait(30)
+
+
+def test_no_key_is_written_outside_the_local_folder(s3: Any, predictor: Any, tmp_path: Path) -> None:
+    """Objects whose keys climb out of outbox/ or failed/ ('..' segments, as moto itself takes
+    them) are never written to disk. (Before: outbox/../../x was written to a path outside
+    dropbox/.)"""
+    drop = tmp_path / "deep" / "dropbox"
+    w = watcher_on(s3, predictor, drop)
+    for key in ("outbox/../../escaped.csv", "failed/../../../escaped2.csv", "outbox/a/../../b.csv"):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    s3.put_object(Bucket=BUCKET, Key="outbox/fine.csv", Body=b"ok")
+    ticks_until(w, lambda: (drop / "outbox" / "fine.csv").is_file(), "the plain key")
+    assert names(tmp_path) == {"deep/dropbox/outbox/fine.csv"}
+
+
+# --- 5. CSV read strictly ------------------------------------------------------------------------
+
+STRICT_CSV = {  # name: (file, the line the report names)
+    "folded.csv": (b'comment_id,comment_text\n1,"Nurse kind\n2,ok\n3,"\n4,good\n', "line 2"),
+    "stray.csv": (b'comment_id,comment_text\n1,"Nurse said ""hi"" \n2,ok\n3,"fine" x\n4,good\n',
+                  "line 2"),
+    "unclosed.csv": (b'comment_id,comment_text\n1,ok\n2,"never closed\n3,x\n', "line 3"),
+    "twice.csv": (b"comment_id,comment_text,Comment Text\n1,a,b\n", "line 1"),
+    "wide.csv": (b"comment_id,comment_text\n1,ok\n2,a,b\n", "line 3"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRICT_CSV))
+def test_a_csv_that_would_lose_rows_goes_to_failed_naming_the_line(s3: Any, predictor: Any,
+                                                                   name: str) -> None:
+    """(Before: an unbalanced quote folded the following rows into one comment's text, 4 rows in
+    and 2 labelled with no report; a column named twice used the last silently.)"""
+    from twolane.dropfolder.process import process_object
+
+    data, line = STRICT_CSV[name]
+    s3.put_object(Bucket=BUCKET, Key=f"inbox/{name}", Body=data)
+    o = process_object(s3, BUCKET, f"inbox/{name}", predictor, Settings(bucket=BUCKET))
+    assert o.status == "failed" and o.detail.startswith(line + ":"), o
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"failed/{name}.error.json")["Body"].read())
+    assert report["error"] == o.detail
+
+
+def test_a_comment_over_several_lines_is_one_row(s3: Any, predictor: Any) -> None:
+    """The strict reader still takes a quoted comment that spans lines (Excel writes them)."""
+    from twolane.dropfolder.process import process_object
+
+    data = b'comment_id,comment_text\n1,"Good care,\nbut parking, awful"\n2,"Line one\nline two"\n3,ok\n'
+    s3.put_object(Bucket=BUCKET, Key="inbox/multi.csv", Body=data)
+    o = process_object(s3, BUCKET, "inbox/multi.csv", predictor, Settings(bucket=BUCKET))
+    assert o.status == "done" and o.comments == 3, o
+
+
+# --- 6. safe output --------------------------------------------------------------------------
+
+FORMULAS = ["=HYPERLINK(\"http://x\",\"y\")", "+1", "-2", "@SUM(A1)", "\tx", "\rx"]
+
+
+def test_no_id_is_written_as_a_live_formula(s3: Any, predictor: Any) -> None:
+    """(Before: an id such as =HYPERLINK(...) or +1 was written as is into outbox/*.csv.)"""
+    from twolane.dropfolder.process import process_object
+
+    rows = "".join(f'"{i}",Comment {n}\n' for n, i in enumerate(FORMULAS))
+    s3.put_object(Bucket=BUCKET, Key="inbox/f.csv", Body=("comment_id,comment_text\n" + rows).encode())
+    o = process_object(s3, BUCKET, "inbox/f.csv", predictor, Settings(bucket=BUCKET))
+    assert o.status == "done", o
+    out = s3.get_object(Bucket=BUCKET, Key="outbox/f.csv")["Body"].read().decode()
+    ids = [r["comment_id"] for r in csv.DictReader(io.StringIO(out, newline=""))]
+    assert ids[:4] == ["'" + i for i in FORMULAS[:4]], ids  # (ids are trimmed: "\tx" is "x")
+    from twolane.dropfolder.formats import spreadsheet_safe
+
+    assert [spreadsheet_safe(i) for i in FORMULAS] == ["'" + i for i in FORMULAS]
+    assert spreadsheet_safe("ward 7") == "ward 7"
+
+
+def test_the_pages_downloads_escape_formulas_too(tmp_path: Path) -> None:
+    """The page's CSV and .xlsx rows pass through `safeCell` (run here in Node, as the browser
+    runs it). (Before: the downloads held the ids as given.)"""
+    import re
+    import shutil
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed")
+    js = (Path(__file__).resolve().parent.parent / "twolane" / "api" / "page" / "app.js").read_text()
+    rule = re.search(r"const FORMULA_START = .*?\n  function safeCell\(v\) \{.*?\n  \}", js, re.S)
+    assert rule is not None, "safeCell is gone"
+    rows = re.search(r"function resultRows\(\) \{.*?\n  \}", js, re.S)
+    assert rows is not None and "safeCell(r.comment_id)" in rows.group(0)
+    assert "resultRows()" in js.split("function downloadCsv()")[1].split("function")[0]
+    assert "resultRows()" in js.split("async function downloadXlsx()")[1].split("function")[0]
+    script = tmp_path / "t.js"
+    script.write_text(rule.group(0) + f"\nconsole.log(JSON.stringify({json.dumps(FORMULAS + ['ok', 7])}"
+                      ".map(safeCell)));\n")
+    got = json.loads(subprocess.run([node, str(script)], capture_output=True, text=True,
+                                    check=True).stdout)
+    assert got == ["'" + f for f in FORMULAS] + ["ok", 7]
+
+
+def test_results_url_never_comes_from_the_host_header(predictor: Any, s3: Any) -> None:
+    """(Before: a forged Host header was reflected in the slow API's results URL.)"""
+    from fastapi.testclient import TestClient
+
+    from twolane.api.app import create_app
+    from twolane.jobs.invoker import Invocation
+    from twolane.jobs.service import JobService
+    from twolane.jobs.store import S3JobStore
+
+    class Pending:
+        def unavailable_reason(self, kind: str) -> str | None:
+            return None
+
+        def invoke(self, *, input_location: str, inference_id: str, kind: str) -> Invocation:
+            return Invocation(inference_id=inference_id, output_location=None,
+                              failure_location=None, endpoint="t")
+
+    body = [{"comment_id": "1", "comment_text": "Kind staff"}]
+    for public, want in ((None, "http://testserver/api/GetResults/"),
+                         ("https://api.example.nhs.uk", "https://api.example.nhs.uk/api/GetResults/")):
+        st = Settings(bucket=BUCKET, public_url=public)
+        jobs = JobService(S3JobStore(s3, BUCKET), Pending(), st.batch)  # type: ignore[arg-type]
+        c = TestClient(create_app(predictor, st, jobs=jobs))
+        r = c.post("/api/StartContainerInstance?target=ms", json=body,
+                   headers={"host": "evil.example:666"})
+        assert r.status_code == 202 and r.text.startswith(want) and "evil" not in r.text, r.text
+        pending = c.get(r.text.removeprefix(want[: want.index("/api/")]),
+                        headers={"host": "evil.example:666"})
+        assert pending.status_code == 202 and "evil" not in pending.text
+
+
+def test_a_503_names_no_local_path(tmp_path: Path) -> None:
+    """(Before: the jobs 503 while the batch model builds named the build log's full path.)"""
+    from local_stack.batch_lane import build_log, unavailable_reason
+
+    st = Settings(state_dir=tmp_path / "state", bundles=tmp_path / "bundles")
+    build_log(st).parent.mkdir(parents=True, exist_ok=True)
+    build_log(st).write_text("stopped")
+    reason = unavailable_reason(st, "classify")
+    assert reason and str(tmp_path) not in reason and "/" not in reason

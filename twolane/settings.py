@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = None
     aws_region: str = "eu-west-2"
     bucket: str = "twolane-local"
+    # The API's public base URL (https://host[:port]), for absolute URLs the API hands out (the
+    # slow API's results URL); unset: the address the server is bound to, never the Host header.
+    public_url: str | None = None
 
     # Drop folder (S3 inbox/ -> outbox/, failed/) and the local stack.
     dropfolder_max_bytes: int = Field(20_000_000, ge=1)  # larger files go to failed/

@@ -439,8 +439,10 @@ def test_no_id_is_written_as_a_live_formula(s3: Any, predictor: Any) -> None:
     """(Before: an id such as =HYPERLINK(...) or +1 was written as is into outbox/*.csv.)"""
     from twolane.dropfolder.process import process_object
 
-    rows = "".join(f'"{i}",Comment {n}\n' for n, i in enumerate(FORMULAS))
-    s3.put_object(Bucket=BUCKET, Key="inbox/f.csv", Body=("comment_id,comment_text\n" + rows).encode())
+    buf = io.StringIO(newline="")
+    csv.writer(buf).writerows([["comment_id", "comment_text"],
+                               *[[i, f"Comment {n}"] for n, i in enumerate(FORMULAS)]])
+    s3.put_object(Bucket=BUCKET, Key="inbox/f.csv", Body=buf.getvalue().encode())
     o = process_object(s3, BUCKET, "inbox/f.csv", predictor, Settings(bucket=BUCKET))
     assert o.status == "done", o
     out = s3.get_object(Bucket=BUCKET, Key="outbox/f.csv")["Body"].read().decode()
@@ -516,3 +518,18 @@ def test_a_503_names_no_local_path(tmp_path: Path) -> None:
     build_log(st).write_text("stopped")
     reason = unavailable_reason(st, "classify")
     assert reason and str(tmp_path) not in reason and "/" not in reason
+
+
+def test_results_of_local_files_leave_the_local_s3(s3: Any, predictor: Any, tmp_path: Path) -> None:
+    """Memory bounded however many files pass: once a local file's result (or failed copy and
+    report) is in the local folder, its objects are deleted from the S3 stand-in. (Before: every
+    failed input stayed in moto's memory for good.)"""
+    drop = tmp_path / "dropbox"
+    w = watcher_on(s3, predictor, drop)
+    (drop / "inbox" / "good.csv").write_bytes(CSV)
+    (drop / "inbox" / "bad.csv").write_bytes(b"no,header\n1,x\n" * 1000)
+    ticks_until(w, lambda: not any((drop / "inbox").glob("*.csv")), "inbox emptied")
+    assert (drop / "outbox" / "good.csv").is_file() and (drop / "failed" / "bad.csv").is_file()
+    assert (drop / "failed" / "bad.csv.error.json").is_file()
+    left = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert left == [], left

@@ -168,6 +168,8 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
         jobs = local_job_service(settings)
         watcher = DropFolderWatcher(s3, settings.bucket, predictor, settings, dropbox,
                                     _print_outcome, jobs=jobs if batch else None)
+        if batch:
+            watcher.defer(_pending_jobs(s3, settings.bucket, jobs))  # their queue was not kept
         watcher.start()
         running.callback(watcher.stop)
 
@@ -201,6 +203,31 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
                 stop.wait(0.5)
         except KeyboardInterrupt:
             pass
+
+
+def _pending_jobs(s3: Any, bucket: str, jobs: Any) -> list[str]:
+    """Jobs a previous run accepted and did not finish (their records are kept on disk, the
+    invocation queue is not): marked deferred, so the watcher starts them again once the batch
+    lane can take them. A job split into shards with some shards done is left as it is."""
+    from twolane.jobs.store import JOB_ID
+    from twolane.layout import JOBS
+
+    found: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=JOBS):
+        for o in page.get("Contents", []):
+            job_id = o["Key"][len(JOBS):].removesuffix(".json")
+            record = jobs.store.get(job_id) if JOB_ID.match(job_id) else None
+            if record is None or record.status != "pending":
+                continue
+            record = jobs.store.refresh(record)  # its output may be there already
+            if record.status != "pending" or any(sh.status != "pending" for sh in record.shards):
+                continue
+            if not record.deferred:
+                jobs.store.update(job_id, lambda r: r.model_copy(update={"deferred": True}))
+            found.append(job_id)
+    if found:
+        log.warning("%d unfinished jobs from the last run will start again", len(found))
+    return found
 
 
 def _stop_batch(handle: Any) -> None:

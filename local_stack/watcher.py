@@ -172,6 +172,10 @@ class DropFolderWatcher(threading.Thread):
         self._taken: dict[str, Taken] = {}  # inbox key -> the local file it came from
         self._warned: set[str] = set()  # local names already logged as not takeable
 
+    def defer(self, job_ids: list[str]) -> None:
+        """Start these deferred jobs as soon as the batch lane can take them (see `tick`)."""
+        self._deferred.update(job_ids)
+
     def stop(self, timeout: float = 5.0) -> None:
         self._halt.set()
         self.join(timeout)

@@ -533,3 +533,31 @@ def test_results_of_local_files_leave_the_local_s3(s3: Any, predictor: Any, tmp_
     assert (drop / "failed" / "bad.csv.error.json").is_file()
     left = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
     assert left == [], left
+
+
+def test_jobs_left_pending_by_a_stop_start_again(s3: Any) -> None:
+    """The invocation queue is not kept across a restart: `up` finds the jobs a previous run
+    left pending and starts them again (deferred, then started by the watcher); one whose
+    output is there already is marked done instead. (Before: they stayed pending for good.)"""
+    from local_stack.stack import _pending_jobs
+    from twolane.jobs.store import JobRecord, S3JobStore, now_iso
+
+    class Store:
+        store = S3JobStore(s3, BUCKET)
+
+    store = Store.store
+
+    def record(job_id: str, **kw: Any) -> JobRecord:
+        return JobRecord(job_id=job_id, target="ms", items=1, input_location=store.input_location(job_id),
+                         created_at=now_iso(), updated_at=now_iso(), **kw)
+
+    waiting, finished = "c" * 32, "d" * 32
+    store.create(record(waiting), b"{}")
+    out = f"s3://{BUCKET}/batch/output/{finished}.out"
+    store.create(record(finished, output_location=out), b"{}")
+    store.write(out, json.dumps({"results": []}).encode(), "application/json")
+    assert _pending_jobs(s3, BUCKET, Store()) == [waiting]
+    again = store.get(waiting)
+    assert again is not None and again.deferred and again.status == "pending"
+    done = store.get(finished)
+    assert done is not None and done.status == "succeeded"

@@ -68,9 +68,9 @@ def unavailable_reason(settings: Settings, kind: str) -> str | None:
         return None
     log = build_log(settings)
     if build_running(settings):
-        return f"batch model is still building; see {log}"
+        return f"batch model is still building; see {log.name} in the state folder"
     if log.is_file():
-        return f"no batch model: its build stopped before finishing; see {log}"
+        return f"no batch model: its build stopped before finishing; see {log.name} in the state folder"
     return "no batch model yet: run `twolane build batch` (or `twolane up`, which starts the build)"
 
 

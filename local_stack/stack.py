@@ -17,6 +17,8 @@ from typing import Any
 
 from rich.console import Console
 
+from local_stack.s3local import PROFILE
+from local_stack.server import api_server
 from twolane.bundle import BundleError, resolve_bundle
 from twolane.settings import Settings, get_settings
 
@@ -77,13 +79,15 @@ def ensure_instant_bundle(settings: Settings) -> Path:
     return instant_bundle_path(settings=settings)
 
 
-def _local_aws(endpoint: str) -> Settings:
-    """Point every AWS client in this process at moto, with dummy credentials."""
+def _local_aws(endpoint: str, access_key_id: str, secret_access_key: str) -> Settings:
+    """Point every AWS client in this process (and the processes it starts) at the local S3,
+    with its credentials (no session token: the local S3 refuses one)."""
     os.environ["TWOLANE_AWS_ENDPOINT_URL"] = endpoint
     os.environ["AWS_ENDPOINT_URL"] = endpoint
-    for k, v in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                 ("AWS_SESSION_TOKEN", "testing")):
-        os.environ[k] = v
+    os.environ["AWS_ACCESS_KEY_ID"] = access_key_id
+    os.environ["AWS_SECRET_ACCESS_KEY"] = secret_access_key
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    os.environ.pop("AWS_PROFILE", None)
     os.environ.setdefault("AWS_DEFAULT_REGION", get_settings().aws_region)
     get_settings.cache_clear()
     return get_settings()
@@ -136,10 +140,8 @@ def _dropbox_ready(dropbox: Path | None) -> Path | None:
 def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
        moto_port: int | None = None, dropbox: Path | None = Path("dropbox")) -> None:
     """Run the local stack until Ctrl-C: API, local S3 + drop folder, and (if `batch`) the batch lane."""
-    import uvicorn
-    from moto.server import ThreadedMotoServer
-
     from local_stack.invoker import local_job_service
+    from local_stack.s3local import LocalS3
     from local_stack.watcher import DropFolderWatcher
     from twolane.api.app import create_app
     from twolane.aws import client
@@ -158,20 +160,23 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
         mport = 0  # any free port
     with ExitStack() as running:  # whatever started is stopped, in reverse order, however we leave
         running.callback(lambda: console.print("Stopped."))
-        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=mport, verbose=False)
-        moto.start()
-        running.callback(moto.stop)
-        mport = moto.get_host_and_port()[1]
-        settings = _local_aws(f"http://127.0.0.1:{mport}")
+        local_s3 = LocalS3(settings.state_dir, mport).start()  # persistent, credentials checked
+        running.callback(local_s3.stop)
+        mport = local_s3.port
+        creds = local_s3.credentials
+        settings = _local_aws(local_s3.endpoint, creds.access_key_id, creds.secret_access_key)
         s3 = client("s3")
         region = settings.aws_region
-        s3.create_bucket(Bucket=settings.bucket,
-                         **({} if region == "us-east-1" else
-                            {"CreateBucketConfiguration": {"LocationConstraint": region}}))
+        if settings.bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+            s3.create_bucket(Bucket=settings.bucket,
+                             **({} if region == "us-east-1" else
+                                {"CreateBucketConfiguration": {"LocationConstraint": region}}))
         dropbox = _dropbox_ready(dropbox)
         jobs = local_job_service(settings)
         watcher = DropFolderWatcher(s3, settings.bucket, predictor, settings, dropbox,
                                     _print_outcome, jobs=jobs if batch else None)
+        if batch:
+            watcher.defer(_pending_jobs(s3, settings.bucket, jobs))  # their queue was not kept
         watcher.start()
         running.callback(watcher.stop)
 
@@ -183,7 +188,7 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
             running.callback(close)  # before the batch lane stops (callbacks run in reverse)
 
         app = create_app(predictor, settings, jobs)
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        server = api_server(app, host, port, settings.request_read_seconds)
         api = threading.Thread(target=server.run, name="uvicorn", daemon=True)
         api.start()
         running.callback(api.join, 10)
@@ -198,12 +203,38 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGHUP):  # kill, or the terminal closed
                 signal.signal(sig, lambda *_: stop.set())
-        _banner(host, port, mport, settings, predictor.version, dropbox, batch, batch_handle)
+        _banner(host, port, mport, settings, predictor.version, dropbox, batch, batch_handle,
+                local_s3.credentials_file)
         try:
             while not stop.is_set() and api.is_alive():
                 stop.wait(0.5)
         except KeyboardInterrupt:
             pass
+
+
+def _pending_jobs(s3: Any, bucket: str, jobs: Any) -> list[str]:
+    """Jobs a previous run accepted and did not finish (their records are kept on disk, the
+    invocation queue is not): marked deferred, so the watcher starts them again once the batch
+    lane can take them. A job split into shards with some shards done is left as it is."""
+    from twolane.jobs.store import JOB_ID
+    from twolane.layout import JOBS
+
+    found: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=JOBS):
+        for o in page.get("Contents", []):
+            job_id = o["Key"][len(JOBS):].removesuffix(".json")
+            record = jobs.store.get(job_id) if JOB_ID.match(job_id) else None
+            if record is None or record.status != "pending":
+                continue
+            record = jobs.store.refresh(record)  # its output may be there already
+            if record.status != "pending" or any(sh.status != "pending" for sh in record.shards):
+                continue
+            if not record.deferred:
+                jobs.store.update(job_id, lambda r: r.model_copy(update={"deferred": True}))
+            found.append(job_id)
+    if found:
+        log.warning("%d unfinished jobs from the last run will start again", len(found))
+    return found
 
 
 def _stop_batch(handle: Any) -> None:
@@ -213,8 +244,8 @@ def _stop_batch(handle: Any) -> None:
         console.print(f"[yellow]batch lane did not stop cleanly: {exc}[/]")
 
 
-def _banner(host: str, port: int, mport: int, settings: Settings, version: str,
-            dropbox: Path | None, batch: bool, batch_handle: Any) -> None:
+def _banner(host: str, port: int, mport: int, settings: Settings, version: str,  # noqa: PLR0913 (what the banner shows)
+            dropbox: Path | None, batch: bool, batch_handle: Any, credentials: Path) -> None:
     b = settings.bucket
     here = Path.cwd()
     shown = (dropbox.relative_to(here) if dropbox and dropbox.is_relative_to(here) else dropbox)
@@ -224,9 +255,9 @@ def _banner(host: str, port: int, mport: int, settings: Settings, version: str,
         "",
         f"  [bold]Web page     http://{host}:{port}/[/]   (open it in a browser to label a file)",
         f"  API          http://{host}:{port}   (docs: http://{host}:{port}/docs)",
-        f"  Local S3     http://127.0.0.1:{mport}   bucket {b} (moto; in memory, gone on stop)",
-        "  [yellow]Jobs and their results live in that in-memory S3: stopping or restarting "
-        "twolane forgets them (a GET then answers 404). Collect results before you stop.[/]",
+        f"  Local S3     http://127.0.0.1:{mport}   bucket {b} (moto; kept on disk in "
+        f"{settings.state_dir.name}/local-s3/, so jobs and results survive a restart; "
+        f"credentials: profile {PROFILE} in {_shown(credentials)})",
     ]
     if shown is not None:
         lines.append(f"  Drop folder  put files in {shown}/inbox/  ->  results in {shown}/outbox/ "
@@ -252,8 +283,8 @@ def _banner(host: str, port: int, mport: int, settings: Settings, version: str,
         lines.append(f"  cp {shown}/example.csv {shown}/inbox/    # results appear in "
                      f"{shown}/outbox/example.csv")
     lines += [
-        f"  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing aws --endpoint-url "
-        f"http://127.0.0.1:{mport} s3 cp {shown or '.'}/example.csv s3://{b}/inbox/",
+        f"  AWS_SHARED_CREDENTIALS_FILE={_shown(credentials)} aws --profile {PROFILE} "
+        f"--endpoint-url http://127.0.0.1:{mport} s3 cp {shown or '.'}/example.csv s3://{b}/inbox/",
         "",
         "Press Ctrl-C to stop.",
     ]
@@ -261,16 +292,21 @@ def _banner(host: str, port: int, mport: int, settings: Settings, version: str,
         console.print(line, soft_wrap=True)
 
 
+def _shown(path: Path) -> Path:
+    """`path` relative to the current folder when it is inside it (shorter to read and copy)."""
+    here = Path.cwd()
+    return path.relative_to(here) if path.is_relative_to(here) else path
+
+
 def serve(bundle: Path | None = None, port: int = 8000, host: str = "127.0.0.1") -> None:
     """The API alone, on a given bundle (default: the newest under the settings' bundles root)."""
-    import uvicorn
-
     from twolane.api.app import create_app
 
     predictor = load_predictor(bundle)
     console.print(f"Web page  http://{host}:{port}/   (instant model {predictor.version}; "
                   f"API docs: http://{host}:{port}/docs)")
-    uvicorn.run(create_app(predictor), host=host, port=port, log_level="info")
+    api_server(create_app(predictor), host, port, get_settings().request_read_seconds,
+               log_level="info").run()
 
 
 def predict_file(file: Path, out: Path | None = None, bundle: Path | None = None) -> Path:

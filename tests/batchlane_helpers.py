@@ -136,3 +136,16 @@ def run_sharded_job(api: Any, store: Any, batch_bundle: Path, shards: int,
     assert [x["labels"] for x in body["results"]] == [p.labels for p in direct]
     assert api.get(r.json()["results_url"]).status_code == 410
     return str(job_id)
+
+
+def local_s3_client(state_dir: Path, port: int) -> Any:
+    """A boto3 S3 client for a `twolane up`'s local S3, signed with the keys it keeps in its state
+    folder (it refuses any other: issue 22)."""
+    import boto3
+
+    from local_stack.s3local import credentials_for
+
+    creds, _ = credentials_for(state_dir)
+    return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="eu-west-2",
+                        aws_access_key_id=creds.access_key_id,
+                        aws_secret_access_key=creds.secret_access_key)

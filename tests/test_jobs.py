@@ -263,7 +263,7 @@ def test_unavailable_batch_model_answers_503(store: S3JobStore, tmp_path: Path) 
     (settings.state_dir / "batch-build.pid").write_text(str(os.getpid()))
     r = client.post("/v1/jobs", json={"items": ITEMS})
     assert r.status_code == 503
-    assert r.json()["detail"] == f"batch model is still building; see {log}"
+    assert r.json()["detail"] == f"batch model is still building; see {log.name} in the state folder"
     r = client.post("/v1/summaries", json={"items": ITEMS})
     assert r.status_code == 503 and "TWOLANE_GENERATION_MODEL" in r.json()["detail"]
 

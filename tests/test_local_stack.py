@@ -10,10 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
-from batchlane_helpers import stop_up, wait_for
+from batchlane_helpers import local_s3_client, stop_up, wait_for
 
 from local_stack.stack import free_port, predict_file
 from twolane.rules import LABELLING_NOT_POSSIBLE
@@ -54,8 +53,7 @@ def test_up_serves_api_and_drop_folder(instant_bundle: Path, tmp_path: Path) -> 
             {"comment_id": "x", "comment_text": "Parking was awful"}]}, timeout=5)
         assert r.status_code == 200 and r.json()["results"][0]["comment_id"] == "x"
 
-        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{mport}", region_name="eu-west-2",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        s3 = local_s3_client(tmp_path / "state", mport)  # the stack's own keys (issue 22)
         s3.put_object(Bucket="stack-test", Key="inbox/from s3.csv", Body=CSV)
 
         def result() -> bytes | None:
@@ -77,7 +75,9 @@ def test_up_serves_api_and_drop_folder(instant_bundle: Path, tmp_path: Path) -> 
         (tmp_path / "dropbox" / "inbox" / "mine.csv").write_bytes(example.read_bytes())
         local = tmp_path / "dropbox" / "outbox" / "mine.csv"
         wait_for(local.is_file, 120, "dropbox/outbox/mine.csv")
-        assert not (tmp_path / "dropbox" / "inbox" / "mine.csv").exists()
+        # the input leaves inbox/ only once its result is there (issue 22): wait for that too
+        wait_for(lambda: not (tmp_path / "dropbox" / "inbox" / "mine.csv").exists(), 60,
+                 "dropbox/inbox/mine.csv removed")
         assert local.read_text().startswith("comment_id,labels,sentiment,sentiment_label")
     finally:
         # Stop it whatever happened; a slow stop must not hide the test's own first error.

@@ -427,7 +427,7 @@ def test_batch_lane_shows_why_it_cannot_take_a_job(predictor: Any, moto: str, dr
         label_file(driver, base, samples[1], lane="batch")
         error = by_id(driver, "run-error")
         assert error.is_displayed()
-        assert error.text == f"Batch model is still building; see {log}."
+        assert error.text == f"Batch model is still building; see {log.name} in the state folder."
         assert not by_id(driver, "results").is_displayed()
         assert console_errors(driver, allowed=("503",)) == []
 

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from twolane.rules import SENTIMENT_NAMES, QuestionType, clean_text, is_clean, question_type_of
 
@@ -49,15 +49,25 @@ def _nan_as_null(name: str) -> Any:
     return _reject_constant(name)
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object, refused when it holds a key twice (json.loads would keep the last silently)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise json.JSONDecodeError("an object holds the same key twice", "", 0)
+    return out
+
+
 def strict_json_loads(data: bytes | str, nan_as_null: bool = False) -> Any:
-    """JSON as every entry point reads it: json.loads, except that NaN, Infinity, a number over
-    Python's digit limit and nesting past the recursion limit raise json.JSONDecodeError too
-    (Python's own reader accepts the first two and raises other errors for the rest).
+    """JSON as every entry point reads it: json.loads, except that NaN, Infinity, a key twice in
+    one object, a number over Python's digit limit and nesting past the recursion limit raise
+    json.JSONDecodeError too (Python's own reader accepts the first three and raises other
+    errors for the rest).
 
     nan_as_null: NaN reads as null (pxtextmining's data_in files, written by pandas, hold NaN for
     a missing text); Infinity is still refused."""
     try:
-        return json.loads(data, parse_constant=_nan_as_null if nan_as_null else _reject_constant)
+        return json.loads(data, parse_constant=_nan_as_null if nan_as_null else _reject_constant,
+                          object_pairs_hook=_unique_keys)
     except json.JSONDecodeError:
         raise
     except (ValueError, RecursionError) as exc:
@@ -85,8 +95,9 @@ class CommentIn(BaseModel):
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    items: list[CommentIn]
-    include_probabilities: bool = False
+    # minItems: the schema says what the 422 for [] says (the reason comes from check_items)
+    items: list[CommentIn] = Field(..., json_schema_extra={"minItems": 1})
+    include_probabilities: StrictBool = False  # true or false only: "yes" or 1 is a 422
 
 
 class Sentiment(BaseModel):

@@ -25,6 +25,7 @@ class ApiSettings(BaseModel):
     max_text_chars: int  # characters per comment
     api_keys: frozenset[str]  # empty = no auth
     max_concurrent_requests: int  # POSTs served at once; more wait before their body is read
+    request_read_seconds: float = 10.0  # headers, and a POST's body once admitted, within this
     docs: bool  # serve /docs, /redoc, /openapi.json (behind the key when keys are set)
     batch_enabled: bool = True  # False: /v1/jobs and the slow API answer 503
     summaries_enabled: bool = True  # False: /v1/summaries answers 501
@@ -75,6 +76,7 @@ class Settings(BaseSettings):
     # Bounds the memory a burst of POSTs can take; 2 keeps /health under 100 ms during a burst
     # of 2,000-comment requests (bench/burst.py: p99 64 ms with 2, 103 ms with 4).
     max_concurrent_requests: int = Field(2, ge=1)
+    request_read_seconds: float = Field(10.0, gt=0)  # else 408: an idle client holds no slot
     docs: bool = True  # TWOLANE_DOCS=0 turns /docs, /redoc and /openapi.json off
     # Lanes a deployment leaves out (infra sets these from its config): TWOLANE_BATCH_ENABLED=0
     # makes /v1/jobs and the slow API answer 503, TWOLANE_SUMMARIES_ENABLED=0 /v1/summaries 501.
@@ -85,6 +87,9 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = None
     aws_region: str = "eu-west-2"
     bucket: str = "twolane-local"
+    # The API's public base URL (https://host[:port]), for absolute URLs the API hands out (the
+    # slow API's results URL); unset: the address the server is bound to, never the Host header.
+    public_url: str | None = None
 
     # Drop folder (S3 inbox/ -> outbox/, failed/) and the local stack.
     dropfolder_max_bytes: int = Field(20_000_000, ge=1)  # larger files go to failed/
@@ -134,6 +139,7 @@ class Settings(BaseSettings):
         return ApiSettings(max_items=self.max_items, max_job_items=self.max_job_items,
                            max_text_chars=self.max_text_chars, api_keys=self.api_key_set,
                            max_concurrent_requests=self.max_concurrent_requests, docs=self.docs,
+                           request_read_seconds=self.request_read_seconds,
                            batch_enabled=self.batch_enabled,
                            summaries_enabled=self.summaries_enabled)
 

@@ -72,5 +72,6 @@ def create_app(predictor: Predictor | None = None, settings: Settings | None = N
         app.include_router(r)
     page.install(app, docs=api.docs)  # GET /: the web page (JSON for API clients), /page/, /docs
     # Outermost: the key is checked, and a POST waits for a slot, before any body is read.
-    app.add_middleware(Gate, keys=api.api_keys, max_concurrent=api.max_concurrent_requests)
+    app.add_middleware(Gate, keys=api.api_keys, max_concurrent=api.max_concurrent_requests,
+                       body_seconds=api.request_read_seconds)
     return app

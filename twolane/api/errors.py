@@ -47,6 +47,7 @@ class Problem(BaseModel):
 def _responses() -> dict[int | str, dict[str, object]]:
     said = {
         401: "no or a wrong `x-api-key` (when the service has API keys)",
+        408: "the request (headers, or a POST's body once admitted) did not arrive in time",
         413: "too many items in one request",
         422: "the body is not valid: `detail` lists each item and field at fault, or says "
              "what is wrong (too long, repeated ids) with `comment_ids`",

@@ -7,7 +7,11 @@ and a strict JSON reader.
   `OPEN_PREFIXES` (the docs included) answers 401 unless `x-api-key` holds a key, before the body is read; a POST then
   waits for one of `max_concurrent` slots before its body is read, so a burst of large requests
   queues in the kernel's socket buffers instead of the process's memory, and `/health` never
-  waits behind one.
+  waits behind one. Holding a slot, the whole body must arrive within `body_seconds`
+  (TWOLANE_REQUEST_READ_SECONDS, default 10 s) or the answer is 408 and the connection is
+  closed: a client that sends half a body and goes quiet holds a slot that long at most, never
+  for as long as its socket stays open. (The deadline on reading the headers is the server's:
+  `local_stack.server`.)
 * `StrictRoute` (FastAPI's custom route class): the body is read by
   `twolane.contract.strict_json_loads`, which rejects NaN / Infinity and numbers or nesting
   Python cannot hold as a 422 (json_invalid), so such values never reach a model or an error.
@@ -36,6 +40,7 @@ KEY_HEADER = b"x-api-key"
 # pxtextmining's slow API (/api/StartContainerInstance, /api/GetResults/{id}) takes the key as
 # ?code=, as the Azure Function behind it did.
 CODE_PREFIX, CODE_PARAM = "/api/", "code"
+BODY_SECONDS = 10.0  # a POST's body must arrive whole within this, once it holds a slot
 
 
 def _given_key(scope: Scope) -> str:
@@ -55,10 +60,12 @@ def key_matches(given: str, keys: frozenset[str]) -> bool:
 class Gate:
     """API-key check and a bound on concurrent POSTs, ahead of routing and body parsing."""
 
-    def __init__(self, app: ASGIApp, keys: frozenset[str], max_concurrent: int) -> None:
+    def __init__(self, app: ASGIApp, keys: frozenset[str], max_concurrent: int,
+                 body_seconds: float = BODY_SECONDS) -> None:
         self.app = app
         self.keys = keys
         self.slots = asyncio.Semaphore(max_concurrent)
+        self.body_seconds = body_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,7 +100,40 @@ class Gate:
             await self.app(scope, receive, send)
             return
         async with self.slots:
-            await self.app(scope, receive, send)
+            body = await read_body(receive, self.body_seconds)
+            if body is None:
+                await problem(408, f"the request body did not arrive within {self.body_seconds:g} "
+                                   "s; send it whole, then wait for the answer",
+                              headers={"connection": "close"})(scope, receive, send)
+                return
+            await self.app(scope, replay(body, receive), send)
+
+
+async def read_body(receive: Receive, seconds: float) -> list[Message] | None:
+    """Every message of the request's body, or None when it is not whole within `seconds`."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    messages: list[Message] = []
+    while True:
+        try:
+            message = await asyncio.wait_for(receive(), max(end - loop.time(), 0))
+        except TimeoutError:
+            return None
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return messages
+
+
+def replay(messages: list[Message], receive: Receive) -> Receive:
+    """A `receive` that gives `messages` again, then the connection's own (its disconnect)."""
+    pending = list(messages)
+
+    async def again() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return again
 
 
 class StrictJSONRequest(Request):

@@ -5,7 +5,7 @@ spelling the rule book reads; unknown ones count as nonspecific). A missing, nul
 blank text is one comment that cannot be labelled, never a failed file. A JSON file is a list
 of such objects, as pxtextmining's docker `data_in` (answered in its `data_out` shape, see
 `write_px`), or an object with an `items` list. Results hold the id, labels and sentiment,
-never the comment text.
+never the comment text; in a CSV an id that starts like a formula gets a leading "'".
 JSONL is one object per line, lines split at "\n" only (U+2028, U+2029, U+0085 may appear inside
 strings). JSON is read strictly (`twolane.contract.strict_json_loads`: no Infinity, no numbers or
 nesting Python cannot hold), except that NaN in a JSON file reads as null: pxtextmining's data_in
@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -116,29 +117,54 @@ def _item(row: dict[str, Any], where: str) -> CommentIn:
         raise FormatError(f"{where}: {field}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
+def _looks_like_row(line: str, width: int) -> bool:
+    """True when a line inside a quoted cell reads as a row of its own: `width` cells, the
+    first an id (no spaces, at most 64 characters). A comment that merely spans lines does not."""
+    cells = next(csv.reader([line]), [])
+    first = cells[0].strip() if cells else ""
+    return len(cells) == width and bool(first) and " " not in first and len(first) <= 64
+
+
 def _read_csv(text: str) -> list[CommentIn]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    """Comments in a CSV, read strictly: an unbalanced quote, a column named twice, a row with
+    more cells than the header, or rows folded into one quoted cell (a quote opened and closed
+    lines later, every line between reading as a row of its own) is a FormatError naming the
+    line, never a file with rows silently lost."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
     except StopIteration:
         raise FormatError("the file is empty") from None
     except csv.Error as exc:
-        raise FormatError(f"not a readable CSV: {exc}") from None
+        raise FormatError(f"line {reader.line_num}: not a readable CSV: {exc}") from None
     cols = [h.strip().lower().replace(" ", "_") for h in header]
     missing = [c for c in ("comment_id", "comment_text") if c not in cols]
     if missing:  # the first line is not echoed: without a header it is a comment
         raise FormatError(f"CSV header lacks column(s) {missing}: the first line must name the "
                           f"columns (comment_id, comment_text, question_type optional)")
+    twice = sorted(c for c, n in Counter(c for c in cols if c).items() if n > 1)
+    if twice:
+        raise FormatError(f"line 1: column(s) named more than once: {twice}")
     items: list[CommentIn] = []
+    n = reader.line_num + 1  # the line the next row starts on
     try:
-        for n, row in enumerate(reader, start=2):
+        for row in reader:
+            first, n = n, reader.line_num + 1
             if not any(cell.strip() for cell in row):
                 continue  # blank line
             if len(row) > len(cols):
-                raise FormatError(f"line {n}: {len(row)} fields but the header has {len(cols)}")
-            items.append(_item(dict(zip(cols, row, strict=False)), f"line {n}"))
+                raise FormatError(f"line {first}: {len(row)} fields but the header has {len(cols)}")
+            for cell in row:
+                inner = cell.split("\n")[1:]
+                if inner and all(_looks_like_row(line, len(cols)) for line in inner):
+                    raise FormatError(
+                        f"line {first}: a quote opened here is closed on line {n - 1}, and the "
+                        "lines between read as rows of their own: check the quotes on line "
+                        f"{first}")
+            items.append(_item(dict(zip(cols, row, strict=False)), f"line {first}"))
     except csv.Error as exc:
-        raise FormatError(f"not a readable CSV: {exc}") from None
+        raise FormatError(f"line {n}: an unbalanced quote or a stray character after one "
+                          f"({exc}): check the quotes from line {n}") from None
     return items
 
 
@@ -232,6 +258,15 @@ def _row(p: Prediction) -> dict[str, Any]:
     }
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads these as a formula
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """`cell` with a leading "'" when it starts like a formula (OWASP's CSV injection rule), so
+    an id such as `=HYPERLINK(...)` or `+1` opens in Excel as the text it is."""
+    return "'" + cell if cell.startswith(FORMULA_START) else cell
+
+
 def write_results(predictions: list[Prediction], family: Family) -> bytes:
     """Results as bytes in the same family as the input: id, labels, sentiment (no text)."""
     if family == "json":
@@ -243,6 +278,6 @@ def write_results(predictions: list[Prediction], family: Family) -> bytes:
     w.writerow(["comment_id", "labels", "sentiment", "sentiment_label"])
     for p in predictions:
         s = p.sentiment
-        w.writerow([p.comment_id, LABEL_SEPARATOR.join(p.labels),
+        w.writerow([spreadsheet_safe(p.comment_id), LABEL_SEPARATOR.join(p.labels),
                     s.score if s else "", s.label if s else ""])
     return out.getvalue().encode("utf-8")

@@ -730,9 +730,16 @@
   // ---------------------------------------------------------------------------------------------
   // Downloads: ids, labels and sentiment only (as the drop folder writes them), never the text.
 
+  // A cell a spreadsheet would read as a formula (= + - @, tab, CR first) gets a leading "'",
+  // as in the drop folder's CSV (twolane.dropfolder.formats.spreadsheet_safe).
+  const FORMULA_START = /^[=+\-@\t\r]/;
+  function safeCell(v) {
+    return typeof v === "string" && FORMULA_START.test(v) ? "'" + v : v;
+  }
+
   function resultRows() {
     return state.results.map((r) => [
-      r.comment_id,
+      safeCell(r.comment_id),
       r.labels.join(LABEL_SEPARATOR),
       r.sentiment ? r.sentiment.score : "",
       r.sentiment ? r.sentiment.label : "",
@@ -767,7 +774,7 @@
     const themes = [
       ["theme", "comments", ...SENTIMENTS.map((s) => s.label), NO_SENTIMENT.label].map(bold),
       ...[...themeBySentiment()].sort((a, b) => sum(b[1]) - sum(a[1]))
-        .map(([t, n]) => [t, sum(n), n[1], n[2], n[3], n[4], n[5], n[0]]),
+        .map(([t, n]) => [safeCell(t), sum(n), n[1], n[2], n[3], n[4], n[5], n[0]]),
     ];
     try {
       const blob = await window.writeXlsxFile([

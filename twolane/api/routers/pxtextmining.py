@@ -26,7 +26,7 @@ EXAMPLE = [
 
 @router.post("/predict_multilabel", response_model=list[PxItemOut])
 async def predict_multilabel(
-    items: Annotated[list[PxItemIn], Body(examples=[EXAMPLE])],
+    items: Annotated[list[PxItemIn], Body(examples=[EXAMPLE], json_schema_extra={"minItems": 1})],
     model: ModelDep,
     settings: SettingsDep,
 ) -> list[PxItemOut]:

@@ -31,7 +31,7 @@ from twolane.api.deps import (
     require_batch_enabled,
     run_model,
 )
-from twolane.api.errors import RequestRejected
+from twolane.api.errors import ERROR_RESPONSES, RequestRejected
 from twolane.api.gate import StrictRoute
 from twolane.contract import JobRequest, Prediction, check_items, strict_json_loads
 from twolane.jobs.service import JobRejected
@@ -40,7 +40,8 @@ from twolane.pxtextmining import PxShapeError, blank_rows, parse_target, read_it
 
 router = APIRouter(tags=["pxtextmining slow API"],
                    dependencies=[Depends(require_api_key_or_code), Depends(require_batch_enabled)],
-                   route_class=StrictRoute)
+                   route_class=StrictRoute,
+                   responses={k: ERROR_RESPONSES[k] for k in (401, 408, 422, 500, 503)})
 
 START = "StartContainerInstance"
 RETRY_AFTER_S = "5"
@@ -49,12 +50,27 @@ NOT_FOUND = "File not found"
 FAILED = "Error during processing: the batch lane could not label these comments; send them again"
 
 
-def results_url(request: Request, job_id: str) -> str:
-    """The request's own absolute URL with StartContainerInstance swapped for
-    GetResults/<id>, query string kept (as the Azure Function builds it)."""
+def absolute(request: Request, path: str, public_url: str | None) -> str:
+    """`path` plus this request's query string, as an absolute URL whose scheme, host and port
+    come from configuration (TWOLANE_PUBLIC_URL), else from the address the server is bound to:
+    never from the request's Host header, which a client can forge."""
+    query = request.url.query
+    tail = path + (f"?{query}" if query else "")
+    if public_url:
+        return public_url.rstrip("/") + tail
+    host, port = (request.scope.get("server") or ("localhost", None))[:2]
+    default = {"http": 80, "https": 443}.get(request.url.scheme)
+    netloc = host if port in (None, default) else f"{host}:{port}"
+    return f"{request.url.scheme}://{netloc}{tail}"
+
+
+def results_url(request: Request, job_id: str, public_url: str | None) -> str:
+    """This request's URL with StartContainerInstance swapped for GetResults/<id>, query string
+    kept (as the Azure Function builds it, so pxtextmining's clients GET it as is); see
+    `absolute` for where its host comes from."""
     path = request.url.path
     base = path[: -len(START)] if path.endswith(START) else path.rstrip("/") + "/"
-    return str(request.url.replace(path=f"{base}GetResults/{job_id}"))
+    return absolute(request, f"{base}GetResults/{job_id}", public_url)
 
 
 @router.post(f"/api/{START}", status_code=202, response_class=PlainTextResponse,
@@ -100,7 +116,8 @@ async def start_container_instance(
                                              owner=owner, defer=True, blank_rows=blanks)
         except JobRejected as exc:  # the endpoint refused the invocation itself
             raise RequestRejected(503, exc.reason) from exc
-    return PlainTextResponse(results_url(request, record.job_id), status_code=202)
+    return PlainTextResponse(results_url(request, record.job_id, settings.public_url),
+                             status_code=202)
 
 
 @router.get("/api/GetResults/{job_id}",
@@ -108,7 +125,8 @@ async def start_container_instance(
                        202: {"description": "still pending; the body is this URL"},
                        404: {"description": f"unknown job, or '{ALREADY_COLLECTED}'"},
                        500: {"description": "the job failed (reported once)"}})
-def get_results(job_id: str, request: Request, jobs: JobsDep, owner: CodeOwnerDep) -> Response:
+def get_results(job_id: str, request: Request, jobs: JobsDep, owner: CodeOwnerDep,
+                settings: SettingsDep) -> Response:
     """202 while pending; 200 with the results exactly once (then deleted); 404 after."""
     service = jobs.get()
     try:
@@ -123,7 +141,8 @@ def get_results(job_id: str, request: Request, jobs: JobsDep, owner: CodeOwnerDe
     rec = got.record
     if got.payload is None:
         if rec.status in ("pending", "running"):
-            return PlainTextResponse(str(request.url), status_code=202,
+            return PlainTextResponse(absolute(request, request.url.path, settings.public_url),
+                                     status_code=202,
                                      headers={"Retry-After": RETRY_AFTER_S})
         return PlainTextResponse(FAILED, status_code=500)
     preds = [Prediction.model_validate(r) for r in got.payload["results"]]

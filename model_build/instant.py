@@ -782,7 +782,10 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
                 "known_output": KNOWN_OUTPUT, "min_one_label": cfg.min_one_label,
                 "build_seconds": round(time.perf_counter() - t0, 1)},
     )
-    write_manifest(tmp, manifest)
+    from model_build.drift_reference import write_reference  # twolane.drift's reference
+
+    manifest.files[write_reference(tmp, manifest, test.texts, test.question_types, vec)] = ""
+    write_manifest(tmp, manifest)  # hashes every file in manifest.files
     tmp.rename(final)
     return final
 

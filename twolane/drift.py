@@ -116,6 +116,14 @@ class DriftReport(BaseModel):
     signals: dict[str, SignalResult]
 
 
+class DriftRequest(BaseModel):
+    """POST /v1/drift: the comments of one file (or a random sample of it)."""
+
+    model_config = {"extra": "forbid"}
+
+    items: list[CommentIn]
+
+
 class ArrayPredictor(Protocol):
     """What drift needs of a predictor (twolane.predictors.instant.InstantPredictor)."""
 
@@ -391,6 +399,6 @@ def metric_values(report: DriftReport) -> dict[str, float]:
 
 
 __all__ = ["ALPHA", "DRIFTED_METRIC", "METRIC_NAMES", "MIN_PSI", "REFERENCE_FILE", "SIGNALS",
-           "Checker", "DriftError", "DriftReport", "Histogram", "Reference", "SignalResult",
+           "Checker", "DriftError", "DriftReport", "DriftRequest", "Histogram", "Reference", "SignalResult",
            "checker", "chi2_sf", "compare", "holm", "metric_values", "observe", "publish",
            "reference_from", "report_for", "two_sample"]

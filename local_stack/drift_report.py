@@ -4,6 +4,7 @@ verdict; 2 with a one-line reason when the file or the bundle cannot be used."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -15,6 +16,7 @@ from twolane.dropfolder.formats import FormatError, family_of, read_items
 from twolane.predictors.instant import InstantPredictor
 
 UNREADABLE = 2  # exit status: the file or the bundle cannot be used
+WIDTH = 120  # characters, when the report goes to a file or pipe (a terminal uses its own)
 
 
 class Unusable(Exception):
@@ -53,17 +55,18 @@ def table(report: DriftReport) -> Table:
     t = Table(title=f"{report.comments} comments: {verdict}  (drifted when Holm p < "
                     f"{report.alpha} and PSI >= {report.min_psi})")
     for col in ("signal", "n", "ref n", "PSI", "p", "p (Holm)", "threshold", "verdict"):
-        t.add_column(col, justify="right" if col in ("n", "ref n", "PSI", "p", "p (Holm)") else "left")
+        t.add_column(col, justify="right" if col in ("n", "ref n", "PSI", "p", "p (Holm)") else "left",
+                     no_wrap=col in ("signal", "threshold"))
     for name, r in report.signals.items():
         v = r.note or ("[red]drifted[/]" if r.drifted else "[green]ok[/]")
         t.add_row(name, str(r.n), str(r.reference_n), _num(r.psi), _num(r.p_value),
-                  _num(r.p_adjusted), f"p<{report.alpha}, PSI>={report.min_psi}", v)
+                  _num(r.p_adjusted), f"p<{report.alpha} & PSI>={report.min_psi}", v)
     return t
 
 
 def run(file: Path, bundle: Path, as_json: bool) -> int:
     """Print the report (a table, or JSON with --json); returns the exit status."""
-    out = Console(soft_wrap=True)
+    out = Console() if sys.stdout.isatty() else Console(width=WIDTH)
     try:
         report = report_of(file, bundle)
     except Unusable as exc:

@@ -1,9 +1,9 @@
 """Drift (twolane.drift, `twolane drift`): same-source comments pass, another domain is flagged.
 
 Real data: the small test bundle (conftest `instant_bundle`) is built on the first 800 rows of
-the NHS file (NEAS: patient transport and see-and-convey, "FFT Why?" / "How could we
-improve?"), and its drift reference is its own test split (160 of those rows). "Held-out
-same-source" comments are rows 800+ the bundle never saw, drawn from the same service and
+the NHS file's split (model_build.data.Dataset.head; NEAS: patient transport and
+see-and-convey, "FFT Why?" / "How could we improve?"), and its drift reference is its own test split (160 of those rows). "Held-out
+same-source" comments are rows the bundle never saw, drawn from the same service and
 question cells in the same proportions as the first 800 (rows 800+ hold those cells in other
 proportions and another service, 111: a real shift in context, not what these tests ask).
 The other domain is data/drift/product_reviews.csv (hand-written consumer reviews, see its
@@ -17,6 +17,7 @@ import json
 import math
 import subprocess
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +34,23 @@ REVIEWS = ROOT / "data" / "drift" / "product_reviews.csv"
 SEEN_ROWS = 800  # conftest's instant_bundle is built on the first 800 rows
 
 
-def _nhs() -> pd.DataFrame:
+@lru_cache(maxsize=1)
+def _nhs() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows the small bundle saw, rows it never saw): Dataset.head(800) takes the first 640
+    training and first 160 test rows of the file's split."""
+    from model_build.data import DEFAULT_DATA, load_dataset
+
     d = pd.read_csv(NHS, dtype=str, keep_default_na=False)
     d["cell"] = d["Service type 1"] + " | " + d["FFT question"]
-    return d
+    seen_ids = set(load_dataset(DEFAULT_DATA).head(SEEN_ROWS).ids)
+    seen = d["Comment ID"].isin(seen_ids)
+    assert seen.sum() == SEEN_ROWS
+    return d[seen], d[~seen]
 
 
 def held_out(n: int, seed: int) -> list[tuple[str, str]]:
     """n (text, question) rows the bundle never saw, in the seen rows' service x question mix."""
-    d = _nhs()
-    seen, rest = d.iloc[:SEEN_ROWS], d.iloc[SEEN_ROWS:]
+    seen, rest = _nhs()
     share = seen["cell"].value_counts(normalize=True)
     rng = np.random.default_rng(seed)
     want = {c: int(round(n * s)) for c, s in share.items()}

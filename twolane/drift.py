@@ -200,8 +200,8 @@ def counts_like(ref: Histogram, values: np.ndarray) -> tuple[np.ndarray, np.ndar
     R = np.asarray(ref.counts, dtype=float)
     if ref.kind == "bins":
         edges = np.asarray(ref.edges, dtype=float)
-        N = np.bincount(np.searchsorted(edges, v, side="right"), minlength=len(edges) + 1)
-        return R, N.astype(float)
+        bins = np.bincount(np.searchsorted(edges, v, side="right"), minlength=len(edges) + 1)
+        return R, bins.astype(float)
     index = {c: i for i, c in enumerate(ref.categories)}
     N = np.zeros(len(R) + 1)
     for c in v.astype(str):

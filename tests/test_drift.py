@@ -3,12 +3,11 @@
 Real data: the small test bundle (conftest `instant_bundle`) is built on the first 800 rows of
 the NHS file's split (model_build.data.Dataset.head; NEAS: patient transport and
 see-and-convey, "FFT Why?" / "How could we improve?"), and its drift reference is its own
-test split (160 of those rows). "Held-out same-source" comments are rows the bundle never saw, drawn from the same service and
-question cells in the same proportions as the seen rows (the other rows hold those cells in
-other proportions, and other services and a second trust: real shifts, not what these tests
-ask).
-The other domain is data/drift/product_reviews.csv (hand-written consumer reviews, see its
-README), given the same question types.
+test split (160 of those rows). "Held-out same-source" comments are rows the bundle never
+saw, drawn from the same service and question cells in the same proportions as the seen rows
+(the other rows hold those cells in other proportions, and other services and a second trust:
+real shifts, not what these tests ask). The other domain is data/drift/product_reviews.csv
+(hand-written consumer reviews, see its README), given the same question types.
 """
 
 from __future__ import annotations

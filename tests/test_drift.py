@@ -196,3 +196,81 @@ def test_cli_unreadable_input_exits_2(instant_bundle: Path, tmp_path: Path) -> N
         assert len(got.stderr.strip().splitlines()) == 1 and "Traceback" not in got.stderr
     got = _cli(str(bad), "--bundle", str(tmp_path))  # not a bundle
     assert got.returncode == 2 and "Traceback" not in got.stderr
+
+
+# --------------------------------------------------------------------------- drop folder, API
+BUCKET = "twolane-drift-test"
+
+
+def _emf(out: str) -> list[dict]:
+    """The CloudWatch EMF records printed to stdout (one JSON object a line)."""
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"_aws"' in line]
+
+
+def test_drop_folder_publishes_each_files_drift(predictor: InstantPredictor, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import boto3
+    from moto import mock_aws
+
+    from twolane.dropfolder.process import process_object
+
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(k, "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("TWOLANE_AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "twolane-dropfolder")  # EMF is for Lambda
+    same = write_csv(tmp_path / "same.csv", held_out(200, 11))
+    qs = [q for _, q in held_out(120, 11)]
+    other = write_csv(tmp_path / "other.csv", reviews(120, 11, qs))
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-2")
+        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+        outcomes = {}
+        for f in (same, other):
+            s3.put_object(Bucket=BUCKET, Key=f"inbox/{f.name}", Body=f.read_bytes())
+            outcomes[f.name] = process_object(s3, BUCKET, f"inbox/{f.name}", predictor)
+    assert all(o.status == "done" for o in outcomes.values())
+    assert outcomes["same.csv"].drift[drift.DRIFTED_METRIC] == 0.0  # type: ignore[index]
+    assert outcomes["other.csv"].drift[drift.DRIFTED_METRIC] == 1.0  # type: ignore[index]
+    records = _emf(capsys.readouterr().out)
+    assert [r[drift.DRIFTED_METRIC] for r in records] == [0.0, 1.0]
+    for r in records:
+        meta = r["_aws"]["CloudWatchMetrics"][0]
+        assert meta["Namespace"] == drift.METRIC_NAMESPACE and r["service"] == drift.METRIC_SERVICE
+        assert ["service"] in meta["Dimensions"]
+        assert drift.METRIC_NAMES["known_share"] in {m["Name"] for m in meta["Metrics"]}
+        assert not any(isinstance(v, str) and len(v) > 40 for v in r.values())  # no comment text
+
+
+def test_api_drift_route(predictor: InstantPredictor) -> None:
+    from fastapi.testclient import TestClient
+
+    from twolane.api.app import create_app
+    from twolane.settings import Settings
+
+    client = TestClient(create_app(predictor, Settings()), raise_server_exceptions=False)
+
+    def items(rows: list[tuple[str, str]]) -> list[dict[str, str]]:
+        return [{"comment_id": str(i), "comment_text": t, "question_type": q}
+                for i, (t, q) in enumerate(rows)]
+
+    got = client.post("/v1/drift", json={"items": items(held_out(200, 12))})
+    assert got.status_code == 200 and got.json()["drifted"] is False
+    qs = [q for _, q in held_out(120, 12)]
+    got = client.post("/v1/drift", json={"items": items(reviews(120, 12, qs))})
+    assert got.status_code == 200 and got.json()["drifted"] is True
+    assert got.json()["signals"]["known_share"]["drifted"] is True
+    assert client.post("/v1/drift", json={"items": []}).status_code == 422
+    assert client.post("/v1/drift", json={"rows": []}).status_code == 422
+
+
+def test_api_drift_route_without_a_reference_is_501(fake_predictor: object) -> None:
+    from fastapi.testclient import TestClient
+
+    from twolane.api.app import create_app
+    from twolane.settings import Settings
+
+    client = TestClient(create_app(fake_predictor, Settings()), raise_server_exceptions=False)
+    got = client.post("/v1/drift", json={"items": [{"comment_id": "1", "comment_text": "Kind staff"}]})
+    assert got.status_code == 501 and "drift reference" in got.json()["detail"]

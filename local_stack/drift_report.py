@@ -70,7 +70,7 @@ def run(file: Path, bundle: Path, as_json: bool) -> int:
     try:
         report = report_of(file, bundle)
     except Unusable as exc:
-        Console(stderr=True).print(str(exc), markup=False, highlight=False)
+        print(" ".join(str(exc).split()), file=sys.stderr)  # one line, never wrapped
         return UNREADABLE
     if as_json:
         print(report.model_dump_json(indent=1))

@@ -1,4 +1,5 @@
-"""Monitoring: one dashboard, alarms on errors and on batch backlog age, an SNS alarm topic.
+"""Monitoring: one dashboard, alarms on errors, on batch backlog age and on drift (comments
+unlike the training data, twolane.drift), an SNS alarm topic.
 
 Every Lambda in `functions` gets an errors and a throttles alarm. The batch lane's alarms follow
 its host: the async endpoint's backlog age and invocation failures, or for the batch worker
@@ -20,9 +21,17 @@ from constructs import Construct
 
 from infra.batch_lane import AsyncEndpoint
 from infra.common import Shared
+from twolane import drift
 
 FIVE_MIN = Duration.minutes(5)
 NEAR_TIMEOUT = 0.8  # batch worker: a shard running this share of the timeout raises an alarm
+DRIFT_PERIOD = Duration.hours(1)  # drift alarm: any drifted file or job within the hour
+
+
+def drift_metric(name: str, statistic: str, period: Duration = DRIFT_PERIOD) -> cw.Metric:
+    """A drift metric the drop folder and jobs publish per file / job (twolane.drift, EMF)."""
+    return cw.Metric(namespace=drift.METRIC_NAMESPACE, metric_name=name, statistic=statistic,
+                     period=period, dimensions_map={"service": drift.METRIC_SERVICE})
 
 
 class Monitoring(Construct):
@@ -66,6 +75,18 @@ class Monitoring(Construct):
                 period=FIVE_MIN, statistic="Maximum"), 1,
                 f"{name}: failed events are waiting in the dead-letter queue")
 
+        # Comments unlike the training data (twolane.drift): 1 per drifted file or job
+        self.drift_alarm = alarm(
+            "CommentsDrifted", drift_metric(drift.DRIFTED_METRIC, "Sum"), 1,
+            "a file or job of comments looks unlike the instant model's training data "
+            "(twolane drift FILE --bundle DIR says which signals)")
+        drift_widgets: list[cw.IWidget] = [
+            cw.GraphWidget(title="Drift: files and jobs unlike the training data", width=12,
+                           left=[drift_metric(drift.DRIFTED_METRIC, "Sum")]),
+            cw.GraphWidget(title="Drift: PSI per signal (max; >= 0.1 with a small p is drift)",
+                           width=12, left=[drift_metric(m, "Maximum", Duration.minutes(5))
+                                           for m in drift.METRIC_NAMES.values()]),
+        ]
         api_widgets: list[cw.IWidget] = [
             cw.GraphWidget(title="API latency (ms)", width=12, left=[
                 http_api.metric_latency(period=Duration.minutes(1), statistic=s, label=s)
@@ -143,7 +164,7 @@ class Monitoring(Construct):
             ]
         self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=f"twolane-{cfg.env}",
                                       default_interval=Duration.hours(6))
-        widgets = api_widgets + batch_widgets + [cw.AlarmStatusWidget(
+        widgets = api_widgets + batch_widgets + drift_widgets + [cw.AlarmStatusWidget(
             title="Alarms", width=24, alarms=self.alarms)]
         for i in range(0, len(widgets), 2):
             self.dashboard.add_widgets(*widgets[i:i + 2])

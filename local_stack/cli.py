@@ -105,6 +105,18 @@ def predict(
 
 
 @app.command()
+def drift(
+    file: Path = typer.Argument(..., help="CSV, JSON list or JSONL of comments."),
+    bundle: Path = typer.Option(..., help="Instant bundle folder or bundles root."),
+    as_json: bool = typer.Option(False, "--json", help='Print {"drifted": bool, "signals": {...}}.'),
+) -> None:
+    """Does a file look like the bundle's training data? Exit 0 either way, 2 if unreadable."""
+    from local_stack.drift_report import run
+
+    raise typer.Exit(run(file, bundle, as_json))
+
+
+@app.command()
 def recommend(  # noqa: PLR0913 (typer: one argument per CLI option)
     lane: str = typer.Option("both", help="instant, batch or both."),
     slo_p95_ms: float = typer.Option(1000.0, "--slo-p95-ms", help="p95 latency objective per request."),

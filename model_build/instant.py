@@ -855,7 +855,10 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
                "chunk_rows": cfg.chunk,
                "build_seconds": round(time.perf_counter() - t0, 1)},
     )
-    write_manifest(tmp, manifest)
+    from model_build.drift_reference import write_reference  # twolane.drift's reference
+
+    manifest.files[write_reference(tmp, manifest, r.test.texts, r.test.question_types, f.vec)] = ""
+    write_manifest(tmp, manifest)  # hashes every file in manifest.files
     tmp.rename(final)
     return final
 

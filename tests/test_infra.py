@@ -340,3 +340,18 @@ def test_monitoring_dashboard_and_alarms(dev):
     assert len(errors) == 4
     for a in errors + age:
         assert a["AlarmActions"] == [{"Ref": alarm_topic[0]}]
+
+
+def test_drift_alarm_is_on_the_dashboard(dev):
+    from twolane import drift
+
+    _, _, tpl = dev
+    alarms = {k: r["Properties"] for k, r in resources(tpl, "AWS::CloudWatch::Alarm").items()}
+    hit = [(k, a) for k, a in alarms.items() if a.get("MetricName") == drift.DRIFTED_METRIC]
+    assert len(hit) == 1
+    key, a = hit[0]
+    assert a["Namespace"] == drift.METRIC_NAMESPACE and a["Threshold"] == 1
+    assert a["Dimensions"] == [{"Name": "service", "Value": drift.METRIC_SERVICE}]
+    body = dumps(only(tpl, "AWS::CloudWatch::Dashboard")["DashboardBody"])
+    assert drift.DRIFTED_METRIC in body and drift.METRIC_NAMES["known_share"] in body
+    assert key in body  # the alarm status widget lists it

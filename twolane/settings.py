@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     batch_enabled: bool = True
     summaries_enabled: bool = True
 
+    # Set by AWS Lambda in every function's environment: where CloudWatch reads EMF metrics
+    # from stdout (twolane.drift.publish prints them only there).
+    lambda_function_name: str | None = Field(None, validation_alias="AWS_LAMBDA_FUNCTION_NAME")
+
     # AWS (moto locally). boto3 also honours AWS_ENDPOINT_URL on its own.
     aws_endpoint_url: str | None = None
     aws_region: str = "eu-west-2"

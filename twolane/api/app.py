@@ -16,6 +16,7 @@ from twolane.api import errors
 from twolane.api.deps import JobsHolder, PredictorHolder, loader_for
 from twolane.api.errors import ModelUnavailable
 from twolane.api.gate import Gate
+from twolane.api.routers import drift as drift_routes
 from twolane.api.routers import health, models, page, predict, pxtextmining, slow_api
 from twolane.api.routers import jobs as jobs_routes
 from twolane.jobs.service import JobService
@@ -68,7 +69,7 @@ def create_app(predictor: Predictor | None = None, settings: Settings | None = N
     app.state.jobs = JobsHolder(settings, jobs)
     errors.install(app)
     for r in (health.router, predict.router, pxtextmining.router, models.router,
-              jobs_routes.router, slow_api.router):
+              jobs_routes.router, slow_api.router, drift_routes.router):
         app.include_router(r)
     page.install(app, docs=api.docs)  # GET /: the web page (JSON for API clients), /page/, /docs
     # Outermost: the key is checked, and a POST waits for a slot, before any body is read.

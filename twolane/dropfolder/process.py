@@ -19,6 +19,7 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.utilities.data_classes import S3Event
 from botocore.exceptions import ClientError
 
+from twolane import drift
 from twolane.contract import CommentIn, JobRequest, JobTarget, Prediction
 from twolane.dropfolder.formats import (
     CONTENT_TYPES,
@@ -64,6 +65,7 @@ class Outcome:
     comments: int = 0
     job_id: str | None = None  # inbox/batch/ files: the batch job that will write the result
     deferred: bool = False  # that job waits for the batch model (local stack still building it)
+    drift: dict[str, float] | None = None  # the file's drift metrics (twolane.drift), published
 
 
 def s3_objects(event: S3Event) -> list[tuple[str, str]]:
@@ -179,7 +181,8 @@ def process_object(s3: Any, bucket: str, key: str, predictor: Predictor,
     if key.startswith(BATCH_INBOX):
         if jobs is None:
             return _move_to_failed(s3, bucket, key, NO_BATCH_LANE, size)
-        return _submit(s3, bucket, key, family, got, target, jobs)
+        return _with_drift(_submit(s3, bucket, key, family, got, target, jobs), predictor, got,
+                       emit=settings.lambda_function_name is not None)
     preds = label(predictor, got.items, target)
     body = (write_px(preds, target, got.blank_rows) if got.pxtextmining
             else write_results(preds, family))
@@ -192,7 +195,20 @@ def process_object(s3: Any, bucket: str, key: str, predictor: Predictor,
     s3.delete_object(Bucket=bucket, Key=key)  # only after the result is safely written
     log.info("labelled %d comments: %s -> %s", len(preds), key, out_key)
     noun = "comment" if len(preds) == 1 else "comments"
-    return Outcome(key, "done", f"{len(preds)} {noun} labelled", out_key, len(preds))
+    return _with_drift(Outcome(key, "done", f"{len(preds)} {noun} labelled", out_key, len(preds)),
+                       predictor, got,
+                       emit=settings.lambda_function_name is not None)
+
+
+def _with_drift(outcome: Outcome, predictor: Predictor, got: FileItems, *, emit: bool) -> Outcome:
+    """Compare the file's comments with the bundle's training data and publish the signals
+    as CloudWatch metrics (twolane.drift; nothing when the bundle has no drift reference).
+    Advisory: a failing check is logged (its type only) and never fails the file."""
+    try:
+        outcome.drift = drift.publish(drift.report_for(predictor, got.items), emit=emit)
+    except Exception as exc:  # the file is labelled already: drift must not undo that
+        log.error("drift check failed for %s (%s)", outcome.key, type(exc).__name__)
+    return outcome
 
 
 def _submit(s3: Any, bucket: str, key: str, family: Family, got: FileItems, target: JobTarget,

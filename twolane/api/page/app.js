@@ -504,6 +504,7 @@
       show($("key-form"), false);
       progress(items.length, items.length, `Labelled ${plural(results.length, "comment")}.`);
       showResults();
+      checkDrift(items); // advisory: not awaited, never an error on the page
     } catch (e) {
       show($("progress"), false);
       $("run-status").textContent = "";
@@ -523,6 +524,45 @@
       state.running = false;
       show($("cancel"), false);
       $("run").disabled = !state.items;
+    }
+  }
+
+  // Drift (POST v1/drift): does this file look like the instant model's training data? A random
+  // sample of up to DRIFT_SAMPLE comments (and the server's item limit) is compared; the page
+  // warns when the answer says "drifted" and says nothing otherwise, or when the check fails.
+  const DRIFT_SAMPLE = 2000;
+  const DRIFT_SIGNALS = {
+    known_share: "fewer of their words are words the model learned",
+    length: "their length differs",
+    context: "the question types differ",
+    top_label: "the themes the model picks differ",
+    sentiment: "the sentiment the model gives differs",
+    label_confidence: "the model is less (or more) sure of the themes",
+    sentiment_confidence: "the model is less (or more) sure of the sentiment",
+  };
+
+  async function checkDrift(items) {
+    const warning = $("drift-warning");
+    show(warning, false);
+    const n = Math.min(items.length, DRIFT_SAMPLE, state.limits.max_items);
+    const sample = items.slice();
+    for (let i = 0; i < n; i++) { // partial Fisher-Yates: the first n are a random sample
+      const j = i + Math.floor(Math.random() * (sample.length - i));
+      [sample[i], sample[j]] = [sample[j], sample[i]];
+    }
+    try {
+      const r = await call("POST", "v1/drift", { items: sample.slice(0, n) });
+      if (!r.ok) return;
+      const body = await r.json();
+      if (!body.drifted) return;
+      const why = Object.entries(body.signals).filter(([, s]) => s.drifted)
+        .map(([name]) => DRIFT_SIGNALS[name] || name);
+      warning.textContent = "Warning: these comments look unlike the comments the instant " +
+        `model was trained on (${why.join("; ")}). Its labels may be less accurate here: ` +
+        "check a sample by hand before relying on them.";
+      show(warning, true);
+    } catch (e) {
+      console.error(e); // advisory only: a failed check never disturbs the results
     }
   }
 

@@ -13,8 +13,10 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
+from twolane import drift
 from twolane.api.deps import (
     JobsDep,
+    ModelDep,
     OwnerDep,
     SettingsDep,
     require_api_key,
@@ -51,10 +53,15 @@ def _submit(jobs: JobsDep, settings: Settings, items: list[CommentIn], kind: Job
              dependencies=[Depends(require_batch_enabled)],
              responses={503: {"model": Problem, "description": "the batch model is not available "
                                                                "yet, or no batch lane is deployed"}})
-def submit_job(body: JobRequest, jobs: JobsDep, settings: SettingsDep, owner: OwnerDep) -> JSONResponse:
+def submit_job(body: JobRequest, jobs: JobsDep, settings: SettingsDep, owner: OwnerDep,
+               model: ModelDep) -> JSONResponse:
     """Queue comments for the transformer (ensembled with the instant lane). `target`: "m"
     themes, "s" sentiment, "ms" both. Poll the `results_url`; results are handed out once."""
-    return _submit(jobs, settings, body.items, "classify", body.target, body.model_dump(), owner)
+    accepted = _submit(jobs, settings, body.items, "classify", body.target, body.model_dump(), owner)
+    if model.loaded is not None:  # the job's drift metrics (twolane.drift), as the drop folder's
+        drift.publish(drift.report_for(model.loaded, body.items),
+                      emit=settings.lambda_function_name is not None)
+    return accepted
 
 
 @router.post("/v1/summaries", status_code=202, response_model=JobAccepted,

@@ -13,20 +13,66 @@ build_app = typer.Typer(help="Train, export to ONNX, check and write a versioned
                         no_args_is_help=True)
 app.add_typer(build_app, name="build")
 
-DataOpt = typer.Option(None, "--data", help="Labelled CSV (NHS v6 shape). Default: the bundled NHS data.")
+DataOpt = typer.Option(None, "--data", help="Labelled comments: CSV, TSV, .xlsx or JSONL "
+                       "(docs/own_data.md). Default: the bundled NHS data.")
 OutOpt = typer.Option(None, "--out", help="Bundles root. Default: ./bundles")
+# the data spec (model_build.dataspec.SpecArgs); none given: the NHS preset, or the defaults
+IdOpt = typer.Option(None, "--id-column", help="Id column (default: id; row numbers if absent).")
+TextOpt = typer.Option(None, "--text-column", help="Comment text column (default: text).")
+LabelsOpt = typer.Option(None, "--labels-column", help="One label a row, or several joined by "
+                         "--label-sep (default: labels).")
+SepOpt = typer.Option(None, "--label-sep", help="Separator of several labels in one cell (default ';').")
+WideOpt = typer.Option(None, "--label-columns", help="Wide 0/1 label columns, comma-separated: A,B,C.")
+SentOpt = typer.Option(None, "--sentiment-column", help="Sentiment column, any classes (default: "
+                       "sentiment where present; none: no sentiment).")
+OrderOpt = typer.Option(None, "--sentiment-order", help="Sentiment classes in order, comma-separated "
+                        "(needed for words; numbers sort by value).")
+ContextOpt = typer.Option(None, "--context-column", help="A categorical column that conditions the "
+                          "model, as the NHS question type does.")
+UnlOpt = typer.Option(None, "--unlabellable", help="The label for text that cannot be labelled "
+                      "(default: 'Labelling not possible' where the data has it; else none).")
+
+
+def _refuse(err: Exception, code: int) -> typer.Exit:
+    """One line on stderr, no traceback; the exit to raise."""
+    from rich.console import Console
+
+    Console(stderr=True, soft_wrap=True).print(f"[red]refused:[/] {err}", markup=True, highlight=False)
+    return typer.Exit(code)
 
 
 @build_app.command("instant")
-def build_instant(
+def build_instant(  # noqa: PLR0913 (typer: one argument per CLI option)
     data: Path | None = DataOpt,
     out: Path | None = OutOpt,
     rows: int | None = typer.Option(None, help="Train on the first N rows only (quick check)."),
+    id_column: str | None = IdOpt,
+    text_column: str | None = TextOpt,
+    labels_column: str | None = LabelsOpt,
+    label_sep: str | None = SepOpt,
+    label_columns: str | None = WideOpt,
+    sentiment_column: str | None = SentOpt,
+    sentiment_order: str | None = OrderOpt,
+    context_column: str | None = ContextOpt,
+    unlabellable: str | None = UnlOpt,
 ) -> None:
-    """TF-IDF + linear and TF-IDF + XGBoost for the 32 labels, plus sentiment, as ONNX."""
-    from model_build.instant import run
+    """TF-IDF + linear and TF-IDF + XGBoost for the data's labels, plus sentiment, as ONNX.
 
-    run(data=data, out=out, rows=rows)
+    Exit 2 with a one-line reason for data it cannot learn from."""
+    from model_build.data import DataError
+    from model_build.dataspec import SpecArgs, split_list
+    from model_build.instant import BuildError, run
+
+    spec = SpecArgs(id_column=id_column, text_column=text_column, labels_column=labels_column,
+                    label_sep=label_sep, label_columns=split_list(label_columns),
+                    sentiment_column=sentiment_column, sentiment_order=split_list(sentiment_order),
+                    context_column=context_column, unlabellable=unlabellable)
+    try:
+        run(data=data, out=out, rows=rows, spec=spec)
+    except DataError as err:
+        raise _refuse(err, 2) from None
+    except BuildError as err:
+        raise _refuse(err, 1) from None
 
 
 @build_app.command("batch")

@@ -8,13 +8,15 @@ Any CSV of the same shape works: `Comment ID`, `FFT question`, `FFT answer`,
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from twolane.rules import normalise, question_type_of
+from twolane.bundle import DataSpec
+from twolane.rules import LABELLING_NOT_POSSIBLE, QUESTION_TYPES, normalise, question_type_of
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT / "data" / "nhs-patient-feedback" / "v6framework_230831.csv"
@@ -30,7 +32,8 @@ ID_COL, QUESTION_COL, TEXT_COL, SENTIMENT_COL = (
 
 
 class DataError(ValueError):
-    """The CSV is not of the expected shape."""
+    """The data cannot be learnt from as it is: the message is one line naming the column or
+    value at fault (the CLI prints it and exits 2)."""
 
 
 def question_type(question: object) -> str:
@@ -47,9 +50,16 @@ def load_label_map(path: Path = DEFAULT_LABEL_MAP) -> dict[str, list[str]]:
     return out
 
 
+Context = Literal["question_type", "column", "none"]
+
+
 @dataclass
 class Dataset:
-    """Comments with multilabel targets Y (n x L), sentiment (class index or -1) and split."""
+    """Comments with label targets Y (n x L, one 1 a row at most when not multilabel),
+    sentiment (index into sentiment_classes, or -1) and split.
+
+    question_types: per row, the NHS question type (context "question_type"), the raw value of
+    the spec's context column (context "column"), or "" (context "none")."""
 
     ids: list[str]
     texts: list[str]
@@ -60,19 +70,27 @@ class Dataset:
     is_test: np.ndarray  # bool
     fingerprint: str
     source: str
+    sentiment_classes: list[str] = field(default_factory=lambda: list(SENTIMENT_CLASSES))  # [] = none
+    multilabel: bool = True
+    unlabellable: str | None = LABELLING_NOT_POSSIBLE
+    context: Context = "question_type"
+    spec: DataSpec | None = None  # how the file was read (the manifest's data_spec)
+
+    @property
+    def lnp(self) -> int | None:
+        """The unlabellable label's column, or None when the taxonomy has none."""
+        return self.labels.index(self.unlabellable) if self.unlabellable in self.labels else None
 
     def subset(self, mask: np.ndarray) -> Dataset:
         idx = np.flatnonzero(mask)
-        return Dataset(
+        return replace(
+            self,
             ids=[self.ids[i] for i in idx],
             texts=[self.texts[i] for i in idx],
             question_types=[self.question_types[i] for i in idx],
-            labels=self.labels,
             Y=self.Y[idx],
             sentiment=self.sentiment[idx],
             is_test=self.is_test[idx],
-            fingerprint=self.fingerprint,
-            source=self.source,
         )
 
     @property
@@ -128,6 +146,12 @@ def load_dataset(path: Path | str = DEFAULT_DATA, label_map: Path | str = DEFAUL
     sent = df.get(SENTIMENT_COL, pd.Series([""] * len(df))).str.strip().str.replace(".0", "", regex=False)
     sentiment = np.array([SENTIMENT_CLASSES.index(s) if s in SENTIMENT_CLASSES else -1 for s in sent])
     qts = [question_type(q) for q in df.get(QUESTION_COL, pd.Series([""] * len(df)))]
+    spec = DataSpec(preset="nhs", id_column=ID_COL, text_column=TEXT_COL,
+                    label_columns=[c for cols in lmap.values() for c in cols if c in df.columns],
+                    sentiment_column=SENTIMENT_COL if SENTIMENT_COL in df.columns else None,
+                    sentiment_order=list(SENTIMENT_CLASSES),
+                    context_column=QUESTION_COL if QUESTION_COL in df.columns else None,
+                    context_values=list(QUESTION_TYPES), unlabellable=LABELLING_NOT_POSSIBLE)
     return Dataset(
         ids=df[ID_COL].astype(str).tolist(),
         texts=[normalise(t) for t in df[TEXT_COL]],
@@ -138,6 +162,7 @@ def load_dataset(path: Path | str = DEFAULT_DATA, label_map: Path | str = DEFAUL
         is_test=split_mask(len(df)),
         fingerprint=fingerprint_file(path),
         source=str(path),
+        spec=spec,
     )
 
 

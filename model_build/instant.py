@@ -27,7 +27,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from model_build import metrics
-from model_build.data import DEFAULT_DATA, SEED, SENTIMENT_CLASSES, TEST_SIZE, Dataset, load_dataset
+from model_build.data import DEFAULT_DATA, SEED, SENTIMENT_CLASSES, TEST_SIZE, Context, Dataset, load_dataset
+from model_build.dataspec import SpecArgs
 from twolane.bundle import (
     DecideRule,
     InstantEnsemble,
@@ -40,12 +41,13 @@ from twolane.bundle import (
 )
 from twolane.rules import (
     KNOWN_OUTPUT,
-    LABELLING_NOT_POSSIBLE,
     columns_of,
+    context_input,
     decide_labels,
     fallback_barred,
     is_unlabellable,
     model_input,
+    top_label,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,9 +188,12 @@ def ratio(model: str, cfg: Config) -> float:
     return cfg.label_ratio if model == "ensemble" else 0.0
 
 
-def inputs(text: str, question_type: str, cfg: Config) -> str:
-    """The model input for one comment (the predictor builds the same with model_input)."""
-    return model_input(text, question_type) if cfg.use_question_type else text
+def inputs(text: str, question_type: str, cfg: Config, context: Context = "question_type") -> str:
+    """The model input for one comment (the predictor builds the same with model_input, or
+    context_input for a data spec's context column). context: the Dataset's."""
+    if context == "column":
+        return context_input(text, question_type)
+    return model_input(text, question_type) if cfg.use_question_type and context == "question_type" else text
 
 
 def fit_vectorizer(texts: list[str], cfg: Config) -> Any:
@@ -261,12 +266,12 @@ class CharView:
         return hstack([X, self.transform(X)]).tocsr()
 
 
-def view_heads(linear: LinearOVR, sent: Sentiment) -> dict[str, np.ndarray]:
+def view_heads(linear: LinearOVR, sent: Sentiment | None) -> dict[str, np.ndarray]:
     """The export's char-view blocks: output name -> weights folded onto the word bag (k x V)."""
     from model_build.onnx_export import OUTPUT
 
     out = {OUTPUT: linear.char_coef} if linear.char_coef is not None else {}
-    if sent.char_coef is not None:
+    if sent is not None and sent.char_coef is not None:
         out[SENTIMENT_OUTPUT] = sent.char_coef
     return out
 
@@ -457,25 +462,28 @@ class _Folded:
 @dataclass
 class Sentiment:
     est: Any
-    coef: np.ndarray  # 5 x V
+    coef: np.ndarray  # k x V (k classes; NHS 5)
     intercept: np.ndarray
-    char_coef: np.ndarray | None = None  # 5 x V: the char view's part, folded onto the word bag
+    char_coef: np.ndarray | None = None  # k x V: the char view's part, folded onto the word bag
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        P = np.zeros((X.shape[0], len(SENTIMENT_CLASSES)))
+        P = np.zeros((X.shape[0], len(self.intercept)))
         P[:, self.est.classes_] = self.est.predict_proba(X)
         return P
 
 
-def polarity_scale(X: Any, y: np.ndarray, gamma: float, alpha: float = 1.0) -> np.ndarray:
+def polarity_scale(X: Any, y: np.ndarray, gamma: float, alpha: float = 1.0,
+                   classes: int = len(SENTIMENT_CLASSES)) -> np.ndarray:
     """Per column of X (n x V), |r_j| ** gamma divided by its mean over the columns that occur.
 
     r_j = log((alpha + positive rows holding j) / sum over j of the same) - the same for the
-    negative rows; positive = sentiment class 0 or 1 (very positive, positive), negative = 3
-    or 4. Shape [V]; every value >= 0.
+    negative rows; of k ordered classes, one end = the first k // 2 classes, the other end =
+    the last k // 2 (NHS, k = 5: classes 0, 1 (very positive, positive) against 3, 4).
+    Shape [V]; every value >= 0.
     """
     B = presence(X)
-    pos, neg = np.isin(y, (0, 1)), np.isin(y, (3, 4))
+    half = classes // 2
+    pos, neg = y < half, y >= classes - half
     p = alpha + np.asarray(B[np.flatnonzero(pos)].sum(0)).ravel()
     q = alpha + np.asarray(B[np.flatnonzero(neg)].sum(0)).ravel()
     f = np.abs(np.log(p / p.sum()) - np.log(q / q.sum())) ** gamma
@@ -485,17 +493,21 @@ def polarity_scale(X: Any, y: np.ndarray, gamma: float, alpha: float = 1.0) -> n
 
 
 def fit_sentiment(X: Any, y: np.ndarray, cfg: Config, directions: np.ndarray | None = None,
-                  view: CharView | None = None) -> Sentiment:
+                  view: CharView | None = None, classes: int = len(SENTIMENT_CLASSES)) -> Sentiment:
     """Multinomial LR on the TF-IDF rows, plus `directions` (d x V: lexicon valence per n-gram)
     as d extra features X @ directions.T * lexicon_scale, folded back into the V weights, plus
     the char view of the rows (`view`), whose weights fold onto the word bag (`char_coef`).
     With `cfg.sentiment_polarity_gamma` > 0 the n-gram columns are scaled by `polarity_scale`
-    for the fit and the scale is folded into their weights (serving reads the same rows)."""
+    for the fit and the scale is folded into their weights (serving reads the same rows).
+    classes: k, the number of sentiment classes (y in 0..k-1); with only two classes in y the
+    fit reads the TF-IDF rows alone (no lexicon, view or scaling)."""
     from scipy.sparse import csr_matrix, diags, hstack
     from sklearn.linear_model import LogisticRegression
 
     V = X.shape[1]
-    scale = (polarity_scale(X, y, cfg.sentiment_polarity_gamma, cfg.sentiment_polarity_alpha)
+    if len(np.unique(y)) == 2:  # binary LR: one weight row, which the folding below cannot split
+        directions, view, cfg = None, None, replace(cfg, sentiment_polarity_gamma=0.0)
+    scale = (polarity_scale(X, y, cfg.sentiment_polarity_gamma, cfg.sentiment_polarity_alpha, classes)
              if cfg.sentiment_polarity_gamma > 0 else None)
     parts = [X if scale is None else (X @ diags(scale)).tocsr()]
     d = 0 if directions is None else len(directions)
@@ -516,7 +528,7 @@ def fit_sentiment(X: Any, y: np.ndarray, cfg: Config, directions: np.ndarray | N
         if directions is not None and d:
             w = w + cfg.lexicon_scale * est.coef_[:, V:V + d] @ directions
         est = _Folded(est, w, view, view_w)
-    k = len(SENTIMENT_CLASSES)
+    k = classes
     coef = np.zeros((k, V))
     intercept = np.full(k, -CONST_LOGIT)
     cls = est.classes_
@@ -544,8 +556,8 @@ def out_of_fold(fit: Callable[[Any, np.ndarray], Any], X: Any, Y: np.ndarray, fo
 
 
 def sentiment_out_of_fold(fit: Callable[[Any, np.ndarray], Any], X: Any, y: np.ndarray,
-                          rows: np.ndarray, folds: int) -> np.ndarray:
-    """Out-of-fold sentiment probabilities (len(rows) x 5) for X[rows], the label models' rows.
+                          rows: np.ndarray, folds: int, classes: int = len(SENTIMENT_CLASSES)) -> np.ndarray:
+    """Out-of-fold sentiment probabilities (len(rows) x classes) for X[rows], the label models' rows.
 
     The folds are `out_of_fold`'s over those rows; each fold's model is fitted on every row of
     X with a sentiment (y >= 0) outside the held-out fold. What the build scores the
@@ -554,7 +566,7 @@ def sentiment_out_of_fold(fit: Callable[[Any, np.ndarray], Any], X: Any, y: np.n
     from sklearn.model_selection import KFold
 
     idx = np.flatnonzero(rows)
-    S = np.zeros((len(idx), len(SENTIMENT_CLASSES)))
+    S = np.zeros((len(idx), classes))
     for _, va in KFold(folds, shuffle=True, random_state=SEED).split(idx):
         held = np.zeros(len(y), bool)
         held[idx[va]] = True
@@ -644,9 +656,9 @@ class _Fitted:
     Xte: Any
     linear: Any
     xgb: Any
-    sent: Any
+    sent: Any  # None: the data has no sentiment
     oof: dict[str, np.ndarray]  # linear, xgboost, ensemble
-    oof_sent: np.ndarray
+    oof_sent: np.ndarray | None
     sentiment_rows: int
 
 
@@ -654,8 +666,9 @@ def _rows(ds: Dataset, cfg: Config) -> _Rows:
     """Raises BuildError when the data is too small to train on."""
     train, test = ds.train, ds.test
     keep = np.array([not is_unlabellable(t) for t in train.texts])
-    tr_texts = [inputs(t, q, cfg) for t, q, k in zip(train.texts, train.question_types, keep, strict=False) if k]
-    te_texts = [inputs(t, q, cfg) for t, q in zip(test.texts, test.question_types, strict=False)]
+    tr_texts = [inputs(t, q, cfg, ds.context)
+                for t, q, k in zip(train.texts, train.question_types, keep, strict=False) if k]
+    te_texts = [inputs(t, q, cfg, ds.context) for t, q in zip(test.texts, test.question_types, strict=False)]
     # the label models' rows: labellable and (by default) carrying at least one label
     lab_rows = train.Y[keep].sum(1) > 0 if cfg.labelled_rows_only else np.ones(int(keep.sum()), bool)
     Ytr = train.Y[keep][lab_rows]
@@ -664,7 +677,7 @@ def _rows(ds: Dataset, cfg: Config) -> _Rows:
     if len(test.texts) == 0:
         raise BuildError("the test split is empty")
     train_support = train.Y[keep].sum(0)
-    low = metrics.low_support_labels(list(ds.labels), train_support, cfg.min_support, LABELLING_NOT_POSSIBLE)
+    low = metrics.low_support_labels(list(ds.labels), train_support, cfg.min_support, ds.unlabellable)
     return _Rows(train, test, tr_texts, te_texts, train.sentiment[keep], lab_rows, Ytr, train_support, low,
                  columns_of(ds.labels, low))
 
@@ -693,16 +706,18 @@ def _fit(ds: Dataset, r: _Rows, cfg: Config, prog: Progress) -> _Fitted:
 
     ts = prog.add_task("sentiment", total=1)
     has_sent = r.sentiment >= 0
-    dirs = None
-    if cfg.sentiment_lexicon:
-        from model_build import lexicon
+    sent, oof_sent, k = None, None, len(ds.sentiment_classes)
+    if k:  # the data spec has a sentiment column
+        dirs = None
+        if cfg.sentiment_lexicon:
+            from model_build import lexicon
 
-        dirs = lexicon.directions(vec.vocabulary_, lexicon_terms(r.tr_texts, cfg))
-    sview = view if cfg.sentiment_char_view else None
-    sent = fit_sentiment(Xall[np.flatnonzero(has_sent)], r.sentiment[has_sent], cfg, dirs, sview)
-    # out-of-fold sentiment of the label rows: the fallback's sentiment rule in oof_scores
-    oof_sent = sentiment_out_of_fold(lambda X, y: fit_sentiment(X, y, cfg, dirs, sview),
-                                     Xall, r.sentiment, r.lab_rows, cfg.folds)
+            dirs = lexicon.directions(vec.vocabulary_, lexicon_terms(r.tr_texts, cfg))
+        sview = view if cfg.sentiment_char_view else None
+        sent = fit_sentiment(Xall[np.flatnonzero(has_sent)], r.sentiment[has_sent], cfg, dirs, sview, k)
+        # out-of-fold sentiment of the label rows: the fallback's sentiment rule in oof_scores
+        oof_sent = sentiment_out_of_fold(lambda X, y: fit_sentiment(X, y, cfg, dirs, sview, k),
+                                         Xall, r.sentiment, r.lab_rows, cfg.folds, k)
     prog.advance(ts)
     w_lin, w_xgb = cfg.ensemble_weights
     oof = {"linear": oof_lin, "xgboost": oof_xgb, "ensemble": (w_lin * oof_lin + w_xgb * oof_xgb) / (w_lin + w_xgb)}
@@ -712,17 +727,26 @@ def _fit(ds: Dataset, r: _Rows, cfg: Config, prog: Progress) -> _Fitted:
 def _tune(ds: Dataset, r: _Rows, f: _Fitted, cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Per-model thresholds from out-of-fold probabilities of the training split only, and the
     out-of-fold scores they give with the served rules."""
-    lnp = ds.labels.index(LABELLING_NOT_POSSIBLE)
     thresholds = {name: metrics.tune_thresholds(r.Ytr, P, cfg.threshold_prior_weight, cfg.threshold_prior)
                   for name, P in f.oof.items()}
     oof_scores = {
         name: metrics.multilabel_scores(
-            r.Ytr, decide_labels(P, thresholds[name], lnp, np.zeros(len(r.Ytr), bool),
-                                 min_one_label=cfg.min_one_label, min_ratio=ratio(name, cfg),
-                                 barred=fallback_barred(ds.labels, f.oof_sent), never_fallback=r.never))
+            r.Ytr, decide(ds, name, P, thresholds[name], np.zeros(len(r.Ytr), bool), f.oof_sent, r.never, cfg))
         for name, P in f.oof.items()
     }
     return thresholds, oof_scores
+
+
+def decide(ds: Dataset, name: str, P: np.ndarray, thresholds: np.ndarray, unlabellable: np.ndarray,
+           S: np.ndarray | None, never: list[int], cfg: Config) -> np.ndarray:
+    """The served rule (twolane.predictors.decide.LabelDecider) on probabilities P (n x L) of
+    model `name`: a single-label taxonomy's top label, or the multilabel rule book with S (the
+    rows' sentiment probabilities, or None) barring the fallback. uint8 n x L."""
+    if not ds.multilabel:
+        return top_label(P, ds.lnp, unlabellable)
+    return decide_labels(P, thresholds, ds.lnp, unlabellable, min_one_label=cfg.min_one_label,
+                         min_ratio=ratio(name, cfg), barred=fallback_barred(ds.labels, S),
+                         never_fallback=never)
 
 
 def _export_and_gate(r: _Rows, f: _Fitted, thresholds: dict[str, np.ndarray], cfg: Config, prog: Progress
@@ -733,23 +757,26 @@ def _export_and_gate(r: _Rows, f: _Fitted, thresholds: dict[str, np.ndarray], cf
 
     t = prog.add_task("export ONNX", total=1)
     idf = f.vec.idf_.astype(np.float64)
-    model = onnx_export.linear_model(f.vec, [
-        (onnx_export.OUTPUT, f.linear.coef, f.linear.intercept, "sigmoid"),
-        (SENTIMENT_OUTPUT, f.sent.coef, f.sent.intercept, "softmax"),
-        # > 0 iff the comment holds a known n-gram (weights 1/idf undo the idf folding)
-        (KNOWN_OUTPUT, (known_mask(f.vec) / idf)[None, :], np.zeros(1), "identity"),
-    ], view=None if f.view is None else (view_heads(f.linear, f.sent), f.view.r),
-       trees=(XGB_OUTPUT, f.xgb.members, f.xgb.columns))
+    heads = [(onnx_export.OUTPUT, f.linear.coef, f.linear.intercept, "sigmoid")]
+    if f.sent is not None:
+        heads.append((SENTIMENT_OUTPUT, f.sent.coef, f.sent.intercept, "softmax"))
+    # > 0 iff the comment holds a known n-gram (weights 1/idf undo the idf folding)
+    heads.append((KNOWN_OUTPUT, (known_mask(f.vec) / idf)[None, :], np.zeros(1), "identity"))
+    model = onnx_export.linear_model(f.vec, heads,
+                                     view=None if f.view is None else (view_heads(f.linear, f.sent), f.view.r),
+                                     trees=(XGB_OUTPUT, f.xgb.members, f.xgb.columns))
     prog.advance(t)
     blob = model.SerializeToString()
 
-    t = prog.add_task("parity gate (ONNX vs in-memory, test split)", total=3)
-    mem = {"linear": f.linear.predict_proba(f.Xte), "xgboost": f.xgb.predict_proba(f.Xte),
-           "sentiment": f.sent.predict_proba(f.Xte)}
+    names = ("linear", "xgboost", "sentiment") if f.sent is not None else ("linear", "xgboost")
+    t = prog.add_task("parity gate (ONNX vs in-memory, test split)", total=len(names))
+    mem = {"linear": f.linear.predict_proba(f.Xte), "xgboost": f.xgb.predict_proba(f.Xte)}
+    if f.sent is not None:
+        mem["sentiment"] = f.sent.predict_proba(f.Xte)
     onx: dict[str, np.ndarray] = {}
     par: dict[str, Any] = {}
     where = {"linear": onnx_export.OUTPUT, "xgboost": XGB_OUTPUT, "sentiment": SENTIMENT_OUTPUT}
-    for name in ("linear", "xgboost", "sentiment"):
+    for name in names:
         onx[name] = onnx_proba(blob, r.te_texts, cfg.chunk, where[name])
         par[name] = parity(name, onx[name], mem[name],
                            None if name == "sentiment" else thresholds[name], cfg.parity_min)
@@ -765,29 +792,31 @@ def _export_and_gate(r: _Rows, f: _Fitted, thresholds: dict[str, np.ndarray], cf
 
 
 def _test_metrics(ds: Dataset, r: _Rows, onx: dict[str, np.ndarray], known: np.ndarray,
-                  thresholds: dict[str, np.ndarray], cfg: Config) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Test metrics from the ONNX outputs (what serves), with the shared scoring rule; and per
-    label, training support and test F1 of the default model (what to trust)."""
-    test, lnp = r.test, ds.labels.index(LABELLING_NOT_POSSIBLE)
+                  thresholds: dict[str, np.ndarray], cfg: Config
+                  ) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+    """Test metrics from the ONNX outputs (what serves), with the shared scoring rule; per
+    label, training support and test F1 of the default model (what to trust); and each
+    model's test label matrix (uint8 n x L, the build report's confusion summary)."""
+    test = r.test
     # unlabellable: the rule book's text rules, or no n-gram the model knows
     unl = np.array([is_unlabellable(x) for x in test.texts]) | ~known
     test_metrics: dict[str, Any] = {}
-    preds: dict[str, np.ndarray] = {}
+    preds = {}
     for name in ("linear", "xgboost", "ensemble"):
-        preds[name] = decide_labels(onx[name], thresholds[name], lnp, unl, min_one_label=cfg.min_one_label,
-                                    min_ratio=ratio(name, cfg),
-                                    barred=fallback_barred(ds.labels, onx["sentiment"]),
-                                    never_fallback=r.never)
+        preds[name] = decide(ds, name, onx[name], thresholds[name], unl, onx.get("sentiment"), r.never, cfg)
         test_metrics[name] = metrics.multilabel_scores(test.Y, preds[name])
+        if not ds.multilabel:
+            test_metrics[name]["accuracy"] = metrics.single_label_accuracy(test.Y, preds[name])
     test_metrics["unknown_text_rows"] = int((~known).sum())
     per = metrics.per_label(test.Y, preds[cfg.default_model], ds.labels)
     for j, lab in enumerate(ds.labels):
         per[lab]["train_support"] = int(r.train_support[j])
         per[lab]["low_support"] = lab in r.low
-    s_true = np.where(unl, -1, test.sentiment)  # unlabellable rows get no sentiment
-    test_metrics["sentiment"] = metrics.sentiment_scores(s_true, onx["sentiment"].argmax(1))
+    if "sentiment" in onx:
+        s_true = np.where(unl, -1, test.sentiment)  # unlabellable rows get no sentiment
+        test_metrics["sentiment"] = metrics.sentiment_scores(s_true, onx["sentiment"].argmax(1))
     test_metrics["scoring"] = metrics.__doc__.split("Scoring rule", 1)[1].strip()
-    return test_metrics, per
+    return test_metrics, per, preds
 
 
 def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
@@ -804,16 +833,20 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
         f = _fit(ds, r, cfg, prog)
         thresholds, oof_scores = _tune(ds, r, f, cfg)
         blob, onx, par, known = _export_and_gate(r, f, thresholds, cfg, prog)
-    test_metrics, per = _test_metrics(ds, r, onx, known, thresholds, cfg)
+    test_metrics, per, preds = _test_metrics(ds, r, onx, known, thresholds, cfg)
+    nhs = ds.spec is None or ds.spec.preset == "nhs"
 
     version = new_version(ds.fingerprint)
     final = Path(out) / "instant" / version
     tmp = final.with_name(version + ".partial")
     tmp.mkdir(parents=True, exist_ok=False)
     (tmp / MODEL_FILE).write_bytes(blob)
+    use_qt = cfg.use_question_type and ds.context == "question_type"
     io = {"inputs": {onnx_export.INPUT: "raw comment strings, shape [N]" + (
-        ", each followed by ' qt_<question type>' (twolane.rules.model_input)"
-        if cfg.use_question_type else "")}}
+        ", each followed by ' qt_<question type>' (twolane.rules.model_input)" if use_qt else
+        ", each followed by ' qt_<context token>' (twolane.rules.context_input)" if ds.context == "column"
+        else "")}}
+    k = len(ds.sentiment_classes)
 
     def rule(name: str) -> DecideRule:
         return DecideRule(thresholds=thresholds[name].tolist(), min_one_label=cfg.min_one_label,
@@ -826,20 +859,23 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
         "xgboost": ModelEntry(file=MODEL_FILE, task="multilabel", kind="tfidf-xgboost",
                               labels=ds.labels, rule=rule("xgboost"), **io,
                               outputs={XGB_OUTPUT: f"per-label probability, shape [N, {L}]"}),
-        "sentiment": ModelEntry(file=MODEL_FILE, task="sentiment", kind="tfidf-linear",
-                                labels=SENTIMENT_CLASSES, **io,
-                                outputs={SENTIMENT_OUTPUT: "class probability, shape [N, 5] "
-                                         "(1 very positive .. 5 very negative)"}),
     }
+    if f.sent is not None:
+        models["sentiment"] = ModelEntry(
+            file=MODEL_FILE, task="sentiment", kind="tfidf-linear", labels=ds.sentiment_classes, **io,
+            outputs={SENTIMENT_OUTPUT: f"class probability, shape [N, {k}] ("
+                     + ("1 very positive .. 5 very negative" if nhs else "the taxonomy's class order") + ")"})
     manifest = Manifest(
         lane="instant", version=version,
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        taxonomy=Taxonomy(labels=ds.labels, unlabellable=LABELLING_NOT_POSSIBLE,
-                          sentiment_classes=SENTIMENT_CLASSES),
+        taxonomy=Taxonomy(labels=ds.labels, unlabellable=ds.unlabellable,
+                          sentiment_classes=ds.sentiment_classes, multilabel=ds.multilabel),
         models=models, default_model=cfg.default_model,
         ensemble=InstantEnsemble(members=["linear", "xgboost"], weights=list(cfg.ensemble_weights),
                                  rule=rule("ensemble")),
-        serving=Serving(use_question_type=cfg.use_question_type, known_output=KNOWN_OUTPUT),
+        serving=Serving(use_question_type=use_qt, use_context=ds.context == "column",
+                        known_output=KNOWN_OUTPUT),
+        data_spec=ds.spec,
         data={"fingerprint": ds.fingerprint, "source": Path(ds.source).name,
               "rows": len(ds.ids), "train_rows": len(r.train.ids), "train_rows_used": len(r.tr_texts),
               "test_rows": len(r.test.ids), "split_seed": SEED, "test_size": TEST_SIZE,
@@ -851,36 +887,52 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
         build={**asdict(cfg), "vocabulary_size": len(f.vec.vocabulary_),
                "word_aliases_count": len(f.vec.aliases_),
                "char_view_size": 0 if f.view is None else int(f.view.M.shape[1]),
-               "question_type_token": " qt_<what_good|could_improve|nonspecific>",
+               "question_type_token": " qt_<what_good|could_improve|nonspecific>" if use_qt else (
+                   " qt_<context token>" if ds.context == "column" else ""),
                "chunk_rows": cfg.chunk,
                "build_seconds": round(time.perf_counter() - t0, 1)},
     )
-    from model_build.drift_reference import write_reference  # twolane.drift's reference
+    if nhs:  # twolane.drift reads the NHS rule book's taxonomy only (docs/own_data.md)
+        from model_build.drift_reference import write_reference  # twolane.drift's reference
 
-    manifest.files[write_reference(tmp, manifest, r.test.texts, r.test.question_types, f.vec)] = ""
+        manifest.files[write_reference(tmp, manifest, r.test.texts, r.test.question_types, f.vec)] = ""
+    from model_build import report
+
+    for name in report.write(tmp, manifest, r.test.Y, preds[cfg.default_model], test_metrics, per):
+        manifest.files[name] = ""
     write_manifest(tmp, manifest)  # hashes every file in manifest.files
     tmp.rename(final)
     return final
 
 
 def run(data: Path | None = None, out: Path | None = None, rows: int | None = None,
-        cfg: Config | None = None) -> Path:
-    """`twolane build instant`: build from `data` (default: the NHS CSV) into `out` (default bundles/)."""
-    from model_build.data import DataError
+        cfg: Config | None = None, spec: SpecArgs | None = None) -> Path:
+    """`twolane build instant`: build from `data` read by `spec` (model_build.dataspec; default:
+    the NHS CSV by its preset) into `out` (default bundles/).
+
+    Raises DataError (one line naming the column or value) for data the build cannot learn
+    from, BuildError when the build cannot make a trustworthy bundle."""
+    from model_build import dataspec
 
     cfg = cfg or Config()
     t0 = time.perf_counter()
-    try:
-        ds = load_dataset(Path(data) if data else DEFAULT_DATA)
-    except (DataError, UnicodeDecodeError, ValueError, KeyError) as e:
-        raise BuildError(f"cannot read training data {data}: {e}") from e
+    spec = spec or dataspec.SpecArgs()
+    if data is None and spec.empty:
+        ds = load_dataset(DEFAULT_DATA)
+    else:
+        ds = dataspec.load(Path(data) if data else DEFAULT_DATA, spec)
     if rows:
         ds = ds.head(rows)
     console.print(f"instant build: {len(ds.ids)} rows from {Path(ds.source).name}, "
-                  f"{int((~ds.is_test).sum())} train / {int(ds.is_test.sum())} test")
+                  f"{int((~ds.is_test).sum())} train / {int(ds.is_test.sum())} test, "
+                  f"{len(ds.labels)} labels ({'multi' if ds.multilabel else 'single'}-label), "
+                  f"sentiment: {', '.join(ds.sentiment_classes) or 'none'}")
     bundle = build(ds, Path(out) if out else DEFAULT_OUT, cfg)
     summarise(json.loads((bundle / "manifest.json").read_text(encoding="utf-8")))
-    console.print(f"bundle: {bundle}  ({time.perf_counter() - t0:.0f} s)")
+    from model_build import report
+
+    report.print_summary(bundle, console)
+    console.print(f"bundle: {bundle}  ({time.perf_counter() - t0:.0f} s); report: {bundle / report.REPORT_HTML}")
     return bundle
 
 
@@ -896,9 +948,10 @@ def summarise(m: dict[str, Any]) -> None:
                       f"do not rely on them): " + ", ".join(
                           f"{lab} ({metrics['per_label'][lab]['train_support']})"
                           for lab in metrics["low_support_labels"]))
-    s = metrics["test"]["sentiment"]
-    console.print(f"  sentiment test accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}  "
-                  f"parity {par['sentiment']['identical_rows']:.2%}")
+    s = metrics["test"].get("sentiment")
+    if s is not None:
+        console.print(f"  sentiment test accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}  "
+                      f"parity {par['sentiment']['identical_rows']:.2%}")
 
 
 def build_small_bundle(out: Path, rows: int = 800) -> Path:

@@ -101,3 +101,24 @@ def sentiment_scores(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
         "macro_f1": float(f1_score(y[keep], pred[keep], average="macro", zero_division=0)),
         "rows": int(keep.sum()),
     }
+
+
+def single_label_accuracy(Y: np.ndarray, pred: np.ndarray) -> float:
+    """Share of the scored rows (truth with a label) whose one predicted label is the true
+    one (a single-label taxonomy: Y and pred n x L, one 1 a row at most)."""
+    keep = scored_rows(Y)
+    Y, pred = np.asarray(Y)[keep], np.asarray(pred)[keep]
+    return float((Y.argmax(1) == pred.argmax(1)).mean()) if len(Y) else 0.0
+
+
+def confusions(Y: np.ndarray, pred: np.ndarray, labels: list[str], top: int = 10) -> list[dict[str, Any]]:
+    """A single-label taxonomy's most frequent confusions on the scored rows: up to `top`
+    {"true", "predicted", "rows"}, most rows first (ties by label order)."""
+    keep = scored_rows(Y) & (np.asarray(pred).sum(1) > 0)
+    t, p = np.asarray(Y)[keep].argmax(1), np.asarray(pred)[keep].argmax(1)
+    pairs: dict[tuple[int, int], int] = {}
+    for a, b in zip(t.tolist(), p.tolist(), strict=True):
+        if a != b:
+            pairs[(a, b)] = pairs.get((a, b), 0) + 1
+    ranked = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    return [{"true": labels[a], "predicted": labels[b], "rows": n} for (a, b), n in ranked]

@@ -49,6 +49,11 @@ class Taxonomy(Section):
     # sentiment classes in model output order (worst to best or best to worst as the data
     # says); [] = the bundle scores no sentiment
     sentiment_classes: list[str] = Field(default_factory=list)
+    # what a client is shown for each class (Prediction.sentiment.label), in the same order;
+    # [] = the class names themselves, or the NHS scale's names for classes "1".."5" (bundles
+    # built before this field; twolane.rules.sentiment_names)
+    sentiment_names: list[str] = Field(default_factory=list)
+    # False: single-label, every labellable comment gets exactly one label, the most probable
     multilabel: bool = True
 
     @model_validator(mode="after")
@@ -57,7 +62,31 @@ class Taxonomy(Section):
             raise ValueError(f"unlabellable label {self.unlabellable!r} is not among the labels")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels repeat")
+        if self.sentiment_names and len(self.sentiment_names) != len(self.sentiment_classes):
+            raise ValueError(f"{len(self.sentiment_names)} sentiment names for "
+                             f"{len(self.sentiment_classes)} sentiment classes")
         return self
+
+
+class DataSpec(Section):
+    """How the training file was read (model_build.dataspec): a record of the spec, and what
+    serving needs of it (the context column's values). preset "nhs": the NHS v6 file read
+    by its own loader (model_build.data), the other fields then describe that file."""
+
+    preset: Literal["nhs"] | None = None
+    file_format: Literal["csv", "tsv", "xlsx", "jsonl"] = "csv"
+    id_column: str
+    text_column: str
+    labels_column: str | None = None  # one cell per row: one label, or several joined by label_sep
+    label_sep: str = ";"
+    label_columns: list[str] = Field(default_factory=list)  # wide 0/1 columns, one per label
+    sentiment_column: str | None = None
+    sentiment_order: list[str] = Field(default_factory=list)  # class order as read (worst..best or as given)
+    context_column: str | None = None
+    # the context values seen in training (as written in the file); a value not among them
+    # conditions nothing at serving time
+    context_values: list[str] = Field(default_factory=list)
+    unlabellable: str | None = None  # the data's "cannot be labelled" label, if it has one
 
 
 class DecideRule(Section):
@@ -155,6 +184,9 @@ class Serving(Section):
     """
 
     use_question_type: bool = False
+    # a generic context column (DataSpec.context_column): the model reads a ` qt_<token>` of a
+    # comment's `context` (twolane.rules.context_input); False with use_question_type: NHS
+    use_context: bool = False
     known_output: str | None = None
     tokenizer: str | None = None
     max_length: int | None = Field(default=None, gt=0)
@@ -172,6 +204,7 @@ class Manifest(Section):
     default_model: str  # name in `models` (or "ensemble") that serves /v1/predict
     ensemble: InstantEnsemble | BatchEnsemble | None = None
     serving: Serving = Field(default_factory=Serving)
+    data_spec: DataSpec | None = None  # None: an NHS bundle built before data specs
     files: dict[str, str] = Field(default_factory=dict)  # relative path -> sha256
     library_versions: dict[str, str] = Field(default_factory=dict)
     data: Record = Field(default_factory=dict)  # training-data fingerprint, rows, split
@@ -211,6 +244,12 @@ class Manifest(Section):
     @property
     def sentiment_classes(self) -> list[str]:
         return self.taxonomy.sentiment_classes
+
+    @property
+    def is_nhs(self) -> bool:
+        """Whether the bundle is of the NHS rule book's taxonomy (pxtextmining's routes serve
+        only such bundles): built by the NHS preset, or before data specs existed."""
+        return self.data_spec is None or self.data_spec.preset == "nhs"
 
     def rule_of(self, model: str) -> DecideRule:
         """The decide rule of `model` ("ensemble" or a multilabel model's name).

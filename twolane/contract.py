@@ -22,7 +22,14 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
-from twolane.rules import SENTIMENT_NAMES, QuestionType, clean_text, is_clean, question_type_of
+from twolane.rules import (
+    MAX_CONTEXT_CHARS,
+    SENTIMENT_NAMES,
+    QuestionType,
+    clean_text,
+    is_clean,
+    question_type_of,
+)
 
 __all__ = ["SENTIMENT_NAMES", "QuestionType"]  # re-exported: the rule book defines them
 
@@ -80,6 +87,9 @@ def strict_json_loads(data: bytes | str, nan_as_null: bool = False) -> Any:
 CommentText = Annotated[str, AfterValidator(clean_text)]
 # An id is kept as sent (" 7 " stays " 7 ": results map back to their rows exactly).
 CommentId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(_clean_id)]
+# A team's own context value (a bundle with a context column, docs/own_data.md); NHS bundles
+# read question_type instead and ignore it.
+ContextValue = Annotated[str, Field(max_length=MAX_CONTEXT_CHARS), AfterValidator(clean_text)]
 
 
 class CommentIn(BaseModel):
@@ -90,6 +100,7 @@ class CommentIn(BaseModel):
     comment_id: CommentId
     comment_text: CommentText | None = None
     question_type: QuestionType | None = None
+    context: ContextValue | None = None
 
 
 class PredictRequest(BaseModel):
@@ -101,7 +112,8 @@ class PredictRequest(BaseModel):
 
 
 class Sentiment(BaseModel):
-    score: int = Field(..., ge=1, le=5)  # 1 very positive .. 5 very negative
+    # 1-based position in the bundle's sentiment classes (NHS: 1 very positive .. 5 very negative)
+    score: int = Field(..., ge=1)
     label: str
 
 
@@ -160,10 +172,11 @@ class PxItemIn(BaseModel):
     comment_id: Annotated[CommentId, BeforeValidator(_px_id)]
     comment_text: Annotated[CommentText | None, BeforeValidator(_px_text)] = None
     question_type: Annotated[QuestionType | None, BeforeValidator(_px_question_type)] = None
+    context: Annotated[ContextValue | None, BeforeValidator(_px_text)] = None
 
     def comment(self) -> CommentIn:
         return CommentIn(comment_id=self.comment_id, comment_text=self.comment_text,
-                         question_type=self.question_type)
+                         question_type=self.question_type, context=self.context)
 
 
 class Item(Protocol):

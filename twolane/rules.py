@@ -65,6 +65,46 @@ SENTIMENT_NAMES: dict[int, str] = {
 }
 # The scores that count as a negative comment (negative, very negative).
 NEGATIVE_SCORES: tuple[int, ...] = (4, 5)
+NHS_SENTIMENT_CLASSES: tuple[str, ...] = tuple(str(k) for k in SENTIMENT_NAMES)  # "1".."5"
+
+
+def sentiment_names(classes: Sequence[str], names: Sequence[str] = ()) -> list[str]:
+    """What clients are shown for each sentiment class, in class order: `names` when given
+    (a bundle's taxonomy.sentiment_names), the NHS scale's names for its classes "1".."5",
+    else the class names themselves."""
+    if names:
+        return list(names)
+    if tuple(classes) == NHS_SENTIMENT_CLASSES:
+        return list(SENTIMENT_NAMES.values())
+    return list(classes)
+
+
+# ----------------------------------------------------------------------------- context column
+# A team's own context column (a bundle's data_spec.context_column: ward, product, channel ...)
+# conditions the instant model the way the NHS question type does: one ` qt_<token>` word
+# appended to the comment. The token is the value folded to ASCII letters, digits and "_"
+# (what sklearn's and the ONNX tokeniser's \w+ read as one word).
+_NOT_TOKEN = re.compile(r"[^a-z0-9]+")
+MAX_CONTEXT_CHARS = 200  # characters of a context value a client may send
+
+
+def context_token(value: object) -> str:
+    """A context value as one token: "Birth Control" -> "birth_control"; blank -> "none";
+    a value with no ASCII letter or digit -> "x" + a short hex digest of it."""
+    v = normalise(value).strip().lower()
+    tok = _NOT_TOKEN.sub("_", unicodedata.normalize("NFKD", v).encode("ascii", "ignore").decode()).strip("_")
+    if not v:
+        return "none"
+    if not tok:
+        import hashlib
+
+        return "x" + hashlib.sha256(v.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return tok
+
+
+def context_input(text: str, context: object) -> str:
+    """What a TF-IDF model with a context column reads: the comment plus " qt_<context_token>"."""
+    return f"{text} qt_{context_token(context)}"
 
 # ----------------------------------------------------------------------------- input text
 # The one input boundary: every comment text that enters (API, drop folder, jobs, container)
@@ -179,7 +219,8 @@ def apply_rules(chosen: np.ndarray, unlabellable: np.ndarray, lnp: int | None) -
     does any row left with no label. Returns a new uint8 matrix.
     """
     out = np.asarray(chosen).astype(np.uint8)  # a copy
-    if lnp is None:
+    if lnp is None:  # a taxonomy without such a label: unlabellable rows get no label at all
+        out[np.asarray(unlabellable, dtype=bool)] = 0
         return out
     out[:, lnp] = 0
     out[np.asarray(unlabellable, dtype=bool)] = 0
@@ -218,6 +259,22 @@ def fallback_barred(labels: Sequence[str], sentiment: np.ndarray | None) -> np.n
 def columns_of(labels: Sequence[str], names: Sequence[str]) -> list[int]:
     """The columns of `names` among `labels` (names not among them are skipped)."""
     return [labels.index(n) for n in names if n in labels]
+
+
+def top_label(probs: np.ndarray, lnp: int | None, unlabellable: np.ndarray | None = None) -> np.ndarray:
+    """A single-label taxonomy's rule: every labellable row gets exactly its most probable label
+    (the unlabellable label's column never competes), unlabellable rows get exactly the
+    unlabellable label (or none when the taxonomy has none). probs: n x L; returns uint8 n x L."""
+    probs = np.asarray(probs, dtype=np.float32)
+    n = len(probs)
+    bad = np.zeros(n, bool) if unlabellable is None else np.asarray(unlabellable, dtype=bool)
+    rel = probs.copy()
+    if lnp is not None and n:
+        rel[:, lnp] = -np.inf
+    chosen = np.zeros(probs.shape, bool)
+    if n and probs.shape[1]:
+        chosen[np.arange(n), np.argmax(rel, axis=1)] = True
+    return apply_rules(chosen, bad, lnp)
 
 
 def decide_labels(probs: np.ndarray, thresholds: np.ndarray, lnp: int | None,

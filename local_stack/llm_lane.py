@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from local_stack.llm_engine import engine_available, packaged_model
+from local_stack.llm_engine import engine_available
 from twolane.settings import Settings
+from twolane.summaries.packaged import packaged_model
 
 NO_ENGINE = ("summaries need the LLM engine: install llama-cpp-python "
              "(pip install -e '.[llm]')")

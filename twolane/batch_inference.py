@@ -7,8 +7,9 @@ Body: {"items": [{"comment_id", "comment_text", "question_type"}...], "target": 
 "include_probabilities": false} (twolane.contract.JobRequest), or a plain list of items
 (target "ms"). Answer: {"model_version", "target", "results": [{comment_id, labels,
 sentiment}]}; never the comment text (summaries run on the LLM endpoint: twolane.summaries).
-A bad body raises `BadRequest` (status 400 not JSON / 415 / 422, and a reason safe to show): the container answers it as that status, the worker writes it as the
-failure object, both as {"error": reason}.
+A bad body raises `BadRequest` (status 400 not JSON / 415 / 422, and a reason safe to show):
+the container answers it as that status, the worker writes it as the failure object, both as
+{"error": reason}.
 
 Environment:
     TWOLANE_INSTANT_BUNDLE      instant bundle when there is no instant/ in the model folder

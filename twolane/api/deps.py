@@ -72,7 +72,7 @@ class JobsHolder:
                 from twolane.jobs.store import S3JobStore
 
                 batch = self._settings.batch
-                invoker = invoker_from_settings(batch)
+                invoker = invoker_from_settings(batch, self._settings.summaries_enabled)
                 if invoker is None:
                     raise RequestRejected(503, "the batch lane is not configured on this service")
                 self._service = JobService(S3JobStore(client("s3"), batch.bucket), invoker, batch)

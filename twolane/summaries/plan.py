@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from twolane.contract import CommentIn
+from twolane.contract import CommentIn, Prediction
 from twolane.predictors import Predictor
 from twolane.rules import LABELLING_NOT_POSSIBLE, NEGATIVE_SCORES
 from twolane.summaries.grounding import ground
@@ -64,6 +64,10 @@ class UnknownTheme(ValueError):
         self.themes = themes
 
 
+def _negative(p: Prediction) -> bool:
+    return p.sentiment is not None and p.sentiment.score in NEGATIVE_SCORES
+
+
 def reportable(predictor: Predictor) -> list[str]:
     """The themes a summary may report on (every label but 'Labelling not possible')."""
     return [lab for lab in predictor.labels if lab != LABELLING_NOT_POSSIBLE]
@@ -96,8 +100,7 @@ def plan_summaries(items: Sequence[CommentIn], predictor: Predictor, llm: str, *
     requests: list[dict[str, Any]] = []
     for theme in dict.fromkeys(chosen):  # a theme named twice is reported once
         idx = members[theme]
-        negative = sum(1 for i in idx if preds[i].sentiment is not None
-                       and preds[i].sentiment.score in NEGATIVE_SCORES)  # type: ignore[union-attr]
+        negative = sum(1 for i in idx if _negative(preds[i]))
         for i in idx:
             if i not in redacted:
                 redacted[i] = redact(items[i].comment_text or "")
@@ -126,7 +129,7 @@ def assemble(plan: Plan, completions: Sequence[dict[str, Any]]) -> tuple[list[Th
     out: list[ThemeSummary] = []
     proposed = kept = 0
     for tp in plan.themes:
-        summary, quotes = "", []
+        summary, quotes = "", list[Quote]()
         if tp.shard is not None:
             parsed = parse_answer(completion_text(completions[tp.shard]))
             summary = redact(parsed.summary)

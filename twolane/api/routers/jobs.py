@@ -78,6 +78,10 @@ async def submit_summary(body: SummaryRequest, jobs: JobsDep, model: ModelDep,
     limits = settings.api
     check_items([i.comment_id for i in body.items], [i.comment_text for i in body.items],
                 limits.max_job_items, limits.max_text_chars)
+    service = jobs.get()
+    reason = service.invoker.unavailable_reason("summary")
+    if reason:  # before classifying 50,000 comments for nothing
+        raise RequestRejected(503, reason)
     predictor = model.get()
     try:
         plan, requests = await run_model(len(body.items), plan_summaries, body.items, predictor,
@@ -86,7 +90,6 @@ async def submit_summary(body: SummaryRequest, jobs: JobsDep, model: ModelDep,
     except UnknownTheme as exc:
         raise RequestRejected(422, f"themes: {len(exc.themes)} theme(s) the model does not know; "
                                    "GET /v1/models lists the labels") from exc
-    service = jobs.get()
     try:
         if requests:
             record = service.submit_parts("summary", "summary", len(body.items), plan.model_dump(),

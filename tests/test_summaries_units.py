@@ -7,7 +7,13 @@ import pytest
 
 from twolane.summaries.grounding import ground
 from twolane.summaries.plan import llm_name
-from twolane.summaries.prompt import chat_request, completion_text, parse_answer
+from twolane.summaries.prompt import (
+    completion_text,
+    parse_quotes,
+    parse_summary,
+    quotes_request,
+    summary_request,
+)
 from twolane.summaries.redact import leaks, redact
 from twolane.summaries.sample import representative
 
@@ -67,14 +73,18 @@ def test_representative_prefers_confident_and_diverse() -> None:
     assert len(representative(big, [0.5] * len(big), 12)) == 12  # bounded pool: quick
 
 
-def test_chat_request_and_answer_parse() -> None:
-    body = chat_request("Parking", 10, 4, ["a [phone] comment", "another"], 2)
-    assert body["messages"][0]["role"] == "system" and "[1] a [phone] comment" in body["messages"][1]["content"]
-    assert body["temperature"] == 0.0 and body["max_tokens"] > 0
-    parsed = parse_answer('SUMMARY: Patients find parking hard.\nIt costs a lot.\n'
-                          'QUOTE 1: "a [phone] comment"\n- QUOTE [2]: another one here')
-    assert parsed.summary == "Patients find parking hard. It costs a lot."
-    assert parsed.quotes == [(1, "a [phone] comment"), (2, "another one here")]
+def test_requests_and_answer_parse() -> None:
+    body = summary_request("Parking", 10, 4, ["a [phone] comment", "another"])
+    user = body["messages"][1]["content"]
+    assert body["messages"][0]["role"] == "system" and "1. a [phone] comment\n2. another" in user
+    assert "10 comments, 4 negative" in user and body["temperature"] == 0.0 and body["max_tokens"] > 0
+    q = quotes_request("Parking", 10, 4, ["a"], 3)
+    assert "Which 3 comments" in q["messages"][1]["content"] and q["max_tokens"] > body["max_tokens"]
+    assert parse_summary("Summary: Patients find parking hard.\nIt costs a lot.") == (
+        "Patients find parking hard. It costs a lot.")
+    assert parse_quotes('1. "a [phone] comment"\n- QUOTE [2]: another one here.\nPlease note\n'
+                        '3) third one') == [(1, "a [phone] comment"), (2, "another one here"),
+                                            (3, "third one")]
     assert completion_text({"choices": [{"message": {"content": "x"}}]}) == "x"
     with pytest.raises(ValueError):
         completion_text({"error": "boom"})

@@ -4,9 +4,10 @@ LLM's completions (`assemble`).
 The plan is stored with the job (its comment text redacted, like everything the LLM sees) and
 read back when the job is collected, to ground the quotes. Shapes:
 
-    Plan.themes[i]: {theme, comments, negative, sample: [{comment_id, text}], shard}
-        `shard` is the index of the theme's LLM request (None: no comments, no request)
-    requests: one chat-completions body per theme with comments (twolane.summaries.prompt)
+    Plan.themes[i]: {theme, comments, negative, sample: [{comment_id, text}], summary_shard,
+                     quotes_shard}: the indices of the theme's LLM requests (None: no request)
+    requests: per theme with comments, a summary request and (quotes wanted) a quotes request
+              (chat-completions bodies, twolane.summaries.prompt)
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from twolane.predictors import Predictor
 from twolane.rules import LABELLING_NOT_POSSIBLE, NEGATIVE_SCORES
 from twolane.summaries.grounding import ground
 from twolane.summaries.packaged import FILE
-from twolane.summaries.prompt import chat_request, completion_text, parse_answer
+from twolane.summaries.prompt import (
+    completion_text,
+    parse_quotes,
+    parse_summary,
+    quotes_request,
+    summary_request,
+)
 from twolane.summaries.redact import redact
 from twolane.summaries.sample import representative
 from twolane.summaries.schemas import Quote, ThemeSummary
@@ -46,7 +53,8 @@ class ThemePlan(BaseModel):
     comments: int
     negative: int
     sample: list[Sampled]
-    shard: int | None = None
+    summary_shard: int | None = None
+    quotes_shard: int | None = None
 
 
 class Plan(BaseModel):
@@ -108,13 +116,15 @@ def plan_summaries(items: Sequence[CommentIn], predictor: Predictor, llm: str, *
         conf = [float((preds[i].probabilities or {}).get(theme, 0.0)) for i in idx]
         picks = [idx[j] for j in representative(texts, conf, sample_size)]
         sample = [Sampled(comment_id=items[i].comment_id, text=redacted[i]) for i in picks]
-        shard = None
+        tp = ThemePlan(theme=theme, comments=len(idx), negative=negative, sample=sample)
+        shown = [s.text for s in sample]
         if sample:
-            shard = len(requests)
-            requests.append(chat_request(theme, len(idx), negative, [s.text for s in sample],
-                                         quotes_per_theme))
-        plans.append(ThemePlan(theme=theme, comments=len(idx), negative=negative,
-                               sample=sample, shard=shard))
+            tp.summary_shard = len(requests)
+            requests.append(summary_request(theme, len(idx), negative, shown))
+        if sample and quotes_per_theme:
+            tp.quotes_shard = len(requests)
+            requests.append(quotes_request(theme, len(idx), negative, shown, quotes_per_theme))
+        plans.append(tp)
     return Plan(model_version=predictor.version, llm=llm, quotes_per_theme=quotes_per_theme,
                 themes=plans), requests
 
@@ -130,12 +140,12 @@ def assemble(plan: Plan, completions: Sequence[dict[str, Any]]) -> tuple[list[Th
     proposed = kept = 0
     for tp in plan.themes:
         summary, quotes = "", list[Quote]()
-        if tp.shard is not None:
-            parsed = parse_answer(completion_text(completions[tp.shard]))
-            summary = redact(parsed.summary)
+        if tp.summary_shard is not None:
+            summary = redact(parse_summary(completion_text(completions[tp.summary_shard])))
+        if tp.quotes_shard is not None:
             texts = [s.text for s in tp.sample]
             used: set[int] = set()
-            for cited, words in parsed.quotes:
+            for cited, words in parse_quotes(completion_text(completions[tp.quotes_shard])):
                 proposed += 1
                 at = ground(words, cited, texts)
                 if at is None or at in used or len(quotes) >= plan.quotes_per_theme:

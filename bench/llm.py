@@ -221,8 +221,8 @@ its prose is weak (example below), so the quality figures say nothing about a 7-
 
 {r["themes_reported"]} themes reported, {r["requests"]} LLM requests ({r["prompt_tokens"]} prompt +
 {r["completion_tokens"]} completion tokens); classifying and planning took {r["plan_s"]} s, the
-LLM {r["llm_s"]} s. The time is per theme, not per comment (each theme's sample is bounded), so s per 1,000 comments falls as
-jobs grow. Missed themes: {", ".join(r["missed_themes"]) or "none"}.
+LLM {r["llm_s"]} s. The time is per theme, not per comment (each theme's sample is bounded), so
+s per 1,000 comments falls as jobs grow. Missed themes: {", ".join(r["missed_themes"]) or "none"}.
 
 {example}
 Quotes kept: {quotes}

@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.llm --endpoint twolane-dev-llm-c6i-xlarge --bucket B   # deployed
 
 The slice is the first `--comments` rows of the test split (never seen by the instant build),
-with identifiers planted into `PLANTED` of them. The job runs as the API runs it
+with identifiers planted into every PLANT_EVERY-th. The job runs as the API runs it
 (twolane.summaries.plan: instant-lane facts, redaction, sampling, two chat requests per theme;
 assemble: grounding), each request answered by the local engine (llama.cpp on the packaged
 SmolLM2-135M GGUF, in this process, one request at a time) or, given `--endpoint`, by the
@@ -36,6 +36,7 @@ from bench.results_md import write_section
 
 RESULTS = Path(__file__).resolve().parent / "results" / "llm.json"
 MIN_SUPPORT = 5
+PLANT_EVERY = 20  # every 20th comment of the slice gets one of PLANTED, in turn
 # (text appended to a real comment, the identifiers that must never reach the model or the report)
 PLANTED = [
     (" Dr Patel saw me.", ["Patel"]),
@@ -112,11 +113,10 @@ def slice_items(n: int) -> tuple[list[Any], list[list[str]], dict[str, list[str]
     test = load_dataset().test
     n = min(n, len(test.ids))
     items, human, planted = [], [], {}
-    step = max(1, n // len(PLANTED))
     for i in range(n):
         text, cid = test.texts[i], test.ids[i]
-        if i % step == 0 and i // step < len(PLANTED):
-            extra, secrets = PLANTED[i // step]
+        if i % PLANT_EVERY == 0:
+            extra, secrets = PLANTED[(i // PLANT_EVERY) % len(PLANTED)]
             text, planted[cid] = f"{text}{extra}", secrets
         items.append(CommentIn(comment_id=cid, comment_text=text,
                                question_type=test.question_types[i]))
@@ -138,6 +138,9 @@ def run(bundle: str, comments: int, quotes: int, engine: Any) -> dict[str, Any]:
     t_plan = time.perf_counter() - t0
     prompts = " ".join(m["content"] for r in requests for m in r["messages"])
     before = sum(prompts.count(s) for s in secrets)
+    # how many planted identifiers the redaction had to remove from what the model was shown
+    sampled = {x.comment_id for t in plan.themes for x in t.sample}
+    exposed = sum(len(planted[c]) for c in sampled if c in planted)
     completions, per_request = [], []
     t1 = time.perf_counter()
     for body in requests:
@@ -177,7 +180,8 @@ def run(bundle: str, comments: int, quotes: int, engine: Any) -> dict[str, Any]:
         "missed_themes": [t for t in human_themes if t not in reported],
         "quotes_proposed": proposed, "quotes_kept": kept,
         "quote_survival": round(kept / proposed, 4) if proposed else None,
-        "identifiers_planted": len(secrets), "identifiers_in_prompts": before,
+        "comments_planted": len(planted), "identifiers_planted": len(secrets), "identifiers_in_sampled_comments": exposed,
+        "identifiers_in_prompts": before,
         "identifiers_in_report": after,
         "plan_s": round(t_plan, 3), "llm_s": round(t_llm, 3),
         "s_per_1000_comments": round((t_plan + t_llm) / len(items) * 1000, 2),
@@ -212,7 +216,8 @@ def write_md(r: dict[str, Any]) -> None:
 ## LLM lane: grounded theme summaries (bench/llm.py)
 
 {r["comments"]} held-out comments (test split) with {r["identifiers_planted"]} identifiers planted in
-{len(PLANTED)} of them; instant model {r["instant_model"]}; LLM {r["llm"]} on {r["engine"]}; measured
+{r["comments_planted"]} of them ({r["identifiers_in_sampled_comments"]} of them in comments sampled for the
+model, so redaction had them to remove); instant model {r["instant_model"]}; LLM {r["llm"]} on {r["engine"]}; measured
 {r["measured_at"]} on {r["cpus"]} CPUs shared with other work (1-min load {r["load_1min"]}). One
 request at a time; two requests per theme (summary, quotes). The 135M model is for plumbing only:
 its prose is weak (example below), so the quality figures say nothing about a 7-8B model.

@@ -45,7 +45,7 @@ def test_summarise_after_labelling(instant_bundle: Path, moto: str, tmp_path: Pa
     from twolane.api.app import create_app
     from twolane.predictors.instant import InstantPredictor
 
-    df, csv_path, _ = write_samples(tmp_path / "samples", n=60)
+    df, csv_path, _ = write_samples(tmp_path / "samples", n=30)
     predictor = InstantPredictor.from_bundle(instant_bundle)
     settings = lane_settings(tmp_path, tmp_path / "bundles", llm_queue=f"llm-page-{tmp_path.name}"[:70])
     bucket_ready(settings)

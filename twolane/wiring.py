@@ -35,12 +35,15 @@ def job_store(settings: Settings, s3: Any | None = None) -> S3JobStore:
 def batch_invoker(settings: Settings) -> Invoker | None:
     """The AWS invoker `settings.batch_invoker` names ("sagemaker": the async endpoint,
     "lambda": the batch worker function); None for "local" (the local stack passes its own
-    stand-in: the runtime never imports the local stack)."""
+    stand-in: the runtime never imports the local stack). With summaries enabled, summary jobs
+    go to the LLM endpoint by SageMaker async inference, whatever the batch host."""
     batch = settings.batch
     if batch.invoker == "sagemaker":
         return SageMakerInvoker(batch, client("sagemaker-runtime", settings))
     if batch.invoker == "lambda":
-        return LambdaInvoker(batch, client("lambda", settings))
+        llm = (SageMakerInvoker(batch, client("sagemaker-runtime", settings))
+               if settings.summaries_enabled else None)
+        return LambdaInvoker(batch, client("lambda", settings), summaries=llm)
     return None
 
 

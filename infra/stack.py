@@ -23,6 +23,7 @@ from aws_cdk import CfnOutput, Stack, Tags
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from functions.api.construct import InstantApi
@@ -34,6 +35,7 @@ from infra.batch_lane.topics import BatchTopics
 from infra.build_lambda_asset import BUNDLE_DIR
 from infra.common import Shared, acknowledge, logical_id
 from infra.config import ConfigError, DeployConfig
+from infra.llm_lane import LlmEndpoint, llm_endpoint_name
 from infra.monitoring import Monitoring
 from infra.storage import (
     BATCH_FAILURES,
@@ -65,6 +67,7 @@ class Artifacts:
     model_artifact: Path | None = None
     batch_bundle: Path | None = None
     batch_asset: Path | None = None
+    llm_artifact: Path | None = None  # the LLM's model.tar.gz (llm.enabled, no model_data_url)
 
 
 def batch_endpoint_name(cfg: DeployConfig) -> str:
@@ -111,27 +114,13 @@ class TwolaneStack(Stack):
                                   endpoint_name=endpoint_name, batch=cfg.batch,
                                   model_artifact=artifacts.model_artifact)
             topics = batch.topics
+        llm: LlmEndpoint | None = None
+        if cfg.llm.enabled:  # the LLM lane: its own async endpoint (infra/llm_lane/)
+            llm = LlmEndpoint(self, "LlmLane", shared=shared, storage=storage,
+                              endpoint_name=llm_endpoint_name(cfg),
+                              model_artifact=artifacts.llm_artifact)
 
-        env = {
-            "TWOLANE_BUCKET": bucket.bucket_name,
-            "TWOLANE_AWS_REGION": self.region,
-            "TWOLANE_INSTANT_BUNDLE": f"{LAMBDA_TASK_ROOT}/{BUNDLE_DIR}",
-            "TWOLANE_BATCH_ENABLED": "1" if cfg.batch.enabled else "0",
-        }
-        if worker is not None:  # jobs go to the worker Lambda, one async invocation per shard
-            env |= {"TWOLANE_BATCH_INVOKER": "lambda",
-                    "TWOLANE_BATCH_FUNCTION": worker.function.function_name}
-        else:
-            env |= {"TWOLANE_BATCH_INVOKER": "sagemaker",
-                    "TWOLANE_BATCH_ENDPOINT": endpoint_name,
-                    "TWOLANE_BATCH_MAX_CONCURRENCY": str(
-                        cfg.batch.max_concurrent_invocations_per_instance),
-                    "TWOLANE_BATCH_INVOCATION_TIMEOUT_S": str(cfg.batch.invocation_timeout_s)}
-        env |= {
-            "TWOLANE_BATCH_SHARD_SIZE": str(cfg.batch.shard_size),
-            "TWOLANE_SUMMARIES_ENABLED": "1" if cfg.summaries.enabled else "0",
-            "POWERTOOLS_METRICS_NAMESPACE": "twolane",
-        }
+        env = self._environment(cfg, bucket.bucket_name, endpoint_name, worker, llm)
 
         api = InstantApi(self, "InstantApi", shared=shared, code=code, environment=env)
         drop = DropFolder(self, "DropFolder", shared=shared, code=code, storage=storage,
@@ -148,6 +137,14 @@ class TwolaneStack(Stack):
             invoke = self._invoke_statement(batch, worker)
             self._grant_jobs_api(api, storage, invoke)
             self._grant_batch_inbox(drop, notes, storage, invoke)
+            if llm is not None:
+                self._grant_summaries(api, storage, llm)
+                self._subscribe_llm(notes, llm)
+        elif llm is not None:
+            raise ConfigError("llm.enabled needs batch.enabled (summary jobs use the batch "
+                              "lane's job store and notifications)")
+        if llm is not None:
+            CfnOutput(self, "LlmEndpointName", value=llm.endpoint.endpoint.attr_endpoint_name)
         if batch is not None:
             CfnOutput(self, "BatchEndpointName", value=batch.endpoint.attr_endpoint_name)
         if worker is not None:
@@ -166,6 +163,33 @@ class TwolaneStack(Stack):
         CfnOutput(self, "AlarmTopicArn", value=monitoring.topic.topic_arn)
         CfnOutput(self, "DashboardName", value=f"twolane-{cfg.env}")
         CfnOutput(self, "FailedEventQueues", value=",".join(q.queue_name for q in queues.values()))
+
+    def _environment(self, cfg: DeployConfig, bucket_name: str, endpoint_name: str,
+                     worker: BatchWorker | None, llm: LlmEndpoint | None) -> dict[str, str]:
+        """The runtime's TWOLANE_* environment, shared by the API, drop folder and notifications."""
+        env = {
+            "TWOLANE_BUCKET": bucket_name,
+            "TWOLANE_AWS_REGION": self.region,
+            "TWOLANE_INSTANT_BUNDLE": f"{LAMBDA_TASK_ROOT}/{BUNDLE_DIR}",
+            "TWOLANE_BATCH_ENABLED": "1" if cfg.batch.enabled else "0",
+        }
+        if worker is not None:  # jobs go to the worker Lambda, one async invocation per shard
+            env |= {"TWOLANE_BATCH_INVOKER": "lambda",
+                    "TWOLANE_BATCH_FUNCTION": worker.function.function_name}
+        else:
+            env |= {"TWOLANE_BATCH_INVOKER": "sagemaker",
+                    "TWOLANE_BATCH_ENDPOINT": endpoint_name,
+                    "TWOLANE_BATCH_MAX_CONCURRENCY": str(
+                        cfg.batch.max_concurrent_invocations_per_instance),
+                    "TWOLANE_BATCH_INVOCATION_TIMEOUT_S": str(cfg.batch.invocation_timeout_s)}
+        env |= {
+            "TWOLANE_BATCH_SHARD_SIZE": str(cfg.batch.shard_size),
+            "TWOLANE_SUMMARIES_ENABLED": "1" if llm is not None else "0",
+            "POWERTOOLS_METRICS_NAMESPACE": "twolane",
+        }
+        if llm is not None:
+            env |= self._llm_env(cfg)
+        return env
 
     @staticmethod
     def _code(cfg: DeployConfig, artifacts: Artifacts) -> lambda_.Code:
@@ -226,6 +250,35 @@ class TwolaneStack(Stack):
         for p in (BATCH_INPUT, JOBS, BATCH_OUTPUT, BATCH_FAILURES):
             acknowledge(api, f"AwsSolutions-IAM5[Resource::<{logical}.Arn>/{p}*]",
                         f"The jobs API reads/writes job objects under {p}, named by job id.")
+
+    @staticmethod
+    def _llm_env(cfg: DeployConfig) -> dict[str, str]:
+        """What the jobs API needs to send summary jobs to the LLM endpoint."""
+        from twolane.summaries.plan import llm_name
+
+        name = cfg.llm.model_name or llm_name(cfg.llm.model_path)
+        return {"TWOLANE_SUMMARY_ENDPOINT": llm_endpoint_name(cfg),
+                "TWOLANE_GENERATION_MODEL": name}
+
+    def _subscribe_llm(self, notes: JobNotifications, llm: LlmEndpoint) -> None:
+        """The notifications Lambda hears the LLM endpoint's success and error topics too (the
+        same handler completes a summary job's shards as a classify job's)."""
+        fn = notes.function
+        for name, topic in (("Success", llm.topics.success_topic), ("Error", llm.topics.error_topic)):
+            sns.Subscription(self, f"LlmNotify{name}", topic=topic, endpoint=fn.function_arn,
+                             protocol=sns.SubscriptionProtocol.LAMBDA)
+            fn.add_permission(f"LlmNotify{name}", principal=iam.ServicePrincipal("sns.amazonaws.com"),
+                              source_arn=topic.topic_arn)
+
+    def _grant_summaries(self, api: InstantApi, storage: Storage, llm: LlmEndpoint) -> None:
+        """Summary jobs, on top of the jobs API's grants: InvokeEndpointAsync on the LLM
+        endpoint, and GetObject on batch/input/ (the job's plan, read back at collection to
+        ground the quotes)."""
+        fn = api.function
+        fn.add_to_role_policy(iam.PolicyStatement(
+            actions=["sagemaker:InvokeEndpointAsync"], resources=[llm.endpoint.endpoint_arn]))
+        fn.add_to_role_policy(iam.PolicyStatement(
+            actions=["s3:GetObject"], resources=[storage.object_arn(BATCH_INPUT)]))
 
     def _grant_batch_inbox(self, drop: DropFolder, notes: JobNotifications, storage: Storage,
                            invoke: iam.PolicyStatement) -> None:

@@ -60,10 +60,9 @@ def build_running(settings: Settings) -> bool:
 def unavailable_reason(settings: Settings, kind: str) -> str | None:
     """Why the local batch lane cannot take a job of this kind now (the API answers 503)."""
     if kind == "summary":
-        if settings.generation_model:
-            return None
-        return ("no text-generation model is configured: set TWOLANE_GENERATION_MODEL to a local "
-                "causal-LM folder (transformers format)")
+        from local_stack.llm_lane import unavailable_reason as llm_unavailable
+
+        return llm_unavailable(settings)
     if find_batch_bundle(settings) is not None:
         return None
     log = build_log(settings)
@@ -95,8 +94,11 @@ class BatchLane:
     runner: object | None
     build: subprocess.Popen[bytes] | None
     message: str
+    llm: object | None = None  # the LLM endpoint's runner (local_stack.llm_lane)
 
     def stop(self) -> None:
+        if self.llm is not None:
+            self.llm.stop()  # type: ignore[attr-defined]
         if self.runner is not None:
             self.runner.stop()  # type: ignore[attr-defined]
         if self.build is not None and self.build.poll() is None:
@@ -138,7 +140,12 @@ def start_batch_lane(settings: Settings, build_if_missing: bool = True) -> Batch
             env["TWOLANE_INTRA_OP_THREADS"] = str(settings.intra_op_threads)
         runner = AsyncRunner(settings, lambda: find_batch_bundle(settings), container_env=env,
                              notify=notifications_lambda).start()
-    return BatchLane(runner=runner, build=build, message=message)
+    from local_stack.llm_lane import start_llm_runner
+    from local_stack.llm_lane import unavailable_reason as llm_unavailable
+
+    llm_reason = llm_unavailable(settings)
+    llm = None if llm_reason or settings.batch_invoker == "lambda" else start_llm_runner(settings)
+    return BatchLane(runner=runner, build=build, message=message, llm=llm)
 
 
 class LambdaHost:

@@ -42,17 +42,19 @@ class LocalInvoker:
 
             sqs = client("sqs")
         self.sqs = sqs
-        self._queue_url: str | None = None
+        self._queue_urls: dict[str, str] = {}
 
     def unavailable_reason(self, kind: JobKind) -> str | None:
         from local_stack.batch_lane import unavailable_reason
 
         return unavailable_reason(self.settings, kind)
 
-    def queue_url(self) -> str:
-        if self._queue_url is None:
-            self._queue_url = self.sqs.create_queue(QueueName=self.settings.batch_queue)["QueueUrl"]
-        return self._queue_url
+    def queue_url(self, kind: JobKind = "classify") -> str:
+        """The queue of the endpoint that serves `kind` (summaries: the LLM endpoint's)."""
+        name = self.settings.llm_queue if kind == "summary" else self.settings.batch_queue
+        if name not in self._queue_urls:
+            self._queue_urls[name] = self.sqs.create_queue(QueueName=name)["QueueUrl"]
+        return self._queue_urls[name]
 
     def invoke(self, *, input_location: str, inference_id: str, kind: JobKind) -> Invocation:
         b = self.settings.bucket
@@ -62,7 +64,7 @@ class LocalInvoker:
             failure_location=s3_uri(b, batch_failure_key(inference_id)),
             endpoint=endpoint_for(self.settings.batch, kind),
         )
-        self.sqs.send_message(QueueUrl=self.queue_url(), MessageBody=json.dumps({
+        self.sqs.send_message(QueueUrl=self.queue_url(kind), MessageBody=json.dumps({
             "EndpointName": inv.endpoint,
             "InputLocation": input_location,
             "ContentType": CONTENT_TYPE,

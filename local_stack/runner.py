@@ -75,7 +75,7 @@ class ContainerProcess:
     """One local instance of the serving container: sagemaker/serve.py on a free port."""
 
     def __init__(self, model_dir: Path, env: dict[str, str], log_path: Path,
-                 startup_timeout_s: float = 120.0):
+                 startup_timeout_s: float = 120.0, command: list[str] | None = None):
         self.model_dir = model_dir
         self.port = free_port()
         self.log_path = log_path
@@ -85,7 +85,7 @@ class ContainerProcess:
                     "TWOLANE_EXIT_WITH_PARENT": str(os.getpid())}  # even if we are SIGKILLed
         self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop())
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, str(SERVE_PY)], env=full_env,
+        self.proc = subprocess.Popen(command or [sys.executable, str(SERVE_PY)], env=full_env,
                                      stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         try:
@@ -191,7 +191,14 @@ class AsyncRunner:
         max_attempts: int | None = None,
         poll_wait_s: int = 1,
         workers: int | None = None,
+        queue: str | None = None,
+        command: list[str] | None = None,
+        relay: bool = True,
+        name: str = "batch",
     ):
+        """`queue`, `command`, `relay`, `name`: another endpoint on the same runner code (the LLM
+        lane): its own invocation queue and container command, the batch lane's topics (their
+        relay started only by the runner that has `relay`), logs in logs/<name>-container.log."""
         from twolane.aws import client
 
         self.settings = settings
@@ -210,7 +217,10 @@ class AsyncRunner:
         self.workers = workers or settings.batch_workers
         self.timeout_s = settings.batch_invocation_timeout_s
         self.poll_wait_s = poll_wait_s
-        self.log_path = Path(settings.state_dir) / "logs" / "batch-container.log"
+        self.log_path = Path(settings.state_dir) / "logs" / f"{name}-container.log"
+        self.queue = queue or settings.batch_queue
+        self.command = command
+        self.run_relay = relay
         self.stats = RunnerStats()
 
         self.containers: list[ContainerProcess] = []  # running instances (at most `workers`)
@@ -229,7 +239,7 @@ class AsyncRunner:
 
     def setup(self) -> None:
         self.s3_bucket_ready()
-        self.queue_url = self.sqs.create_queue(QueueName=self.settings.batch_queue)["QueueUrl"]
+        self.queue_url = self.sqs.create_queue(QueueName=self.queue)["QueueUrl"]
         visibility = str(int(self.timeout_s * self.max_attempts + 120))
         self.sqs.set_queue_attributes(QueueUrl=self.queue_url,
                                       Attributes={"VisibilityTimeout": visibility})
@@ -254,7 +264,8 @@ class AsyncRunner:
 
     def start(self) -> AsyncRunner:
         self.setup()
-        self.relay.start()
+        if self.run_relay:
+            self.relay.start()
         for target, name in ((self._dispatch_loop, "dispatch"), (self._idle_loop, "idle")):
             t = threading.Thread(target=target, name=f"runner-{name}", daemon=True)
             t.start()
@@ -317,7 +328,7 @@ class AsyncRunner:
             if model_dir is None:
                 raise ContainerDied("no batch model bundle to serve")
             t0 = time.perf_counter()
-            c = ContainerProcess(model_dir, self.container_env, self.log_path)
+            c = ContainerProcess(model_dir, self.container_env, self.log_path, command=self.command)
         finally:
             with self._lock:
                 self._starting -= 1

@@ -6,7 +6,6 @@ inference script and its requirements under code/)::
     manifest.json, model.int8.onnx, model.fp16.onnx, tokenizer.json   the batch bundle
     instant/manifest.json, instant/*.onnx                             the instant bundle the
                                                                       ensemble was tuned with
-    generation/ (optional)                                            a causal LM for summaries
     code/inference.py        = sagemaker/serve.py (model_fn/input_fn/predict_fn/output_fn, and
                                the HTTP server when run as a file)
     code/requirements.txt    = sagemaker/requirements.txt
@@ -37,8 +36,7 @@ def _ignore(_dir: str, names: list[str]) -> list[str]:
     return [n for n in names if n in NOT_SERVING or n.endswith(".pyc")]
 
 
-def stage(batch_bundle: Path, dest: Path, instant_bundle: Path | None = None,
-          generation_model: Path | None = None) -> Path:
+def stage(batch_bundle: Path, dest: Path, instant_bundle: Path | None = None) -> Path:
     """Lay the model folder out in `dest` (what /opt/ml/model will hold)."""
     batch_bundle = resolve_bundle(batch_bundle, "batch")
     manifest = read_manifest(batch_bundle, verify=True)
@@ -48,8 +46,6 @@ def stage(batch_bundle: Path, dest: Path, instant_bundle: Path | None = None,
             raise ValueError(f"{batch_bundle} is an ensemble but holds no instant/ bundle: "
                              "pass instant_bundle")
         shutil.copytree(resolve_bundle(instant_bundle, "instant"), dest / "instant")
-    if generation_model is not None:
-        shutil.copytree(generation_model, dest / "generation")
     code = dest / "code"
     code.mkdir(exist_ok=True)
     shutil.copy2(SERVE_PY, code / "inference.py")
@@ -58,13 +54,12 @@ def stage(batch_bundle: Path, dest: Path, instant_bundle: Path | None = None,
     return dest
 
 
-def pack(batch_bundle: Path, out: Path, instant_bundle: Path | None = None,
-         generation_model: Path | None = None) -> Path:
+def pack(batch_bundle: Path, out: Path, instant_bundle: Path | None = None) -> Path:
     """Write `out` (model.tar.gz) from a batch bundle; returns its path."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        staged = stage(Path(batch_bundle), Path(tmp) / "model", instant_bundle, generation_model)
+        staged = stage(Path(batch_bundle), Path(tmp) / "model", instant_bundle)
         with tarfile.open(out, "w:gz") as tar:
             for p in sorted(staged.iterdir()):
                 tar.add(p, arcname=p.name)  # files at the archive root, no top folder
@@ -78,9 +73,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "model.tar.gz")
     ap.add_argument("--instant", type=Path, default=None,
                     help="instant bundle (only if the batch bundle holds no instant/)")
-    ap.add_argument("--generation", type=Path, default=None, help="causal LM folder (optional)")
     a = ap.parse_args()
-    path = pack(a.bundle, a.out, a.instant, a.generation)
+    path = pack(a.bundle, a.out, a.instant)
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 

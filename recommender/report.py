@@ -190,10 +190,27 @@ or whose memory cannot hold the server, are ruled out; the cheapest of the rest 
         parts.append("<p>None written.</p>")
     parts.append("<h2>Prices and assumptions</h2><ul>" + "".join(
         f"<li>{html.escape(a)}</li>" for a in doc["assumptions"]) + "</ul>")
+    parts.append(llm_html(doc.get("llm")))
     parts.append("</body></html>")
     path = out / "report.html"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+def llm_html(llm: dict[str, Any] | None) -> str:
+    """The LLM endpoint's per-job cost table (recommender.llm.llm_doc), or "" without one."""
+    if not llm:
+        return ""
+    head = ["instance", "engine", "model", "speed", "s per request", "work s", "billed s",
+            "$ per job", "$ per month", "wait s"]
+    rows = [[r["instance"], r["engine"], r["model"], r["source"], f"{r['s_per_request']:.2f}",
+             f"{r['work_s']:.0f}", str(r["billed_s"]), f"${r['usd_per_job']:.4f}",
+             f"${r['usd_per_month']:.2f}", str(r["wait_s"])] for r in llm["rows"]]
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in llm["notes"])
+    return (f"<h2>LLM endpoint (summaries)</h2><p>A summary job of {llm['comments_per_job']} "
+            f"comments reports about {llm['themes_per_job']} themes: {llm['requests_per_job']} "
+            f"LLM requests on an async endpoint scaled to zero between jobs.</p>"
+            f"{_table(rows, head)}<ul>{notes}</ul>")
 
 
 def write_report(doc: dict[str, Any], out: Path) -> Path:

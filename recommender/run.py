@@ -16,6 +16,7 @@ from typing import Any
 
 from recommender.billing import Host, Workload
 from recommender.cost import Choice, choose_instance, choose_lambda_memory, load_prices
+from recommender.llm import llm_doc
 from recommender.loadtest import Cell, LaneResult, Sweep, payload_texts, run_lane
 from recommender.report import results_section, update_results_md, write_report
 from recommender.servers import REPO_ROOT
@@ -272,6 +273,8 @@ def run(lane: str = "both", slo_p95_ms: float = 1000.0, out: Path = Path("bench/
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "lanes": doc_lanes,
         "batch_hosts": batch_hosts,
+        "llm": llm_doc((workload or NHS_WORKLOAD).comments_per_week,
+                       (workload or NHS_WORKLOAD).jobs_per_week, prices),
         "reused_from": (json.loads(reuse.read_text(encoding="utf-8"))["generated_at"]
                         if reuse is not None else None),
         "config_changes": config_changes,

@@ -126,7 +126,7 @@ def test_invocations_plain_list_targets_and_probabilities(served: Served) -> Non
     (b'"just a string"', "application/json", 422, "JSON object"),
     (b"comment_id,comment_text\n1,hi\n", "text/csv", 415, "text/csv"),
     (b'{"items": [{"comment_id": "x", "comment_text": "y"}], "target": "summary"}',
-     "application/json", 422, "no text-generation model"),
+     "application/json", 422, "target"),  # summaries run on the LLM endpoint, not here
     (b'{"items": [{"comment_id": "x", "comment_text": NaN}]}', "application/json", 400, "NaN"),
     (b'{"items": [{"comment_id": "x\\ud800", "comment_text": "y"}]}', "application/json", 422,
      "items.0.comment_id"),

@@ -245,8 +245,8 @@ def test_bad_items_rejected_up_front(store: S3JobStore, tmp_path: Path) -> None:
         r = client.post("/v1/jobs", json=body)
         assert r.status_code == status, (body, r.text)
         assert reason in r.text, (reason, r.text)
-    r = client.post("/v1/summaries", json={"items": ITEMS, "max_new_tokens": 0})
-    assert r.status_code == 422 and "max_new_tokens" in r.text
+    r = client.post("/v1/summaries", json={"items": ITEMS, "quotes_per_theme": 9})
+    assert r.status_code == 422 and "quotes_per_theme" in r.text
     after = store.s3.list_objects_v2(Bucket=store.bucket).get("KeyCount", 0)
     assert after == before  # nothing stored for a rejected request
 
@@ -264,8 +264,12 @@ def test_unavailable_batch_model_answers_503(store: S3JobStore, tmp_path: Path) 
     r = client.post("/v1/jobs", json={"items": ITEMS})
     assert r.status_code == 503
     assert r.json()["detail"] == f"batch model is still building; see {log.name} in the state folder"
-    r = client.post("/v1/summaries", json={"items": ITEMS})
-    assert r.status_code == 503 and "TWOLANE_GENERATION_MODEL" in r.json()["detail"]
+    no_llm = lane_settings(tmp_path, tmp_path / "empty-bundles",
+                           generation_model=str(tmp_path / "missing.gguf"))
+    r = api(no_llm, store, LocalInvoker(no_llm)).post("/v1/summaries", json={"items": ITEMS})
+    detail = r.json()["detail"]
+    assert r.status_code == 503 and ("TWOLANE_GENERATION_MODEL" in detail
+                                     or "llama-cpp-python" in detail)
 
 
 def test_unknown_job_is_404(store: S3JobStore, tmp_path: Path) -> None:

@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     batch_invoker: Literal["local", "sagemaker", "lambda"] = "local"
     batch_function: str = "twolane-batch-worker"  # the Lambda batch worker: name or ARN
     batch_endpoint: str = "twolane-batch"  # classifier endpoint (ONNX image)
-    summary_endpoint: str = "twolane-llm"  # text-generation endpoint (torch/LMI image)
+    summary_endpoint: str = "twolane-llm"  # the LLM endpoint (llama.cpp / vLLM / LMI image)
     max_job_items: int = Field(50_000, ge=1)  # items per job (POST /v1/jobs, /v1/summaries)
     batch_max_concurrency: int = Field(2, ge=1)  # MaxConcurrentInvocationsPerInstance
     batch_idle_seconds: float = Field(120.0, gt=0)  # local runner: stop the container after
@@ -119,6 +119,7 @@ class Settings(BaseSettings):
     batch_shard_size: int = Field(5000, ge=1)
     batch_workers: int = Field(1, ge=1)  # local runner: containers it may run at once (scale out)
     batch_queue: str = "twolane-batch-invocations"  # local stand-in for SageMaker's queue
+    llm_queue: str = "twolane-llm-invocations"  # the same for the LLM endpoint (summaries)
     # The success / error SNS topics of the batch lane: by name (the local stack creates them),
     # and by ARN (what the Lambda batch worker publishes to; on AWS infra sets the ARNs).
     batch_success_topic: str = "twolane-batch-success"
@@ -126,7 +127,7 @@ class Settings(BaseSettings):
     batch_success_topic_arn: str | None = None
     batch_error_topic_arn: str | None = None
     batch_notification_queue: str = "twolane-batch-notifications"
-    generation_model: str | None = None  # causal LM id or path for summaries
+    generation_model: str | None = None  # the LLM for summaries: a .gguf locally, a name on AWS
 
     # The batch host (twolane.batchhost.inference: the container and the Lambda batch worker).
     onnx_providers: str | None = None  # e.g. "CPUExecutionProvider" (default: CUDA when present)

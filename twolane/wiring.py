@@ -5,6 +5,8 @@
     batch_invoker(settings)      the batch host the settings name (SageMaker async or Lambda)
     job_service(settings)        the jobs service over those two (None: no batch host here)
     batch_worker(settings)       the Lambda batch worker (its model loaded on the first event)
+    instant_predictor(settings)  the instant lane's model the settings name
+    get_predictor()              the process's own instant model (its settings; loaded once)
 
 The Lambda handlers (functions/*) and the API (`twolane.api.deps`) call these; the local stack
 passes its own stand-in invoker to `job_service`. Nothing else builds a store, an invoker or
@@ -13,6 +15,7 @@ a service, and nothing here reads the environment: `twolane.settings` does.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from twolane.aws import client
@@ -22,9 +25,11 @@ from twolane.bundle import resolve_bundle
 from twolane.jobs.invoker import Invoker, LambdaInvoker, SageMakerInvoker
 from twolane.jobs.service import JobService
 from twolane.jobs.store import S3JobStore
-from twolane.settings import Settings
+from twolane.predictors.instant import InstantPredictor
+from twolane.settings import Settings, get_settings
 
-__all__ = ["batch_invoker", "batch_worker", "client", "job_service", "job_store"]
+__all__ = ["batch_invoker", "batch_worker", "client", "get_predictor", "instant_predictor",
+           "job_service", "job_store"]
 
 
 def job_store(settings: Settings, s3: Any | None = None) -> S3JobStore:
@@ -35,12 +40,15 @@ def job_store(settings: Settings, s3: Any | None = None) -> S3JobStore:
 def batch_invoker(settings: Settings) -> Invoker | None:
     """The AWS invoker `settings.batch_invoker` names ("sagemaker": the async endpoint,
     "lambda": the batch worker function); None for "local" (the local stack passes its own
-    stand-in: the runtime never imports the local stack)."""
+    stand-in: the runtime never imports the local stack). With summaries enabled, summary jobs
+    go to the LLM endpoint by SageMaker async inference, whatever the batch host."""
     batch = settings.batch
     if batch.invoker == "sagemaker":
         return SageMakerInvoker(batch, client("sagemaker-runtime", settings))
     if batch.invoker == "lambda":
-        return LambdaInvoker(batch, client("lambda", settings))
+        llm = (SageMakerInvoker(batch, client("sagemaker-runtime", settings))
+               if settings.summaries_enabled else None)
+        return LambdaInvoker(batch, client("lambda", settings), summaries=llm)
     return None
 
 
@@ -71,3 +79,18 @@ def batch_worker(settings: Settings) -> BatchWorker:
                        success_topic_arn=settings.batch_success_topic_arn,
                        error_topic_arn=settings.batch_error_topic_arn,
                        region=settings.aws_region)
+
+
+def instant_predictor(settings: Settings) -> InstantPredictor:
+    """The instant model from `settings.instant_bundle` (a bundle folder or a bundles root;
+    else `settings.bundles`), with `settings.intra_op_threads` onnxruntime threads. Raises
+    BundleError when there is no usable bundle there."""
+    return InstantPredictor.from_bundle(settings.instant_bundle or settings.bundles,
+                                        threads=settings.intra_op_threads)
+
+
+@lru_cache(maxsize=1)
+def get_predictor() -> InstantPredictor:
+    """The process's own instant model (`get_settings()`), loaded once and then cached: what a
+    Lambda handler loads at its cold start."""
+    return instant_predictor(get_settings())

@@ -5,23 +5,20 @@ the Lambda batch worker (`twolane.batchhost.worker`, behind `functions/batch_wor
 
 Body: {"items": [{"comment_id", "comment_text", "question_type"}...], "target": "m"|"s"|"ms",
 "include_probabilities": false} (twolane.contract.JobRequest), or a plain list of items
-(target "ms"), or {"items": [...], "target": "summary", "instruction": "...",
-"max_new_tokens": 200}. Answer: {"model_version", "target", "results": [{comment_id, labels,
-sentiment}]} or {"model_version", "target": "summary", "items", "items_used", "summary"};
-never the comment text. A bad body raises `BadRequest` (status 400 not JSON / 415 / 422, and a
-reason safe to show): the container answers it as that status, the worker writes it as the
-failure object, both as {"error": reason}.
+(target "ms"). Answer: {"model_version", "target", "results": [{comment_id, labels,
+sentiment}]}; never the comment text (summaries run on the LLM endpoint: twolane.summaries).
+A bad body raises `BadRequest` (status 400 not JSON / 415 / 422, and a reason safe to show):
+the container answers it as that status, the worker writes it as the failure object, both as
+{"error": reason}.
 
 Settings (`twolane.settings.Settings`; the process's own, `get_settings()`, unless a Model is
 given others), by their environment variables:
     TWOLANE_INSTANT_BUNDLE      instant bundle when there is no instant/ in the model folder
     TWOLANE_ONNX_PROVIDERS      e.g. "CPUExecutionProvider" (default: CUDA when present)
     TWOLANE_ORT_PRELOAD_DLLS=1  load CUDA/cuDNN from the nvidia-* pip wheels (GPU image)
-    TWOLANE_GENERATION_MODEL    causal LM (path) for "target": "summary"; default
-                                <model folder>/generation when that folder exists
     TWOLANE_SERVE_DELAY_S       fault injection for tests: sleep before each prediction
 
-Imports only onnxruntime, tokenizers, numpy and pydantic (torch only for a summary).
+Imports only onnxruntime, tokenizers, numpy and pydantic.
 """
 
 from __future__ import annotations
@@ -38,7 +35,6 @@ from pydantic import ValidationError
 
 from twolane.bundle import resolve_bundle
 from twolane.contract import ItemsRejected, JobRequest, check_items, strict_json_loads
-from twolane.jobs.schemas import SummaryRequest  # stays in jobs/ until the summaries rework moves it
 from twolane.predictors.batch import BatchPredictor
 from twolane.settings import Settings, get_settings
 
@@ -81,8 +77,7 @@ class Classify:
 
 
 class Model:
-    """The loaded classifier, plus the text generator (loaded on the first summary).
-    `settings`: the process's own (`get_settings()`) unless given."""
+    """The loaded classifier. `settings`: the process's own (`get_settings()`) unless given."""
 
     def __init__(self, model_dir: Path, settings: Settings | None = None):
         self.settings = settings or get_settings()
@@ -97,27 +92,6 @@ class Model:
             providers=[p.strip() for p in providers.split(",")] if providers else None,
             instant_bundle=instant_bundle_for(model_dir, self.settings),
         )
-        self._generator: Any = None
-        self._gen_lock = threading.Lock()
-
-    def generation_source(self) -> str | None:
-        src = self.settings.generation_model
-        if src:
-            return src
-        local = self.model_dir / "generation"
-        return str(local) if (local / "config.json").is_file() else None
-
-    def generator(self) -> Any:
-        with self._gen_lock:
-            if self._generator is None:
-                src = self.generation_source()
-                if src is None:
-                    raise BadRequest(422, "this endpoint serves no text-generation model "
-                                          "(set TWOLANE_GENERATION_MODEL)")
-                from twolane.predictors.summaries import Generator  # lazy: torch, summaries only
-
-                self._generator = Generator.from_pretrained(src)
-            return self._generator
 
 
 # The four SageMaker inference-toolkit functions.
@@ -141,8 +115,8 @@ def cached_model(model_dir: Path, settings: Settings | None = None) -> Model:
 
 
 def input_fn(body: bytes | str, content_type: str | None = "application/json") -> Any:
-    """Parse and validate the body: a Classify, a SummaryRequest (+ target) or a list of items
-    (as Classify). Raises BadRequest (400 not JSON, 415 content type, 422 invalid)."""
+    """Parse and validate the body: a Classify, or a list of items (as Classify).
+    Raises BadRequest (400 not JSON, 415 content type, 422 invalid)."""
     ctype = (content_type or "application/json").split(";")[0].strip().lower()
     if ctype not in ("application/json", "application/x-json", "*/*", ""):
         raise BadRequest(415, f"content type {ctype!r} is not supported; send application/json")
@@ -155,13 +129,10 @@ def input_fn(body: bytes | str, content_type: str | None = "application/json") -
     if not isinstance(data, dict):
         raise BadRequest(422, "body must be a JSON object with 'items', or a list of items")
     try:
-        if data.get("target") == "summary":
-            req: Any = SummaryRequest.model_validate({k: v for k, v in data.items() if k != "target"})
-        else:
-            include = data.pop("include_probabilities", False)
-            if not isinstance(include, bool):
-                raise BadRequest(422, "include_probabilities must be true or false")
-            req = Classify(JobRequest.model_validate(data), include)
+        include = data.pop("include_probabilities", False)
+        if not isinstance(include, bool):
+            raise BadRequest(422, "include_probabilities must be true or false")
+        req = Classify(JobRequest.model_validate(data), include)
     except ValidationError as exc:
         first = exc.errors(include_input=False, include_url=False)[:5]
         reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in first)
@@ -178,16 +149,10 @@ def predict_fn(req: Any, model: Model) -> dict[str, Any]:
     delay = get_settings().serve_delay_s  # read per call: a test may change it between calls
     if delay:
         time.sleep(delay)
-    if isinstance(req, Classify):
-        results = model.predictor.predict(req.items, target=req.request.target,
-                                          include_probabilities=req.include_probabilities)
-        return {"model_version": model.predictor.version, "target": req.request.target,
-                "results": [r.model_dump(mode="json") for r in results]}
-    texts = [i.comment_text for i in req.items]
-    gen = model.generator()
-    summary, used = gen.summarise(texts, req.instruction, req.max_new_tokens)
-    return {"model_version": gen.version, "target": "summary", "items": len(texts),
-            "items_used": used, "summary": summary}
+    results = model.predictor.predict(req.items, target=req.request.target,
+                                      include_probabilities=req.include_probabilities)
+    return {"model_version": model.predictor.version, "target": req.request.target,
+            "results": [r.model_dump(mode="json") for r in results]}
 
 
 def output_fn(prediction: dict[str, Any], accept: str | None = "application/json") -> bytes:

@@ -91,15 +91,22 @@ class LambdaInvoker:
     Lambda queues the event and runs the worker (several shards at once, up to the function's
     concurrency), which writes output/failure and notifies SNS as SageMaker would."""
 
-    def __init__(self, batch: BatchSettings, lambda_client: Any):
+    def __init__(self, batch: BatchSettings, lambda_client: Any, summaries: Invoker | None = None):
         self.batch = batch
         self.lambda_client = lambda_client  # a boto3 lambda client (twolane.wiring builds it)
+        self.summaries = summaries  # the LLM endpoint's invoker, when one is deployed
 
     def unavailable_reason(self, kind: JobKind) -> str | None:
-        return NO_SUMMARIES if kind == "summary" else None  # the worker has no LLM (no torch)
+        if kind == "summary":  # the worker has no LLM: the LLM endpoint, if there is one
+            return NO_SUMMARIES if self.summaries is None else self.summaries.unavailable_reason(kind)
+        return None
 
     def invoke(self, *, input_location: str, inference_id: str, kind: JobKind) -> Invocation:
-        """Queue one worker run; raises when Lambda does not accept it (202)."""
+        """Queue one worker run; raises when Lambda does not accept it (202). A summary goes
+        to the LLM endpoint's invoker."""
+        if kind == "summary" and self.summaries is not None:
+            return self.summaries.invoke(input_location=input_location,
+                                         inference_id=inference_id, kind=kind)
         event = worker_event(self.batch, input_location=input_location,
                              inference_id=inference_id, kind=kind)
         resp = self.lambda_client.invoke(FunctionName=self.batch.function, InvocationType="Event",

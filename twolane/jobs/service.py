@@ -97,6 +97,31 @@ class JobService:
             return record
         return self._invoke(record)
 
+    def submit_parts(self, kind: JobKind, target: str, items: int, body: dict[str, Any],
+                     parts: list[dict[str, Any]], *, owner: str | None = None) -> JobRecord:
+        """A job of several given inferences (a summary job: one LLM request per theme):
+        `body` is stored as the job's input and kept until the job is collected, each part is
+        one shard's input object and inference. Raises JobRejected as `submit` does (never
+        deferred)."""
+        reason = self.invoker.unavailable_reason(kind)
+        if reason:
+            raise JobRejected(reason)
+        if not parts:
+            raise ValueError("a job of parts needs at least one part")
+        job_id = uuid.uuid4().hex
+        now = now_iso()
+        shards = [Shard(index=n, start=0, end=items, inference_id=shard_inference_id(job_id, n),
+                        input_location=self.store.shard_input_location(job_id, n))
+                  for n in range(len(parts))]
+        record = JobRecord(job_id=job_id, kind=kind, target=target, items=items,
+                           input_location=self.store.input_location(job_id),
+                           endpoint=endpoint_for(self.batch, kind), owner=owner,
+                           created_at=now, updated_at=now, shards=shards)
+        bucket_body = json.dumps(body).encode("utf-8")
+        self.store.write(record.input_location, bucket_body, "application/json")
+        self.store.create_sharded(record, [json.dumps(p).encode("utf-8") for p in parts])
+        return self._invoke(record)
+
     def _invoke(self, record: JobRecord) -> JobRecord:
         """Start the record's inference (each shard's, in order); the record after."""
         if record.shards:

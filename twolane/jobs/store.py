@@ -304,7 +304,7 @@ class JobStore(ABC):
                                         "status": "succeeded" if done else r.status})
 
         new = self.update(job_id, change)
-        if new.status == "succeeded":
+        if new.status == "succeeded" and new.kind != "summary":  # a summary's plan is read at collect
             self.delete(new.input_location)
         return new
 
@@ -325,11 +325,18 @@ class JobStore(ABC):
 
     def results_payload(self, record: JobRecord) -> dict[str, Any] | None:
         """A succeeded job's results payload ({model_version, target, results, ...}); for a
-        sharded job the shards' `results` concatenated in input order. None when an output
-        object is missing."""
+        sharded job the shards' `results` concatenated in input order; for a summary job
+        {"plan", "completions"} (twolane.summaries.plan.assemble makes the answer). None when
+        an output object is missing."""
         if not record.shards:
             body = self.read(record.output_location or "")
             return None if body is None else json.loads(body)
+        if record.kind == "summary":  # the plan (the job's input) and each theme's completion
+            plan = self.read(record.input_location)
+            parts = [self.read(sh.output_location or "") for sh in record.shards]
+            if plan is None or any(p is None for p in parts):
+                return None
+            return {"plan": json.loads(plan), "completions": [json.loads(p or b"") for p in parts]}
         payload: dict[str, Any] | None = None
         for sh in record.shards:
             body = self.read(sh.output_location or "")

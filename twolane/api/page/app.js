@@ -1,6 +1,7 @@
 /* twolane web page: read a file in the browser, label its comments with the instant lane
  * (POST v1/predict, in chunks) or the batch lane (POST v1/jobs, then poll), chart the results
- * and download them. Plain JavaScript, no framework, no build step.
+ * and download them; then, on request, summarise them by theme (POST v1/summaries, then poll) and
+ * download that report (Markdown or HTML: it holds quotes, redacted, from the comments). Plain JavaScript, no framework, no build step.
  *
  * Comment text stays in this page's memory: it is sent to this service only inside the labelling
  * requests, and never written to a download. Every URL is relative to the page, so the page also
@@ -45,6 +46,8 @@
     limits: { max_items: 2000, max_job_items: 50000, max_text_chars: 5000 },
     running: false,
     cancelled: false,
+    summary: null, // the last summary job's answer (v1/summaries)
+    summarising: false,
     charts: {},
   };
 
@@ -492,6 +495,13 @@
     $("run").disabled = true;
     show($("cancel"), true);
     show($("results"), false);
+    show($("summaries"), false);
+    $("theme-cards").replaceChildren();
+    $("summary-status").textContent = "";
+    $("summary-model").textContent = "";
+    setError("summary-error", "");
+    show($("dl-md"), false);
+    show($("dl-html"), false);
     const items = state.items;
     try {
       const results = state.lane === "batch" ? await runBatch(items) : await runInstant(items);
@@ -762,6 +772,7 @@
       (none ? `; ${none.toLocaleString()} marked "${NOT_POSSIBLE}" (empty, a placeholder such ` +
         "as \"n/a\", or too unclear to label)." : ".");
     show($("results"), true);
+    show($("summaries"), true);
     fillFilters();
     drawCharts();
     renderTable();
@@ -831,6 +842,112 @@
   }
 
   // ---------------------------------------------------------------------------------------------
+  // Summaries (POST v1/summaries, then poll): counts from the labels, prose from an LLM
+
+  async function summarise() {
+    if (!state.items || state.summarising) return;
+    setError("summary-error", "");
+    state.summarising = true;
+    $("summarise").disabled = true;
+    show($("dl-md"), false);
+    show($("dl-html"), false);
+    $("theme-cards").replaceChildren();
+    $("summary-model").textContent = "";
+    const size = Math.max(1, state.limits.max_job_items);
+    const items = state.items.slice(0, size);
+    try {
+      $("summary-status").textContent = "Summary job: submitting…";
+      const r = await call("POST", "v1/summaries", { items, quotes_per_theme: 3 });
+      if (r.status !== 202) throw new ApiProblem(r.status, await reasonOf(r));
+      const job = await r.json();
+      state.cancelled = false;
+      const body = await pollJob(job.results_url, "Summary job");
+      if (body === null) return;
+      state.summary = body;
+      const cut = state.items.length > items.length
+        ? ` (the first ${items.length.toLocaleString()} comments: the service's limit per job)` : "";
+      $("summary-status").textContent = `Summarised ${plural(body.themes.length, "theme")}${cut}.`;
+      renderSummaries(body);
+    } catch (e) {
+      $("summary-status").textContent = "";
+      const msg = e instanceof ApiProblem ? e.message : "Something went wrong in this page.";
+      setError("summary-error", sentence(msg.replace("The batch job failed", "The summary job failed")));
+      if (!(e instanceof ApiProblem)) console.error(e);
+    } finally {
+      state.summarising = false;
+      $("summarise").disabled = false;
+    }
+  }
+
+  function renderSummaries(body) {
+    $("summary-model").textContent = `Summaries written by ${body.llm}; themes and counts by the ` +
+      `instant model ${body.model_version}. Check them against the comments before you use them.`;
+    const cards = body.themes.map((t) => {
+      const card = document.createElement("article");
+      card.className = "theme-card";
+      const h = document.createElement("h3");
+      h.textContent = t.theme;
+      const counts = document.createElement("p");
+      counts.className = "muted small";
+      counts.textContent = `${plural(t.comments, "comment")}, ${t.negative.toLocaleString()} negative`;
+      const summary = document.createElement("p");
+      summary.textContent = t.summary || "(no summary)";
+      card.append(h, counts, summary);
+      for (const q of t.quotes) {
+        const quote = document.createElement("blockquote");
+        quote.textContent = `“${q.text}”`;
+        const cite = document.createElement("cite");
+        cite.textContent = `comment ${q.comment_id}`;
+        quote.append(cite);
+        card.append(quote);
+      }
+      return card;
+    });
+    $("theme-cards").replaceChildren(...cards);
+    show($("dl-md"), true);
+    show($("dl-html"), true);
+  }
+
+  function reportName(ext) {
+    return `${(state.fileName.replace(/\.[^.]*$/, "") || "comments")}.summary.${ext}`;
+  }
+
+  function downloadMarkdown() {
+    const b = state.summary;
+    const lines = [`# Comments by theme`, "",
+      `Summaries written by ${b.llm}; themes and counts by the instant model ${b.model_version}.`, ""];
+    for (const t of b.themes) {
+      lines.push(`## ${t.theme}`, "", `${plural(t.comments, "comment")}, ${t.negative} negative.`, "",
+        t.summary || "(no summary)", "");
+      for (const q of t.quotes) lines.push(`> ${q.text}`, `> (comment ${q.comment_id})`, "");
+    }
+    save(new Blob([lines.join("\n")], { type: "text/markdown;charset=utf-8" }), reportName("md"));
+  }
+
+  function escapeHtml(text) {
+    return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;",
+      '"': "&quot;", "'": "&#39;" })[c]);
+  }
+
+  function downloadHtml() {
+    const b = state.summary;
+    const parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Comments by theme</title>",
+      "</head><body><h1>Comments by theme</h1>",
+      `<p>Summaries written by ${escapeHtml(b.llm)}; themes and counts by the instant model ` +
+      `${escapeHtml(b.model_version)}.</p>`];
+    for (const t of b.themes) {
+      parts.push(`<h2>${escapeHtml(t.theme)}</h2><p>${plural(t.comments, "comment")}, ` +
+        `${t.negative} negative.</p><p>${escapeHtml(t.summary || "(no summary)")}</p>`);
+      for (const q of t.quotes) {
+        parts.push(`<blockquote>${escapeHtml(q.text)}<br><small>comment ` +
+          `${escapeHtml(q.comment_id)}</small></blockquote>`);
+      }
+    }
+    parts.push("</body></html>");
+    save(new Blob([parts.join("\n")], { type: "text/html;charset=utf-8" }), reportName("html"));
+  }
+
+  // ---------------------------------------------------------------------------------------------
   // Wiring
 
   function init() {
@@ -863,6 +980,9 @@
     $("filter-sentiment").addEventListener("change", renderTable);
     $("dl-csv").addEventListener("click", downloadCsv);
     $("dl-xlsx").addEventListener("click", downloadXlsx);
+    $("summarise").addEventListener("click", summarise);
+    $("dl-md").addEventListener("click", downloadMarkdown);
+    $("dl-html").addEventListener("click", downloadHtml);
     if (window.Chart) {
       window.Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
       window.Chart.defaults.color = "#1d2329";

@@ -22,14 +22,16 @@ from twolane.api.deps import (
     require_api_key,
     require_batch_enabled,
     require_summaries_enabled,
+    run_model,
 )
 from twolane.api.errors import ERROR_RESPONSES, Problem, RequestRejected, problem
 from twolane.api.gate import StrictRoute
 from twolane.contract import CommentIn, JobAccepted, JobRequest, JobResults, JobState, check_items
-from twolane.jobs.schemas import SummaryRequest, SummaryResults
 from twolane.jobs.service import JobRejected
 from twolane.jobs.store import JobGone, JobKind, JobNotFound, JobRecord
 from twolane.settings import Settings
+from twolane.summaries.plan import Plan, UnknownTheme, assemble, llm_name, plan_summaries
+from twolane.summaries.schemas import SummaryRequest, SummaryResults
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)], route_class=StrictRoute,
                    responses=ERROR_RESPONSES)
@@ -70,12 +72,40 @@ def submit_job(body: JobRequest, jobs: JobsDep, settings: SettingsDep, owner: Ow
                                                                "this deployment"},
                         503: {"model": Problem,
                               "description": "no text-generation model is configured"}})
-def submit_summary(body: SummaryRequest, jobs: JobsDep, settings: SettingsDep,
-                   owner: OwnerDep) -> JSONResponse:
-    """Ask the text-generation model one question of many comments (e.g. "Summarise these
-    comments about parking in three bullet points"). Same lifecycle as /v1/jobs."""
-    payload = {**body.model_dump(), "target": "summary"}
-    return _submit(jobs, settings, body.items, "summary", "summary", payload, owner)
+async def submit_summary(body: SummaryRequest, jobs: JobsDep, model: ModelDep,
+                         settings: SettingsDep, owner: OwnerDep) -> JSONResponse:
+    """Grounded theme summaries: the instant lane finds each theme's comments (`comments`) and
+    the negative ones (`negative`); the LLM writes a `summary` of a representative sample of
+    them (identifiers redacted first); `quotes` are spans of one comment of the theme, checked
+    word for word (a quote that fails is dropped). Same lifecycle as /v1/jobs: 202 +
+    `results_url`; the 200 is a SummaryResults. `themes` (optional) names the themes to report."""
+    limits = settings.api
+    check_items(body.items, max_items=limits.max_job_items, max_text_chars=limits.max_text_chars)
+    service = jobs.get()
+    reason = service.invoker.unavailable_reason("summary")
+    if reason:  # before classifying 50,000 comments for nothing
+        raise RequestRejected(503, reason)
+    predictor = model.get()
+    try:
+        plan, requests = await run_model(len(body.items), plan_summaries, body.items, predictor,
+                                         llm_name(settings.generation_model),
+                                         themes=body.themes, quotes_per_theme=body.quotes_per_theme)
+    except UnknownTheme as exc:
+        raise RequestRejected(422, f"themes: {len(exc.themes)} theme(s) the model does not know; "
+                                   "GET /v1/models lists the labels") from exc
+    try:
+        if requests:
+            record = service.submit_parts("summary", "summary", len(body.items), plan.model_dump(),
+                                          requests, owner=owner)
+        else:  # no theme has a comment: nothing for the LLM to write
+            record = service.submit_done("summary", "summary", {"plan": plan.model_dump(),
+                                                                "completions": []},
+                                         len(body.items), owner=owner)
+    except JobRejected as exc:
+        raise RequestRejected(503, exc.reason) from exc
+    url = f"/v1/jobs/{record.job_id}"
+    accepted = JobAccepted(job_id=record.job_id, status="pending", results_url=url)
+    return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": url})
 
 
 def _state(r: JobRecord) -> JobState:
@@ -107,8 +137,15 @@ def get_job(job_id: str, jobs: JobsDep, owner: OwnerDep) -> JSONResponse:
         return JSONResponse(_state(rec).model_dump(), status_code=status, headers=headers)
     p = got.payload
     if rec.kind == "summary":
-        out: Any = SummaryResults(job_id=job_id, model_version=p["model_version"],
-                                  items=p["items"], items_used=p["items_used"], summary=p["summary"])
+        plan = Plan.model_validate(p["plan"])
+        try:
+            themes, _proposed, _kept = assemble(plan, p["completions"])
+        except ValueError:
+            failed = _state(rec).model_copy(update={"status": "failed",
+                                                    "error": "the LLM's answer could not be read"})
+            return JSONResponse(failed.model_dump(), status_code=200)
+        out: Any = SummaryResults(job_id=job_id, model_version=plan.model_version, llm=plan.llm,
+                                  themes=themes)
     else:
         out = JobResults(job_id=job_id, model_version=p["model_version"], target=p["target"],
                          results=p["results"])

@@ -1,0 +1,104 @@
+"""The LLM lane's pure parts: redaction on a planted set, representative sampling, the prompt's
+answer parse and verbatim grounding. No model needed."""
+
+from __future__ import annotations
+
+import pytest
+
+from twolane.summaries.grounding import ground
+from twolane.summaries.plan import llm_name
+from twolane.summaries.prompt import (
+    completion_text,
+    parse_quotes,
+    parse_summary,
+    quotes_request,
+    summary_request,
+)
+from twolane.summaries.redact import leaks, redact
+from twolane.summaries.sample import representative
+
+# (planted text, the identifier that must be gone, the tag that must be there)
+PLANTED = [
+    ("Please email me at jane.doe@example.co.uk about it", "jane.doe@example.co.uk", "[email]"),
+    ("Call my daughter on 07700 900123 if needed", "07700 900123", "[phone]"),
+    ("Ring 07700900123 for me", "07700900123", "[phone]"),
+    ("My number is +44 7700 900123", "+44 7700 900123", "[phone]"),
+    ("The ward phone (020) 7946 0018 was never answered", "7946 0018", "[phone]"),
+    ("Reception 0161 496 0000 kept me waiting", "0161 496 0000", "[phone]"),
+    ("My NHS number is 943 476 5919 and they lost it", "943 476 5919", "[nhs number]"),
+    ("NHS no. 9434765919 was wrong on the letter", "9434765919", "[nhs number]"),
+    ("NHS number 943-476-5919 typed wrong", "943-476-5919", "[nhs number]"),
+    ("I live at LS1 4AP and the bus never comes", "LS1 4AP", "[postcode]"),
+    ("Transport to sw1a 1aa took hours", "sw1a 1aa", "[postcode]"),
+    ("Postcode M1 1AE on my letter was wrong", "M1 1AE", "[postcode]"),
+    ("Dr Patel explained everything clearly", "Patel", "Dr [name]"),
+    ("dr. Okafor listened to me", "Okafor", "[name]"),
+    ("Nurse Sarah Jones was wonderful", "Sarah Jones", "Nurse [name]"),
+    ("Thank you to Sister O'Brien on ward 7", "O'Brien", "Sister [name]"),
+    ("Mrs Smith on reception was rude", "Smith", "Mrs [name]"),
+    ("Mr Hughes the surgeon was great", "Hughes", "Mr [name]"),
+    ("Ms Wong and Miss Taylor helped", "Taylor", "Miss [name]"),
+    ("Matron Evans sorted it out", "Evans", "Matron [name]"),
+]
+CLEAN = [
+    "Waited 4 hours in A&E on 12/03/2024, staff were kind",
+    "The nurse was lovely and the doctor explained things",
+    "Parking cost £12.50 for 3 hours",
+    "Ward 7 was clean, room 12 had a view",
+]
+
+
+@pytest.mark.parametrize(("text", "secret", "tag"), PLANTED)
+def test_every_planted_identifier_is_redacted(text: str, secret: str, tag: str) -> None:
+    out = redact(text)
+    assert secret not in out and tag in out
+    assert redact(out) == out and leaks(out) == 0  # idempotent, nothing left to find
+    assert leaks(text) >= 1
+
+
+@pytest.mark.parametrize("text", CLEAN)
+def test_text_without_identifiers_is_unchanged(text: str) -> None:
+    assert redact(text) == text and leaks(text) == 0
+
+
+def test_representative_prefers_confident_and_diverse() -> None:
+    texts = ["parking is too expensive", "parking is too expensive here", "no spaces to park at all",
+             "car park barrier broken"]
+    conf = [0.9, 0.89, 0.6, 0.5]
+    picks = representative(texts, conf, 3)
+    assert picks[0] == 0 and 1 not in picks[:2]  # the near-duplicate waits
+    assert len(picks) == 3 and len(set(picks)) == 3
+    assert representative(texts, conf, 0) == [] and representative([], [], 3) == []
+    big = [f"comment {i} about food" for i in range(20_000)]
+    assert len(representative(big, [0.5] * len(big), 12)) == 12  # bounded pool: quick
+
+
+def test_requests_and_answer_parse() -> None:
+    body = summary_request("Parking", 10, 4, ["a [phone] comment", "another"])
+    user = body["messages"][1]["content"]
+    assert body["messages"][0]["role"] == "system" and "1. a [phone] comment\n2. another" in user
+    assert "10 comments, 4 negative" in user and body["temperature"] == 0.0 and body["max_tokens"] > 0
+    q = quotes_request("Parking", 10, 4, ["a"], 3)
+    assert "Which 3 comments" in q["messages"][1]["content"] and q["max_tokens"] > body["max_tokens"]
+    assert parse_summary("Summary: Patients find parking hard.\nIt costs a lot.") == (
+        "Patients find parking hard. It costs a lot.")
+    assert parse_quotes('1. "a [phone] comment"\n- QUOTE [2]: another one here.\nPlease note\n'
+                        '3) third one') == [(1, "a [phone] comment"), (2, "another one here"),
+                                            (3, "third one")]
+    assert completion_text({"choices": [{"message": {"content": "x"}}]}) == "x"
+    with pytest.raises(ValueError):
+        completion_text({"error": "boom"})
+
+
+def test_grounding_keeps_verbatim_spans_only() -> None:
+    sample = ["The car park  is always full by nine", "Staff were kind and helpful"]
+    assert ground("car park is always full", 1, sample) == 0  # whitespace runs collapsed
+    assert ground("Staff were kind", 1, sample) == 1  # cited the wrong comment: found in another
+    assert ground("staff were kind", 2, sample) is None  # case differs: not verbatim
+    assert ground("car park is never full", 1, sample) is None  # paraphrase: dropped
+    assert ground("Staff were", 2, sample) is None  # too short to say anything
+
+
+def test_llm_name() -> None:
+    assert llm_name(None).endswith(".gguf")
+    assert llm_name("/x/y/model.gguf") == "model.gguf" and llm_name("Qwen2.5-7B-Instruct") == "Qwen2.5-7B-Instruct"

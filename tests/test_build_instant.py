@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_build.data import DEFAULT_DATA, load_dataset
+from model_build.data import DEFAULT_DATA, DataError, load_dataset
 from model_build.instant import SMALL, BuildError, fit_vectorizer, onnx_proba, parity, run
 from twolane.bundle import BundleError, read_manifest
 
@@ -149,9 +149,9 @@ def test_build_from_another_csv(tmp_path: Path) -> None:
 def test_bad_csv_gives_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n", encoding="utf-8")
-    with pytest.raises(BuildError, match="lacks column"):
+    with pytest.raises(DataError, match="no text column 'text'"):  # read by the data spec's defaults
         run(data=bad, out=tmp_path / "bundles")
-    with pytest.raises(BuildError, match="no data file"):
+    with pytest.raises(DataError, match="no data file"):
         run(data=tmp_path / "missing.csv", out=tmp_path / "bundles")
     assert not (tmp_path / "bundles").exists()
 

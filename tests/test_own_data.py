@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from test_dropfolder import BUCKET, s3_event
 
 from model_build.data import DataError
 from model_build.dataspec import MIN_ROWS, SpecArgs, load, stratified_split
@@ -234,7 +235,6 @@ def test_drop_folder_in_its_own_taxonomy(own_bundle: Path, monkeypatch: pytest.M
     from twolane.dropfolder.process import process_event
     from twolane.predictors.instant import InstantPredictor
     from twolane.settings import Settings
-    from tests.test_dropfolder import BUCKET, s3_event
 
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(k, "testing")

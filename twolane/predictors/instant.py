@@ -206,9 +206,9 @@ class InstantPredictor:
         rows with no label. S: the rows' sentiment probabilities (n x classes, NaN rows
         allowed); unlabellable: bool n (default: read from P's unlabellable column; a taxonomy
         without one: rows of P all 0)."""
-        if unlabellable is None:
-            unlabellable = P[:, self._lnp] >= 1.0 if self._lnp is not None else ~P.any(1)
-        return self.decider.decide(P, S, unlabellable)
+        bad = unlabellable if unlabellable is not None else (
+            P[:, self._lnp] >= 1.0 if self._lnp is not None else ~P.any(1))
+        return self.decider.decide(P, S, np.asarray(bad, dtype=bool))
 
     # ------------------------------------------------------------------ predictions
     def predict(self, items: Sequence[CommentIn], *, target: JobTarget = "ms",

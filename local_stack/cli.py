@@ -89,9 +89,13 @@ def build_batch(
 ) -> None:
     """Fine-tune a transformer, export to ONNX, quantise (int8 CPU, fp16 GPU), gate, bundle."""
     from model_build.batch import run
+    from model_build.data import DataError
 
-    run(data=data, out=out, model=model, epochs=epochs, rows=rows, max_minutes=max_minutes,
-        retune_from=Path(retune) if retune else None)
+    try:  # the NHS preset only (docs/own_data.md): another file's shape is a one-line refusal
+        run(data=data, out=out, model=model, epochs=epochs, rows=rows, max_minutes=max_minutes,
+            retune_from=Path(retune) if retune else None)
+    except DataError as err:
+        raise _refuse(err, 2) from None
 
 
 @app.command()

@@ -1,0 +1,154 @@
+"""Quality on a team's own data (issue 21): the instant lane against a plain baseline on a
+public non-NHS data set, trained on the same rows, judged on the same held-out rows.
+
+Data: data/drug-reviews/drug_reviews.csv (UCI Drug Review data, CC BY 4.0; README there), the
+20 conditions with at least 10 reviews (600 reviews): single-label `condition` from the review
+text, three-class words sentiment `rating` (negative, neutral, positive). Read by the data spec
+exactly as `twolane build instant --data ... --text-column review --labels-column condition
+--sentiment-column rating --sentiment-order negative,neutral,positive` reads it (stratified,
+seeded split, model_build.dataspec).
+
+- instant: `twolane build instant` (default Config), served by the InstantPredictor (the
+  rules it serves with: one label per comment, the most likely).
+- baseline: scikit-learn TfidfVectorizer (1-2-grams, min_df 2) + LogisticRegression (C=1,
+  lbfgs multinomial), fitted on the same training rows, argmax label; the same for sentiment.
+
+One scoring rule: model_build.metrics (macro-F1 over every label of the taxonomy, micro-F1,
+accuracy on the rows with a label; sentiment accuracy and macro-F1). Writes
+bench/results/own_data.json and the own_data section of bench/RESULTS.md.
+
+    python bench/own_data.py            # ~2-4 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data" / "drug-reviews" / "drug_reviews.csv"
+RESULTS = ROOT / "bench" / "results" / "own_data.json"
+MD = ROOT / "bench" / "RESULTS.md"
+MIN_PER_CONDITION = 10
+ORDER = ("negative", "neutral", "positive")
+
+
+def baseline(train_texts: list[str], y: np.ndarray, test_texts: list[str]) -> np.ndarray:
+    """TF-IDF + logistic regression: the predicted class index per test row."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2)
+    clf = LogisticRegression(C=1.0, max_iter=2000).fit(vec.fit_transform(train_texts), y)
+    return clf.predict(vec.transform(test_texts))
+
+
+def onehot(idx: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros((len(idx), n), np.uint8)
+    ok = idx >= 0
+    out[np.flatnonzero(ok), idx[ok]] = 1
+    return out
+
+
+def scores(Y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    from model_build import metrics
+
+    s = metrics.multilabel_scores(Y, pred)
+    return {"macro_f1": round(s["macro_f1"], 4), "micro_f1": round(s["micro_f1"], 4),
+            "accuracy": round(metrics.single_label_accuracy(Y, pred), 4), "rows": s["rows"]}
+
+
+def main() -> dict[str, Any]:
+    from model_build import metrics
+    from model_build.dataspec import SpecArgs, load
+    from model_build.instant import Config, build
+    from twolane.predictors.instant import InstantPredictor
+
+    df = pd.read_csv(DATA, dtype=str, keep_default_na=False)
+    counts = df["condition"].value_counts()
+    df = df[df["condition"].isin(counts[counts >= MIN_PER_CONDITION].index)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "drug_reviews_top.csv"
+        df.to_csv(path, index=False)
+        ds = load(path, SpecArgs(text_column="review", labels_column="condition",
+                                 sentiment_column="rating", sentiment_order=ORDER))
+        t0 = time.perf_counter()
+        bundle = build(ds, Path(tmp) / "bundles", Config())
+        build_s = time.perf_counter() - t0
+        pred = InstantPredictor.from_bundle(bundle)
+        train, test = ds.train, ds.test
+        got = pred.predict_texts(test.texts)
+    L = len(ds.labels)
+    col = {lab: j for j, lab in enumerate(ds.labels)}
+    inst = np.zeros((len(got), L), np.uint8)
+    for i, p in enumerate(got):
+        for lab in p.labels:
+            inst[i, col[lab]] = 1
+    has = train.Y.sum(1) > 0
+    base = onehot(baseline([t for t, h in zip(train.texts, has, strict=True) if h],
+                           train.Y[has].argmax(1), test.texts), L)
+    names = list(ORDER)
+    s_inst = np.array([names.index(p.sentiment.label) if p.sentiment else -1 for p in got])
+    ok = train.sentiment >= 0
+    s_base = baseline([t for t, k in zip(train.texts, ok, strict=True) if k], train.sentiment[ok], test.texts)
+
+    def sent(pred_: np.ndarray) -> dict[str, float]:
+        s = metrics.sentiment_scores(test.sentiment, pred_)
+        return {"accuracy": round(s["accuracy"], 4), "macro_f1": round(s["macro_f1"], 4), "rows": s["rows"]}
+
+    out = {
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "data": {"file": "data/drug-reviews/drug_reviews.csv", "rows": len(ds.ids),
+                 "labels": L, "train_rows": len(train.ids), "test_rows": len(test.ids),
+                 "filter": f"conditions with >= {MIN_PER_CONDITION} reviews",
+                 "sentiment_classes": names, "split": "stratified by label, seed 42, 20 % test"},
+        "labels": {"instant": scores(test.Y, inst), "baseline_tfidf_lr": scores(test.Y, base)},
+        "sentiment": {"instant": sent(s_inst), "baseline_tfidf_lr": sent(s_base)},
+        "instant_build_seconds": round(build_s, 1),
+        "cpus": os.cpu_count(),
+    }
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    write_md(out)
+    return out
+
+
+def write_md(r: dict[str, Any]) -> None:
+    lab, sen, d = r["labels"], r["sentiment"], r["data"]
+    rows = "\n".join(
+        f"| {name} | {lab[k]['macro_f1']:.3f} | {lab[k]['micro_f1']:.3f} | {lab[k]['accuracy']:.3f} | "
+        f"{sen[k]['accuracy']:.3f} | {sen[k]['macro_f1']:.3f} |"
+        for name, k in (("instant lane (twolane build instant)", "instant"),
+                        ("TF-IDF + logistic regression", "baseline_tfidf_lr")))
+    section = f"""<!-- own_data:start -->
+## A team's own data: drug reviews (bench/own_data.py)
+
+UCI Drug Review data (CC BY 4.0, data/drug-reviews/README.md), {d['filter']}: {d['rows']} reviews,
+{d['labels']} single-label conditions, three-class words sentiment; {d['split']} ({d['train_rows']}
+train / {d['test_rows']} test rows). Both models trained on the same training rows, scored on
+the same test rows by model_build.metrics. Instant build {r['instant_build_seconds']} s on
+{r['cpus']} CPUs (shared); measured {r['measured']}.
+
+| model | label macro-F1 | micro-F1 | accuracy | sentiment accuracy | sentiment macro-F1 |
+|---|---|---|---|---|---|
+{rows}
+
+Raw figures: `bench/results/own_data.json`.
+<!-- own_data:end -->"""
+    text = MD.read_text(encoding="utf-8")
+    if "<!-- own_data:start -->" in text:
+        text = re.sub(r"<!-- own_data:start -->.*?<!-- own_data:end -->", section, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    MD.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=2))

@@ -17,7 +17,7 @@ One scoring rule: model_build.metrics (macro-F1 over every label of the taxonomy
 accuracy on the rows with a label; sentiment accuracy and macro-F1). Writes
 bench/results/own_data.json and the own_data section of bench/RESULTS.md.
 
-    python bench/own_data.py            # ~2-4 min on 2 cores
+    python -m bench.own_data            # ~2-4 min on 2 cores
 """
 
 from __future__ import annotations

@@ -224,6 +224,7 @@ def test_served_in_its_own_taxonomy(own_bundle: Path) -> None:
         assert res[2]["sentiment"] is None and set(res[0]["probabilities"]) == set(TOP)
         info = c.get("/v1/models").json()
         assert info["labels"] == sorted(TOP) and info["sentiment_classes"] == ["negative", "neutral", "positive"]
+        assert info["multilabel"] is False and info["context"] == {"column": "channel", "values": ["app", "web"]}
         px = c.post("/predict_multilabel", json=[{"comment_id": "1", "comment_text": "fine"}])
         assert px.status_code == 409 and "NHS bundles only" in px.json()["detail"]
 

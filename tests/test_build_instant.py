@@ -18,7 +18,7 @@ def test_bundle_manifest_verifies(instant_bundle: Path) -> None:
     m = read_manifest(instant_bundle, verify=True)
     assert m.lane == "instant" and len(m.labels) == 32
     # one graph: every model reads one bag of n-grams; and the drift reference (twolane.drift)
-    assert set(m.files) == {"instant.onnx", "drift_reference.json"}
+    assert set(m.files) == {"instant.onnx", "drift_reference.json", "report.json", "report.html"}  # + build report
     assert {e.file for e in m.models.values()} == {"instant.onnx"}
     assert "sentiment" in m.models["sentiment"].outputs
     for name in ("linear", "xgboost", "sentiment", "ensemble"):

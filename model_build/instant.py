@@ -943,11 +943,12 @@ def summarise(m: dict[str, Any]) -> None:
         s = metrics["test"][name]
         console.print(f"  {name:9s} test macro-F1 {s['macro_f1']:.3f}  micro-F1 {s['micro_f1']:.3f}  "
                       f"parity {par[name]['identical_rows']:.2%}")
-    if metrics.get("low_support_labels"):
+    low = metrics.get("low_support_labels") or []
+    if low:
+        more = f" and {len(low) - 20} more (report.html)" if len(low) > 20 else ""
         console.print(f"  [yellow]low support[/] (< {metrics['min_support']} training positives, "
                       f"do not rely on them): " + ", ".join(
-                          f"{lab} ({metrics['per_label'][lab]['train_support']})"
-                          for lab in metrics["low_support_labels"]))
+                          f"{lab} ({metrics['per_label'][lab]['train_support']})" for lab in low[:20]) + more)
     s = metrics["test"].get("sentiment")
     if s is not None:
         console.print(f"  sentiment test accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}  "

@@ -100,7 +100,8 @@ class CommentIn(BaseModel):
     comment_id: CommentId
     comment_text: CommentText | None = None
     question_type: QuestionType | None = None
-    context: ContextValue | None = None
+    # left out of dumps when None: payloads for NHS bundles stay exactly as they were
+    context: ContextValue | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class PredictRequest(BaseModel):

@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from bench.results_md import write_section
+from bench.timing import best_of
 from model_build.data import DEFAULT_DATA, load_dataset
 from twolane.bundle import DecideRule, Taxonomy
 from twolane.predictors.decide import LabelDecider, predictions
@@ -35,14 +35,6 @@ OUT = Path(__file__).resolve().parent / "results" / "decide.json"
 START, END = "<!-- decide:start -->", "<!-- decide:end -->"
 
 
-def best_of(fn: Callable[[], object], repeats: int = REPEATS) -> float:
-    """The fastest of `repeats` runs of `fn`, in seconds."""
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> dict[str, object]:
@@ -70,8 +62,8 @@ def main() -> dict[str, object]:
         return D
 
     assert np.array_equal(whole(), per_row()), "both ways must decide the same labels"
-    t_whole, t_row = best_of(whole), best_of(per_row)
-    decide_only = best_of(lambda: decider.decide(P, S, bad))
+    t_whole, t_row = best_of(whole, REPEATS), best_of(per_row, REPEATS)
+    decide_only = best_of(lambda: decider.decide(P, S, bad), REPEATS)
     result: dict[str, object] = {
         "rows": ROWS, "labels": L, "repeats": REPEATS,
         "whole_array_s": round(t_whole, 4), "row_at_a_time_s": round(t_row, 4),

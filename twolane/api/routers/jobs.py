@@ -8,19 +8,17 @@ a collected one: the client learns the outcome exactly once either way. The work
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from twolane import drift
+from twolane.api.cascade import cascade_split
 from twolane.api.deps import (
     JobsDep,
     ModelDep,
     OwnerDep,
-    PredictorHolder,
     SettingsDep,
     require_api_key,
     require_batch_enabled,
@@ -29,42 +27,16 @@ from twolane.api.deps import (
 )
 from twolane.api.errors import ERROR_RESPONSES, Problem, RequestRejected, problem
 from twolane.api.gate import StrictRoute
-from twolane.contract import CommentIn, JobAccepted, JobRequest, JobResults, JobState, JobTarget, check_items
+from twolane.contract import CommentIn, JobAccepted, JobRequest, JobResults, JobState, check_items
 from twolane.jobs.service import JobRejected, Kept
 from twolane.jobs.store import JobGone, JobKind, JobNotFound, JobRecord
-from twolane.predictors.cascade import split_lanes
-from twolane.predictors.instant import InstantPredictor
 from twolane.settings import Settings
 from twolane.summaries.plan import Plan, UnknownTheme, assemble, llm_name, plan_summaries
 from twolane.summaries.schemas import SummaryRequest, SummaryResults
-from twolane.wiring import cascade_rule
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)], route_class=StrictRoute,
                    responses=ERROR_RESPONSES)
 RETRY_AFTER_S = "2"
-log = logging.getLogger(__name__)
-
-
-NO_CASCADE = ('"lane": "auto" needs the batch bundle\'s cascade rule, and this service has none: '
-              'rebuild the batch bundle (or run `twolane build cascade`), or send "lane": "batch"')
-
-
-def cascade_split(model: PredictorHolder, settings: Settings, items: list[CommentIn], target: JobTarget
-                  ) -> tuple[Kept, list[int]]:
-    """A `"lane": "auto"` job's instant part: the API's instant predictor labels every comment
-    (exactly as /v1/predict); the cascade rule picks those to escalate. Returns the kept results
-    and the escalated positions; 503 when there is no rule or the model is not an instant one."""
-    rule = cascade_rule(settings)
-    predictor = model.get()
-    if rule is None or not isinstance(predictor, InstantPredictor):
-        raise RequestRejected(503, NO_CASCADE)
-    if predictor.version != rule.instant_version:
-        log.warning("cascade rule learned on instant bundle %s; serving %s", rule.instant_version,
-                    predictor.version)
-    preds, esc = split_lanes(predictor, rule, items, target)
-    escalated = [int(i) for i in np.flatnonzero(esc)]
-    kept = [p.model_dump(mode="json") for p, e in zip(preds, esc.tolist(), strict=True) if not e]
-    return Kept(results=kept, escalated=escalated, instant_version=predictor.version), escalated
 
 
 def _submit(jobs: JobsDep, settings: Settings, items: list[CommentIn], kind: JobKind,

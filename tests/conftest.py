@@ -96,8 +96,8 @@ def lambda_module(
 ) -> Iterator[Callable[[str], ModuleType]]:
     """Import a Lambda handler module fresh (its cold start loads the small instant bundle),
     and forget it and the cached settings/predictor afterwards."""
-    from twolane.predictors.instant import get_predictor
     from twolane.settings import get_settings
+    from twolane.wiring import get_predictor
 
     monkeypatch.setenv("TWOLANE_INSTANT_BUNDLE", str(instant_bundle))
     loaded: list[str] = []

@@ -170,8 +170,8 @@ def test_question_type_is_a_feature(predictor: InstantPredictor) -> None:
 
 def test_get_predictor_resolves_from_settings(instant_bundle: Path, monkeypatch: pytest.MonkeyPatch
                                               ) -> None:
-    from twolane.predictors.instant import get_predictor
     from twolane.settings import get_settings
+    from twolane.wiring import get_predictor
 
     monkeypatch.setenv("TWOLANE_INSTANT_BUNDLE", str(instant_bundle))
     get_settings.cache_clear()

@@ -6,6 +6,8 @@
     job_service(settings)        the jobs service over those two (None: no batch host here)
     batch_worker(settings)       the Lambda batch worker (its model loaded on the first event)
     cascade_rule(settings)       the batch bundle's cascade rule ("lane": "auto" jobs), or None
+    instant_predictor(settings)  the instant lane's model the settings name
+    get_predictor()              the process's own instant model (its settings; loaded once)
 
 The Lambda handlers (functions/*) and the API (`twolane.api.deps`) call these; the local stack
 passes its own stand-in invoker to `job_service`. Nothing else builds a store, an invoker or
@@ -14,6 +16,7 @@ a service, and nothing here reads the environment: `twolane.settings` does.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from twolane.aws import client
@@ -23,9 +26,11 @@ from twolane.bundle import BatchEnsemble, BundleError, Cascade, read_manifest, r
 from twolane.jobs.invoker import Invoker, LambdaInvoker, SageMakerInvoker
 from twolane.jobs.service import JobService
 from twolane.jobs.store import S3JobStore
-from twolane.settings import Settings
+from twolane.predictors.instant import InstantPredictor
+from twolane.settings import Settings, get_settings
 
-__all__ = ["batch_invoker", "batch_worker", "cascade_rule", "client", "job_service", "job_store"]
+__all__ = ["batch_invoker", "batch_worker", "cascade_rule", "client", "get_predictor",
+           "instant_predictor", "job_service", "job_store"]
 
 
 def job_store(settings: Settings, s3: Any | None = None) -> S3JobStore:
@@ -88,3 +93,18 @@ def cascade_rule(settings: Settings) -> Cascade | None:
         return None
     ens = manifest.ensemble
     return ens.cascade if isinstance(ens, BatchEnsemble) else None
+
+
+def instant_predictor(settings: Settings) -> InstantPredictor:
+    """The instant model from `settings.instant_bundle` (a bundle folder or a bundles root;
+    else `settings.bundles`), with `settings.intra_op_threads` onnxruntime threads. Raises
+    BundleError when there is no usable bundle there."""
+    return InstantPredictor.from_bundle(settings.instant_bundle or settings.bundles,
+                                        threads=settings.intra_op_threads)
+
+
+@lru_cache(maxsize=1)
+def get_predictor() -> InstantPredictor:
+    """The process's own instant model (`get_settings()`), loaded once and then cached: what a
+    Lambda handler loads at its cold start."""
+    return instant_predictor(get_settings())

@@ -11,7 +11,7 @@ from aws_lambda_powertools import Logger
 from mangum import Mangum
 
 from twolane.api.app import create_app
-from twolane.predictors.instant import get_predictor
+from twolane.wiring import get_predictor
 
 logger = Logger(service="twolane-api")
 

@@ -14,9 +14,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 
 from twolane.dropfolder.process import process_event
-from twolane.predictors.instant import get_predictor
 from twolane.settings import get_settings
-from twolane.wiring import client, job_service
+from twolane.wiring import client, get_predictor, job_service
 
 logger = Logger(service="twolane-dropfolder")
 metrics = Metrics(namespace="twolane", service="dropfolder")

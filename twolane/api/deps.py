@@ -16,9 +16,8 @@ from twolane.api.errors import ModelUnavailable, RequestRejected
 from twolane.api.gate import key_matches
 from twolane.jobs.service import JobService
 from twolane.predictors import Predictor
-from twolane.predictors.instant import InstantPredictor, get_predictor
 from twolane.settings import Settings, get_settings
-from twolane.wiring import job_service
+from twolane.wiring import get_predictor, instant_predictor, job_service
 
 log = logging.getLogger("twolane.api")
 
@@ -83,8 +82,7 @@ def loader_for(settings: Settings) -> Callable[[], Predictor]:
     def load() -> Predictor:
         if settings is get_settings():
             return get_predictor()
-        return InstantPredictor.from_bundle(settings.instant_bundle or settings.bundles,
-                                            threads=settings.intra_op_threads)
+        return instant_predictor(settings)
 
     return load
 

@@ -14,9 +14,7 @@ other than the most probable one also needs that share of its probability. Outpu
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -227,13 +225,3 @@ class InstantPredictor:
         ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(n)]
         return predictions(ids, self._labels, D, S if self._has_sentiment else None, ok,
                            P if include_probabilities else None)
-
-
-@lru_cache(maxsize=1)
-def get_predictor() -> InstantPredictor:
-    """The process-wide predictor for the bundle named by settings (loaded once, then cached)."""
-    from twolane.settings import get_settings
-
-    s = get_settings()
-    where: Any = s.instant_bundle or s.bundles
-    return InstantPredictor.from_bundle(where, threads=s.intra_op_threads)

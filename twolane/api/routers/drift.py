@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Response
 from twolane.api.deps import ModelDep, SettingsDep, require_api_key, run_model
 from twolane.api.errors import ERROR_RESPONSES, Problem, RequestRejected
 from twolane.api.gate import StrictRoute
-from twolane.api.limits import check_items
+from twolane.contract import check_items
 from twolane.drift import DriftReport, DriftRequest, report_for
 
 router = APIRouter(tags=["predict"], dependencies=[Depends(require_api_key)], route_class=StrictRoute,
@@ -27,8 +27,7 @@ async def check_drift(body: DriftRequest, model: ModelDep, settings: SettingsDep
     `{"drifted": bool, "signals": {name: {psi, p_value, p_adjusted, drifted, ...}}}`. Send 200
     or more comments of a file for a fair answer; fewer than 30 test nothing."""
     limits = settings.api
-    check_items([i.comment_id for i in body.items], [i.comment_text for i in body.items],
-                limits.max_items, limits.max_text_chars)
+    check_items(body.items, max_items=limits.max_items, max_text_chars=limits.max_text_chars)
     predictor = model.get()
 
     def answer() -> bytes:

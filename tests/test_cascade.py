@@ -224,3 +224,58 @@ def test_auto_without_a_rule_is_a_clear_503(moto: str, tmp_path: Path, batch_bun
     assert r.status_code == 503 and "cascade" in r.json()["detail"]
     assert client.post("/v1/jobs", json={"items": ITEMS, "lane": "fast"}).status_code == 422
     assert isinstance(Cascade, type)
+
+
+# --- the drop folder: inbox/auto/ -------------------------------------------------------------------
+
+
+def test_drop_folder_auto_file_is_delivered_whole(moto: str, tmp_path: Path, batch_bundle: Path) -> None:
+    """inbox/auto/X: the kept comments are labelled at once, the unsure ones go to the batch
+    lane; outbox/auto/X has every row in input order once the job is done."""
+    from batchlane_helpers import wait_for
+
+    from local_stack.batch_lane import notifications_lambda
+    from local_stack.runner import AsyncRunner
+    from twolane.dropfolder.process import process_object
+    from twolane.predictors.instant import InstantPredictor
+
+    instant = InstantPredictor.from_bundle(batch_bundle / "instant")
+    P, S = instant.predict_arrays([i["comment_text"] for i in ITEMS], [i["question_type"] for i in ITEMS])
+    theme, _ = margins(P, S, instant.thresholds, instant.decider.lnp)
+    cut = float(np.median(theme[np.isfinite(theme)]))
+    bundle = _bundle_with_rule(batch_bundle, tmp_path / "bundles", theme=cut, sentiment=0.0)
+    settings = lane_settings(tmp_path, bundle)
+    runner = AsyncRunner(settings, lambda: bundle, notify=notifications_lambda).start()
+    try:
+        _client_, store = _client(settings, LocalInvoker(settings), instant)
+        jobs = JobService(store, LocalInvoker(settings), settings.batch)
+        body = "\n".join(json.dumps(i) for i in ITEMS).encode()
+        store.s3.put_object(Bucket=store.bucket, Key="inbox/auto/ward.jsonl", Body=body)
+        out = process_object(store.s3, store.bucket, "inbox/auto/ward.jsonl", instant, settings, jobs)
+        assert out.status == "submitted" and out.job_id, out
+        result = f"s3://{store.bucket}/outbox/auto/ward.jsonl"
+        wait_for(lambda: store.exists(result), 90, "outbox/auto/ward.jsonl")
+        rows = [json.loads(line) for line in (store.read(result) or b"").decode().splitlines()]
+        assert [r["comment_id"] for r in rows] == [i["comment_id"] for i in ITEMS]
+        direct = instant.predict([CommentIn(**i) for i in ITEMS])
+        kept = [k for k, t in enumerate(theme) if not t < cut]
+        assert kept and all(rows[k]["labels"] == direct[k].labels for k in kept)
+    finally:
+        runner.stop()
+
+
+def test_drop_folder_auto_file_all_kept_is_written_at_once(moto: str, tmp_path: Path, batch_bundle: Path) -> None:
+    from twolane.dropfolder.process import process_object
+    from twolane.predictors.instant import InstantPredictor
+
+    bundle = _bundle_with_rule(batch_bundle, tmp_path / "bundles", theme=0.0, sentiment=0.0)
+    settings = lane_settings(tmp_path, bundle)
+    instant = InstantPredictor.from_bundle(batch_bundle / "instant")
+    _c, store = _client(settings, CountingInvoker(settings), instant)
+    CountingInvoker.calls = 0
+    jobs = JobService(store, CountingInvoker(settings), settings.batch)
+    store.s3.put_object(Bucket=store.bucket, Key="inbox/auto/all.jsonl",
+                        Body="\n".join(json.dumps(i) for i in ITEMS).encode())
+    out = process_object(store.s3, store.bucket, "inbox/auto/all.jsonl", instant, settings, jobs)
+    assert out.status == "done" and out.result_key == "outbox/auto/all.jsonl"
+    assert CountingInvoker.calls == 0 and not store.exists(f"s3://{store.bucket}/inbox/auto/all.jsonl")

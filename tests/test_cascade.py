@@ -279,3 +279,32 @@ def test_drop_folder_auto_file_all_kept_is_written_at_once(moto: str, tmp_path: 
     out = process_object(store.s3, store.bucket, "inbox/auto/all.jsonl", instant, settings, jobs)
     assert out.status == "done" and out.result_key == "outbox/auto/all.jsonl"
     assert CountingInvoker.calls == 0 and not store.exists(f"s3://{store.bucket}/inbox/auto/all.jsonl")
+
+
+# --- the recommender's cascade line ----------------------------------------------------------------
+
+
+def _lambda(name: str, cps: float) -> Any:
+    from recommender.billing import ShardedHost
+
+    return ShardedHost(name=name, kind="lambda", memory_mb=1024, usd_per_gb_second=1.6667e-5,
+                       usd_per_request=2e-7, throughput_cps=cps, cold_start_s=1.0, cold_billed_s=1.0,
+                       max_invocation_s=900, max_concurrency=100, family="lambda")
+
+
+def test_cascade_job_bills_the_instant_host_for_all_and_the_batch_host_for_the_share() -> None:
+    from recommender.billing import Workload, estimate
+    from recommender.cascade import cascade_doc, cascade_estimate
+
+    w = Workload(comments_per_week=500_000, jobs_per_week=3)
+    batch, instant = _lambda("batch", 100.0), _lambda("instant", 5000.0)
+    none = cascade_estimate(w, [batch], instant, 0.0)
+    assert none is not None and none["batch_host"].startswith("none")
+    assert none["usd_per_month"] == pytest.approx(estimate(instant, w).usd_per_month)
+    part = cascade_estimate(w, [batch], instant, 0.25)
+    assert part is not None and part["cheaper"] and part["usd_per_month"] < part["batch_alone_usd_per_month"]
+    doc = cascade_doc(w, [batch], instant, False, [1e4, 1e6], measured={
+        "share": 0.25, "quality_met": True, "bundle": "b",
+        "gap_to_batch": {"macro_f1": -0.003, "micro_f1": 0.0, "sentiment_accuracy": -0.004}})
+    assert doc is not None and "cheapest way to the batch lane's quality here" in doc["message"]
+    assert "not the cheapest" not in doc["message"]

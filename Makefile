@@ -42,6 +42,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.batch
 	$(BIN)/python -m bench.batch_e2e
 	$(BIN)/python -m bench.infra
+	$(BIN)/python -m bench.decide
+	$(BIN)/python -m bench.local_s3_memory
+	$(BIN)/python -m bench.drift
+	$(BIN)/python -m bench.llm
 
 clean:
 	rm -rf $(VENV) build cdk.out .twolane

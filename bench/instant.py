@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from bench.results_md import write_section
+from bench.timing import best_of
 
 warnings.filterwarnings("ignore", category=FutureWarning)  # SVC(probability=True) in sklearn 1.9
 os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # and in joblib's workers
@@ -46,13 +47,6 @@ TARGETS = {"p50_ms_1_comment": 1.0, "comments_per_s_big_batch": 10_000, "peak_rs
            "exact_accuracy": 0.68}
 
 
-def best_of(fn: Any, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 # ----------------------------------------------------------------------------- quality

@@ -40,6 +40,8 @@ from typing import Any
 from urllib.parse import unquote
 from xml.etree import ElementTree
 
+from local_stack.files import write_atomic
+
 log = logging.getLogger("twolane.local")
 
 ACCOUNT = "123456789012"  # moto's default account
@@ -100,7 +102,7 @@ class Mirror:
 
     def add_bucket(self, bucket: str, region: str) -> None:
         folder = self._paths(bucket, "")[0].parent
-        _write(folder / "bucket.json", json.dumps({"bucket": bucket, "region": region}).encode())
+        write_atomic(folder / "bucket.json", json.dumps({"bucket": bucket, "region": region}).encode())
 
     def save(self, bucket: str, key: str, value: bytes | None, metadata: dict[str, str]) -> None:
         data, meta = self._paths(bucket, key)
@@ -108,8 +110,8 @@ class Mirror:
             for p in (meta, data):  # the record first: a stop in between leaves no half
                 p.unlink(missing_ok=True)
             return
-        _write(data, value)
-        _write(meta, json.dumps({"key": key, "metadata": metadata}).encode())
+        write_atomic(data, value)
+        write_atomic(meta, json.dumps({"key": key, "metadata": metadata}).encode())
 
     def objects(self, folder: Path) -> Iterator[tuple[str, bytes, dict[str, str]]]:
         for meta in folder.glob("*.json"):
@@ -121,14 +123,6 @@ class Mirror:
                 yield m["key"], data.read_bytes(), m["metadata"]
 
 
-def _write(path: Path, body: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(body)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _s3() -> Any:

@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from local_stack.files import write_atomic
 from local_stack.s3events import object_created
 from twolane.dropfolder.process import (
     AUTO_INBOX,
@@ -135,15 +136,6 @@ def _entries(folder: Path, rel: str = "") -> Iterator[tuple[os.DirEntry[str], st
             yield e, sub
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` whole or not at all (a temporary name, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -303,7 +295,7 @@ class DropFolderWatcher(threading.Thread):
         failed = self.local_dir / "failed"
         report = {"source_name": name, "failed_name": name if keep else None, "error": reason,
                   "at": datetime.now(UTC).isoformat(timespec="seconds"), "help": REPORT_HELP}
-        _write_atomic(failed / (name + ERROR_REPORT_SUFFIX),
+        write_atomic(failed / (name + ERROR_REPORT_SUFFIX),
                       json.dumps(report, indent=1).encode("utf-8"))
         if keep:
             (failed / name).parent.mkdir(parents=True, exist_ok=True)

@@ -149,3 +149,55 @@ def local_s3_client(state_dir: Path, port: int) -> Any:
     return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="eu-west-2",
                         aws_access_key_id=creds.access_key_id,
                         aws_secret_access_key=creds.secret_access_key)
+
+
+@contextmanager
+def mocked_s3(bucket: str, region: str = "eu-west-2") -> Iterator[Any]:
+    """An in-process moto S3 (mock_aws) with `bucket` made, and a client of it; fake credentials
+    and no endpoint override while it lasts."""
+    import boto3
+    import pytest
+    from moto import mock_aws
+
+    mp = pytest.MonkeyPatch()
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        mp.setenv(k, "testing")
+    mp.setenv("AWS_DEFAULT_REGION", region)
+    mp.delenv("AWS_ENDPOINT_URL", raising=False)
+    try:
+        with mock_aws():
+            c = boto3.client("s3", region_name=region)
+            c.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+            yield c
+    finally:
+        mp.undo()
+
+
+def start_up(tmp_path: Path, env: dict[str, str], port: int, mport: int, log: Path) -> Any:
+    """`twolane up` (no batch lane) in a process of its own, in `tmp_path` with `env`, its
+    output appended to `log`; returns the process once GET /health answers 200 (up to 180 s).
+    Raises AssertionError, with the log, when it exits first."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    code = f"from local_stack.stack import up; up(port={port}, batch=False, moto_port={mport})"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"up exited: {log.read_text()}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(healthy, 180, "the API", every=0.2)
+    except BaseException:
+        stop_up(proc)
+        raise
+    return proc

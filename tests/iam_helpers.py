@@ -264,3 +264,62 @@ def enforce_like_aws(template: dict[str, Any], refs: dict[str, dict[str, str]],
         mp.setattr(LambdaBackend, "invoke", recording_lambda_invoke)
         mp.setattr(SNSResponse, "_determine_resource", topic_resource, raising=False)
         yield
+
+
+@dataclass
+class Aws:
+    """A moto server enforcing the template's role policies: one IAM user per handler (its
+    Lambda role's policy) plus "admin" (everything)."""
+
+    endpoint: str
+    template: dict[str, Any]
+    refs: dict[str, dict[str, str]]
+    keys: dict[str, tuple[str, str]]  # user -> (access key id, secret)
+    policies: dict[str, dict[str, Any]]
+    recorder: Recorder
+
+    def client(self, service: str, user: str = "admin") -> Any:
+        import boto3
+
+        key, secret = self.keys[user]
+        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint,
+                            aws_access_key_id=key, aws_secret_access_key=secret)
+
+
+@contextmanager
+def enforced_account(template: dict[str, Any], bucket: str,
+                     handlers: dict[str, str]) -> Iterator[Aws]:
+    """A moto server (tests/batchlane_helpers.moto_server) on which, once this yields, every
+    request is authenticated and authorised against the synthesised policies
+    (`enforce_like_aws`): the data bucket made as `bucket`, a user per entry of `handlers`
+    (name -> the handler whose Lambda role it gets) and "admin"."""
+    import boto3
+    import requests
+    from batchlane_helpers import moto_server
+
+    data = [lid for lid, r in resources(template, "AWS::S3::Bucket").items()
+            if "LoggingConfiguration" in r["Properties"]]
+    refs = refs_for(template, {data[0]: bucket})
+    recorder = Recorder()
+    with moto_server() as endpoint, enforce_like_aws(template, refs, recorder):
+        root = {"region_name": REGION, "endpoint_url": endpoint}
+        boto3.client("s3", **root).create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        iam = boto3.client("iam", **root)
+        policies = {name: role_policy(template, h, refs) for name, h in handlers.items()}
+        everything = {"Version": "2012-10-17",
+                      "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        keys = {}
+        for user, doc in {"admin": everything, **policies}.items():
+            iam.create_user(UserName=user)
+            arn = iam.create_policy(PolicyName=f"{user}-policy",
+                                    PolicyDocument=json.dumps(doc))["Policy"]["Arn"]
+            iam.attach_user_policy(UserName=user, PolicyArn=arn)
+            k = iam.create_access_key(UserName=user)["AccessKey"]
+            keys[user] = (k["AccessKeyId"], k["SecretAccessKey"])
+        # From here on every request is authenticated and authorised (moto server mode).
+        requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
+        try:
+            yield Aws(endpoint, template, refs, keys, policies, recorder)
+        finally:
+            requests.post(f"{endpoint}/moto-api/reset-auth", data=b"inf", timeout=10)

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import boto3
 import pytest
+from batchlane_helpers import mocked_s3
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
 
 from twolane.api.app import create_app
 from twolane.api.errors import Problem
@@ -56,16 +55,8 @@ def predictor(instant_bundle: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[Any]:
-    mp = pytest.MonkeyPatch()
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        mp.setenv(k, "testing")
-    mp.setenv("AWS_DEFAULT_REGION", "eu-west-2")
-    mp.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        c = boto3.client("s3", region_name="eu-west-2")
-        c.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+    with mocked_s3(BUCKET) as c:
         yield c
-    mp.undo()
 
 
 class PendingInvoker:

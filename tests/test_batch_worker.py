@@ -299,10 +299,15 @@ def test_lambda_invoke_call_shape_per_shard(moto: str, tmp_path: Path) -> None:
     assert failed is not None and failed.status == "failed"
     assert not any(store.exists(s.input_location) for s in failed.shards)
 
-    # The settings choose it; summaries are not served on this host.
-    chosen = batch_invoker(settings)
+    # The settings choose it; without an LLM endpoint summaries are not served on this host,
+    # with one (TWOLANE_SUMMARIES_ENABLED=1, as infra sets it) they go to that endpoint.
+    no_llm = settings.model_copy(update={"summaries_enabled": False})
+    chosen = batch_invoker(no_llm)
     assert isinstance(chosen, LambdaInvoker) and chosen.unavailable_reason("classify") is None
     assert "text-generation" in (chosen.unavailable_reason("summary") or "")
+    with_llm = batch_invoker(settings.model_copy(update={"summaries_enabled": True}))
+    assert isinstance(with_llm, LambdaInvoker) and with_llm.summaries is not None
+    assert with_llm.unavailable_reason("summary") is None
 
 
 def test_lambda_invocation_record_fails_the_shard_with_a_short_reason(

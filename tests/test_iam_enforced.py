@@ -38,14 +38,13 @@ from typing import Any
 
 import boto3
 import pytest
-import requests
-from batchlane_helpers import moto_server, wait_for
+from batchlane_helpers import wait_for
 from botocore.exceptions import ClientError
 from iam_helpers import (
     ACCOUNT,
     REGION,
-    Recorder,
-    enforce_like_aws,
+    Aws,
+    enforced_account,
     environment,
     refs_for,
     resources,
@@ -83,51 +82,12 @@ ITEMS = [{"comment_id": "c1", "comment_text": "The nurses were kind"},
          {"comment_id": "c2", "comment_text": "Parking was impossible"}]
 
 
-@dataclass
-class Aws:
-    endpoint: str
-    template: dict[str, Any]
-    refs: dict[str, dict[str, str]]
-    keys: dict[str, tuple[str, str]]  # user -> (access key id, secret)
-    policies: dict[str, dict[str, Any]]
-    recorder: Recorder
-
-    def client(self, service: str, user: str = "admin") -> Any:
-        key, secret = self.keys[user]
-        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint,
-                            aws_access_key_id=key, aws_secret_access_key=secret)
-
-
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aws]:
     # the async-endpoint host; the Lambda host's roles come from the `lambda_host` template
     tpl = synth_offline(tmp_path_factory.mktemp("iam"), endpoint_host(load_config("dev"))).template
-    data = [lid for lid, r in resources(tpl, "AWS::S3::Bucket").items()
-            if "LoggingConfiguration" in r["Properties"]]
-    refs = refs_for(tpl, {data[0]: BUCKET})
-    recorder = Recorder()
-    with moto_server() as endpoint, enforce_like_aws(tpl, refs, recorder):
-        root = {"region_name": REGION, "endpoint_url": endpoint}
-        boto3.client("s3", **root).create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-        iam = boto3.client("iam", **root)
-        policies = {name: role_policy(tpl, handler, refs) for name, handler in HANDLERS.items()}
-        everything = {"Version": "2012-10-17",
-                      "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-        keys = {}
-        for user, doc in {"admin": everything, **policies}.items():
-            iam.create_user(UserName=user)
-            arn = iam.create_policy(PolicyName=f"{user}-policy",
-                                    PolicyDocument=json.dumps(doc))["Policy"]["Arn"]
-            iam.attach_user_policy(UserName=user, PolicyArn=arn)
-            k = iam.create_access_key(UserName=user)["AccessKey"]
-            keys[user] = (k["AccessKeyId"], k["SecretAccessKey"])
-        # From here on every request is authenticated and authorised (moto server mode).
-        requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
-        try:
-            yield Aws(endpoint, tpl, refs, keys, policies, recorder)
-        finally:
-            requests.post(f"{endpoint}/moto-api/reset-auth", data=b"inf", timeout=10)
+    with enforced_account(tpl, BUCKET, HANDLERS) as account:
+        yield account
 
 
 @pytest.fixture

@@ -15,9 +15,7 @@ from typing import Any
 
 import boto3
 import pytest
-import requests
-from batchlane_helpers import moto_server
-from iam_helpers import REGION, Recorder, enforce_like_aws, environment, refs_for, resources, role_policy
+from iam_helpers import REGION, Recorder, enforced_account, environment
 from infra_helpers import endpoint_host
 from lambda_http import LambdaContext
 from test_api import http_api_event
@@ -44,35 +42,9 @@ def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     cfg = endpoint_host(load_config("dev"))
     cfg.llm = cfg.llm.model_copy(update={"enabled": True})
     tpl = synth_offline(tmp_path_factory.mktemp("iam-llm"), cfg).template
-    data = [lid for lid, r in resources(tpl, "AWS::S3::Bucket").items()
-            if "LoggingConfiguration" in r["Properties"]]
-    refs = refs_for(tpl, {data[0]: BUCKET})
-    recorder = Recorder()
-    with moto_server() as endpoint, enforce_like_aws(tpl, refs, recorder):
-        root = {"region_name": REGION, "endpoint_url": endpoint}
-        boto3.client("s3", **root).create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-        iam = boto3.client("iam", **root)
-        policies = {name: role_policy(tpl, h, refs) for name, h in HANDLERS.items()}
-        everything = {"Version": "2012-10-17",
-                      "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-        keys = {}
-        for user, doc in {"admin": everything, **policies}.items():
-            iam.create_user(UserName=user)
-            arn = iam.create_policy(PolicyName=f"{user}-policy",
-                                    PolicyDocument=json.dumps(doc))["Policy"]["Arn"]
-            iam.attach_user_policy(UserName=user, PolicyArn=arn)
-            k = iam.create_access_key(UserName=user)["AccessKey"]
-            keys[user] = (k["AccessKeyId"], k["SecretAccessKey"])
-        requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
-        try:
-            admin = boto3.client("s3", region_name=REGION, endpoint_url=endpoint,
-                                 aws_access_key_id=keys["admin"][0],
-                                 aws_secret_access_key=keys["admin"][1])
-            yield {"template": tpl, "refs": refs, "keys": keys, "recorder": recorder,
-                   "policies": policies, "s3": admin}
-        finally:
-            requests.post(f"{endpoint}/moto-api/reset-auth", data=b"inf", timeout=10)
+    with enforced_account(tpl, BUCKET, HANDLERS) as a:
+        yield {"template": a.template, "refs": a.refs, "keys": a.keys, "recorder": a.recorder,
+               "policies": a.policies, "s3": a.client("s3")}
 
 
 @pytest.fixture

@@ -288,7 +288,8 @@ def test_http_api_needs_an_api_key_and_is_throttled(dev):
         auth_id = route["AuthorizerId"]["Ref"]
         sources[route["RouteKey"]] = auths[auth_id]["IdentitySource"]
     assert sources == {"$default": ["$request.header.x-api-key"],
-                       "ANY /api/{proxy+}": ["$request.querystring.code"]}
+                       # the path too: a results token's cached "yes" answers for its job only
+                       "ANY /api/{proxy+}": ["$request.querystring.code", "$context.path"]}
     for auth in auths.values():
         assert auth["EnableSimpleResponses"] is True
         assert auth["AuthorizerResultTtlInSeconds"] == cfg.instant.auth_cache_ttl_s

@@ -183,6 +183,18 @@ def test_authorizer_accepts_known_keys_only():
     assert authz.authorize({}, hashes, {"code": key})["isAuthorized"]
     assert authz.authorize(None, hashes, {"code": other})["isAuthorized"] is False
     assert authz.authorize({}, hashes, {"target": "ms"})["isAuthorized"] is False
+    # A results URL carries the job's results token instead of the key: it opens that job's
+    # GET /api/GetResults/<id> only (the same token as the app makes: twolane.api.gate).
+    from twolane.api.gate import results_token
+
+    token = results_token(key, "job-1")
+    assert token == authz.results_token(key_hash(key), "job-1") and key not in token
+    assert authz.authorize({}, hashes, {"code": token}, path="/api/GetResults/job-1") == {
+        "isAuthorized": True, "context": {"client": "trust-a"}}
+    for path, method in (("/api/GetResults/job-2", "GET"), ("/api/StartContainerInstance", "POST"),
+                         ("/api/GetResults/job-1", "POST"), ("/v1/jobs/job-1", "GET")):
+        assert authz.authorize({}, hashes, {"code": token}, path=path,
+                               method=method)["isAuthorized"] is False
 
     reads = []
     clock = [0.0]

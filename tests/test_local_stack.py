@@ -6,13 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from batchlane_helpers import local_s3_client, stop_up, wait_for
+from batchlane_helpers import local_s3_client, start_up, stop_up, wait_for
 
 from local_stack.stack import free_port, predict_file
 from twolane.rules import LABELLING_NOT_POSSIBLE
@@ -32,21 +31,9 @@ def test_up_serves_api_and_drop_folder(instant_bundle: Path, tmp_path: Path) -> 
                TWOLANE_DROP_SETTLE_SECONDS="1",
                TWOLANE_BUCKET="stack-test", TWOLANE_STATE_DIR=str(tmp_path / "state"),
                TWOLANE_BUNDLES=str(tmp_path / "bundles"), PYTHONUNBUFFERED="1")
-    code = f"from local_stack.stack import up; up(port={port}, batch=False, moto_port={mport})"
     log = tmp_path / "up.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+    proc = start_up(tmp_path, env, port, mport, log)
     try:
-        def healthy() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"up exited: {log.read_text()}")
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(healthy, 180, "the API")
         page = httpx.get(f"http://127.0.0.1:{port}/", headers={"accept": "text/html"}, timeout=5)
         assert page.status_code == 200 and "page/app.js" in page.text  # the web page
         r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json={"items": [

@@ -23,8 +23,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from batchlane_helpers import local_s3_client, stop_up, wait_for
-from moto import mock_aws
+from batchlane_helpers import local_s3_client, mocked_s3, start_up, stop_up, wait_for
 
 from local_stack.stack import free_port
 from local_stack.watcher import DropFolderWatcher
@@ -44,16 +43,8 @@ def predictor(instant_bundle: Path) -> Any:
 
 @pytest.fixture()
 def s3() -> Iterator[Any]:
-    mp = pytest.MonkeyPatch()
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        mp.setenv(k, "testing")
-    mp.setenv("AWS_DEFAULT_REGION", "eu-west-2")
-    mp.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        c = boto3.client("s3", region_name="eu-west-2")
-        c.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+    with mocked_s3(BUCKET) as c:
         yield c
-    mp.undo()
 
 
 def watcher_on(s3: Any, predictor: Any, folder: Path) -> DropFolderWatcher:
@@ -144,22 +135,6 @@ def test_a_file_that_vanishes_or_cannot_be_read_stops_nothing(s3: Any, predictor
 
 # --- 2. nothing taken is lost: SIGKILL and a restart of `twolane up` -----------------------------
 
-def _start_up(tmp_path: Path, env: dict[str, str], port: int, mport: int, log: Path) -> Any:
-    code = f"from local_stack.stack import up; up(port={port}, batch=False, moto_port={mport})"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"up exited: {log.read_text()}")
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(healthy, 180, "the API", every=0.2)
-    return proc
 
 
 def up_env(tmp_path: Path, instant_bundle: Path, bucket: str) -> dict[str, str]:
@@ -185,7 +160,7 @@ def test_sigkill_and_restart_of_up_loses_no_file(instant_bundle: Path, tmp_path:
     port, mport = free_port(), free_port()
     env = up_env(tmp_path, instant_bundle, "restart-test")
     log = tmp_path / "up.log"
-    proc = _start_up(tmp_path, env, port, mport, log)
+    proc = start_up(tmp_path, env, port, mport, log)
     inbox, outbox = tmp_path / "dropbox" / "inbox", tmp_path / "dropbox" / "outbox"
     files = {f"big{i}.csv": big_csv(20_000, f"b{i}-") for i in range(4)}
     files["small.csv"] = big_csv(3, "s-")
@@ -204,7 +179,7 @@ def test_sigkill_and_restart_of_up_loses_no_file(instant_bundle: Path, tmp_path:
     finally:
         proc.kill()  # SIGKILL: no clean-up of any kind
         proc.wait(30)
-    proc = _start_up(tmp_path, env, port, mport, log)
+    proc = start_up(tmp_path, env, port, mport, log)
     try:
         files["from-s3.csv"] = big_csv(5, "x-")
         wait_for(lambda: all((outbox / n).is_file() for n in files), 240, "every result",

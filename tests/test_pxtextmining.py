@@ -152,7 +152,8 @@ def _slow_flows(http: Any, start_url: str, key: str) -> None:
         results_url, rows = px.slow_docs_python(http, start_url, key, target, every_s=0.2)
         px.check_px_results(px.DOCS_ITEMS, target, rows)
         assert results_url.startswith(start_url.replace("StartContainerInstance", "GetResults/"))
-        assert f"code={key}" in results_url and f"target={target}" in results_url
+        # the key never travels in a results URL: its `code` is the job's results token
+        assert key not in results_url and "code=r1-" in results_url and f"target={target}" in results_url
         gone = http.get(results_url)
         assert gone.status_code == 404 and gone.text == "File already collected"
     _, rows = px.slow_docs_r(http, start_url, key, every_s=0.2)
@@ -199,7 +200,13 @@ def test_code_is_the_key_on_the_slow_api(lane: Settings, predictor: Any) -> None
     r = c.post(start, params={"code": "k1", "lane": "instant"}, json=px.DOCS_ITEMS)
     assert r.status_code == 202
     results = r.text
-    assert c.get(results.split("?")[0]).status_code == 401  # the key rides in the URL
+    assert "k1" not in results  # the results URL carries the job's token, never the key
+    assert c.get(results.split("?")[0]).status_code == 401
+    token = results.split("code=")[1]
+    other = results.replace(results.split("/GetResults/")[1].split("?")[0], "0" * 32)
+    assert c.get(other).status_code == 401  # the token opens its own job only
+    assert c.post(start, params={"code": token, "lane": "instant"},
+                  json=px.DOCS_ITEMS).status_code == 401  # and starts nothing
     assert c.get(results).status_code == 200
     r = c.post(start, headers={"x-api-key": "k1"}, params={"lane": "instant"}, json=px.DOCS_ITEMS)
     assert r.status_code == 202

@@ -88,10 +88,12 @@ class InstantApi(Construct):
 
         integration = integrations.HttpLambdaIntegration("Api", self.target)
         # pxtextmining's slow API (/api/StartContainerInstance, /api/GetResults/<id>): its
-        # clients pass the key as ?code=, so those routes take it from the query string.
+        # clients pass the key as ?code=, so those routes take it from the query string. A
+        # results URL's code is a token that opens one job's results: the path is part of the
+        # identity, so a cached "yes" for one path never answers for another.
         code_authorizer = authorizers.HttpLambdaAuthorizer(
             "CodeAuthorizer", self.authorizer_function,
-            identity_source=[f"$request.querystring.{API_KEY_QUERY}"],
+            identity_source=[f"$request.querystring.{API_KEY_QUERY}", "$context.path"],
             response_types=[authorizers.HttpLambdaResponseType.SIMPLE],
             results_cache_ttl=Duration.seconds(inst.auth_cache_ttl_s),
         )

@@ -13,7 +13,7 @@ from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 
 from twolane.api.errors import ModelUnavailable, RequestRejected
-from twolane.api.gate import key_matches
+from twolane.api.gate import RESULTS_PREFIX, TOKEN_PREFIX, key_matches, key_of
 from twolane.jobs.service import JobService
 from twolane.predictors import Predictor
 from twolane.settings import Settings, get_settings
@@ -159,9 +159,19 @@ async def require_api_key_or_code(
     code: Annotated[str | None, Query(description="API key as pxtextmining's slow API takes it "
                                                   "(Azure Functions' `code`).")] = None,
 ) -> str | None:
-    """`require_api_key`, also taking the key from the `code` query parameter: pxtextmining's
-    slow-API clients pass it there, and its results URLs carry it."""
-    return await require_api_key(request, settings, x_api_key or code)
+    """`require_api_key`, also taking the key from the `code` query parameter, where
+    pxtextmining's slow-API clients pass it; on GET /api/GetResults/<id>, `code` may instead
+    be that job's results token (`gate.results_token`), which stands for the key it was made
+    with (so the caller is the job's owner)."""
+    given = x_api_key or code
+    keys = settings.api.api_keys
+    if given and given.startswith(TOKEN_PREFIX) and not request.url.path.startswith(RESULTS_PREFIX):
+        raise HTTPException(status_code=401, detail="a results token opens only its job's results")
+    if given and keys and not x_api_key:
+        given = key_of(given, request.url.path, keys) or given
+    elif given and not keys and given.startswith(TOKEN_PREFIX):
+        return owner_of(request, None)  # no keys here (open, or AWS's authorizer checked it)
+    return await require_api_key(request, settings, given)
 
 
 CodeOwnerDep = Annotated[str | None, Depends(require_api_key_or_code)]

@@ -20,6 +20,7 @@ and a strict JSON reader.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -40,6 +41,9 @@ KEY_HEADER = b"x-api-key"
 # pxtextmining's slow API (/api/StartContainerInstance, /api/GetResults/{id}) takes the key as
 # ?code=, as the Azure Function behind it did.
 CODE_PREFIX, CODE_PARAM = "/api/", "code"
+# The slow API's results URL carries, instead of the key, a results token: it unlocks GET of
+# that one job's results and reveals nothing of the key (see `results_token`).
+RESULTS_PREFIX, TOKEN_PREFIX = "/api/GetResults/", "r1-"
 BODY_SECONDS = 10.0  # a POST's body must arrive whole within this, once it holds a slot
 
 
@@ -55,6 +59,28 @@ def _given_key(scope: Scope) -> str:
 def key_matches(given: str, keys: frozenset[str]) -> bool:
     """True when `given` is one of `keys` (constant time per key)."""
     return any(hmac.compare_digest(given.encode(), k.encode()) for k in keys)
+
+
+def results_token(key: str, job_id: str) -> str:
+    """The `code` of a slow-API results URL for `job_id` when the job was started with `key`:
+    "r1-" + HMAC-SHA256 of the job id, keyed by the key's SHA-256 hex digest (what the AWS
+    authorizer stores), 67 characters. It opens GET /api/GetResults/<job_id> only and cannot be
+    turned back into the key. Twin: `functions/api/authorizer/handler.py` (stdlib-only asset);
+    tests/test_api.py checks that both give the same token."""
+    secret = hashlib.sha256(key.encode("utf-8")).hexdigest().encode()
+    return TOKEN_PREFIX + hmac.new(secret, job_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def key_of(given: str, path: str, keys: frozenset[str]) -> str | None:
+    """The key `given` stands for: itself when it is one of `keys`; the key a results token was
+    made with, when `given` is one and `path` is that job's GET /api/GetResults/<id>; else None."""
+    if key_matches(given, keys):
+        return given
+    if given.startswith(TOKEN_PREFIX) and path.startswith(RESULTS_PREFIX):
+        job_id = path[len(RESULTS_PREFIX):]
+        return next((k for k in keys
+                     if hmac.compare_digest(given.encode(), results_token(k, job_id).encode())), None)
+    return None
 
 
 class Gate:
@@ -92,7 +118,7 @@ class Gate:
             return
         if self.keys:
             given = _given_key(scope)
-            if not given or not key_matches(given, self.keys):
+            if not given or (key_of(given, path, self.keys) is None):
                 reason = "invalid API key" if given else "missing x-api-key header"
                 await problem(401, reason)(scope, receive, send)
                 return

@@ -22,7 +22,10 @@ LOG = logging.getLogger()
 LOG.setLevel(logging.INFO)
 CACHE_SECONDS = 300.0
 HEADER = "x-api-key"
-QUERY = "code"  # pxtextmining's slow API passes the key as ?code= (its results URLs carry it)
+QUERY = "code"  # pxtextmining's slow API passes the key as ?code=
+# A slow-API results URL carries a results token as ?code= instead of the key: it opens
+# GET .../api/GetResults/<id> of that one job (twin of twolane.api.gate.results_token).
+RESULTS_PATH, TOKEN_PREFIX = "/api/GetResults/", "r1-"
 
 _cache: tuple[float, dict[str, str]] | None = None
 
@@ -56,10 +59,19 @@ def known_hashes(read: Callable[[], dict[str, str]] = _read_parameter,
     return _cache[1]
 
 
+def results_token(known_hash: str, job_id: str) -> str:
+    """The results token of `job_id` for the key whose SHA-256 hex is `known_hash`: "r1-" +
+    HMAC-SHA256(key=known_hash, msg=job_id), hex (twolane.api.gate.results_token's twin)."""
+    mac = hmac.new(known_hash.encode(), job_id.encode("utf-8"), hashlib.sha256).hexdigest()
+    return TOKEN_PREFIX + mac
+
+
 def authorize(headers: dict[str, str] | None, hashes: dict[str, str],
-              query: dict[str, str] | None = None) -> dict[str, Any]:
+              query: dict[str, str] | None = None, path: str = "",
+              method: str = "GET") -> dict[str, Any]:
     """The simple-response answer for one request: the key from the x-api-key header, else
-    from the `code` query parameter."""
+    from the `code` query parameter; on GET .../api/GetResults/<id>, `code` may be that job's
+    results token instead (the client named is the one whose key started the job)."""
     key = {k.lower(): v for k, v in (headers or {}).items()}.get(HEADER, "") or \
         (query or {}).get(QUERY, "")
     if key:
@@ -67,11 +79,19 @@ def authorize(headers: dict[str, str] | None, hashes: dict[str, str],
         for client, known in hashes.items():
             if hmac.compare_digest(digest, known):
                 return {"isAuthorized": True, "context": {"client": client}}
+    if key.startswith(TOKEN_PREFIX) and method == "GET" and RESULTS_PATH in path:
+        job_id = path.split(RESULTS_PATH, 1)[1]
+        for client, known in hashes.items():
+            if job_id and hmac.compare_digest(key, results_token(known, job_id)):
+                return {"isAuthorized": True, "context": {"client": client}}
     return {"isAuthorized": False, "context": {}}
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    result = authorize(event.get("headers"), known_hashes(), event.get("queryStringParameters"))
+    http = (event.get("requestContext") or {}).get("http") or {}
+    result = authorize(event.get("headers"), known_hashes(), event.get("queryStringParameters"),
+                       path=str(event.get("rawPath") or http.get("path") or ""),
+                       method=str(http.get("method") or "GET"))
     LOG.info(json.dumps({"authorized": result["isAuthorized"],
                          "client": result["context"].get("client"),
                          "route": event.get("routeKey")}))

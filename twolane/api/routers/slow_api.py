@@ -2,8 +2,8 @@
 
     POST /api/StartContainerInstance?code=KEY&target=m|s|ms   body: a JSON list of comments
         -> 202, body: the absolute results URL (plain text; this URL with the path swapped,
-           query string kept)
-    GET  /api/GetResults/{id}?code=KEY...
+           query string kept but for `code`, which becomes the job's results token)
+    GET  /api/GetResults/{id}?code=TOKEN...
         -> 202 while pending (body: the URL again), 200 once with
            [{comment_id, sentiment, labels}], then 404 "File already collected";
            a failed job -> 500 "Error during processing ..."
@@ -18,6 +18,7 @@ shape. docs/pxtextmining.md shows the client code.
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -34,7 +35,7 @@ from twolane.api.deps import (
     run_model,
 )
 from twolane.api.errors import ERROR_RESPONSES, RequestRejected
-from twolane.api.gate import StrictRoute
+from twolane.api.gate import CODE_PARAM, KEY_HEADER, StrictRoute, results_token
 from twolane.contract import JobRequest, Prediction, check_items, strict_json_loads
 from twolane.jobs.service import JobRejected
 from twolane.jobs.store import JobGone, JobNotFound
@@ -52,11 +53,11 @@ NOT_FOUND = "File not found"
 FAILED = "Error during processing: the batch lane could not label these comments; send them again"
 
 
-def absolute(request: Request, path: str, public_url: str | None) -> str:
-    """`path` plus this request's query string, as an absolute URL whose scheme, host and port
-    come from configuration (TWOLANE_PUBLIC_URL), else from the address the server is bound to:
-    never from the request's Host header, which a client can forge."""
-    query = request.url.query
+def absolute(request: Request, path: str, public_url: str | None, query: str | None = None) -> str:
+    """`path` plus `query` (default: this request's query string), as an absolute URL whose
+    scheme, host and port come from configuration (TWOLANE_PUBLIC_URL), else from the address
+    the server is bound to: never from the request's Host header, which a client can forge."""
+    query = request.url.query if query is None else query
     tail = path + (f"?{query}" if query else "")
     if public_url:
         return public_url.rstrip("/") + tail
@@ -68,11 +69,17 @@ def absolute(request: Request, path: str, public_url: str | None) -> str:
 
 def results_url(request: Request, job_id: str, public_url: str | None) -> str:
     """This request's URL with StartContainerInstance swapped for GetResults/<id>, query string
-    kept (as the Azure Function builds it, so pxtextmining's clients GET it as is); see
-    `absolute` for where its host comes from."""
+    kept (as the Azure Function builds it, so pxtextmining's clients GET it as is) except the
+    key: `code` becomes the job's results token (`gate.results_token`), which opens this job's
+    results and nothing else; no key given, no `code`. See `absolute` for the host."""
     path = request.url.path
     base = path[: -len(START)] if path.endswith(START) else path.rstrip("/") + "/"
-    return absolute(request, f"{base}GetResults/{job_id}", public_url)
+    params = [(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True)
+              if k != CODE_PARAM]
+    key = request.headers.get(KEY_HEADER.decode()) or request.query_params.get(CODE_PARAM)
+    if key:
+        params.append((CODE_PARAM, results_token(key, job_id)))
+    return absolute(request, f"{base}GetResults/{job_id}", public_url, urlencode(params))
 
 
 @router.post(f"/api/{START}", status_code=202, response_class=PlainTextResponse,

@@ -309,3 +309,26 @@ def test_cascade_job_bills_the_instant_host_for_all_and_the_batch_host_for_the_s
         "gap_to_batch": {"macro_f1": -0.003, "micro_f1": 0.0, "sentiment_accuracy": -0.004}})
     assert doc is not None and "cheapest way to the batch lane's quality here" in doc["message"]
     assert "not the cheapest" not in doc["message"]
+
+
+def test_slow_api_auto_keeps_pxtextminings_shapes(moto: str, tmp_path: Path, batch_bundle: Path) -> None:
+    """pxtextmining's slow API with `&lane=auto`: an all-kept job is done at once, and its rows
+    are exactly pxtextmining's {comment_id, sentiment, labels}: no `lane` key."""
+    from urllib.parse import urlsplit
+
+    from twolane.predictors.instant import InstantPredictor
+
+    bundle = _bundle_with_rule(batch_bundle, tmp_path / "bundles", theme=0.0, sentiment=0.0)
+    settings = lane_settings(tmp_path, bundle)
+    client, _store = _client(settings, CountingInvoker(settings),
+                             InstantPredictor.from_bundle(batch_bundle / "instant"))
+    CountingInvoker.calls = 0
+    r = client.post("/api/StartContainerInstance?target=ms&lane=auto", json=ITEMS)
+    assert r.status_code == 202, r.text
+    url = urlsplit(r.text)
+    got = client.get(url.path + (f"?{url.query}" if url.query else ""))
+    assert got.status_code == 200, got.text
+    rows = got.json()
+    assert [x["comment_id"] for x in rows] == [i["comment_id"] for i in ITEMS]
+    assert all(set(x) == {"comment_id", "sentiment", "labels"} for x in rows)
+    assert CountingInvoker.calls == 0

@@ -86,6 +86,10 @@ def build_batch(
         None, "--max-minutes", help="Training time budget; epochs are cut to fit (default 35, 0 = none)."),
     retune: str | None = typer.Option(
         None, "--retune", help="Re-package a saved training run (build/batch/VERSION) without training."),
+    escalate_share: float | None = typer.Option(
+        None, "--escalate-share", min=0.0, max=1.0,
+        help="Cascade (\"lane\": \"auto\"): share of comments sent to the transformer (0..1); default: the "
+             "smallest share within 0.5 pt of the batch lane on validation, at most 35 %."),
 ) -> None:
     """Fine-tune a transformer, export to ONNX, quantise (int8 CPU, fp16 GPU), gate, bundle."""
     from model_build.batch import run
@@ -93,9 +97,23 @@ def build_batch(
 
     try:  # the NHS preset only (docs/own_data.md): another file's shape is a one-line refusal
         run(data=data, out=out, model=model, epochs=epochs, rows=rows, max_minutes=max_minutes,
-            retune_from=Path(retune) if retune else None)
+            retune_from=Path(retune) if retune else None, escalate_share=escalate_share)
     except DataError as err:
         raise _refuse(err, 2) from None
+
+
+@build_app.command("cascade")
+def build_cascade(
+    bundle: Path | None = typer.Argument(None, help="Batch bundle folder or bundles root."),
+    data: Path | None = DataOpt,
+    escalate_share: float | None = typer.Option(None, "--escalate-share", min=0.0, max=1.0,
+                                                help="Share of comments sent to the transformer."),
+) -> None:
+    """Learn the cascade rule of an existing batch bundle (validation fold) into its manifest."""
+    from model_build.cascade import main
+
+    main(([str(bundle)] if bundle else []) + (["--data", str(data)] if data else [])
+         + (["--escalate-share", str(escalate_share)] if escalate_share is not None else []))
 
 
 @app.command()

@@ -48,6 +48,7 @@ from typing import Any
 from local_stack.files import write_atomic
 from local_stack.s3events import object_created
 from twolane.dropfolder.process import (
+    AUTO_INBOX,
     BATCH_INBOX,
     FAILED,
     INBOX,
@@ -174,7 +175,7 @@ class DropFolderWatcher(threading.Thread):
 
     def run(self) -> None:
         if self.local_dir is not None:
-            for sub in (INBOX, BATCH_INBOX, OUTBOX, FAILED):  # inbox/batch/: the batch lane
+            for sub in (INBOX, BATCH_INBOX, AUTO_INBOX, OUTBOX, FAILED):  # batch/: batch lane; auto/: cascade
                 (self.local_dir / sub).mkdir(parents=True, exist_ok=True)
         while not self._halt.is_set():
             try:

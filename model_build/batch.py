@@ -43,6 +43,7 @@ from model_build.data import DEFAULT_DATA, ROOT, SENTIMENT_CLASSES, Dataset, loa
 from model_build.metrics import low_support_labels
 from twolane.bundle import (
     BatchEnsemble,
+    Cascade,
     DecideRule,
     InstantEnsemble,
     Manifest,
@@ -312,6 +313,7 @@ class _Tuning:
     outs: dict[str, Probs]
     metrics: dict[str, Any]
     log: Log
+    escalate_share: float | None = None  # the cascade's shipped share (None: model_build.cascade's rule)
 
 
 def _best_instant_mix(t: _Tuning, oof: dict[str, np.ndarray], p_val: np.ndarray) -> dict[str, Any] | None:
@@ -374,6 +376,7 @@ def _ensemble_with_instant(t: _Tuning, bundle: Path, instant_bundle: Path, p_val
         t.metrics[f"ensemble_{kind}"] = quality(test.Y, served_labels(
             test, p, best["thresholds"], best["min_one_label"], unknown, served_sent, t.never))
     inst_rule = inst.rule_of(best["instant_model"])
+    cascade = _cascade(t, inst, inst_rule, instant_bundle, best, sent_mix, oof, p_val, s_val)
     t.metrics["instant_alone"] = quality(test.Y, served_labels(
         test, inst_test, inst_rule.thresholds, inst_rule.min_one_label, unknown, s_inst, t.never))
     if (bundle / INSTANT_DIR).exists():
@@ -388,8 +391,35 @@ def _ensemble_with_instant(t: _Tuning, bundle: Path, instant_bundle: Path, p_val
         tuned_on="validation fold of the training split; instant probabilities there from "
                  "its models refitted on the fit rows only",
         val_macro_f1=round(best["val_macro_f1"], 4), val_micro_f1=round(best["val_micro_f1"], 4),
-        sentiment=sent_mix)
+        sentiment=sent_mix, cascade=cascade)
     return ensemble, inst_test
+
+
+def _cascade(t: _Tuning, inst: Manifest, inst_rule: DecideRule, instant_bundle: Path, best: dict[str, Any],
+             sent_mix: SentimentMix, oof: dict[str, np.ndarray], p_val: np.ndarray, s_val: np.ndarray | None
+             ) -> Cascade | None:
+    """The "lane": "auto" rule (model_build.cascade), learned on the validation fold the ensemble
+    was tuned on; None without sentiment on both lanes."""
+    from model_build import cascade
+    from twolane.predictors.instant import InstantPredictor
+
+    if s_val is None or "sentiment" not in oof:
+        return None
+    probe = BatchEnsemble(members=["transformer", "instant"], weight_transformer=best["weight_transformer"],
+                          combine=best["combine"], instant_model=best["instant_model"],
+                          instant_version=inst.version, instant_dir="", sentiment=sent_mix,
+                          rule=DecideRule(thresholds=list(best["thresholds"]), min_one_label=best["min_one_label"],
+                                          never_fallback=t.low))
+    served = InstantPredictor.from_bundle(instant_bundle, model=best["instant_model"])
+    instant, batch, thresholds, lnp = cascade.both_lanes(
+        inst.taxonomy, inst_rule, probe, served, t.val.texts, t.val.question_types,
+        oof[best["instant_model"]], oof["sentiment"], p_val, s_val)
+    rule = cascade.learn(t.val.Y, t.val.sentiment, instant, batch, thresholds, lnp, inst.version,
+                         t.escalate_share)
+    t.log(f"cascade: escalate {rule.escalate_share:.1%} of validation comments "
+          f"(theme margin < {rule.theme_margin_below:.3f}, sentiment margin < {rule.sentiment_margin_below:.3f}); "
+          f"{rule.chosen_by}")
+    return rule
 
 
 def _gate_int8(t: _Tuning, int8_out: Probs, fp32_out: Probs | None, alone: dict[str, Any],
@@ -429,7 +459,7 @@ def _gate_int8(t: _Tuning, int8_out: Probs, fp32_out: Probs | None, alone: dict[
 
 def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_out: Probs | None,
            base: dict[str, Any], instant_bundle: Path | None, enforce_gates: bool, log: Log,
-           s_val: np.ndarray | None = None) -> Path:
+           s_val: np.ndarray | None = None, escalate_share: float | None = None) -> Path:
     """Tune thresholds (and the ensemble) on validation, gate int8 on test, write the manifest.
     s_val: the transformer's validation sentiment probabilities (None: sentiment is not mixed)."""
     from model_build.transformer.train import tune_ensemble
@@ -457,7 +487,7 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
                                                                       never_fallback=never))
         metrics[f"sentiment_{kind}"] = sentiment_quality(test_ok.sentiment, out[1])
 
-    t = _Tuning(ds, fit, val, test, test_ok, lnp, low, never, outs, metrics, log)
+    t = _Tuning(ds, fit, val, test, test_ok, lnp, low, never, outs, metrics, log, escalate_share)
     ensemble, inst_test = (None, None) if instant_bundle is None else \
         _ensemble_with_instant(t, bundle, Path(instant_bundle), p_val, s_val, alone)
     parity = _gate_int8(t, int8_out, fp32_out, alone, ensemble, inst_test, enforce_gates)
@@ -542,7 +572,7 @@ SIDE_FILES = ("model.fp32.onnx", "model.pt", "encoder_config.json", "val_transfo
 def build(  # noqa: PLR0915 (train, export, package: one script, read top to bottom)
         ds: Dataset, out_root: Path, base_model: str, cfg, *, tiny: bool = False,
         instant_bundle: Path | None = None, enforce_gates: bool = True, side_dir: Path | None = None,
-        max_steps: int | None = None, log: Log = print) -> Path:
+        max_steps: int | None = None, log: Log = print, escalate_share: float | None = None) -> Path:
     """Train and export fp32 ONNX into the side folder, then `package` it. Returns the bundle."""
     import torch
 
@@ -638,13 +668,14 @@ def build(  # noqa: PLR0915 (train, export, package: one script, read top to bot
                     "fp32_onnx": "kept out of the bundle" + (f": {side}" if side_dir else ""),
                     "train_export_seconds": round(time.monotonic() - t_start, 1)}}
         (side / "build_info.json").write_text(json.dumps(info, indent=1))
-        return package(side, ds, Path(out_root), instant_bundle, enforce_gates, log, version=version)
+        return package(side, ds, Path(out_root), instant_bundle, enforce_gates, log, version=version,
+                       escalate_share=escalate_share)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def package(side: Path, ds: Dataset, out_root: Path, instant_bundle: Path | None, enforce_gates: bool = True,
-            log: Log = print, version: str | None = None) -> Path:
+            log: Log = print, version: str | None = None, escalate_share: float | None = None) -> Path:
     """From a side folder (fp32 ONNX + validation probabilities): quantise int8, convert fp16, add the
     tokenizer, tune, gate and write `out_root/batch/<version>/`. Deterministic, so a bundle can be
     re-made from the same training (`--retune`), e.g. against a newer instant bundle."""
@@ -688,7 +719,8 @@ def package(side: Path, ds: Dataset, out_root: Path, instant_bundle: Path | None
                 "config": dict(cfg, side_folder=side.name)}
         s_val_file = side / "val_sentiment_probs.npy"
         finish(bundle, ds, np.load(side / "val_transformer_probs.npy"), int8_out, fp32_out, base,
-               instant_bundle, enforce_gates, log, np.load(s_val_file) if s_val_file.is_file() else None)
+               instant_bundle, enforce_gates, log, np.load(s_val_file) if s_val_file.is_file() else None,
+               escalate_share)
         m = read_manifest(bundle)
         m.build["package_seconds"] = round(time.monotonic() - t0, 1)
         write_manifest(bundle, m)
@@ -700,7 +732,7 @@ def package(side: Path, ds: Dataset, out_root: Path, instant_bundle: Path | None
 
 
 def retune(side_or_version: Path | str, instant_bundle: Path | None, data: Path | None = None,
-           out_root: Path | None = None, log: Log = print) -> Path:
+           out_root: Path | None = None, log: Log = print, escalate_share: float | None = None) -> Path:
     """Re-package an earlier training run (side folder or its version name under build/batch/)."""
     side = Path(side_or_version)
     if not (side / "build_info.json").is_file():
@@ -713,12 +745,13 @@ def retune(side_or_version: Path | str, instant_bundle: Path | None, data: Path 
         ds = ds.head(int(info["rows"]))
     from twolane.settings import get_settings
 
-    return package(side, ds, Path(out_root or get_settings().bundles), instant_bundle, True, log)
+    return package(side, ds, Path(out_root or get_settings().bundles), instant_bundle, True, log,
+                   escalate_share=escalate_share)
 
 
 def run(data: Path | None = None, out: Path | None = None, model: str | None = None,
         epochs: int | None = None, rows: int | None = None, max_minutes: float | None = None,
-        retune_from: Path | None = None) -> Path:
+        retune_from: Path | None = None, escalate_share: float | None = None) -> Path:
     """The full build (CLI `twolane build batch`). Uses a GPU when torch sees one."""
     from model_build.transformer.model import default_base_model
     from model_build.transformer.train import TrainConfig
@@ -734,13 +767,14 @@ def run(data: Path | None = None, out: Path | None = None, model: str | None = N
     if inst is None:
         log("no instant bundle found: building the transformer alone (no ensemble)")
     if retune_from is not None:
-        return retune(retune_from, inst, data=data, out_root=root, log=log)
+        return retune(retune_from, inst, data=data, out_root=root, log=log, escalate_share=escalate_share)
     ds = load_dataset(data or DEFAULT_DATA)
     if rows:
         ds = ds.head(rows)
     cfg = TrainConfig(epochs=epochs or DEFAULT_EPOCHS,
                       max_minutes=DEFAULT_MAX_MINUTES if max_minutes is None else (max_minutes or None))
-    return build(ds, root, model or default_base_model(), cfg, instant_bundle=inst, side_dir=BUILD_DIR, log=log)
+    return build(ds, root, model or default_base_model(), cfg, instant_bundle=inst, side_dir=BUILD_DIR, log=log,
+                 escalate_share=escalate_share)
 
 
 def build_tiny_bundle(out: Path, instant_bundle: Path | None = None, rows: int = 300) -> Path:

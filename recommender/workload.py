@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from recommender.billing import Estimate, Host, Workload, choose, estimate
+from recommender.cascade import cascade_doc
 from recommender.cost import money
 
 NHS_WORKLOAD = Workload(comments_per_week=5000, jobs_per_week=3, max_wait_s=900)
@@ -40,7 +41,11 @@ def analyse(workload: Workload, hosts: list[Host], reference: list[Host],
     beside = any_best if any_best is not None and any_best.assumed else None
     refs = [estimate(h, workload) for h in reference]
     ests.sort(key=lambda e: e.usd_per_month)
+    # the cascade ("lane": "auto"): every comment on the instant host (the reference), the
+    # escalated share on the batch host (recommender.cascade; None without bench/cascade.py)
+    cascade = cascade_doc(workload, hosts, reference[0], allow_assumed, volume_grid(n=21)) if reference else None
     return {"workload": asdict(workload) | {"comments_per_job": workload.comments_per_job},
+            "cascade": cascade,
             "chosen": _est_doc(chosen) if chosen else None,
             "measured_best": _est_doc(measured_best) if measured_best else None,
             "assumed_cheaper": _est_doc(beside) if beside else None,
@@ -239,7 +244,9 @@ def html_section(doc: dict[str, Any]) -> str:
              "measurements and never win unless <code>--allow-assumed</code> is given.</p>"]
     for wd in doc["workloads"]:
         chosen = (wd["chosen"] or {}).get("host")
-        parts.append(f"<div class='rec'><p>{html.escape(wd['message'])}</p></div>")
+        parts.append(f"<div class='rec'><p>{html.escape(wd['message'])}</p>"
+                     + (f"<p>{html.escape(wd['cascade']['message'])}</p>" if wd.get("cascade") else "")
+                     + "</div>")
         rows = [_row(e, chosen) for e in wd["estimates"]]
         rows += [_row(e, None, reference=True) for e in wd["reference"]]
         parts.append(_table(rows, HEAD))
@@ -263,6 +270,8 @@ def md_lines(doc: dict[str, Any]) -> list[str]:
     lines = ["", "### Batch lane: what a job costs and waits on AWS (billing model)", ""]
     for wd in doc["workloads"]:
         lines.append(f"- **{wd['message']}**")
+        if wd.get("cascade"):
+            lines.append(f"  - {wd['cascade']['message']}")
     lines += ["", "| workload (comments/week, jobs) | host | $ per job | $ per month | "
               "$ per million | wait per job | assumed? |", "|---|---|---|---|---|---|---|"]
     for wd in doc["workloads"]:

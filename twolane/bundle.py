@@ -157,6 +157,43 @@ class SentimentMix(Section):
         return self
 
 
+class CascadePoint(Section):
+    """One point of the cascade's curve on the validation fold: the cut-offs, the share of
+    comments escalated (0..1) and the cascade's scores there (the batch lane's at share 1)."""
+
+    theme_margin_below: float
+    sentiment_margin_below: float
+    escalate_share: float = Field(ge=0.0, le=1.0)
+    macro_f1: float
+    micro_f1: float
+    exact_accuracy: float
+    sentiment_accuracy: float
+
+
+class Cascade(Section):
+    """When a `"lane": "auto"` job sends a comment to the batch lane (twolane.predictors.cascade).
+
+    The instant lane labels every comment; a comment is escalated when its theme margin (min over
+    labels of |logit p - logit threshold| of the instant lane's label probabilities, the
+    unlabellable label left out) is under `theme_margin_below`, or its sentiment margin (top
+    minus second sentiment probability) is under `sentiment_margin_below`. Comments the instant
+    lane cannot label (no sentiment: unlabellable or unknown text) are never escalated: both
+    lanes answer them by rule. Learned on the validation fold only (`tuned_on`); `curve` is the
+    best cut-off pair per share there; `escalate_share` is the shipped point's share on it.
+    """
+
+    score: str = ("escalate if min_label |logit p - logit t| < theme_margin_below "
+                  "or p_sentiment_top - p_sentiment_second < sentiment_margin_below")
+    theme_margin_below: float = Field(ge=0.0)
+    sentiment_margin_below: float = Field(ge=0.0)
+    escalate_share: float = Field(ge=0.0, le=1.0)
+    chosen_by: str = ""
+    instant_version: str  # the instant bundle whose probabilities the cut-offs read
+    tuned_on: str = ""
+    validation_rows: int = 0
+    curve: list[CascadePoint] = Field(default_factory=list)
+
+
 class BatchEnsemble(Section):
     """The batch lane's ensemble of the transformer and the embedded instant bundle."""
 
@@ -172,6 +209,7 @@ class BatchEnsemble(Section):
     tuned_on: str = ""
     val_macro_f1: float | None = None
     val_micro_f1: float | None = None
+    cascade: Cascade | None = None  # the "lane": "auto" rule (None: bundles built before it)
 
 
 class Serving(Section):

@@ -118,6 +118,9 @@ class Sentiment(BaseModel):
     label: str
 
 
+Lane = Literal["instant", "batch"]  # the lane that answered one comment
+
+
 class Prediction(BaseModel):
     """What a predictor says of one comment. Never holds the comment text."""
 
@@ -125,6 +128,8 @@ class Prediction(BaseModel):
     labels: list[str]
     sentiment: Sentiment | None = None  # None when labelling is not possible
     probabilities: dict[str, float] | None = None  # per label, only on request
+    # which lane answered, in a "lane": "auto" job's results only (absent everywhere else)
+    lane: Lane | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 def restrict(prediction: Prediction, target: str) -> Prediction:
@@ -237,6 +242,7 @@ class PxItemOut(BaseModel):
 # Batch lane jobs.
 FileFamily = Literal["csv", "json", "jsonl"]  # a drop-folder file's format family (in and out)
 JobTarget = Literal["m", "s", "ms"]  # multilabel, sentiment, both (pxtextmining slow API)
+JobLane = Literal["batch", "auto"]  # what a job asks for: the batch lane, or the cascade
 JobStatus = Literal["pending", "running", "succeeded", "failed", "collected"]
 
 
@@ -245,6 +251,9 @@ class JobRequest(BaseModel):
 
     items: list[CommentIn]
     target: JobTarget = "ms"
+    # "batch": every comment to the transformer ensemble; "auto": the cascade (the instant lane
+    # keeps the comments it is sure of, the rest go to the batch lane; each result names its lane)
+    lane: JobLane = "batch"
 
 
 class JobAccepted(BaseModel):

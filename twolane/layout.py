@@ -2,6 +2,7 @@
 
     inbox/  outbox/  failed/                      drop folder: input, results, rejected files + reports
     inbox/batch/  outbox/batch/  failed/batch/    the same for files labelled on the batch lane
+    inbox/auto/  outbox/auto/  failed/auto/       the same for the cascade ("lane": "auto")
     jobs/<id>.json                                batch job records (counts and locations, no text)
     batch/input/<id>.json                         async endpoint input (deleted once predicted)
     batch/input/<id>/<n>.json                     the same for shard n of a job split in shards
@@ -21,6 +22,7 @@ from urllib.parse import urlparse
 
 INBOX, OUTBOX, FAILED = "inbox/", "outbox/", "failed/"
 BATCH_SUBFOLDER = "batch/"  # inbox/batch/<file>: labelled on the batch lane -> outbox/batch/<file>
+AUTO_SUBFOLDER = "auto/"  # inbox/auto/<file>: the cascade (instant, unsure ones batch) -> outbox/auto/<file>
 ERROR_REPORT_SUFFIX = ".error.json"  # failed/<name> + this: why the file was rejected
 JOBS = "jobs/"
 BATCH_INPUT, BATCH_OUTPUT, BATCH_FAILURES = "batch/input/", "batch/output/", "batch/failures/"

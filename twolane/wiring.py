@@ -5,6 +5,7 @@
     batch_invoker(settings)      the batch host the settings name (SageMaker async or Lambda)
     job_service(settings)        the jobs service over those two (None: no batch host here)
     batch_worker(settings)       the Lambda batch worker (its model loaded on the first event)
+    cascade_rule(settings)       the batch bundle's cascade rule ("lane": "auto" jobs), or None
     instant_predictor(settings)  the instant lane's model the settings name
     get_predictor()              the process's own instant model (its settings; loaded once)
 
@@ -21,15 +22,15 @@ from typing import Any
 from twolane.aws import client
 from twolane.batchhost.inference import Model, cached_model
 from twolane.batchhost.worker import BatchWorker
-from twolane.bundle import resolve_bundle
+from twolane.bundle import BatchEnsemble, BundleError, Cascade, read_manifest, resolve_bundle
 from twolane.jobs.invoker import Invoker, LambdaInvoker, SageMakerInvoker
 from twolane.jobs.service import JobService
 from twolane.jobs.store import S3JobStore
 from twolane.predictors.instant import InstantPredictor
 from twolane.settings import Settings, get_settings
 
-__all__ = ["batch_invoker", "batch_worker", "client", "get_predictor", "instant_predictor",
-           "job_service", "job_store"]
+__all__ = ["batch_invoker", "batch_worker", "cascade_rule", "client", "get_predictor",
+           "instant_predictor", "job_service", "job_store"]
 
 
 def job_store(settings: Settings, s3: Any | None = None) -> S3JobStore:
@@ -79,6 +80,19 @@ def batch_worker(settings: Settings) -> BatchWorker:
                        success_topic_arn=settings.batch_success_topic_arn,
                        error_topic_arn=settings.batch_error_topic_arn,
                        region=settings.aws_region)
+
+
+def cascade_rule(settings: Settings) -> Cascade | None:
+    """The cascade rule of the batch bundle the settings name (`batch_bundle`, else the newest
+    under `bundles`): its manifest's `ensemble.cascade` (only the manifest is read, no model);
+    None when there is no such bundle or it has no rule (built before the cascade, or without
+    the instant lane). Read on each call: the local stack may build the batch bundle later."""
+    try:
+        manifest = read_manifest(resolve_bundle(settings.batch_bundle or settings.bundles, "batch"))
+    except BundleError:
+        return None
+    ens = manifest.ensemble
+    return ens.cascade if isinstance(ens, BatchEnsemble) else None
 
 
 def instant_predictor(settings: Settings) -> InstantPredictor:

@@ -32,9 +32,10 @@ from twolane.dropfolder.formats import (
     write_px,
     write_results,
 )
-from twolane.jobs.service import JobRejected, JobService
+from twolane.jobs.service import JobRejected, JobService, Kept
 from twolane.jobs.store import Delivery
 from twolane.layout import (
+    AUTO_SUBFOLDER,
     BATCH_SUBFOLDER,
     ERROR_REPORT_SUFFIX,
     FAILED,
@@ -44,7 +45,10 @@ from twolane.layout import (
     is_not_found,
 )
 from twolane.predictors import Predictor
+from twolane.predictors.cascade import split_lanes
+from twolane.predictors.instant import InstantPredictor
 from twolane.settings import Settings, get_settings
+from twolane.wiring import cascade_rule
 
 log = logging.getLogger("twolane.dropfolder")
 
@@ -52,6 +56,9 @@ CHUNK = 1000  # comments per predictor call
 
 Status = Literal["done", "submitted", "failed", "already_done", "missing", "ignored"]
 BATCH_INBOX = INBOX + BATCH_SUBFOLDER  # inbox/batch/X: the batch lane (transformer ensemble)
+AUTO_INBOX = INBOX + AUTO_SUBFOLDER  # inbox/auto/X: the cascade (instant lane, unsure ones to batch)
+NO_CASCADE = ("the cascade (inbox/auto/) is not available on this service: its batch bundle has no "
+              "cascade rule; put the file in inbox/ or inbox/batch/")
 NO_BATCH_LANE = ("the batch lane is not available on this service: put the file in inbox/ "
                  "(not inbox/batch/) for the instant lane")
 
@@ -178,12 +185,31 @@ def process_object(s3: Any, bucket: str, key: str, predictor: Predictor,
         return _move_to_failed(s3, bucket, key, "the file could not be read as comments "
                                f"({type(exc).__name__}); check its format", size)
     target = target_of(key)
+    if key.startswith(AUTO_INBOX):
+        rule = cascade_rule(settings) if jobs is not None else None
+        if rule is None or not isinstance(predictor, InstantPredictor):
+            return _move_to_failed(s3, bucket, key, NO_CASCADE if jobs else NO_BATCH_LANE, size)
+        preds, esc = split_lanes(predictor, rule, got.items, target)
+        if esc.any():
+            assert jobs is not None
+            return _with_drift(_submit(s3, bucket, key, family, got, target, jobs,
+                                       (preds, esc, predictor.version)),
+                               predictor, got, emit=settings.lambda_function_name is not None)
+        return _with_drift(_write_outbox(s3, bucket, key, family, got, target, predictor, preds),
+                           predictor, got, emit=settings.lambda_function_name is not None)
     if key.startswith(BATCH_INBOX):
         if jobs is None:
             return _move_to_failed(s3, bucket, key, NO_BATCH_LANE, size)
         return _with_drift(_submit(s3, bucket, key, family, got, target, jobs), predictor, got,
                        emit=settings.lambda_function_name is not None)
     preds = label(predictor, got.items, target)
+    return _with_drift(_write_outbox(s3, bucket, key, family, got, target, predictor, preds),
+                       predictor, got, emit=settings.lambda_function_name is not None)
+
+
+def _write_outbox(s3: Any, bucket: str, key: str, family: Family, got: FileItems, target: JobTarget,
+                  predictor: Predictor, preds: list[Prediction]) -> Outcome:
+    """Write the instant lane's results to the outbox, then delete the inbox object."""
     body = (write_px(preds, target, got.blank_rows) if got.pxtextmining
             else write_results(preds, family))
     out_key = result_key(key)
@@ -195,9 +221,7 @@ def process_object(s3: Any, bucket: str, key: str, predictor: Predictor,
     s3.delete_object(Bucket=bucket, Key=key)  # only after the result is safely written
     log.info("labelled %d comments: %s -> %s", len(preds), key, out_key)
     noun = "comment" if len(preds) == 1 else "comments"
-    return _with_drift(Outcome(key, "done", f"{len(preds)} {noun} labelled", out_key, len(preds)),
-                       predictor, got,
-                       emit=settings.lambda_function_name is not None)
+    return Outcome(key, "done", f"{len(preds)} {noun} labelled", out_key, len(preds))
 
 
 def _with_drift(outcome: Outcome, predictor: Predictor, got: FileItems, *, emit: bool) -> Outcome:
@@ -212,21 +236,34 @@ def _with_drift(outcome: Outcome, predictor: Predictor, got: FileItems, *, emit:
 
 
 def _submit(s3: Any, bucket: str, key: str, family: Family, got: FileItems, target: JobTarget,
-            jobs: JobService) -> Outcome:
+            jobs: JobService, cascade: tuple[list[Prediction], Any, str] | None = None) -> Outcome:
     """Hand a batch-inbox file to the batch lane as a job, then delete it from the inbox (the
-    job's input holds the comments until predictions exist)."""
+    job's input holds the comments until predictions exist). `cascade`: an inbox/auto/ file's
+    instant answers, its escalation mask (bool n) and the instant bundle's version: only the
+    escalated comments go."""
     report_key = failed_keys(key)[1]
     delivery = Delivery(bucket=bucket, source_key=key, result_key=result_key(key),
                         report_key=report_key, family=family, pxtextmining=got.pxtextmining)
-    body = JobRequest(items=got.items, target=target).model_dump()
+    body = JobRequest(items=got.items, target=target).model_dump(exclude={"lane"})
+    sent = len(got.items)
     try:
-        record = jobs.submit("classify", target, len(got.items), body, defer=True,
-                             blank_rows=got.blank_rows, delivery=delivery)
+        if cascade is None:
+            record = jobs.submit("classify", target, len(got.items), body, defer=True,
+                                 blank_rows=got.blank_rows, delivery=delivery)
+        else:
+            preds, esc, version = cascade
+            escalated = [i for i, e in enumerate(esc.tolist()) if e]
+            kept = Kept(results=[p.model_dump(mode="json") for p, e in zip(preds, esc.tolist(), strict=True)
+                                 if not e], escalated=escalated, instant_version=version)
+            body["items"] = [body["items"][i] for i in escalated]
+            sent = len(escalated)
+            record = jobs.submit_auto(target, len(got.items), body, kept, defer=True,
+                                      blank_rows=got.blank_rows, delivery=delivery)
     except JobRejected as exc:  # the endpoint refused: leave the file, Lambda retries
         raise RuntimeError(f"the batch lane did not take {key}: {exc.reason}") from exc
     s3.delete_object(Bucket=bucket, Key=key)
-    log.info("sent %d comments to the batch lane: %s (job %s)", len(got.items), key, record.job_id)
-    return Outcome(key, "submitted", f"{len(got.items)} comments sent to the batch lane",
+    log.info("sent %d of %d comments to the batch lane: %s (job %s)", sent, len(got.items), key, record.job_id)
+    return Outcome(key, "submitted", f"{sent} of {len(got.items)} comments sent to the batch lane",
                    delivery.result_key, len(got.items), record.job_id, record.deferred)
 
 

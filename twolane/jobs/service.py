@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from twolane.jobs.invoker import Invoker, endpoint_for
 from twolane.jobs.store import (
+    CascadePart,
     Collected,
     Delivery,
     JobKind,
@@ -34,6 +36,17 @@ log = logging.getLogger(__name__)
 MAX_SHARDS = 100
 
 
+@dataclass
+class Kept:
+    """The instant lane's part of a cascade job: its results (JSON objects, no text) for the
+    comments it kept, in input order; the positions (0-based) of the escalated comments; the
+    instant bundle's version."""
+
+    results: list[dict[str, Any]]
+    escalated: list[int]
+    instant_version: str
+
+
 class JobRejected(Exception):
     """The batch lane cannot take the job now; `reason` is safe to show to the client."""
 
@@ -50,9 +63,10 @@ class JobService:
         self.invoker = invoker
         self.batch = batch
 
-    def submit(self, kind: JobKind, target: str, items: int, body: dict[str, Any], *,
+    def submit(self, kind: JobKind, target: str, items: int, body: dict[str, Any], *,  # noqa: PLR0913 (optional parts)
                owner: str | None = None, defer: bool = False,
-               blank_rows: list[int] | None = None, delivery: Delivery | None = None) -> JobRecord:
+               blank_rows: list[int] | None = None, delivery: Delivery | None = None,
+               kept: Kept | None = None) -> JobRecord:
         """Store the request body and start the inference; returns the pending record.
         `owner` (a key hash or client name) is the only caller `collect` hands it to.
 
@@ -60,7 +74,8 @@ class JobService:
         and starts once it can (`start_deferred`, called on every collect); without, raises
         JobRejected. Also raises JobRejected when the endpoint refuses the invocation.
         `blank_rows`: positions of blank texts, for pxtextmining's result shapes; `delivery`:
-        where a drop-folder job's results go (see twolane.dropfolder.delivery).
+        where a drop-folder job's results go (see twolane.dropfolder.delivery); `kept`: a
+        cascade job's instant-lane part (see `submit_auto`).
 
         A classify job of more than `batch.shard_size` items (`body["items"]`) is split into
         shards of that size (larger when that would make over MAX_SHARDS), each its own input
@@ -77,6 +92,13 @@ class JobService:
                            created_at=now, updated_at=now,
                            deferred=bool(reason), blank_rows=blank_rows or [],
                            delivery=delivery)
+        if kept is not None:
+            part = CascadePart(kept_location=self.store.kept_location(job_id), escalated=kept.escalated,
+                               instant_version=kept.instant_version)
+            self.store.write(part.kept_location, json.dumps({"model_version": kept.instant_version,
+                                                             "results": kept.results}).encode("utf-8"),
+                             "application/json")
+            record = record.model_copy(update={"cascade": part})
         body_items = body.get("items")
         size = self.batch.shard_size
         if isinstance(body_items, list):
@@ -96,6 +118,24 @@ class JobService:
             log.info("job %s: deferred until the batch lane can take it", job_id)
             return record
         return self._invoke(record)
+
+    def submit_auto(self, target: str, items: int, body: dict[str, Any], kept: Kept, *,
+                    owner: str | None = None, defer: bool = False,
+                    blank_rows: list[int] | None = None, delivery: Delivery | None = None) -> JobRecord:
+        """A `"lane": "auto"` job (the cascade): the instant lane has labelled every comment;
+        `kept` holds its results for the comments it is sure of and the positions of the others,
+        whose items are `body["items"]` (in that order). With none escalated the job is done at
+        once (`submit_done`: the batch host is never invoked); else the escalated comments are a
+        batch job like any other (`submit`, same arguments) that carries the kept results, and
+        collecting it merges both in input order, each result with its `lane`
+        (twolane.jobs.store.merge_cascade). Raises JobRejected as `submit` does."""
+        if not kept.escalated:
+            payload = {"model_version": kept.instant_version, "target": target,
+                       "instant_version": kept.instant_version,
+                       "results": [{**r, "lane": "instant"} for r in kept.results]}
+            return self.submit_done("classify", target, payload, items, owner=owner, blank_rows=blank_rows)
+        return self.submit("classify", target, items, body, owner=owner, defer=defer,
+                           blank_rows=blank_rows, delivery=delivery, kept=kept)
 
     def submit_parts(self, kind: JobKind, target: str, items: int, body: dict[str, Any],
                      parts: list[dict[str, Any]], *, owner: str | None = None) -> JobRecord:

@@ -93,6 +93,18 @@ class Shard(BaseModel):
         return f"shard {self.index} (items {self.start + 1}-{self.end})"
 
 
+class CascadePart(BaseModel):
+    """A `"lane": "auto"` job (the cascade): the instant lane's results for the comments it kept,
+    stored at `kept_location` when the job was made ({"model_version", "results"}, no text), and
+    the positions (0-based, in input order) of the comments sent to the batch lane, whose results
+    the job's inference gives in that order. Collection merges both in input order, each result
+    with its `lane`."""
+
+    kept_location: str
+    escalated: list[int] = Field(default_factory=list)
+    instant_version: str
+
+
 class JobRecord(BaseModel):
     """What the store knows of one job. Holds counts and locations, never comment text."""
 
@@ -119,6 +131,7 @@ class JobRecord(BaseModel):
     # A job split into shards (more items than the shard size): one entry per invocation, in
     # input order. Empty for a job of one shard (the locations above are then its own).
     shards: list[Shard] = Field(default_factory=list)
+    cascade: CascadePart | None = None  # "lane": "auto" jobs: what the instant lane kept
 
     def shard_done(self) -> float:
         """Fraction of the job's shards that have predictions (0.0 to 1.0)."""
@@ -131,6 +144,8 @@ class JobRecord(BaseModel):
     def object_locations(self) -> list[str]:
         """Every object this job may own (input, output, failure; each shard's too)."""
         uris = [self.input_location, self.output_location, self.failure_location]
+        if self.cascade is not None:
+            uris.append(self.cascade.kept_location)
         for sh in self.shards:
             uris += [sh.input_location, sh.output_location, sh.failure_location]
         return [u for u in uris if u]
@@ -196,6 +211,10 @@ class JobStore(ABC):
     @abstractmethod
     def output_location(self, job_id: str) -> str:
         """Where a job finished outside the async endpoint keeps its output (an s3:// URI)."""
+
+    @abstractmethod
+    def kept_location(self, job_id: str) -> str:
+        """Where a cascade job keeps the instant lane's results of the comments it kept."""
 
     @abstractmethod
     def get(self, job_id: str) -> JobRecord | None: ...
@@ -326,8 +345,21 @@ class JobStore(ABC):
     def results_payload(self, record: JobRecord) -> dict[str, Any] | None:
         """A succeeded job's results payload ({model_version, target, results, ...}); for a
         sharded job the shards' `results` concatenated in input order; for a summary job
-        {"plan", "completions"} (twolane.summaries.plan.assemble makes the answer). None when
-        an output object is missing."""
+        {"plan", "completions"} (twolane.summaries.plan.assemble makes the answer); for a
+        cascade job (`record.cascade`) the kept and escalated results merged in input order,
+        each with its `lane`. None when an output object is missing."""
+        payload = self._inference_payload(record)
+        if payload is None or record.cascade is None:
+            return payload
+        kept_body = self.read(record.cascade.kept_location)
+        if kept_body is None:
+            return None
+        try:
+            return merge_cascade(record.cascade, json.loads(kept_body), payload)
+        except ValueError:
+            return None  # collect reports it as results not found, once
+
+    def _inference_payload(self, record: JobRecord) -> dict[str, Any] | None:
         if not record.shards:
             body = self.read(record.output_location or "")
             return None if body is None else json.loads(body)
@@ -399,6 +431,28 @@ class JobStore(ABC):
         raise Conflict(f"job {job_id}: too many concurrent changes")
 
 
+def merge_cascade(part: CascadePart, kept: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any]:
+    """One payload from a cascade job's kept results ({"results": [...]} in input order, the
+    escalated positions left out) and its batch inference's ({"model_version", "target",
+    "results"}, one per escalated position, in order): every result in input order with
+    `"lane": "instant"` or `"batch"`. Raises ValueError when the counts do not add up."""
+    kept_rows, batch_rows = list(kept.get("results", [])), list(batch.get("results", []))
+    if len(batch_rows) != len(part.escalated):
+        raise ValueError(f"{len(batch_rows)} batch results for {len(part.escalated)} escalated comments")
+    n = len(kept_rows) + len(batch_rows)
+    escalated = set(part.escalated)
+    out: list[dict[str, Any]] = []
+    k = b = 0
+    for i in range(n):
+        if i in escalated:
+            out.append({**batch_rows[b], "lane": "batch"})
+            b += 1
+        else:
+            out.append({**kept_rows[k], "lane": "instant"})
+            k += 1
+    return {**batch, "results": out, "instant_version": part.instant_version}
+
+
 class S3JobStore(JobStore):
     def __init__(self, s3: Any, bucket: str):
         self.s3 = s3
@@ -444,6 +498,9 @@ class S3JobStore(JobStore):
 
     def output_location(self, job_id: str) -> str:
         return s3_uri(self.bucket, batch_output_key(job_id))
+
+    def kept_location(self, job_id: str) -> str:
+        return s3_uri(self.bucket, batch_output_key(f"{job_id}-kept"))
 
     def create_done(self, record: JobRecord, output_body: bytes) -> JobRecord:
         bucket, key = parse_s3_uri(record.output_location or "")

@@ -465,12 +465,12 @@
     }
   }
 
-  async function runBatch(items) {
+  async function runBatch(items, lane = "batch") {
     const size = Math.max(1, state.limits.max_job_items);
     const jobs = [];
     for (let start = 0; start < items.length; start += size) {
       const r = await call("POST", "v1/jobs", { items: items.slice(start, start + size),
-        target: "ms" });
+        target: "ms", lane });
       if (r.status !== 202) throw new ApiProblem(r.status, await reasonOf(r));
       jobs.push(await r.json());
     }
@@ -504,7 +504,8 @@
     show($("dl-html"), false);
     const items = state.items;
     try {
-      const results = state.lane === "batch" ? await runBatch(items) : await runInstant(items);
+      const results = state.lane === "instant" ? await runInstant(items)
+        : await runBatch(items, state.lane);
       if (results === null) {
         $("run-status").textContent = "Cancelled.";
         return;
@@ -763,7 +764,10 @@
   }
 
   function showResults() {
-    const lane = state.lane === "batch" ? "batch" : "instant";
+    const sent = state.results.filter((r) => r.lane === "batch").length;
+    const lane = state.lane === "auto"
+      ? `cascade (${sent.toLocaleString()} sent to the transformer)`
+      : (state.lane === "batch" ? "batch" : "instant");
     const negative = state.results.filter((r) => sentimentOf(r) >= 4).length;
     const none = state.results.filter((r) => r.labels.includes(NOT_POSSIBLE)).length;
     $("results-summary").textContent = `${plural(state.results.length, "comment")} from ` +

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from twolane import drift
+from twolane.api.cascade import cascade_split
 from twolane.api.deps import (
     JobsDep,
     ModelDep,
@@ -27,7 +28,7 @@ from twolane.api.deps import (
 from twolane.api.errors import ERROR_RESPONSES, Problem, RequestRejected, problem
 from twolane.api.gate import StrictRoute
 from twolane.contract import CommentIn, JobAccepted, JobRequest, JobResults, JobState, check_items
-from twolane.jobs.service import JobRejected
+from twolane.jobs.service import JobRejected, Kept
 from twolane.jobs.store import JobGone, JobKind, JobNotFound, JobRecord
 from twolane.settings import Settings
 from twolane.summaries.plan import Plan, UnknownTheme, assemble, llm_name, plan_summaries
@@ -39,11 +40,14 @@ RETRY_AFTER_S = "2"
 
 
 def _submit(jobs: JobsDep, settings: Settings, items: list[CommentIn], kind: JobKind,
-            target: str, body: dict[str, Any], owner: str | None) -> JSONResponse:
+            target: str, body: dict[str, Any], owner: str | None, kept: Kept | None = None) -> JSONResponse:
     limits = settings.api
     check_items(items, max_items=limits.max_job_items, max_text_chars=limits.max_text_chars)
     try:
-        record = jobs.get().submit(kind, target, len(items), body, owner=owner)
+        if kept is not None:
+            record = jobs.get().submit_auto(target, len(items), body, kept, owner=owner)
+        else:
+            record = jobs.get().submit(kind, target, len(items), body, owner=owner)
     except JobRejected as exc:
         raise RequestRejected(503, exc.reason) from exc
     url = f"/v1/jobs/{record.job_id}"
@@ -58,8 +62,18 @@ def _submit(jobs: JobsDep, settings: Settings, items: list[CommentIn], kind: Job
 def submit_job(body: JobRequest, jobs: JobsDep, settings: SettingsDep, owner: OwnerDep,
                model: ModelDep) -> JSONResponse:
     """Queue comments for the transformer (ensembled with the instant lane). `target`: "m"
-    themes, "s" sentiment, "ms" both. Poll the `results_url`; results are handed out once."""
-    accepted = _submit(jobs, settings, body.items, "classify", body.target, body.model_dump(), owner)
+    themes, "s" sentiment, "ms" both. `lane` "auto": the cascade: the instant lane keeps the
+    comments it is sure of (each gets exactly what /v1/predict gives it) and only the others go
+    to the transformer; every result then says which `lane` answered. Poll the `results_url`;
+    results are handed out once."""
+    sent = body.model_dump(exclude={"lane"})  # what the batch host reads (JobRequest, lane "batch")
+    kept = None
+    if body.lane == "auto":
+        check_items(body.items, max_items=settings.api.max_job_items,
+                    max_text_chars=settings.api.max_text_chars)
+        kept, escalated = cascade_split(model, settings, body.items, body.target)
+        sent["items"] = [sent["items"][i] for i in escalated]
+    accepted = _submit(jobs, settings, body.items, "classify", body.target, sent, owner, kept)
     if model.loaded is not None:  # the job's drift metrics (twolane.drift), as the drop folder's
         drift.publish(drift.report_for(model.loaded, body.items),
                       emit=settings.lambda_function_name is not None)

@@ -11,7 +11,8 @@
 Behind it are the batch lane's jobs service and store, as for /v1/jobs. While the batch model
 is not there yet (a local stack still building it), the job is accepted and starts when it is;
 `&lane=instant` labels the comments on the instant lane at once instead (same URLs, same
-once-only results). docs/pxtextmining.md shows the client code.
+once-only results); `&lane=auto` is the cascade (twolane.api.cascade), results in the same
+shape. docs/pxtextmining.md shows the client code.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from twolane.api.cascade import cascade_split
 from twolane.api.deps import (
     CodeOwnerDep,
     JobsDep,
@@ -88,8 +90,10 @@ def results_url(request: Request, job_id: str, public_url: str | None) -> str:
 async def start_container_instance(
     request: Request, jobs: JobsDep, model: ModelDep, settings: SettingsDep, owner: CodeOwnerDep,
     target: Annotated[str | None, Query(description="m labels, s sentiment, ms both (default)")] = None,
-    lane: Annotated[Literal["batch", "instant"], Query(
-        description="batch (default): the transformer ensemble; instant: the TF-IDF models, now")] = "batch",
+    lane: Annotated[Literal["batch", "instant", "auto"], Query(
+        description="batch (default): the transformer ensemble; instant: the TF-IDF models, now; "
+                    "auto: the cascade (the instant lane keeps what it is sure of, the rest goes "
+                    "to the transformer)")] = "batch",
 ) -> PlainTextResponse:
     """Body: a JSON list of {comment_id, comment_text, question_type} (read whatever the
     Content-Type, as pxtextmining's R example sends none). 202 with the results URL."""
@@ -117,10 +121,17 @@ async def start_container_instance(
         record = await run_in_threadpool(service.submit_done, "classify", tgt, payload,
                                          len(comments), owner=owner, blank_rows=blanks)
     else:
-        body = JobRequest(items=comments, target=tgt).model_dump()
+        body = JobRequest(items=comments, target=tgt).model_dump(exclude={"lane"})
         try:
-            record = await run_in_threadpool(service.submit, "classify", tgt, len(comments), body,
-                                             owner=owner, defer=True, blank_rows=blanks)
+            if lane == "auto":
+                kept, escalated = await run_model(len(comments), cascade_split, model, settings,
+                                                  comments, tgt)
+                body["items"] = [body["items"][i] for i in escalated]
+                record = await run_in_threadpool(service.submit_auto, tgt, len(comments), body, kept,
+                                                 owner=owner, defer=True, blank_rows=blanks)
+            else:
+                record = await run_in_threadpool(service.submit, "classify", tgt, len(comments), body,
+                                                 owner=owner, defer=True, blank_rows=blanks)
         except JobRejected as exc:  # the endpoint refused the invocation itself
             raise RequestRejected(503, exc.reason) from exc
     return PlainTextResponse(results_url(request, record.job_id, settings.public_url),

@@ -1,0 +1,84 @@
+"""The cascade between the lanes: which comments the instant lane is unsure of.
+
+A `"lane": "auto"` job is labelled by the instant lane first; the comments it is unsure of go to
+the batch lane. "Unsure" is the batch manifest's `Cascade` rule (learned on the validation fold
+by model_build/cascade.py), read from the instant lane's own arrays (`predict_arrays`):
+
+- theme margin: min over labels of |logit p - logit t| (p the label probability, t the label's
+  threshold in the instant lane's decide rule; the unlabellable label left out), in log-odds;
+- sentiment margin: top minus second sentiment probability (0..1).
+
+A comment is escalated when either margin is under its cut-off. Rows with no sentiment (NaN:
+unlabellable or unknown text) are never escalated: both lanes answer them by rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from twolane.bundle import Cascade
+from twolane.contract import CommentIn, JobTarget, Prediction, restrict
+from twolane.predictors.decide import predictions
+from twolane.predictors.instant import InstantPredictor
+
+EPS = 1e-6
+NEVER = np.inf  # the margin of a row that is never escalated
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(np.asarray(p, np.float64), EPS, 1.0 - EPS)
+    return np.log(q / (1.0 - q))
+
+
+def margins(P: np.ndarray, S: np.ndarray, thresholds: np.ndarray, lnp: int | None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(theme margin, sentiment margin), float64 n each, from the instant lane's label
+    probabilities P (n x L), sentiment probabilities S (n x 5, NaN rows: no sentiment) and its
+    thresholds (L). Rows with NaN sentiment get `NEVER` in both."""
+    P = np.asarray(P, np.float64)
+    n = len(P)
+    cols = [j for j in range(P.shape[1]) if j != lnp] if P.ndim == 2 else []
+    if n == 0 or not cols:
+        return np.full(n, NEVER), np.full(n, NEVER)
+    d = np.abs(_logit(P[:, cols]) - _logit(np.asarray(thresholds, np.float64)[cols])[None, :])
+    theme = d.min(axis=1)
+    S = np.asarray(S, np.float64)
+    answered = ~np.isnan(S).any(axis=1)
+    top2 = np.sort(np.nan_to_num(S, nan=0.0), axis=1)[:, -2:]
+    sentiment = top2[:, 1] - top2[:, 0]
+    theme = np.where(answered, theme, NEVER)
+    sentiment = np.where(answered, sentiment, NEVER)
+    return theme, sentiment
+
+
+def escalate(rule: Cascade, P: np.ndarray, S: np.ndarray, thresholds: np.ndarray,
+             lnp: int | None, target: str = "ms") -> np.ndarray:
+    """bool n: the comments a `"lane": "auto"` job sends to the batch lane, by `rule`.
+    target "m" (themes only) reads the theme margin alone, "s" the sentiment margin alone,
+    "ms" both."""
+    theme, sentiment = margins(P, S, thresholds, lnp)
+    out = np.zeros(len(theme), bool)
+    if target in ("m", "ms"):
+        out |= theme < rule.theme_margin_below
+    if target in ("s", "ms"):
+        out |= sentiment < rule.sentiment_margin_below
+    return out
+
+
+def split_lanes(predictor: InstantPredictor, rule: Cascade, items: Sequence[CommentIn],
+                target: JobTarget = "ms") -> tuple[list[Prediction], np.ndarray]:
+    """The instant lane's answer for every comment (exactly what `predictor.predict(items,
+    target=target)`, and so /v1/predict, gives) and which of them go to the batch lane (bool n,
+    `escalate`), from one pass of the model."""
+    texts = [i.comment_text for i in items]
+    P, S = predictor.predict_arrays(texts, [i.question_type for i in items])
+    lnp = predictor.decider.lnp
+    answered = P[:, lnp] < 1.0 if lnp is not None else np.ones(len(items), bool)
+    D = predictor.decide(P, S)
+    has_sentiment = any(e.task == "sentiment" for e in predictor.manifest.models.values())
+    preds = predictions([i.comment_id for i in items], predictor.labels, D,
+                        S if has_sentiment else None, answered)
+    esc = escalate(rule, P, S, predictor.thresholds, lnp, target)
+    return [restrict(p, target) for p in preds], esc

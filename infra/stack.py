@@ -70,6 +70,31 @@ class Artifacts:
     llm_artifact: Path | None = None  # the LLM's model.tar.gz (llm.enabled, no model_data_url)
 
 
+def cascade_rule_json(artifacts: Artifacts) -> str | None:
+    """The cascade rule (`ensemble.cascade` of the batch bundle's manifest, its validation curve
+    left out) as JSON, from the batch bundle folder or the model.tar.gz the stack ships; None
+    when neither is here or the bundle has no rule. The API reads it as TWOLANE_CASCADE_RULE
+    (`"lane": "auto"` jobs), since its own asset holds only the instant bundle."""
+    import json
+    import tarfile
+
+    raw: bytes | None = None
+    if artifacts.batch_bundle is not None and (artifacts.batch_bundle / "manifest.json").is_file():
+        raw = (artifacts.batch_bundle / "manifest.json").read_bytes()
+    elif artifacts.model_artifact is not None and artifacts.model_artifact.is_file():
+        with tarfile.open(artifacts.model_artifact) as tar:
+            member = next((m for m in tar.getmembers()
+                           if m.name.lstrip("./") == "manifest.json"), None)
+            f = tar.extractfile(member) if member is not None else None
+            raw = f.read() if f is not None else None
+    if raw is None:
+        return None
+    cascade = (json.loads(raw).get("ensemble") or {}).get("cascade")
+    if not isinstance(cascade, dict):
+        return None
+    return json.dumps({k: v for k, v in cascade.items() if k != "curve"}, separators=(",", ":"))
+
+
 def batch_endpoint_name(cfg: DeployConfig) -> str:
     """The instance type is part of the name: SageMaker refuses to change the instance type of
     an auto-scaled variant in place, so a new type deploys a new endpoint (and scalable target)
@@ -121,6 +146,9 @@ class TwolaneStack(Stack):
                               model_artifact=artifacts.llm_artifact)
 
         env = self._environment(cfg, bucket.bucket_name, endpoint_name, worker, llm)
+        rule = cascade_rule_json(artifacts) if cfg.batch.enabled else None
+        if rule is not None:  # "lane": "auto" jobs: the API has no batch bundle of its own
+            env["TWOLANE_CASCADE_RULE"] = rule
 
         api = InstantApi(self, "InstantApi", shared=shared, code=code, environment=env)
         drop = DropFolder(self, "DropFolder", shared=shared, code=code, storage=storage,

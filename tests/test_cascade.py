@@ -109,6 +109,31 @@ def test_cascade_section_is_written_and_loaded(batch_bundle: Path) -> None:
     assert isinstance(again.ensemble, BatchEnsemble) and again.ensemble.cascade == rule
 
 
+def test_the_rule_reaches_an_api_without_a_batch_bundle(batch_bundle: Path, tmp_path: Path) -> None:
+    """On AWS the API's asset holds only the instant bundle: infra reads the rule from the
+    batch bundle (or its model.tar.gz) it deploys into TWOLANE_CASCADE_RULE, which wins."""
+    import tarfile
+
+    from infra.stack import Artifacts, cascade_rule_json
+    from twolane.settings import Settings
+    from twolane.wiring import cascade_rule
+
+    m = read_manifest(batch_bundle)
+    assert isinstance(m.ensemble, BatchEnsemble) and m.ensemble.cascade is not None
+    want = m.ensemble.cascade.model_copy(update={"curve": []})
+    from_folder = cascade_rule_json(Artifacts(batch_bundle=batch_bundle))
+    tar_path = tmp_path / "model.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tar:
+        tar.add(batch_bundle / "manifest.json", arcname="manifest.json")
+    from_tar = cascade_rule_json(Artifacts(model_artifact=tar_path))
+    assert from_folder is not None and from_folder == from_tar and len(from_folder) < 2000
+    nowhere = Settings(bundles=tmp_path / "none", batch_bundle=None)
+    assert cascade_rule(nowhere) is None
+    got = cascade_rule(nowhere.model_copy(update={"cascade_rule": from_folder}))
+    assert got == want
+    assert cascade_rule(nowhere.model_copy(update={"cascade_rule": "{not json"})) is None
+
+
 # --- auto jobs through the jobs API ---------------------------------------------------------------
 
 

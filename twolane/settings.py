@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     batch_invoker: Literal["local", "sagemaker", "lambda"] = "local"
     batch_function: str = "twolane-batch-worker"  # the Lambda batch worker: name or ARN
     batch_endpoint: str = "twolane-batch"  # classifier endpoint (ONNX image)
+    # The batch bundle's cascade rule (bundle.Cascade as JSON), for `"lane": "auto"` where the
+    # API has no batch bundle on disk (AWS: infra sets it from the bundle it deploys).
+    cascade_rule: str | None = None
     summary_endpoint: str = "twolane-llm"  # the LLM endpoint (llama.cpp / vLLM / LMI image)
     max_job_items: int = Field(50_000, ge=1)  # items per job (POST /v1/jobs, /v1/summaries)
     batch_max_concurrency: int = Field(2, ge=1)  # MaxConcurrentInvocationsPerInstance

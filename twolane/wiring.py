@@ -19,6 +19,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from pydantic import ValidationError
+
 from twolane.aws import client
 from twolane.batchhost.inference import Model, cached_model
 from twolane.batchhost.worker import BatchWorker
@@ -86,7 +88,14 @@ def cascade_rule(settings: Settings) -> Cascade | None:
     """The cascade rule of the batch bundle the settings name (`batch_bundle`, else the newest
     under `bundles`): its manifest's `ensemble.cascade` (only the manifest is read, no model);
     None when there is no such bundle or it has no rule (built before the cascade, or without
-    the instant lane). Read on each call: the local stack may build the batch bundle later."""
+    the instant lane). Read on each call: the local stack may build the batch bundle later.
+    `settings.cascade_rule` (TWOLANE_CASCADE_RULE, the rule as JSON) comes first: on AWS the
+    API has no batch bundle, and infra sets it from the one it deploys."""
+    if settings.cascade_rule:
+        try:
+            return Cascade.model_validate_json(settings.cascade_rule)
+        except ValidationError:
+            return None
     try:
         manifest = read_manifest(resolve_bundle(settings.batch_bundle or settings.bundles, "batch"))
     except BundleError:

@@ -227,6 +227,13 @@ def test_served_in_its_own_taxonomy(own_bundle: Path) -> None:
         assert info["multilabel"] is False and info["context"] == {"column": "channel", "values": ["app", "web"]}
         px = c.post("/predict_multilabel", json=[{"comment_id": "1", "comment_text": "fine"}])
         assert px.status_code == 409 and "NHS bundles only" in px.json()["detail"]
+        slow = c.post("/api/StartContainerInstance", json=[{"comment_id": "1", "comment_text": "fine"}])
+        assert slow.status_code == 409 and "NHS bundles only" in slow.json()["detail"]
+        # the batch lane answers in the NHS taxonomy: jobs (and so the cascade) say so, never
+        # hand back another taxonomy's labels
+        for lane in ("batch", "auto"):
+            job = c.post("/v1/jobs", json={"items": ITEMS, "lane": lane})
+            assert job.status_code == 409 and "instant lane" in job.json()["detail"], job.text
 
 
 def test_drop_folder_in_its_own_taxonomy(own_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -257,3 +264,10 @@ def test_drop_folder_in_its_own_taxonomy(own_bundle: Path, monkeypatch: pytest.M
     direct = predictor.predict_texts([i["comment_text"] for i in ITEMS], [i.get("context") for i in ITEMS])
     assert [r["labels"] for r in rows] == ["; ".join(p.labels) for p in direct]
     assert rows[0]["sentiment_label"] in ("negative", "neutral", "positive") and rows[2]["labels"] == ""
+    with mock_aws():  # inbox/batch/ and inbox/auto/: a report naming the instant lane
+        s3 = boto3.client("s3", region_name="eu-west-2")
+        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+        for key in ("inbox/batch/reviews.csv", "inbox/auto/reviews.csv"):
+            s3.put_object(Bucket=BUCKET, Key=key, Body=out.getvalue().encode())
+            o = process_event(s3_event(key), predictor, s3=s3, settings=Settings())["outcomes"][0]
+            assert o["status"] == "failed" and "instant lane" in o["detail"], o

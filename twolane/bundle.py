@@ -230,6 +230,11 @@ class Serving(Section):
     max_length: int | None = Field(default=None, gt=0)
 
 
+BATCH_LANE_NHS_ONLY = ("the batch lane is trained on the NHS preset only so far (docs/own_data.md), "
+                       "and this model has its own taxonomy: use the instant lane (POST /v1/predict, "
+                       "or the drop folder's inbox/)")
+
+
 class Manifest(Section):
     """What a bundle holds, how it serves, how it was made and how good it is."""
 
@@ -282,6 +287,13 @@ class Manifest(Section):
     @property
     def sentiment_classes(self) -> list[str]:
         return self.taxonomy.sentiment_classes
+
+    @property
+    def batch_lane_refuses(self) -> str | None:
+        """Why the batch lane (and so the cascade) cannot answer for this instant bundle's
+        comments, or None: the transformer is trained on the NHS preset only so far, so a bundle
+        with its own taxonomy would get NHS labels back."""
+        return None if self.is_nhs else BATCH_LANE_NHS_ONLY
 
     @property
     def is_nhs(self) -> bool:

@@ -192,3 +192,23 @@ async def require_summaries_enabled(settings: SettingsDep) -> None:
     """501 when this deployment has no text-generation lane (TWOLANE_SUMMARIES_ENABLED=0)."""
     if not settings.api.summaries_enabled:
         raise RequestRejected(501, SUMMARIES_DISABLED)
+
+
+PX_NHS_ONLY = ("the pxtextmining routes serve NHS bundles only; this bundle has its own taxonomy: "
+               "use POST /v1/predict")
+
+
+def require_nhs_bundle(predictor: Predictor) -> None:
+    """409 unless the model is of the NHS taxonomy: pxtextmining's shapes name it."""
+    manifest = getattr(predictor, "manifest", None)
+    if manifest is not None and not manifest.is_nhs:
+        raise RequestRejected(409, PX_NHS_ONLY)
+
+
+def require_batch_lane_for(predictor: Predictor) -> None:
+    """409 when the batch lane cannot answer for this model's taxonomy
+    (`Manifest.batch_lane_refuses`)."""
+    manifest = getattr(predictor, "manifest", None)
+    reason = manifest.batch_lane_refuses if manifest is not None else None
+    if reason:
+        raise RequestRejected(409, reason)

@@ -185,18 +185,11 @@ def process_object(s3: Any, bucket: str, key: str, predictor: Predictor,
         return _move_to_failed(s3, bucket, key, "the file could not be read as comments "
                                f"({type(exc).__name__}); check its format", size)
     target = target_of(key)
+    refused = _batch_lane_refuses(predictor, key)
+    if refused:
+        return _move_to_failed(s3, bucket, key, refused, size)
     if key.startswith(AUTO_INBOX):
-        rule = cascade_rule(settings) if jobs is not None else None
-        if rule is None or not isinstance(predictor, InstantPredictor):
-            return _move_to_failed(s3, bucket, key, NO_CASCADE if jobs else NO_BATCH_LANE, size)
-        preds, esc = split_lanes(predictor, rule, got.items, target)
-        if esc.any():
-            assert jobs is not None
-            return _with_drift(_submit(s3, bucket, key, family, got, target, jobs,
-                                       (preds, esc, predictor.version)),
-                               predictor, got, emit=settings.lambda_function_name is not None)
-        return _with_drift(_write_outbox(s3, bucket, key, family, got, target, predictor, preds),
-                           predictor, got, emit=settings.lambda_function_name is not None)
+        return _auto(s3, bucket, key, family, got, target, predictor, settings, jobs, size)
     if key.startswith(BATCH_INBOX):
         if jobs is None:
             return _move_to_failed(s3, bucket, key, NO_BATCH_LANE, size)
@@ -205,6 +198,33 @@ def process_object(s3: Any, bucket: str, key: str, predictor: Predictor,
     preds = label(predictor, got.items, target)
     return _with_drift(_write_outbox(s3, bucket, key, family, got, target, predictor, preds),
                        predictor, got, emit=settings.lambda_function_name is not None)
+
+
+def _auto(s3: Any, bucket: str, key: str, family: Family, got: FileItems,  # noqa: PLR0913
+          target: JobTarget, predictor: Predictor, settings: Settings, jobs: JobService | None,
+          size: int | None) -> Outcome:
+    """An inbox/auto/ file: the cascade (the instant lane keeps what it is sure of; the rest
+    becomes a batch job, or the file is written at once when nothing is escalated)."""
+    rule = cascade_rule(settings) if jobs is not None else None
+    if rule is None or not isinstance(predictor, InstantPredictor):
+        return _move_to_failed(s3, bucket, key, NO_CASCADE if jobs else NO_BATCH_LANE, size)
+    preds, esc = split_lanes(predictor, rule, got.items, target)
+    if esc.any():
+        assert jobs is not None
+        return _with_drift(_submit(s3, bucket, key, family, got, target, jobs,
+                                   (preds, esc, predictor.version)),
+                           predictor, got, emit=settings.lambda_function_name is not None)
+    return _with_drift(_write_outbox(s3, bucket, key, family, got, target, predictor, preds),
+                       predictor, got, emit=settings.lambda_function_name is not None)
+
+
+def _batch_lane_refuses(predictor: Predictor, key: str) -> str | None:
+    """Why a file of inbox/batch/ or inbox/auto/ cannot go to the batch lane with this model
+    (`Manifest.batch_lane_refuses`), or None."""
+    manifest = getattr(predictor, "manifest", None)
+    if manifest is None or not key.startswith((AUTO_INBOX, BATCH_INBOX)):
+        return None
+    return manifest.batch_lane_refuses
 
 
 def _write_outbox(s3: Any, bucket: str, key: str, family: Family, got: FileItems, target: JobTarget,

@@ -22,6 +22,7 @@ from twolane.api.deps import (
     SettingsDep,
     require_api_key,
     require_batch_enabled,
+    require_batch_lane_for,
     require_summaries_enabled,
     run_model,
 )
@@ -66,6 +67,7 @@ def submit_job(body: JobRequest, jobs: JobsDep, settings: SettingsDep, owner: Ow
     comments it is sure of (each gets exactly what /v1/predict gives it) and only the others go
     to the transformer; every result then says which `lane` answered. Poll the `results_url`;
     results are handed out once."""
+    require_batch_lane_for(model.get())
     sent = body.model_dump(exclude={"lane"})  # what the batch host reads (JobRequest, lane "batch")
     kept = None
     if body.lane == "auto":

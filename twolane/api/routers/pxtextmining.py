@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends
 
-from twolane.api.deps import ModelDep, SettingsDep, require_api_key, run_model
-from twolane.api.errors import ERROR_RESPONSES, RequestRejected
+from twolane.api.deps import ModelDep, SettingsDep, require_api_key, require_nhs_bundle, run_model
+from twolane.api.errors import ERROR_RESPONSES
 from twolane.api.gate import StrictRoute
 from twolane.contract import PxItemIn, PxItemOut, check_items
 from twolane.rules import LABELLING_NOT_POSSIBLE
@@ -41,9 +41,7 @@ async def predict_multilabel(
     """
     limits = settings.api
     predictor = model.get()
-    if not predictor.manifest.is_nhs:  # its shapes name the NHS taxonomy (docs/own_data.md)
-        raise RequestRejected(409, "the pxtextmining routes serve NHS bundles only; this bundle has "
-                                   "its own taxonomy: use POST /v1/predict")
+    require_nhs_bundle(predictor)  # its shapes name the NHS taxonomy (docs/own_data.md)
     check_items(items, max_items=limits.max_items, max_text_chars=limits.max_text_chars)
     comments = [i.comment() for i in items]
     preds = await run_model(len(comments), predictor.predict, comments, target="m")

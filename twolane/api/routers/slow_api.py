@@ -32,6 +32,8 @@ from twolane.api.deps import (
     SettingsDep,
     require_api_key_or_code,
     require_batch_enabled,
+    require_batch_lane_for,
+    require_nhs_bundle,
     run_model,
 )
 from twolane.api.errors import ERROR_RESPONSES, RequestRejected
@@ -110,6 +112,9 @@ async def start_container_instance(
         raise RequestRejected(422, str(exc)) from None
     limits = settings.api
     check_items(items, max_items=limits.max_job_items, max_text_chars=limits.max_text_chars)
+    require_nhs_bundle(model.get())  # its shapes name the NHS taxonomy (docs/own_data.md)
+    if lane != "instant":
+        require_batch_lane_for(model.get())
     comments = [i.comment() for i in items]
     blanks = blank_rows(items)
     service = jobs.get()

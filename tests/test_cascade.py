@@ -236,7 +236,7 @@ def test_all_kept_job_never_wakes_the_batch_host(moto: str, tmp_path: Path, batc
     assert not [k for k in keys if k.startswith("batch/input/") and job_id in k]
 
 
-def test_auto_without_a_rule_is_a_clear_503(moto: str, tmp_path: Path, batch_bundle: Path) -> None:
+def test_auto_without_a_rule_is_a_clear_409(moto: str, tmp_path: Path, batch_bundle: Path) -> None:
     from twolane.predictors.instant import InstantPredictor
 
     out = tmp_path / "bundles" / "batch" / batch_bundle.name
@@ -247,7 +247,7 @@ def test_auto_without_a_rule_is_a_clear_503(moto: str, tmp_path: Path, batch_bun
     settings = lane_settings(tmp_path, out)
     client, _ = _client(settings, CountingInvoker(settings), InstantPredictor.from_bundle(batch_bundle / "instant"))
     r = client.post("/v1/jobs", json={"items": ITEMS, "lane": "auto"})
-    assert r.status_code == 503 and "cascade" in r.json()["detail"]
+    assert r.status_code == 409 and "cascade" in r.json()["detail"]
     assert client.post("/v1/jobs", json={"items": ITEMS, "lane": "fast"}).status_code == 422
     assert isinstance(Cascade, type)
 

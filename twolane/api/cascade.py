@@ -29,11 +29,11 @@ def cascade_split(model: PredictorHolder, settings: Settings, items: Sequence[Co
                   ) -> tuple[Kept, list[int]]:
     """A `"lane": "auto"` job's instant part: the API's instant predictor labels every comment
     (exactly as /v1/predict); the cascade rule picks those to escalate. Returns the kept results
-    and the escalated positions; 503 when there is no rule or the model is not an instant one."""
+    and the escalated positions; 409 when there is no rule or the model is not an instant one."""
     rule = cascade_rule(settings)
     predictor = model.get()
     if rule is None or not isinstance(predictor, InstantPredictor):
-        raise RequestRejected(503, NO_CASCADE)
+        raise RequestRejected(409, NO_CASCADE)
     if predictor.version != rule.instant_version:
         log.warning("cascade rule learned on instant bundle %s; serving %s", rule.instant_version,
                     predictor.version)

@@ -48,6 +48,8 @@ def _responses() -> dict[int | str, dict[str, object]]:
     said = {
         401: "no or a wrong `x-api-key` (when the service has API keys)",
         408: "the request (headers, or a POST's body once admitted) did not arrive in time",
+        409: "this service cannot serve the request as asked: `detail` says what to send instead "
+             "(a model of another taxonomy, or no cascade rule for `\"lane\": \"auto\"`)",
         413: "too many items in one request",
         422: "the body is not valid: `detail` lists each item and field at fault, or says "
              "what is wrong (too long, repeated ids) with `comment_ids`",

@@ -46,7 +46,7 @@ from twolane.pxtextmining import PxShapeError, blank_rows, parse_target, read_it
 router = APIRouter(tags=["pxtextmining slow API"],
                    dependencies=[Depends(require_api_key_or_code), Depends(require_batch_enabled)],
                    route_class=StrictRoute,
-                   responses={k: ERROR_RESPONSES[k] for k in (401, 408, 422, 500, 503)})
+                   responses={k: ERROR_RESPONSES[k] for k in (401, 408, 409, 422, 500, 503)})
 
 START = "StartContainerInstance"
 RETRY_AFTER_S = "5"

@@ -205,9 +205,9 @@ def require_nhs_bundle(predictor: Predictor) -> None:
         raise RequestRejected(409, PX_NHS_ONLY)
 
 
-def require_batch_lane_for(predictor: Predictor) -> None:
+def require_batch_lane_for(predictor: Predictor | None) -> None:
     """409 when the batch lane cannot answer for this model's taxonomy
-    (`Manifest.batch_lane_refuses`)."""
+    (`Manifest.batch_lane_refuses`); None (no instant model here): nothing to check."""
     manifest = getattr(predictor, "manifest", None)
     reason = manifest.batch_lane_refuses if manifest is not None else None
     if reason:

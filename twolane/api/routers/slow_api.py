@@ -112,9 +112,10 @@ async def start_container_instance(
         raise RequestRejected(422, str(exc)) from None
     limits = settings.api
     check_items(items, max_items=limits.max_job_items, max_text_chars=limits.max_text_chars)
-    require_nhs_bundle(model.get())  # its shapes name the NHS taxonomy (docs/own_data.md)
-    if lane != "instant":
-        require_batch_lane_for(model.get())
+    if model.loaded is not None:  # its shapes name the NHS taxonomy (docs/own_data.md)
+        require_nhs_bundle(model.loaded)
+        if lane != "instant":
+            require_batch_lane_for(model.loaded)
     comments = [i.comment() for i in items]
     blanks = blank_rows(items)
     service = jobs.get()

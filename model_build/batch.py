@@ -415,8 +415,8 @@ def _cascade(t: _Tuning, inst: Manifest, inst_rule: DecideRule, instant_bundle: 
         inst.taxonomy, inst_rule, probe, served, t.val.texts, t.val.question_types,
         oof[best["instant_model"]], oof["sentiment"], p_val, s_val)
     rule = cascade.learn(t.val.Y, t.val.sentiment, instant, batch, thresholds, lnp, inst.version,
-                         t.escalate_share)
-    t.log(f"cascade: escalate {rule.escalate_share:.1%} of validation comments "
+                         t.escalate_share, non_junk=cascade.non_junk_share(t.ds.train.texts))
+    t.log(f"cascade: escalate {rule.escalate_share:.1%} of comments "
           f"(theme margin < {rule.theme_margin_below:.3f}, sentiment margin < {rule.sentiment_margin_below:.3f}); "
           f"{rule.chosen_by}")
     return rule

@@ -34,6 +34,13 @@ DEFAULT_SWEEPS: dict[str, Sweep] = {
 }
 
 
+def _measured_at(report: Path) -> str:
+    """When the load tests in an earlier report.json were run: its own run, or, when it reused
+    yet another report's, that one's (a chain of --reuse keeps the first date)."""
+    doc = json.loads(report.read_text(encoding="utf-8"))
+    return str(doc.get("reused_from") or doc["generated_at"])
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -275,8 +282,7 @@ def run(lane: str = "both", slo_p95_ms: float = 1000.0, out: Path = Path("bench/
         "batch_hosts": batch_hosts,
         "llm": llm_doc((workload or NHS_WORKLOAD).comments_per_week,
                        (workload or NHS_WORKLOAD).jobs_per_week, prices),
-        "reused_from": (json.loads(reuse.read_text(encoding="utf-8"))["generated_at"]
-                        if reuse is not None else None),
+        "reused_from": _measured_at(reuse) if reuse is not None else None,
         "config_changes": config_changes,
         "prices": {k: prices[k] for k in ("region", "currency", "as_of", "source")},
         "assumptions": [

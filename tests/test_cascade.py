@@ -76,6 +76,23 @@ def test_learned_rule_escalates_the_unsure_share_and_reaches_the_batch_lane() ->
     assert cheap.escalate_share <= 0.1
 
 
+def test_shares_count_all_comments_junk_included() -> None:
+    """The validation fold holds no junk text; a job's comments do (never escalated), so a share
+    on the fold is scaled to all comments: the cap means the same thing on both."""
+    from model_build.cascade import learn, non_junk_share
+
+    assert non_junk_share(["The nurse was kind", "n/a", "", "Long wait"]) == pytest.approx(0.5)
+    inst, batch, Y, y_sent, unsure = _lanes()
+    rule = learn(Y, y_sent, inst, batch, np.array([0.5] * 4), 3, "v1", non_junk=0.5)
+    assert rule.escalate_share == pytest.approx(unsure.mean() * 0.5, abs=0.02)
+    assert "0.500" in rule.tuned_on
+    # the cap is of all comments: at most 15 % of them is 30 % of the fold
+    capped = learn(Y, y_sent, inst, batch, np.array([0.5] * 4), 3, "v1", escalate_share=0.15, non_junk=0.5)
+    theme, sent = margins(inst.P, inst.S, np.array([0.5] * 4), 3)
+    fold = ((theme < capped.theme_margin_below) | (sent < capped.sentiment_margin_below)).mean()
+    assert capped.escalate_share <= 0.15 and fold == pytest.approx(2 * capped.escalate_share, abs=0.01)
+
+
 def test_merge_puts_each_result_back_in_input_order_with_its_lane() -> None:
     part = CascadePart(kept_location="s3://b/k", escalated=[1, 3], instant_version="i1")
     kept = {"results": [{"comment_id": "a"}, {"comment_id": "c"}, {"comment_id": "e"}]}

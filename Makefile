@@ -43,6 +43,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.batch_e2e
 	$(BIN)/python -m bench.infra
 	$(BIN)/python -m bench.decide
+	$(BIN)/python -m bench.batch_determinism
+	$(BIN)/python -m bench.cascade --through-stack
 	$(BIN)/python -m bench.local_s3_memory
 	$(BIN)/python -m bench.drift
 	$(BIN)/python -m bench.llm

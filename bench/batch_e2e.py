@@ -27,6 +27,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -101,9 +103,11 @@ def load_items(n: int) -> list[dict[str, Any]]:
              "question_type": rows[i % len(rows)][1]} for i in range(n)]
 
 
-def run_job(api: str, items: list[dict]) -> dict:
+def run_job(api: str, items: list[dict], lane: str = "batch") -> dict:
+    """POST one job (target ms; `lane` "batch" or "auto"), GET its results URL every 0.2 s until
+    200: timings, and the results themselves under "body"."""
     t0 = time.perf_counter()
-    r = httpx.post(f"{api}/v1/jobs", json={"items": items, "target": "ms"}, timeout=120)
+    r = httpx.post(f"{api}/v1/jobs", json={"items": items, "target": "ms", "lane": lane}, timeout=120)
     t_post = time.perf_counter() - t0
     if r.status_code != 202:
         raise SystemExit(f"POST /v1/jobs answered {r.status_code}: {r.text[:300]}")
@@ -125,35 +129,19 @@ def run_job(api: str, items: list[dict]) -> dict:
     return {"post_s": round(t_post, 3), "total_s": round(total, 2), "polls": polls,
             "results": len(ids), "model_version": body["model_version"],
             "second_get_status": again,
-            "comments_per_s": round(len(items) / total, 1)}
+            "comments_per_s": round(len(items) / total, 1), "body": body}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bundle", type=Path, default=None, help="batch bundle (default: newest)")
-    ap.add_argument("--items", type=int, default=5000)
-    ap.add_argument("--cold-runs", type=int, default=5)
-    a = ap.parse_args()
-
+@contextmanager
+def local_stack(bundle: Path, max_job_items: int) -> Iterator[tuple[str, Any]]:
+    """The local stack as `twolane up` runs it, in this process: moto on 127.0.0.1, the batch
+    lane (`start_batch_lane`: async runner + `sagemaker/serve.py` on demand) for `bundle`, the
+    API on uvicorn. Yields (API base URL, the batch lane); stops all three on exit."""
     import logging
 
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines
-
-    from twolane.bundle import read_manifest, resolve_bundle
-    from twolane.settings import get_settings
-
-    bundle = resolve_bundle(a.bundle or get_settings().bundles, "batch")
-    manifest = read_manifest(bundle)
-    print(f"bundle {bundle} ({manifest.version}, ensemble: {bool(manifest.ensemble)})")
-
-    cold = cold_start(bundle, a.cold_runs)
-    print("serve.py cold start s:", [round(x, 3) for x in cold])
-    imp_stdlib = import_seconds("import http.server, json")
-    imp_asgi = import_seconds("import http.server, json, fastapi, uvicorn")
-    print(f"fresh interpreter: http.server {imp_stdlib:.3f} s, + fastapi/uvicorn {imp_asgi:.3f} s")
-
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     endpoint = f"http://127.0.0.1:{moto.get_host_and_port()[1]}"
@@ -161,7 +149,9 @@ def main() -> None:
                        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "eu-west-2",
                        "TWOLANE_BATCH_BUNDLE": str(bundle),
-                       "TWOLANE_MAX_JOB_ITEMS": str(max(a.items, 50_000))})
+                       "TWOLANE_MAX_JOB_ITEMS": str(max_job_items)})
+    from twolane.settings import get_settings
+
     get_settings.cache_clear()
     settings = get_settings()
 
@@ -179,22 +169,47 @@ def main() -> None:
     app = create_app(settings=settings, jobs=local_job_service(settings))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    api = f"http://127.0.0.1:{port}"
-    items = load_items(a.items)
     try:
-        assert lane.runner.container is None
-        cold_job = run_job(api, items)
-        scale_from_zero = lane.runner.stats.start_seconds[0]
-        print(f"job from zero: {cold_job}; scale from zero {scale_from_zero:.2f} s")
-        warm_job = run_job(api, items)
-        print(f"job warm: {warm_job}")
-        starts = lane.runner.stats.starts
+        while not server.started:
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}", lane
     finally:
         server.should_exit = True
         lane.stop()
         moto.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bundle", type=Path, default=None, help="batch bundle (default: newest)")
+    ap.add_argument("--items", type=int, default=5000)
+    ap.add_argument("--cold-runs", type=int, default=5)
+    a = ap.parse_args()
+
+    from twolane.bundle import read_manifest, resolve_bundle
+    from twolane.settings import get_settings
+
+    bundle = resolve_bundle(a.bundle or get_settings().bundles, "batch")
+    manifest = read_manifest(bundle)
+    print(f"bundle {bundle} ({manifest.version}, ensemble: {bool(manifest.ensemble)})")
+
+    cold = cold_start(bundle, a.cold_runs)
+    print("serve.py cold start s:", [round(x, 3) for x in cold])
+    imp_stdlib = import_seconds("import http.server, json")
+    imp_asgi = import_seconds("import http.server, json, fastapi, uvicorn")
+    print(f"fresh interpreter: http.server {imp_stdlib:.3f} s, + fastapi/uvicorn {imp_asgi:.3f} s")
+
+    items = load_items(a.items)
+    with local_stack(bundle, max(a.items, 50_000)) as (api, lane):
+        assert lane.runner.container is None
+        cold_job = run_job(api, items)
+        cold_job.pop("body")
+        scale_from_zero = lane.runner.stats.start_seconds[0]
+        print(f"job from zero: {cold_job}; scale from zero {scale_from_zero:.2f} s")
+        warm_job = run_job(api, items)
+        warm_job.pop("body")
+        print(f"job warm: {warm_job}")
+        starts = lane.runner.stats.starts
 
     res = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -34,6 +34,7 @@ from twolane.bundle import BatchEnsemble, resolve_bundle
 from twolane.predictors.batch import BatchPredictor
 from twolane.predictors.cascade import escalate, margins
 from twolane.rules import is_unlabellable
+from twolane.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "cascade.json"
@@ -67,8 +68,6 @@ def _r(d: dict[str, float]) -> dict[str, float]:
 
 
 def run(bundle_arg: str | None = None) -> dict[str, Any]:
-    from twolane.settings import get_settings
-
     bundle = resolve_bundle(bundle_arg or get_settings().bundles, "batch")
     batch = BatchPredictor.from_bundle(bundle, providers=["CPUExecutionProvider"])
     ens = batch.manifest.ensemble
@@ -199,15 +198,72 @@ def markdown(r: dict[str, Any]) -> str:
          "No point of the test curve is within 0.5 pt of the batch lane on all three."), "",
         f"Fresh polarity set (data/polarity_fresh/, {p['comments']} comments never used for any choice): "
         f"instant lane {p['instant']} right, batch lane {p['batch']}, cascade {p['cascade']} "
-        f"({p['escalated']} escalated).", "",
+        f"({p['escalated']} escalated).", "", *stack_lines(r),
         "Figures: `bench/results/cascade.json`.", END])
+
+
+def stack_lines(r: dict[str, Any]) -> list[str]:
+    """The through-the-local-stack paragraph, when the run had one."""
+    st = r.get("through_stack")
+    if not st:
+        return []
+    same = all(st[k] == r["shipped"][k] for k in (*METRICS, "share"))
+    return [f"Through the local stack (`--through-stack`): the {st['results']} test comments as one "
+            f"`\"lane\": \"auto\"` job, POST /v1/jobs to results in {st['seconds']} s; scored from the "
+            f"job's own results: {st['share']:.1%} answered by the batch lane, macro-F1 "
+            f"{st['macro_f1']:.3f}, micro-F1 {st['micro_f1']:.3f}, sentiment {st['sentiment_accuracy']:.3f}"
+            f"; every result names its lane: {st['every_result_has_lane']}; "
+            f"{'identical to' if same else 'DIFFERENT from'} the shipped point above.", ""]
+
+
+def through_stack(bundle: Path, taxonomy_labels: list[str]) -> dict[str, Any]:
+    """The test split as ONE `"lane": "auto"` job through the local stack (bench.batch_e2e's
+    `local_stack`: moto, the API on uvicorn, the async runner and `sagemaker/serve.py`), scored
+    from the job's own results: {share escalated (results with lane "batch"), the four figures,
+    seconds POST -> results}. The API's instant bundle is the newest under TWOLANE_BUNDLES; it
+    must be the one the batch bundle embeds (checked)."""
+    from bench.batch_e2e import local_stack, run_job
+    from twolane.bundle import read_manifest
+
+    test = load_dataset(DEFAULT_DATA).test
+    items = [{"comment_id": str(i), "comment_text": t, "question_type": q}
+             for i, (t, q) in enumerate(zip(test.texts, test.question_types, strict=True))]
+    with local_stack(bundle, 50_000) as (api, _lane):
+        import httpx
+
+        models = httpx.get(f"{api}/v1/models", timeout=30).json()
+        want = read_manifest(bundle).ensemble
+        assert isinstance(want, BatchEnsemble)
+        if want.instant_version not in json.dumps(models):
+            raise SystemExit(f"the API serves another instant bundle than {want.instant_version}: "
+                             "point TWOLANE_BUNDLES at the bundles root holding it")
+        job = run_job(api, items, lane="auto")
+    results = job["body"]["results"]
+    col = {name: j for j, name in enumerate(taxonomy_labels)}
+    D = np.zeros((len(results), len(taxonomy_labels)), np.uint8)
+    sent = np.full(len(results), -1)
+    for i, r in enumerate(results):
+        for name in r["labels"]:
+            D[i, col[name]] = 1
+        if r.get("sentiment"):
+            sent[i] = int(r["sentiment"]["score"]) - 1
+    y_sent = np.where([is_unlabellable(t) for t in test.texts], -1, test.sentiment)
+    lanes_seen = [r["lane"] for r in results]
+    return {**_r(scores(test.Y, y_sent, D, sent)), "share": round(lanes_seen.count("batch") / len(results), 4),
+            "results": len(results), "every_result_has_lane": all(x in ("instant", "batch") for x in lanes_seen),
+            "seconds": job["total_s"]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", default=None, help="batch bundle folder or bundles root")
+    ap.add_argument("--through-stack", action="store_true",
+                    help="also run the test split as one lane-auto job through the local stack")
     a = ap.parse_args()
     result = run(a.bundle)
+    if a.through_stack:
+        bundle = resolve_bundle(a.bundle or get_settings().bundles, "batch")
+        result["through_stack"] = through_stack(bundle, load_dataset(DEFAULT_DATA).labels)
     RESULTS.write_text(json.dumps(result, indent=1), encoding="utf-8")
     plot(result)
     write_section(START, END, markdown(result))

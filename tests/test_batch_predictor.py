@@ -160,3 +160,18 @@ def test_manifest_ensemble_mix_and_sentiment_weight_are_served(batch_bundle: Pat
     z[:4, 0] += 5.0
     want = np.exp(z) / np.exp(z).sum(1, keepdims=True)
     np.testing.assert_allclose(sen[known], want[known], atol=1e-5)
+
+
+def test_int8_answer_does_not_depend_on_the_other_comments(batch_bundle: Path, texts: list[str]) -> None:
+    """The int8 model quantises activations per run; served one comment a run, a comment gets
+    the same probabilities alone, with any batch mates and in any order (bit for bit)."""
+    served = BatchPredictor.from_bundle(batch_bundle, use_instant=False)
+    assert served.encoder.batch_size == 1
+    together, _ = served.encoder.proba(texts)
+    reversed_, _ = served.encoder.proba(texts[::-1])
+    alone = np.vstack([served.encoder.proba([t])[0] for t in texts[:8]])
+    assert np.array_equal(together, reversed_[::-1])
+    assert np.array_equal(together[:8], alone)
+    # mini-batches of the same model (what the int8 model did before) do move answers around
+    batched = BatchPredictor.from_bundle(batch_bundle, use_instant=False, batch_size=16)
+    assert not np.array_equal(batched.encoder.proba(texts)[0], together)

@@ -1,7 +1,9 @@
 """Batch-lane predictor: a fine-tuned encoder as ONNX (int8 on CPU, fp16 on CUDA).
 
 Serving imports only onnxruntime, tokenizers and numpy (cold start matters on a scale-to-zero
-endpoint). A batch is sorted by token length, padded per mini-batch and put back in input order.
+endpoint). A batch is sorted by token length, padded per mini-batch and put back in input order;
+the int8 model runs one comment at a time (`batch_size_for`), so a comment's answer never depends
+on the comments sent with it.
 Multilabel probabilities are the manifest's weighted ensemble of the transformer and the instant
 lane when an instant bundle is available, the transformer alone otherwise; sentiment is the
 transformer's, combined with the instant lane's by the manifest's ensemble (`mix_sentiment`):
@@ -31,6 +33,18 @@ INSTANT_DIR = "instant"  # the instant bundle the ensemble was tuned with, copie
 CPU_MODEL = "int8"
 GPU_MODEL = "fp16"
 DEFAULT_BATCH_SIZE = 32
+# The int8 model is dynamically quantised: onnxruntime picks each run's activation scale from the
+# whole input tensor, so in a mini-batch a comment's probabilities move with its batch mates (on
+# the NHS test split up to 0.15, two thirds of comments by more than 0.01, 1-2 % changed labels or
+# sentiment). One comment per run makes the answer a function of the comment alone, at about 70 %
+# of the batched throughput (bench/batch_determinism.py).
+QUANTISED_SUFFIX = ".int8.onnx"
+
+
+def batch_size_for(model_path: Path) -> int:
+    """Comments per onnxruntime run for this model file: 1 for a dynamically quantised (int8)
+    model (see QUANTISED_SUFFIX), DEFAULT_BATCH_SIZE otherwise (fp32, fp16 on CUDA)."""
+    return 1 if Path(model_path).name.endswith(QUANTISED_SUFFIX) else DEFAULT_BATCH_SIZE
 
 
 def _session(path: Path, providers: Sequence[str], threads: int = 0) -> Any:
@@ -57,10 +71,11 @@ class OnnxEncoder:
 
     def __init__(self, model_path: Path, tokenizer: Any,
                  providers: Sequence[str] = ("CPUExecutionProvider",),
-                 batch_size: int = DEFAULT_BATCH_SIZE, threads: int = 0):
+                 batch_size: int | None = None, threads: int = 0):
+        """batch_size: comments per onnxruntime run; None: `batch_size_for(model_path)`."""
         self.session = _session(model_path, providers, threads)
         self.tokenizer = tokenizer
-        self.batch_size = batch_size
+        self.batch_size = batch_size or batch_size_for(model_path)
         self.pad_id = tokenizer.token_to_id("[PAD]") or 0
         self.input_names = {i.name for i in self.session.get_inputs()}
 
@@ -183,13 +198,14 @@ class BatchPredictor:
 
     @classmethod
     def from_bundle(cls, path: str | Path, providers: Sequence[str] | None = None,
-                    instant_bundle: str | Path | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                    instant_bundle: str | Path | None = None, batch_size: int | None = None,
                     use_instant: bool = True, threads: int = 0) -> BatchPredictor:
         """`path`: a batch bundle folder or a bundles root (the newest batch bundle under it).
 
         providers: onnxruntime providers; default CUDA (fp16 model) when available, else CPU (int8).
         instant_bundle: the instant bundle for the ensemble; default the copy inside the bundle.
         threads: onnxruntime intra-op threads (0 = onnxruntime's default).
+        batch_size: comments per onnxruntime run; None: `batch_size_for` the model file.
         Raises BundleError for a missing, old or malformed bundle.
         """
         bundle_dir = resolve_bundle(path, "batch")

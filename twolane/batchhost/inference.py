@@ -91,6 +91,7 @@ class Model:
             model_dir,
             providers=[p.strip() for p in providers.split(",")] if providers else None,
             instant_bundle=instant_bundle_for(model_dir, self.settings),
+            threads=self.settings.intra_op_threads,  # 0: onnxruntime's default (one per core)
         )
 
 

@@ -71,3 +71,7 @@ def held_out(n: int, seed: int) -> list[tuple[str, str]]:
     _, rest = split_rows()
     take = np.random.default_rng(seed).choice(len(rest), size=n, replace=False)
     return list(zip(rest["review"].iloc[take], rest["channel"].iloc[take], strict=True))
+
+
+# hand-written consumer product reviews (data/drift/README.md): another domain for drift
+REVIEWS_OTHER_DOMAIN = ROOT / "data" / "drift" / "product_reviews.csv"

@@ -225,6 +225,8 @@ def test_served_in_its_own_taxonomy(own_bundle: Path) -> None:
         info = c.get("/v1/models").json()
         assert info["labels"] == sorted(TOP) and info["sentiment_classes"] == ["negative", "neutral", "positive"]
         assert info["multilabel"] is False and info["context"] == {"column": "channel", "values": ["app", "web"]}
+        assert info["question_types"] is None and info["columns"] == {"id": "id", "text": "review"}
+        assert "instant lane" in info["batch_lane_refuses"]  # the page greys out Batch and Auto
         px = c.post("/predict_multilabel", json=[{"comment_id": "1", "comment_text": "fine"}])
         assert px.status_code == 409 and "NHS bundles only" in px.json()["detail"]
         slow = c.post("/api/StartContainerInstance", json=[{"comment_id": "1", "comment_text": "fine"}])

@@ -4,6 +4,8 @@ Called by model_build.instant.build once the ONNX file is in the bundle folder a
 manifest is written: the serving predictor itself (twolane.predictors.instant) labels the
 build's TEST split, the rows the models never trained on, and every signal of twolane.drift is
 recorded as a histogram in `drift_reference.json` (listed, hashed, in the manifest's files).
+Every instant bundle gets one, NHS or built from a team's own data spec: the signals read the
+bundle's own taxonomy, sentiment classes and context column (twolane.drift.observe).
 The test split, not the training split: on the rows they were fitted to, the models are more
 confident and know every n-gram (min_df), so a training-split reference would flag honest new
 files (bench/drift.py measures both).
@@ -22,7 +24,7 @@ from twolane.predictors.instant import InstantPredictor
 
 def known_terms(vectorizer: Any) -> frozenset[str]:
     """The n-grams a fitted TF-IDF vectorizer knows (and its alias words), without the
-    question-type tokens (the same columns as model_build.instant.known_mask)."""
+    question-type (or context) tokens (the same columns as model_build.instant.known_mask)."""
     terms = set(vectorizer.vocabulary_) | set(getattr(vectorizer, "aliases_", {}))
     return frozenset(t for t in terms if not t.startswith("qt_") and " qt_" not in t)
 
@@ -30,7 +32,8 @@ def known_terms(vectorizer: Any) -> frozenset[str]:
 def reference(bundle_dir: Path, manifest: Manifest, texts: Sequence[str],
               question_types: Sequence[str | None], vectorizer: Any, source: str
               ) -> drift.Reference:
-    """The drift reference of these comments, labelled by the bundle being built."""
+    """The drift reference of these comments, labelled by the bundle being built.
+    question_types: their NHS question types, or their context values (a context column)."""
     predictor = InstantPredictor(Path(bundle_dir), manifest)
     known = known_terms(vectorizer)
     n_max = int(vectorizer.ngram_range[1])

@@ -892,10 +892,10 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
                "chunk_rows": cfg.chunk,
                "build_seconds": round(time.perf_counter() - t0, 1)},
     )
-    if nhs:  # twolane.drift reads the NHS rule book's taxonomy only (docs/own_data.md)
-        from model_build.drift_reference import write_reference  # twolane.drift's reference
+    from model_build.drift_reference import write_reference  # twolane.drift's reference
 
-        manifest.files[write_reference(tmp, manifest, r.test.texts, r.test.question_types, f.vec)] = ""
+    # the test split's question types, or its context values (ds.context "column")
+    manifest.files[write_reference(tmp, manifest, r.test.texts, r.test.question_types, f.vec)] = ""
     from model_build import report
 
     for name in report.write(tmp, manifest, r.test.Y, preds[cfg.default_model], test_metrics, per):

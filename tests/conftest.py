@@ -25,7 +25,8 @@ E2E_MODULES = frozenset({
     "test_local_stack", "test_page", "test_pxtextmining", "test_container", "test_runner",
     "test_infra_artifacts", "test_recommender_run",
 })
-MODEL_FIXTURES = frozenset({"instant_bundle", "batch_bundle", "lambda_module", "lambda_host", "own_bundle"})
+MODEL_FIXTURES = frozenset({"instant_bundle", "batch_bundle", "lambda_module", "lambda_host", "own_bundle",
+                            "spec_bundle"})
 
 
 def tier_of(item: pytest.Item) -> str:
@@ -63,6 +64,15 @@ def instant_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model_build.instant import build_small_bundle
 
     return _shared(tmp_path_factory, "instant-small", lambda out: build_small_bundle(out, rows=800))
+
+
+@pytest.fixture(scope="session")
+def spec_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real instant bundle built from a team's own data spec (tests/spec_helpers.py: drug
+    reviews, 7 single labels, three-class sentiment, a `channel` context column)."""
+    from spec_helpers import build_spec_bundle
+
+    return _shared(tmp_path_factory, "spec-small", build_spec_bundle)
 
 
 @pytest.fixture(scope="session")

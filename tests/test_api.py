@@ -53,6 +53,9 @@ def test_health_and_models(client: TestClient, predictor: Any) -> None:
     assert m["labels"] == list(predictor.labels) and len(m["labels"]) == 32
     assert set(m["thresholds"]) <= set(m["labels"])
     assert isinstance(m["metrics"], dict)
+    # what the web page reads: NHS question types, no context column, the batch lane open
+    assert m["question_types"] == ["what_good", "could_improve", "nonspecific"]
+    assert m["context"] is None and m["batch_lane_refuses"] is None
     # what to trust: per label, training support and test F1; low-support labels named
     per = m["metrics"]["per_label"]
     assert set(per) == set(m["labels"])

@@ -279,3 +279,105 @@ def test_api_drift_route_without_a_reference_is_501(fake_predictor: object) -> N
     client = TestClient(create_app(fake_predictor, Settings()), raise_server_exceptions=False)
     got = client.post("/v1/drift", json={"items": [{"comment_id": "1", "comment_text": "Kind staff"}]})
     assert got.status_code == 501 and "drift reference" in got.json()["detail"]
+
+
+# --------------------------------------------------------------------------- a team's own data spec
+# A bundle built from a non-NHS data spec (conftest `spec_bundle`, tests/spec_helpers.py: drug
+# reviews, 7 single labels, three-class sentiment, a `channel` context column): its reference
+# and its checks read its own taxonomy, sentiment classes and context column.
+def spec_check(spec_bundle: Path, rows: list[tuple[str, str]]) -> drift.DriftReport:
+    return drift.checker(spec_bundle).check(
+        InstantPredictor.from_bundle(spec_bundle), [t for t, _ in rows], [c for _, c in rows])
+
+
+def test_spec_bundle_reference_is_in_its_own_taxonomy(spec_bundle: Path) -> None:
+    from spec_helpers import CHANNELS
+
+    m = read_manifest(spec_bundle, verify=True)
+    assert not m.is_nhs and drift.REFERENCE_FILE in m.files
+    ref = drift.checker(spec_bundle).reference
+    assert ref.rows == m.data["test_rows"] and set(ref.signals) == set(drift.SIGNALS)
+    assert ref.signals["context"].categories == sorted(CHANNELS)  # the channel column's tokens
+    assert set(ref.signals["top_label"].categories) <= set(m.labels)
+    assert set(ref.signals["sentiment"].categories) <= set(m.sentiment_classes) | {drift.NO_SENTIMENT}
+    assert not any("qt_" in t for t in ref.known_terms)
+
+
+@pytest.mark.parametrize("n", [200, 300])
+def test_spec_bundle_held_out_same_source_is_not_flagged(spec_bundle: Path, n: int) -> None:
+    from spec_helpers import held_out as spec_held_out
+
+    for seed in range(3):
+        report = spec_check(spec_bundle, spec_held_out(n, seed))
+        assert not report.drifted, {k: (v.psi, v.p_adjusted) for k, v in report.signals.items()}
+        assert all(r.p_value is not None for r in report.signals.values())  # every signal tested
+
+
+def test_spec_bundle_other_domain_is_flagged(spec_bundle: Path) -> None:
+    from spec_helpers import held_out as spec_held_out
+
+    channels = [c for _, c in spec_held_out(150, 21)]
+    report = spec_check(spec_bundle, [(t, channels[i]) for i, (t, _) in enumerate(reviews(150, 21, ["x"]))])
+    assert report.drifted and report.signals["known_share"].drifted
+    assert not report.signals["context"].drifted  # same channel mix given
+    mixed = spec_held_out(100, 22) + [(t, c) for (t, _), c in zip(reviews(100, 22, ["x"]), channels, strict=False)]
+    assert spec_check(spec_bundle, mixed).signals["known_share"].drifted
+
+
+def test_spec_bundle_through_the_cli_api_and_drop_folder(spec_bundle: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """`twolane drift`, POST /v1/drift and the drop folder's EMF metrics on files with a
+    `context` column (the name clients send a context column under)."""
+    import boto3
+    from fastapi.testclient import TestClient
+    from moto import mock_aws
+    from spec_helpers import held_out as spec_held_out
+
+    from twolane.api.app import create_app
+    from twolane.dropfolder.process import process_object
+    from twolane.settings import Settings
+
+    def write(path: Path, rows: list[tuple[str, str]]) -> Path:
+        with path.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["comment_id", "comment_text", "context"])
+            w.writerows((f"c{i}", t, c) for i, (t, c) in enumerate(rows))
+        return path
+
+    same_rows = spec_held_out(200, 31)
+    channels = [c for _, c in same_rows]
+    other_rows = [(t, channels[i]) for i, (t, _) in enumerate(reviews(120, 31, ["x"]))]
+    same, other = write(tmp_path / "same.csv", same_rows), write(tmp_path / "other.csv", other_rows)
+    got = _cli(str(same), "--bundle", str(spec_bundle), "--json")
+    assert got.returncode == 0, got.stderr
+    body = json.loads(got.stdout)
+    assert body["drifted"] is False and body["signals"]["context"]["n"] == 200
+    got = _cli(str(other), "--bundle", str(spec_bundle), "--json")
+    assert got.returncode == 0 and json.loads(got.stdout)["drifted"] is True
+
+    predictor = InstantPredictor.from_bundle(spec_bundle)
+    client = TestClient(create_app(predictor, Settings()), raise_server_exceptions=False)
+    for rows, want in ((same_rows, False), (other_rows, True)):
+        items = [{"comment_id": str(i), "comment_text": t, "context": c} for i, (t, c) in enumerate(rows)]
+        r = client.post("/v1/drift", json={"items": items})
+        assert r.status_code == 200 and r.json()["drifted"] is want, r.text
+        assert r.json()["signals"]["context"]["n"] == len(rows)
+
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(k, "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("TWOLANE_AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "twolane-dropfolder")
+    capsys.readouterr()
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-2")
+        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+        for f in (same, other):
+            s3.put_object(Bucket=BUCKET, Key=f"inbox/{f.name}", Body=f.read_bytes())
+            o = process_object(s3, BUCKET, f"inbox/{f.name}", predictor, Settings())
+            assert o.status == "done" and o.drift is not None
+            assert o.drift[drift.DRIFTED_METRIC] == (1.0 if f is other else 0.0)
+            assert drift.METRIC_NAMES["context"] in o.drift  # the context column was compared
+    records = _emf(capsys.readouterr().out)
+    assert len(records) == 2 and all(r["service"] == drift.METRIC_SERVICE for r in records)

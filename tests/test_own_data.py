@@ -203,7 +203,7 @@ def test_manifest_and_report_carry_the_taxonomy(own_bundle: Path) -> None:
     rep = json.loads((own_bundle / "report.json").read_text(encoding="utf-8"))
     assert set(rep["per_label"]) == set(TOP) and "confusions" in rep and "accuracy" in rep["scores"]
     assert "<svg" in (own_bundle / "report.html").read_text(encoding="utf-8")
-    assert "drift_reference.json" not in m.files
+    assert "drift_reference.json" in m.files  # drift works in its own taxonomy (tests/test_drift.py)
 
 
 def test_served_in_its_own_taxonomy(own_bundle: Path) -> None:
@@ -225,6 +225,8 @@ def test_served_in_its_own_taxonomy(own_bundle: Path) -> None:
         info = c.get("/v1/models").json()
         assert info["labels"] == sorted(TOP) and info["sentiment_classes"] == ["negative", "neutral", "positive"]
         assert info["multilabel"] is False and info["context"] == {"column": "channel", "values": ["app", "web"]}
+        assert info["question_types"] is None and info["columns"] == {"id": "id", "text": "review"}
+        assert "instant lane" in info["batch_lane_refuses"]  # the page greys out Batch and Auto
         px = c.post("/predict_multilabel", json=[{"comment_id": "1", "comment_text": "fine"}])
         assert px.status_code == 409 and "NHS bundles only" in px.json()["detail"]
         slow = c.post("/api/StartContainerInstance", json=[{"comment_id": "1", "comment_text": "fine"}])

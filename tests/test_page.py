@@ -504,3 +504,128 @@ def test_label_json_under_a_path_prefix(predictor: Any, samples: Any, driver: An
         assert by_id(driver, "results").is_displayed(), by_id(driver, "run-error").text
         assert_results_on_page(driver, df, want)
         assert console_errors(driver) == []
+
+
+# --- a bundle built from a team's own data spec -------------------------------------------------
+RECORD_REQUESTS_JS = """
+window.sent = {};
+const original = window.fetch;
+window.fetch = (url, opts) => {
+  const path = new URL(url, document.baseURI).pathname;
+  if (opts && opts.body) (window.sent[path] = window.sent[path] || []).push(JSON.parse(opts.body));
+  return original(url, opts);
+};
+"""
+
+
+def assert_own_columns_step(driver: Any, manifest: Any) -> None:
+    """Step 2 and 3 in the bundle's own terms: its column names guessed, its context column
+    offered (not "question type"), Batch and Auto greyed out, its labels and classes named."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    picked = {k: Select(by_id(driver, f"col-{k}")).first_selected_option.text
+              for k in ("id", "text", "qt")}
+    assert picked == {"id": "id", "text": "review", "qt": "channel"}
+    assert by_id(driver, "qt-name").text == "Context: channel"
+    assert not by_id(driver, "qt-help").is_displayed()
+    assert "app, phone, web" in by_id(driver, "context-help").text
+    for lane in ("batch", "auto"):
+        assert not driver.find_element(By.CSS_SELECTOR, f"input[name=lane][value={lane}]").is_enabled()
+    assert manifest.batch_lane_refuses is not None
+    assert "not available for this model" in by_id(driver, "lane-note").text
+    about = by_id(driver, "model-about").text
+    assert "NHS" not in about and all(label in about for label in manifest.labels)
+    assert "negative, neutral, positive" in about
+
+
+def assert_own_results(driver: Any, ids: list[str], want: dict[str, Any], manifest: Any) -> None:
+    """The table, charts, filter and summary in the bundle's own labels and sentiment classes."""
+    from selenium.webdriver.support.ui import Select
+
+    rows = driver.execute_script(TABLE_JS)
+    assert [r["id"] for r in rows] == ids
+    for r in rows:
+        assert r["labels"] == want[r["id"]].labels
+        s = want[r["id"]].sentiment
+        assert r["sentiment"] == (s.label if s else "")
+    sentiment = driver.execute_script(CHART_JS, by_id(driver, "chart-sentiment"))
+    assert sentiment["labels"][:3] == manifest.sentiment_classes  # the bundle's own scale
+    by_score = Counter(p.sentiment.score for p in want.values() if p.sentiment)
+    assert sentiment["data"][0][:3] == [by_score.get(s, 0) for s in (1, 2, 3)]
+    themes = driver.execute_script(CHART_JS, by_id(driver, "chart-themes"))
+    counts = Counter(label for p in want.values() for label in p.labels)
+    names = [" ".join(t) if isinstance(t, list) else t for t in themes["labels"]]
+    assert dict(zip(names, themes["data"][0], strict=True)) == dict(counts)
+    options = [o.get_attribute("value") for o in Select(by_id(driver, "filter-sentiment")).options]
+    assert options == ["", "1", "2", "3"]  # no NHS "negative or very negative" grouping
+    summary = by_id(driver, "results-summary").text
+    assert "Sentiment: negative" in summary and "very negative" not in summary
+
+
+@needs_browser
+def test_label_an_own_data_file_in_its_own_taxonomy(spec_bundle: Path, driver: Any, downloads: Path,
+                                                    tmp_path: Path) -> None:
+    """A bundle built from a team's own data spec (tests/spec_helpers.py: drug reviews, 7
+    single labels, negative / neutral / positive, a `channel` context column): the page guesses
+    the file's columns by the bundle's own names, sends the channel as each comment's
+    `context`, shows the bundle's labels and sentiment classes (never the NHS ones) and offers
+    no batch or auto lane (the service refuses them for this bundle)."""
+    from spec_helpers import split_rows
+
+    from twolane.predictors.instant import InstantPredictor
+
+    predictor = InstantPredictor.from_bundle(spec_bundle)
+    _, rest = split_rows()
+    df = rest.head(150)[["id", "condition", "review", "channel"]]  # condition: left alone
+    path = tmp_path / "reviews.csv"
+    df.to_csv(path, index=False)
+    ids = list(df["id"])
+    want = dict(zip(ids, predictor.predict_texts(list(df["review"]), list(df["channel"]), ids=ids),
+                    strict=True))
+    with serve(create_app(predictor, Settings())) as base:
+        driver.get(base)
+        by_id(driver, "file").send_keys(str(path))
+        wait_for(lambda: by_id(driver, "step-run").is_displayed(), 30, "the columns step")
+        driver.execute_script(RECORD_REQUESTS_JS)
+        assert_own_columns_step(driver, predictor.manifest)
+        by_id(driver, "run").click()
+        wait_for_outcome(driver)
+        assert by_id(driver, "results").is_displayed(), (by_id(driver, "run-error").text,
+                                                         console_errors(driver))
+        sent = driver.execute_script("return window.sent['/v1/predict']")
+        got = [it for body in sent for it in body["items"]]
+        assert [it["context"] for it in got] == list(df["channel"])
+        assert not any("question_type" in it for it in got)
+        assert_own_results(driver, ids, want, predictor.manifest)
+        by_id(driver, "dl-csv").click()
+        content = wait_for_download(downloads, ".csv").read_text(encoding="utf-8-sig")
+        out = list(csv.reader(content.splitlines()))[1:]
+        assert [r[0] for r in out] == ids
+        assert all(r[3] == (want[r[0]].sentiment.label if want[r[0]].sentiment else "") for r in out)
+        assert console_errors(driver) == []
+
+
+@needs_browser
+def test_own_data_file_of_another_domain_is_warned(spec_bundle: Path, driver: Any,
+                                                   tmp_path: Path) -> None:
+    """The drift warning for an own-data bundle: consumer product reviews sent to the drug
+    reviews' bundle (with its channel column) look unlike its training data."""
+    from spec_helpers import REVIEWS_OTHER_DOMAIN, split_rows
+
+    from twolane.predictors.instant import InstantPredictor
+
+    channels = list(split_rows()[1]["channel"])
+    with REVIEWS_OTHER_DOMAIN.open(encoding="utf-8") as f:
+        texts = [r["comment_text"] for r in csv.DictReader(f)][:150]
+    other = tmp_path / "products.csv"
+    with other.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "review", "channel"])
+        w.writerows((f"p{i}", t, c) for i, (t, c) in enumerate(zip(texts, channels, strict=False)))
+    with serve(create_app(InstantPredictor.from_bundle(spec_bundle), Settings())) as base:
+        label_file(driver, base, other)
+        assert by_id(driver, "results").is_displayed(), by_id(driver, "run-error").text
+        wait_for(lambda: by_id(driver, "drift-warning").is_displayed(), 60, "the drift warning")
+        assert "unlike the comments" in by_id(driver, "drift-warning").text
+        assert console_errors(driver) == []

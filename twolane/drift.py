@@ -9,11 +9,17 @@ would not be a fair reference for new comments). A file is compared signal by si
 | --- | --- | --- |
 | known_share | share of its distinct 1..ngram_max-grams the model's vocabulary knows | binned |
 | length | characters of the normalised text | binned |
-| context | question type (skipped when the file gives none) | categories |
-| top_label | most probable label ("Labelling not possible" when unlabellable) | categories |
-| sentiment | predicted sentiment class ("none" when unlabellable) | categories |
+| context | question type (NHS), or the context column's token (context_token) | categories |
+| top_label | most probable label (unlabellable: the taxonomy's unlabellable label, or "none") | categories |
+| sentiment | predicted sentiment class, by the name clients see ("none" when unlabellable) | categories |
 | label_confidence | highest label probability (labellable comments) | binned |
 | sentiment_confidence | highest sentiment probability (comments with a sentiment) | binned |
+
+context is skipped when the file gives none (or the bundle reads neither), the sentiment
+signals for a bundle that scores no sentiment. Every category is read from the bundle's
+manifest (its taxonomy, sentiment classes and serving.use_context), never from the NHS rule
+book, so a bundle built from a team's own data spec (docs/own_data.md) is checked in its own
+labels, scale and context column.
 
 Binned signals use the reference's deciles as bin edges. Each signal gets a chi-square test of
 homogeneity of the two samples (reference counts vs file counts, cells with an expected count
@@ -37,8 +43,9 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel
 
+from twolane.bundle import Manifest
 from twolane.contract import CommentIn
-from twolane.rules import LABELLING_NOT_POSSIBLE, SENTIMENT_NAMES, normalise, question_type_of
+from twolane.rules import context_token, normalise, question_type_of, sentiment_names
 
 REFERENCE_FILE = "drift_reference.json"  # in an instant bundle, listed (hashed) in manifest.files
 ALPHA = 0.01  # family-wise false-alarm level per file (Holm over the signals)
@@ -48,6 +55,7 @@ MIN_COUNT = 30  # a signal with fewer observations in the file (or reference) is
 DECILES = np.linspace(0.1, 0.9, 9)
 TOKEN = re.compile(r"(?u)\b\w\w+\b")  # sklearn's default token_pattern (the TF-IDF tokeniser)
 NO_SENTIMENT = "none"
+NO_LABEL = "none"  # top_label of an unlabellable comment in a taxonomy without an unlabellable label
 OTHER = "(other)"  # a category the reference never saw
 
 Kind = Literal["bins", "categories"]
@@ -131,6 +139,9 @@ class ArrayPredictor(Protocol):
     @property
     def labels(self) -> list[str]: ...
 
+    @property
+    def manifest(self) -> Manifest: ...
+
     def predict_arrays(self, texts: Sequence[object],
                        question_types: Sequence[str | None] | None = None
                        ) -> tuple[np.ndarray, np.ndarray]: ...
@@ -146,12 +157,29 @@ def ngrams(text: str, n_max: int) -> set[str]:
     return out
 
 
+def contexts_of(manifest: Manifest, contexts: Sequence[str | None] | None) -> np.ndarray | None:
+    """The context signal's categories: NHS bundles read question types (question_type_of),
+    a bundle with its own context column (serving.use_context) the values' tokens as its model
+    reads them (context_token); None when no comment gives one or the bundle has neither."""
+    if contexts is None or not any(c is not None for c in contexts):
+        return None
+    if manifest.serving.use_context:
+        return np.array([context_token(c) for c in contexts], dtype=object)
+    if manifest.is_nhs:
+        return np.array([question_type_of(c) for c in contexts], dtype=object)
+    return None
+
+
 def observe(predictor: ArrayPredictor, texts: Sequence[object],
             question_types: Sequence[str | None] | None, known: frozenset[str], ngram_max: int
             ) -> dict[str, np.ndarray | None]:
     """Per-comment values of every signal (see the module table), arrays of length len(texts);
-    float arrays hold NaN where a signal does not apply. context is None when no comment has
-    a question type."""
+    float arrays hold NaN where a signal does not apply. `question_types`: the comments' NHS
+    question types, or their context values for a bundle with a context column. context is
+    None when no comment has one (or the bundle reads none); sentiment and
+    sentiment_confidence are None for a bundle that scores no sentiment."""
+    manifest = predictor.manifest
+    tax = manifest.taxonomy
     clean = [normalise(t) for t in texts]
     share = np.full(len(clean), np.nan)
     for i, t in enumerate(clean):
@@ -159,22 +187,27 @@ def observe(predictor: ArrayPredictor, texts: Sequence[object],
         if grams:
             share[i] = len(grams & known) / len(grams)
     length = np.array([len(t) for t in clean], dtype=float)
-    context = None
-    if question_types is not None and any(q is not None for q in question_types):
-        context = np.array([question_type_of(q) for q in question_types], dtype=object)
+    context = contexts_of(manifest, question_types)
     P, S = predictor.predict_arrays(list(texts), question_types)
     labels = predictor.labels
-    unl = P[:, labels.index(LABELLING_NOT_POSSIBLE)] >= 1.0
+    if tax.unlabellable is not None:
+        unl = np.asarray(P[:, labels.index(tax.unlabellable)] >= 1.0)
+    else:  # the predictor gives an unlabellable comment no probability at all
+        unl = np.asarray(~P.any(1))
     top = np.array([labels[j] for j in P.argmax(1)], dtype=object)
-    top[unl] = LABELLING_NOT_POSSIBLE
-    has_s = ~np.isnan(S).any(1)
-    sent = np.array([SENTIMENT_NAMES[k + 1] for k in np.nan_to_num(S, nan=0.0).argmax(1)],
-                    dtype=object)
-    sent[~has_s] = NO_SENTIMENT
+    top[unl] = tax.unlabellable or NO_LABEL
     conf = np.where(unl, np.nan, P.max(1))
-    s_conf = np.where(has_s, np.nan_to_num(S, nan=0.0).max(1), np.nan)
-    return {"known_share": share, "length": length, "context": context, "top_label": top,
-            "sentiment": sent, "label_confidence": conf, "sentiment_confidence": s_conf}
+    obs: dict[str, np.ndarray | None] = {
+        "known_share": share, "length": length, "context": context, "top_label": top,
+        "sentiment": None, "label_confidence": conf, "sentiment_confidence": None}
+    if tax.sentiment_classes:
+        names = sentiment_names(tax.sentiment_classes, tax.sentiment_names)
+        has_s = ~np.isnan(S).any(1)
+        sent = np.array([names[k] for k in np.nan_to_num(S, nan=0.0).argmax(1)], dtype=object)
+        sent[~has_s] = NO_SENTIMENT
+        obs["sentiment"] = sent
+        obs["sentiment_confidence"] = np.where(has_s, np.nan_to_num(S, nan=0.0).max(1), np.nan)
+    return obs
 
 
 def _present(values: np.ndarray) -> np.ndarray:
@@ -333,8 +366,11 @@ class Checker:
         return compare(self.reference, obs)
 
     def check_items(self, predictor: ArrayPredictor, items: Sequence[CommentIn]) -> DriftReport:
+        """The drift report of these items: their `context` for a bundle with a context
+        column, else their `question_type`."""
+        use_context = predictor.manifest.serving.use_context
         return self.check(predictor, [i.comment_text for i in items],
-                          [i.question_type for i in items])
+                          [i.context if use_context else i.question_type for i in items])
 
 
 @lru_cache(maxsize=4)
@@ -400,5 +436,5 @@ def metric_values(report: DriftReport) -> dict[str, float]:
 
 __all__ = ["ALPHA", "DRIFTED_METRIC", "METRIC_NAMES", "MIN_PSI", "REFERENCE_FILE", "SIGNALS",
            "Checker", "DriftError", "DriftReport", "DriftRequest", "Histogram", "Reference", "SignalResult",
-           "checker", "chi2_sf", "compare", "holm", "metric_values", "observe", "publish",
+           "checker", "chi2_sf", "compare", "contexts_of", "holm", "metric_values", "observe", "publish",
            "reference_from", "report_for", "two_sample"]

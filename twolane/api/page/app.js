@@ -29,6 +29,9 @@
     { score: 5, label: "very negative", colour: "#b2182b" },
   ];
   const NO_SENTIMENT = { label: "no sentiment", colour: "#8d99a6" };
+  // Colours of a bundle's own sentiment classes (its scale is not the NHS one), in class order.
+  const PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1",
+    "#ff9da7", "#9c755f", "#bab0ac"];
   const TABLE_ROWS_SHOWN = 500;
   const INSTANT_CHUNK = 500; // comments per v1/predict request, at most the server's max_items
   const LABEL_SEPARATOR = "; "; // as the drop folder writes labels in one CSV cell
@@ -41,6 +44,14 @@
     texts: new Map(), // comment_id -> text, for the on-page table only
     results: [], // [{comment_id, labels, sentiment}] from the service
     modelVersion: "",
+    // The served bundle (GET v1/models): its taxonomy, sentiment scale, what each comment may
+    // carry (question types or its own context column) and whether the batch lane takes its
+    // comments. null until read (or when it cannot be read): the NHS bundle's defaults.
+    model: null,
+    modelReady: Promise.resolve(),
+    sentiments: SENTIMENTS, // [{score, label, colour}] of the served bundle's scale
+    nhsScale: true, // the NHS five-point scale (1 very positive .. 5 very negative)
+    unlabellable: NOT_POSSIBLE, // the bundle's unlabellable label, or null
     lane: "instant",
     apiKey: "",
     limits: { max_items: 2000, max_job_items: 50000, max_text_chars: 5000 },
@@ -218,6 +229,7 @@
     }
     $("file-info").textContent = `${file.name}: ${plural(state.rows.length, "row")}, ` +
       `${plural(state.columns.length, "column")}.`;
+    await state.modelReady; // the bundle's own column names are the first guesses
     fillPickers();
     show($("step-columns"), true);
     show($("step-run"), true);
@@ -227,9 +239,29 @@
   // ---------------------------------------------------------------------------------------------
   // Picking columns
 
+  /** What the third column picker is for: "qt" (an NHS bundle: question types), "context"
+   *  (a bundle with its own context column) or "" (the bundle reads neither). */
+  function contextKind() {
+    const m = state.model;
+    if (m && m.context) return "context";
+    return !m || m.question_types ? "qt" : "";
+  }
+
+  /** Header names tried for a picker, in order (compared as `norm` leaves them): the bundle's
+   *  own training columns first, then the standard name, then the common ones. */
+  function guessesFor(kind) {
+    const m = state.model;
+    const own = [];
+    if (m && m.columns && m.columns[kind]) own.push(m.columns[kind]);
+    if (kind === "qt" && contextKind() === "context") {
+      return [m.context.column, "context"].map(norm);
+    }
+    return [...own, STANDARD[kind]].map(norm).concat(GUESSES[kind]);
+  }
+
   function guess(kind) {
     const names = state.columns.map(norm);
-    for (const want of [norm(STANDARD[kind]), ...GUESSES[kind]]) {
+    for (const want of guessesFor(kind)) {
       const i = names.indexOf(want);
       if (i >= 0) return String(i);
     }
@@ -240,7 +272,7 @@
     const none = {
       id: "(none: number the rows 1, 2, 3…)",
       text: "(choose the column with the comments)",
-      qt: "(none: nonspecific)",
+      qt: contextKind() === "context" ? "(none)" : "(none: nonspecific)",
     };
     for (const kind of ["id", "text", "qt"]) {
       const sel = $(`col-${kind}`);
@@ -253,12 +285,17 @@
 
   function picked() {
     const pick = (kind) => ($(`col-${kind}`).value === "" ? -1 : Number($(`col-${kind}`).value));
-    return { id: pick("id"), text: pick("text"), qt: pick("qt") };
+    return { id: pick("id"), text: pick("text"), qt: contextKind() ? pick("qt") : -1 };
+  }
+
+  /** The third picker's role as shown in the preview: "question type" or the context column. */
+  function contextRole() {
+    return contextKind() === "context" ? state.model.context.column : "question type";
   }
 
   function renderPreview() {
     const cols = picked();
-    const roles = new Map([[cols.id, "id"], [cols.text, "text"], [cols.qt, "question type"]]);
+    const roles = new Map([[cols.id, "id"], [cols.text, "text"], [cols.qt, contextRole()]]);
     const head = document.createElement("tr");
     state.columns.forEach((c, i) => {
       const th = document.createElement("th");
@@ -272,7 +309,7 @@
         const td = document.createElement("td");
         const t = cellText(r[i]);
         td.textContent = t.length > 160 ? `${t.slice(0, 160)}…` : t;
-        if (i === cols.qt) { // show what the question counts as
+        if (i === cols.qt && contextKind() === "qt") { // show what the question counts as
           const as = document.createElement("span");
           as.className = "muted";
           as.textContent = ` → ${questionType(t)}`;
@@ -302,7 +339,11 @@
       const id = cols.id < 0 ? String(n + 1) : cellText(r[cols.id]).trim();
       if (!id) missing.push(n + 2); // +1 for the header, +1 to count from 1
       const item = { comment_id: id, comment_text: cellText(r[cols.text]) };
-      if (cols.qt >= 0) item.question_type = questionType(r[cols.qt]);
+      if (cols.qt >= 0 && contextKind() === "qt") item.question_type = questionType(r[cols.qt]);
+      if (cols.qt >= 0 && contextKind() === "context") {
+        const value = cellText(r[cols.qt]).trim();
+        if (value) item.context = value;
+      }
       items.push(item);
     });
     if (missing.length) {
@@ -401,6 +442,74 @@
         $("model-status").textContent = `Instant model not available: ${body.reason || ""}`;
       }
     } catch (e) { /* the page still works; errors show when labelling */ }
+  }
+
+  /** Read the served bundle (GET v1/models) and fit the page to it. Never fails: without it
+   *  (no API key yet, an older service) the page keeps the NHS bundle's defaults. */
+  async function loadModel() {
+    try {
+      const r = await call("GET", "v1/models");
+      if (!r.ok) return;
+      const before = pickerGuesses();
+      state.model = await r.json();
+      applyModel(pickerGuesses() !== before);
+    } catch (e) {
+      console.error(e); // the page keeps its defaults
+    }
+  }
+
+  /** What the column pickers are for and which names they guess (to redo the guesses only
+   *  when the bundle changes them, never undoing a choice made by hand). */
+  function pickerGuesses() {
+    return JSON.stringify([contextKind(), guessesFor("id"), guessesFor("text"), guessesFor("qt")]);
+  }
+
+  /** The page in the served bundle's terms: its sentiment scale, its unlabellable label, the
+   *  third column picker (question type, its own context column, or none), the lanes the
+   *  service takes its comments on, and the line saying what it labels. */
+  function applyModel(guessAgain) {
+    const m = state.model;
+    const names = m.sentiment_names || [];
+    state.nhsScale = names.length === SENTIMENTS.length &&
+      names.every((n, i) => n === SENTIMENTS[i].label);
+    state.sentiments = state.nhsScale ? SENTIMENTS : names.map((label, i) => (
+      { score: i + 1, label, colour: PALETTE[i % PALETTE.length] }));
+    state.unlabellable = m.unlabellable || null;
+
+    const kind = contextKind();
+    show($("pick-qt"), Boolean(kind));
+    show($("qt-help"), kind === "qt");
+    show($("context-help"), kind === "context");
+    $("qt-name").textContent = kind === "context" ? `Context: ${m.context.column}` : "Question type";
+    if (kind === "context") {
+      const values = m.context.values || [];
+      $("context-help").textContent = `This model also reads the "${m.context.column}" ` +
+        "column it was trained with" + (values.length
+        ? ` (values: ${values.slice(0, 20).join(", ")}${values.length > 20 ? ", …" : ""})` : "") +
+        "; leave it at (none) if your file has no such column.";
+    }
+
+    const refused = m.batch_lane_refuses;
+    for (const lane of ["batch", "auto"]) {
+      document.querySelector(`input[name=lane][value=${lane}]`).disabled = Boolean(refused);
+    }
+    if (refused) document.querySelector("input[name=lane][value=instant]").checked = true;
+    $("lane-note").textContent = refused ? `Batch and Auto are not available for this model: ` +
+      `${sentence(refused)}` : "";
+    show($("lane-note"), Boolean(refused));
+
+    const themes = m.labels.filter((l) => l !== m.unlabellable);
+    const shown = themes.length <= 12 ? `: ${themes.join(", ")}` : "";
+    $("model-about").textContent = m.question_types
+      ? `twolane labels comments with ${themes.length} themes of the NHS patient-experience ` +
+        `framework and a ${names.length}-point sentiment.`
+      : `twolane labels comments with this model's ${themes.length} ` +
+        `${m.multilabel ? "themes (several per comment)" : "labels (one per comment)"}${shown}` +
+        (names.length ? `; sentiment: ${names.join(", ")}.` : "; no sentiment.");
+    if (guessAgain && state.columns.length && !state.running) {
+      fillPickers();
+      checkColumns();
+    }
   }
 
   function askForKey(reason) {
@@ -567,7 +676,8 @@
       const body = await r.json();
       if (!body.drifted) return;
       const why = Object.entries(body.signals).filter(([, s]) => s.drifted)
-        .map(([name]) => DRIFT_SIGNALS[name] || name);
+        .map(([name]) => (name === "context" && contextKind() === "context"
+          ? `the ${state.model.context.column} values differ` : DRIFT_SIGNALS[name] || name));
       warning.textContent = "Warning: these comments look unlike the comments the instant " +
         `model was trained on (${why.join("; ")}). Its labels may be less accurate here: ` +
         "check a sample by hand before relying on them.";
@@ -597,11 +707,11 @@
   function sentimentOf(r) { return r.sentiment ? r.sentiment.score : 0; }
 
   function themeBySentiment() {
-    const table = new Map(); // theme -> [n(no sentiment), n(1), .., n(5)]
+    const table = new Map(); // theme -> [n(no sentiment), n(score 1), .., n(score K)]
     for (const r of state.results) {
       for (const label of r.labels) {
-        if (label === NOT_POSSIBLE) continue;
-        if (!table.has(label)) table.set(label, [0, 0, 0, 0, 0, 0]);
+        if (label === state.unlabellable) continue;
+        if (!table.has(label)) table.set(label, Array(state.sentiments.length + 1).fill(0));
         table.get(label)[sentimentOf(r)] += 1;
       }
     }
@@ -631,8 +741,8 @@
   }
 
   function drawCharts() {
-    // "Labelling not possible" is no theme: the summary line counts it, the filter lists it.
-    const themes = themeCounts().filter(([t]) => t !== NOT_POSSIBLE);
+    // The unlabellable label is no theme: the summary line counts it, the filter lists it.
+    const themes = themeCounts().filter(([t]) => t !== state.unlabellable);
     $("box-themes").style.height = `${Math.max(12, themes.length * 1.6 + 3)}rem`;
     newChart("themes", "chart-themes", {
       type: "bar",
@@ -651,10 +761,12 @@
       },
     });
 
-    const sentimentCounts = SENTIMENTS.map((s) =>
+    const sentiments = state.sentiments;
+    show($("box-sentiment").parentElement, sentiments.length > 0);
+    const sentimentCounts = sentiments.map((s) =>
       state.results.filter((r) => sentimentOf(r) === s.score).length);
     const none = state.results.filter((r) => !r.sentiment).length;
-    const sLabels = SENTIMENTS.map((s) => s.label).concat(none ? [NO_SENTIMENT.label] : []);
+    const sLabels = sentiments.map((s) => s.label).concat(none ? [NO_SENTIMENT.label] : []);
     newChart("sentiment", "chart-sentiment", {
       type: "bar",
       data: {
@@ -662,7 +774,7 @@
         datasets: [{
           label: "comments",
           data: sentimentCounts.concat(none ? [none] : []),
-          backgroundColor: SENTIMENTS.map((s) => s.colour).concat([NO_SENTIMENT.colour]),
+          backgroundColor: sentiments.map((s) => s.colour).concat([NO_SENTIMENT.colour]),
         }],
       },
       options: {
@@ -672,11 +784,13 @@
       },
     });
 
+    // NHS scale: themes with the most negative comments first; another scale: the most comments
+    const negative = (n) => (state.nhsScale ? n[4] + n[5] : 0);
     const cross = [...themeBySentiment()]
-      .sort((a, b) => (b[1][4] + b[1][5]) - (a[1][4] + a[1][5]) ||
+      .sort((a, b) => negative(b[1]) - negative(a[1]) ||
         sum(b[1]) - sum(a[1]) || a[0].localeCompare(b[0]));
     $("box-cross").style.height = `${Math.max(12, cross.length * 1.6 + 5)}rem`;
-    const datasets = SENTIMENTS.map((s) => ({
+    const datasets = sentiments.map((s) => ({
       label: s.label, backgroundColor: s.colour, data: cross.map(([, n]) => n[s.score]),
     }));
     if (cross.some(([, n]) => n[0])) {
@@ -705,12 +819,14 @@
     $("filter-theme").replaceChildren(
       new Option(`All themes (${state.results.length.toLocaleString()} comments)`, ""),
       ...themes.map(([t, n]) => new Option(`${t} (${n})`, t)));
-    const counts = SENTIMENTS.map((s) => state.results.filter((r) => sentimentOf(r) === s.score).length);
+    const counts = state.sentiments.map((s) =>
+      state.results.filter((r) => sentimentOf(r) === s.score).length);
+    const both = state.nhsScale ? [new Option("Negative or very negative", "neg"),
+      new Option("Positive or very positive", "pos")] : [];
     $("filter-sentiment").replaceChildren(
-      new Option("Any sentiment", ""),
-      new Option("Negative or very negative", "neg"),
-      new Option("Positive or very positive", "pos"),
-      ...SENTIMENTS.map((s, i) => new Option(`${s.label} (${counts[i]})`, String(s.score))));
+      new Option("Any sentiment", ""), ...both,
+      ...state.sentiments.map((s, i) => new Option(`${s.label} (${counts[i]})`, String(s.score))));
+    show($("filter-sentiment").parentElement, state.sentiments.length > 0);
   }
 
   function setFilter(theme) {
@@ -751,6 +867,11 @@
       if (r.sentiment) {
         const s = document.createElement("span");
         s.className = `sent sent-${r.sentiment.score}`;
+        if (!state.nhsScale) { // the stylesheet's colours are the NHS scale's
+          s.className = "sent";
+          s.style.background = state.sentiments[r.sentiment.score - 1]?.colour || NO_SENTIMENT.colour;
+          s.style.color = "#fff";
+        }
         s.textContent = r.sentiment.label;
         sent.appendChild(s);
       }
@@ -769,12 +890,18 @@
       ? `cascade (${sent.toLocaleString()} sent to the transformer)`
       : (state.lane === "batch" ? "batch" : "instant");
     const negative = state.results.filter((r) => sentimentOf(r) >= 4).length;
-    const none = state.results.filter((r) => r.labels.includes(NOT_POSSIBLE)).length;
+    const unl = state.unlabellable;
+    const none = state.results.filter((r) => (unl ? r.labels.includes(unl) : !r.labels.length)).length;
+    const perClass = state.sentiments.map((s) => `${s.label} ${state.results.filter((r) =>
+      sentimentOf(r) === s.score).length.toLocaleString()}`).join(", ");
+    const sentiment = state.nhsScale ? `${plural(negative, "comment")} negative or very negative`
+      : (perClass ? `Sentiment: ${perClass}` : "");
+    const why = "(empty, a placeholder such as \"n/a\", or too unclear to label)";
+    const unlabelled = !none ? "" : (unl ? `${none.toLocaleString()} marked "${unl}" ${why}`
+      : `${plural(none, "comment")} with no label ${why}`);
     $("results-summary").textContent = `${plural(state.results.length, "comment")} from ` +
       `${state.fileName} labelled by the ${lane} model ${state.modelVersion}. ` +
-      `${plural(negative, "comment")} negative or very negative` +
-      (none ? `; ${none.toLocaleString()} marked "${NOT_POSSIBLE}" (empty, a placeholder such ` +
-        "as \"n/a\", or too unclear to label)." : ".");
+      `${[sentiment, unlabelled].filter(Boolean).join("; ")}.`;
     show($("results"), true);
     show($("summaries"), true);
     fillFilters();
@@ -827,15 +954,16 @@
     const results = [HEADER.map(bold), ...resultRows().map((row) =>
       row.map((v) => (v === "" ? null : v)))];
     const themes = [
-      ["theme", "comments", ...SENTIMENTS.map((s) => s.label), NO_SENTIMENT.label].map(bold),
+      ["theme", "comments", ...state.sentiments.map((s) => s.label), NO_SENTIMENT.label].map(bold),
       ...[...themeBySentiment()].sort((a, b) => sum(b[1]) - sum(a[1]))
-        .map(([t, n]) => [safeCell(t), sum(n), n[1], n[2], n[3], n[4], n[5], n[0]]),
+        .map(([t, n]) => [safeCell(t), sum(n), ...n.slice(1), n[0]]),
     ];
     try {
       const blob = await window.writeXlsxFile([
         { data: results, sheet: "results", columns: [{ width: 14 }, { width: 70 }, { width: 10 },
           { width: 18 }] },
-        { data: themes, sheet: "themes", columns: [{ width: 50 }, ...Array(7).fill({ width: 14 })] },
+        { data: themes, sheet: "themes", columns: [{ width: 50 },
+          ...Array(state.sentiments.length + 2).fill({ width: 14 })] },
       ]).toBlob();
       save(blob, `${baseName()}.xlsx`);
     } catch (e) {
@@ -974,7 +1102,8 @@
       if (!state.apiKey) return;
       show($("key-form"), false);
       loadHealth();
-      run();
+      state.modelReady = loadModel();
+      state.modelReady.then(run);
     });
     $("key-form").addEventListener("submit", (e) => {
       e.preventDefault(); // nothing is sent anywhere: the key stays in this page's memory
@@ -993,6 +1122,7 @@
     }
     loadLimits();
     loadHealth();
+    state.modelReady = loadModel();
   }
 
   document.addEventListener("DOMContentLoaded", init);

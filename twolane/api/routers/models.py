@@ -10,7 +10,7 @@ from twolane.api.deps import ModelDep, require_api_key
 from twolane.api.errors import ERROR_RESPONSES
 from twolane.api.gate import StrictRoute
 from twolane.bundle import BundleError, Manifest
-from twolane.rules import sentiment_names
+from twolane.rules import QUESTION_TYPES, sentiment_names
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)], route_class=StrictRoute,
                    responses=ERROR_RESPONSES)
@@ -28,6 +28,10 @@ def thresholds_of(manifest: Manifest) -> dict[str, float]:
 
 @router.get("/v1/models")
 async def models(model: ModelDep) -> dict[str, Any]:
+    """The served instant bundle: version, taxonomy (labels, sentiment classes and names,
+    single- or multi-label, the unlabellable label), what each item may carry (`question_types`
+    for NHS bundles, `context` for a bundle with its own context column), the training file's
+    `columns`, `batch_lane_refuses` (a reason, or null), thresholds and test metrics."""
     m = model.get().manifest
     return {
         "lane": m.lane,
@@ -43,6 +47,13 @@ async def models(model: ModelDep) -> dict[str, Any]:
         # a bundle with its own context column: what clients send as each item's `context`
         "context": ({"column": m.data_spec.context_column, "values": m.data_spec.context_values}
                     if m.serving.use_context and m.data_spec is not None else None),
+        # an NHS bundle reads each item's question_type (any spelling, twolane.rules)
+        "question_types": list(QUESTION_TYPES) if m.is_nhs else None,
+        # the training file's id and text columns (the web page's first column guesses)
+        "columns": ({"id": m.data_spec.id_column, "text": m.data_spec.text_column}
+                    if m.data_spec is not None else None),
+        # why POST /v1/jobs (batch lane, cascade) refuses this model's comments; None: it does not
+        "batch_lane_refuses": m.batch_lane_refuses,
         "thresholds": thresholds_of(m),
         "metrics": m.metrics,
         "data": m.data,

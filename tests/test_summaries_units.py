@@ -1,7 +1,9 @@
 """The LLM lane's pure parts: redaction on a planted set, representative sampling, the prompt's
-answer parse and verbatim grounding. No model needed."""
+answer parse and verbatim grounding (no model needed); and the plan of a team's own bundle."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +104,26 @@ def test_grounding_keeps_verbatim_spans_only() -> None:
 def test_llm_name() -> None:
     assert llm_name(None).endswith(".gguf")
     assert llm_name("/x/y/model.gguf") == "model.gguf" and llm_name("Qwen2.5-7B-Instruct") == "Qwen2.5-7B-Instruct"
+
+
+def test_own_data_bundle_summaries_speak_its_taxonomy(spec_bundle: Path) -> None:
+    """A team's own bundle (drug reviews, three-class sentiment): the themes are its own labels,
+    no NHS label, no negative count (its scale has no known negative end), no NHS wording."""
+    from spec_helpers import held_out
+
+    from twolane.contract import CommentIn
+    from twolane.predictors.instant import InstantPredictor
+    from twolane.summaries.plan import plan_summaries, reportable
+
+    predictor = InstantPredictor.from_bundle(spec_bundle)
+    assert set(reportable(predictor)) <= set(predictor.labels) and "Labelling not possible" not in reportable(predictor)
+    items = [CommentIn(comment_id=str(i), comment_text=text, context=ctx)
+             for i, (text, ctx) in enumerate(held_out(60, seed=1))]
+    plan, requests = plan_summaries(items, predictor, "test-llm", quotes_per_theme=2)
+    assert plan.themes and requests
+    assert all(t.theme in predictor.labels and t.negative is None for t in plan.themes)
+    for body in requests:
+        system, user = (m["content"] for m in body["messages"])
+        assert "NHS" not in system and "atient" not in user and "negative" not in user
+    nhs = summary_request("Parking", 10, 4, ["a"])  # the NHS wording is unchanged
+    assert "NHS patient feedback" in nhs["messages"][0]["content"]

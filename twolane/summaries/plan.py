@@ -4,7 +4,7 @@ LLM's completions (`assemble`).
 The plan is stored with the job (its comment text redacted, like everything the LLM sees) and
 read back when the job is collected, to ground the quotes. Shapes:
 
-    Plan.themes[i]: {theme, comments, negative, sample: [{comment_id, text}], summary_shard,
+    Plan.themes[i]: {theme, comments, negative (None: not the NHS scale), sample: [{comment_id, text}], summary_shard,
                      quotes_shard}: the indices of the theme's LLM requests (None: no request)
     requests: per theme with comments, a summary request and (quotes wanted) a quotes request
               (chat-completions bodies, twolane.summaries.prompt)
@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from twolane.contract import CommentIn, Prediction
 from twolane.predictors import Predictor
-from twolane.rules import LABELLING_NOT_POSSIBLE, NEGATIVE_SCORES
+from twolane.rules import NEGATIVE_SCORES
 from twolane.summaries.grounding import ground
 from twolane.summaries.packaged import FILE
 from twolane.summaries.prompt import (
@@ -51,7 +51,7 @@ class Sampled(BaseModel):
 class ThemePlan(BaseModel):
     theme: str
     comments: int
-    negative: int
+    negative: int | None  # None: the bundle's sentiment scale is not the NHS one
     sample: list[Sampled]
     summary_shard: int | None = None
     quotes_shard: int | None = None
@@ -77,8 +77,10 @@ def _negative(p: Prediction) -> bool:
 
 
 def reportable(predictor: Predictor) -> list[str]:
-    """The themes a summary may report on (every label but 'Labelling not possible')."""
-    return [lab for lab in predictor.labels if lab != LABELLING_NOT_POSSIBLE]
+    """The themes a summary may report on: every label of the bundle's taxonomy but its
+    unlabellable one ("Labelling not possible" for NHS bundles; a team's own, or none)."""
+    never = predictor.manifest.taxonomy.unlabellable
+    return [lab for lab in predictor.labels if lab != never]
 
 
 def plan_summaries(items: Sequence[CommentIn], predictor: Predictor, llm: str, *,
@@ -96,6 +98,10 @@ def plan_summaries(items: Sequence[CommentIn], predictor: Predictor, llm: str, *
         if unknown:
             raise UnknownTheme(unknown)
     preds = predictor.predict(items, target="ms", include_probabilities=True)
+    # "negative" is a fact of the NHS five-point scale (scores 4 and 5); a team's own scale has
+    # no known negative end (its order is the data's), so its summaries count none
+    nhs = predictor.manifest.is_nhs and bool(predictor.manifest.taxonomy.sentiment_classes)
+    patients = predictor.manifest.is_nhs  # the prompt speaks of patients (NHS) or of comments
     members: dict[str, list[int]] = {t: [] for t in known}
     for i, p in enumerate(preds):
         for lab in p.labels:
@@ -108,7 +114,7 @@ def plan_summaries(items: Sequence[CommentIn], predictor: Predictor, llm: str, *
     requests: list[dict[str, Any]] = []
     for theme in dict.fromkeys(chosen):  # a theme named twice is reported once
         idx = members[theme]
-        negative = sum(1 for i in idx if _negative(preds[i]))
+        negative = sum(1 for i in idx if _negative(preds[i])) if nhs else None
         for i in idx:
             if i not in redacted:
                 redacted[i] = redact(items[i].comment_text or "")
@@ -120,10 +126,10 @@ def plan_summaries(items: Sequence[CommentIn], predictor: Predictor, llm: str, *
         shown = [s.text for s in sample]
         if sample:
             tp.summary_shard = len(requests)
-            requests.append(summary_request(theme, len(idx), negative, shown))
+            requests.append(summary_request(theme, len(idx), negative, shown, patients))
         if sample and quotes_per_theme:
             tp.quotes_shard = len(requests)
-            requests.append(quotes_request(theme, len(idx), negative, shown, quotes_per_theme))
+            requests.append(quotes_request(theme, len(idx), negative, shown, quotes_per_theme, patients))
         plans.append(tp)
     return Plan(model_version=predictor.version, llm=llm, quotes_per_theme=quotes_per_theme,
                 themes=plans), requests

@@ -20,6 +20,8 @@ MAX_COMMENT_CHARS = 400  # a longer comment is cut in the prompt (quotes come on
 
 SYSTEM = ("You write short, factual summaries of NHS patient feedback for a quarterly report. "
           "Use only what the comments say.")
+SYSTEM_OWN = ("You write short, factual summaries of free-text feedback for a report. "
+              "Use only what the comments say.")  # a bundle of a team's own data (not NHS)
 # "2. words", "2: words", "[2] words", "QUOTE 2: words", "- 2) words"
 QUOTE_LINE = re.compile(r"^\s*(?:[-*•]\s*)?(?:\**QUOTE\**\s*)?\[?#?(\d{1,3})\]?\s*[:.)-]?\s+(.+?)\s*$",
                         re.IGNORECASE)
@@ -31,30 +33,35 @@ def shown(text: str) -> str:
     return " ".join(text.split())[:MAX_COMMENT_CHARS]
 
 
-def _listing(theme: str, comments: int, negative: int, sample: Sequence[str]) -> str:
+def _listing(theme: str, comments: int, negative: int | None, sample: Sequence[str], patients: bool) -> str:
     listed = "\n".join(f"{n}. {shown(t)}" for n, t in enumerate(sample, start=1))
-    return (f"Patient comments about {theme.lower()} ({comments} comments, {negative} negative); "
-            f"a sample:\n{listed}")
+    counts = f"{comments} comments" + (f", {negative} negative" if negative is not None else "")
+    return f"{'Patient comments' if patients else 'Comments'} about {theme.lower()} ({counts}); a sample:\n{listed}"
 
 
-def _body(user: str, max_tokens: int) -> dict[str, Any]:
-    return {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}],
+def _body(user: str, max_tokens: int, patients: bool = True) -> dict[str, Any]:
+    system = SYSTEM if patients else SYSTEM_OWN
+    return {"messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
             "max_tokens": max_tokens, "temperature": 0.0, "top_p": 1.0, "seed": 0, "stream": False}
 
 
-def summary_request(theme: str, comments: int, negative: int, sample: Sequence[str]) -> dict[str, Any]:
-    """The chat body asking for a two-sentence summary of the theme. `sample`: redacted texts."""
-    return _body(f"{_listing(theme, comments, negative, sample)}\n\nSummarise in two sentences "
-                 f"what these patients say about {theme.lower()}.", SUMMARY_TOKENS)
+def summary_request(theme: str, comments: int, negative: int | None, sample: Sequence[str],
+                    patients: bool = True) -> dict[str, Any]:
+    """The chat body asking for a two-sentence summary of the theme. `sample`: redacted texts;
+    `negative`: None where the scale has no known negative end; `patients`: the NHS wording."""
+    who = "these patients say" if patients else "these comments say"
+    return _body(f"{_listing(theme, comments, negative, sample, patients)}\n\nSummarise in two sentences "
+                 f"what {who} about {theme.lower()}.", SUMMARY_TOKENS, patients)
 
 
-def quotes_request(theme: str, comments: int, negative: int, sample: Sequence[str],
-                   quotes: int) -> dict[str, Any]:
+def quotes_request(theme: str, comments: int, negative: int | None, sample: Sequence[str],
+                   quotes: int, patients: bool = True) -> dict[str, Any]:
     """The chat body asking for `quotes` comments copied word for word, numbered."""
-    return _body(f"{_listing(theme, comments, negative, sample)}\n\nWhich {quotes} comments best "
-                 f"show what patients say about {theme.lower()}? Answer with the comments copied "
+    who = "patients say" if patients else "people say"
+    return _body(f"{_listing(theme, comments, negative, sample, patients)}\n\nWhich {quotes} comments best "
+                 f"show what {who} about {theme.lower()}? Answer with the comments copied "
                  "word for word, each on its own line starting with its number.",
-                 20 + TOKENS_PER_QUOTE * quotes)
+                 20 + TOKENS_PER_QUOTE * quotes, patients)
 
 
 def parse_summary(text: str) -> str:

@@ -32,7 +32,9 @@ class ThemeSummary(BaseModel):
 
     theme: str
     comments: int  # submitted comments the instant lane labels with this theme
-    negative: int  # of those, how many it reads as negative or very negative
+    # of those, how many it reads as negative or very negative (the NHS scale); None: the
+    # bundle's own sentiment scale (or none), which has no known negative end
+    negative: int | None
     summary: str  # written by the LLM from a sample of the theme's comments ("" when none)
     quotes: list[Quote] = Field(default_factory=list)
 

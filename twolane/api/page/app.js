@@ -77,6 +77,13 @@
 
   function plural(n, word) { return `${n.toLocaleString()} ${word}${n === 1 ? "" : "s"}`; }
 
+  // A summary theme's counts: "12 comments, 5 negative" (NHS scale), "12 comments" (a team's own
+  // scale: the service counts no negatives, negative is null)
+  function summaryCounts(t) {
+    const negative = t.negative === null || t.negative === undefined ? "" : `, ${t.negative.toLocaleString()} negative`;
+    return `${plural(t.comments, "comment")}${negative}`;
+  }
+
   function norm(name) { return String(name).trim().toLowerCase().replace(/[\s_]+/g, " "); }
 
   function cellText(v) {
@@ -1021,7 +1028,7 @@
       h.textContent = t.theme;
       const counts = document.createElement("p");
       counts.className = "muted small";
-      counts.textContent = `${plural(t.comments, "comment")}, ${t.negative.toLocaleString()} negative`;
+      counts.textContent = summaryCounts(t);
       const summary = document.createElement("p");
       summary.textContent = t.summary || "(no summary)";
       card.append(h, counts, summary);
@@ -1049,7 +1056,7 @@
     const lines = [`# Comments by theme`, "",
       `Summaries written by ${b.llm}; themes and counts by the instant model ${b.model_version}.`, ""];
     for (const t of b.themes) {
-      lines.push(`## ${t.theme}`, "", `${plural(t.comments, "comment")}, ${t.negative} negative.`, "",
+      lines.push(`## ${t.theme}`, "", `${summaryCounts(t)}.`, "",
         t.summary || "(no summary)", "");
       for (const q of t.quotes) lines.push(`> ${q.text}`, `> (comment ${q.comment_id})`, "");
     }
@@ -1068,8 +1075,8 @@
       `<p>Summaries written by ${escapeHtml(b.llm)}; themes and counts by the instant model ` +
       `${escapeHtml(b.model_version)}.</p>`];
     for (const t of b.themes) {
-      parts.push(`<h2>${escapeHtml(t.theme)}</h2><p>${plural(t.comments, "comment")}, ` +
-        `${t.negative} negative.</p><p>${escapeHtml(t.summary || "(no summary)")}</p>`);
+      parts.push(`<h2>${escapeHtml(t.theme)}</h2><p>${summaryCounts(t)}.</p>` +
+        `<p>${escapeHtml(t.summary || "(no summary)")}</p>`);
       for (const q of t.quotes) {
         parts.push(`<blockquote>${escapeHtml(q.text)}<br><small>comment ` +
           `${escapeHtml(q.comment_id)}</small></blockquote>`);

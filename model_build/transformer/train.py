@@ -229,16 +229,18 @@ OBJECTIVES = ("macro", "macro+micro")
 def tune_ensemble(p_transformer: np.ndarray, p_instant: np.ndarray | None, Y: np.ndarray,
                   weights: Sequence[float] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1),
                   empty_label: int | None = None, combines: Sequence[str] = ("probability",),
-                  objective: str = "macro", scored_rows_only: bool = True) -> dict:
+                  objective: str = "macro", scored_rows_only: bool = True, multilabel: bool = True) -> dict:
     """Choose the transformer weight, how probabilities mix (twolane.predictors.batch.combine),
     per-label thresholds and the at-least-one-label rule on a validation fold (weight 1.0 =
     transformer alone). objective: "macro" (macro-F1) or "macro+micro" (their sum), scored by
     model_build.metrics; scored_rows_only: tune and score on the rows the scoring rule keeps
-    (truth with at least one label). Returns weight_transformer, combine, thresholds (list of
-    floats), min_one_label and val_macro_f1 / val_micro_f1."""
+    (truth with at least one label). multilabel False: a single-label taxonomy, decided by its
+    top label (twolane.rules.top_label; the thresholds are recorded, never read, and
+    min_one_label is False). Returns weight_transformer, combine, thresholds (list of floats),
+    min_one_label and val_macro_f1 / val_micro_f1."""
     from model_build.metrics import multilabel_scores
     from twolane.predictors.batch import combine
-    from twolane.rules import decide_labels
+    from twolane.rules import decide_labels, top_label
 
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
@@ -250,8 +252,9 @@ def tune_ensemble(p_transformer: np.ndarray, p_instant: np.ndarray | None, Y: np
     for w, how in candidates:
         p = p_transformer if p_instant is None else combine(w, how, p_transformer, p_instant)
         thr = tune_thresholds(p[keep], Y[keep])
-        for min_one in (False, True):
-            pred = decide_labels(p, thr, empty_label, min_one_label=min_one)
+        for min_one in (False, True) if multilabel else (False,):
+            pred = (decide_labels(p, thr, empty_label, min_one_label=min_one) if multilabel
+                    else top_label(p, empty_label))
             sc = multilabel_scores(Y[keep], pred[keep])
             score = sc["macro_f1"] + (sc["micro_f1"] if objective == "macro+micro" else 0.0)
             if best is None or score > best["score"] + 1e-9:

@@ -395,7 +395,7 @@ def _ensemble_with_instant(t: _Tuning, bundle: Path, instant_bundle: Path, p_val
     inst_test = instant_test_proba(instant_bundle, best["instant_model"], test_ok.texts, test_ok.question_types)
     # the unknown-text rule: the instant predictor's verdict (a taxonomy without an
     # unlabellable label: its row of probabilities is all 0)
-    unknown = inst_test[:, lnp] >= 1.0 if lnp is not None else ~inst_test.any(1)
+    unknown = np.asarray(inst_test[:, lnp] >= 1.0 if lnp is not None else ~inst_test.any(1), bool)
     sent_mix = SentimentMix()
     if s_val is not None and "sentiment" in oof:
         sent_mix = tune_sentiment(s_val, oof["sentiment"], t.val.sentiment, t.val.question_types)

@@ -25,7 +25,8 @@ E2E_MODULES = frozenset({
     "test_local_stack", "test_page", "test_pxtextmining", "test_container", "test_runner",
     "test_infra_artifacts", "test_recommender_run",
 })
-MODEL_FIXTURES = frozenset({"instant_bundle", "batch_bundle", "lambda_module", "lambda_host", "own_bundle"})
+MODEL_FIXTURES = frozenset({"instant_bundle", "batch_bundle", "lambda_module", "lambda_host", "own_bundle",
+                            "own_batch_bundle", "other_batch_bundle"})
 
 
 def tier_of(item: pytest.Item) -> str:

@@ -259,7 +259,7 @@ class BatchPredictor:
             inst, inst_sen = self.instant.predict_arrays(list(texts), question_types)
             inst = np.asarray(inst, dtype=np.float32)
             # the instant predictor's rule verdict (no unlabellable label: a row of zeros)
-            unknown = inst[:, self._lnp] >= 1.0 if self._lnp is not None else ~inst.any(1)
+            unknown = np.asarray(inst[:, self._lnp] >= 1.0 if self._lnp is not None else ~inst.any(1), bool)
             lab = combine(self.ensemble.weight_transformer, self.ensemble.combine, lab, inst)
             sen = mix_sentiment(self.ensemble.sentiment, sen, inst_sen, question_types)
         return lab, sen, unknown

@@ -246,3 +246,17 @@ def test_the_taxonomy_reaches_an_api_without_a_batch_bundle(own_batch_bundle: Pa
     assert got == read_manifest(own_batch_bundle).taxonomy
     assert batch_taxonomy(Settings(bundles=tmp_path / "none", batch_bundle=own_batch_bundle)) == got
     assert batch_taxonomy(nowhere.model_copy(update={"batch_taxonomy": "{not json"})) is None
+
+
+def test_cli_batch_build_refuses_a_bad_spec_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = write(reviews(), tmp_path / "reviews.csv")
+    run = subprocess.run([sys.executable, "-m", "local_stack.cli", "build", "batch", "--data", str(path),
+                          "--text-column", "comment", "--out", str(tmp_path / "b")],
+                         capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)
+    assert run.returncode == 2, run.stderr
+    assert "no text column 'comment'" in run.stderr and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) <= 3  # one reason (rich may wrap it)
+    assert not (tmp_path / "b").exists()

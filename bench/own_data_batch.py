@@ -90,7 +90,8 @@ def main(epochs: int, max_minutes: float) -> dict[str, Any]:  # noqa: PLR0915 (o
                .predict_texts(test.texts),
                "batch_served": BatchPredictor.from_bundle(batch_bundle).predict_texts(test.texts)}
         m = read_manifest(batch_bundle)
-        train_summary = m.build.get("train_summary", {})
+        ts = m.build.get("train_summary")
+        train_summary: dict[str, Any] = ts if isinstance(ts, dict) else {}
         served_model = m.default_model
     L = len(ds.labels)
     has = train.Y.sum(1) > 0

@@ -83,7 +83,8 @@ def build_batch(  # noqa: PLR0913 (typer: one argument per CLI option)
     epochs: int | None = typer.Option(None, help="Training epochs."),
     rows: int | None = typer.Option(None, help="Train on the first N rows only (quick check)."),
     max_minutes: float | None = typer.Option(
-        None, "--max-minutes", help="Training time budget; epochs are cut to fit (default 35, 0 = none)."),
+        None, "--max-minutes", help="Training time budget; epochs are cut to fit (default 35 for the NHS "
+                                    "file, 10 for a data spec; 0 = none)."),
     retune: str | None = typer.Option(
         None, "--retune", help="Re-package a saved training run (build/batch/VERSION) without training."),
     escalate_share: float | None = typer.Option(

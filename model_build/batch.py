@@ -78,6 +78,8 @@ VAL_SHARE = 0.15
 VAL_SEED = 7
 DEFAULT_EPOCHS = 8
 DEFAULT_MAX_MINUTES = 35.0  # training wall-clock budget on the 2-core build machine
+# a data spec's default budget: a team's few hundred to few thousand rows train in minutes
+SPEC_MAX_MINUTES = 10.0
 BUILD_DIR = ROOT / "build" / "batch"
 # How the ensemble is tuned on the validation fold (model_build.transformer.train.tune_ensemble):
 # the ways of mixing the two lanes' probabilities tried, and what is maximised. Evidence: 2-fold
@@ -881,7 +883,8 @@ def run(data: Path | None = None, out: Path | None = None, model: str | None = N
     if inst is None:
         log("no instant bundle of this taxonomy found: building the transformer alone (no ensemble)")
     cfg = TrainConfig(epochs=epochs or DEFAULT_EPOCHS,
-                      max_minutes=DEFAULT_MAX_MINUTES if max_minutes is None else (max_minutes or None))
+                      max_minutes=(DEFAULT_MAX_MINUTES if is_nhs(ds) else SPEC_MAX_MINUTES) if max_minutes is None
+                      else (max_minutes or None))
     return build(ds, root, model or default_base_model(), cfg, instant_bundle=inst, side_dir=BUILD_DIR, log=log,
                  escalate_share=escalate_share)
 

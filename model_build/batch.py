@@ -695,7 +695,8 @@ def build(  # noqa: PLR0915 (train, export, package: one script, read top to bot
                 log(f"  epoch {epoch}: validation macro-F1 {tuned['val_macro_f1']:.4f} (tuned thresholds), "
                     f"sentiment accuracy {acc:.4f} ({time.monotonic() - t0:.0f} s)")
 
-            summary = train(model, fit_ids, fit.Y, fit.sentiment, cfg, pad_id, on_step, max_steps, on_epoch)
+            summary = train(model, fit_ids, fit.Y, fit.sentiment, cfg, pad_id, on_step, max_steps, on_epoch,
+                            multilabel=ds.multilabel)
         log(f"trained {summary['epochs_run']} epoch(s), {summary['steps']} steps in {summary['seconds']} s "
             f"on {summary['device']}; epoch losses {[round(x, 4) for x in summary['epoch_losses']]}"
             + (f" ({summary['budget_note']})" if summary["budget_note"] else ""))
@@ -723,8 +724,9 @@ def build(  # noqa: PLR0915 (train, export, package: one script, read top to bot
                 "rows": len(ds.texts), "fingerprint": ds.fingerprint, "config": {
                     "base_model": base_model, "tiny": tiny, "max_length": MAX_LENGTH,
                     "tokenizer": "tokenizer.json", "pooling": "attention-masked mean",
-                    "heads": "linear multilabel (BCE with pos_weight, on comments with at least one label) "
-                             "+ linear sentiment (CE with ordinal label smoothing, rows without a sentiment "
+                    "heads": ("linear multilabel (BCE with pos_weight, on comments with at least one label) "
+                              if ds.multilabel else "linear single-label (softmax cross-entropy) ")
+                             + "+ linear sentiment (CE with ordinal label smoothing, rows without a sentiment "
                              "excluded), one shared encoder", "train": cfg.as_dict(),
                     "train_summary": {k: v for k, v in summary.items() if k != "losses"}, "fused_ops": fused,
                     "fp32_onnx": "kept out of the bundle" + (f": {side}" if side_dir else ""),

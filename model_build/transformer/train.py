@@ -5,7 +5,10 @@ Losses: the label BCE counts only comments with at least one label (the scoring 
 what the instant lane's label models train on: a comment the labellers left without any label is
 not a "no theme applies" example); the sentiment CE counts comments with a sentiment, with
 ordinal label smoothing (part of the target's mass on the neighbouring classes of the 1..5
-scale, so "very positive" vs "positive" costs less than positive vs negative)."""
+scale, so "very positive" vs "positive" costs less than positive vs negative). A single-label
+taxonomy (a data spec's) trains its label head with softmax cross-entropy instead of the BCE: one
+class per comment, served by its most probable label (the sigmoid of the same logits keeps that
+order, so the exported graph is unchanged)."""
 
 from __future__ import annotations
 
@@ -97,9 +100,11 @@ def device() -> torch.device:
 def train(  # noqa: PLR0915 (one training loop, read top to bottom)
         model: EncoderClassifier, ids: list[list[int]], Y: np.ndarray, sentiment: np.ndarray,
         cfg: TrainConfig, pad_id: int, on_step: Callable[[int, int, float], None] | None = None,
-        max_steps: int | None = None, on_epoch: Callable[[int], None] | None = None) -> dict:
+        max_steps: int | None = None, on_epoch: Callable[[int], None] | None = None,
+        multilabel: bool = True) -> dict:
     """Train in place. on_step(step, total_steps, loss) after each step; on_epoch(epoch) after each
     epoch (e.g. a validation check; the model is put back in training mode after it).
+    multilabel False: Y has one 1 a labelled row, the label loss is softmax cross-entropy.
     Returns a summary (losses, time, epochs)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -124,6 +129,7 @@ def train(  # noqa: PLR0915 (one training loop, read top to bottom)
     labelled = Y.sum(1) > 0 if cfg.labelled_rows_only else np.ones(len(Y), bool)
     pw = pos_weights(Y[labelled] if labelled.any() else Y, cfg.pos_weight_power, cfg.pos_weight_cap)
     bce = nn.BCEWithLogitsLoss(pos_weight=pw.to(dev), reduction="none")
+    ce = nn.CrossEntropyLoss()
     soft = ordinal_targets(model.sentiment_head.out_features, cfg.sentiment_smoothing).to(dev)
     Yt = torch.tensor(Y, dtype=torch.float32)
     Lt = torch.tensor(labelled, dtype=torch.bool)
@@ -143,7 +149,12 @@ def train(  # noqa: PLR0915 (one training loop, read top to bottom)
             inp, mask = collate([ids[i] for i in b], pad_id)
             label_logits, sent_logits = model(inp.to(dev), mask.to(dev))
             lb = Lt[b].to(dev)
-            loss = bce(label_logits[lb], Yt[b].to(dev)[lb]).mean() if bool(lb.any()) else label_logits.sum() * 0
+            if not bool(lb.any()):
+                loss = label_logits.sum() * 0
+            elif multilabel:
+                loss = bce(label_logits[lb], Yt[b].to(dev)[lb]).mean()
+            else:
+                loss = ce(label_logits[lb], Yt[b].to(dev)[lb].argmax(1))
             s_loss = sentiment_loss(sent_logits, St[b].to(dev), soft)
             if s_loss is not None:
                 loss = loss + cfg.sentiment_weight * s_loss

@@ -151,7 +151,7 @@ def write_md(r: dict[str, Any]) -> None:
     section = f"""<!-- own_data_batch:start -->
 ## A team's own data, both lanes: drug reviews (bench/own_data_batch.py)
 
-The data and split of the section above ({d['rows']} reviews, {d['labels']} single-label
+The data and split of bench/own_data.py's section ({d['rows']} reviews, {d['labels']} single-label
 conditions, three-class words sentiment; {d['train_rows']} train / {d['test_rows']} test rows), one
 run: the instant lane, the batch lane ({b['base_model']}, fine-tuned on the spec by
 `twolane build batch --data`; {b['epochs_run']} of {b['epochs_asked']} epochs in {b['train_seconds']} s,

@@ -178,11 +178,15 @@ def served_labels(ds: Dataset, probs_ok: np.ndarray, thresholds, min_one_label: 
     return out
 
 
-def quality(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
-    """The instant lane's scores (model_build.metrics: macro-F1 over labels present in the split)."""
-    from model_build.metrics import multilabel_scores
+def quality(y: np.ndarray, pred: np.ndarray, multilabel: bool = True) -> dict[str, Any]:
+    """The instant lane's scores (model_build.metrics: macro-F1 over labels present in the split),
+    and for a single-label taxonomy (multilabel False) its accuracy."""
+    from model_build.metrics import multilabel_scores, single_label_accuracy
 
-    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in multilabel_scores(y, pred).items()}
+    out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in multilabel_scores(y, pred).items()}
+    if not multilabel:
+        out["accuracy"] = round(single_label_accuracy(y, pred), 4)
+    return out
 
 
 def sentiment_quality(s_true: np.ndarray, s_probs: np.ndarray) -> dict[str, Any]:
@@ -413,21 +417,12 @@ def _ensemble_with_instant(t: _Tuning, bundle: Path, instant_bundle: Path, p_val
             served_sent = mix_sentiment(sent_mix, out[1], s_inst, test_ok.question_types)
             t.metrics[f"sentiment_ensemble_{kind}"] = sentiment_quality(test_ok.sentiment, served_sent)
         p = combine(best["weight_transformer"], best["combine"], out[0], inst_test)
-        served = served_labels(test, p, best["thresholds"], best["min_one_label"], unknown, served_sent, t.never)
-        t.metrics[f"ensemble_{kind}"] = quality(test.Y, served)
-        if not t.ds.multilabel:
-            from model_build.metrics import single_label_accuracy
-
-            t.metrics[f"ensemble_{kind}"]["accuracy"] = round(single_label_accuracy(test.Y, served), 4)
+        t.metrics[f"ensemble_{kind}"] = quality(test.Y, served_labels(
+            test, p, best["thresholds"], best["min_one_label"], unknown, served_sent, t.never), t.ds.multilabel)
     inst_rule = inst.rule_of(best["instant_model"])
     cascade = _cascade(t, inst, inst_rule, instant_bundle, best, sent_mix, oof, p_val, s_val)
-    served = served_labels(test, inst_test, inst_rule.thresholds, inst_rule.min_one_label, unknown, s_inst,
-                           t.never)
-    t.metrics["instant_alone"] = quality(test.Y, served)
-    if not t.ds.multilabel:
-        from model_build.metrics import single_label_accuracy
-
-        t.metrics["instant_alone"]["accuracy"] = round(single_label_accuracy(test.Y, served), 4)
+    t.metrics["instant_alone"] = quality(test.Y, served_labels(
+        test, inst_test, inst_rule.thresholds, inst_rule.min_one_label, unknown, s_inst, t.never), t.ds.multilabel)
     if (bundle / INSTANT_DIR).exists():
         shutil.rmtree(bundle / INSTANT_DIR)
     shutil.copytree(instant_bundle, bundle / INSTANT_DIR)
@@ -535,13 +530,10 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
                                "low_support_labels": low}
     outs = {"int8": int8_out, **({"fp32": fp32_out} if fp32_out is not None else {})}
     for kind, out in outs.items():
-        served = served_labels(test, out[0], alone["thresholds"], alone["min_one_label"],
-                               sentiment_ok=out[1], never_fallback=never)
-        metrics[f"transformer_{kind}"] = quality(test.Y, served)
-        if not ds.multilabel:
-            from model_build.metrics import single_label_accuracy
-
-            metrics[f"transformer_{kind}"]["accuracy"] = round(single_label_accuracy(test.Y, served), 4)
+        metrics[f"transformer_{kind}"] = quality(test.Y, served_labels(test, out[0], alone["thresholds"],
+                                                                      alone["min_one_label"],
+                                                                      sentiment_ok=out[1],
+                                                                      never_fallback=never), ds.multilabel)
         metrics[f"sentiment_{kind}"] = sentiment_quality(test_ok.sentiment, out[1])
 
     t = _Tuning(ds, fit, val, test, test_ok, lnp, low, never, outs, metrics, log, escalate_share)

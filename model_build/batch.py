@@ -41,7 +41,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -355,6 +355,7 @@ class _Tuning:
     metrics: dict[str, Any]
     log: Log
     escalate_share: float | None = None  # the cascade's shipped share (None: model_build.cascade's rule)
+    served: dict[str, np.ndarray] = field(default_factory=dict)  # metrics key -> test labels as served
 
 
 def _best_instant_mix(t: _Tuning, oof: dict[str, np.ndarray], p_val: np.ndarray) -> dict[str, Any] | None:
@@ -417,8 +418,9 @@ def _ensemble_with_instant(t: _Tuning, bundle: Path, instant_bundle: Path, p_val
             served_sent = mix_sentiment(sent_mix, out[1], s_inst, test_ok.question_types)
             t.metrics[f"sentiment_ensemble_{kind}"] = sentiment_quality(test_ok.sentiment, served_sent)
         p = combine(best["weight_transformer"], best["combine"], out[0], inst_test)
-        t.metrics[f"ensemble_{kind}"] = quality(test.Y, served_labels(
-            test, p, best["thresholds"], best["min_one_label"], unknown, served_sent, t.never), t.ds.multilabel)
+        t.served[f"ensemble_{kind}"] = served_labels(test, p, best["thresholds"], best["min_one_label"], unknown,
+                                                     served_sent, t.never)
+        t.metrics[f"ensemble_{kind}"] = quality(test.Y, t.served[f"ensemble_{kind}"], t.ds.multilabel)
     inst_rule = inst.rule_of(best["instant_model"])
     cascade = _cascade(t, inst, inst_rule, instant_bundle, best, sent_mix, oof, p_val, s_val)
     t.metrics["instant_alone"] = quality(test.Y, served_labels(
@@ -529,14 +531,14 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
                                "scoring": "model_build.metrics (the instant lane's rule)",
                                "low_support_labels": low}
     outs = {"int8": int8_out, **({"fp32": fp32_out} if fp32_out is not None else {})}
+    served: dict[str, np.ndarray] = {}
     for kind, out in outs.items():
-        metrics[f"transformer_{kind}"] = quality(test.Y, served_labels(test, out[0], alone["thresholds"],
-                                                                      alone["min_one_label"],
-                                                                      sentiment_ok=out[1],
-                                                                      never_fallback=never), ds.multilabel)
+        served[f"transformer_{kind}"] = served_labels(test, out[0], alone["thresholds"], alone["min_one_label"],
+                                                      sentiment_ok=out[1], never_fallback=never)
+        metrics[f"transformer_{kind}"] = quality(test.Y, served[f"transformer_{kind}"], ds.multilabel)
         metrics[f"sentiment_{kind}"] = sentiment_quality(test_ok.sentiment, out[1])
 
-    t = _Tuning(ds, fit, val, test, test_ok, lnp, low, never, outs, metrics, log, escalate_share)
+    t = _Tuning(ds, fit, val, test, test_ok, lnp, low, never, outs, metrics, log, escalate_share, served)
     ensemble, inst_test = (None, None) if instant_bundle is None else \
         _ensemble_with_instant(t, bundle, Path(instant_bundle), p_val, s_val, alone)
     parity = _gate_int8(t, int8_out, fp32_out, alone, ensemble, inst_test, enforce_gates)
@@ -580,8 +582,31 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
                        "labellable training rows; unlabellable text is excluded from training"},
         metrics=metrics, parity=parity, library_versions=base["library_versions"], build=config,
     )
+    if not is_nhs(ds):  # a data spec's build report, as the instant build writes one
+        for name in _report(bundle, manifest, t, fit.Y.sum(0) + val.Y.sum(0)):
+            manifest.files[name] = ""
     write_manifest(bundle, manifest)
     return bundle
+
+
+def _report(bundle: Path, manifest: Manifest, t: _Tuning, train_support: np.ndarray) -> list[str]:
+    """report.json + report.html beside the model (model_build.report): the served model's
+    (int8, the ensemble when there is one) test figures, per label with its training support
+    (fit + validation rows) and low-support flag; returns the file names."""
+    from model_build import report
+    from model_build.metrics import per_label
+
+    key = "ensemble_int8" if manifest.default_model == "ensemble" else "transformer_int8"
+    pred = t.served[key]
+    per = per_label(t.test.Y, pred, list(t.ds.labels))
+    for j, lab in enumerate(t.ds.labels):
+        per[lab]["train_support"] = int(train_support[j])
+        per[lab]["low_support"] = lab in t.low
+    test_metrics: dict[str, Any] = {manifest.default_model: t.metrics[key]}
+    sent = t.metrics.get("sentiment_ensemble_int8", t.metrics.get("sentiment_int8"))
+    if t.ds.sentiment_classes and sent:
+        test_metrics["sentiment"] = sent
+    return report.write(bundle, manifest, t.test.Y, pred, test_metrics, per)
 
 
 def instant_thresholds(manifest: Manifest, name: str) -> list[float]:
@@ -879,8 +904,14 @@ def run(data: Path | None = None, out: Path | None = None, model: str | None = N
     cfg = TrainConfig(epochs=epochs or DEFAULT_EPOCHS,
                       max_minutes=(DEFAULT_MAX_MINUTES if is_nhs(ds) else SPEC_MAX_MINUTES) if max_minutes is None
                       else (max_minutes or None))
-    return build(ds, root, model or default_base_model(), cfg, instant_bundle=inst, side_dir=BUILD_DIR, log=log,
-                 escalate_share=escalate_share)
+    bundle = build(ds, root, model or default_base_model(), cfg, instant_bundle=inst, side_dir=BUILD_DIR, log=log,
+                   escalate_share=escalate_share)
+    from rich.console import Console
+
+    from model_build import report
+
+    report.print_summary(bundle, Console())  # a data spec's build has a report (NHS: none, nothing printed)
+    return bundle
 
 
 def build_tiny_bundle(out: Path, instant_bundle: Path | None = None, rows: int = 300,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,9 @@ def test_the_batch_bundle_carries_the_spec(own_batch_bundle: Path, own_instant: 
         assert m.ensemble.cascade is None  # the cascade rule is learned for NHS bundles only
         assert read_manifest(own_batch_bundle / m.ensemble.instant_dir).labels == m.labels
     assert "accuracy" in m.metrics["transformer_int8"]  # type: ignore[operator]
+    rep = json.loads((own_batch_bundle / "report.json").read_text(encoding="utf-8"))  # beside the model
+    assert set(rep["per_label"]) == set(TOP) and "confusions" in rep and "accuracy" in rep["scores"]
+    assert rep["model"] == m.default_model and "report.html" in m.files
 
 
 def test_the_batch_predictor_answers_in_the_spec_taxonomy(own_batch_bundle: Path) -> None:

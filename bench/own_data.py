@@ -174,8 +174,8 @@ the same test rows by model_build.metrics. Instant build {r['instant_build_secon
 {rows}
 
 {verdict(r)} With {d['test_rows']} test rows one row is {100 / d['test_rows']:.1f} points of accuracy:
-differences of a few points are within noise. The batch lane does not train on a team's own
-data yet (docs/own_data.md).
+differences of a few points are within noise. The batch lane on the same data and split: the
+next section (bench/own_data_batch.py).
 
 Raw figures: `bench/results/own_data.json`.
 <!-- own_data:end -->"""

@@ -70,12 +70,9 @@ class Artifacts:
     llm_artifact: Path | None = None  # the LLM's model.tar.gz (llm.enabled, no model_data_url)
 
 
-def cascade_rule_json(artifacts: Artifacts) -> str | None:
-    """The cascade rule (`ensemble.cascade` of the batch bundle's manifest, its validation curve
-    left out) as JSON, from the batch bundle folder or the model.tar.gz the stack ships; None
-    when neither is here or the bundle has no rule. The API reads it as TWOLANE_CASCADE_RULE
-    (`"lane": "auto"` jobs), since its own asset holds only the instant bundle."""
-    import json
+def batch_manifest_bytes(artifacts: Artifacts) -> bytes | None:
+    """The batch bundle's manifest.json, from the batch bundle folder or the model.tar.gz the
+    stack ships; None when neither is here."""
     import tarfile
 
     raw: bytes | None = None
@@ -87,12 +84,43 @@ def cascade_rule_json(artifacts: Artifacts) -> str | None:
                            if m.name.lstrip("./") == "manifest.json"), None)
             f = tar.extractfile(member) if member is not None else None
             raw = f.read() if f is not None else None
+    return raw
+
+
+def batch_taxonomy_json(artifacts: Artifacts) -> str | None:
+    """The batch bundle's taxonomy (what the batch lane answers in) as JSON, or None when no
+    batch bundle is here. The API reads it as TWOLANE_BATCH_TAXONOMY: jobs for an instant model
+    of another taxonomy are refused (twolane.bundle.Manifest.batch_lane_refuses)."""
+    import json
+
+    raw = batch_manifest_bytes(artifacts)
+    taxonomy = json.loads(raw).get("taxonomy") if raw is not None else None
+    return json.dumps(taxonomy, separators=(",", ":")) if isinstance(taxonomy, dict) else None
+
+
+def cascade_rule_json(artifacts: Artifacts) -> str | None:
+    """The cascade rule (`ensemble.cascade` of the batch bundle's manifest, its validation curve
+    left out) as JSON, from the batch bundle folder or the model.tar.gz the stack ships; None
+    when neither is here or the bundle has no rule. The API reads it as TWOLANE_CASCADE_RULE
+    (`"lane": "auto"` jobs), since its own asset holds only the instant bundle."""
+    import json
+
+    raw = batch_manifest_bytes(artifacts)
     if raw is None:
         return None
     cascade = (json.loads(raw).get("ensemble") or {}).get("cascade")
     if not isinstance(cascade, dict):
         return None
     return json.dumps({k: v for k, v in cascade.items() if k != "curve"}, separators=(",", ":"))
+
+
+def batch_bundle_environment(artifacts: Artifacts) -> dict[str, str]:
+    """What the API reads of the batch bundle it does not hold: TWOLANE_CASCADE_RULE
+    (`"lane": "auto"` jobs) and TWOLANE_BATCH_TAXONOMY (jobs for an instant model of another
+    taxonomy are refused); each only when the bundle has it."""
+    found = {"TWOLANE_CASCADE_RULE": cascade_rule_json(artifacts),
+             "TWOLANE_BATCH_TAXONOMY": batch_taxonomy_json(artifacts)}
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def batch_endpoint_name(cfg: DeployConfig) -> str:
@@ -146,9 +174,8 @@ class TwolaneStack(Stack):
                               model_artifact=artifacts.llm_artifact)
 
         env = self._environment(cfg, bucket.bucket_name, endpoint_name, worker, llm)
-        rule = cascade_rule_json(artifacts) if cfg.batch.enabled else None
-        if rule is not None:  # "lane": "auto" jobs: the API has no batch bundle of its own
-            env["TWOLANE_CASCADE_RULE"] = rule
+        if cfg.batch.enabled:  # the API has no batch bundle of its own
+            env.update(batch_bundle_environment(artifacts))
 
         api = InstantApi(self, "InstantApi", shared=shared, code=code, environment=env)
         drop = DropFolder(self, "DropFolder", shared=shared, code=code, storage=storage,

@@ -76,30 +76,50 @@ def build_instant(  # noqa: PLR0913 (typer: one argument per CLI option)
 
 
 @build_app.command("batch")
-def build_batch(
+def build_batch(  # noqa: PLR0913 (typer: one argument per CLI option)
     data: Path | None = DataOpt,
     out: Path | None = OutOpt,
     model: str | None = typer.Option(None, help="Encoder id or path (default: the packaged all-MiniLM-L6-v2)."),
     epochs: int | None = typer.Option(None, help="Training epochs."),
     rows: int | None = typer.Option(None, help="Train on the first N rows only (quick check)."),
     max_minutes: float | None = typer.Option(
-        None, "--max-minutes", help="Training time budget; epochs are cut to fit (default 35, 0 = none)."),
+        None, "--max-minutes", help="Training time budget; epochs are cut to fit (default 35 for the NHS "
+                                    "file, 10 for a data spec; 0 = none)."),
     retune: str | None = typer.Option(
         None, "--retune", help="Re-package a saved training run (build/batch/VERSION) without training."),
     escalate_share: float | None = typer.Option(
         None, "--escalate-share", min=0.0, max=1.0,
         help="Cascade (\"lane\": \"auto\"): share of comments sent to the transformer (0..1); default: the "
              "smallest share within 0.5 pt of the batch lane on validation, at most 35 %."),
+    id_column: str | None = IdOpt,
+    text_column: str | None = TextOpt,
+    labels_column: str | None = LabelsOpt,
+    label_sep: str | None = SepOpt,
+    label_columns: str | None = WideOpt,
+    sentiment_column: str | None = SentOpt,
+    sentiment_order: str | None = OrderOpt,
+    context_column: str | None = ContextOpt,
+    unlabellable: str | None = UnlOpt,
 ) -> None:
-    """Fine-tune a transformer, export to ONNX, quantise (int8 CPU, fp16 GPU), gate, bundle."""
-    from model_build.batch import run
-    from model_build.data import DataError
+    """Fine-tune a transformer on the data's labels and sentiment (the same data spec as `build
+    instant`), export to ONNX, quantise (int8 CPU, fp16 GPU), gate, bundle.
 
-    try:  # the NHS preset only (docs/own_data.md): another file's shape is a one-line refusal
+    Exit 2 with a one-line reason for data it cannot learn from."""
+    from model_build.batch import BatchBuildError, run
+    from model_build.data import DataError
+    from model_build.dataspec import SpecArgs, split_list
+
+    spec = SpecArgs(id_column=id_column, text_column=text_column, labels_column=labels_column,
+                    label_sep=label_sep, label_columns=split_list(label_columns),
+                    sentiment_column=sentiment_column, sentiment_order=split_list(sentiment_order),
+                    context_column=context_column, unlabellable=unlabellable)
+    try:
         run(data=data, out=out, model=model, epochs=epochs, rows=rows, max_minutes=max_minutes,
-            retune_from=Path(retune) if retune else None, escalate_share=escalate_share)
+            retune_from=Path(retune) if retune else None, escalate_share=escalate_share, spec=spec)
     except DataError as err:
         raise _refuse(err, 2) from None
+    except BatchBuildError as err:
+        raise _refuse(err, 1) from None
 
 
 @build_app.command("cascade")

@@ -1,7 +1,16 @@
-"""Batch lane build: fine-tune an encoder (32 labels + sentiment), export ONNX, quantise, gate, bundle.
+"""Batch lane build: fine-tune an encoder (the data's labels + sentiment), export ONNX, quantise,
+gate, bundle.
 
-    twolane build batch [--data CSV] [--out DIR] [--model ID_OR_PATH] [--epochs N] [--rows N]
-                        [--max-minutes M] [--retune VERSION]
+    twolane build batch [--data FILE <data-spec flags>] [--out DIR] [--model ID_OR_PATH]
+                        [--epochs N] [--rows N] [--max-minutes M] [--retune VERSION]
+
+With no flag it trains on the NHS file (its preset); with a data spec (model_build.dataspec, the
+same flags as `twolane build instant`) on any team's taxonomy: single- or multi-label, any
+sentiment classes or none, a context column read as the instant lane reads it
+(twolane.rules.context_input, appended to the transformer's input text). The validation fold of
+a data spec is stratified as its test split is (model_build.dataspec.stratified_split). The
+ensemble mixes in an instant bundle only of the same taxonomy; the cascade rule is learned for
+NHS bundles only.
 
 Steps: carve a validation fold from the TRAINING split only (the test split is never used for any
 choice); fine-tune; export fp32 ONNX (dynamic batch and sequence axes), run onnxruntime's BERT
@@ -32,14 +41,15 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from model_build.data import DEFAULT_DATA, ROOT, SENTIMENT_CLASSES, Dataset, load_dataset
+from model_build.data import DEFAULT_DATA, ROOT, Dataset, load_dataset
+from model_build.dataspec import SpecArgs
 from model_build.metrics import low_support_labels
 from twolane.bundle import (
     BatchEnsemble,
@@ -57,17 +67,19 @@ from twolane.bundle import (
     write_manifest,
 )
 from twolane.rules import (
-    LABELLING_NOT_POSSIBLE,
     columns_of,
     decide_labels,
     fallback_barred,
     is_unlabellable,
+    top_label,
 )
 
 VAL_SHARE = 0.15
 VAL_SEED = 7
 DEFAULT_EPOCHS = 8
 DEFAULT_MAX_MINUTES = 35.0  # training wall-clock budget on the 2-core build machine
+# a data spec's default budget: a team's few hundred to few thousand rows train in minutes
+SPEC_MAX_MINUTES = 10.0
 BUILD_DIR = ROOT / "build" / "batch"
 # How the ensemble is tuned on the validation fold (model_build.transformer.train.tune_ensemble):
 # the ways of mixing the two lanes' probabilities tried, and what is maximised. Evidence: 2-fold
@@ -104,15 +116,35 @@ def labellable(ds: Dataset) -> Dataset:
     return ds.subset(np.array([not is_unlabellable(t) for t in ds.texts], dtype=bool))
 
 
+def is_nhs(ds: Dataset) -> bool:
+    """Whether the data was read by the NHS preset (or before data specs existed)."""
+    return ds.spec is None or ds.spec.preset == "nhs"
+
+
 def split(ds: Dataset) -> tuple[Dataset, Dataset, Dataset]:
-    """(fit, validation, test): validation is carved from the labellable training rows only."""
+    """(fit, validation, test): validation is carved from the labellable training rows only
+    (the NHS preset: a seeded random 15 %; a data spec: stratified by each row's rarest label,
+    as its test split, model_build.dataspec.stratified_split)."""
+    from model_build.dataspec import stratified_split
+
     train_all = labellable(ds.train)
-    val_mask = validation_mask(len(train_all.texts))
+    val_mask = (validation_mask(len(train_all.texts)) if is_nhs(ds)
+                else stratified_split(train_all.Y, seed=VAL_SEED, test_size=VAL_SHARE))
     return train_all.subset(~val_mask), train_all.subset(val_mask), ds.test
 
 
-def lnp_index(labels: list[str]) -> int | None:
-    return labels.index(LABELLING_NOT_POSSIBLE) if LABELLING_NOT_POSSIBLE in labels else None
+def encoder_texts(ds: Dataset) -> list[str]:
+    """What the transformer reads for each row (twolane.predictors.batch.encoder_inputs: the
+    text, with the context token for a data spec's context column)."""
+    from twolane.predictors.batch import encoder_inputs
+
+    return encoder_inputs(ds.texts, ds.question_types, ds.context == "column")
+
+
+def same_taxonomy(manifest: Manifest, ds: Dataset) -> bool:
+    """Whether an instant bundle labels in the data's taxonomy (labels and sentiment classes)."""
+    return (list(manifest.labels) == list(ds.labels)
+            and list(manifest.sentiment_classes) == list(ds.sentiment_classes))
 
 
 def served_labels(ds: Dataset, probs_ok: np.ndarray, thresholds, min_one_label: bool,
@@ -127,26 +159,34 @@ def served_labels(ds: Dataset, probs_ok: np.ndarray, thresholds, min_one_label: 
     never_fallback: label columns the fallback never picks (the low-support labels)."""
     out = np.zeros((len(ds.texts), len(ds.labels)), dtype=np.uint8)
     ok = np.array([not is_unlabellable(t) for t in ds.texts], dtype=bool)
-    lnp = lnp_index(ds.labels)
+    lnp = ds.lnp
     if lnp is not None:
         out[~ok, lnp] = 1
     if ok.any():
-        out[ok] = decide_labels(probs_ok, np.asarray(thresholds, np.float32), lnp,
-                                min_one_label=min_one_label,
-                                barred=fallback_barred(ds.labels, sentiment_ok),
-                                never_fallback=never_fallback)
-        if unknown_ok is not None and lnp is not None and unknown_ok.any():
+        if not ds.multilabel:  # a single-label taxonomy: exactly the most probable label
+            out[ok] = top_label(probs_ok, lnp)
+        else:
+            out[ok] = decide_labels(probs_ok, np.asarray(thresholds, np.float32), lnp,
+                                    min_one_label=min_one_label,
+                                    barred=fallback_barred(ds.labels, sentiment_ok),
+                                    never_fallback=never_fallback)
+        if unknown_ok is not None and unknown_ok.any():
             rows = np.flatnonzero(ok)[np.asarray(unknown_ok, bool)]
             out[rows] = 0
-            out[rows, lnp] = 1
+            if lnp is not None:
+                out[rows, lnp] = 1
     return out
 
 
-def quality(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
-    """The instant lane's scores (model_build.metrics: macro-F1 over labels present in the split)."""
-    from model_build.metrics import multilabel_scores
+def quality(y: np.ndarray, pred: np.ndarray, multilabel: bool = True) -> dict[str, Any]:
+    """The instant lane's scores (model_build.metrics: macro-F1 over labels present in the split),
+    and for a single-label taxonomy (multilabel False) its accuracy."""
+    from model_build.metrics import multilabel_scores, single_label_accuracy
 
-    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in multilabel_scores(y, pred).items()}
+    out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in multilabel_scores(y, pred).items()}
+    if not multilabel:
+        out["accuracy"] = round(single_label_accuracy(y, pred), 4)
+    return out
 
 
 def sentiment_quality(s_true: np.ndarray, s_probs: np.ndarray) -> dict[str, Any]:
@@ -186,8 +226,8 @@ def instant_out_of_fold(manifest: Manifest, fit: Dataset, val: Dataset) -> dict[
     saved.setdefault("sentiment_polarity_gamma", 0.0)
     saved.setdefault("lexicon_negate_unseen", False)
     cfg = instant.Config(**saved)
-    fit_texts = [instant.inputs(t, q, cfg) for t, q in zip(fit.texts, fit.question_types, strict=True)]
-    val_texts = [instant.inputs(t, q, cfg) for t, q in zip(val.texts, val.question_types, strict=True)]
+    fit_texts = [instant.inputs(t, q, cfg, fit.context) for t, q in zip(fit.texts, fit.question_types, strict=True)]
+    val_texts = [instant.inputs(t, q, cfg, val.context) for t, q in zip(val.texts, val.question_types, strict=True)]
     vec = instant.fit_vectorizer(fit_texts, cfg)
     Xf, Xv = vec.transform(fit_texts), vec.transform(val_texts)
     rows = np.flatnonzero(fit.Y.sum(1) > 0) if cfg.labelled_rows_only else np.arange(len(fit_texts))
@@ -200,7 +240,7 @@ def instant_out_of_fold(manifest: Manifest, fit: Dataset, val: Dataset) -> dict[
     if "xgboost" in need:
         cols = instant.frequent_columns(Xl, cfg.xgb_features)
         member_probs["xgboost"] = instant.fit_xgboost(Xl, Yl, cfg, columns=cols).predict_proba(Xv)
-    lnp = lnp_index(fit.labels)
+    lnp = fit.lnp
     out: dict[str, np.ndarray] = {}
     for name, members in instant_models(manifest).items():
         if not all(m in member_probs for m in members):
@@ -213,14 +253,15 @@ def instant_out_of_fold(manifest: Manifest, fit: Dataset, val: Dataset) -> dict[
             p[:, lnp] = 0.0  # the instant predictor sets it by rule only
         out[name] = p.astype(np.float32)
     has = fit.sentiment >= 0
-    if has.sum() >= 2 and len(set(fit.sentiment[has].tolist())) >= 2:
+    k = len(fit.sentiment_classes)
+    if k and has.sum() >= 2 and len(set(fit.sentiment[has].tolist())) >= 2:
         dirs = None
         if cfg.sentiment_lexicon:
             from model_build import lexicon
 
             dirs = lexicon.directions(vec.vocabulary_, instant.lexicon_terms(fit_texts, cfg))
         sent = instant.fit_sentiment(Xf[np.flatnonzero(has)], fit.sentiment[has], cfg, dirs,
-                                     view if cfg.sentiment_char_view else None)
+                                     view if cfg.sentiment_char_view else None, k)
         out["sentiment"] = sent.predict_proba(Xv).astype(np.float32)
     return out
 
@@ -314,6 +355,7 @@ class _Tuning:
     metrics: dict[str, Any]
     log: Log
     escalate_share: float | None = None  # the cascade's shipped share (None: model_build.cascade's rule)
+    served: dict[str, np.ndarray] = field(default_factory=dict)  # metrics key -> test labels as served
 
 
 def _best_instant_mix(t: _Tuning, oof: dict[str, np.ndarray], p_val: np.ndarray) -> dict[str, Any] | None:
@@ -325,7 +367,7 @@ def _best_instant_mix(t: _Tuning, oof: dict[str, np.ndarray], p_val: np.ndarray)
         if name == "sentiment":
             continue
         cand = tune_ensemble(p_val, p_inst, t.val.Y, empty_label=t.lnp, combines=ENSEMBLE_COMBINES,
-                             objective=ENSEMBLE_OBJECTIVE)
+                             objective=ENSEMBLE_OBJECTIVE, multilabel=t.ds.multilabel)
         cand["instant_model"] = name
         t.log(f"  with instant {name}: validation macro-F1 {cand['val_macro_f1']:.4f}, micro-F1 "
               f"{cand['val_micro_f1']:.4f} (transformer weight {cand['weight_transformer']}, "
@@ -346,8 +388,9 @@ def _ensemble_with_instant(t: _Tuning, bundle: Path, instant_bundle: Path, p_val
 
     test, test_ok, lnp = t.test, t.test_ok, t.lnp
     inst = read_manifest(instant_bundle, verify=True)
-    if list(inst.labels) != list(t.ds.labels):
-        raise BatchBuildError(f"instant bundle {instant_bundle} has other labels than the data")
+    if not same_taxonomy(inst, t.ds):
+        raise BatchBuildError(f"instant bundle {instant_bundle} has another taxonomy (labels or "
+                              "sentiment classes) than the data")
     t0 = time.monotonic()
     oof = instant_out_of_fold(inst, t.fit, t.val)
     t.log(f"instant lane refitted on the fit rows for validation probabilities "
@@ -357,7 +400,9 @@ def _ensemble_with_instant(t: _Tuning, bundle: Path, instant_bundle: Path, p_val
         t.log("the ensemble does not beat the transformer alone on validation: transformer only")
         return None, None
     inst_test = instant_test_proba(instant_bundle, best["instant_model"], test_ok.texts, test_ok.question_types)
-    unknown = inst_test[:, lnp] >= 1.0 if lnp is not None else None  # the unknown-text rule
+    # the unknown-text rule: the instant predictor's verdict (a taxonomy without an
+    # unlabellable label: its row of probabilities is all 0)
+    unknown = np.asarray(inst_test[:, lnp] >= 1.0 if lnp is not None else ~inst_test.any(1), bool)
     sent_mix = SentimentMix()
     if s_val is not None and "sentiment" in oof:
         sent_mix = tune_sentiment(s_val, oof["sentiment"], t.val.sentiment, t.val.question_types)
@@ -373,12 +418,13 @@ def _ensemble_with_instant(t: _Tuning, bundle: Path, instant_bundle: Path, p_val
             served_sent = mix_sentiment(sent_mix, out[1], s_inst, test_ok.question_types)
             t.metrics[f"sentiment_ensemble_{kind}"] = sentiment_quality(test_ok.sentiment, served_sent)
         p = combine(best["weight_transformer"], best["combine"], out[0], inst_test)
-        t.metrics[f"ensemble_{kind}"] = quality(test.Y, served_labels(
-            test, p, best["thresholds"], best["min_one_label"], unknown, served_sent, t.never))
+        t.served[f"ensemble_{kind}"] = served_labels(test, p, best["thresholds"], best["min_one_label"], unknown,
+                                                     served_sent, t.never)
+        t.metrics[f"ensemble_{kind}"] = quality(test.Y, t.served[f"ensemble_{kind}"], t.ds.multilabel)
     inst_rule = inst.rule_of(best["instant_model"])
     cascade = _cascade(t, inst, inst_rule, instant_bundle, best, sent_mix, oof, p_val, s_val)
     t.metrics["instant_alone"] = quality(test.Y, served_labels(
-        test, inst_test, inst_rule.thresholds, inst_rule.min_one_label, unknown, s_inst, t.never))
+        test, inst_test, inst_rule.thresholds, inst_rule.min_one_label, unknown, s_inst, t.never), t.ds.multilabel)
     if (bundle / INSTANT_DIR).exists():
         shutil.rmtree(bundle / INSTANT_DIR)
     shutil.copytree(instant_bundle, bundle / INSTANT_DIR)
@@ -404,6 +450,9 @@ def _cascade(t: _Tuning, inst: Manifest, inst_rule: DecideRule, instant_bundle: 
     from twolane.predictors.instant import InstantPredictor
 
     if s_val is None or "sentiment" not in oof:
+        return None
+    if not is_nhs(t.ds):  # model_build.cascade scores on the NHS scale: NHS bundles only so far
+        t.log("cascade: not learned (a data spec's taxonomy; NHS bundles only so far)")
         return None
     probe = BatchEnsemble(members=["transformer", "instant"], weight_transformer=best["weight_transformer"],
                           combine=best["combine"], instant_model=best["instant_model"],
@@ -434,16 +483,17 @@ def _gate_int8(t: _Tuning, int8_out: Probs, fp32_out: Probs | None, alone: dict[
     if fp32_out is None:
         return {}
     lnp, test_ok = t.lnp, t.test_ok
+    ml = t.ds.multilabel
     alone_parity: dict[str, Any] = ex.gate_int8(fp32_out, int8_out, test_ok.Y, np.array(alone["thresholds"]),
                                                 alone["min_one_label"], lnp,
-                                                enforce=enforce_gates and not ensemble)
+                                                enforce=enforce_gates and not ensemble, multilabel=ml)
     if ensemble is not None and inst_test is not None:
         ens_probs = {k: combine(ensemble.weight_transformer, ensemble.combine, out[0], inst_test)
                      for k, out in t.outs.items()}
         parity: dict[str, Any] = dict(ex.gate_int8(
             (ens_probs["fp32"], fp32_out[1]), (ens_probs["int8"], int8_out[1]), test_ok.Y,
                                    np.array(ensemble.rule.thresholds), ensemble.rule.min_one_label, lnp,
-                                   enforce=enforce_gates))
+                                   enforce=enforce_gates, multilabel=ml))
         parity["transformer_alone"] = alone_parity
     else:
         parity = dict(alone_parity)
@@ -466,28 +516,29 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
 
     fit, val, test = split(ds)
     test_ok = labellable(test)
-    lnp = lnp_index(ds.labels)
+    lnp = ds.lnp
     if len(p_val) != len(val.texts):
         raise BatchBuildError(f"{len(p_val)} validation probabilities for {len(val.texts)} validation rows: "
                               "the data or the split changed since training")
-    alone = tune_ensemble(p_val, None, val.Y, empty_label=lnp, objective=ENSEMBLE_OBJECTIVE)
+    alone = tune_ensemble(p_val, None, val.Y, empty_label=lnp, objective=ENSEMBLE_OBJECTIVE,
+                          multilabel=ds.multilabel)
     log(f"validation, transformer alone: macro-F1 {alone['val_macro_f1']:.4f}, micro-F1 {alone['val_micro_f1']:.4f}")
 
     # labels too rare in training (fit + validation rows) to trust: flagged, never a fallback
-    low = low_support_labels(list(ds.labels), fit.Y.sum(0) + val.Y.sum(0), ignore=LABELLING_NOT_POSSIBLE)
+    low = low_support_labels(list(ds.labels), fit.Y.sum(0) + val.Y.sum(0), ignore=ds.unlabellable)
     never = columns_of(ds.labels, low)
     metrics: dict[str, Any] = {"rows": len(test.texts), "labellable_rows": len(test_ok.texts),
                                "scoring": "model_build.metrics (the instant lane's rule)",
                                "low_support_labels": low}
     outs = {"int8": int8_out, **({"fp32": fp32_out} if fp32_out is not None else {})}
+    served: dict[str, np.ndarray] = {}
     for kind, out in outs.items():
-        metrics[f"transformer_{kind}"] = quality(test.Y, served_labels(test, out[0], alone["thresholds"],
-                                                                      alone["min_one_label"],
-                                                                      sentiment_ok=out[1],
-                                                                      never_fallback=never))
+        served[f"transformer_{kind}"] = served_labels(test, out[0], alone["thresholds"], alone["min_one_label"],
+                                                      sentiment_ok=out[1], never_fallback=never)
+        metrics[f"transformer_{kind}"] = quality(test.Y, served[f"transformer_{kind}"], ds.multilabel)
         metrics[f"sentiment_{kind}"] = sentiment_quality(test_ok.sentiment, out[1])
 
-    t = _Tuning(ds, fit, val, test, test_ok, lnp, low, never, outs, metrics, log, escalate_share)
+    t = _Tuning(ds, fit, val, test, test_ok, lnp, low, never, outs, metrics, log, escalate_share, served)
     ensemble, inst_test = (None, None) if instant_bundle is None else \
         _ensemble_with_instant(t, bundle, Path(instant_bundle), p_val, s_val, alone)
     parity = _gate_int8(t, int8_out, fp32_out, alone, ensemble, inst_test, enforce_gates)
@@ -518,19 +569,44 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
     config["val_micro_f1_transformer"] = round(alone["val_micro_f1"], 4)
     manifest = Manifest(
         lane="batch", version=bundle.name, created_at=datetime.now(UTC).isoformat(),
-        taxonomy=Taxonomy(labels=list(ds.labels), unlabellable=LABELLING_NOT_POSSIBLE,
-                          sentiment_classes=list(SENTIMENT_CLASSES)),
+        taxonomy=Taxonomy(labels=list(ds.labels), unlabellable=ds.unlabellable,
+                          sentiment_classes=list(ds.sentiment_classes), multilabel=ds.multilabel),
         models=models, default_model="ensemble" if ensemble else "int8", ensemble=ensemble, files=files,
-        serving=Serving(tokenizer=str(config.get("tokenizer", "tokenizer.json")),
+        serving=Serving(use_context=ds.context == "column",
+                        tokenizer=str(config.get("tokenizer", "tokenizer.json")),
                         max_length=int(config["max_length"])),
+        data_spec=ds.spec,
         data={"source": Path(ds.source).name, "fingerprint": ds.fingerprint, "rows": len(ds.texts),
               "fit_rows": fit_rows, "validation_rows": val_rows, "test_rows": len(test.texts),
               "split": "test = seeded 20 % (model_build.data); validation = seeded 15 % of the "
                        "labellable training rows; unlabellable text is excluded from training"},
         metrics=metrics, parity=parity, library_versions=base["library_versions"], build=config,
     )
+    if not is_nhs(ds):  # a data spec's build report, as the instant build writes one
+        for name in _report(bundle, manifest, t, fit.Y.sum(0) + val.Y.sum(0)):
+            manifest.files[name] = ""
     write_manifest(bundle, manifest)
     return bundle
+
+
+def _report(bundle: Path, manifest: Manifest, t: _Tuning, train_support: np.ndarray) -> list[str]:
+    """report.json + report.html beside the model (model_build.report): the served model's
+    (int8, the ensemble when there is one) test figures, per label with its training support
+    (fit + validation rows) and low-support flag; returns the file names."""
+    from model_build import report
+    from model_build.metrics import per_label
+
+    key = "ensemble_int8" if manifest.default_model == "ensemble" else "transformer_int8"
+    pred = t.served[key]
+    per = per_label(t.test.Y, pred, list(t.ds.labels))
+    for j, lab in enumerate(t.ds.labels):
+        per[lab]["train_support"] = int(train_support[j])
+        per[lab]["low_support"] = lab in t.low
+    test_metrics: dict[str, Any] = {manifest.default_model: t.metrics[key]}
+    sent = t.metrics.get("sentiment_ensemble_int8", t.metrics.get("sentiment_int8"))
+    if t.ds.sentiment_classes and sent:
+        test_metrics["sentiment"] = sent
+    return report.write(bundle, manifest, t.test.Y, pred, test_metrics, per)
 
 
 def instant_thresholds(manifest: Manifest, name: str) -> list[float]:
@@ -606,8 +682,10 @@ def build(  # noqa: PLR0915 (train, export, package: one script, read top to bot
         log(f"data: {len(fit.texts)} fit, {len(val.texts)} validation (from the training split), "
             f"{len(test.texts)} test; base model {base_model}{' (tiny random config)' if tiny else ''}")
         encoder = tiny_encoder(base_model, tok.get_vocab_size(), cfg.seed) if tiny else load_encoder(base_model)
-        model = EncoderClassifier(encoder, len(ds.labels), len(SENTIMENT_CLASSES))
-        fit_ids = enc(fit.texts)
+        # a data spec without sentiment: a one-class head, never trained (no row has a class)
+        # and never served (the taxonomy has no sentiment classes)
+        model = EncoderClassifier(encoder, len(ds.labels), max(1, len(ds.sentiment_classes)))
+        fit_ids = enc(encoder_texts(fit))
         t_train = time.monotonic()
         with _progress() as prog:
             task = prog.add_task("train", total=None, info="")
@@ -620,7 +698,7 @@ def build(  # noqa: PLR0915 (train, export, package: one script, read top to bot
                     log(f"  step {step}/{total} loss {loss:.3f} elapsed {el / 60:.1f} min "
                         f"ETA {el / step * (total - step) / 60:.1f} min")
 
-            val_ids = enc(val.texts)
+            val_ids = enc(encoder_texts(val))
 
             def on_epoch(epoch: int) -> None:  # progress with evidence: validation after each epoch
                 if tiny:
@@ -628,17 +706,19 @@ def build(  # noqa: PLR0915 (train, export, package: one script, read top to bot
                 t0 = time.monotonic()
                 p_l, p_s = predict(model, val_ids, pad_id)
                 scored = val.Y.sum(1) > 0
-                tuned = tune_ensemble(p_l[scored], None, val.Y[scored], empty_label=lnp_index(ds.labels))
+                tuned = tune_ensemble(p_l[scored], None, val.Y[scored], empty_label=ds.lnp,
+                                      multilabel=ds.multilabel)
                 acc = sentiment_quality(val.sentiment, p_s)["accuracy"]
                 log(f"  epoch {epoch}: validation macro-F1 {tuned['val_macro_f1']:.4f} (tuned thresholds), "
                     f"sentiment accuracy {acc:.4f} ({time.monotonic() - t0:.0f} s)")
 
-            summary = train(model, fit_ids, fit.Y, fit.sentiment, cfg, pad_id, on_step, max_steps, on_epoch)
+            summary = train(model, fit_ids, fit.Y, fit.sentiment, cfg, pad_id, on_step, max_steps, on_epoch,
+                            multilabel=ds.multilabel)
         log(f"trained {summary['epochs_run']} epoch(s), {summary['steps']} steps in {summary['seconds']} s "
             f"on {summary['device']}; epoch losses {[round(x, 4) for x in summary['epoch_losses']]}"
             + (f" ({summary['budget_note']})" if summary["budget_note"] else ""))
 
-        p_val, s_val = predict(model, enc(val.texts), pad_id)
+        p_val, s_val = predict(model, val_ids, pad_id)
         model.cpu().eval()
         side.mkdir(parents=True, exist_ok=True)
         fp32_raw = ex.export_onnx(model, tmp / "model.fp32.raw.onnx",
@@ -646,7 +726,7 @@ def build(  # noqa: PLR0915 (train, export, package: one script, read top to bot
         cfg_enc: Any = model.encoder.config
         fused = ex.optimise(fp32_raw, side / "model.fp32.onnx", cfg_enc.num_attention_heads, cfg_enc.hidden_size)
         log(f"exported fp32 ONNX: fused {fused}")
-        test_ok = labellable(test).texts
+        test_ok = encoder_texts(labellable(test))
         fp32_test = OnnxEncoder(side / "model.fp32.onnx", tok).proba(test_ok)[0]
         torch_test = predict(model, enc(test_ok), pad_id)[0]
         onnx_vs_torch = float(np.abs(fp32_test - torch_test).max()) if test_ok else 0.0
@@ -661,8 +741,9 @@ def build(  # noqa: PLR0915 (train, export, package: one script, read top to bot
                 "rows": len(ds.texts), "fingerprint": ds.fingerprint, "config": {
                     "base_model": base_model, "tiny": tiny, "max_length": MAX_LENGTH,
                     "tokenizer": "tokenizer.json", "pooling": "attention-masked mean",
-                    "heads": "linear multilabel (BCE with pos_weight, on comments with at least one label) "
-                             "+ linear sentiment (CE with ordinal label smoothing, rows without a sentiment "
+                    "heads": ("linear multilabel (BCE with pos_weight, on comments with at least one label) "
+                              if ds.multilabel else "linear single-label (softmax cross-entropy) ")
+                             + "+ linear sentiment (CE with ordinal label smoothing, rows without a sentiment "
                              "excluded), one shared encoder", "train": cfg.as_dict(),
                     "train_summary": {k: v for k, v in summary.items() if k != "losses"}, "fused_ops": fused,
                     "fp32_onnx": "kept out of the bundle" + (f": {side}" if side_dir else ""),
@@ -701,9 +782,10 @@ def package(side: Path, ds: Dataset, out_root: Path, instant_bundle: Path | None
         tok = load_tokenizer(cfg["base_model"], cfg["max_length"])
         tok.save(str(bundle / "tokenizer.json"))
         stok = serve_tokenizer(bundle / "tokenizer.json", cfg["max_length"])
-        if [e.ids for e in stok.encode_batch(val.texts[:50])] != [e.ids for e in tok.encode_batch(val.texts[:50])]:
+        val_in = encoder_texts(val)[:50]
+        if [e.ids for e in stok.encode_batch(val_in)] != [e.ids for e in tok.encode_batch(val_in)]:
             raise BatchBuildError("the bundled tokenizer.json tokenises differently from training")
-        test_ok = labellable(test).texts
+        test_ok = encoder_texts(labellable(test))
         fp32_out = OnnxEncoder(side / "model.fp32.onnx", stok).proba(test_ok)
         int8_out = OnnxEncoder(bundle / "model.int8.onnx", stok).proba(test_ok)
         sub = test_ok[:200]  # fp16 is for CUDA; onnxruntime runs it on CPU too, slowly: a slice
@@ -749,13 +831,55 @@ def retune(side_or_version: Path | str, instant_bundle: Path | None, data: Path 
                    escalate_share=escalate_share)
 
 
+def instant_of_taxonomy(ds: Dataset, named: Path | None, roots: Sequence[Path], log: Log) -> Path | None:
+    """The instant bundle the ensemble mixes in: `named` (TWOLANE_INSTANT_BUNDLE: a bundle or a
+    bundles root) when it labels in the data's taxonomy (`same_taxonomy`), else the newest
+    instant bundle of that taxonomy under `roots`; None (the transformer alone) when there is
+    none."""
+    from twolane.bundle import BundleError, resolve_bundle
+
+    def fits(path: Path) -> bool:
+        try:
+            return same_taxonomy(read_manifest(path), ds)
+        except BundleError:
+            return False
+
+    if named is not None:
+        try:
+            path = resolve_bundle(named, "instant")
+        except BundleError:
+            path = None
+        if path is not None and fits(path):
+            return path
+        log(f"instant bundle {named} is not of this data's taxonomy: not mixed in")
+    for root in roots:
+        lane = Path(root) / "instant"
+        found = sorted((p for p in lane.iterdir() if fits(p)), key=lambda p: p.name) if lane.is_dir() else []
+        if found:
+            return found[-1]
+    return None
+
+
+def load_data(data: Path | None, spec: SpecArgs | None) -> Dataset:
+    """The training data as `twolane build instant` reads it: the NHS file by its preset with no
+    flag and no file, else `data` read by the spec (model_build.dataspec). Raises DataError."""
+    from model_build import dataspec
+
+    spec = spec or SpecArgs()
+    if data is None and spec.empty:
+        return load_dataset(DEFAULT_DATA)
+    return dataspec.load(Path(data) if data else DEFAULT_DATA, spec)
+
+
 def run(data: Path | None = None, out: Path | None = None, model: str | None = None,
         epochs: int | None = None, rows: int | None = None, max_minutes: float | None = None,
-        retune_from: Path | None = None, escalate_share: float | None = None) -> Path:
-    """The full build (CLI `twolane build batch`). Uses a GPU when torch sees one."""
+        retune_from: Path | None = None, escalate_share: float | None = None,
+        spec: SpecArgs | None = None) -> Path:
+    """The full build (CLI `twolane build batch`). Uses a GPU when torch sees one.
+
+    `data` read by `spec` (load_data); raises DataError (one line) for data it cannot learn from."""
     from model_build.transformer.model import default_base_model
     from model_build.transformer.train import TrainConfig
-    from twolane.bundle import latest_bundle
     from twolane.settings import get_settings
 
     def log(msg: str) -> None:
@@ -763,29 +887,44 @@ def run(data: Path | None = None, out: Path | None = None, model: str | None = N
 
     s = get_settings()
     root = Path(out) if out else s.bundles
-    inst = s.instant_bundle or latest_bundle(s.bundles, "instant") or latest_bundle(root, "instant")
-    if inst is None:
-        log("no instant bundle found: building the transformer alone (no ensemble)")
-    if retune_from is not None:
+    if retune_from is not None:  # a saved NHS training run
+        from twolane.bundle import latest_bundle
+
+        inst = s.instant_bundle or latest_bundle(s.bundles, "instant") or latest_bundle(root, "instant")
         return retune(retune_from, inst, data=data, out_root=root, log=log, escalate_share=escalate_share)
-    ds = load_dataset(data or DEFAULT_DATA)
+    ds = load_data(data, spec)
     if rows:
         ds = ds.head(rows)
+    log(f"batch build: {len(ds.ids)} rows from {Path(ds.source).name}, {len(ds.labels)} labels "
+        f"({'multi' if ds.multilabel else 'single'}-label), sentiment: {', '.join(ds.sentiment_classes) or 'none'}"
+        + (f", context column {ds.spec.context_column!r}" if ds.context == "column" and ds.spec else ""))
+    inst = instant_of_taxonomy(ds, s.instant_bundle, [s.bundles, root], log)
+    if inst is None:
+        log("no instant bundle of this taxonomy found: building the transformer alone (no ensemble)")
     cfg = TrainConfig(epochs=epochs or DEFAULT_EPOCHS,
-                      max_minutes=DEFAULT_MAX_MINUTES if max_minutes is None else (max_minutes or None))
-    return build(ds, root, model or default_base_model(), cfg, instant_bundle=inst, side_dir=BUILD_DIR, log=log,
-                 escalate_share=escalate_share)
+                      max_minutes=(DEFAULT_MAX_MINUTES if is_nhs(ds) else SPEC_MAX_MINUTES) if max_minutes is None
+                      else (max_minutes or None))
+    bundle = build(ds, root, model or default_base_model(), cfg, instant_bundle=inst, side_dir=BUILD_DIR, log=log,
+                   escalate_share=escalate_share)
+    from rich.console import Console
+
+    from model_build import report
+
+    report.print_summary(bundle, Console())  # a data spec's build has a report (NHS: none, nothing printed)
+    return bundle
 
 
-def build_tiny_bundle(out: Path, instant_bundle: Path | None = None, rows: int = 300) -> Path:
+def build_tiny_bundle(out: Path, instant_bundle: Path | None = None, rows: int = 300,
+                      ds: Dataset | None = None) -> Path:
     """A tiny randomly initialised encoder (2 layers, hidden 64, the real MiniLM tokenizer), trained
-    a few steps on a small real slice and exported exactly like the real build (gates recorded,
-    not enforced: a random model sits on its thresholds). For tests."""
+    a few steps on a small real slice (the first `rows` NHS rows, or `ds`, e.g. a data spec's
+    file) and exported exactly like the real build (gates recorded, not enforced: a random
+    model sits on its thresholds). For tests."""
     from model_build.transformer.model import default_base_model
     from model_build.transformer.train import TrainConfig
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    ds = load_dataset(DEFAULT_DATA).head(rows)
+    ds = ds if ds is not None else load_dataset(DEFAULT_DATA).head(rows)
     cfg = TrainConfig(epochs=1, batch_size=32, encoder_lr=1e-3, head_lr=3e-3)
     return build(ds, Path(out), default_base_model(), cfg, tiny=True, instant_bundle=instant_bundle,
                  enforce_gates=False, max_steps=8, log=lambda s: None)

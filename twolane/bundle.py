@@ -230,9 +230,29 @@ class Serving(Section):
     max_length: int | None = Field(default=None, gt=0)
 
 
-BATCH_LANE_NHS_ONLY = ("the batch lane is trained on the NHS preset only so far (docs/own_data.md), "
-                       "and this model has its own taxonomy: use the instant lane (POST /v1/predict, "
-                       "or the drop folder's inbox/)")
+USE_INSTANT = ("train the batch lane on this model's data with `twolane build batch --data FILE` and the "
+               "same data-spec flags (docs/own_data.md), or use the instant lane (POST /v1/predict, or the "
+               "drop folder's inbox/)")
+NO_BATCH_OF_TAXONOMY = "no batch model of this model's taxonomy is known to this service: " + USE_INSTANT
+
+
+def _shown(names: list[str], most: int = 4) -> str:
+    return ", ".join(repr(n) for n in names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def taxonomy_mismatch(instant: Taxonomy, batch: Taxonomy) -> str | None:
+    """What differs between two taxonomies in the labels or the sentiment classes they answer
+    in (one line, naming a few of the labels or classes), or None when they are the same."""
+    if instant.labels != batch.labels:
+        only = [lab for lab in instant.labels if lab not in batch.labels]
+        what = (f"labels {_shown(only)} are not among its {len(batch.labels)} labels" if only
+                else f"its {len(batch.labels)} labels differ in number or order from this model's "
+                     f"{len(instant.labels)}")
+        return f"the batch lane's model has another taxonomy: {what}"
+    if instant.sentiment_classes != batch.sentiment_classes:
+        return (f"the batch lane's model has other sentiment classes ({_shown(batch.sentiment_classes) or 'none'}) "
+                f"than this model ({_shown(instant.sentiment_classes) or 'none'})")
+    return None
 
 
 class Manifest(Section):
@@ -288,12 +308,17 @@ class Manifest(Section):
     def sentiment_classes(self) -> list[str]:
         return self.taxonomy.sentiment_classes
 
-    @property
-    def batch_lane_refuses(self) -> str | None:
+    def batch_lane_refuses(self, batch: Taxonomy | None) -> str | None:
         """Why the batch lane (and so the cascade) cannot answer for this instant bundle's
-        comments, or None: the transformer is trained on the NHS preset only so far, so a bundle
-        with its own taxonomy would get NHS labels back."""
-        return None if self.is_nhs else BATCH_LANE_NHS_ONLY
+        comments, or None: the batch bundle's taxonomy (`batch`, twolane.wiring.batch_taxonomy)
+        must be this one (labels and sentiment classes, `taxonomy_mismatch`), or its answers
+        would be in other labels. `batch` None (no batch bundle known here yet, e.g. still
+        being built): an NHS bundle is answered (the default batch build is the NHS one), any
+        other taxonomy is refused. One line, naming the mismatch and what to do."""
+        if batch is None:
+            return None if self.is_nhs else NO_BATCH_OF_TAXONOMY
+        mismatch = taxonomy_mismatch(self.taxonomy, batch)
+        return None if mismatch is None else f"{mismatch}: {USE_INSTANT}"
 
     @property
     def is_nhs(self) -> bool:

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     # The batch bundle's cascade rule (bundle.Cascade as JSON), for `"lane": "auto"` where the
     # API has no batch bundle on disk (AWS: infra sets it from the bundle it deploys).
     cascade_rule: str | None = None
+    # The batch bundle's taxonomy (bundle.Taxonomy as JSON): what the batch lane answers in, so
+    # jobs for an instant model of another taxonomy are refused (Manifest.batch_lane_refuses);
+    # set by infra from the bundle it deploys, as cascade_rule.
+    batch_taxonomy: str | None = None
     summary_endpoint: str = "twolane-llm"  # the LLM endpoint (llama.cpp / vLLM / LMI image)
     max_job_items: int = Field(50_000, ge=1)  # items per job (POST /v1/jobs, /v1/summaries)
     batch_max_concurrency: int = Field(2, ge=1)  # MaxConcurrentInvocationsPerInstance

@@ -6,6 +6,7 @@
     job_service(settings)        the jobs service over those two (None: no batch host here)
     batch_worker(settings)       the Lambda batch worker (its model loaded on the first event)
     cascade_rule(settings)       the batch bundle's cascade rule ("lane": "auto" jobs), or None
+    batch_taxonomy(settings)     the batch bundle's taxonomy (what jobs answer in), or None
     instant_predictor(settings)  the instant lane's model the settings name
     get_predictor()              the process's own instant model (its settings; loaded once)
 
@@ -24,14 +25,14 @@ from pydantic import ValidationError
 from twolane.aws import client
 from twolane.batchhost.inference import Model, cached_model
 from twolane.batchhost.worker import BatchWorker
-from twolane.bundle import BatchEnsemble, BundleError, Cascade, read_manifest, resolve_bundle
+from twolane.bundle import BatchEnsemble, BundleError, Cascade, Taxonomy, read_manifest, resolve_bundle
 from twolane.jobs.invoker import Invoker, LambdaInvoker, SageMakerInvoker
 from twolane.jobs.service import JobService
 from twolane.jobs.store import S3JobStore
 from twolane.predictors.instant import InstantPredictor
 from twolane.settings import Settings, get_settings
 
-__all__ = ["batch_invoker", "batch_worker", "cascade_rule", "client", "get_predictor",
+__all__ = ["batch_invoker", "batch_taxonomy", "batch_worker", "cascade_rule", "client", "get_predictor",
            "instant_predictor", "job_service", "job_store"]
 
 
@@ -102,6 +103,23 @@ def cascade_rule(settings: Settings) -> Cascade | None:
         return None
     ens = manifest.ensemble
     return ens.cascade if isinstance(ens, BatchEnsemble) else None
+
+
+def batch_taxonomy(settings: Settings) -> Taxonomy | None:
+    """The taxonomy the batch lane answers in: `settings.batch_taxonomy` (TWOLANE_BATCH_TAXONOMY,
+    JSON; on AWS the API has no batch bundle, infra sets it), else the manifest of the batch
+    bundle the settings name (`batch_bundle`, else the newest under `bundles`; only the manifest
+    is read, on each call: the local stack may build the bundle later); None when neither is
+    there or readable."""
+    if settings.batch_taxonomy:
+        try:
+            return Taxonomy.model_validate_json(settings.batch_taxonomy)
+        except ValidationError:
+            return None
+    try:
+        return read_manifest(resolve_bundle(settings.batch_bundle or settings.bundles, "batch")).taxonomy
+    except BundleError:
+        return None
 
 
 def instant_predictor(settings: Settings) -> InstantPredictor:

@@ -113,12 +113,18 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 def gate_int8(fp32: tuple[np.ndarray, np.ndarray], int8: tuple[np.ndarray, np.ndarray],
               y_true: np.ndarray, thresholds: np.ndarray, min_one_label: bool = False,
               empty_label: int | None = None, min_agreement: float = MIN_ROW_AGREEMENT,
-              max_drop: float = MAX_MACRO_F1_DROP, enforce: bool = True) -> dict[str, float]:
-    """Compare int8 with fp32 outputs on the same texts; raise GateError past the limits."""
-    from twolane.rules import decide_labels
+              max_drop: float = MAX_MACRO_F1_DROP, enforce: bool = True, multilabel: bool = True
+              ) -> dict[str, float]:
+    """Compare int8 with fp32 outputs on the same texts, label sets decided as served (multilabel
+    False: a single-label taxonomy's top label); raise GateError past the limits."""
+    from twolane.rules import decide_labels, top_label
 
-    a = decide_labels(fp32[0], thresholds, empty_label, min_one_label=min_one_label)
-    b = decide_labels(int8[0], thresholds, empty_label, min_one_label=min_one_label)
+    def decide(p: np.ndarray) -> np.ndarray:
+        if not multilabel:
+            return top_label(p, empty_label)
+        return decide_labels(p, thresholds, empty_label, min_one_label=min_one_label)
+
+    a, b = decide(fp32[0]), decide(int8[0])
     y = y_true.astype(np.uint8)
     report = {
         "rows": int(len(a)),

@@ -5,7 +5,10 @@ Losses: the label BCE counts only comments with at least one label (the scoring 
 what the instant lane's label models train on: a comment the labellers left without any label is
 not a "no theme applies" example); the sentiment CE counts comments with a sentiment, with
 ordinal label smoothing (part of the target's mass on the neighbouring classes of the 1..5
-scale, so "very positive" vs "positive" costs less than positive vs negative)."""
+scale, so "very positive" vs "positive" costs less than positive vs negative). A single-label
+taxonomy (a data spec's) trains its label head with softmax cross-entropy instead of the BCE: one
+class per comment, served by its most probable label (the sigmoid of the same logits keeps that
+order, so the exported graph is unchanged)."""
 
 from __future__ import annotations
 
@@ -97,9 +100,11 @@ def device() -> torch.device:
 def train(  # noqa: PLR0915 (one training loop, read top to bottom)
         model: EncoderClassifier, ids: list[list[int]], Y: np.ndarray, sentiment: np.ndarray,
         cfg: TrainConfig, pad_id: int, on_step: Callable[[int, int, float], None] | None = None,
-        max_steps: int | None = None, on_epoch: Callable[[int], None] | None = None) -> dict:
+        max_steps: int | None = None, on_epoch: Callable[[int], None] | None = None,
+        multilabel: bool = True) -> dict:
     """Train in place. on_step(step, total_steps, loss) after each step; on_epoch(epoch) after each
     epoch (e.g. a validation check; the model is put back in training mode after it).
+    multilabel False: Y has one 1 a labelled row, the label loss is softmax cross-entropy.
     Returns a summary (losses, time, epochs)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -124,6 +129,7 @@ def train(  # noqa: PLR0915 (one training loop, read top to bottom)
     labelled = Y.sum(1) > 0 if cfg.labelled_rows_only else np.ones(len(Y), bool)
     pw = pos_weights(Y[labelled] if labelled.any() else Y, cfg.pos_weight_power, cfg.pos_weight_cap)
     bce = nn.BCEWithLogitsLoss(pos_weight=pw.to(dev), reduction="none")
+    ce = nn.CrossEntropyLoss()
     soft = ordinal_targets(model.sentiment_head.out_features, cfg.sentiment_smoothing).to(dev)
     Yt = torch.tensor(Y, dtype=torch.float32)
     Lt = torch.tensor(labelled, dtype=torch.bool)
@@ -143,7 +149,12 @@ def train(  # noqa: PLR0915 (one training loop, read top to bottom)
             inp, mask = collate([ids[i] for i in b], pad_id)
             label_logits, sent_logits = model(inp.to(dev), mask.to(dev))
             lb = Lt[b].to(dev)
-            loss = bce(label_logits[lb], Yt[b].to(dev)[lb]).mean() if bool(lb.any()) else label_logits.sum() * 0
+            if not bool(lb.any()):
+                loss = label_logits.sum() * 0
+            elif multilabel:
+                loss = bce(label_logits[lb], Yt[b].to(dev)[lb]).mean()
+            else:
+                loss = ce(label_logits[lb], Yt[b].to(dev)[lb].argmax(1))
             s_loss = sentiment_loss(sent_logits, St[b].to(dev), soft)
             if s_loss is not None:
                 loss = loss + cfg.sentiment_weight * s_loss
@@ -229,16 +240,18 @@ OBJECTIVES = ("macro", "macro+micro")
 def tune_ensemble(p_transformer: np.ndarray, p_instant: np.ndarray | None, Y: np.ndarray,
                   weights: Sequence[float] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1),
                   empty_label: int | None = None, combines: Sequence[str] = ("probability",),
-                  objective: str = "macro", scored_rows_only: bool = True) -> dict:
+                  objective: str = "macro", scored_rows_only: bool = True, multilabel: bool = True) -> dict:
     """Choose the transformer weight, how probabilities mix (twolane.predictors.batch.combine),
     per-label thresholds and the at-least-one-label rule on a validation fold (weight 1.0 =
     transformer alone). objective: "macro" (macro-F1) or "macro+micro" (their sum), scored by
     model_build.metrics; scored_rows_only: tune and score on the rows the scoring rule keeps
-    (truth with at least one label). Returns weight_transformer, combine, thresholds (list of
-    floats), min_one_label and val_macro_f1 / val_micro_f1."""
+    (truth with at least one label). multilabel False: a single-label taxonomy, decided by its
+    top label (twolane.rules.top_label; the thresholds are recorded, never read, and
+    min_one_label is False). Returns weight_transformer, combine, thresholds (list of floats),
+    min_one_label and val_macro_f1 / val_micro_f1."""
     from model_build.metrics import multilabel_scores
     from twolane.predictors.batch import combine
-    from twolane.rules import decide_labels
+    from twolane.rules import decide_labels, top_label
 
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
@@ -250,8 +263,9 @@ def tune_ensemble(p_transformer: np.ndarray, p_instant: np.ndarray | None, Y: np
     for w, how in candidates:
         p = p_transformer if p_instant is None else combine(w, how, p_transformer, p_instant)
         thr = tune_thresholds(p[keep], Y[keep])
-        for min_one in (False, True):
-            pred = decide_labels(p, thr, empty_label, min_one_label=min_one)
+        for min_one in (False, True) if multilabel else (False,):
+            pred = (decide_labels(p, thr, empty_label, min_one_label=min_one) if multilabel
+                    else top_label(p, empty_label))
             sc = multilabel_scores(Y[keep], pred[keep])
             score = sc["macro_f1"] + (sc["micro_f1"] if objective == "macro+micro" else 0.0)
             if best is None or score > best["score"] + 1e-9:

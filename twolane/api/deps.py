@@ -17,7 +17,7 @@ from twolane.api.gate import RESULTS_PREFIX, TOKEN_PREFIX, key_matches, key_of
 from twolane.jobs.service import JobService
 from twolane.predictors import Predictor
 from twolane.settings import Settings, get_settings
-from twolane.wiring import get_predictor, instant_predictor, job_service
+from twolane.wiring import batch_taxonomy, get_predictor, instant_predictor, job_service
 
 log = logging.getLogger("twolane.api")
 
@@ -205,10 +205,11 @@ def require_nhs_bundle(predictor: Predictor) -> None:
         raise RequestRejected(409, PX_NHS_ONLY)
 
 
-def require_batch_lane_for(predictor: Predictor | None) -> None:
+def require_batch_lane_for(predictor: Predictor | None, settings: Settings) -> None:
     """409 when the batch lane cannot answer for this model's taxonomy
-    (`Manifest.batch_lane_refuses`); None (no instant model here): nothing to check."""
+    (`Manifest.batch_lane_refuses` against `wiring.batch_taxonomy`); None (no instant model
+    here): nothing to check."""
     manifest = getattr(predictor, "manifest", None)
-    reason = manifest.batch_lane_refuses if manifest is not None else None
+    reason = manifest.batch_lane_refuses(batch_taxonomy(settings)) if manifest is not None else None
     if reason:
         raise RequestRejected(409, reason)

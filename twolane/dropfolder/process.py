@@ -48,7 +48,7 @@ from twolane.predictors import Predictor
 from twolane.predictors.cascade import split_lanes
 from twolane.predictors.instant import InstantPredictor
 from twolane.settings import Settings, get_settings
-from twolane.wiring import cascade_rule
+from twolane.wiring import batch_taxonomy, cascade_rule
 
 log = logging.getLogger("twolane.dropfolder")
 
@@ -185,7 +185,7 @@ def process_object(s3: Any, bucket: str, key: str, predictor: Predictor,
         return _move_to_failed(s3, bucket, key, "the file could not be read as comments "
                                f"({type(exc).__name__}); check its format", size)
     target = target_of(key)
-    refused = _batch_lane_refuses(predictor, key)
+    refused = _batch_lane_refuses(predictor, key, settings)
     if refused:
         return _move_to_failed(s3, bucket, key, refused, size)
     if key.startswith(AUTO_INBOX):
@@ -218,13 +218,13 @@ def _auto(s3: Any, bucket: str, key: str, family: Family, got: FileItems,  # noq
                        predictor, got, emit=settings.lambda_function_name is not None)
 
 
-def _batch_lane_refuses(predictor: Predictor, key: str) -> str | None:
+def _batch_lane_refuses(predictor: Predictor, key: str, settings: Settings) -> str | None:
     """Why a file of inbox/batch/ or inbox/auto/ cannot go to the batch lane with this model
-    (`Manifest.batch_lane_refuses`), or None."""
+    (`Manifest.batch_lane_refuses` against `wiring.batch_taxonomy`), or None."""
     manifest = getattr(predictor, "manifest", None)
     if manifest is None or not key.startswith((AUTO_INBOX, BATCH_INBOX)):
         return None
-    return manifest.batch_lane_refuses
+    return manifest.batch_lane_refuses(batch_taxonomy(settings))
 
 
 def _write_outbox(s3: Any, bucket: str, key: str, family: Family, got: FileItems, target: JobTarget,

@@ -9,6 +9,11 @@ lane when an instant bundle is available, the transformer alone otherwise; senti
 transformer's, combined with the instant lane's by the manifest's ensemble (`mix_sentiment`):
 a stacked multinomial logistic regression (`sentiment_stack`) or a weighted mean
 (`sentiment_weight_transformer` under 1).
+
+Everything about the taxonomy comes from the manifest: its labels (single- or multi-label), its
+unlabellable label (or none), its sentiment classes (or none) and whether a context column
+conditions the model (`serving.use_context`: the transformer reads the text with the context
+token appended, `encoder_inputs`, and the embedded instant model reads it as it does alone).
 """
 
 from __future__ import annotations
@@ -24,7 +29,14 @@ from twolane.bundle import BatchEnsemble, BundleError, Manifest, SentimentMix, r
 from twolane.contract import CommentIn, JobTarget, Prediction, restrict
 from twolane.predictors.decide import LabelDecider, predictions
 from twolane.predictors.instant import InstantPredictor
-from twolane.rules import QUESTION_TYPES, SENTIMENT_NAMES, labellable, normalise, question_type_of
+from twolane.rules import (
+    QUESTION_TYPES,
+    context_input,
+    labellable,
+    normalise,
+    question_type_of,
+    sentiment_names,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +126,16 @@ class OnnxEncoder:
         return res_l, res_s
 
 
+def encoder_inputs(texts: Sequence[str], contexts: Sequence[object] | None, use_context: bool) -> list[str]:
+    """What the transformer reads: the texts, each with its context token appended
+    (twolane.rules.context_input, the instant lane's rule) when the bundle has a context column;
+    the build trains on exactly this."""
+    if not use_context:
+        return list(texts)
+    ctx = contexts if contexts is not None else [None] * len(texts)
+    return [context_input(t, c) for t, c in zip(texts, ctx, strict=True)]
+
+
 def combine(w: float, how: str, p_transformer: np.ndarray, p_instant: np.ndarray) -> np.ndarray:
     """The ensemble of label probabilities (both n x labels, float32 out), as a manifest's
     `BatchEnsemble` says: `how` "probability" mixes probabilities, w * p_t + (1 - w) * p_i;
@@ -188,9 +210,12 @@ class BatchPredictor:
         self.decider = LabelDecider(manifest.taxonomy,
                                     self.ensemble.rule if self.ensemble else manifest.rule_of(model_name))
         self.thresholds = self.decider.thresholds
-        if self.decider.lnp is None:
-            raise BundleError(f"bundle {bundle_dir}: the taxonomy names no unlabellable label")
-        self._lnp: int = self.decider.lnp
+        self._lnp = self.decider.lnp  # None: the taxonomy has no unlabellable label
+        tax = manifest.taxonomy
+        self._use_ctx = manifest.serving.use_context
+        self._has_sentiment = bool(tax.sentiment_classes)
+        self._n_sent = max(1, len(tax.sentiment_classes))  # the encoder's sentiment head width
+        self._sentiment_names = sentiment_names(tax.sentiment_classes, tax.sentiment_names)
 
     @property
     def version(self) -> str:
@@ -231,22 +256,26 @@ class BatchPredictor:
                 if instant.version != ens.instant_version:
                     log.warning("instant bundle %s differs from the one the ensemble was tuned "
                                 "with (%s)", instant.version, ens.instant_version)
-                if list(instant.labels) != list(manifest.labels):
-                    raise BundleError("instant bundle labels differ from the batch bundle's")
+                if (list(instant.labels) != list(manifest.labels)
+                        or instant.manifest.sentiment_classes != manifest.sentiment_classes):
+                    raise BundleError("instant bundle taxonomy (labels or sentiment classes) differs "
+                                      "from the batch bundle's")
         return cls(bundle_dir, manifest, encoder, name, instant)
 
     def probabilities(self, texts: Sequence[str], question_types: Sequence[str | None] | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(multilabel probabilities as served n x L, sentiment probabilities n x 5, unknown
-        bool n) for labellable texts; `unknown` marks comments with no n-gram the embedded
-        instant model knows (the rule book's unknown-text rule; all False without an instant
-        bundle)."""
-        lab, sen = self.encoder.proba(texts)
+        """(multilabel probabilities as served n x L, sentiment probabilities n x classes,
+        unknown bool n) for labellable texts; `unknown` marks comments with no n-gram the
+        embedded instant model knows (the rule book's unknown-text rule; all False without an
+        instant bundle). question_types: the NHS question types, or the context values of a
+        bundle with a context column."""
+        lab, sen = self.encoder.proba(encoder_inputs(texts, question_types, self._use_ctx))
         unknown = np.zeros(len(texts), bool)
         if self.instant is not None and self.ensemble is not None and len(texts):
             inst, inst_sen = self.instant.predict_arrays(list(texts), question_types)
             inst = np.asarray(inst, dtype=np.float32)
-            unknown = inst[:, self._lnp] >= 1.0  # the instant predictor's rule verdict
+            # the instant predictor's rule verdict (no unlabellable label: a row of zeros)
+            unknown = np.asarray(inst[:, self._lnp] >= 1.0 if self._lnp is not None else ~inst.any(1), bool)
             lab = combine(self.ensemble.weight_transformer, self.ensemble.combine, lab, inst)
             sen = mix_sentiment(self.ensemble.sentiment, sen, inst_sen, question_types)
         return lab, sen, unknown
@@ -254,23 +283,24 @@ class BatchPredictor:
     def predict(self, items: Sequence[CommentIn], *, target: JobTarget = "ms",
                 include_probabilities: bool = False) -> list[Prediction]:
         """The Predictor interface: one Prediction per item, in input order (see predict_texts)."""
-        return self.predict_texts([i.comment_text for i in items], [i.question_type for i in items],
+        return self.predict_texts([i.comment_text for i in items],
+                                  [i.context if self._use_ctx else i.question_type for i in items],
                                   target=target, ids=[i.comment_id for i in items],
                                   include_probabilities=include_probabilities)
 
     def predict_arrays(self, texts: Sequence[object],
                        question_types: Sequence[str | None] | None = None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(label probabilities n x L, sentiment probabilities n x 5, labellable bool n) for all
-        texts: unlabellable and unknown rows get P = 1.0 in the unlabellable column and NaN
-        sentiment, as the instant predictor's arrays."""
+        """(label probabilities n x L, sentiment probabilities n x classes, labellable bool n)
+        for all texts: unlabellable and unknown rows get P = 1.0 in the unlabellable column (all
+        0 when the taxonomy has none) and NaN sentiment, as the instant predictor's arrays."""
         clean = [normalise(t) for t in texts]
         if question_types is not None and len(question_types) != len(clean):
             raise ValueError("question_types and texts differ in length")
         n = len(clean)
         ok = np.fromiter((labellable(t) for t in clean), bool, n)
         P = np.zeros((n, len(self.labels)), np.float32)
-        S = np.full((n, len(SENTIMENT_NAMES)), np.nan, np.float32)
+        S = np.full((n, self._n_sent), np.nan, np.float32)
         idx = np.flatnonzero(ok)
         if len(idx):
             qts = [question_types[int(i)] for i in idx] if question_types is not None else None
@@ -278,7 +308,8 @@ class BatchPredictor:
             P[idx], S[idx] = lab, sen
             ok[idx[unknown]] = False
         P[~ok] = 0.0
-        P[~ok, self._lnp] = 1.0
+        if self._lnp is not None:
+            P[~ok, self._lnp] = 1.0
         S[~ok] = np.nan
         return P, S, ok
 
@@ -296,5 +327,7 @@ class BatchPredictor:
             raise ValueError("ids and texts differ in length")
         P, S, ok = self.predict_arrays(texts, question_types)
         D = self.decider.decide(P, S, ~ok)
-        out = predictions(ids, self.labels, D, S, ok, P if include_probabilities else None, digits=4)
+        out = predictions(ids, self.labels, D, S if self._has_sentiment else None, ok,
+                          P if include_probabilities else None, digits=4,
+                          sentiment_names=self._sentiment_names)
         return [restrict(p, target) for p in out]

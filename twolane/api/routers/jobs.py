@@ -67,7 +67,7 @@ def submit_job(body: JobRequest, jobs: JobsDep, settings: SettingsDep, owner: Ow
     comments it is sure of (each gets exactly what /v1/predict gives it) and only the others go
     to the transformer; every result then says which `lane` answered. Poll the `results_url`;
     results are handed out once."""
-    require_batch_lane_for(model.loaded)  # the instant model, when this service has one
+    require_batch_lane_for(model.loaded, settings)  # the instant model, when this service has one
     sent = body.model_dump(exclude={"lane"})  # what the batch host reads (JobRequest, lane "batch")
     kept = None
     if body.lane == "auto":

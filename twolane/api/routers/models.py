@@ -6,11 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from twolane.api.deps import ModelDep, require_api_key
+from twolane.api.deps import ModelDep, SettingsDep, require_api_key
 from twolane.api.errors import ERROR_RESPONSES
 from twolane.api.gate import StrictRoute
 from twolane.bundle import BundleError, Manifest
 from twolane.rules import QUESTION_TYPES, sentiment_names
+from twolane.wiring import batch_taxonomy
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)], route_class=StrictRoute,
                    responses=ERROR_RESPONSES)
@@ -27,7 +28,7 @@ def thresholds_of(manifest: Manifest) -> dict[str, float]:
 
 
 @router.get("/v1/models")
-async def models(model: ModelDep) -> dict[str, Any]:
+async def models(model: ModelDep, settings: SettingsDep) -> dict[str, Any]:
     """The served instant bundle: version, taxonomy (labels, sentiment classes and names,
     single- or multi-label, the unlabellable label), what each item may carry (`question_types`
     for NHS bundles, `context` for a bundle with its own context column), the training file's
@@ -53,7 +54,7 @@ async def models(model: ModelDep) -> dict[str, Any]:
         "columns": ({"id": m.data_spec.id_column, "text": m.data_spec.text_column}
                     if m.data_spec is not None else None),
         # why POST /v1/jobs (batch lane, cascade) refuses this model's comments; None: it does not
-        "batch_lane_refuses": m.batch_lane_refuses,
+        "batch_lane_refuses": m.batch_lane_refuses(batch_taxonomy(settings)),
         "thresholds": thresholds_of(m),
         "metrics": m.metrics,
         "data": m.data,

@@ -115,7 +115,7 @@ async def start_container_instance(
     if model.loaded is not None:  # its shapes name the NHS taxonomy (docs/own_data.md)
         require_nhs_bundle(model.loaded)
         if lane != "instant":
-            require_batch_lane_for(model.loaded)
+            require_batch_lane_for(model.loaded, settings)
     comments = [i.comment() for i in items]
     blanks = blank_rows(items)
     service = jobs.get()

@@ -60,13 +60,10 @@ def build_instant(  # noqa: PLR0913 (typer: one argument per CLI option)
 
     Exit 2 with a one-line reason for data it cannot learn from."""
     from model_build.data import DataError
-    from model_build.dataspec import SpecArgs, split_list
+    from model_build.dataspec import SpecArgs
     from model_build.instant import BuildError, run
 
-    spec = SpecArgs(id_column=id_column, text_column=text_column, labels_column=labels_column,
-                    label_sep=label_sep, label_columns=split_list(label_columns),
-                    sentiment_column=sentiment_column, sentiment_order=split_list(sentiment_order),
-                    context_column=context_column, unlabellable=unlabellable)
+    spec = SpecArgs.from_flags(locals())
     try:
         run(data=data, out=out, rows=rows, spec=spec)
     except DataError as err:
@@ -107,12 +104,9 @@ def build_batch(  # noqa: PLR0913 (typer: one argument per CLI option)
     Exit 2 with a one-line reason for data it cannot learn from."""
     from model_build.batch import BatchBuildError, run
     from model_build.data import DataError
-    from model_build.dataspec import SpecArgs, split_list
+    from model_build.dataspec import SpecArgs
 
-    spec = SpecArgs(id_column=id_column, text_column=text_column, labels_column=labels_column,
-                    label_sep=label_sep, label_columns=split_list(label_columns),
-                    sentiment_column=sentiment_column, sentiment_order=split_list(sentiment_order),
-                    context_column=context_column, unlabellable=unlabellable)
+    spec = SpecArgs.from_flags(locals())
     try:
         run(data=data, out=out, model=model, epochs=epochs, rows=rows, max_minutes=max_minutes,
             retune_from=Path(retune) if retune else None, escalate_share=escalate_share, spec=spec)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,15 @@ class SpecArgs:
     @property
     def empty(self) -> bool:
         return all(v is None for v in vars(self).values())
+
+    @classmethod
+    def from_flags(cls, flags: dict[str, Any]) -> SpecArgs:
+        """The spec from a build command's flags (its locals: other names ignored); the comma
+        lists `label_columns` and `sentiment_order` split (`split_list`)."""
+        kw = {f.name: flags.get(f.name) for f in fields(cls)}
+        kw["label_columns"] = split_list(kw["label_columns"])
+        kw["sentiment_order"] = split_list(kw["sentiment_order"])
+        return cls(**kw)
 
 
 def split_list(value: str | None) -> tuple[str, ...] | None:

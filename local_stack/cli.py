@@ -125,9 +125,13 @@ def build_cascade(
 ) -> None:
     """Learn the cascade rule of an existing batch bundle (validation fold) into its manifest."""
     from model_build.cascade import main
+    from twolane.bundle import BundleError
 
-    main(([str(bundle)] if bundle else []) + (["--data", str(data)] if data else [])
-         + (["--escalate-share", str(escalate_share)] if escalate_share is not None else []))
+    try:
+        main(([str(bundle)] if bundle else []) + (["--data", str(data)] if data else [])
+             + (["--escalate-share", str(escalate_share)] if escalate_share is not None else []))
+    except BundleError as err:  # no batch bundle there, or one without the instant lane
+        raise _refuse(err, 2) from None
 
 
 @app.command()
@@ -239,8 +243,13 @@ def recommend(  # noqa: PLR0913 (typer: one argument per CLI option)
         workload = Workload(comments_per_week, jobs_per_week, max_wait_min * 60)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
-    run(lane=lane, slo_p95_ms=slo_p95_ms, out=out, envs=envs, workload=workload,
-        compare_scale=compare_scale, allow_assumed=allow_assumed, reuse=reuse)
+    from twolane.bundle import BundleError
+
+    try:
+        run(lane=lane, slo_p95_ms=slo_p95_ms, out=out, envs=envs, workload=workload,
+            compare_scale=compare_scale, allow_assumed=allow_assumed, reuse=reuse)
+    except BundleError as err:  # nothing to load-test yet: build the lanes first
+        raise _refuse(err, 2) from None
 
 
 @app.command()

@@ -117,3 +117,16 @@ def test_up_without_the_batch_lane_tells_the_api_so(monkeypatch: pytest.MonkeyPa
     finally:
         get_settings.cache_clear()
     assert seen == [(False, False)]
+
+
+@pytest.mark.parametrize("command", [["build", "cascade"], ["recommend", "--env", "none"]])
+def test_commands_without_a_bundle_refuse_in_one_line(command: list[str], tmp_path: Path) -> None:
+    """A new user running these before any build gets one line and exit 2, not a traceback."""
+    import subprocess
+
+    env = {**os.environ, "TWOLANE_BUNDLES": str(tmp_path / "bundles")}
+    run = subprocess.run([sys.executable, "-m", "local_stack.cli", *command], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path, env=env)
+    assert run.returncode == 2, run.stderr
+    assert "bundle" in run.stderr and "twolane build" in run.stderr and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) <= 3  # one reason (rich may wrap it)

@@ -27,10 +27,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.batch import label_matrix
 from bench.results_md import write_section
 from model_build.cascade import LaneOut, merge, scores, worst_gap
 from model_build.data import DEFAULT_DATA, load_dataset, polarity_right
 from twolane.bundle import BatchEnsemble, resolve_bundle
+from twolane.contract import Prediction
 from twolane.predictors.batch import BatchPredictor
 from twolane.predictors.cascade import escalate, margins
 from twolane.rules import is_unlabellable
@@ -238,17 +240,11 @@ def through_stack(bundle: Path, taxonomy_labels: list[str]) -> dict[str, Any]:
             raise SystemExit(f"the API serves another instant bundle than {want.instant_version}: "
                              "point TWOLANE_BUNDLES at the bundles root holding it")
         job = run_job(api, items, lane="auto")
-    results = job["body"]["results"]
-    col = {name: j for j, name in enumerate(taxonomy_labels)}
-    D = np.zeros((len(results), len(taxonomy_labels)), np.uint8)
-    sent = np.full(len(results), -1)
-    for i, r in enumerate(results):
-        for name in r["labels"]:
-            D[i, col[name]] = 1
-        if r.get("sentiment"):
-            sent[i] = int(r["sentiment"]["score"]) - 1
+    results = [Prediction.model_validate(r) for r in job["body"]["results"]]
+    D = label_matrix(results, taxonomy_labels)
+    sent = np.array([r.sentiment.score - 1 if r.sentiment else -1 for r in results])
     y_sent = np.where([is_unlabellable(t) for t in test.texts], -1, test.sentiment)
-    lanes_seen = [r["lane"] for r in results]
+    lanes_seen = [r.lane for r in results]
     return {**_r(scores(test.Y, y_sent, D, sent)), "share": round(lanes_seen.count("batch") / len(results), 4),
             "results": len(results), "every_result_has_lane": all(x in ("instant", "batch") for x in lanes_seen),
             "seconds": job["total_s"]}

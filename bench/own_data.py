@@ -81,20 +81,28 @@ def scores(Y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
             "accuracy": round(metrics.single_label_accuracy(Y, pred), 4), "rows": s["rows"]}
 
 
-def main() -> dict[str, Any]:
-    from model_build import metrics
+def reviews(tmp: Path) -> Any:
+    """The drug reviews of the conditions with at least MIN_PER_CONDITION of them, read by the
+    data spec a team would give (text `review`, labels `condition`, sentiment `rating` in ORDER)
+    from a copy written under `tmp`: a model_build.data.Dataset."""
     from model_build.dataspec import SpecArgs, load
-    from model_build.instant import Config, build
-    from twolane.predictors.instant import InstantPredictor
 
     df = pd.read_csv(DATA, dtype=str, keep_default_na=False)
     counts = df["condition"].value_counts()
     df = df[df["condition"].isin(counts[counts >= MIN_PER_CONDITION].index)]
+    path = tmp / "drug_reviews_top.csv"
+    df.to_csv(path, index=False)
+    return load(path, SpecArgs(text_column="review", labels_column="condition",
+                               sentiment_column="rating", sentiment_order=ORDER))
+
+
+def main() -> dict[str, Any]:
+    from model_build import metrics
+    from model_build.instant import Config, build
+    from twolane.predictors.instant import InstantPredictor
+
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "drug_reviews_top.csv"
-        df.to_csv(path, index=False)
-        ds = load(path, SpecArgs(text_column="review", labels_column="condition",
-                                 sentiment_column="rating", sentiment_order=ORDER))
+        ds = reviews(Path(tmp))
         t0 = time.perf_counter()
         bundle = build(ds, Path(tmp) / "bundles", Config())
         build_s = time.perf_counter() - t0

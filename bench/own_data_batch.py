@@ -33,22 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from bench.own_data import DATA, MIN_PER_CONDITION, ORDER, baseline, onehot, scores
+from bench.batch import label_matrix
+from bench.own_data import MIN_PER_CONDITION, ORDER, baseline, onehot, reviews, scores
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "own_data_batch.json"
 MD = ROOT / "bench" / "RESULTS.md"
-
-
-def label_matrix(preds: list[Any], labels: list[str]) -> np.ndarray:
-    col = {lab: j for j, lab in enumerate(labels)}
-    out = np.zeros((len(preds), len(labels)), np.uint8)
-    for i, p in enumerate(preds):
-        for lab in p.labels:
-            out[i, col[lab]] = 1
-    return out
 
 
 def sentiment_of(preds: list[Any]) -> np.ndarray:
@@ -59,7 +50,6 @@ def sentiment_of(preds: list[Any]) -> np.ndarray:
 def main(epochs: int, max_minutes: float) -> dict[str, Any]:  # noqa: PLR0915 (one benchmark, top to bottom)
     from model_build import metrics
     from model_build.batch import build as batch_build
-    from model_build.dataspec import SpecArgs, load
     from model_build.instant import Config
     from model_build.instant import build as instant_build
     from model_build.transformer.model import default_base_model
@@ -68,14 +58,8 @@ def main(epochs: int, max_minutes: float) -> dict[str, Any]:  # noqa: PLR0915 (o
     from twolane.predictors.batch import BatchPredictor
     from twolane.predictors.instant import InstantPredictor
 
-    df = pd.read_csv(DATA, dtype=str, keep_default_na=False)
-    counts = df["condition"].value_counts()
-    df = df[df["condition"].isin(counts[counts >= MIN_PER_CONDITION].index)]
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "drug_reviews_top.csv"
-        df.to_csv(path, index=False)
-        ds = load(path, SpecArgs(text_column="review", labels_column="condition",
-                                 sentiment_column="rating", sentiment_order=ORDER))
+        ds = reviews(Path(tmp))
         t0 = time.perf_counter()
         inst_bundle = instant_build(ds, Path(tmp) / "bundles", Config())
         instant_s = time.perf_counter() - t0

@@ -18,14 +18,14 @@ a service, and nothing here reads the environment: `twolane.settings` does.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from twolane.aws import client
 from twolane.batchhost.inference import Model, cached_model
 from twolane.batchhost.worker import BatchWorker
-from twolane.bundle import BatchEnsemble, BundleError, Cascade, Taxonomy, read_manifest, resolve_bundle
+from twolane.bundle import BatchEnsemble, BundleError, Cascade, Manifest, Taxonomy, read_manifest, resolve_bundle
 from twolane.jobs.invoker import Invoker, LambdaInvoker, SageMakerInvoker
 from twolane.jobs.service import JobService
 from twolane.jobs.store import S3JobStore
@@ -34,6 +34,8 @@ from twolane.settings import Settings, get_settings
 
 __all__ = ["batch_invoker", "batch_taxonomy", "batch_worker", "cascade_rule", "client", "get_predictor",
            "instant_predictor", "job_service", "job_store"]
+
+ModelT = TypeVar("ModelT", bound=BaseModel)  # a setting parsed from JSON (_parsed)
 
 
 def job_store(settings: Settings, s3: Any | None = None) -> S3JobStore:
@@ -85,41 +87,44 @@ def batch_worker(settings: Settings) -> BatchWorker:
                        region=settings.aws_region)
 
 
-def cascade_rule(settings: Settings) -> Cascade | None:
-    """The cascade rule of the batch bundle the settings name (`batch_bundle`, else the newest
-    under `bundles`): its manifest's `ensemble.cascade` (only the manifest is read, no model);
-    None when there is no such bundle or it has no rule (built before the cascade, or without
-    the instant lane). Read on each call: the local stack may build the batch bundle later.
-    `settings.cascade_rule` (TWOLANE_CASCADE_RULE, the rule as JSON) comes first: on AWS the
-    API has no batch bundle, and infra sets it from the one it deploys."""
-    if settings.cascade_rule:
-        try:
-            return Cascade.model_validate_json(settings.cascade_rule)
-        except ValidationError:
-            return None
+def _batch_manifest(settings: Settings) -> Manifest | None:
+    """The manifest of the batch bundle the settings name (`batch_bundle`, else the newest under
+    `bundles`; only the manifest is read, no model), or None when there is none. Read on each
+    call: the local stack may build the batch bundle later."""
     try:
-        manifest = read_manifest(resolve_bundle(settings.batch_bundle or settings.bundles, "batch"))
+        return read_manifest(resolve_bundle(settings.batch_bundle or settings.bundles, "batch"))
     except BundleError:
         return None
-    ens = manifest.ensemble
+
+
+def _parsed(model: type[ModelT], raw: str) -> ModelT | None:
+    """A setting's JSON as `model`, or None when it does not validate."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError:
+        return None
+
+
+def cascade_rule(settings: Settings) -> Cascade | None:
+    """The cascade rule of the batch bundle: `settings.cascade_rule` (TWOLANE_CASCADE_RULE, the
+    rule as JSON; on AWS the API has no batch bundle, infra sets it from the one it deploys),
+    else the manifest's `ensemble.cascade`; None when there is no batch bundle or it has no rule
+    (built before the cascade, without the instant lane, or on a team's own taxonomy)."""
+    if settings.cascade_rule:
+        return _parsed(Cascade, settings.cascade_rule)
+    manifest = _batch_manifest(settings)
+    ens = manifest.ensemble if manifest is not None else None
     return ens.cascade if isinstance(ens, BatchEnsemble) else None
 
 
 def batch_taxonomy(settings: Settings) -> Taxonomy | None:
     """The taxonomy the batch lane answers in: `settings.batch_taxonomy` (TWOLANE_BATCH_TAXONOMY,
-    JSON; on AWS the API has no batch bundle, infra sets it), else the manifest of the batch
-    bundle the settings name (`batch_bundle`, else the newest under `bundles`; only the manifest
-    is read, on each call: the local stack may build the bundle later); None when neither is
+    JSON; set by infra as cascade_rule), else the batch bundle's manifest; None when neither is
     there or readable."""
     if settings.batch_taxonomy:
-        try:
-            return Taxonomy.model_validate_json(settings.batch_taxonomy)
-        except ValidationError:
-            return None
-    try:
-        return read_manifest(resolve_bundle(settings.batch_bundle or settings.bundles, "batch")).taxonomy
-    except BundleError:
-        return None
+        return _parsed(Taxonomy, settings.batch_taxonomy)
+    manifest = _batch_manifest(settings)
+    return manifest.taxonomy if manifest is not None else None
 
 
 def instant_predictor(settings: Settings) -> InstantPredictor:

@@ -78,7 +78,7 @@ def start_build(settings: Settings) -> subprocess.Popen[bytes]:
     log = build_log(settings)
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab")  # noqa: SIM115 (handed to the child)
-    cmd = ["nice", "-n", "10", sys.executable, "-m", "local_stack.cli", "build", "batch",
+    cmd = ["nice", "-n", "10", sys.executable, "-m", "twolane_cli", "build", "batch",
            "--out", str(settings.bundles)]
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
                             start_new_session=True)

@@ -103,7 +103,7 @@ def instant_server(bundle: Path, cores: set[int], threads: int,
                    log_path: Path | None = None) -> LaneServer:
     """`twolane serve` (uvicorn + the FastAPI app) on a free port."""
     port = free_port()
-    argv = [sys.executable, "-m", "local_stack.cli", "serve", "--bundle", str(bundle),
+    argv = [sys.executable, "-m", "twolane_cli", "serve", "--bundle", str(bundle),
             "--port", str(port), "--host", "127.0.0.1"]
     env = {"TWOLANE_INTRA_OP_THREADS": str(threads), "TWOLANE_INSTANT_BUNDLE": str(bundle),
            "TWOLANE_API_KEYS": "", "OMP_NUM_THREADS": str(threads)}

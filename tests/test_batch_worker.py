@@ -417,7 +417,7 @@ def test_twolane_up_takes_the_batch_host(monkeypatch: pytest.MonkeyPatch) -> Non
     from typer.testing import CliRunner
 
     import local_stack.stack
-    from local_stack.cli import app
+    from twolane_cli.app import app
 
     seen: list[str] = []
     monkeypatch.setattr(local_stack.stack, "up", lambda **kw: seen.append(get_settings().batch_invoker))

@@ -171,7 +171,7 @@ def test_metric_values_name_every_tested_signal(predictor: InstantPredictor) -> 
 
 # --------------------------------------------------------------------------- the command
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "local_stack.cli", "drift", *args],
+    return subprocess.run([sys.executable, "-m", "twolane_cli", "drift", *args],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 

@@ -103,7 +103,7 @@ def test_up_without_the_batch_lane_tells_the_api_so(monkeypatch: pytest.MonkeyPa
     from typer.testing import CliRunner
 
     import local_stack.stack
-    from local_stack.cli import app
+    from twolane_cli.app import app
     from twolane.settings import get_settings
 
     seen: list[tuple[bool, bool]] = []
@@ -125,7 +125,7 @@ def test_commands_without_a_bundle_refuse_in_one_line(command: list[str], tmp_pa
     import subprocess
 
     env = {**os.environ, "TWOLANE_BUNDLES": str(tmp_path / "bundles")}
-    run = subprocess.run([sys.executable, "-m", "local_stack.cli", *command], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-m", "twolane_cli", *command], capture_output=True, text=True,
                          timeout=120, cwd=tmp_path, env=env)
     assert run.returncode == 2, run.stderr
     assert "bundle" in run.stderr and "twolane build" in run.stderr and "Traceback" not in run.stderr

@@ -257,7 +257,7 @@ def test_cli_batch_build_refuses_a_bad_spec_in_one_line(tmp_path: Path) -> None:
     import sys
 
     path = write(reviews(), tmp_path / "reviews.csv")
-    run = subprocess.run([sys.executable, "-m", "local_stack.cli", "build", "batch", "--data", str(path),
+    run = subprocess.run([sys.executable, "-m", "twolane_cli", "build", "batch", "--data", str(path),
                           "--text-column", "comment", "--out", str(tmp_path / "b")],
                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)
     assert run.returncode == 2, run.stderr

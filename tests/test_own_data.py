@@ -149,7 +149,7 @@ def test_refusals_name_the_column_or_value(tmp_path: Path) -> None:
 
 def test_cli_refusal_is_one_line_and_exit_2(tmp_path: Path) -> None:
     path = single(tmp_path)
-    run = subprocess.run([sys.executable, "-m", "local_stack.cli", "build", "instant", "--data", str(path),
+    run = subprocess.run([sys.executable, "-m", "twolane_cli", "build", "instant", "--data", str(path),
                           "--text-column", "comment", "--out", str(tmp_path / "b")],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert run.returncode == 2, run.stderr

@@ -257,7 +257,7 @@ def test_twolane_up_takes_the_number_of_workers(monkeypatch: pytest.MonkeyPatch)
     from typer.testing import CliRunner
 
     import local_stack.stack
-    from local_stack.cli import app
+    from twolane_cli.app import app
     from twolane.settings import get_settings
 
     seen: list[int] = []

@@ -197,7 +197,7 @@ def drift(
     as_json: bool = typer.Option(False, "--json", help='Print {"drifted": bool, "signals": {...}}.'),
 ) -> None:
     """Does a file look like the bundle's training data? Exit 0 either way, 2 if unreadable."""
-    from local_stack.drift_report import run
+    from twolane_cli.drift_report import run
 
     raise typer.Exit(run(file, bundle, as_json))
 

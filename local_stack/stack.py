@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -62,20 +63,21 @@ def load_predictor(bundle: Path | None = None) -> Any:
     return InstantPredictor.from_bundle(instant_bundle_path(bundle))
 
 
-def ensure_instant_bundle(settings: Settings) -> Path:
-    """The instant bundle; built from the packaged NHS data the first time (a few minutes, once)."""
+def ensure_instant_bundle(settings: Settings, build: Callable[[Path], object] | None = None) -> Path:
+    """The instant bundle; when there is none and `build` is given (the CLI's: the emulator never
+    imports the build), `build(bundles root)` makes it from the packaged NHS data (minutes, once).
+
+    Raises BundleError when there is none and nothing to build it with, or a bundle was named."""
     try:
         return instant_bundle_path(settings=settings)
     except BundleError:
-        if settings.instant_bundle is not None:
+        if settings.instant_bundle is not None or build is None:
             raise  # a bundle was named explicitly: do not build somewhere else
     console.print(
         "[bold]No instant-lane model yet.[/] Building it from the NHS data in data/: this takes a "
         "few minutes, once; later starts reuse it from " + str(settings.bundles) + "."
     )
-    from model_build.instant import run
-
-    run(out=settings.bundles)
+    build(settings.bundles)
     return instant_bundle_path(settings=settings)
 
 
@@ -138,8 +140,10 @@ def _dropbox_ready(dropbox: Path | None) -> Path | None:
 
 
 def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
-       moto_port: int | None = None, dropbox: Path | None = Path("dropbox")) -> None:
-    """Run the local stack until Ctrl-C: API, local S3 + drop folder, and (if `batch`) the batch lane."""
+       moto_port: int | None = None, dropbox: Path | None = Path("dropbox"),
+       build_instant: Callable[[Path], object] | None = None) -> None:
+    """Run the local stack until Ctrl-C: API, local S3 + drop folder, and (if `batch`) the batch
+    lane; `build_instant` (see `ensure_instant_bundle`) when there is no instant bundle yet."""
     from local_stack.invoker import local_job_service
     from local_stack.s3local import LocalS3
     from local_stack.watcher import DropFolderWatcher
@@ -152,7 +156,7 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
     if not port_is_free(port, host):
         raise SystemExit(f"port {port} on {host} is in use: pass another with --port")
 
-    bundle = ensure_instant_bundle(settings)
+    bundle = ensure_instant_bundle(settings, build_instant)
     predictor = load_predictor(bundle)
 
     mport = settings.moto_port if moto_port is None else moto_port

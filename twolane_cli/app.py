@@ -4,8 +4,14 @@ imports are lazy so `twolane --help` is instant and serving never imports build 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+from twolane_cli.spec_flags import data_spec_flags
+
+if TYPE_CHECKING:
+    from model_build.dataspec import SpecArgs
 
 app = typer.Typer(help="twolane: an instant lane and a batch lane for text classification.",
                   no_args_is_help=True)
@@ -16,22 +22,6 @@ app.add_typer(build_app, name="build")
 DataOpt = typer.Option(None, "--data", help="Labelled comments: CSV, TSV, .xlsx or JSONL "
                        "(docs/own_data.md). Default: the bundled NHS data.")
 OutOpt = typer.Option(None, "--out", help="Bundles root. Default: ./bundles")
-# the data spec (model_build.dataspec.SpecArgs); none given: the NHS preset, or the defaults
-IdOpt = typer.Option(None, "--id-column", help="Id column (default: id; row numbers if absent).")
-TextOpt = typer.Option(None, "--text-column", help="Comment text column (default: text).")
-LabelsOpt = typer.Option(None, "--labels-column", help="One label a row, or several joined by "
-                         "--label-sep (default: labels).")
-SepOpt = typer.Option(None, "--label-sep", help="Separator of several labels in one cell (default ';').")
-WideOpt = typer.Option(None, "--label-columns", help="Wide 0/1 label columns, comma-separated: A,B,C.")
-SentOpt = typer.Option(None, "--sentiment-column", help="Sentiment column, any classes (default: "
-                       "sentiment where present; none: no sentiment).")
-OrderOpt = typer.Option(None, "--sentiment-order", help="Sentiment classes in order, comma-separated "
-                        "(needed for words; numbers sort by value).")
-ContextOpt = typer.Option(None, "--context-column", help="A categorical column that conditions the "
-                          "model, as the NHS question type does.")
-UnlOpt = typer.Option(None, "--unlabellable", help="The label for text that cannot be labelled "
-                      "(default: 'Labelling not possible' where the data has it; else none).")
-
 
 def _refuse(err: Exception, code: int) -> typer.Exit:
     """One line on stderr, no traceback; the exit to raise."""
@@ -42,28 +32,20 @@ def _refuse(err: Exception, code: int) -> typer.Exit:
 
 
 @build_app.command("instant")
-def build_instant(  # noqa: PLR0913 (typer: one argument per CLI option)
+@data_spec_flags
+def build_instant(
     data: Path | None = DataOpt,
     out: Path | None = OutOpt,
     rows: int | None = typer.Option(None, help="Train on the first N rows only (quick check)."),
-    id_column: str | None = IdOpt,
-    text_column: str | None = TextOpt,
-    labels_column: str | None = LabelsOpt,
-    label_sep: str | None = SepOpt,
-    label_columns: str | None = WideOpt,
-    sentiment_column: str | None = SentOpt,
-    sentiment_order: str | None = OrderOpt,
-    context_column: str | None = ContextOpt,
-    unlabellable: str | None = UnlOpt,
+    *,
+    spec: SpecArgs,
 ) -> None:
     """TF-IDF + linear and TF-IDF + XGBoost for the data's labels, plus sentiment, as ONNX.
 
     Exit 2 with a one-line reason for data it cannot learn from."""
     from model_build.data import DataError
-    from model_build.dataspec import SpecArgs
     from model_build.instant import BuildError, run
 
-    spec = SpecArgs.from_flags(locals())
     try:
         run(data=data, out=out, rows=rows, spec=spec)
     except DataError as err:
@@ -73,6 +55,7 @@ def build_instant(  # noqa: PLR0913 (typer: one argument per CLI option)
 
 
 @build_app.command("batch")
+@data_spec_flags
 def build_batch(  # noqa: PLR0913 (typer: one argument per CLI option)
     data: Path | None = DataOpt,
     out: Path | None = OutOpt,
@@ -88,15 +71,8 @@ def build_batch(  # noqa: PLR0913 (typer: one argument per CLI option)
         None, "--escalate-share", min=0.0, max=1.0,
         help="Cascade (\"lane\": \"auto\"): share of comments sent to the transformer (0..1); default: the "
              "smallest share within 0.5 pt of the batch lane on validation, at most 35 %."),
-    id_column: str | None = IdOpt,
-    text_column: str | None = TextOpt,
-    labels_column: str | None = LabelsOpt,
-    label_sep: str | None = SepOpt,
-    label_columns: str | None = WideOpt,
-    sentiment_column: str | None = SentOpt,
-    sentiment_order: str | None = OrderOpt,
-    context_column: str | None = ContextOpt,
-    unlabellable: str | None = UnlOpt,
+    *,
+    spec: SpecArgs,
 ) -> None:
     """Fine-tune a transformer on the data's labels and sentiment (the same data spec as `build
     instant`), export to ONNX, quantise (int8 CPU, fp16 GPU), gate, bundle.
@@ -104,9 +80,7 @@ def build_batch(  # noqa: PLR0913 (typer: one argument per CLI option)
     Exit 2 with a one-line reason for data it cannot learn from."""
     from model_build.batch import BatchBuildError, run
     from model_build.data import DataError
-    from model_build.dataspec import SpecArgs
 
-    spec = SpecArgs.from_flags(locals())
     try:
         run(data=data, out=out, model=model, epochs=epochs, rows=rows, max_minutes=max_minutes,
             retune_from=Path(retune) if retune else None, escalate_share=escalate_share, spec=spec)
@@ -132,6 +106,13 @@ def build_cascade(
              + (["--escalate-share", str(escalate_share)] if escalate_share is not None else []))
     except BundleError as err:  # no batch bundle there, or one without the instant lane
         raise _refuse(err, 2) from None
+
+
+def _build_default_instant(bundles: Path) -> None:
+    """The instant bundle from the packaged NHS data, under `bundles` (`twolane up`'s first run)."""
+    from model_build.instant import run
+
+    run(out=bundles)
 
 
 @app.command()
@@ -163,7 +144,7 @@ def up(
     if no_batch:  # the API answers 503 for jobs, as a deployment without the batch lane does
         os.environ["TWOLANE_BATCH_ENABLED"] = "0"
     get_settings.cache_clear()
-    run_up(port=port, batch=not no_batch)
+    run_up(port=port, batch=not no_batch, build_instant=_build_default_instant)
 
 
 @app.command()

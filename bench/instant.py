@@ -111,7 +111,7 @@ def sklearn_pipeline(bundle: Path) -> tuple[Any, Any]:
     from twolane.rules import is_unlabellable, model_input
 
     m = read_manifest(bundle)
-    use_qt = m.serving.use_question_type
+    use_qt = m.serving.context == "question_type"
     cfg = json.loads(json.dumps(m.build))  # the build configuration: a record, plain JSON
     tr = load_dataset(DEFAULT_DATA).train
     keep = [i for i, t in enumerate(tr.texts) if not is_unlabellable(t)]

@@ -572,7 +572,7 @@ def finish(bundle: Path, ds: Dataset, p_val: np.ndarray, int8_out: Probs, fp32_o
         taxonomy=Taxonomy(labels=list(ds.labels), unlabellable=ds.unlabellable,
                           sentiment_classes=list(ds.sentiment_classes), multilabel=ds.multilabel),
         models=models, default_model="ensemble" if ensemble else "int8", ensemble=ensemble, files=files,
-        serving=Serving(use_context=ds.context == "column",
+        serving=Serving(context="column" if ds.context == "column" else "none",
                         tokenizer=str(config.get("tokenizer", "tokenizer.json")),
                         max_length=int(config["max_length"])),
         data_spec=ds.spec,

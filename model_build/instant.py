@@ -873,7 +873,7 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
         models=models, default_model=cfg.default_model,
         ensemble=InstantEnsemble(members=["linear", "xgboost"], weights=list(cfg.ensemble_weights),
                                  rule=rule("ensemble")),
-        serving=Serving(use_question_type=use_qt, use_context=ds.context == "column",
+        serving=Serving(context="question_type" if use_qt else "column" if ds.context == "column" else "none",
                         known_output=KNOWN_OUTPUT),
         data_spec=ds.spec,
         data={"fingerprint": ds.fingerprint, "source": Path(ds.source).name,

@@ -67,7 +67,7 @@ def test_the_batch_bundle_carries_the_spec(own_batch_bundle: Path, own_instant: 
     assert m.lane == "batch" and m.labels == sorted(TOP) and not m.taxonomy.multilabel
     assert m.taxonomy.unlabellable is None and m.sentiment_classes == SENTIMENT and not m.is_nhs
     assert m.data_spec is not None and m.data_spec.context_column == "channel"
-    assert m.serving.use_context and not m.serving.use_question_type
+    assert m.serving.context == "column"
     assert taxonomy_mismatch(read_manifest(own_instant).taxonomy, m.taxonomy) is None
     if isinstance(m.ensemble, BatchEnsemble):  # mixed in only when it beat the transformer alone
         assert m.ensemble.cascade is None  # the cascade rule is learned for NHS bundles only

@@ -198,7 +198,7 @@ def test_manifest_and_report_carry_the_taxonomy(own_bundle: Path) -> None:
     m = read_manifest(own_bundle, verify=True)
     assert m.labels == sorted(TOP) and not m.taxonomy.multilabel and m.taxonomy.unlabellable is None
     assert m.sentiment_classes == ["negative", "neutral", "positive"] and not m.is_nhs
-    assert m.serving.use_context and not m.serving.use_question_type
+    assert m.serving.context == "column"
     assert m.data_spec is not None and m.data_spec.context_values == ["app", "web"]
     rep = json.loads((own_bundle / "report.json").read_text(encoding="utf-8"))
     assert set(rep["per_label"]) == set(TOP) and "confusions" in rep and "accuracy" in rep["scores"]

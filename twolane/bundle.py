@@ -23,7 +23,8 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from collections.abc import Iterable
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
 
@@ -212,22 +213,55 @@ class BatchEnsemble(Section):
     cascade: Cascade | None = None  # the "lane": "auto" rule (None: bundles built before it)
 
 
+# The context a bundle's model reads beside the text (one word ` qt_<token>` appended): none,
+# the NHS preset (each comment's `question_type`: what_good / could_improve / nonspecific) or a
+# team's own context column (DataSpec.context_column: each comment's `context`).
+ContextKind = Literal["none", "question_type", "column"]
+
+
+class HasContext(Protocol):
+    """What `Serving.contexts` reads of a comment (twolane.contract.CommentIn has it)."""
+
+    @property
+    def question_type(self) -> str | None: ...
+
+    @property
+    def context(self) -> str | None: ...
+
+
 class Serving(Section):
     """What the model files expect of their input.
 
-    use_question_type: the instant model reads a ` qt_<question type>` token
-    (twolane.rules.model_input); known_output: the instant ONNX output counting known n-grams
-    (the unknown-text rule), None = no such output; tokenizer / max_length: the batch lane's
+    context: the context the model reads (`ContextKind`; the token rules are
+    twolane.rules.model_input for the NHS question type, twolane.rules.context_input for a
+    context column); known_output: the instant ONNX output counting known n-grams (the
+    unknown-text rule), None = no such output; tokenizer / max_length: the batch lane's
     tokenizer file and truncation, in tokens.
     """
 
-    use_question_type: bool = False
-    # a generic context column (DataSpec.context_column): the model reads a ` qt_<token>` of a
-    # comment's `context` (twolane.rules.context_input); False with use_question_type: NHS
-    use_context: bool = False
+    context: ContextKind = "none"
     known_output: str | None = None
     tokenizer: str | None = None
     max_length: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _two_flags(cls, raw: object) -> object:
+        """Manifests written before `context` (schema 2 too) carry two flags: read them as one."""
+        if not isinstance(raw, dict) or not {"use_question_type", "use_context"} & raw.keys():
+            return raw
+        raw = dict(raw)
+        qt, own = bool(raw.pop("use_question_type", False)), bool(raw.pop("use_context", False))
+        raw.setdefault("context", "column" if own else "question_type" if qt else "none")
+        return raw
+
+    def contexts(self, items: Iterable[HasContext]) -> list[str | None]:
+        """Each comment's context value, the one place that decides it: its `context` for a
+        bundle with a context column, else its `question_type` (the NHS preset; the batch lane
+        passes it on to its instant lane and sentiment mix; a model with no context ignores it)."""
+        if self.context == "column":
+            return [i.context for i in items]
+        return [i.question_type for i in items]
 
 
 USE_INSTANT = ("train the batch lane on this model's data with `twolane build batch --data FILE` and the "

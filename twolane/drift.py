@@ -17,7 +17,7 @@ would not be a fair reference for new comments). A file is compared signal by si
 
 context is skipped when the file gives none (or the bundle reads neither), the sentiment
 signals for a bundle that scores no sentiment. Every category is read from the bundle's
-manifest (its taxonomy, sentiment classes and serving.use_context), never from the NHS rule
+manifest (its taxonomy, sentiment classes and serving.context), never from the NHS rule
 book, so a bundle built from a team's own data spec (docs/own_data.md) is checked in its own
 labels, scale and context column.
 
@@ -159,11 +159,11 @@ def ngrams(text: str, n_max: int) -> set[str]:
 
 def contexts_of(manifest: Manifest, contexts: Sequence[str | None] | None) -> np.ndarray | None:
     """The context signal's categories: NHS bundles read question types (question_type_of),
-    a bundle with its own context column (serving.use_context) the values' tokens as its model
+    a bundle with its own context column (serving.context "column") the values' tokens as its model
     reads them (context_token); None when no comment gives one or the bundle has neither."""
     if contexts is None or not any(c is not None for c in contexts):
         return None
-    if manifest.serving.use_context:
+    if manifest.serving.context == "column":
         return np.array([context_token(c) for c in contexts], dtype=object)
     if manifest.is_nhs:
         return np.array([question_type_of(c) for c in contexts], dtype=object)
@@ -368,9 +368,8 @@ class Checker:
     def check_items(self, predictor: ArrayPredictor, items: Sequence[CommentIn]) -> DriftReport:
         """The drift report of these items: their `context` for a bundle with a context
         column, else their `question_type`."""
-        use_context = predictor.manifest.serving.use_context
         return self.check(predictor, [i.comment_text for i in items],
-                          [i.context if use_context else i.question_type for i in items])
+                          predictor.manifest.serving.contexts(items))
 
 
 @lru_cache(maxsize=4)

@@ -12,7 +12,7 @@ a stacked multinomial logistic regression (`sentiment_stack`) or a weighted mean
 
 Everything about the taxonomy comes from the manifest: its labels (single- or multi-label), its
 unlabellable label (or none), its sentiment classes (or none) and whether a context column
-conditions the model (`serving.use_context`: the transformer reads the text with the context
+conditions the model (`serving.context` "column": the transformer reads the text with the context
 token appended, `encoder_inputs`, and the embedded instant model reads it as it does alone).
 """
 
@@ -212,7 +212,7 @@ class BatchPredictor:
         self.thresholds = self.decider.thresholds
         self._lnp = self.decider.lnp  # None: the taxonomy has no unlabellable label
         tax = manifest.taxonomy
-        self._use_ctx = manifest.serving.use_context
+        self._serving = manifest.serving
         self._has_sentiment = bool(tax.sentiment_classes)
         self._n_sent = max(1, len(tax.sentiment_classes))  # the encoder's sentiment head width
         self._sentiment_names = sentiment_names(tax.sentiment_classes, tax.sentiment_names)
@@ -269,7 +269,7 @@ class BatchPredictor:
         embedded instant model knows (the rule book's unknown-text rule; all False without an
         instant bundle). question_types: the NHS question types, or the context values of a
         bundle with a context column."""
-        lab, sen = self.encoder.proba(encoder_inputs(texts, question_types, self._use_ctx))
+        lab, sen = self.encoder.proba(encoder_inputs(texts, question_types, self._serving.context == "column"))
         unknown = np.zeros(len(texts), bool)
         if self.instant is not None and self.ensemble is not None and len(texts):
             inst, inst_sen = self.instant.predict_arrays(list(texts), question_types)
@@ -284,7 +284,7 @@ class BatchPredictor:
                 include_probabilities: bool = False) -> list[Prediction]:
         """The Predictor interface: one Prediction per item, in input order (see predict_texts)."""
         return self.predict_texts([i.comment_text for i in items],
-                                  [i.context if self._use_ctx else i.question_type for i in items],
+                                  self._serving.contexts(items),
                                   target=target, ids=[i.comment_id for i in items],
                                   include_probabilities=include_probabilities)
 

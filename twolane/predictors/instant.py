@@ -70,8 +70,7 @@ class InstantPredictor:
         self._sessions = {f: _session(self.bundle_dir / f, threads) for f in self._wanted}
         self._labels = list(manifest.labels)
         self._lnp = self.decider.lnp  # None: the taxonomy has no unlabellable label
-        self._use_qt = manifest.serving.use_question_type
-        self._use_ctx = manifest.serving.use_context
+        self._serving = manifest.serving
         tax = manifest.taxonomy
         self._sentiment_names = sentiment_names(tax.sentiment_classes, tax.sentiment_names)
         self._n_sent = max(1, len(tax.sentiment_classes))
@@ -140,14 +139,14 @@ class InstantPredictor:
     def _texts(self, texts: Sequence[object], question_types: Sequence[str | None] | None
                ) -> tuple[list[str], np.ndarray]:
         """Model inputs and the mask of labellable rows. question_types: the NHS question types,
-        or, for a bundle with a context column (serving.use_context), the context values."""
+        or, for a bundle with a context column (serving.context "column"), the context values."""
         clean = [normalise(t) for t in texts]
         ok = np.fromiter((labellable(t) for t in clean), bool, len(clean))
         if question_types is not None and len(question_types) != len(clean):
             raise ValueError(f"{len(question_types)} question types for {len(clean)} texts")
-        if self._use_qt or self._use_ctx:
+        if self._serving.context != "none":
             qts = question_types if question_types is not None else [None] * len(clean)
-            make = context_input if self._use_ctx else model_input
+            make = context_input if self._serving.context == "column" else model_input
             clean = [make(t, q) for t, q in zip(clean, qts, strict=False)]
         return clean, ok
 
@@ -218,7 +217,7 @@ class InstantPredictor:
         target: "m" labels only (sentiment None), "s" sentiment only (labels []), "ms" both.
         """
         preds = self.predict_texts([i.comment_text for i in items],
-                                   [i.context if self._use_ctx else i.question_type for i in items],
+                                   self._serving.contexts(items),
                                    include_probabilities=include_probabilities,
                                    ids=[i.comment_id for i in items])
         return [restrict(p, target) for p in preds]

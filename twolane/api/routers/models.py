@@ -47,7 +47,7 @@ async def models(model: ModelDep, settings: SettingsDep) -> dict[str, Any]:
         "unlabellable": m.taxonomy.unlabellable,
         # a bundle with its own context column: what clients send as each item's `context`
         "context": ({"column": m.data_spec.context_column, "values": m.data_spec.context_values}
-                    if m.serving.use_context and m.data_spec is not None else None),
+                    if m.serving.context == "column" and m.data_spec is not None else None),
         # an NHS bundle reads each item's question_type (any spelling, twolane.rules)
         "question_types": list(QUESTION_TYPES) if m.is_nhs else None,
         # the training file's id and text columns (the web page's first column guesses)

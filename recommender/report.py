@@ -11,6 +11,7 @@ from typing import Any
 import matplotlib
 
 from recommender.cost import money, ms
+from recommender.tables import html_table
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -78,12 +79,6 @@ def plot_cost(lane: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def _table(rows: list[list[str]], head: list[str]) -> str:
-    th = "".join(f"<th>{h}</th>" for h in head)  # headers are our own HTML
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _cells_table(cells: list[dict[str, Any]]) -> str:
     rows = [[str(c["cores"]), str(c["batch"]), str(c["concurrency"]), f"{c['p50_ms']:.1f}",
              f"{c['p95_ms']:.1f} <small>({c['p95_range_ms'][0]:.0f}&ndash;"
@@ -93,7 +88,7 @@ def _cells_table(cells: list[dict[str, Any]]) -> str:
              f"{c['cpu_ms_per_comment']:.2f}", f"{c['requests_ok']}", f"{c['errors']}",
              f"{c['rss_peak_mb']:.0f}", f"{c['server_threads']}",
              f"{100 * c['other_cpu_share']:.0f} %"] for c in cells]
-    return _table(rows, ["cores", "comments/request", "concurrency", "p50 ms",
+    return html_table(rows, ["cores", "comments/request", "concurrency", "p50 ms",
                          "p95 ms (min&ndash;max)", "p99 ms", "comments/s (min&ndash;max)",
                          "server CPU ms/comment", "requests", "errors", "peak RSS MB",
                          "threads", "other load"])
@@ -111,7 +106,7 @@ def _cands_table(choice: dict[str, Any]) -> str:
                      money(c["usd_per_million"]),
                      mark + (" (assumed)" if c["assumed"] else ""),
                      html.escape(c["basis"])])
-    return _table(rows, ["candidate", "vCPUs", "memory MB", "$/hour", "projected p95 ms",
+    return html_table(rows, ["candidate", "vCPUs", "memory MB", "$/hour", "projected p95 ms",
                          "projected comments/s", "$ per million comments", "verdict", "basis"])
 
 
@@ -210,7 +205,7 @@ def llm_html(llm: dict[str, Any] | None) -> str:
     return (f"<h2>LLM endpoint (summaries)</h2><p>A summary job of {llm['comments_per_job']} "
             f"comments reports about {llm['themes_per_job']} themes: {llm['requests_per_job']} "
             f"LLM requests on an async endpoint scaled to zero between jobs.</p>"
-            f"{_table(rows, head)}<ul>{notes}</ul>")
+            f"{html_table(rows, head)}<ul>{notes}</ul>")
 
 
 def write_report(doc: dict[str, Any], out: Path) -> Path:

@@ -15,6 +15,7 @@ import numpy as np
 from recommender.billing import Estimate, Host, Workload, choose, estimate
 from recommender.cascade import cascade_doc
 from recommender.cost import money
+from recommender.tables import html_table
 
 NHS_WORKLOAD = Workload(comments_per_week=5000, jobs_per_week=3, max_wait_s=900)
 
@@ -234,8 +235,6 @@ HEAD = ["host", "kind", "$ per job", "$ per month", "$ per million comments", "w
 
 
 def html_section(doc: dict[str, Any]) -> str:
-    from recommender.report import _table
-
     parts = ["<h2>Batch lane: which host, for your workload</h2>",
              "<p>What AWS bills for a job, not steady-state throughput: an asynchronous "
              "endpoint scaled to zero bills its wake-up, provisioning and the idle minutes "
@@ -249,20 +248,20 @@ def html_section(doc: dict[str, Any]) -> str:
                      + "</div>")
         rows = [_row(e, chosen) for e in wd["estimates"]]
         rows += [_row(e, None, reference=True) for e in wd["reference"]]
-        parts.append(_table(rows, HEAD))
+        parts.append(html_table(rows, HEAD))
     sw = doc["sweep"]
     rows = [[wait_text(c["max_wait_s"]), html.escape(crossing_text(c["measured"])),
              html.escape(crossing_text(c["with_assumed"]))] for c in sw["crossings_by_wait"]]
     parts.append(f"<p>Where the cheapest host changes ({sw['jobs_per_week']:g} jobs a week, "
                  "1,000 to 100 million comments a week), by how long a job may wait:</p>" +
-                 _table(rows, ["results within", "measured hosts only", "assumed hosts too"]))
+                 html_table(rows, ["results within", "measured hosts only", "assumed hosts too"]))
     parts.append(f"<p><img src='{doc['plots']['cost']}' alt='monthly cost against volume'>"
                  f"</p><p><img src='{doc['plots']['wait']}' alt='wait against volume'></p>")
     rows = [[html.escape(k), f"{v['value']:.4g} {html.escape(v['unit'])}",
              html.escape(v["status"]), html.escape(v["source"])]
             for k, v in doc["inputs"].items()]
     parts.append("<h3>Inputs of the billing model</h3>" +
-                 _table(rows, ["input", "value", "status", "source"]))
+                 html_table(rows, ["input", "value", "status", "source"]))
     return "\n".join(parts)
 
 

@@ -86,7 +86,7 @@ def test_predict_labels_and_sentiment(client: TestClient, predictor: Any) -> Non
     assert body["model_version"] == predictor.version
     assert [x["comment_id"] for x in body["results"]] == ["a1", "a2", "a3"]
     direct = predictor.predict_texts([c["comment_text"] for c in COMMENTS],
-                               question_types=[c["question_type"] for c in COMMENTS],
+                               contexts=[c["question_type"] for c in COMMENTS],
                                ids=["a1", "a2", "a3"])
     for got, want in zip(body["results"], direct, strict=False):
         assert got["labels"] == want.labels

@@ -91,7 +91,7 @@ def run(s3: Any, predictor: Any, key: str, **settings: Any) -> dict[str, Any]:
 def check_results(results: list[dict[str, Any]], predictor: Any) -> None:
     assert [r["comment_id"] for r in results] == ["c1", "c2", "c3", "c4"]
     direct = predictor.predict_texts([r[1] for r in ROWS], ids=[r[0] for r in ROWS],
-                               question_types=[r[2] or None for r in ROWS])
+                               contexts=[r[2] or None for r in ROWS])
     assert [r["labels"] for r in results] == [p.labels for p in direct]
     assert results[2]["labels"] == [LABELLING_NOT_POSSIBLE]
 

@@ -217,7 +217,7 @@ CHART_JS = "const c = Chart.getChart(arguments[0]); return {labels: c.data.label
 def expected_predictions(predictor: Any, df: Any) -> dict[str, Any]:
     ids = list(df["Comment ID"])
     preds = predictor.predict_texts(list(df["FFT answer"]),
-                              question_types=[question_type(q) for q in df["FFT question"]], ids=ids)
+                              contexts=[question_type(q) for q in df["FFT question"]], ids=ids)
     return dict(zip(ids, preds, strict=False))
 
 

@@ -34,7 +34,7 @@ def test_real_comments_get_plausible_labels(predictor: InstantPredictor) -> None
     test = load_dataset(DEFAULT_DATA).test
     idx = [i for i, t in enumerate(test.texts) if not is_unlabellable(t)][:300]
     texts = [test.texts[i] for i in idx]
-    preds = predictor.predict_texts(texts, question_types=[test.question_types[i] for i in idx])
+    preds = predictor.predict_texts(texts, contexts=[test.question_types[i] for i in idx])
     truth = [{predictor.labels[j] for j in np.flatnonzero(test.Y[i])} for i in idx]
     hits = sum(bool(set(p.labels) & t) for p, t in zip(preds, truth, strict=False))
     assert hits / len(idx) > 0.5  # at least one right label on most comments
@@ -165,7 +165,7 @@ def test_question_type_is_a_feature(predictor: InstantPredictor) -> None:
     np.testing.assert_allclose(predictor.predict_proba(text, [None]),
                                predictor.predict_proba(text), atol=1e-7)  # None = nonspecific
     with pytest.raises(ValueError, match="question types"):
-        predictor.predict_texts(["a", "b"], question_types=["what_good"])
+        predictor.predict_texts(["a", "b"], contexts=["what_good"])
 
 
 def test_get_predictor_resolves_from_settings(instant_bundle: Path, monkeypatch: pytest.MonkeyPatch

@@ -143,7 +143,7 @@ class ArrayPredictor(Protocol):
     def manifest(self) -> Manifest: ...
 
     def predict_arrays(self, texts: Sequence[object],
-                       question_types: Sequence[str | None] | None = None
+                       contexts: Sequence[str | None] | None = None
                        ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
@@ -171,10 +171,10 @@ def contexts_of(manifest: Manifest, contexts: Sequence[str | None] | None) -> np
 
 
 def observe(predictor: ArrayPredictor, texts: Sequence[object],
-            question_types: Sequence[str | None] | None, known: frozenset[str], ngram_max: int
+            contexts: Sequence[str | None] | None, known: frozenset[str], ngram_max: int
             ) -> dict[str, np.ndarray | None]:
     """Per-comment values of every signal (see the module table), arrays of length len(texts);
-    float arrays hold NaN where a signal does not apply. `question_types`: the comments' NHS
+    float arrays hold NaN where a signal does not apply. `contexts`: the comments' NHS
     question types, or their context values for a bundle with a context column. context is
     None when no comment has one (or the bundle reads none); sentiment and
     sentiment_confidence are None for a bundle that scores no sentiment."""
@@ -187,8 +187,8 @@ def observe(predictor: ArrayPredictor, texts: Sequence[object],
         if grams:
             share[i] = len(grams & known) / len(grams)
     length = np.array([len(t) for t in clean], dtype=float)
-    context = contexts_of(manifest, question_types)
-    P, S = predictor.predict_arrays(list(texts), question_types)
+    context = contexts_of(manifest, contexts)
+    P, S = predictor.predict_arrays(list(texts), contexts)
     labels = predictor.labels
     if tax.unlabellable is not None:
         unl = np.asarray(P[:, labels.index(tax.unlabellable)] >= 1.0)
@@ -358,11 +358,11 @@ class Checker:
     known: frozenset[str]
 
     def check(self, predictor: ArrayPredictor, texts: Sequence[object],
-              question_types: Sequence[str | None] | None = None) -> DriftReport:
+              contexts: Sequence[str | None] | None = None) -> DriftReport:
         """The drift report of these comments (any number >= 1)."""
         if not texts:
             raise ValueError("no comments to compare")
-        obs = observe(predictor, texts, question_types, self.known, self.reference.ngram_max)
+        obs = observe(predictor, texts, contexts, self.known, self.reference.ngram_max)
         return compare(self.reference, obs)
 
     def check_items(self, predictor: ArrayPredictor, items: Sequence[CommentIn]) -> DriftReport:

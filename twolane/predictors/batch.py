@@ -153,18 +153,18 @@ def combine(w: float, how: str, p_transformer: np.ndarray, p_instant: np.ndarray
 
 
 def stack_features(s_transformer: np.ndarray, s_instant: np.ndarray,
-                   question_types: Sequence[object] | None) -> np.ndarray:
+                   contexts: Sequence[object] | None) -> np.ndarray:
     """The sentiment stacker's input: [log p_transformer | log p_instant | question type one-hot
     (QUESTION_TYPES order)], n x (2 * classes + 3); probabilities clipped to >= 1e-6 first."""
     n = len(s_transformer)
-    qts = [question_type_of(q) for q in question_types] if question_types is not None else [None] * n
+    qts = [question_type_of(q) for q in contexts] if contexts is not None else [None] * n
     onehot = np.array([[float(q == k) for k in QUESTION_TYPES] for q in qts], np.float64).reshape(n, -1)
     return np.hstack([np.log(np.clip(s_transformer, 1e-6, 1.0)), np.log(np.clip(s_instant, 1e-6, 1.0)),
                       onehot])
 
 
 def mix_sentiment(mix: SentimentMix, s_transformer: np.ndarray, s_instant: np.ndarray,
-                  question_types: Sequence[object] | None = None) -> np.ndarray:
+                  contexts: Sequence[object] | None = None) -> np.ndarray:
     """The batch lane's sentiment probabilities (n x classes, float32) from the transformer's and
     the instant lane's (NaN rows: the instant model knows no word; those keep the transformer's).
 
@@ -177,7 +177,7 @@ def mix_sentiment(mix: SentimentMix, s_transformer: np.ndarray, s_instant: np.nd
     s_i = np.nan_to_num(np.asarray(s_instant, np.float64))
     stack = mix.stack if mix.method == "stack" else None
     if stack is not None:
-        z = stack_features(s_t, s_i, question_types) @ np.asarray(stack.coef, np.float64).T
+        z = stack_features(s_t, s_i, contexts) @ np.asarray(stack.coef, np.float64).T
         z = z + np.asarray(stack.intercept, np.float64)
         e = np.exp(z - z.max(1, keepdims=True))
         mixed = e / e.sum(1, keepdims=True)
@@ -262,22 +262,22 @@ class BatchPredictor:
                                       "from the batch bundle's")
         return cls(bundle_dir, manifest, encoder, name, instant)
 
-    def probabilities(self, texts: Sequence[str], question_types: Sequence[str | None] | None = None
+    def probabilities(self, texts: Sequence[str], contexts: Sequence[str | None] | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(multilabel probabilities as served n x L, sentiment probabilities n x classes,
         unknown bool n) for labellable texts; `unknown` marks comments with no n-gram the
         embedded instant model knows (the rule book's unknown-text rule; all False without an
-        instant bundle). question_types: the NHS question types, or the context values of a
+        instant bundle). contexts: the NHS question types, or the context values of a
         bundle with a context column."""
-        lab, sen = self.encoder.proba(encoder_inputs(texts, question_types, self._serving.context == "column"))
+        lab, sen = self.encoder.proba(encoder_inputs(texts, contexts, self._serving.context == "column"))
         unknown = np.zeros(len(texts), bool)
         if self.instant is not None and self.ensemble is not None and len(texts):
-            inst, inst_sen = self.instant.predict_arrays(list(texts), question_types)
+            inst, inst_sen = self.instant.predict_arrays(list(texts), contexts)
             inst = np.asarray(inst, dtype=np.float32)
             # the instant predictor's rule verdict (no unlabellable label: a row of zeros)
             unknown = np.asarray(inst[:, self._lnp] >= 1.0 if self._lnp is not None else ~inst.any(1), bool)
             lab = combine(self.ensemble.weight_transformer, self.ensemble.combine, lab, inst)
-            sen = mix_sentiment(self.ensemble.sentiment, sen, inst_sen, question_types)
+            sen = mix_sentiment(self.ensemble.sentiment, sen, inst_sen, contexts)
         return lab, sen, unknown
 
     def predict(self, items: Sequence[CommentIn], *, target: JobTarget = "ms",
@@ -289,21 +289,21 @@ class BatchPredictor:
                                   include_probabilities=include_probabilities)
 
     def predict_arrays(self, texts: Sequence[object],
-                       question_types: Sequence[str | None] | None = None
+                       contexts: Sequence[str | None] | None = None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(label probabilities n x L, sentiment probabilities n x classes, labellable bool n)
         for all texts: unlabellable and unknown rows get P = 1.0 in the unlabellable column (all
         0 when the taxonomy has none) and NaN sentiment, as the instant predictor's arrays."""
         clean = [normalise(t) for t in texts]
-        if question_types is not None and len(question_types) != len(clean):
-            raise ValueError("question_types and texts differ in length")
+        if contexts is not None and len(contexts) != len(clean):
+            raise ValueError("contexts and texts differ in length")
         n = len(clean)
         ok = np.fromiter((labellable(t) for t in clean), bool, n)
         P = np.zeros((n, len(self.labels)), np.float32)
         S = np.full((n, self._n_sent), np.nan, np.float32)
         idx = np.flatnonzero(ok)
         if len(idx):
-            qts = [question_types[int(i)] for i in idx] if question_types is not None else None
+            qts = [contexts[int(i)] for i in idx] if contexts is not None else None
             lab, sen, unknown = self.probabilities([clean[i] for i in idx], qts)
             P[idx], S[idx] = lab, sen
             ok[idx[unknown]] = False
@@ -314,7 +314,7 @@ class BatchPredictor:
         return P, S, ok
 
     def predict_texts(self, texts: Sequence[object],
-                      question_types: Sequence[str | None] | None = None,
+                      contexts: Sequence[str | None] | None = None,
                       target: str = "ms", ids: Sequence[str] | None = None,
                       include_probabilities: bool = False) -> list[Prediction]:
         """target: "m" labels only, "s" sentiment only, "ms" both. Output in input order.
@@ -325,7 +325,7 @@ class BatchPredictor:
         ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(len(texts))]
         if len(ids) != len(texts):
             raise ValueError("ids and texts differ in length")
-        P, S, ok = self.predict_arrays(texts, question_types)
+        P, S, ok = self.predict_arrays(texts, contexts)
         D = self.decider.decide(P, S, ~ok)
         out = predictions(ids, self.labels, D, S if self._has_sentiment else None, ok,
                           P if include_probabilities else None, digits=4,

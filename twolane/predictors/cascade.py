@@ -73,7 +73,7 @@ def split_lanes(predictor: InstantPredictor, rule: Cascade, items: Sequence[Comm
     target=target)`, and so /v1/predict, gives) and which of them go to the batch lane (bool n,
     `escalate`), from one pass of the model."""
     texts = [i.comment_text for i in items]
-    P, S = predictor.predict_arrays(texts, [i.question_type for i in items])
+    P, S = predictor.predict_arrays(texts, predictor.manifest.serving.contexts(items))
     lnp = predictor.decider.lnp
     answered = P[:, lnp] < 1.0 if lnp is not None else np.ones(len(items), bool)
     D = predictor.decide(P, S)

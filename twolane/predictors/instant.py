@@ -136,16 +136,16 @@ class InstantPredictor:
         known = np.concatenate(K_parts) if K_parts else np.ones(len(texts), bool)
         return np.concatenate(P_parts), (np.concatenate(S_parts) if S_parts else None), known
 
-    def _texts(self, texts: Sequence[object], question_types: Sequence[str | None] | None
+    def _texts(self, texts: Sequence[object], contexts: Sequence[str | None] | None
                ) -> tuple[list[str], np.ndarray]:
-        """Model inputs and the mask of labellable rows. question_types: the NHS question types,
+        """Model inputs and the mask of labellable rows. contexts: the NHS question types,
         or, for a bundle with a context column (serving.context "column"), the context values."""
         clean = [normalise(t) for t in texts]
         ok = np.fromiter((labellable(t) for t in clean), bool, len(clean))
-        if question_types is not None and len(question_types) != len(clean):
-            raise ValueError(f"{len(question_types)} question types for {len(clean)} texts")
+        if contexts is not None and len(contexts) != len(clean):
+            raise ValueError(f"{len(contexts)} context values for {len(clean)} texts")
         if self._serving.context != "none":
-            qts = question_types if question_types is not None else [None] * len(clean)
+            qts = contexts if contexts is not None else [None] * len(clean)
             make = context_input if self._serving.context == "column" else model_input
             clean = [make(t, q) for t, q in zip(clean, qts, strict=False)]
         return clean, ok
@@ -171,31 +171,31 @@ class InstantPredictor:
             P[~ok, self._lnp] = 1.0
         return P, S
 
-    def predict_proba(self, texts: Sequence[object], question_types: Sequence[str | None] | None = None
+    def predict_proba(self, texts: Sequence[object], contexts: Sequence[str | None] | None = None
                       ) -> np.ndarray:
         """Per-label probabilities, n x len(labels), of the bundle's default model.
 
-        Unlabellable rows: 1.0 for "Labelling not possible", 0 elsewhere. `question_types`
+        Unlabellable rows: 1.0 for "Labelling not possible", 0 elsewhere. `contexts`
         (what_good / could_improve / nonspecific; None = nonspecific) is a model feature.
         """
-        clean, ok = self._texts(texts, question_types)
+        clean, ok = self._texts(texts, contexts)
         return self._both(clean, ok, sentiment=False)[0]
 
     def sentiment_proba(self, texts: Sequence[object],
-                        question_types: Sequence[str | None] | None = None) -> np.ndarray:
+                        contexts: Sequence[str | None] | None = None) -> np.ndarray:
         """Sentiment class probabilities, n x classes (the taxonomy's order; NHS: 1 very
         positive .. 5 very negative).
 
         Unlabellable rows are all NaN (they get no sentiment).
         """
-        clean, ok = self._texts(texts, question_types)
+        clean, ok = self._texts(texts, contexts)
         return self._both(clean, ok)[1]
 
     def predict_arrays(self, texts: Sequence[object],
-                       question_types: Sequence[str | None] | None = None
+                       contexts: Sequence[str | None] | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
         """(label probabilities n x labels, sentiment probabilities n x classes) in one pass."""
-        clean, ok = self._texts(texts, question_types)
+        clean, ok = self._texts(texts, contexts)
         return self._both(clean, ok)
 
     def decide(self, P: np.ndarray, S: np.ndarray | None = None,
@@ -223,14 +223,14 @@ class InstantPredictor:
         return [restrict(p, target) for p in preds]
 
     def predict_texts(self, texts: Sequence[object],
-                      question_types: Sequence[str | None] | None = None,
+                      contexts: Sequence[str | None] | None = None,
                       include_probabilities: bool = False, ids: Sequence[str] | None = None
                       ) -> list[Prediction]:
         """One Prediction per text, in input order. ids default to "0", "1", ..."""
         n = len(texts)
         if ids is not None and len(ids) != n:
             raise ValueError(f"{len(ids)} ids for {n} texts")
-        clean, ok = self._texts(texts, question_types)
+        clean, ok = self._texts(texts, contexts)
         P, S = self._both(clean, ok)
         D = self.decide(P, S, ~ok)
         ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(n)]

@@ -129,13 +129,13 @@ def requirements(lane: Lane = "instant", pyproject: Path = REPO_ROOT / "pyprojec
 
 
 def code_files() -> list[Path]:
-    """The files copied into the asset: twolane/ and the handlers (no CDK constructs), plus
+    """The files copied into the asset: twolane/ and the handlers (functions/: no CDK constructs, they live in infra/lambdas/), plus
     the package data the app serves (the web page under twolane/api/page/: the app mounts
     that folder at import, so an asset without it cannot start)."""
     files = []
     for pkg in CODE_PACKAGES:
         for f in sorted((REPO_ROOT / pkg).rglob("*.py")):
-            if f.name != "construct.py" and "__pycache__" not in f.parts:
+            if "__pycache__" not in f.parts:
                 files.append(f)
     files += sorted(f for f in PAGE_DATA.rglob("*") if f.is_file() and f.suffix != ".pyc"
                     and "__pycache__" not in f.parts and f.suffix != ".py")

@@ -84,7 +84,6 @@ def docker_command(lane: Lane = "instant") -> list[str]:
         "cp -r /asset-input/twolane /asset-output/twolane",
         "mkdir -p /asset-output/functions",
         "cp -r /asset-input/functions/. /asset-output/functions/",
-        "find /asset-output -name construct.py -path '*/functions/*' -delete",
         f"cp -r /bundle /asset-output/{BUNDLE_DIR}",
     ])
     return ["bash", "-c", script]

@@ -26,10 +26,10 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from functions.api.construct import InstantApi
-from functions.batch_worker.construct import BatchWorker
-from functions.dropfolder.construct import DropFolder
-from functions.notifications.construct import JobNotifications
+from infra.lambdas.api import InstantApi
+from infra.lambdas.batch_worker import BatchWorker
+from infra.lambdas.dropfolder import DropFolder
+from infra.lambdas.notifications import JobNotifications
 from infra.batch_lane import AsyncEndpoint
 from infra.batch_lane.topics import BatchTopics
 from infra.build_lambda_asset import BUNDLE_DIR

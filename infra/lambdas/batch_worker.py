@@ -1,4 +1,4 @@
-"""CDK construct for the batch worker (batch.host "lambda"): this folder's handler runs the
+"""CDK construct for the batch worker (batch.host "lambda"): functions/batch_worker/'s handler runs the
 transformer on one shard of a batch job per asynchronous invocation ("Lambda fan-out": the API
 and the drop folder invoke it once per shard, so a job's shards run in parallel).
 
@@ -8,7 +8,6 @@ SageMaker does for the async endpoint (its own pair of `BatchTopics`); the job-n
 Lambda takes it from there.
 Lambda does not retry a failed invocation (a shard runs once, as on the endpoint); a failed or
 expired one goes to the error topic as Lambda's on-failure destination record.
-Imported by infra only.
 """
 
 from __future__ import annotations

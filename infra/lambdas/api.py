@@ -1,8 +1,7 @@
-"""CDK construct for the instant-lane API: this folder's handler behind an HTTP API.
+"""CDK construct for the instant-lane API: functions/api/'s handler behind an HTTP API.
 
 HTTP API (API Gateway v2) -> Lambda authorizer (API keys, hashed in SSM) -> API Lambda (Mangum).
-Throttling is set on the stage; access logs go to CloudWatch Logs. Imported by infra only;
-never imported at run time (the Lambda asset carries it, but nothing loads it).
+Throttling is set on the stage; access logs go to CloudWatch Logs.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from constructs import Construct
 
 from infra.common import Shared, acknowledge, python_function, retention
 
-AUTHORIZER_CODE = Path(__file__).resolve().parent / "authorizer"
+AUTHORIZER_CODE = Path(__file__).resolve().parents[2] / "functions" / "api" / "authorizer"
 API_KEY_HEADER = "x-api-key"
 # Served without the authorizer: the web page (twolane/api/routers/page.py) and the health check
 # (twolane/api/routers/health.py), GET and HEAD (uptime checks). The app's Gate opens the same.

@@ -1,7 +1,7 @@
-"""CDK construct for the job-completion Lambda: this folder's handler on the batch lane's SNS
+"""CDK construct for the job-completion Lambda: functions/notifications/'s handler on the batch lane's SNS
 success and error topics (the async endpoint's, or the batch worker Lambda's with its on-failure
 destination records: `infra/batch_lane/topics.py`). It moves job records forward (pending -> succeeded|failed) and
-deletes the job input once predictions exist. Imported by infra only.
+deletes the job input once predictions exist.
 """
 
 from __future__ import annotations

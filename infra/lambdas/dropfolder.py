@@ -1,7 +1,7 @@
-"""CDK construct for the S3 drop folder: this folder's handler on `inbox/` object-created events.
+"""CDK construct for the S3 drop folder: functions/dropfolder/'s handler on `inbox/` object-created events.
 
 S3 invokes the Lambda asynchronously; failed events are retried, then kept in an SQS queue
-(on-failure destination) for ops to inspect and replay. Imported by infra only.
+(on-failure destination) for ops to inspect and replay.
 """
 
 from __future__ import annotations

@@ -129,9 +129,10 @@ def requirements(lane: Lane = "instant", pyproject: Path = REPO_ROOT / "pyprojec
 
 
 def code_files() -> list[Path]:
-    """The files copied into the asset: twolane/ and the handlers (functions/: no CDK constructs, they live in infra/lambdas/), plus
-    the package data the app serves (the web page under twolane/api/page/: the app mounts
-    that folder at import, so an asset without it cannot start)."""
+    """The files copied into the asset: twolane/ and the handlers (functions/; their CDK
+    constructs live in infra/lambdas/), plus the package data the app serves (the web page
+    under twolane/api/page/: the app mounts that folder at import, so an asset without it
+    cannot start)."""
     files = []
     for pkg in CODE_PACKAGES:
         for f in sorted((REPO_ROOT / pkg).rglob("*.py")):

@@ -26,15 +26,15 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from infra.lambdas.api import InstantApi
-from infra.lambdas.batch_worker import BatchWorker
-from infra.lambdas.dropfolder import DropFolder
-from infra.lambdas.notifications import JobNotifications
 from infra.batch_lane import AsyncEndpoint
 from infra.batch_lane.topics import BatchTopics
 from infra.build_lambda_asset import BUNDLE_DIR
 from infra.common import Shared, acknowledge, logical_id
 from infra.config import ConfigError, DeployConfig
+from infra.lambdas.api import InstantApi
+from infra.lambdas.batch_worker import BatchWorker
+from infra.lambdas.dropfolder import DropFolder
+from infra.lambdas.notifications import JobNotifications
 from infra.llm_lane import LlmEndpoint, llm_endpoint_name
 from infra.monitoring import Monitoring
 from infra.storage import (

@@ -103,8 +103,8 @@ def test_up_without_the_batch_lane_tells_the_api_so(monkeypatch: pytest.MonkeyPa
     from typer.testing import CliRunner
 
     import local_stack.stack
-    from twolane_cli.app import app
     from twolane.settings import get_settings
+    from twolane_cli.app import app
 
     seen: list[tuple[bool, bool]] = []
     monkeypatch.setattr(local_stack.stack, "up", lambda **kw: seen.append(

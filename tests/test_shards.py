@@ -257,8 +257,8 @@ def test_twolane_up_takes_the_number_of_workers(monkeypatch: pytest.MonkeyPatch)
     from typer.testing import CliRunner
 
     import local_stack.stack
-    from twolane_cli.app import app
     from twolane.settings import get_settings
+    from twolane_cli.app import app
 
     seen: list[int] = []
     monkeypatch.setattr(local_stack.stack, "up",

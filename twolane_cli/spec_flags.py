@@ -25,8 +25,8 @@ SPEC_FLAGS: dict[str, str] = {
     "label_columns": "Wide 0/1 label columns, comma-separated: A,B,C.",
     "sentiment_column": "Sentiment column, any classes (default: sentiment where present; none: no sentiment).",
     "sentiment_order": "Sentiment classes in order, comma-separated (needed for words; numbers sort by value).",
-    "context_column": "A categorical column that conditions the model, as the NHS question type does "
-                      "(the NHS preset's context is the question type).",
+    "context_column": "A categorical column that conditions the model (its context; the NHS preset's is "
+                      "the question type).",
     "unlabellable": "The label for text that cannot be labelled (default: 'Labelling not possible' where "
                     "the data has it; else none).",
 }

@@ -1,4 +1,5 @@
-"""The `twolane` command line. Each command is a thin wrapper over the module that owns it;
+"""The `twolane` command line, the top of the house (nothing imports it). Each command is a thin
+wrapper over the module that owns it: the local stack, the build, the recommender, infra;
 imports are lazy so `twolane --help` is instant and serving never imports build code."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ app.add_typer(build_app, name="build")
 DataOpt = typer.Option(None, "--data", help="Labelled comments: CSV, TSV, .xlsx or JSONL "
                        "(docs/own_data.md). Default: the bundled NHS data.")
 OutOpt = typer.Option(None, "--out", help="Bundles root. Default: ./bundles")
+
 
 def _refuse(err: Exception, code: int) -> typer.Exit:
     """One line on stderr, no traceback; the exit to raise."""

@@ -164,7 +164,7 @@ def test_question_type_is_a_feature(predictor: InstantPredictor) -> None:
     assert not np.allclose(good, improve)
     np.testing.assert_allclose(predictor.predict_proba(text, [None]),
                                predictor.predict_proba(text), atol=1e-7)  # None = nonspecific
-    with pytest.raises(ValueError, match="question types"):
+    with pytest.raises(ValueError, match="context values"):
         predictor.predict_texts(["a", "b"], contexts=["what_good"])
 
 

@@ -141,6 +141,8 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
        moto_port: int | None = None, dropbox: Path | None = Path("dropbox")) -> None:
     """Run the local stack until Ctrl-C: API, local S3 + drop folder, and (if `batch`) the batch lane."""
     from local_stack.invoker import local_job_service
+    from local_stack.recovery import expire_records, recover
+    from local_stack.supervise import health_checks, keep_running
     from local_stack.s3local import LocalS3
     from local_stack.watcher import DropFolderWatcher
     from twolane.api.app import create_app
@@ -175,8 +177,10 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
         jobs = local_job_service(settings)
         watcher = DropFolderWatcher(s3, settings.bucket, predictor, settings, dropbox,
                                     _print_outcome, jobs=jobs if batch else None)
+        recovered = recover(s3, settings.bucket, jobs, dropbox=dropbox,  # what a stop left
+                            record_days=settings.job_record_days)
         if batch:
-            watcher.defer(_pending_jobs(s3, settings.bucket, jobs))  # their queue was not kept
+            watcher.defer(recovered.resumed)  # their queue was not kept
         watcher.start()
         running.callback(watcher.stop)
 
@@ -188,6 +192,7 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
             running.callback(close)  # before the batch lane stops (callbacks run in reverse)
 
         app = create_app(predictor, settings, jobs)
+        app.state.health_checks = health_checks(local_s3, batch_handle)
         server = api_server(app, host, port, settings.request_read_seconds)
         api = threading.Thread(target=server.run, name="uvicorn", daemon=True)
         api.start()
@@ -206,35 +211,10 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
         _banner(host, port, mport, settings, predictor.version, dropbox, batch, batch_handle,
                 local_s3.credentials_file)
         try:
-            while not stop.is_set() and api.is_alive():
-                stop.wait(0.5)
+            keep_running(stop, api, local_s3, lambda: expire_records(
+                s3, settings.bucket, jobs.store, settings.job_record_days))
         except KeyboardInterrupt:
             pass
-
-
-def _pending_jobs(s3: Any, bucket: str, jobs: Any) -> list[str]:
-    """Jobs a previous run accepted and did not finish (their records are kept on disk, the
-    invocation queue is not): marked deferred, so the watcher starts them again once the batch
-    lane can take them. A job split into shards with some shards done is left as it is."""
-    from twolane.jobs.store import JOB_ID
-    from twolane.layout import JOBS
-
-    found: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=JOBS):
-        for o in page.get("Contents", []):
-            job_id = o["Key"][len(JOBS):].removesuffix(".json")
-            record = jobs.store.get(job_id) if JOB_ID.match(job_id) else None
-            if record is None or record.status != "pending":
-                continue
-            record = jobs.store.refresh(record)  # its output may be there already
-            if record.status != "pending" or any(sh.status != "pending" for sh in record.shards):
-                continue
-            if not record.deferred:
-                jobs.store.update(job_id, lambda r: r.model_copy(update={"deferred": True}))
-            found.append(job_id)
-    if found:
-        log.warning("%d unfinished jobs from the last run will start again", len(found))
-    return found
 
 
 def _stop_batch(handle: Any) -> None:

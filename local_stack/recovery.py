@@ -103,51 +103,73 @@ def recover(s3: Any, bucket: str, jobs: JobService, *, dropbox: Path | None,
     done = Recovered()
     live: set[str] = set()
     for record in _records(s3, bucket, store):
-        job_id = record.job_id
         if record.status == "pending":
-            record = store.refresh(record)
-        if record.status == "pending":
-            d = record.delivery
-            if d is not None and dropbox is not None and (dropbox / d.source_key).is_file():
-                store.close(job_id, RETAKEN)
-                done.closed += 1
-                continue
-            if not all(store.exists(u) for u in needed_inputs(record)):
-                record = store.mark_failed(job_id, LOST_INPUT)
-                done.failed += 1
-                log.warning("job %s: %s", job_id, LOST_INPUT)
-            else:
-                if not record.deferred:
-                    store.update(job_id, lambda r: r.model_copy(update={"deferred": True}))
-                done.resumed.append(job_id)
-                live.add(job_id)
+            settled = _settle_pending(store, record, dropbox, done)
+            if settled is None:
+                continue  # closed
+            record = settled
+            if record.status == "pending":
+                live.add(record.job_id)
                 continue
         if record.status in ("succeeded", "failed"):
-            plan_kept = record.kind == "summary" and record.status == "succeeded"  # read at collect
-            keep = {record.input_location} if plan_kept else set()
-            for uri in record.input_locations():
-                if uri not in keep:
-                    store.delete(uri)
-            if record.delivery is not None and deliver(store, record):
-                continue  # collected now: its objects are gone
-            live.add(job_id)
+            if not _settle_finished(store, record):
+                live.add(record.job_id)
             continue
         for uri in record.object_locations():  # collected
             store.delete(uri)
         if _expired(record, record_days, now):
-            store.delete(s3_uri(bucket, job_record_key(job_id)))
+            store.delete(s3_uri(bucket, job_record_key(record.job_id)))
             done.expired += 1
-    for prefix in (BATCH_INPUT, BATCH_OUTPUT, BATCH_FAILURES):
-        for key in _keys(s3, bucket, prefix):
-            m = _JOB_PREFIX.match(key[len(prefix):])
-            if m is None or m.group(1) not in live:
-                s3.delete_object(Bucket=bucket, Key=key)
-                done.swept += 1
+    done.swept = _sweep_orphans(s3, bucket, live)
     if done.resumed or done.failed or done.closed:
         log.warning("jobs left unfinished by the last run: %d start again, %d failed (input lost), "
                     "%d closed (their files are taken again)",
                     len(done.resumed), done.failed, done.closed)
     return done
+
+
+def _settle_pending(store: JobStore, record: JobRecord, dropbox: Path | None,
+                    done: Recovered) -> JobRecord | None:
+    """A pending job after a stop: closed (None), failed, or resumed (deferred); counted in `done`."""
+    job_id = record.job_id
+    record = store.refresh(record)  # a result written just before the stop counts
+    if record.status != "pending":
+        return record
+    d = record.delivery
+    if d is not None and dropbox is not None and (dropbox / d.source_key).is_file():
+        store.close(job_id, RETAKEN)
+        done.closed += 1
+        return None
+    if not all(store.exists(u) for u in needed_inputs(record)):
+        done.failed += 1
+        log.warning("job %s: %s", job_id, LOST_INPUT)
+        return store.mark_failed(job_id, LOST_INPUT)
+    if not record.deferred:
+        record = store.update(job_id, lambda r: r.model_copy(update={"deferred": True}))
+    done.resumed.append(job_id)
+    return record
+
+
+def _settle_finished(store: JobStore, record: JobRecord) -> bool:
+    """A succeeded or failed job: its input text deleted (a succeeded summary keeps its plan,
+    read at collection); a drop-folder job delivered. True when it is collected now."""
+    plan_kept = record.kind == "summary" and record.status == "succeeded"
+    for uri in record.input_locations():
+        if not (plan_kept and uri == record.input_location):
+            store.delete(uri)
+    return record.delivery is not None and deliver(store, record)
+
+
+def _sweep_orphans(s3: Any, bucket: str, live: set[str]) -> int:
+    """Delete the objects under batch/input|output|failures/ of no live job; how many."""
+    n = 0
+    for prefix in (BATCH_INPUT, BATCH_OUTPUT, BATCH_FAILURES):
+        for key in _keys(s3, bucket, prefix):
+            m = _JOB_PREFIX.match(key[len(prefix):])
+            if m is None or m.group(1) not in live:
+                s3.delete_object(Bucket=bucket, Key=key)
+                n += 1
+    return n
 
 
 def expire_records(s3: Any, bucket: str, store: JobStore, record_days: float,

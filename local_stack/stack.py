@@ -140,9 +140,8 @@ def _dropbox_ready(dropbox: Path | None) -> Path | None:
 def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
        moto_port: int | None = None, dropbox: Path | None = Path("dropbox")) -> None:
     """Run the local stack until Ctrl-C: API, local S3 + drop folder, and (if `batch`) the batch lane."""
+    from local_stack import recovery, supervise
     from local_stack.invoker import local_job_service
-    from local_stack.recovery import expire_records, recover
-    from local_stack.supervise import health_checks, keep_running
     from local_stack.s3local import LocalS3
     from local_stack.watcher import DropFolderWatcher
     from twolane.api.app import create_app
@@ -177,10 +176,10 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
         jobs = local_job_service(settings)
         watcher = DropFolderWatcher(s3, settings.bucket, predictor, settings, dropbox,
                                     _print_outcome, jobs=jobs if batch else None)
-        recovered = recover(s3, settings.bucket, jobs, dropbox=dropbox,  # what a stop left
-                            record_days=settings.job_record_days)
-        if batch:
-            watcher.defer(recovered.resumed)  # their queue was not kept
+        # What a stop left: every job ends; those resumed start again once the batch lane can
+        # take them (their queue was not kept; without the batch lane the watcher starts none).
+        watcher.defer(recovery.recover(s3, settings.bucket, jobs, dropbox=dropbox,
+                                       record_days=settings.job_record_days).resumed)
         watcher.start()
         running.callback(watcher.stop)
 
@@ -192,7 +191,7 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
             running.callback(close)  # before the batch lane stops (callbacks run in reverse)
 
         app = create_app(predictor, settings, jobs)
-        app.state.health_checks = health_checks(local_s3, batch_handle)
+        app.state.health_checks = supervise.health_checks(local_s3, batch_handle)
         server = api_server(app, host, port, settings.request_read_seconds)
         api = threading.Thread(target=server.run, name="uvicorn", daemon=True)
         api.start()
@@ -211,7 +210,7 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
         _banner(host, port, mport, settings, predictor.version, dropbox, batch, batch_handle,
                 local_s3.credentials_file)
         try:
-            keep_running(stop, api, local_s3, lambda: expire_records(
+            supervise.keep_running(stop, api, local_s3, lambda: recovery.expire_records(
                 s3, settings.bucket, jobs.store, settings.job_record_days))
         except KeyboardInterrupt:
             pass

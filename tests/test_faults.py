@@ -389,12 +389,11 @@ def test_an_unsigned_request_gets_403_and_s3s_xml_error_no_traceback(tmp_path: P
 
 def test_health_says_when_the_local_s3_is_down(predictor: Any, tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
+    from moto import settings as moto_settings
 
     from local_stack.s3local import LocalS3
     from local_stack.supervise import health_checks
     from twolane.api.app import create_app
-
-    from moto import settings as moto_settings
 
     saved = moto_settings.INITIAL_NO_AUTH_ACTION_COUNT  # LocalS3 turns moto's auth on: put back
     try:

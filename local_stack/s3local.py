@@ -141,11 +141,18 @@ def _refuse(start_response: StartResponse, status: str, code: str, message: str)
     return [body]
 
 
+_SIGV4 = re.compile(r"^AWS4-HMAC-SHA256 Credential=[^/\s,]+/\d{8}/[^/\s,]+/[^/\s,]+/aws4_request,"
+                    r"\s*SignedHeaders=[^,\s]+,\s*Signature=[0-9a-f]{64}$")
+_SIGV2 = re.compile(r"^AWS [^:\s]+:\S+$")
+
+
 def _signed(environ: dict[str, Any], query: str) -> bool:
-    """True when the request carries a signature (an Authorization header, or a presigned
-    URL's X-Amz-Signature / Signature); whether it is right is moto's IAM check."""
-    if environ.get("HTTP_AUTHORIZATION"):
-        return True
+    """True when the request carries a well-formed signature (an Authorization header of
+    SigV4's or SigV2's shape, or a presigned URL's X-Amz-Signature / Signature); whether it is
+    right is moto's IAM check (403 when not). A malformed header would make moto raise."""
+    auth = environ.get("HTTP_AUTHORIZATION")
+    if auth:
+        return bool(_SIGV4.match(auth) or _SIGV2.match(auth))
     params = {p.partition("=")[0].lower() for p in query.split("&") if p}
     return bool(params & {"x-amz-signature", "signature"})
 
@@ -172,7 +179,8 @@ class Guard:
                            "a key may not hold a '.' or '..' segment, a NUL or a backslash")
         if not _signed(environ, query):  # moto would answer 500 with a traceback
             return _refuse(start_response, "403 Forbidden", "AccessDenied",
-                           "the request is not signed; sign it with the local S3's credentials")
+                           "the request is not signed, or its signature is malformed; sign it "
+                           "with the local S3's credentials")
         body = b""
         if method == "POST" and "delete" in query.split("&"):  # DeleteObjects: read its keys
             length = int(environ.get("CONTENT_LENGTH") or 0)

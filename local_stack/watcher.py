@@ -335,7 +335,8 @@ class DropFolderWatcher(threading.Thread):
         if blocked is not None and time.monotonic() < blocked.next_try:
             return
         waiting = {k: key for key, t in self._taken.items() for k in t.done}
-        for key, (etag, _) in _keys(self.s3, self.bucket, prefix).items():
+        listed = _keys(self.s3, self.bucket, prefix)
+        for key, (etag, _) in listed.items():
             if key.endswith("/") or self._pulled.get(key) == etag:
                 continue
             target = _inside(dest, key[len(prefix):])
@@ -351,7 +352,7 @@ class DropFolderWatcher(threading.Thread):
             except OSError as exc:  # the local folder: S3 errors are not OSError
                 with contextlib.suppress(OSError):
                     tmp.unlink(missing_ok=True)
-                self._block(folder, exc, waiting.get(key))
+                self._block(folder, exc, self._waiting_on(listed))
                 return
             if folder in self._blocked:
                 del self._blocked[folder]
@@ -363,9 +364,15 @@ class DropFolderWatcher(threading.Thread):
             if key in waiting:
                 self._finish(waiting[key], key)
 
-    def _block(self, folder: str, exc: OSError, source: str | None) -> None:
+    def _waiting_on(self, keys: dict[str, Any]) -> list[str]:
+        """The inbox keys of local files whose result, report or failed copy is among `keys`."""
+        return [key for key, t in self._taken.items()
+                if any(k in keys for k in (*t.done, failed_keys(key)[0]))]
+
+    def _block(self, folder: str, exc: OSError, sources: list[str]) -> None:
         """`folder` could not be written: log it once (the reason: the error's type and its
-        errno text, never a path), and back off (doubling, at most BLOCKED_MAX_S)."""
+        errno text, never a path), name each local file left waiting in inbox/ once, and back
+        off (doubling, at most BLOCKED_MAX_S)."""
         blocked = self._blocked.get(folder)
         if blocked is None:
             reason = type(exc).__name__ + (f": {os.strerror(exc.errno)}" if exc.errno else "")
@@ -375,9 +382,11 @@ class DropFolderWatcher(threading.Thread):
         else:
             blocked.delay = min(blocked.delay * 2, BLOCKED_MAX_S)
         blocked.next_try = time.monotonic() + blocked.delay
-        if source is not None and source not in blocked.named:
-            blocked.named.add(source)
-            log.error("%s stays in inbox/ until %s/ can be written", shown(source[len(INBOX):]), folder)
+        for source in sources:
+            if source not in blocked.named:
+                blocked.named.add(source)
+                log.error("%s stays in inbox/ until %s/ can be written", shown(source[len(INBOX):]),
+                          folder)
 
     def _finish(self, key: str, done_key: str) -> None:
         """`key`'s result (or failure report) is now in the local folder: the local input leaves

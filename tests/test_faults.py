@@ -374,11 +374,14 @@ def test_an_unsigned_request_gets_403_and_s3s_xml_error_no_traceback(tmp_path: P
 
         wait_for(up, 60, "the local S3", every=0.1)
         good = local_s3_client(tmp_path / "state", port)
-        good.create_bucket(Bucket="b", CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
-        for r in (httpx.get(url + "/"), httpx.get(url + "/b"), httpx.put(url + "/b/inbox/x.csv", content=b"x"),
-                  httpx.delete(url + "/b/inbox/x.csv"), httpx.post(url + "/b?delete", content=b"<Delete/>"),
-                  httpx.get(url + "/b/k", headers={"authorization": "AWS4-HMAC-SHA256 Credential=x/y, "
-                                                                    "SignedHeaders=host, Signature=00"})):
+        good.create_bucket(Bucket="faults-b", CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+        b = url + "/faults-b"
+        wrong = ("AWS4-HMAC-SHA256 Credential=LKIA0000/20260101/eu-west-2/s3/aws4_request, "
+                 "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64)
+        for r in (httpx.get(url + "/"), httpx.get(b), httpx.put(b + "/inbox/x.csv", content=b"x"),
+                  httpx.delete(b + "/inbox/x.csv"), httpx.post(b + "?delete", content=b"<Delete/>"),
+                  httpx.get(b + "/k", headers={"authorization": "AWS4-HMAC-SHA256 Signature=00"}),
+                  httpx.get(b + "/k", headers={"authorization": wrong, "x-amz-date": "20260101T000000Z"})):
             assert r.status_code == 403, (r.request.method, r.request.url, r.status_code, r.text)
             assert r.headers["content-type"] == "application/xml" and "<Error><Code>" in r.text
     finally:

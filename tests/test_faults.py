@@ -81,7 +81,7 @@ def _start(tmp_path: Path, env: dict[str, str], port: int, mport: int, log: Path
             return False
 
     try:
-        wait_for(healthy, 180, "the API", every=0.2)
+        wait_for(healthy, 300, "the API", every=0.2)
     except BaseException:
         stop_up(proc)
         raise
@@ -109,7 +109,7 @@ def test_sigkill_mid_job_in_parts_then_restart_ends_every_job_and_keeps_no_text(
                TWOLANE_POLL_SECONDS="0.2", TWOLANE_DROP_SETTLE_SECONDS="0.5",
                TWOLANE_BUCKET="faults", TWOLANE_STATE_DIR=str(tmp_path / "state"),
                TWOLANE_BUNDLES=str(tmp_path / "bundles"), TWOLANE_BATCH_SHARD_SIZE="50",
-               TWOLANE_SERVE_DELAY_S="0.5", TWOLANE_BATCH_MAX_CONCURRENCY="1",
+               TWOLANE_SERVE_DELAY_S="1", TWOLANE_BATCH_MAX_CONCURRENCY="1",
                PYTHONUNBUFFERED="1")
     log = tmp_path / "up.log"
     items = [{"comment_id": f"a{i}", "comment_text": f"{MARK} {i}: kind nurses, awful parking"}
@@ -125,18 +125,19 @@ def test_sigkill_mid_job_in_parts_then_restart_ends_every_job_and_keeps_no_text(
         (drop / "inbox" / "batch" / "file.csv.part").rename(drop / "inbox" / "batch" / "file.csv")
         s3 = local_s3_client(tmp_path / "state", mport)
 
-        def part_done_and_file_taken() -> bool:
+        def part_done_and_file_taken() -> str | None:
+            """The file's job id, once it exists and a part of the API job is done."""
             recs = {rec["job_id"]: rec for rec in _records(s3, "faults")}
             api = recs.get(job_id)
-            file_job = [rec for rec in recs.values() if rec.get("delivery")]
-            return bool(api and file_job and api["status"] == "pending"
+            file_job = [rec["job_id"] for rec in recs.values() if rec.get("delivery")]
+            done = bool(api and api["status"] == "pending"
                         and any(sh["status"] == "succeeded" for sh in api["shards"]))
+            return file_job[0] if done and file_job else None
 
-        wait_for(part_done_and_file_taken, 180, "a part done", every=0.05)
+        old_file_job = wait_for(part_done_and_file_taken, 600, "a part done", every=0.05)
     finally:
         proc.kill()  # SIGKILL: no clean-up of any kind
         proc.wait(30)
-    old_file_job = next(rec["job_id"] for rec in _records(s3, "faults") if rec.get("delivery"))
     assert text_in_state(tmp_path / "state")  # the kill left text behind...
     proc = _start(tmp_path, env, port, mport, log)
     try:
@@ -144,13 +145,13 @@ def test_sigkill_mid_job_in_parts_then_restart_ends_every_job_and_keeps_no_text(
             got = httpx.get(url, timeout=30)
             return got if got.status_code != 202 else None
 
-        done = wait_for(finished, 240, "the API job", every=0.2)
+        done = wait_for(finished, 600, "the API job", every=0.2)
         assert done.status_code == 200, done.text
         assert [x["comment_id"] for x in done.json()["results"]] == [i["comment_id"] for i in items]
         assert httpx.get(url, timeout=30).status_code == 410
         out = drop / "outbox" / "batch" / "file.csv"
         wait_for(lambda: out.is_file() and not (drop / "inbox" / "batch" / "file.csv").exists(),
-                 240, "the file labelled", every=0.2)
+                 600, "the file labelled", every=0.2)
         rows = list(csv.DictReader(io.StringIO(out.read_text())))
         assert [x["comment_id"] for x in rows] == [f"f{i}" for i in range(120)]
         s3 = local_s3_client(tmp_path / "state", mport)

@@ -28,6 +28,12 @@ Each local entry is handled on its own (an error with one never stops the others
 * a file that vanishes before it is taken is forgotten.
 Log lines name files relative to inbox/ (escaped) and exceptions by type, never a local path
 or an exception's text.
+
+Nothing is announced before it is true: `on_outcome` hears of a labelled (or failed) file only
+once its result (or failed copy) is in the local folder. A local outbox/ or failed/ that cannot
+be written is named once in the log with the reason, and tried again with back-off (doubling up
+to BLOCKED_MAX_S); the files waiting on it stay in inbox/, each named once, and the other
+folder goes on (a malformed file still reaches failed/ while outbox/ is blocked).
 """
 
 from __future__ import annotations

@@ -191,7 +191,7 @@ class _Invoker:
 
 def _service(s3: Any) -> tuple[JobService, _Invoker]:
     inv = _Invoker()
-    return JobService(S3JobStore(s3, BUCKET), inv, Settings(bucket=BUCKET).batch), inv  # type: ignore[arg-type]
+    return JobService(S3JobStore(s3, BUCKET), inv, Settings(bucket=BUCKET).batch), inv
 
 
 def _in_parts(store: S3JobStore, n: int = 3, *, kind: str = "classify", done: int = 1,
@@ -200,7 +200,7 @@ def _in_parts(store: S3JobStore, n: int = 3, *, kind: str = "classify", done: in
     job_id = uuid.uuid4().hex
     shards = [Shard(index=i, start=i * 10, end=i * 10 + 10, inference_id=shard_inference_id(job_id, i),
                     input_location=store.shard_input_location(job_id, i)) for i in range(n)]
-    rec = JobRecord(job_id=job_id, kind=kind, target="ms" if kind == "classify" else "summary",  # type: ignore[arg-type]
+    rec = JobRecord(job_id=job_id, kind=kind, target="ms" if kind == "classify" else "summary",
                     items=n * 10, input_location=store.input_location(job_id), created_at=now_iso(),
                     updated_at=now_iso(), shards=shards, delivery=delivery)
     store.create_sharded(rec, [json.dumps({"items": [{"comment_text": f"{MARK} {i}"}]}).encode()
@@ -391,12 +391,16 @@ def test_an_unsigned_request_gets_403_and_s3s_xml_error_no_traceback(tmp_path: P
     assert "Traceback" not in log.read_text()
 
 
-def test_health_says_when_the_local_s3_is_down(predictor: Any, tmp_path: Path) -> None:
+def test_health_says_when_the_local_s3_is_down_and_up_stops_loudly(predictor: Any, tmp_path: Path) -> None:
+    """/health answers 503 "degraded" naming the local S3 once it is stopped, and the stack's
+    main loop stops (LocalS3Died, exit code 1) instead of running on without it."""
+    import threading
+
     from fastapi.testclient import TestClient
     from moto import settings as moto_settings
 
     from local_stack.s3local import LocalS3
-    from local_stack.supervise import health_checks
+    from local_stack.supervise import LocalS3Died, health_checks, keep_running
     from twolane.api.app import create_app
 
     saved = moto_settings.INITIAL_NO_AUTH_ACTION_COUNT  # LocalS3 turns moto's auth on: put back
@@ -408,6 +412,8 @@ def test_health_says_when_the_local_s3_is_down(predictor: Any, tmp_path: Path) -
             assert client.get("/health").json()["status"] == "ok"
             local.stop()
             r = client.get("/health")
+        with pytest.raises(LocalS3Died):
+            keep_running(threading.Event(), threading.current_thread(), local, lambda: None, every_s=0.01)
     finally:
         moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = saved
     assert r.status_code == 503 and r.json()["status"] == "degraded" and r.json()["down"] == ["local_s3"]
@@ -455,8 +461,8 @@ def test_a_container_crash_shared_by_two_parts_costs_neither_an_attempt(
 
         pid = wait_for(both_on_one, 120, "both parts on one container")
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: all(store.get(j).status != "pending" for j in jobs), 120, "both ended")  # type: ignore[union-attr]
-        assert [store.get(j).status for j in jobs] == ["succeeded", "succeeded"]  # type: ignore[union-attr]
+        wait_for(lambda: all(store.get(j).status != "pending" for j in jobs), 120, "both ended")
+        assert [store.get(j).status for j in jobs] == ["succeeded", "succeeded"]
         assert runner.stats.starts >= 2 and pid not in runner.container_pids()
     finally:
         runner.stop()

@@ -182,6 +182,10 @@ class LambdaHost:
         self.relay.start()
         return self
 
+    def alive(self) -> bool:
+        """True while the notification relay runs (the worker threads are made per invocation)."""
+        return self.relay.alive()
+
     def stop(self) -> None:
         from twolane.settings import get_settings
 

@@ -18,8 +18,13 @@ What SageMaker does for an async endpoint, and how this runner does the same loc
 * notifications: SageMaker-shaped messages are published to the success / error SNS topics;
   an SQS queue subscribed to both is polled here and each SNS envelope is handed, as a Lambda
   SNS event, to the same handler that runs on AWS (functions/notifications/handler.py).
-* faults: if the container dies (or cannot be reached) mid-invocation it is restarted and the
-  invocation retried, at most `max_attempts` times in all; then the failure object says why.
+* faults: if the container dies (or cannot be reached) mid-invocation it is removed, and the
+  invocation retried on a fresh instance (started before the next attempt), at most
+  `max_attempts` (TWOLANE_BATCH_MAX_ATTEMPTS) attempts charged to each part; then the
+  failure object says why. A crash of an instance that was serving several parts at once is
+  charged to none of them (which part killed it is not known); each is then retried alone on
+  an instance of its own, where a crash is its own, so a part that kills its container ends
+  after at most `max_attempts` + 1 runs and the others are not failed with it.
   The queue message is deleted only after an output or failure object exists, so a crash of
   the runner itself loses nothing either (the message comes back after its visibility timeout).
 """
@@ -225,6 +230,8 @@ class AsyncRunner:
 
         self.containers: list[ContainerProcess] = []  # running instances (at most `workers`)
         self._load: dict[int, int] = {}  # container pid -> invocations it is serving
+        self._serving: dict[int, set[str]] = {}  # container pid -> inference ids on it now
+        self._shared: set[str] = set()  # inference ids whose attempt shared an instance
         self._starting = 0  # instances being started (counted against `workers`)
         self._lock = threading.Lock()  # the container list, loads and the in-flight count
         self._started = threading.Condition(self._lock)
@@ -281,6 +288,11 @@ class AsyncRunner:
         with self._lock:
             self._stop_container()
 
+    def alive(self) -> bool:
+        """True while the runner's threads (queue, idle watch, its notification relay) run."""
+        return (bool(self._threads) and all(t.is_alive() for t in self._threads)
+                and (not self.run_relay or self.relay.alive()))
+
     # --- state
 
     @property
@@ -305,24 +317,26 @@ class AsyncRunner:
 
     # --- instances: start on demand (up to `workers`), stop when idle
 
-    def _acquire(self) -> ContainerProcess:
+    def _acquire(self, inference_id: str = "", solo: bool = False) -> ContainerProcess:
         """An instance for one invocation, its load counted: an idle one, else a new one while
-        fewer than `workers` run, else the least loaded. Release with `_release`."""
+        fewer than `workers` run, else (not `solo`) the least loaded. `solo`: the instance is
+        this invocation's alone until released (a retry after a shared crash). Release with
+        `_release`."""
         with self._lock:
             while True:
                 for c in [c for c in self.containers if not c.alive()]:
                     self._remove(c)
                 idle = [c for c in self.containers if self._load.get(c.pid, 0) == 0]
                 if idle:
-                    return self._take(idle[0])
+                    return self._take(idle[0], inference_id, solo)
                 if len(self.containers) + self._starting < self.workers:
                     self._starting += 1
                     break
-                if self.containers:
+                if self.containers and not solo:
                     least = min(self.containers, key=lambda c: self._load.get(c.pid, 0))
                     if self._load.get(least.pid, 0) < self.max_concurrency:
-                        return self._take(least)
-                self._started.wait(0.5)  # an instance is starting: wait for it
+                        return self._take(least, inference_id, solo)
+                self._started.wait(0.5)  # an instance is starting or busy: wait for it
         try:
             model_dir = self.model_dir()
             if model_dir is None:
@@ -339,16 +353,23 @@ class AsyncRunner:
             log.info("container %d started on port %d in %.2f s (%d running)", c.pid, c.port,
                      c.ready_s, len(self.containers) + 1)
             self.containers.append(c)
-            return self._take(c)
+            return self._take(c, inference_id, solo)
 
-    def _take(self, c: ContainerProcess) -> ContainerProcess:  # caller holds the lock
-        self._load[c.pid] = self._load.get(c.pid, 0) + 1
+    def _take(self, c: ContainerProcess, inference_id: str, solo: bool) -> ContainerProcess:
+        # caller holds the lock; a solo invocation fills the instance so no other joins it
+        self._load[c.pid] = self._load.get(c.pid, 0) + (self.max_concurrency if solo else 1)
+        serving = self._serving.setdefault(c.pid, set())
+        if serving:  # every invocation on the instance now shares it
+            self._shared.update(serving)
+            self._shared.add(inference_id)
+        serving.add(inference_id)
         return c
 
-    def _release(self, c: ContainerProcess) -> None:
+    def _release(self, c: ContainerProcess, inference_id: str = "", solo: bool = False) -> None:
         with self._lock:
             if c.pid in self._load:
-                self._load[c.pid] = max(0, self._load[c.pid] - 1)
+                self._load[c.pid] = max(0, self._load[c.pid] - (self.max_concurrency if solo else 1))
+            self._serving.get(c.pid, set()).discard(inference_id)
             self._started.notify_all()
 
     def _remove(self, c: ContainerProcess) -> None:  # caller holds the lock
@@ -356,6 +377,7 @@ class AsyncRunner:
             log.info("container %d stopping", c.pid)
             self.containers.remove(c)
             self._load.pop(c.pid, None)
+            self._serving.pop(c.pid, None)
             c.stop()
             self.stats.stops += 1
 
@@ -422,17 +444,22 @@ class AsyncRunner:
             reason = f"input object {req['InputLocation']} not found"
             return False, json.dumps({"error": reason}).encode(), reason
         last = ""
-        for attempt in range(1, self.max_attempts + 1):
+        inference_id = str(req.get("InferenceId", ""))
+        charged = 0
+        solo = False  # after a crash: retried alone, so the next crash is this part's own
+        while charged < self.max_attempts:
             c: ContainerProcess | None = None
             try:
-                c = self._acquire()
+                c = self._acquire(inference_id, solo)
                 try:
                     status, body = c.request("POST", "/invocations", payload,
                                              timeout=self.timeout_s)
                 finally:
-                    self._release(c)
+                    self._release(c, inference_id, solo)
             except TimeoutError:
                 reason = f"invocation timed out after {self.timeout_s:.0f} s"
+                with self._lock:
+                    self._shared.discard(inference_id)
                 if c is not None:
                     self._container_failed(c)
                 return False, json.dumps({"error": reason}).encode(), reason
@@ -440,13 +467,21 @@ class AsyncRunner:
                 code = _exit_code(c.proc) if c is not None else None
                 last = (f"container exited (code {code}) during the invocation" if code is not None
                         else f"container unreachable or failed to start ({type(exc).__name__})")
-                log.warning("attempt %d/%d of %s failed: %s", attempt, self.max_attempts,
-                            req.get("InferenceId"), last)
+                with self._lock:
+                    shared = inference_id in self._shared
+                    self._shared.discard(inference_id)
+                charged += 0 if shared else 1
+                log.warning("attempt of %s failed (%d/%d charged%s): %s", inference_id, charged,
+                            self.max_attempts, "; the instance was shared, not charged" if shared
+                            else "", last)
                 if c is not None:
                     self._container_failed(c)
-                if attempt < self.max_attempts:
+                if charged < self.max_attempts:
                     self.stats.retries += 1
+                solo = True
                 continue
+            with self._lock:
+                self._shared.discard(inference_id)
             if status == 200:
                 return True, body, None
             kind = "client" if 400 <= status < 500 else "server"
@@ -511,6 +546,10 @@ class NotificationRelay:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.poll_wait_s + 5)
+
+    def alive(self) -> bool:
+        """True while the relay's thread runs."""
+        return self._thread is not None and self._thread.is_alive()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -8,7 +8,9 @@ Here, in front of moto's WSGI app in the same process:
   (`INITIAL_NO_AUTH_ACTION_COUNT = 0`), with one user, allowed everything, whose keys are made
   once per state folder and kept in `<state_dir>/local-s3/credentials` (an AWS shared
   credentials file, mode 0600, profile `twolane-local`). A request not signed with them gets
-  403; comment text in job inputs is unreadable without them.
+  403 with S3's XML error (an unsigned one before moto sees it; anything moto raises is an
+  S3-shaped 500 InternalError, its type logged, never a traceback); comment text in job
+  inputs is unreadable without them.
 * **No CORS, no browser**: a request with an `Origin` header, and every `OPTIONS`, gets 403; no
   `Access-Control-*` header is ever sent (moto's global CORS is turned off).
 * **No odd keys**: a key with a `.` or `..` segment, a NUL or a backslash gets 400 before moto
@@ -139,6 +141,22 @@ def _refuse(start_response: StartResponse, status: str, code: str, message: str)
     return [body]
 
 
+_SIGV4 = re.compile(r"^AWS4-HMAC-SHA256 Credential=[^/\s,]+/\d{8}/[^/\s,]+/[^/\s,]+/aws4_request,"
+                    r"\s*SignedHeaders=[^,\s]+,\s*Signature=[0-9a-f]{64}$")
+_SIGV2 = re.compile(r"^AWS [^:\s]+:\S+$")
+
+
+def _signed(environ: dict[str, Any], query: str) -> bool:
+    """True when the request carries a well-formed signature (an Authorization header of
+    SigV4's or SigV2's shape, or a presigned URL's X-Amz-Signature / Signature); whether it is
+    right is moto's IAM check (403 when not). A malformed header would make moto raise."""
+    auth = environ.get("HTTP_AUTHORIZATION")
+    if auth:
+        return bool(_SIGV4.match(auth) or _SIGV2.match(auth))
+    params = {p.partition("=")[0].lower() for p in query.split("&") if p}
+    return bool(params & {"x-amz-signature", "signature"})
+
+
 class Guard:
     """WSGI middleware in front of moto's app: the checks and the mirror of the module docstring."""
 
@@ -159,6 +177,10 @@ class Guard:
         if key and bad_key(key):
             return _refuse(start_response, "400 Bad Request", "InvalidKey",
                            "a key may not hold a '.' or '..' segment, a NUL or a backslash")
+        if not _signed(environ, query):  # moto would answer 500 with a traceback
+            return _refuse(start_response, "403 Forbidden", "AccessDenied",
+                           "the request is not signed, or its signature is malformed; sign it "
+                           "with the local S3's credentials")
         body = b""
         if method == "POST" and "delete" in query.split("&"):  # DeleteObjects: read its keys
             length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -171,13 +193,20 @@ class Guard:
             headers = [(k, v) for k, v in headers if not k.lower().startswith("access-control-")]
             return start_response(st, headers, exc_info)
 
-        result = self.app(environ, recording)
-        if method in ("PUT", "POST", "DELETE") and bucket:
-            chunks = list(result)  # moto has answered: the change is made; mirror it first
-            if status and status[0][:1] == "2":
-                self._mirror(method, bucket, key, query, body)
-            return chunks
-        return result
+        try:
+            result = self.app(environ, recording)
+            if method in ("PUT", "POST", "DELETE") and bucket:
+                chunks = list(result)  # moto has answered: the change is made; mirror it first
+                if status and status[0][:1] == "2":
+                    self._mirror(method, bucket, key, query, body)
+                return chunks
+            return result
+        except Exception as exc:  # an S3-shaped 500, never a traceback (the type is logged)
+            log.error("local S3: %s on a %s request", type(exc).__name__, method)
+            if status:  # moto started an answer: it cannot be replaced any more
+                raise
+            return _refuse(start_response, "500 Internal Server Error", "InternalError",
+                           "We encountered an internal error. Please try again.")
 
     def _mirror(self, method: str, bucket: str, key: str, query: str, body: bytes) -> None:
         params = {p.partition("=")[0] for p in query.split("&") if p}
@@ -286,6 +315,18 @@ class LocalS3:
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def alive(self, timeout_s: float = 1.0) -> bool:
+        """True while the server thread runs and its port takes a connection."""
+        import socket
+
+        if self._thread is None or not self._thread.is_alive():
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=timeout_s):
+                return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self._server is not None:

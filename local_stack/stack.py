@@ -144,6 +144,7 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
        build_instant: Callable[[Path], object] | None = None) -> None:
     """Run the local stack until Ctrl-C: API, local S3 + drop folder, and (if `batch`) the batch
     lane; `build_instant` (see `ensure_instant_bundle`) when there is no instant bundle yet."""
+    from local_stack import recovery, supervise
     from local_stack.invoker import local_job_service
     from local_stack.s3local import LocalS3
     from local_stack.watcher import DropFolderWatcher
@@ -179,8 +180,10 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
         jobs = local_job_service(settings)
         watcher = DropFolderWatcher(s3, settings.bucket, predictor, settings, dropbox,
                                     _print_outcome, jobs=jobs if batch else None)
-        if batch:
-            watcher.defer(_pending_jobs(s3, settings.bucket, jobs))  # their queue was not kept
+        # What a stop left: every job ends; those resumed start again once the batch lane can
+        # take them (their queue was not kept; without the batch lane the watcher starts none).
+        watcher.defer(recovery.recover(s3, settings.bucket, jobs, dropbox=dropbox,
+                                       record_days=settings.job_record_days).resumed)
         watcher.start()
         running.callback(watcher.stop)
 
@@ -192,6 +195,7 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
             running.callback(close)  # before the batch lane stops (callbacks run in reverse)
 
         app = create_app(predictor, settings, jobs)
+        app.state.health_checks = supervise.health_checks(local_s3, batch_handle)
         server = api_server(app, host, port, settings.request_read_seconds)
         api = threading.Thread(target=server.run, name="uvicorn", daemon=True)
         api.start()
@@ -210,35 +214,10 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
         _banner(host, port, mport, settings, predictor.version, dropbox, batch, batch_handle,
                 local_s3.credentials_file)
         try:
-            while not stop.is_set() and api.is_alive():
-                stop.wait(0.5)
+            supervise.keep_running(stop, api, local_s3, lambda: recovery.expire_records(
+                s3, settings.bucket, jobs.store, settings.job_record_days))
         except KeyboardInterrupt:
             pass
-
-
-def _pending_jobs(s3: Any, bucket: str, jobs: Any) -> list[str]:
-    """Jobs a previous run accepted and did not finish (their records are kept on disk, the
-    invocation queue is not): marked deferred, so the watcher starts them again once the batch
-    lane can take them. A job split into shards with some shards done is left as it is."""
-    from twolane.jobs.store import JOB_ID
-    from twolane.layout import JOBS
-
-    found: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=JOBS):
-        for o in page.get("Contents", []):
-            job_id = o["Key"][len(JOBS):].removesuffix(".json")
-            record = jobs.store.get(job_id) if JOB_ID.match(job_id) else None
-            if record is None or record.status != "pending":
-                continue
-            record = jobs.store.refresh(record)  # its output may be there already
-            if record.status != "pending" or any(sh.status != "pending" for sh in record.shards):
-                continue
-            if not record.deferred:
-                jobs.store.update(job_id, lambda r: r.model_copy(update={"deferred": True}))
-            found.append(job_id)
-    if found:
-        log.warning("%d unfinished jobs from the last run will start again", len(found))
-    return found
 
 
 def _stop_batch(handle: Any) -> None:

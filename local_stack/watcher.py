@@ -28,10 +28,17 @@ Each local entry is handled on its own (an error with one never stops the others
 * a file that vanishes before it is taken is forgotten.
 Log lines name files relative to inbox/ (escaped) and exceptions by type, never a local path
 or an exception's text.
+
+Nothing is announced before it is true: `on_outcome` hears of a labelled (or failed) file only
+once its result (or failed copy) is in the local folder. A local outbox/ or failed/ that cannot
+be written is named once in the log with the reason, and tried again with back-off (doubling up
+to BLOCKED_MAX_S); the files waiting on it stay in inbox/, each named once, and the other
+folder goes on (a malformed file still reaches failed/ while outbox/ is blocked).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -40,7 +47,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -138,6 +145,19 @@ def _entries(folder: Path, rel: str = "") -> Iterator[tuple[os.DirEntry[str], st
 
 
 
+BLOCKED_MAX_S = 60.0  # longest wait between tries of a local folder that cannot be written
+
+
+@dataclass
+class Blocked:
+    """A local folder that could not be written: when to try it again, the wait after that,
+    and the inbox files already named as waiting for it."""
+
+    next_try: float = 0.0
+    delay: float = 1.0
+    named: set[str] = field(default_factory=set)
+
+
 @dataclass
 class Taken:
     """A local file uploaded to the S3 inbox and still in the local inbox (its result not back)."""
@@ -164,6 +184,8 @@ class DropFolderWatcher(threading.Thread):
         self._seen: dict[Path, tuple[int, int, float]] = {}  # file -> (size, mtime_ns, since)
         self._taken: dict[str, Taken] = {}  # inbox key -> the local file it came from
         self._warned: set[str] = set()  # local names already logged as not takeable
+        self._announce: dict[str, dict[str, Any]] = {}  # outbox/failed key -> its outcome, told once local
+        self._blocked: dict[str, Blocked] = {}  # local folder (outbox, failed) -> its back-off
 
     def defer(self, job_ids: list[str]) -> None:
         """Start these deferred jobs as soon as the batch lane can take them (see `tick`)."""
@@ -202,7 +224,9 @@ class DropFolderWatcher(threading.Thread):
             for o in summary["outcomes"]:
                 if o.get("deferred") and o.get("job_id"):
                     self._deferred.add(o["job_id"])
-                if self.on_outcome:
+                if self.local_dir is not None and o.get("status") in ("done", "failed") and o.get("result_key"):
+                    self._announce[o["result_key"]] = o  # told once the file is in the local folder
+                elif self.on_outcome:
                     self.on_outcome(o)
         self._start_deferred()
         if self.local_dir is not None:
@@ -308,8 +332,17 @@ class DropFolderWatcher(threading.Thread):
     # -- results back to the local folder ----------------------------------------------------
 
     def _pull(self, prefix: str, dest: Path) -> None:
+        """Download what is new under `prefix` into `dest`. A local folder that cannot be
+        written is named once in the log with the reason and tried again with back-off
+        (Blocked); the other folder goes on, and the files wait (in the local S3, their
+        inputs in inbox/)."""
+        folder = prefix.rstrip("/")
+        blocked = self._blocked.get(folder)
+        if blocked is not None and time.monotonic() < blocked.next_try:
+            return
         waiting = {k: key for key, t in self._taken.items() for k in t.done}
-        for key, (etag, _) in _keys(self.s3, self.bucket, prefix).items():
+        listed = _keys(self.s3, self.bucket, prefix)
+        for key, (etag, _) in listed.items():
             if key.endswith("/") or self._pulled.get(key) == etag:
                 continue
             target = _inside(dest, key[len(prefix):])
@@ -317,13 +350,49 @@ class DropFolderWatcher(threading.Thread):
                 self._pulled[key] = etag
                 log.warning("not written to the local folder: %s is not a plain name", shown(key))
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            self.s3.download_file(self.bucket, key, str(tmp))
-            os.replace(tmp, target)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self.s3.download_file(self.bucket, key, str(tmp))
+                os.replace(tmp, target)
+            except OSError as exc:  # the local folder: S3 errors are not OSError
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+                self._block(folder, exc, self._waiting_on(listed))
+                return
+            if folder in self._blocked:
+                del self._blocked[folder]
+                log.warning("the local %s/ can be written again", folder)
             self._pulled[key] = etag
+            told = self._announce.pop(key, None)
+            if told is not None and self.on_outcome:
+                self.on_outcome(told)
             if key in waiting:
                 self._finish(waiting[key], key)
+
+    def _waiting_on(self, keys: dict[str, Any]) -> list[str]:
+        """The inbox keys of local files whose result, report or failed copy is among `keys`."""
+        return [key for key, t in self._taken.items()
+                if any(k in keys for k in (*t.done, failed_keys(key)[0]))]
+
+    def _block(self, folder: str, exc: OSError, sources: list[str]) -> None:
+        """`folder` could not be written: log it once (the reason: the error's type and its
+        errno text, never a path), name each local file left waiting in inbox/ once, and back
+        off (doubling, at most BLOCKED_MAX_S)."""
+        blocked = self._blocked.get(folder)
+        if blocked is None:
+            reason = type(exc).__name__ + (f": {os.strerror(exc.errno)}" if exc.errno else "")
+            log.error("cannot write to the local %s/ (%s); its files wait and are tried again",
+                      folder, reason)
+            blocked = self._blocked[folder] = Blocked()
+        else:
+            blocked.delay = min(blocked.delay * 2, BLOCKED_MAX_S)
+        blocked.next_try = time.monotonic() + blocked.delay
+        for source in sources:
+            if source not in blocked.named:
+                blocked.named.add(source)
+                log.error("%s stays in inbox/ until %s/ can be written", shown(source[len(INBOX):]),
+                          folder)
 
     def _finish(self, key: str, done_key: str) -> None:
         """`key`'s result (or failure report) is now in the local folder: the local input leaves

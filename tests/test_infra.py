@@ -212,6 +212,25 @@ def test_lifecycle_expires_inputs_and_uncollected_results(dev):
     assert all(r["Status"] == "Enabled" for r in rules.values())
 
 
+def test_every_prefix_holding_comment_text_expires_on_aws(dev):
+    """Issue 29, on AWS: what the local stack's sweep does at start, the bucket's lifecycle
+    does there. Every prefix that can hold comment text (drop-folder inputs and rejected
+    copies, job inputs and summary plans) expires, and an upload that never completed is
+    aborted after a day (the async endpoint writes only under batch/output|failures/:
+    test_async_endpoint_config)."""
+    from twolane.layout import BATCH_FAILURES, BATCH_INPUT, BATCH_OUTPUT, FAILED, INBOX
+
+    cfg, _, tpl = dev
+    data = [b["Properties"] for b in resources(tpl, "AWS::S3::Bucket").values()
+            if "LoggingConfiguration" in b["Properties"]][0]
+    rules = {r["Prefix"]: r for r in data["LifecycleConfiguration"]["Rules"]}
+    for prefix in (INBOX, FAILED, BATCH_INPUT, BATCH_OUTPUT, BATCH_FAILURES):
+        rule = rules[prefix]
+        assert rule["Status"] == "Enabled" and rule["ExpirationInDays"] >= 1, prefix
+        assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1, prefix
+    assert rules[BATCH_INPUT]["ExpirationInDays"] <= cfg.storage.job_result_expiry_days
+
+
 def test_no_wildcard_iam_actions(dev):
     _, _, tpl = dev
     assert wildcard_actions(tpl) == []

@@ -514,13 +514,12 @@ def test_jobs_left_pending_by_a_stop_start_again(s3: Any) -> None:
     """The invocation queue is not kept across a restart: `up` finds the jobs a previous run
     left pending and starts them again (deferred, then started by the watcher); one whose
     output is there already is marked done instead. (Before: they stayed pending for good.)"""
-    from local_stack.stack import _pending_jobs
+    from local_stack.recovery import recover
+    from twolane.jobs.service import JobService
     from twolane.jobs.store import JobRecord, S3JobStore, now_iso
 
-    class Store:
-        store = S3JobStore(s3, BUCKET)
-
-    store = Store.store
+    store = S3JobStore(s3, BUCKET)
+    service = JobService(store, None, Settings(bucket=BUCKET).batch)  # type: ignore[arg-type]
 
     def record(job_id: str, **kw: Any) -> JobRecord:
         return JobRecord(job_id=job_id, target="ms", items=1, input_location=store.input_location(job_id),
@@ -531,7 +530,7 @@ def test_jobs_left_pending_by_a_stop_start_again(s3: Any) -> None:
     out = f"s3://{BUCKET}/batch/output/{finished}.out"
     store.create(record(finished, output_location=out), b"{}")
     store.write(out, json.dumps({"results": []}).encode(), "application/json")
-    assert _pending_jobs(s3, BUCKET, Store()) == [waiting]
+    assert recover(s3, BUCKET, service, dropbox=None, record_days=7).resumed == [waiting]
     again = store.get(waiting)
     assert again is not None and again.deferred and again.status == "pending"
     done = store.get(finished)

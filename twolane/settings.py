@@ -119,7 +119,9 @@ class Settings(BaseSettings):
     max_job_items: int = Field(50_000, ge=1)  # items per job (POST /v1/jobs, /v1/summaries)
     batch_max_concurrency: int = Field(2, ge=1)  # MaxConcurrentInvocationsPerInstance
     batch_idle_seconds: float = Field(120.0, gt=0)  # local runner: stop the container after
-    batch_max_attempts: int = Field(2, ge=1)  # local runner: tries per invocation
+    # Local runner: tries per part (invocation). A container crash shared by several parts is
+    # charged to none of them; each is then retried alone on a fresh container (runner.py).
+    batch_max_attempts: int = Field(3, ge=1)
     batch_invocation_timeout_s: float = Field(900.0, gt=0)
     # Comments per async invocation: a bigger job is split into shards invoked separately, so
     # the endpoint's backlog scaling spreads it over instances (and the local runner's workers).
@@ -141,6 +143,9 @@ class Settings(BaseSettings):
     ort_preload_dlls: bool = False  # load CUDA/cuDNN from the nvidia-* pip wheels (GPU image)
     serve_delay_s: float = Field(0.0, ge=0)  # fault injection for tests: sleep before each prediction
     state_dir: Path = REPO_ROOT / ".twolane"  # local logs and pid files
+    # Local stack: a collected job's record is deleted this many days after it was collected
+    # (local_stack.recovery; on AWS the bucket's lifecycle rule on jobs/ does it).
+    job_record_days: float = Field(7.0, gt=0)
 
     @property
     def api_key_set(self) -> frozenset[str]:

@@ -138,11 +138,13 @@ class JobService:
                            blank_rows=blank_rows, delivery=delivery, kept=kept)
 
     def submit_parts(self, kind: JobKind, target: str, items: int, body: dict[str, Any],
-                     parts: list[dict[str, Any]], *, owner: str | None = None) -> JobRecord:
+                     parts: list[dict[str, Any]], *, owner: str | None = None,
+                     units: list[str] | None = None) -> JobRecord:
         """A job of several given inferences (a summary job: one LLM request per theme):
         `body` is stored as the job's input and kept until the job is collected, each part is
-        one shard's input object and inference. Raises JobRejected as `submit` does (never
-        deferred)."""
+        one shard's input object and inference. `units`: each part in the job's own terms
+        (e.g. "theme 'Staff' (summary)"), what its error names (`Shard.unit`). Raises
+        JobRejected as `submit` does (never deferred)."""
         reason = self.invoker.unavailable_reason(kind)
         if reason:
             raise JobRejected(reason)
@@ -150,8 +152,11 @@ class JobService:
             raise ValueError("a job of parts needs at least one part")
         job_id = uuid.uuid4().hex
         now = now_iso()
+        if units is not None and len(units) != len(parts):
+            raise ValueError("one unit per part")
         shards = [Shard(index=n, start=0, end=items, inference_id=shard_inference_id(job_id, n),
-                        input_location=self.store.shard_input_location(job_id, n))
+                        input_location=self.store.shard_input_location(job_id, n),
+                        unit=units[n] if units else None)
                   for n in range(len(parts))]
         record = JobRecord(job_id=job_id, kind=kind, target=target, items=items,
                            input_location=self.store.input_location(job_id),
@@ -163,10 +168,12 @@ class JobService:
         return self._invoke(record)
 
     def _invoke(self, record: JobRecord) -> JobRecord:
-        """Start the record's inference (each shard's, in order); the record after."""
+        """Start the record's inference (each pending shard's, in order: a job resumed after
+        a restart keeps the shards already done); the record after."""
         if record.shards:
             for sh in record.shards:
-                record = self._invoke_one(record, sh.input_location, sh.inference_id, sh.index)
+                if sh.status == "pending":
+                    record = self._invoke_one(record, sh.input_location, sh.inference_id, sh.index)
             return record
         return self._invoke_one(record, record.input_location, record.job_id, None)
 

@@ -87,10 +87,14 @@ class Shard(BaseModel):
     failure_location: str | None = None
     status: ShardStatus = "pending"
     error: str | None = None
+    # What the part is in the job's own terms, when not a range of items (a summary job's
+    # part: one theme's LLM request, e.g. "theme 'Staff' (summary)"); no comment text.
+    unit: str | None = None
 
     def describe(self) -> str:
-        """e.g. "shard 3 (items 10000-14999)" (1-based item numbers, inclusive)."""
-        return f"shard {self.index} (items {self.start + 1}-{self.end})"
+        """The part in the job's own unit: `unit` when set, else e.g. "shard 3 (items
+        10000-14999)" (1-based item numbers, inclusive)."""
+        return self.unit or f"shard {self.index} (items {self.start + 1}-{self.end})"
 
 
 class CascadePart(BaseModel):
@@ -140,6 +144,11 @@ class JobRecord(BaseModel):
         if not self.shards:
             return 0.0
         return sum(s.status == "succeeded" for s in self.shards) / len(self.shards)
+
+    def input_locations(self) -> list[str]:
+        """Every object of this job that holds comment text: its input (a summary job's plan)
+        and each shard's input."""
+        return [self.input_location, *(sh.input_location for sh in self.shards)]
 
     def object_locations(self) -> list[str]:
         """Every object this job may own (input, output, failure; each shard's too)."""
@@ -272,9 +281,8 @@ class JobStore(ABC):
         if record is None:
             raise JobNotFound(job_id)
         if record.status not in TERMINAL:
-            self.delete(record.input_location)
-            for sh in record.shards:
-                self.delete(sh.input_location)
+            for uri in record.input_locations():
+                self.delete(uri)
 
         def change(r: JobRecord) -> JobRecord | None:
             if r.status in TERMINAL:
@@ -285,6 +293,26 @@ class JobStore(ABC):
                 "failure_location": failure_location or r.failure_location,
                 "updated_at": now_iso(),
             })
+
+        return self.update(job_id, change)
+
+    def close(self, job_id: str, reason: str) -> JobRecord:
+        """End a job nobody will hand out (a drop-folder job whose file is taken again after
+        a restart: a new job labels it): every object it owns is deleted (its text first),
+        and the record is marked collected with `reason` as its error, so it is never started,
+        delivered or left pending. Idempotent; raises JobNotFound for an unknown id."""
+        record = self.get(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        for uri in [*record.input_locations(), *record.object_locations()]:
+            self.delete(uri)
+
+        def change(r: JobRecord) -> JobRecord | None:
+            if r.status == "collected":
+                return None
+            return r.model_copy(update={"status": "collected", "deferred": False,
+                                        "error": reason[:MAX_REASON_CHARS],
+                                        "updated_at": now_iso()})
 
         return self.update(job_id, change)
 
@@ -299,9 +327,10 @@ class JobStore(ABC):
             raise JobNotFound(job_id)
         if record.status in TERMINAL or record.shards[index].status != "pending":
             return record  # a repeated or late notification for a shard already done
-        # Failed: the job fails, so every shard's text goes; succeeded: this shard's text goes.
-        for sh in (record.shards if not ok else [record.shards[index]]):
-            self.delete(sh.input_location)
+        # Failed: the job fails, so all its text goes (every shard's input, a summary's plan);
+        # succeeded: this shard's text goes.
+        for uri in (record.input_locations() if not ok else [record.shards[index].input_location]):
+            self.delete(uri)
         error = f"{record.shards[index].describe()} failed: {reason or 'inference failed'}"
 
         def change(r: JobRecord) -> JobRecord | None:

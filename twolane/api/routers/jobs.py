@@ -112,7 +112,7 @@ async def submit_summary(body: SummaryRequest, jobs: JobsDep, model: ModelDep,
     try:
         if requests:
             record = service.submit_parts("summary", "summary", len(body.items), plan.model_dump(),
-                                          requests, owner=owner)
+                                          requests, owner=owner, units=_units(plan))
         else:  # no theme has a comment: nothing for the LLM to write
             record = service.submit_done("summary", "summary", {"plan": plan.model_dump(),
                                                                 "completions": []},
@@ -122,6 +122,17 @@ async def submit_summary(body: SummaryRequest, jobs: JobsDep, model: ModelDep,
     url = f"/v1/jobs/{record.job_id}"
     accepted = JobAccepted(job_id=record.job_id, status="pending", results_url=url)
     return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": url})
+
+
+def _units(plan: Any) -> list[str]:
+    """Each LLM request of a summary plan in the job's own terms, in request order: e.g.
+    "theme 'Staff' (summary)" (what a failed request's error names; label names, no text)."""
+    units: dict[int, str] = {}
+    for tp in plan.themes:
+        for index, what in ((tp.summary_shard, "summary"), (tp.quotes_shard, "quotes")):
+            if index is not None:
+                units[index] = f"theme {tp.theme!r} ({what})"
+    return [units[i] for i in sorted(units)]
 
 
 def _state(r: JobRecord) -> JobState:

@@ -9,9 +9,10 @@ and the build's gates; pxtextmining's own evaluation scores the same way):
   32 per-label F1 (a label with no true and no predicted row scores 0, as sklearn's
   classification_report macro average with zero_division=0, which pxtextmining reports);
   micro-F1, exact match (subset accuracy) and hamming loss over the same rows and labels;
-- predictions are whatever the served pipeline outputs: for twolane the rule book
-  (twolane.rules.decide_labels: unlabellable text -> exactly "Labelling not possible"; top-label
-  fallback), for the baseline pxtextmining's own post-processing (bench/baseline.py).
+- predictions are whatever the served pipeline outputs: for twolane the served decide step
+  (twolane.predictors.decide.LabelDecider through model_build.decide: unlabellable text ->
+  exactly "Labelling not possible"; top-label fallback), for the baseline pxtextmining's own
+  post-processing (bench/baseline.py).
 """
 
 from __future__ import annotations
@@ -122,3 +123,21 @@ def confusions(Y: np.ndarray, pred: np.ndarray, labels: list[str], top: int = 10
             pairs[(a, b)] = pairs.get((a, b), 0) + 1
     ranked = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
     return [{"true": labels[a], "predicted": labels[b], "rows": n} for (a, b), n in ranked]
+
+
+def quality(y: np.ndarray, pred: np.ndarray, multilabel: bool = True) -> dict[str, Any]:
+    """`multilabel_scores` rounded to 4 places (macro-F1 over labels present in the split), and
+    for a single-label taxonomy (multilabel False) its accuracy: the batch build's figures."""
+    out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in multilabel_scores(y, pred).items()}
+    if not multilabel:
+        out["accuracy"] = round(single_label_accuracy(y, pred), 4)
+    return out
+
+
+def sentiment_quality(s_true: np.ndarray, s_probs: np.ndarray) -> dict[str, Any]:
+    """`sentiment_scores` of the argmax of s_probs (n x classes) against s_true (n classes, -1
+    none), rounded to 4 places; zeros when no row has a sentiment."""
+    if not (s_true >= 0).any():
+        return {"accuracy": 0.0, "macro_f1": 0.0, "rows": 0}
+    return {k: (round(v, 4) if isinstance(v, float) else v)
+            for k, v in sentiment_scores(s_true, s_probs.argmax(1)).items()}

@@ -84,7 +84,7 @@ from model_build.transformer.model import (
     tiny_encoder,
 )
 from model_build.transformer.train import TrainConfig, predict, train
-from twolane.bundle import BundleError, latest_bundle, read_manifest, resolve_bundle
+from twolane.bundle import BundleError, latest_bundle, new_version, read_manifest, resolve_bundle
 from twolane.predictors.batch import OnnxEncoder
 from twolane.settings import get_settings
 
@@ -106,7 +106,6 @@ def _progress() -> Progress:
 def _versions() -> dict[str, str]:
     import onnxruntime
     import tokenizers
-    import torch
     import transformers
 
     return {"torch": torch.__version__, "transformers": transformers.__version__,
@@ -115,7 +114,7 @@ def _versions() -> dict[str, str]:
 
 
 def build(  # noqa: PLR0915 (train, export, package: one script, read top to bottom)
-        ds: Dataset, out_root: Path, base_model: str, cfg, *, tiny: bool = False,
+        ds: Dataset, out_root: Path, base_model: str, cfg: TrainConfig, *, tiny: bool = False,
         instant_bundle: Path | None = None, enforce_gates: bool = True, side_dir: Path | None = None,
         max_steps: int | None = None, log: Log = print, escalate_share: float | None = None) -> Path:
     """Train and export fp32 ONNX into the side folder, then `package` it. Returns the bundle."""

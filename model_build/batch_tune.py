@@ -135,8 +135,9 @@ def tune_sentiment(s_transformer: np.ndarray, s_instant: np.ndarray, y: np.ndarr
 
 @dataclass
 class Tuning:
-    """What the tuning steps of the packaging (model_build.batch_package.finish) share: the split, the scored test rows, the low-support
-    labels and the test outputs of the exported encoder (int8, and fp32 when kept)."""
+    """What the tuning steps of the packaging (model_build.batch_package.finish) share: the
+    split, the scored test rows, the low-support labels and the test outputs of the exported
+    encoder (int8, and fp32 when kept)."""
 
     ds: Dataset
     fit: Dataset

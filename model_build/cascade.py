@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from model_build.data import DEFAULT_DATA, Dataset, load_dataset
+from model_build.folds import BUILD_DIR, instant_out_of_fold, split
 from model_build.metrics import multilabel_scores, sentiment_scores
 from twolane.bundle import (
     BatchEnsemble,
@@ -47,15 +49,17 @@ from twolane.bundle import (
     read_manifest,
     write_manifest,
 )
+from twolane.predictors.batch import BatchPredictor, combine, mix_sentiment
 from twolane.predictors.cascade import margins
 from twolane.predictors.decide import LabelDecider
+from twolane.predictors.instant import InstantPredictor
 from twolane.rules import is_unlabellable
 
 TOLERANCE = 0.005  # the shipped point: within half a point of the batch lane on validation...
 MAX_SHARE = 0.35  # ...sending at most this share of comments to the transformer
 GRID_QUANTILES = np.linspace(0.0, 1.0, 41)  # cut-off candidates: quantiles of each margin
 CURVE_STEP = 0.01  # the curve's share resolution
-TUNED_ON = ("validation fold of the training split (model_build.batch.split); instant "
+TUNED_ON = ("validation fold of the training split (model_build.folds.split); instant "
             "probabilities there from its models refitted on the fit rows only")
 
 
@@ -174,17 +178,12 @@ def learn(Y: np.ndarray, y_sent: np.ndarray, instant: LaneOut, batch: LaneOut,
 
 # ----------------------------------------------------------------------------- an existing bundle
 def validation_outputs(bundle: Path, data: Path | None = None
-                       ) -> tuple[Any, LaneOut, LaneOut, np.ndarray, int | None, str, float]:
+                       ) -> tuple[Dataset, LaneOut, LaneOut, np.ndarray, int | None, str, float]:
     """Both lanes' outputs on the validation fold of an existing batch bundle (see module
     docstring): (validation Dataset, instant, batch, instant thresholds, lnp column, instant
     version, `non_junk_share` of the training split). The transformer's validation
     probabilities come from the build's side folder when it is still there
     (build/batch/<side_folder>/), else from the bundle's int8 model."""
-    from model_build.batch import BUILD_DIR, instant_out_of_fold, split
-    from model_build.data import DEFAULT_DATA, load_dataset
-    from twolane.predictors.batch import BatchPredictor
-    from twolane.predictors.instant import InstantPredictor
-
     manifest = read_manifest(bundle)
     ens = manifest.ensemble
     if not isinstance(ens, BatchEnsemble):
@@ -214,8 +213,6 @@ def both_lanes(taxonomy: Taxonomy, instant_rule: DecideRule, ens: BatchEnsemble,
     """(instant, batch, instant thresholds, lnp) on validation rows from the refitted instant
     lane's probabilities (p_inst, s_inst) and the transformer's (p_val, s_val); `served` (the
     shipped InstantPredictor) says which rows hold no known n-gram (both lanes: the rule)."""
-    from twolane.predictors.batch import combine, mix_sentiment
-
     lnp = taxonomy.labels.index(taxonomy.unlabellable) if taxonomy.unlabellable else None
     P_served, _ = served.predict_arrays(texts, qts)
     unknown = P_served[:, lnp] >= 1.0 if lnp is not None else np.zeros(len(texts), bool)

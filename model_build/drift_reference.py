@@ -1,7 +1,7 @@
 """Write an instant bundle's drift reference (twolane.drift): what its held-out comments look like.
 
-Called by model_build.instant.build once the ONNX file is in the bundle folder and before the
-manifest is written: the serving predictor itself (twolane.predictors.instant) labels the
+Called by model_build.instant_package.write_bundle once the ONNX file is in the bundle folder
+and before the manifest is written: the serving predictor itself (twolane.predictors.instant) labels the
 build's TEST split, the rows the models never trained on, and every signal of twolane.drift is
 recorded as a histogram in `drift_reference.json` (listed, hashed, in the manifest's files).
 Every instant bundle gets one, NHS or built from a team's own data spec: the signals read the
@@ -24,7 +24,7 @@ from twolane.predictors.instant import InstantPredictor
 
 def known_terms(vectorizer: Any) -> frozenset[str]:
     """The n-grams a fitted TF-IDF vectorizer knows (and its alias words), without the
-    question-type (or context) tokens (the same columns as model_build.instant.known_mask)."""
+    question-type (or context) tokens (the same columns as model_build.instant_fit.known_mask)."""
     terms = set(vectorizer.vocabulary_) | set(getattr(vectorizer, "aliases_", {}))
     return frozenset(t for t in terms if not t.startswith("qt_") and " qt_" not in t)
 

@@ -14,6 +14,10 @@ and the build's gates; pxtextmining's own evaluation scores the same way):
   fallback), for the baseline pxtextmining's own post-processing (bench/baseline.py).
 """
 
+# The text above from "Scoring rule" on is copied into every instant manifest (metrics.test.scoring):
+# changing it changes built bundles. The build decides labels through model_build.decide, which
+# serves with twolane.predictors.decide.LabelDecider (twolane.rules.decide_labels inside).
+
 from __future__ import annotations
 
 from typing import Any
@@ -122,3 +126,21 @@ def confusions(Y: np.ndarray, pred: np.ndarray, labels: list[str], top: int = 10
             pairs[(a, b)] = pairs.get((a, b), 0) + 1
     ranked = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
     return [{"true": labels[a], "predicted": labels[b], "rows": n} for (a, b), n in ranked]
+
+
+def quality(y: np.ndarray, pred: np.ndarray, multilabel: bool = True) -> dict[str, Any]:
+    """`multilabel_scores` rounded to 4 places (macro-F1 over labels present in the split), and
+    for a single-label taxonomy (multilabel False) its accuracy: the batch build's figures."""
+    out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in multilabel_scores(y, pred).items()}
+    if not multilabel:
+        out["accuracy"] = round(single_label_accuracy(y, pred), 4)
+    return out
+
+
+def sentiment_quality(s_true: np.ndarray, s_probs: np.ndarray) -> dict[str, Any]:
+    """`sentiment_scores` of the argmax of s_probs (n x classes) against s_true (n classes, -1
+    none), rounded to 4 places; zeros when no row has a sentiment."""
+    if not (s_true >= 0).any():
+        return {"accuracy": 0.0, "macro_f1": 0.0, "rows": 0}
+    return {k: (round(v, 4) if isinstance(v, float) else v)
+            for k, v in sentiment_scores(s_true, s_probs.argmax(1)).items()}

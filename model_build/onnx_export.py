@@ -185,7 +185,7 @@ def linear_model(vectorizer: Any, heads: list[Head],
 
     `view` = ({head name: R_h (k x V)}, r (V)) adds, to the named heads' logits,
     (b @ R_h.T) / sqrt(b @ r): a second linear view of the same bag with its own norm (the
-    build's char view, model_build.instant.CharView); its blocks join the same MatMul.
+    build's char view, model_build.instant_fit.CharView); its blocks join the same MatMul.
 
     `trees` = (output name, members, columns) adds the per-label XGBoost trees (`tree_nodes`)
     as one more output read from the same bag: the text is tokenised once for both models.

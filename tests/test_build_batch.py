@@ -51,9 +51,9 @@ def test_int8_gate_fails_on_a_broken_model(batch_bundle: Path, tmp_path: Path) -
     import onnx
     from onnx import numpy_helper
 
-    from model_build.batch import labellable
+    from model_build.batch_gates import GateError, gate_int8
     from model_build.data import load_dataset
-    from model_build.transformer.export import GateError, gate_int8
+    from model_build.folds import labellable
     from twolane.predictors.batch import OnnxEncoder, load_tokenizer
 
     m = read_manifest(batch_bundle)
@@ -73,15 +73,15 @@ def test_int8_gate_fails_on_a_broken_model(batch_bundle: Path, tmp_path: Path) -
     tok = load_tokenizer(batch_bundle / "tokenizer.json", 128)
     good = OnnxEncoder(batch_bundle / "model.int8.onnx", tok).proba(test.texts)
     bad = OnnxEncoder(tmp_path / "broken.onnx", tok).proba(test.texts)
-    thr = np.array(m.rule_of("int8").thresholds)
-    assert gate_int8(good, good, test.Y, thr)["passed"]  # a model agrees with itself
+    rule = m.rule_of("int8")  # decided as served (model_build.decide)
+    assert gate_int8(good, good, test.Y, m.taxonomy, rule)["passed"]  # a model agrees with itself
     with pytest.raises(GateError, match="int8 gate failed"):
-        gate_int8(good, bad, test.Y, thr)
+        gate_int8(good, bad, test.Y, m.taxonomy, rule)
 
 
 def test_a_few_training_steps_reduce_the_loss() -> None:
-    from model_build.batch import labellable
     from model_build.data import load_dataset
+    from model_build.folds import labellable
     from model_build.transformer.model import (
         EncoderClassifier,
         default_base_model,
@@ -146,8 +146,7 @@ def test_ordinal_targets_and_sentiment_loss() -> None:
 def test_tune_ensemble_objectives_and_sentiment_mix() -> None:
     """On a validation-like fold where one source is right about a frequent label and the other
     about a rare one, the tuned mix uses both; the sentiment mix keeps the transformer on ties."""
-    from model_build.batch import tune_sentiment
-    from model_build.transformer.train import tune_ensemble
+    from model_build.batch_tune import tune_ensemble, tune_sentiment
 
     rng = np.random.default_rng(0)
     n = 400
@@ -177,7 +176,7 @@ def test_tune_sentiment_stacks_when_lanes_err_apart() -> None:
     """The transformer is right on what_good comments and the instant lane on the others: no
     weighted mean can choose per row, the stacker (which reads the question type) can; the
     served mix (twolane.predictors.batch.mix_sentiment) then gets them right."""
-    from model_build.batch import tune_sentiment
+    from model_build.batch_tune import tune_sentiment
     from twolane.predictors.batch import mix_sentiment
 
     rng = np.random.default_rng(1)

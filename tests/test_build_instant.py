@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from model_build.data import DEFAULT_DATA, DataError, load_dataset
-from model_build.instant import SMALL, BuildError, fit_vectorizer, onnx_proba, parity, run
+from model_build.instant import SMALL, BuildError, run
+from model_build.instant_fit import fit_vectorizer
+from model_build.instant_gates import onnx_proba, parity
 from twolane.bundle import BundleError, read_manifest
 
 
@@ -48,7 +50,7 @@ def test_broken_export_fails_parity_gate() -> None:
     "missing" and went its default way) disagrees with the model; the gate must stop it. The
     real export passes."""
     from model_build import onnx_export
-    from model_build.instant import fit_xgboost
+    from model_build.instant_fit import fit_xgboost
 
     ds = load_dataset(DEFAULT_DATA).head(800)
     tr, te = ds.train, ds.test
@@ -185,7 +187,7 @@ def test_polarity_scale_favours_polar_ngrams() -> None:
     a column in no row gets a finite, non-negative value; the mean over seen columns is 1."""
     from scipy.sparse import csr_matrix
 
-    from model_build.instant import polarity_scale
+    from model_build.instant_fit import polarity_scale
 
     X = csr_matrix(np.array([[1, 0, 1, 0], [1, 0, 1, 0], [0, 1, 1, 0], [0, 1, 1, 0]], float))
     f = polarity_scale(X, np.array([0, 1, 3, 4]), gamma=0.5)

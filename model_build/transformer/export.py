@@ -1,11 +1,11 @@
-"""Export the trained model to ONNX, optimise it, quantise it (int8 CPU, fp16 GPU) and gate it."""
+"""Export the trained model to ONNX, optimise it and quantise it (int8 CPU, fp16 GPU); the int8
+gate is model_build.batch_gates."""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from model_build.transformer.model import EncoderClassifier, ProbabilityModel
@@ -14,17 +14,6 @@ INPUTS = {"input_ids": "int64 token ids, batch x seq (right padded)",
           "attention_mask": "int64 1 for tokens, 0 for padding"}
 OUTPUTS = {"label_probs": "float32 sigmoid probability per label, batch x labels",
            "sentiment_probs": "float32 softmax over sentiment_classes, batch x classes"}
-
-# Gates: int8 must agree with fp32 on the whole label set (32 decisions) of at least this share of
-# comments, and lose at most this much macro-F1 (absolute) on the test split. 95 % was the aim;
-# the best dynamic-int8 variant of the fine-tuned MiniLM reached 94.2 % on the validation fold,
-# so the row gate is 93 % and the macro-F1 drop gate (1 pt) is the one that guards quality.
-MIN_ROW_AGREEMENT = 0.93
-MAX_MACRO_F1_DROP = 0.01
-
-
-class GateError(RuntimeError):
-    """A quantised model disagrees too much with the fp32 model it came from."""
 
 
 def export_onnx(model: EncoderClassifier, path: Path, example_ids: list[int]) -> Path:
@@ -94,58 +83,3 @@ def to_fp16(src: Path, dst: Path) -> Path:
     model.convert_float_to_float16(keep_io_types=True)
     model.save_model_to_file(str(dst))
     return dst
-
-
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Mean F1 over the labels that occur in y_true (the shared scoring rule, model_build.metrics)."""
-    y_true = y_true.astype(np.uint8)
-    y_pred = y_pred.astype(np.uint8)
-    present = y_true.sum(0) > 0
-    if not present.any():
-        return 0.0
-    tp = (y_true & y_pred).sum(0).astype(float)
-    fp = ((1 - y_true) & y_pred).sum(0).astype(float)
-    fn = (y_true & (1 - y_pred)).sum(0).astype(float)
-    f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
-    return float(f1[present].mean())
-
-
-def gate_int8(fp32: tuple[np.ndarray, np.ndarray], int8: tuple[np.ndarray, np.ndarray],
-              y_true: np.ndarray, thresholds: np.ndarray, min_one_label: bool = False,
-              empty_label: int | None = None, min_agreement: float = MIN_ROW_AGREEMENT,
-              max_drop: float = MAX_MACRO_F1_DROP, enforce: bool = True, multilabel: bool = True
-              ) -> dict[str, float]:
-    """Compare int8 with fp32 outputs on the same texts, label sets decided as served (multilabel
-    False: a single-label taxonomy's top label); raise GateError past the limits."""
-    from twolane.rules import decide_labels, top_label
-
-    def decide(p: np.ndarray) -> np.ndarray:
-        if not multilabel:
-            return top_label(p, empty_label)
-        return decide_labels(p, thresholds, empty_label, min_one_label=min_one_label)
-
-    a, b = decide(fp32[0]), decide(int8[0])
-    y = y_true.astype(np.uint8)
-    report = {
-        "rows": int(len(a)),
-        "label_rows_identical": float((a == b).all(1).mean()) if len(a) else 1.0,
-        "label_cells_identical": float((a == b).mean()) if len(a) else 1.0,
-        "sentiment_identical": float((fp32[1].argmax(1) == int8[1].argmax(1)).mean()) if len(a) else 1.0,
-        "max_abs_prob_diff": float(np.abs(fp32[0] - int8[0]).max()) if len(a) else 0.0,
-        "macro_f1_fp32": macro_f1(y, a),
-        "macro_f1_int8": macro_f1(y, b),
-        "min_row_agreement": min_agreement,
-        "max_macro_f1_drop": max_drop,
-    }
-    report["macro_f1_drop"] = report["macro_f1_fp32"] - report["macro_f1_int8"]
-    problems = []
-    if report["label_rows_identical"] < min_agreement:
-        problems.append(f"int8 label sets match fp32 on {report['label_rows_identical']:.1%} of "
-                        f"comments (< {min_agreement:.0%})")
-    if report["macro_f1_drop"] > max_drop:
-        problems.append(f"int8 loses {report['macro_f1_drop'] * 100:.2f} pts macro-F1 vs fp32 "
-                        f"(> {max_drop * 100:.1f})")
-    report["passed"] = not problems
-    if problems and enforce:
-        raise GateError("int8 gate failed: " + "; ".join(problems))
-    return report

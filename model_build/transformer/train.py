@@ -1,5 +1,5 @@
-"""Fine-tune the encoder (multilabel BCE with positive-class weights + sentiment CE), predict,
-and tune per-label thresholds and the ensemble weight on a validation fold.
+"""Fine-tune the encoder (multilabel BCE with positive-class weights + sentiment CE) and
+predict; thresholds and the ensemble are tuned on the validation fold by model_build.batch_tune.
 
 Losses: the label BCE counts only comments with at least one label (the scoring rule's rows, and
 what the instant lane's label models train on: a comment the labellers left without any label is
@@ -206,71 +206,3 @@ def predict(model: EncoderClassifier, ids: list[list[int]], pad_id: int, batch_s
         lab[b] = torch.sigmoid(ll).float().cpu().numpy()
         sen[b] = torch.softmax(sl, -1).float().cpu().numpy()
     return lab, sen
-
-
-THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.025), 3)
-
-
-def f1_per_threshold(p: np.ndarray, y: np.ndarray, grid: np.ndarray = THRESHOLD_GRID) -> np.ndarray:
-    """F1 of one label at each threshold in grid."""
-    pred = p[None, :] >= grid[:, None]
-    tp = (pred & (y[None, :] == 1)).sum(1)
-    fp = (pred & (y[None, :] == 0)).sum(1)
-    fn = ((~pred) & (y[None, :] == 1)).sum(1)
-    return np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
-
-
-def tune_thresholds(probs: np.ndarray, Y: np.ndarray, min_positives: int = 3) -> np.ndarray:
-    """Per-label threshold maximising that label's F1 on the validation fold. Labels with fewer
-    than min_positives there share one threshold tuned on all labels pooled."""
-    pooled = f1_per_threshold(probs.ravel(), Y.ravel())
-    shared = float(THRESHOLD_GRID[int(np.argmax(pooled))])
-    thr = np.full(Y.shape[1], shared, dtype=np.float32)
-    for j in range(Y.shape[1]):
-        if Y[:, j].sum() >= min_positives:
-            f = f1_per_threshold(probs[:, j], Y[:, j])
-            best = np.flatnonzero(f >= f.max() - 1e-9)
-            thr[j] = float(THRESHOLD_GRID[best[len(best) // 2]])  # middle of the best plateau
-    return thr
-
-
-OBJECTIVES = ("macro", "macro+micro")
-
-
-def tune_ensemble(p_transformer: np.ndarray, p_instant: np.ndarray | None, Y: np.ndarray,
-                  weights: Sequence[float] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1),
-                  empty_label: int | None = None, combines: Sequence[str] = ("probability",),
-                  objective: str = "macro", scored_rows_only: bool = True, multilabel: bool = True) -> dict:
-    """Choose the transformer weight, how probabilities mix (twolane.predictors.batch.combine),
-    per-label thresholds and the at-least-one-label rule on a validation fold (weight 1.0 =
-    transformer alone). objective: "macro" (macro-F1) or "macro+micro" (their sum), scored by
-    model_build.metrics; scored_rows_only: tune and score on the rows the scoring rule keeps
-    (truth with at least one label). multilabel False: a single-label taxonomy, decided by its
-    top label (twolane.rules.top_label; the thresholds are recorded, never read, and
-    min_one_label is False). Returns weight_transformer, combine, thresholds (list of floats),
-    min_one_label and val_macro_f1 / val_micro_f1."""
-    from model_build.metrics import multilabel_scores
-    from twolane.predictors.batch import combine
-    from twolane.rules import decide_labels, top_label
-
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
-    keep = Y.sum(1) > 0 if scored_rows_only else np.ones(len(Y), bool)
-    if not keep.any():
-        keep = np.ones(len(Y), bool)
-    candidates = [(w, c) for w in weights for c in combines] if p_instant is not None else [(1.0, "probability")]
-    best: dict | None = None
-    for w, how in candidates:
-        p = p_transformer if p_instant is None else combine(w, how, p_transformer, p_instant)
-        thr = tune_thresholds(p[keep], Y[keep])
-        for min_one in (False, True) if multilabel else (False,):
-            pred = (decide_labels(p, thr, empty_label, min_one_label=min_one) if multilabel
-                    else top_label(p, empty_label))
-            sc = multilabel_scores(Y[keep], pred[keep])
-            score = sc["macro_f1"] + (sc["micro_f1"] if objective == "macro+micro" else 0.0)
-            if best is None or score > best["score"] + 1e-9:
-                best = {"weight_transformer": float(w), "combine": how, "thresholds": [float(t) for t in thr],
-                        "min_one_label": min_one, "score": float(score), "val_macro_f1": sc["macro_f1"],
-                        "val_micro_f1": sc["micro_f1"], "objective": objective}
-    assert best is not None
-    return best

@@ -26,7 +26,7 @@ from twolane.api.deps import (
 from twolane.api.errors import ERROR_RESPONSES, Problem, RequestRejected, problem
 from twolane.api.gate import StrictRoute
 from twolane.api.intake import take
-from twolane.contract import CommentIn, JobAccepted, JobRequest, JobResults, JobState, check_items
+from twolane.contract import JobAccepted, JobRequest, JobResults, JobState, check_items
 from twolane.intake import Origin
 from twolane.jobs.service import JobRejected
 from twolane.jobs.store import JobGone, JobNotFound, JobRecord

@@ -295,7 +295,7 @@ def serve(bundle: Path | None = None, port: int = 8000, host: str = "127.0.0.1")
 def predict_file(file: Path, out: Path | None = None, bundle: Path | None = None) -> Path:
     """Label a CSV / JSON / JSONL file in one go (the drop folder's formats); returns the result path."""
     from twolane.dropfolder.formats import FormatError, family_of, read_items, write_results
-    from twolane.dropfolder.process import label
+    from twolane.intake import label
 
     file = Path(file)
     try:

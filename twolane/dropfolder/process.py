@@ -19,8 +19,7 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.utilities.data_classes import S3Event
 from botocore.exceptions import ClientError
 
-from twolane import drift
-from twolane.contract import CommentIn, JobRequest, JobTarget, Prediction
+from twolane.contract import JobTarget, Prediction
 from twolane.dropfolder.formats import (
     CONTENT_TYPES,
     Family,
@@ -32,8 +31,9 @@ from twolane.dropfolder.formats import (
     write_px,
     write_results,
 )
-from twolane.jobs.service import JobRejected, JobService, Kept
-from twolane.jobs.store import Delivery
+from twolane.intake import Intake, IntakeRefused, Loaded, Origin, Refusal, Route
+from twolane.jobs.service import JobRejected, JobService
+from twolane.jobs.store import Delivery, JobRecord
 from twolane.layout import (
     AUTO_SUBFOLDER,
     BATCH_SUBFOLDER,
@@ -45,14 +45,9 @@ from twolane.layout import (
     is_not_found,
 )
 from twolane.predictors import Predictor
-from twolane.predictors.cascade import split_lanes
-from twolane.predictors.instant import InstantPredictor
 from twolane.settings import Settings, get_settings
-from twolane.wiring import batch_taxonomy, cascade_rule
 
 log = logging.getLogger("twolane.dropfolder")
-
-CHUNK = 1000  # comments per predictor call
 
 Status = Literal["done", "submitted", "failed", "already_done", "missing", "ignored"]
 BATCH_INBOX = INBOX + BATCH_SUBFOLDER  # inbox/batch/X: the batch lane (transformer ensemble)
@@ -61,6 +56,7 @@ NO_CASCADE = ("the cascade (inbox/auto/) is not available on this service: its b
               "cascade rule; put the file in inbox/ or inbox/batch/")
 NO_BATCH_LANE = ("the batch lane is not available on this service: put the file in inbox/ "
                  "(not inbox/batch/) for the instant lane")
+REFUSALS: dict[Refusal, str] = {"no_cascade": NO_CASCADE, "no_batch_lane": NO_BATCH_LANE}  # in folder words
 
 
 @dataclass
@@ -106,12 +102,39 @@ def failed_keys(key: str) -> tuple[str, str]:
     return report[: -len(ERROR_REPORT_SUFFIX)], report
 
 
-def label(predictor: Predictor, items: list[CommentIn], target: JobTarget = "ms") -> list[Prediction]:
-    """Predictions for a file's comments, CHUNK at a time (bounded memory), in file order."""
-    preds: list[Prediction] = []
-    for i in range(0, len(items), CHUNK):
-        preds.extend(predictor.predict(items[i : i + CHUNK], target=target))
-    return preds
+@dataclass(frozen=True)
+class InboxObject:
+    """One object under inbox/ being processed: the S3 client, where it is, its size (None
+    until read)."""
+
+    s3: Any
+    bucket: str
+    key: str
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class InboxFile:
+    """An inbox object read as comments: its format `family`, its comments (`got`), the
+    target its name asks for and the lane its folder asks for (inbox/auto/: the cascade,
+    inbox/batch/: the batch lane, else the instant lane)."""
+
+    obj: InboxObject
+    family: Family
+    got: FileItems
+    target: JobTarget
+    route: Route
+
+    @property
+    def key(self) -> str:
+        return self.obj.key
+
+
+def route_of(key: str) -> Route:
+    """The lane an inbox key's folder asks for."""
+    if key.startswith(AUTO_INBOX):
+        return "auto"
+    return "batch" if key.startswith(BATCH_INBOX) else "instant"
 
 
 def _exists(s3: Any, bucket: str, key: str) -> bool:
@@ -124,14 +147,15 @@ def _exists(s3: Any, bucket: str, key: str) -> bool:
         raise
 
 
-def _move_to_failed(s3: Any, bucket: str, key: str, reason: str, size: int | None) -> Outcome:
+def _move_to_failed(obj: InboxObject, reason: str) -> Outcome:
+    s3, bucket, key = obj.s3, obj.bucket, obj.key
     failed_key, report_key = failed_keys(key)
     s3.copy_object(Bucket=bucket, Key=failed_key, CopySource={"Bucket": bucket, "Key": key})
     report = {
         "source_key": key,
         "failed_key": failed_key,
         "error": reason,
-        "size_bytes": size,
+        "size_bytes": obj.size,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "help": "Fix the file and put it in inbox/ again. Expected: CSV with comment_id and "
                 "comment_text columns (question_type optional), a JSON list of such objects, "
@@ -148,11 +172,36 @@ def process_object(s3: Any, bucket: str, key: str, predictor: Predictor,
                    settings: Settings | None = None, jobs: JobService | None = None) -> Outcome:
     """Label one inbox object and move it on. Idempotent: safe to call twice for the same key.
 
-    `inbox/batch/X` goes to the batch lane through `jobs` (its results reach `outbox/batch/X`
-    when the job finishes, see twolane.dropfolder.delivery); any other `inbox/X` is labelled
-    here on the instant lane."""
+    The file's comments go through the intake (twolane.intake) on the lane its folder asks for
+    (`route_of`): `inbox/batch/X` to the batch lane through `jobs` (its results reach
+    `outbox/batch/X` when the job finishes, see twolane.dropfolder.delivery), `inbox/auto/X`
+    to the cascade, any other `inbox/X` labelled here on the instant lane."""
     settings = settings or get_settings()
+    f = _read(InboxObject(s3, bucket, key), settings)
+    if isinstance(f, Outcome):
+        return f
+    origin = Origin.dropfolder(_delivery(f), f.got.blank_rows)
+    intake = Intake(settings, Loaded(predictor), lambda: jobs)
+    try:
+        taken = intake.take(f.got.items, f.route, f.target, origin)
+    except IntakeRefused as exc:
+        return _move_to_failed(f.obj, REFUSALS.get(exc.why, exc.reason))
+    except JobRejected as exc:  # the endpoint refused: leave the file, Lambda retries
+        raise RuntimeError(f"the batch lane did not take {key}: {exc.reason}") from exc
+    if taken.record is not None:
+        outcome = _submitted(f, taken.record, taken.sent)
+    else:
+        assert taken.predictions is not None and taken.model_version is not None
+        outcome = _write_outbox(f, taken.model_version, taken.predictions)
+    outcome.drift = taken.drift
+    return outcome
+
+
+def _read(obj: InboxObject, settings: Settings) -> InboxFile | Outcome:
+    """The inbox object read as comments, or its outcome when it cannot be (not a file under
+    inbox/, gone, too big, not comments: moved to failed/ with a report)."""
     limits = settings.dropfolder
+    s3, bucket, key = obj.s3, obj.bucket, obj.key
     if not key.startswith(INBOX) or key.endswith("/") or key == INBOX:
         return Outcome(key, "ignored", "not a file under inbox/")
     try:
@@ -166,125 +215,57 @@ def process_object(s3: Any, bucket: str, key: str, predictor: Predictor,
                 return Outcome(key, "already_done", "event repeated; result exists", done_key)
         return Outcome(key, "missing", "the inbox object is gone and no result exists")
     size = int(head.get("ContentLength", 0))
+    obj = InboxObject(s3, bucket, key, size)
     try:
         family = family_of(key)
     except FormatError as exc:
-        return _move_to_failed(s3, bucket, key, str(exc), size)
+        return _move_to_failed(obj, str(exc))
     if size > limits.max_bytes:
         return _move_to_failed(
-            s3, bucket, key,
-            f"file is {size} bytes; the limit is {limits.max_bytes} bytes. "
-            "Split it into smaller files.", size)
+            obj, f"file is {size} bytes; the limit is {limits.max_bytes} bytes. "
+            "Split it into smaller files.")
     data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     try:
         got = read_file(data, family, limits.max_text_chars)
     except FormatError as exc:
-        return _move_to_failed(s3, bucket, key, str(exc), size)
+        return _move_to_failed(obj, str(exc))
     except Exception as exc:  # whatever is inside a file, it gets a report, never a retry loop
         log.error("could not read %s: %s (moved to failed/)", key, type(exc).__name__)
-        return _move_to_failed(s3, bucket, key, "the file could not be read as comments "
-                               f"({type(exc).__name__}); check its format", size)
-    target = target_of(key)
-    refused = _batch_lane_refuses(predictor, key, settings)
-    if refused:
-        return _move_to_failed(s3, bucket, key, refused, size)
-    if key.startswith(AUTO_INBOX):
-        return _auto(s3, bucket, key, family, got, target, predictor, settings, jobs, size)
-    if key.startswith(BATCH_INBOX):
-        if jobs is None:
-            return _move_to_failed(s3, bucket, key, NO_BATCH_LANE, size)
-        return _with_drift(_submit(s3, bucket, key, family, got, target, jobs), predictor, got,
-                       emit=settings.lambda_function_name is not None)
-    preds = label(predictor, got.items, target)
-    return _with_drift(_write_outbox(s3, bucket, key, family, got, target, predictor, preds),
-                       predictor, got, emit=settings.lambda_function_name is not None)
+        return _move_to_failed(obj, "the file could not be read as comments "
+                               f"({type(exc).__name__}); check its format")
+    return InboxFile(obj, family, got, target_of(key), route_of(key))
 
 
-def _auto(s3: Any, bucket: str, key: str, family: Family, got: FileItems,  # noqa: PLR0913
-          target: JobTarget, predictor: Predictor, settings: Settings, jobs: JobService | None,
-          size: int | None) -> Outcome:
-    """An inbox/auto/ file: the cascade (the instant lane keeps what it is sure of; the rest
-    becomes a batch job, or the file is written at once when nothing is escalated)."""
-    rule = cascade_rule(settings) if jobs is not None else None
-    if rule is None or not isinstance(predictor, InstantPredictor):
-        return _move_to_failed(s3, bucket, key, NO_CASCADE if jobs else NO_BATCH_LANE, size)
-    preds, esc = split_lanes(predictor, rule, got.items, target)
-    if esc.any():
-        assert jobs is not None
-        return _with_drift(_submit(s3, bucket, key, family, got, target, jobs,
-                                   (preds, esc, predictor.version)),
-                           predictor, got, emit=settings.lambda_function_name is not None)
-    return _with_drift(_write_outbox(s3, bucket, key, family, got, target, predictor, preds),
-                       predictor, got, emit=settings.lambda_function_name is not None)
+def _delivery(f: InboxFile) -> Delivery:
+    """Where the file's batch job (if it becomes one) writes its result or report."""
+    return Delivery(bucket=f.obj.bucket, source_key=f.key, result_key=result_key(f.key),
+                    report_key=failed_keys(f.key)[1], family=f.family, pxtextmining=f.got.pxtextmining)
 
 
-def _batch_lane_refuses(predictor: Predictor, key: str, settings: Settings) -> str | None:
-    """Why a file of inbox/batch/ or inbox/auto/ cannot go to the batch lane with this model
-    (`Manifest.batch_lane_refuses` against `wiring.batch_taxonomy`), or None."""
-    manifest = getattr(predictor, "manifest", None)
-    if manifest is None or not key.startswith((AUTO_INBOX, BATCH_INBOX)):
-        return None
-    return manifest.batch_lane_refuses(batch_taxonomy(settings))
-
-
-def _write_outbox(s3: Any, bucket: str, key: str, family: Family, got: FileItems, target: JobTarget,
-                  predictor: Predictor, preds: list[Prediction]) -> Outcome:
+def _write_outbox(f: InboxFile, version: str, preds: list[Prediction]) -> Outcome:
     """Write the instant lane's results to the outbox, then delete the inbox object."""
-    body = (write_px(preds, target, got.blank_rows) if got.pxtextmining
-            else write_results(preds, family))
-    out_key = result_key(key)
-    s3.put_object(
-        Bucket=bucket, Key=out_key, Body=body,
-        ContentType=CONTENT_TYPES[family],
-        Metadata={"model-version": str(predictor.version), "comments": str(len(preds))},
+    body = (write_px(preds, f.target, f.got.blank_rows) if f.got.pxtextmining
+            else write_results(preds, f.family))
+    out_key = result_key(f.key)
+    f.obj.s3.put_object(
+        Bucket=f.obj.bucket, Key=out_key, Body=body,
+        ContentType=CONTENT_TYPES[f.family],
+        Metadata={"model-version": str(version), "comments": str(len(preds))},
     )
-    s3.delete_object(Bucket=bucket, Key=key)  # only after the result is safely written
-    log.info("labelled %d comments: %s -> %s", len(preds), key, out_key)
+    f.obj.s3.delete_object(Bucket=f.obj.bucket, Key=f.key)  # only after the result is safely written
+    log.info("labelled %d comments: %s -> %s", len(preds), f.key, out_key)
     noun = "comment" if len(preds) == 1 else "comments"
-    return Outcome(key, "done", f"{len(preds)} {noun} labelled", out_key, len(preds))
+    return Outcome(f.key, "done", f"{len(preds)} {noun} labelled", out_key, len(preds))
 
 
-def _with_drift(outcome: Outcome, predictor: Predictor, got: FileItems, *, emit: bool) -> Outcome:
-    """Compare the file's comments with the bundle's training data and publish the signals
-    as CloudWatch metrics (twolane.drift; nothing when the bundle has no drift reference).
-    Advisory: a failing check is logged (its type only) and never fails the file."""
-    try:
-        outcome.drift = drift.publish(drift.report_for(predictor, got.items), emit=emit)
-    except Exception as exc:  # the file is labelled already: drift must not undo that
-        log.error("drift check failed for %s (%s)", outcome.key, type(exc).__name__)
-    return outcome
-
-
-def _submit(s3: Any, bucket: str, key: str, family: Family, got: FileItems, target: JobTarget,
-            jobs: JobService, cascade: tuple[list[Prediction], Any, str] | None = None) -> Outcome:
-    """Hand a batch-inbox file to the batch lane as a job, then delete it from the inbox (the
-    job's input holds the comments until predictions exist). `cascade`: an inbox/auto/ file's
-    instant answers, its escalation mask (bool n) and the instant bundle's version: only the
-    escalated comments go."""
-    report_key = failed_keys(key)[1]
-    delivery = Delivery(bucket=bucket, source_key=key, result_key=result_key(key),
-                        report_key=report_key, family=family, pxtextmining=got.pxtextmining)
-    body = JobRequest(items=got.items, target=target).model_dump(exclude={"lane"})
-    sent = len(got.items)
-    try:
-        if cascade is None:
-            record = jobs.submit("classify", target, len(got.items), body, defer=True,
-                                 blank_rows=got.blank_rows, delivery=delivery)
-        else:
-            preds, esc, version = cascade
-            escalated = [i for i, e in enumerate(esc.tolist()) if e]
-            kept = Kept(results=[p.model_dump(mode="json") for p, e in zip(preds, esc.tolist(), strict=True)
-                                 if not e], escalated=escalated, instant_version=version)
-            body["items"] = [body["items"][i] for i in escalated]
-            sent = len(escalated)
-            record = jobs.submit_auto(target, len(got.items), body, kept, defer=True,
-                                      blank_rows=got.blank_rows, delivery=delivery)
-    except JobRejected as exc:  # the endpoint refused: leave the file, Lambda retries
-        raise RuntimeError(f"the batch lane did not take {key}: {exc.reason}") from exc
-    s3.delete_object(Bucket=bucket, Key=key)
-    log.info("sent %d of %d comments to the batch lane: %s (job %s)", sent, len(got.items), key, record.job_id)
-    return Outcome(key, "submitted", f"{sent} of {len(got.items)} comments sent to the batch lane",
-                   delivery.result_key, len(got.items), record.job_id, record.deferred)
+def _submitted(f: InboxFile, record: JobRecord, sent: int) -> Outcome:
+    """The file is a batch job now (`sent` of its comments went to the batch lane; the job's
+    input holds them until predictions exist): delete it from the inbox."""
+    f.obj.s3.delete_object(Bucket=f.obj.bucket, Key=f.key)
+    n = len(f.got.items)
+    log.info("sent %d of %d comments to the batch lane: %s (job %s)", sent, n, f.key, record.job_id)
+    return Outcome(f.key, "submitted", f"{sent} of {n} comments sent to the batch lane",
+                   result_key(f.key), n, record.job_id, record.deferred)
 
 
 def process_event(event: dict[str, Any] | S3Event, predictor: Predictor, *, s3: Any,

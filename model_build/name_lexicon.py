@@ -3,9 +3,10 @@
 The names are Faker's (MIT; pinned in pyproject's [build] extra) curated first-name lists of the
 locales whose names NHS staff and patients most often carry: English-speaking ones (en_GB, en_IE,
 en_US, en_NZ, en_IN, en_NG, en_PK) and European ones (fr_FR, de_DE, it_IT, es_ES, pl_PL, nl_NL,
-pt_PT): about 5,300 names. Faker's large `en` list is left out on purpose: it holds historical census spellings that are ordinary words
-("Ward", "Doctor", "Less", "Pleasant"), which would redact NHS comments' own words. The runtime
-reads the text file, so neither Lambda nor the container installs Faker.
+pt_PT): about 5,300 names. Faker's large `en` list is left out on purpose: it holds historical
+census spellings that are ordinary words ("Ward", "Doctor", "Less", "Pleasant"), which would
+redact NHS comments' own words. The runtime reads the text file, so neither Lambda nor the
+container installs Faker.
 
 Run: python -m model_build.name_lexicon   (rewrites the file; the test checks it is current)
 """
@@ -13,7 +14,6 @@ Run: python -m model_build.name_lexicon   (rewrites the file; the test checks it
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 from twolane.summaries.redact import LEXICON
 

@@ -6,6 +6,10 @@ onnxruntime (both lanes' runtime) comes from PyPI's generic x86-64 wheel with it
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -126,3 +130,32 @@ def test_onnxruntime_is_pypis_generic_x86_64_wheel() -> None:
     wheel = distribution("onnxruntime").read_text("WHEEL") or ""
     tags = [line.split(":", 1)[1].strip() for line in wheel.splitlines() if line.startswith("Tag:")]
     assert tags and all("manylinux" in t and t.endswith("x86_64") for t in tags), tags
+
+
+QEMU = shutil.which("qemu-x86_64")
+# Run in the emulated CPU: load the engine, generate a few tokens, print what ran.
+EMULATED = """
+import json, sys
+from local_stack.llm_cpu import cpu_features
+from local_stack.llm_engine import Engine
+e = Engine(__import__("pathlib").Path(sys.argv[1]), 256, threads=1)
+out = e.chat({"messages": [{"role": "user", "content": "Say hello to the nurses."}], "max_tokens": 4,
+              "temperature": 0.0})
+print(json.dumps({"features": cpu_features(), "usage": out["usage"],
+                  "text": out["choices"][0]["message"]["content"]}))
+"""
+
+
+@pytest.mark.skipif(QEMU is None, reason="qemu-x86_64 (Debian's qemu-user) is not installed")
+@pytest.mark.parametrize(("cpu", "has", "lacks"), [("Haswell", "AVX2", "AVX512"), ("Nehalem", "SSSE3", "AVX")])
+def test_runs_on_an_older_cpu_emulated(cpu: str, has: str, lacks: str) -> None:
+    """The same install on an emulated CPU without AVX-512 (Haswell) and without AVX (Nehalem):
+    llama.cpp picks a backend for that CPU and generates (qemu-user: slow, a few tokens)."""
+    assert QEMU is not None and MODEL is not None
+    run = subprocess.run([QEMU, "-cpu", cpu, sys.executable, "-c", EMULATED, str(MODEL)],
+                         capture_output=True, text=True, timeout=300, check=False,
+                         env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["features"].get(has) == "1" and got["features"].get(lacks) != "1", got["features"]
+    assert got["usage"]["prompt_tokens"] > 5 and got["usage"]["completion_tokens"] >= 1 and got["text"].strip()

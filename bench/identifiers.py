@@ -149,8 +149,11 @@ word of it gone after `twolane.summaries.redact.redact`. {total} of {r['planted'
 |---|---|---|---|
 {rows}
 
-False positives on the {r['nhs_comments']:,} real NHS comments (data/nhs-patient-feedback/):
-{r['nhs_comments_changed']} comments changed; the spans redacted: {spans or 'none'}.
+What redaction changes in the {r['nhs_comments']:,} real NHS comments (data/nhs-patient-feedback/, whose
+publishers already replaced most names by "Name Redacted"): {r['nhs_comments_changed']} comments, these spans:
+{spans or 'none'}. A span that is not a person's name is a false positive ("James Cook" is a
+hospital). A rule of any two capitalised words, without the first-name lexicon, would change 51
+comments, nearly all of them wrongly ("Coffee Bar", "Bishop Auckland", "Urgent Care Centre").
 {end}"""
     write_section(start, end, block)
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.results_md import write_section
-from twolane.summaries.redact import found, redact
+from twolane.summaries.redact import COMMON_WORDS, FULL_NAME, found, redact
 
 RESULTS = Path(__file__).resolve().parent / "results" / "identifiers.json"
 NHS_CSV = Path(__file__).resolve().parent.parent / "data" / "nhs-patient-feedback" / "v6framework_230831.csv"
@@ -118,6 +118,15 @@ def false_positives(path: Path = NHS_CSV) -> tuple[int, int, list[str]]:
     return len(texts), sum(bool(found(t)) for t in texts), spans
 
 
+def without_lexicon(path: Path = NHS_CSV) -> Counter[str]:
+    """What the full-name rule would redact in the NHS comments with any capitalised word as a
+    first name (no lexicon): the spans, counted."""
+    with path.open(encoding="utf-8", newline="") as f:
+        texts = [row["FFT answer"] for row in csv.DictReader(f)]
+    return Counter(m.group(0) for t in texts for m in FULL_NAME.finditer(t)
+                   if m.group("first") not in COMMON_WORDS and m.group("rest").split()[0] not in COMMON_WORDS)
+
+
 def run(per_kind: int, seed: int = 0) -> dict[str, Any]:
     """Caught and missed by kind, with the missed ones, and the false positives on NHS comments."""
     items = planted(per_kind, seed)
@@ -130,6 +139,7 @@ def run(per_kind: int, seed: int = 0) -> dict[str, Any]:
     return {"planted": len(items), "seed": seed, "by_kind": by_kind,
             "nhs_comments": n, "nhs_comments_changed": changed,
             "nhs_changed_spans": dict(Counter(spans).most_common()),
+            "nhs_spans_without_lexicon": dict(without_lexicon().most_common()),
             "examples": [asdict(p) | {"redacted": redact(p.text)} for p in items[: len(KINDS)]]}
 
 
@@ -139,6 +149,7 @@ def write_md(r: dict[str, Any]) -> None:
                      for k, v in r["by_kind"].items())
     total = sum(v["caught"] for v in r["by_kind"].values())
     spans = ", ".join(f"{s!r} x{c}" for s, c in r["nhs_changed_spans"].items())
+    loose = ", ".join(f"{s!r}" for s in list(r["nhs_spans_without_lexicon"])[:8])
     block = f"""{start}
 ## Identifiers: what redaction catches (bench/identifiers.py)
 
@@ -152,8 +163,8 @@ word of it gone after `twolane.summaries.redact.redact`. {total} of {r['planted'
 What redaction changes in the {r['nhs_comments']:,} real NHS comments (data/nhs-patient-feedback/, whose
 publishers already replaced most names by "Name Redacted"): {r['nhs_comments_changed']} comments, these spans:
 {spans or 'none'}. A span that is not a person's name is a false positive ("James Cook" is a
-hospital). A rule of any two capitalised words, without the first-name lexicon, would change 51
-comments, nearly all of them wrongly ("Coffee Bar", "Bishop Auckland", "Urgent Care Centre").
+hospital). Without the first-name lexicon (any capitalised word as a first name) the rule would
+redact {sum(r['nhs_spans_without_lexicon'].values())} spans, most of them not names: {loose}, ...
 {end}"""
     write_section(start, end, block)
 

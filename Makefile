@@ -11,8 +11,9 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt 2>/dev/n
 # llama.cpp (the local LLM engine) for any x86-64 CPU, whatever CPU builds it: no -march=native;
 # the CPU backend built once per CPU family (x64 ... haswell, skylakex, zen4, sapphirerapids) as
 # libggml-cpu-<family>.so beside llama_cpp's libraries, the best one for the CPU loaded at run time
-# (local_stack/llm_cpu.py). About 25 minutes on 2 cores; docs/llm-engine.md.
-LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DGGML_BACKEND_DIR=llama_cpp/lib
+# (local_stack/llm_cpu.py). 20+ minutes on 2 cores; docs/llm-engine.md. GGML_BACKEND_DIR must be
+# :STRING (untyped, CMake makes it an absolute path outside the wheel and no backend ships).
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DGGML_BACKEND_DIR:STRING=llama_cpp/lib
 LLAMA_PIN    := $(shell grep -i '^llama_cpp_python==' constraints.txt)
 # The wheel is built from source without pip's cache (--no-binary, --no-cache-dir: pip never
 # reuses a wheel it built with other flags, e.g. a native one) into a folder named by the flags

@@ -112,13 +112,16 @@ def write_md(r: dict[str, Any]) -> None:
         f"{x['prompt_tokens_per_s']:.0f} | {x['completion_tokens']} | {x['completion_tokens_per_s']:.1f} | "
         f"{x['request_s']:.2f} | {x['load_s']:.2f} |" for x in r["rows"])
     feats = r["rows"][0]["cpu_backend"] if r["rows"] else {}
+    n = len(r["cpu_variants_installed"])
+    build = (f"for any x86-64 CPU ({n} CPU backends, the best loaded at run time)" if n
+             else "native (-march=native, one CPU backend linked in), not the portable one")
     on = " ".join(k for k, v in feats.items() if v == "1")
     block = f"""{start}
 ## LLM engine: tokens per second on this CPU (bench/llm_engine.py)
 
 {r['cpu']}, {r['cpus']} cores shared (load {r['load_1min']} at the end), threads
-{r['threads'] or 'all'}, {r['measured_at']}. llama.cpp built for any x86-64 CPU (runtime dispatch;
-{len(r['cpu_variants_installed'])} CPU backends installed); the backend it chose here reports: {on}.
+{r['threads'] or 'all'}, {r['measured_at']}. llama.cpp build: {build}; its CPU backend here
+reports: {on}.
 One request of the summaries' pattern (about {r['prompt_tokens_target']} prompt tokens, at most
 {r['completion_tokens_max']} generated, temperature 0), best of {r['repeats']}; "extra bufts" is
 llama.cpp's extra buffer types (weight repacking, AMX), off by default (they crash Sapphire Rapids).

@@ -85,8 +85,3 @@ def test_report_text_names_the_request_pattern(tmp_path: Path) -> None:
     assert "one short LLM request per theme, 28 in all" in html
     assert f"at most {PROMPT_TOKENS} prompt tokens" in html and f"at most {COMPLETION_TOKENS} tokens" in html
 
-
-def test_the_committed_engine_bench_prices_the_cpu_row() -> None:
-    """bench/results/llm_engine.json (committed) holds the CPU model's rates."""
-    doc = llm_doc(50_000, 1, load_prices())
-    assert doc is not None and doc["rows"][0]["s_per_request"] > 0

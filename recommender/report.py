@@ -202,9 +202,14 @@ def llm_html(llm: dict[str, Any] | None) -> str:
              f"{r['work_s']:.0f}", str(r["billed_s"]), f"${r['usd_per_job']:.4f}",
              f"${r['usd_per_month']:.2f}", str(r["wait_s"])] for r in llm["rows"]]
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in llm["notes"])
+    themes = (f"about {llm['themes_per_job']} themes" if llm["themes_measured"]
+              else f"at most {llm['themes_per_job']} themes (bench/llm.py has not run)")
     return (f"<h2>LLM endpoint (summaries)</h2><p>A summary job of {llm['comments_per_job']} "
-            f"comments reports about {llm['themes_per_job']} themes: {llm['requests_per_job']} "
-            f"LLM requests on an async endpoint scaled to zero between jobs.</p>"
+            f"comments reports {themes}: one short LLM request per theme, "
+            f"{llm['requests_per_job']} in all (the theme's points and counts in, at most "
+            f"{llm['prompt_tokens']} prompt tokens; at most two sentences out as JSON bounded "
+            f"by a schema, at most {llm['completion_tokens']} tokens), on an async endpoint "
+            f"scaled to zero between jobs. Seconds per request are priced at those bounds.</p>"
             f"{html_table(rows, head)}<ul>{notes}</ul>")
 
 

@@ -24,6 +24,7 @@ from filelock import FileLock
 E2E_MODULES = frozenset({
     "test_local_stack", "test_page", "test_pxtextmining", "test_container", "test_runner",
     "test_infra_artifacts", "test_recommender_run", "test_faults",
+    "test_llm_engine",  # the real LLM engine behind its HTTP server
 })
 MODEL_FIXTURES = frozenset({"instant_bundle", "batch_bundle", "lambda_module", "lambda_host", "own_bundle",
                             "spec_bundle", "own_batch_bundle", "other_batch_bundle"})

@@ -41,12 +41,23 @@ PLANTED = [
     ("Mr Hughes the surgeon was great", "Hughes", "Mr [name]"),
     ("Ms Wong and Miss Taylor helped", "Taylor", "Miss [name]"),
     ("Matron Evans sorted it out", "Evans", "Matron [name]"),
+    # full names without a title
+    ("my mum Margaret Thornbury was looked after", "Thornbury", "my mum [name] was"),
+    ("Sarah Jones on reception was rude", "Sarah Jones", "[name] on reception"),
+    ("Thanks to Mary Ann McDonald-Smith for everything", "McDonald-Smith", "to [name] for"),
+    ("My husband Łukasz Kowalski waited", "Kowalski", "husband [name] waited"),
+    ("I saw Siobhan O'Connor twice", "O'Connor", "saw [name] twice"),
+    ("The ring number was +44(0)121 496 0219", "496 0219", "[phone]"),
 ]
 CLEAN = [
     "Waited 4 hours in A&E on 12/03/2024, staff were kind",
     "The nurse was lovely and the doctor explained things",
     "Parking cost £12.50 for 3 hours",
     "Ward 7 was clean, room 12 had a view",
+    # names of places and services, and a title before a sentence, are not people's names
+    "Cherry Ward and Park House were clean; the Hope Centre helped",
+    "Staff at the Royal Victoria were great. June May be better",
+    "I saw the nurse. She was kind. The consultant. There was no wait",
 ]
 
 
@@ -61,6 +72,30 @@ def test_every_planted_identifier_is_redacted(text: str, secret: str, tag: str) 
 @pytest.mark.parametrize("text", CLEAN)
 def test_text_without_identifiers_is_unchanged(text: str) -> None:
     assert redact(text) == text and leaks(text) == 0
+
+
+def test_planted_identifiers_by_kind() -> None:
+    """Over 100 generated identifiers of five kinds (bench/identifiers.py): every phone, e-mail,
+    NHS number, postcode and full name (en_GB) is redacted; names from locales the lexicon was
+    not made from are counted, not required (the bench reports them)."""
+    pytest.importorskip("faker")
+    from bench.identifiers import planted, run
+
+    items = planted(20)
+    assert len({p.kind for p in items}) == 6 and len(items) == 120
+    r = run(20)
+    for kind in ("phone", "email", "nhs number", "postcode", "name"):
+        assert r["by_kind"][kind]["caught"] == 20, (kind, r["by_kind"][kind]["missed"])
+    assert r["nhs_comments"] == 7908 and r["nhs_comments_changed"] <= 10  # few false positives
+
+
+def test_first_name_lexicon_is_current() -> None:
+    """first_names.txt is what model_build/name_lexicon.py writes from the pinned Faker."""
+    pytest.importorskip("faker")
+    from model_build.name_lexicon import lexicon_text
+    from twolane.summaries.redact import LEXICON
+
+    assert LEXICON.read_text(encoding="utf-8") == lexicon_text()
 
 
 def test_representative_prefers_confident_and_diverse() -> None:

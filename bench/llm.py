@@ -176,7 +176,7 @@ def job(items: list[Any], predictor: Any, engine: Any, encoder: Path | None) -> 
 
 def quality(themes: list[Any], items: list[Any], human: list[set[str]],
             secrets: dict[str, tuple[str, list[str]]], tone: Any) -> dict[str, Any]:
-    from twolane.summaries.checks import REPEAT_RUN, NEGATIVE_AT, POSITIVE_AT
+    from twolane.summaries.checks import NEGATIVE_AT, POSITIVE_AT, REPEAT_RUN
     from twolane.summaries.points import words
     from twolane.summaries.redact import leaks, redact
 
@@ -246,8 +246,10 @@ def run_model(model: str, predictor: Any, encoder: Path | None, sizes: tuple[int
 
 
 def write_md(r: dict[str, Any]) -> None:
-    rows = ["| LLM | quote precision | points / theme | quote slots filled | printed | withheld (by reason) | loops | contradictions | identifiers leaked | s, test split (1,582) | s at 1,000 / 5,000 / 50,000 |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    head = ["LLM", "quote precision", "points / theme", "quote slots filled", "printed",
+            "withheld (by reason)", "loops", "contradictions", "identifiers leaked",
+            "s, test split (1,582)", "s at 1,000 / 5,000 / 50,000"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in r["models"]:
         by = "; ".join(f"{k}: {v}" for k, v in m["withheld_by_reason"].items()) or "-"
         secs = " / ".join(str(s["seconds"]) for s in m["speed"][1:])

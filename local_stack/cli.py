@@ -72,6 +72,14 @@ def build_instant(  # noqa: PLR0913 (typer: one argument per CLI option)
         raise _refuse(err, 1) from None
 
 
+@build_app.command("encoder")
+def build_encoder(out: Path | None = typer.Option(None, help="Folder (default: bundles/encoder).")) -> None:
+    """Export the packaged all-MiniLM-L6-v2 to ONNX (int8) for summaries' points."""
+    from model_build.encoder import DEFAULT_OUT, export
+
+    print(export(out or DEFAULT_OUT))
+
+
 @build_app.command("batch")
 def build_batch(  # noqa: PLR0913 (typer: one argument per CLI option)
     data: Path | None = DataOpt,

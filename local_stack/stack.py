@@ -79,6 +79,31 @@ def ensure_instant_bundle(settings: Settings) -> Path:
     return instant_bundle_path(settings=settings)
 
 
+def ensure_sentence_encoder(settings: Settings) -> Path | None:
+    """The sentence encoder summaries' points cluster with; exported from the packaged MiniLM
+    the first time (under a minute, once). None when it cannot be built here (no torch): points
+    then come from the comments' words."""
+    from twolane.wiring import sentence_encoder
+
+    found = sentence_encoder(settings)
+    if found is not None or settings.sentence_encoder is not None:
+        return found
+    console.print("Exporting the sentence encoder for summaries (once, under a minute).")
+    try:
+        from model_build.encoder import export
+
+        return export(settings.bundles / "encoder")
+    except ImportError:
+        return None
+
+
+def ensure_models(settings: Settings) -> Path:
+    """The instant bundle and the sentence encoder, each built the first time; the bundle."""
+    bundle = ensure_instant_bundle(settings)
+    ensure_sentence_encoder(settings)
+    return bundle
+
+
 def _local_aws(endpoint: str, access_key_id: str, secret_access_key: str) -> Settings:
     """Point every AWS client in this process (and the processes it starts) at the local S3,
     with its credentials (no session token: the local S3 refuses one)."""
@@ -152,7 +177,7 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
     if not port_is_free(port, host):
         raise SystemExit(f"port {port} on {host} is in use: pass another with --port")
 
-    bundle = ensure_instant_bundle(settings)
+    bundle = ensure_models(settings)
     predictor = load_predictor(bundle)
 
     mport = settings.moto_port if moto_port is None else moto_port

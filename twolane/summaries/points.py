@@ -10,8 +10,8 @@ seed: the same comments in the same order give the same points. A group smaller 
 MIN_SHARE of the sample (and than MIN_GROUP comments) is left out (the theme's `other`).
 A group's label is its most distinctive words (c-TF-IDF: the share of the group's comments
 holding a word or two-word phrase, times the phrase's inverse frequency in the theme's sample),
-its quote the comment nearest its centroid (ties to the theme's more confident comments,
-over-long comments last).
+its quote the comment with the best cosine to its centroid plus half the classifier's
+probability of the theme (a quote must carry the theme), over-long comments last.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def _central(x: np.ndarray, members: Sequence[int], texts: Sequence[str],
     centre = centre / (np.linalg.norm(centre) or 1.0)
 
     def score(i: int) -> tuple[int, float, int]:
-        return (len(words(texts[i])) <= LONG_WORDS, float(x[i] @ centre) + 0.1 * confidence[i], -i)
+        return (len(words(texts[i])) <= LONG_WORDS, float(x[i] @ centre) + 0.5 * confidence[i], -i)
 
     return max(members, key=score)
 

@@ -293,6 +293,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--endpoint", help="a deployed LLM endpoint instead of the local engine")
     ap.add_argument("--bucket", help="the stack's bucket (with --endpoint)")
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--merge", type=Path, action="append", default=[],
+                    help="add the models of an earlier run's JSON (e.g. one per model, run apart)")
+    ap.add_argument("--save", type=Path, help="write this run's JSON here too")
     a = ap.parse_args(argv)
     from twolane.bundle import resolve_bundle
     from twolane.predictors.instant import InstantPredictor
@@ -304,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = tuple(int(s) for s in a.sizes.split(",") if s)
     load_before = round(os.getloadavg()[0], 2)
     models = []
-    for m in a.model or ["none", "packaged"]:
+    for m in a.model if a.model is not None else ["none", "packaged"]:
         models.append(run_model(m, predictor, encoder, sizes, a.threads,
                                 (a.endpoint, a.bucket) if a.endpoint else None))
         print(json.dumps({k: v for k, v in models[-1].items() if k != "example"}, indent=2), flush=True)
@@ -312,6 +315,10 @@ def main(argv: list[str] | None = None) -> None:
          "load_before": load_before, "load_after": round(os.getloadavg()[0], 2),
          "instant_model": predictor.version, "points_by": encoder.name if encoder else "words",
          "test_comments": models[0]["test_split"]["comments"], "models": models}
+    for f in a.merge:
+        r["models"] += json.loads(f.read_text(encoding="utf-8"))["models"]
+    if a.save:
+        a.save.write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
     if not a.no_write:
         RESULTS.write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
         write_md(r)

@@ -11,7 +11,8 @@ MIN_SHARE of the sample (and than MIN_GROUP comments) is left out (the theme's `
 A group's label is its most distinctive words (c-TF-IDF: the share of the group's comments
 holding a word or two-word phrase, times the phrase's inverse frequency in the theme's sample),
 its quote the comment with the best cosine to its centroid plus half the classifier's
-probability of the theme (a quote must carry the theme), over-long comments last.
+probability of the theme (a quote must carry the theme), over-long and very short
+comments last.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ through to too under until up us very was we were what when where which while wh
 would you your yours yourself also lot lots much many get got one two thing things still well
 """.split())
 TOKEN = re.compile(r"[a-z][a-z'’-]*[a-z]|[a-z]")
+TAG = re.compile(r"\[[a-z ]+\]")  # redaction tags ("[email]") are no words of the comment
+SHORT_WORDS = 4  # a quote shorter than this ("No.") is chosen only when no longer one fits
 
 
 def words(text: str) -> list[str]:
@@ -50,7 +53,7 @@ def words(text: str) -> list[str]:
 
 def terms(text: str) -> set[str]:
     """The content words and two-word phrases of `text` (no stop word inside a phrase's ends)."""
-    toks = [w for w in words(text) if len(w) > 2 or w not in STOP]
+    toks = [w for w in words(TAG.sub(" ", text)) if len(w) > 2 or w not in STOP]
     out = {w for w in toks if w not in STOP and len(w) > 2}
     out |= {f"{a} {b}" for a, b in zip(toks, toks[1:], strict=False)
             if a not in STOP and b not in STOP and len(a) > 2 and len(b) > 2}
@@ -136,8 +139,9 @@ def _central(x: np.ndarray, members: Sequence[int], texts: Sequence[str],
     centre = x[list(members)].sum(0)
     centre = centre / (np.linalg.norm(centre) or 1.0)
 
-    def score(i: int) -> tuple[int, float, int]:
-        return (len(words(texts[i])) <= LONG_WORDS, float(x[i] @ centre) + 0.5 * confidence[i], -i)
+    def score(i: int) -> tuple[bool, float, int]:
+        fits = SHORT_WORDS <= len(words(texts[i])) <= LONG_WORDS
+        return (fits, float(x[i] @ centre) + 0.5 * confidence[i], -i)
 
     return max(members, key=score)
 

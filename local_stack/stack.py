@@ -81,6 +81,25 @@ def ensure_instant_bundle(settings: Settings, build: Callable[[Path], object] | 
     return instant_bundle_path(settings=settings)
 
 
+def ensure_sentence_encoder(settings: Settings, export: Callable[[Path], Path] | None = None) -> Path | None:
+    """The sentence encoder summaries' points cluster with; when there is none and `export` is
+    given (the CLI's: the emulator never imports the build), `export(bundles/encoder)` makes it
+    from the packaged MiniLM (under a minute, once). None when it cannot be built here (no
+    torch): points then come from the comments' words."""
+    from twolane.wiring import sentence_encoder
+
+    found = sentence_encoder(settings)
+    if found is not None or settings.sentence_encoder is not None:
+        return found
+    if export is None:
+        return None
+    console.print("Exporting the sentence encoder for summaries (once, under a minute).")
+    try:
+        return export(settings.bundles / "encoder")
+    except ImportError:
+        return None
+
+
 def _local_aws(endpoint: str, access_key_id: str, secret_access_key: str) -> Settings:
     """Point every AWS client in this process (and the processes it starts) at the local S3,
     with its credentials (no session token: the local S3 refuses one)."""
@@ -139,11 +158,13 @@ def _dropbox_ready(dropbox: Path | None) -> Path | None:
     return dropbox
 
 
-def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
+def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",  # noqa: PLR0915 (the stack, started top to bottom)
        moto_port: int | None = None, dropbox: Path | None = Path("dropbox"),
-       build_instant: Callable[[Path], object] | None = None) -> None:
+       build_instant: Callable[[Path], object] | None = None,
+       build_encoder: Callable[[Path], Path] | None = None) -> None:
     """Run the local stack until Ctrl-C: API, local S3 + drop folder, and (if `batch`) the batch
-    lane; `build_instant` (see `ensure_instant_bundle`) when there is no instant bundle yet."""
+    lane; `build_instant` (see `ensure_instant_bundle`) when there is no instant bundle yet,
+    `build_encoder` (see `ensure_sentence_encoder`) when there is no sentence encoder yet."""
     from local_stack import recovery, supervise
     from local_stack.invoker import local_job_service
     from local_stack.s3local import LocalS3
@@ -158,6 +179,7 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
         raise SystemExit(f"port {port} on {host} is in use: pass another with --port")
 
     bundle = ensure_instant_bundle(settings, build_instant)
+    ensure_sentence_encoder(settings, build_encoder)
     predictor = load_predictor(bundle)
 
     mport = settings.moto_port if moto_port is None else moto_port

@@ -27,7 +27,8 @@ E2E_MODULES = frozenset({
     "test_llm_engine",  # the real LLM engine behind its HTTP server
 })
 MODEL_FIXTURES = frozenset({"instant_bundle", "batch_bundle", "lambda_module", "lambda_host", "own_bundle",
-                            "spec_bundle", "own_batch_bundle", "other_batch_bundle"})
+                            "spec_bundle", "own_batch_bundle", "other_batch_bundle",
+                            "sentence_encoder"})
 
 
 def tier_of(item: pytest.Item) -> str:
@@ -65,6 +66,15 @@ def instant_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model_build.instant import build_small_bundle
 
     return _shared(tmp_path_factory, "instant-small", lambda out: build_small_bundle(out, rows=800))
+
+
+@pytest.fixture(scope="session")
+def sentence_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The packaged MiniLM sentence encoder exported to ONNX as `twolane build encoder` does
+    (the folder summaries' points are clustered with)."""
+    from model_build.encoder import export
+
+    return _shared(tmp_path_factory, "encoder", export)
 
 
 @pytest.fixture(scope="session")

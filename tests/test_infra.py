@@ -280,6 +280,7 @@ def test_lambdas_run_python_312_with_the_bundle_in_the_asset(dev):
     assert "ReservedConcurrentExecutions" not in api  # opt-in (account quotas)
     env = api["Environment"]["Variables"]
     assert env["TWOLANE_INSTANT_BUNDLE"] == "/var/task/bundle"
+    assert env["TWOLANE_SENTENCE_ENCODER"] == "/var/task/encoder"  # summaries' points
     assert env["TWOLANE_BATCH_INVOKER"] == "sagemaker"
     assert env["TWOLANE_BATCH_ENABLED"] == "1"
     # the name twolane.settings reads (batch_invocation_timeout_s), as the invoker sends it

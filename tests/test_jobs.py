@@ -245,8 +245,8 @@ def test_bad_items_rejected_up_front(store: S3JobStore, tmp_path: Path) -> None:
         r = client.post("/v1/jobs", json=body)
         assert r.status_code == status, (body, r.text)
         assert reason in r.text, (reason, r.text)
-    r = client.post("/v1/summaries", json={"items": ITEMS, "quotes_per_theme": 9})
-    assert r.status_code == 422 and "quotes_per_theme" in r.text
+    r = client.post("/v1/summaries", json={"items": ITEMS, "points_per_theme": 9})
+    assert r.status_code == 422 and "points_per_theme" in r.text
     after = store.s3.list_objects_v2(Bucket=store.bucket).get("KeyCount", 0)
     assert after == before  # nothing stored for a rejected request
 

@@ -1,6 +1,8 @@
 """The web page's Summarise step in a real browser: after labelling a CSV of real comments, press
-"Summarise by theme" -> POST v1/summaries, poll -> a card per theme with the counts, the LLM's
-summary and grounded quotes, the model named; the report downloads as Markdown and as HTML.
+"Summarise by theme" -> POST v1/summaries, poll -> a card per theme with the counts, the
+summary above the points when printed (greyed with its reason when withheld), and the points as
+the main content: a bar per point with its count, its quote under it; the model named; the report
+downloads as Markdown and as HTML.
 Served by the local LLM lane (llama.cpp on the packaged SmolLM2-135M GGUF behind the async
 runner). Skipped, saying why, without a browser, llama-cpp-python or the model."""
 
@@ -24,7 +26,14 @@ pytestmark = [
 CARDS_JS = """
 return [...document.querySelectorAll('#theme-cards .theme-card')].map(c => ({
   theme: c.querySelector('h3').textContent, counts: c.querySelector('p.muted').textContent,
-  quotes: [...c.querySelectorAll('blockquote')].map(q => q.firstChild.textContent)}));
+  summary: c.querySelector('p.summary').textContent,
+  withheld: c.querySelector('p.summary').classList.contains('withheld'),
+  greyed: getComputedStyle(c.querySelector('p.summary')).color,
+  points: [...c.querySelectorAll('.point')].map(p => ({
+    label: p.querySelector('.point-label').textContent,
+    bar: p.querySelector('.bar span').getBoundingClientRect().width,
+    count: p.querySelector('.bar-count').textContent,
+    quote: p.querySelector('blockquote').firstChild.textContent}))}));
 """
 
 
@@ -66,14 +75,22 @@ def test_summarise_after_labelling(instant_bundle: Path, moto: str, tmp_path: Pa
             cards = driver.execute_script(CARDS_JS)
             assert cards and all(" comment" in c["counts"] and "negative" in c["counts"] for c in cards)
             assert "SmolLM2-135M-Instruct" in driver.find_element("id", "summary-model").text
-            texts = " ".join(str(t) for t in df["FFT answer"])
-            for c in cards:  # each quote is word for word from a submitted comment
-                for q in c["quotes"]:
-                    assert q.strip("“”") in " ".join(texts.split()) or "[" in q
+            texts = " ".join(" ".join(str(t).split()) for t in df["FFT answer"])
+            assert any(c["points"] for c in cards)
+            for c in cards:
+                if c["withheld"]:  # greyed, with its reason
+                    assert c["summary"].startswith("No summary: ") and c["greyed"] != "rgb(0, 0, 0)"
+                bars = [p["bar"] for p in c["points"]]
+                assert bars == sorted(bars, reverse=True) and all(b > 0 for b in bars)
+                for p in c["points"]:  # a bar per point with its count, its quote verbatim
+                    assert p["label"] and " comment" in p["count"]
+                    q = " ".join(p["quote"].strip("“”").split())
+                    assert q in texts or "[" in q
             driver.find_element("id", "dl-md").click()
             md = wait_for_download(downloads, ".md").read_text(encoding="utf-8")
             assert md.startswith("# Comments by theme") and "SmolLM2" in md
             assert all(f"## {c['theme']}" in md for c in cards)
+            assert all(f"**{p['label']}**" in md for c in cards for p in c["points"])
             driver.find_element("id", "dl-html").click()
             page = wait_for_download(downloads, ".html").read_text(encoding="utf-8")
             assert "<h1>Comments by theme</h1>" in page and "<script" not in page

@@ -1,5 +1,6 @@
-"""The LLM lane's pure parts: redaction on a planted set, representative sampling, the prompt's
-answer parse and verbatim grounding (no model needed); and the plan of a team's own bundle."""
+"""The LLM lane's pure parts: redaction on a planted set, points (clustering, labels, quotes),
+the summary checks, the request and its answer parse (no LLM needed); and the plan of a team's
+own bundle."""
 
 from __future__ import annotations
 
@@ -7,17 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from twolane.summaries.grounding import ground
-from twolane.summaries.plan import llm_name
-from twolane.summaries.prompt import (
-    completion_text,
-    parse_quotes,
-    parse_summary,
-    quotes_request,
-    summary_request,
-)
+from twolane.summaries.checks import vocabulary, withheld_because
+from twolane.summaries.embed import words_vectors
+from twolane.summaries.plan import LLM_OFF, OFF_REASON, Plan, ThemePlan, assemble, llm_name
+from twolane.summaries.points import find_points, sample_of
+from twolane.summaries.prompt import completion_text, parse_summary, summary_request
 from twolane.summaries.redact import leaks, redact
-from twolane.summaries.sample import representative
+from twolane.summaries.schemas import Point, Quote
 
 # (planted text, the identifier that must be gone, the tag that must be there)
 PLANTED = [
@@ -98,46 +95,102 @@ def test_first_name_lexicon_is_current() -> None:
     assert LEXICON.read_text(encoding="utf-8") == lexicon_text()
 
 
-def test_representative_prefers_confident_and_diverse() -> None:
-    texts = ["parking is too expensive", "parking is too expensive here", "no spaces to park at all",
-             "car park barrier broken"]
-    conf = [0.9, 0.89, 0.6, 0.5]
-    picks = representative(texts, conf, 3)
-    assert picks[0] == 0 and 1 not in picks[:2]  # the near-duplicate waits
-    assert len(picks) == 3 and len(set(picks)) == 3
-    assert representative(texts, conf, 0) == [] and representative([], [], 3) == []
-    big = [f"comment {i} about food" for i in range(20_000)]
-    assert len(representative(big, [0.5] * len(big), 12)) == 12  # bounded pool: quick
+PARKING = ["parking is far too expensive here", "the parking charges are too expensive",
+           "expensive parking, twelve pounds a day", "no parking spaces at all in the morning",
+           "could not find a parking space anywhere", "drove round for a space for an hour",
+           "parking spaces are always full", "the car park barrier was broken",
+           "car park barrier broken again", "barrier at the car park stuck"]
 
 
-def test_requests_and_answer_parse() -> None:
-    body = summary_request("Parking", 10, 4, ["a [phone] comment", "another"])
+def test_points_are_groups_in_size_order_with_central_quotes() -> None:
+    x = words_vectors(PARKING)
+    conf = [0.9] * len(PARKING)
+    groups = find_points(x, PARKING, conf, 4, "Parking")
+    assert groups and len(groups) <= 4
+    sizes = [len(g.members) for g in groups]
+    assert sizes == sorted(sizes, reverse=True) and sum(sizes) <= len(PARKING)
+    for g in groups:
+        assert g.central in g.members and g.label and "parking" not in g.label.split(", ")
+    again = find_points(x, PARKING, conf, 4, "Parking")  # deterministic
+    assert again == groups
+    assert find_points(x[:0], [], [], 4) == [] and len(find_points(x[:1], PARKING[:1], [1.0], 4)) == 1
+
+
+def test_sample_is_bounded_and_fixed() -> None:
+    assert sample_of(5, 80) == [0, 1, 2, 3, 4]
+    s = sample_of(50_000, 80)
+    assert len(s) == 80 and s == sorted(s) and s == sample_of(50_000, 80) and len(set(s)) == 80
+
+
+KNOWN = vocabulary(PARKING + ["Parking"])
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("Parking is too expensive and the car park barrier is broken.", None),
+    ("Parking is expensive. Spaces are full. The barrier is broken.", "more than 2 sentences"),
+    ("Parking is too expensive and the car park barrier is", "does not end a sentence"),
+    ("Parking is too expensive, parking is too expensive.", "repeats a run of 4 words"),
+    ("Of 10 comments, 7 say parking is too expensive.", "not one of the theme's counts"),
+    ("Patients love the wonderful friendly doctors and delicious food.", "words not in the comments"),
+    (" ".join(["parking"] * 51) + ".", "more than 50 words"),
+    ("", "the LLM wrote nothing"),
+])
+def test_summary_checks_name_what_failed(text: str, reason: str | None) -> None:
+    got = withheld_because(text, counts={10, 4}, comments=10, negative=4, known=KNOWN, tone=None)
+    assert got == reason if reason is None else reason in (got or "")
+
+
+def test_summary_contradicting_its_counts_is_withheld() -> None:
+    kw = {"counts": {10, 8, 1}, "comments": 10, "known": KNOWN}
+    praise = "Parking is expensive."
+    assert "reads positive" in (withheld_because(praise, negative=8, tone=lambda _: 1, **kw) or "")
+    assert "reads negative" in (withheld_because(praise, negative=1, tone=lambda _: 5, **kw) or "")
+    assert withheld_because(praise, negative=5, tone=lambda _: 5, **kw) is None
+    assert withheld_because(praise, negative=None, tone=lambda _: 1, **kw) is None  # own scale
+
+
+def _plan(llm: str = "m.gguf") -> Plan:
+    pt = Point(point="expensive", comments=6, negative=5, quote=Quote(comment_id="1", text=PARKING[0]))
+    tp = ThemePlan(theme="Parking", comments=10, negative=8, sampled=10, points=[pt], other=4,
+                   words=sorted(KNOWN), summary_shard=None if llm == LLM_OFF else 0)
+    return Plan(model_version="v", llm=llm, points_by="words", themes=[tp])
+
+
+def test_assemble_prints_only_what_passes_and_says_why_not() -> None:
+    def chat(text: str) -> dict:
+        return {"choices": [{"message": {"content": text}}]}
+
+    ok = assemble(_plan(), [chat('{"summary": "Parking is too expensive."}')], [None], lambda _: 5)
+    assert ok[0].summary == "Parking is too expensive." and ok[0].withheld is None
+    assert ok[0].points[0].quote.text == PARKING[0]
+    bad = assemble(_plan(), [chat("Parking parking parking parking parking parking parking")])
+    assert bad[0].summary is None and "repeats" in (bad[0].withheld or "")
+    failed = assemble(_plan(), [None], ["container exited (code -11); gave up after 2 attempt(s)"])
+    assert failed[0].summary is None and failed[0].withheld.startswith("the LLM failed: container")
+    assert failed[0].points and failed[0].comments == 10  # everything but the prose is kept
+    nonsense = assemble(_plan(), [{"error": "x"}])
+    assert nonsense[0].withheld == "the LLM's answer could not be read"
+    off = assemble(_plan(LLM_OFF), [])
+    assert off[0].summary is None and off[0].withheld == OFF_REASON
+
+
+def test_request_and_answer_parse() -> None:
+    body = summary_request("Parking", 10, 4, [("expensive, charges", 6, 5), ("barrier", 3, 1)])
     user = body["messages"][1]["content"]
-    assert body["messages"][0]["role"] == "system" and "1. a [phone] comment\n2. another" in user
-    assert "10 comments, 4 negative" in user and body["temperature"] == 0.0 and body["max_tokens"] > 0
-    q = quotes_request("Parking", 10, 4, ["a"], 3)
-    assert "Which 3 comments" in q["messages"][1]["content"] and q["max_tokens"] > body["max_tokens"]
+    assert "- expensive, charges: 6 comments, 5 negative" in user and "10 comments, 4 negative" in user
+    assert body["temperature"] == 0.0 and body["max_tokens"] > 0
+    assert body["response_format"]["type"] == "json_object"
+    assert body["response_format"]["schema"]["properties"]["summary"]["type"] == "string"
+    assert parse_summary('{"summary": "Parking is hard."}') == "Parking is hard."
     assert parse_summary("Summary: Patients find parking hard.\nIt costs a lot.") == (
         "Patients find parking hard. It costs a lot.")
-    assert parse_quotes('1. "a [phone] comment"\n- QUOTE [2]: another one here.\nPlease note\n'
-                        '3) third one') == [(1, "a [phone] comment"), (2, "another one here"),
-                                            (3, "third one")]
     assert completion_text({"choices": [{"message": {"content": "x"}}]}) == "x"
     with pytest.raises(ValueError):
         completion_text({"error": "boom"})
 
 
-def test_grounding_keeps_verbatim_spans_only() -> None:
-    sample = ["The car park  is always full by nine", "Staff were kind and helpful"]
-    assert ground("car park is always full", 1, sample) == 0  # whitespace runs collapsed
-    assert ground("Staff were kind", 1, sample) == 1  # cited the wrong comment: found in another
-    assert ground("staff were kind", 2, sample) is None  # case differs: not verbatim
-    assert ground("car park is never full", 1, sample) is None  # paraphrase: dropped
-    assert ground("Staff were", 2, sample) is None  # too short to say anything
-
-
 def test_llm_name() -> None:
-    assert llm_name(None).endswith(".gguf")
+    assert llm_name(None).endswith(".gguf") and llm_name("none") == LLM_OFF
     assert llm_name("/x/y/model.gguf") == "model.gguf" and llm_name("Qwen2.5-7B-Instruct") == "Qwen2.5-7B-Instruct"
 
 
@@ -154,11 +207,12 @@ def test_own_data_bundle_summaries_speak_its_taxonomy(spec_bundle: Path) -> None
     assert set(reportable(predictor)) <= set(predictor.labels) and "Labelling not possible" not in reportable(predictor)
     items = [CommentIn(comment_id=str(i), comment_text=text, context=ctx)
              for i, (text, ctx) in enumerate(held_out(60, seed=1))]
-    plan, requests = plan_summaries(items, predictor, "test-llm", quotes_per_theme=2)
-    assert plan.themes and requests
+    plan, requests = plan_summaries(items, predictor, "test-llm", points_per_theme=3)
+    assert plan.themes and requests and plan.points_by == "words"
     assert all(t.theme in predictor.labels and t.negative is None for t in plan.themes)
+    assert all(p.negative is None for t in plan.themes for p in t.points)
     for body in requests:
         system, user = (m["content"] for m in body["messages"])
         assert "NHS" not in system and "atient" not in user and "negative" not in user
-    nhs = summary_request("Parking", 10, 4, ["a"])  # the NHS wording is unchanged
+    nhs = summary_request("Parking", 10, 4, [("a", 1, 1)])  # the NHS wording is unchanged
     assert "NHS patient feedback" in nhs["messages"][0]["content"]

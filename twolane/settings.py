@@ -136,7 +136,11 @@ class Settings(BaseSettings):
     batch_success_topic_arn: str | None = None
     batch_error_topic_arn: str | None = None
     batch_notification_queue: str = "twolane-batch-notifications"
-    generation_model: str | None = None  # the LLM for summaries: a .gguf locally, a name on AWS
+    generation_model: str | None = None  # the LLM for summaries: a .gguf locally, a name on AWS;
+    # "none": no LLM (points only, every summary withheld "LLM switched off")
+    # The sentence encoder summaries cluster with (a folder: model.onnx + tokenizer.json, made
+    # by `twolane build encoder`); unset: the newest under <bundles>/encoder/
+    sentence_encoder: Path | None = None
 
     # The batch host (twolane.batchhost.inference: the container and the Lambda batch worker).
     onnx_providers: str | None = None  # e.g. "CPUExecutionProvider" (default: CUDA when present)

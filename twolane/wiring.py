@@ -9,6 +9,7 @@
     batch_taxonomy(settings)     the batch bundle's taxonomy (what jobs answer in), or None
     instant_predictor(settings)  the instant lane's model the settings name
     get_predictor()              the process's own instant model (its settings; loaded once)
+    sentence_encoder(settings)   the folder of the encoder summaries' points are clustered with
 
 The Lambda handlers (functions/*) and the API (`twolane.api.deps`) call these; the local stack
 passes its own stand-in invoker to `job_service`. Nothing else builds a store, an invoker or
@@ -18,6 +19,7 @@ a service, and nothing here reads the environment: `twolane.settings` does.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -31,6 +33,7 @@ from twolane.jobs.service import JobService
 from twolane.jobs.store import S3JobStore
 from twolane.predictors.instant import InstantPredictor
 from twolane.settings import Settings, get_settings
+from twolane.summaries.embed import find_encoder
 
 __all__ = ["batch_invoker", "batch_taxonomy", "batch_worker", "cascade_rule", "client", "get_predictor",
            "instant_predictor", "job_service", "job_store"]
@@ -140,3 +143,10 @@ def get_predictor() -> InstantPredictor:
     """The process's own instant model (`get_settings()`), loaded once and then cached: what a
     Lambda handler loads at its cold start."""
     return instant_predictor(get_settings())
+
+
+def sentence_encoder(settings: Settings) -> Path | None:
+    """The folder of the sentence encoder summaries cluster with (`settings.sentence_encoder`,
+    TWOLANE_SENTENCE_ENCODER; else the newest under the bundles root's encoder/), or None: then
+    points are found by the comments' words (twolane.summaries.embed)."""
+    return find_encoder(settings.sentence_encoder, settings.bundles)

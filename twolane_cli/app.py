@@ -56,6 +56,14 @@ def build_instant(
         raise _refuse(err, 1) from None
 
 
+@build_app.command("encoder")
+def build_encoder(out: Path | None = typer.Option(None, help="Folder (default: bundles/encoder).")) -> None:
+    """Export the packaged all-MiniLM-L6-v2 to ONNX (int8) for summaries' points."""
+    from model_build.encoder import DEFAULT_OUT, export
+
+    print(export(out or DEFAULT_OUT))
+
+
 @build_app.command("batch")
 @data_spec_flags
 def build_batch(  # noqa: PLR0913 (typer: one argument per CLI option)
@@ -110,6 +118,13 @@ def build_cascade(
         raise _refuse(err, 2) from None
 
 
+def _export_encoder(out: Path) -> Path:
+    """The sentence encoder for summaries' points, exported under `out` (`twolane up`'s first run)."""
+    from model_build.encoder import export
+
+    return export(out)
+
+
 def _build_default_instant(bundles: Path) -> None:
     """The instant bundle from the packaged NHS data, under `bundles` (`twolane up`'s first run)."""
     from model_build.instant import run
@@ -146,7 +161,8 @@ def up(
     if no_batch:  # the API answers 503 for jobs, as a deployment without the batch lane does
         os.environ["TWOLANE_BATCH_ENABLED"] = "0"
     get_settings.cache_clear()
-    run_up(port=port, batch=not no_batch, build_instant=_build_default_instant)
+    run_up(port=port, batch=not no_batch, build_instant=_build_default_instant,
+           build_encoder=_export_encoder)
 
 
 @app.command()

@@ -327,9 +327,12 @@ class JobStore(ABC):
             raise JobNotFound(job_id)
         if record.status in TERMINAL or record.shards[index].status != "pending":
             return record  # a repeated or late notification for a shard already done
+        # A summary job's failed shard is one theme's summary withheld (twolane.summaries.plan
+        # .assemble), not a failed job: the job ends when no shard is pending.
+        partial = record.kind == "summary"
         # Failed: the job fails, so all its text goes (every shard's input, a summary's plan);
-        # succeeded: this shard's text goes.
-        for uri in (record.input_locations() if not ok else [record.shards[index].input_location]):
+        # succeeded, or one theme of a summary withheld: this shard's text goes.
+        for uri in (record.input_locations() if not ok and not partial else [record.shards[index].input_location]):
             self.delete(uri)
         error = f"{record.shards[index].describe()} failed: {reason or 'inference failed'}"
 
@@ -341,13 +344,16 @@ class JobStore(ABC):
                 shards[index] = shards[index].model_copy(update={
                     "status": "failed", "error": (reason or "")[:MAX_REASON_CHARS] or None,
                     "failure_location": location or shards[index].failure_location})
-                return r.model_copy(update={"shards": shards, "status": "failed",
-                                            "error": error[:MAX_REASON_CHARS],
-                                            "updated_at": now_iso()})
-            shards[index] = shards[index].model_copy(update={
-                "status": "succeeded",
-                "output_location": location or shards[index].output_location})
-            done = all(sh.status == "succeeded" for sh in shards)
+                if not partial:
+                    return r.model_copy(update={"shards": shards, "status": "failed",
+                                                "error": error[:MAX_REASON_CHARS],
+                                                "updated_at": now_iso()})
+            else:
+                shards[index] = shards[index].model_copy(update={
+                    "status": "succeeded",
+                    "output_location": location or shards[index].output_location})
+            done = all(sh.status != "pending" for sh in shards) if partial else all(
+                sh.status == "succeeded" for sh in shards)
             return r.model_copy(update={"shards": shards, "updated_at": now_iso(),
                                         "status": "succeeded" if done else r.status})
 
@@ -392,12 +398,16 @@ class JobStore(ABC):
         if not record.shards:
             body = self.read(record.output_location or "")
             return None if body is None else json.loads(body)
-        if record.kind == "summary":  # the plan (the job's input) and each theme's completion
-            plan = self.read(record.input_location)
-            parts = [self.read(sh.output_location or "") for sh in record.shards]
-            if plan is None or any(p is None for p in parts):
+        if record.kind == "summary":  # the plan (the job's input), each theme's completion
+            plan = self.read(record.input_location)  # (None: failed, `errors` says why)
+            parts = [self.read(sh.output_location or "") if sh.status == "succeeded" else None
+                     for sh in record.shards]
+            if plan is None or any(p is None for p, sh in zip(parts, record.shards, strict=True)
+                                   if sh.status == "succeeded"):
                 return None
-            return {"plan": json.loads(plan), "completions": [json.loads(p or b"") for p in parts]}
+            return {"plan": json.loads(plan), "completions": [_json_or_none(p) for p in parts],
+                    "errors": [sh.error or ("inference failed" if sh.status == "failed" else None)
+                               for sh in record.shards]}
         payload: dict[str, Any] | None = None
         for sh in record.shards:
             body = self.read(sh.output_location or "")
@@ -458,6 +468,16 @@ class JobStore(ABC):
                 self.delete(uri)
             return Collected(record, payload)
         raise Conflict(f"job {job_id}: too many concurrent changes")
+
+
+def _json_or_none(body: bytes | None) -> Any:
+    """A stored completion, or None when there is none or it is not JSON (nonsense)."""
+    if body is None:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
 
 
 def merge_cascade(part: CascadePart, kept: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any]:

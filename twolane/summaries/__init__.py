@@ -1,11 +1,14 @@
-"""The LLM lane: grounded theme summaries of many comments.
+"""The LLM lane: theme summaries a report can print.
 
-    POST /v1/summaries -> plan.plan_summaries (instant-lane classifier: themes, counts, negative
-    counts; redact.redact; sample.representative; prompt.chat_request, one per theme)
-    -> one async inference per theme on the LLM endpoint (an OpenAI chat-completions engine:
-    llama.cpp locally and on CPU instances, vLLM / LMI on GPU instances)
-    -> assemble.assemble (summary text redacted again; quotes kept only when grounding.ground
-    finds them verbatim in one sampled comment of that theme).
+    POST /v1/summaries -> plan.plan_summaries: the instant-lane classifier (themes, counts,
+    negative counts); per theme a bounded sample (points.sample_of), redacted (redact.redact),
+    embedded (embed: the packaged MiniLM as ONNX), clustered into points (points.find_points:
+    c-TF-IDF labels, the most central comment as the quote); one chat request per theme
+    (prompt.summary_request: the points and counts only, a JSON schema bounding the answer)
+    -> one async inference per theme on the LLM endpoint (llama.cpp locally and on CPU
+    instances, vLLM / LMI on GPU instances); a failed one withholds that theme's summary only
+    -> plan.assemble: each summary printed only when it passes checks.withheld_because.
 
-The classifier decides every fact; the LLM writes only the `summary` prose and proposes quotes.
+The classifier and the clustering decide every fact and every quote; the LLM writes only the
+`summary` prose, and only what passes the checks is printed.
 """

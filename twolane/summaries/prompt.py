@@ -1,86 +1,66 @@
-"""The OpenAI chat-completions requests of one theme, and the parse of their answers.
+"""The OpenAI chat-completions request of one theme, and the parse of its answer.
 
-Two short requests per theme, because one request asking for prose and for copied text at once
-confuses small models: a summary request, and (when quotes are wanted) a quotes request that
-asks for the most telling comments copied word for word, each line starting with the comment's
-number. The bodies are what the LLM endpoint's container takes at /invocations (llama.cpp
-server, vLLM and LMI accept them): greedy decoding, bounded output. The model sees only redacted
-text of the theme's sampled comments, numbered 1..k.
+The model sees only the theme's name, its counts and its points (labels made of the comments'
+own words, with their counts), never a comment: quotes are chosen without it. It is asked for
+at most two sentences as JSON ({"summary": "..."}), bounded by `response_format` (a JSON
+schema; llama.cpp turns it into a grammar, vLLM and LMI take it as guided decoding) and by
+`max_tokens`: greedy decoding. An engine that ignores the schema may answer plain text, which is
+read as the summary; twolane.summaries.checks decides whether it is printed.
 """
 
 from __future__ import annotations
 
-import re
+import json
 from collections.abc import Sequence
 from typing import Any
 
-SUMMARY_TOKENS = 160
-TOKENS_PER_QUOTE = 60
-MAX_COMMENT_CHARS = 400  # a longer comment is cut in the prompt (quotes come only from what is shown)
+SUMMARY_TOKENS = 110
+SUMMARY_CHARS = 360  # the schema's bound on the summary string
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"summary": {"type": "string", "minLength": 1, "maxLength": SUMMARY_CHARS}},
+    "required": ["summary"],
+    "additionalProperties": False,
+}
 
-SYSTEM = ("You write short, factual summaries of NHS patient feedback for a quarterly report. "
-          "Use only what the comments say.")
-SYSTEM_OWN = ("You write short, factual summaries of free-text feedback for a report. "
-              "Use only what the comments say.")  # a bundle of a team's own data (not NHS)
-# "2. words", "2: words", "[2] words", "QUOTE 2: words", "- 2) words"
-QUOTE_LINE = re.compile(r"^\s*(?:[-*•]\s*)?(?:\**QUOTE\**\s*)?\[?#?(\d{1,3})\]?\s*[:.)-]?\s+(.+?)\s*$",
-                        re.IGNORECASE)
-QUOTE_MARKS = "\"'“”‘’«»"
-
-
-def shown(text: str) -> str:
-    """A comment as the prompt shows it: one line, at most MAX_COMMENT_CHARS characters."""
-    return " ".join(text.split())[:MAX_COMMENT_CHARS]
+SYSTEM = ("You write one or two short sentences for a report on NHS patient feedback. Use only "
+          "the facts given. Answer as JSON: {\"summary\": \"...\"}.")
+SYSTEM_OWN = ("You write one or two short sentences for a report on free-text feedback. Use only "
+              "the facts given. Answer as JSON: {\"summary\": \"...\"}.")  # a team's own data
 
 
-def _listing(theme: str, comments: int, negative: int | None, sample: Sequence[str], patients: bool) -> str:
-    listed = "\n".join(f"{n}. {shown(t)}" for n, t in enumerate(sample, start=1))
-    counts = f"{comments} comments" + (f", {negative} negative" if negative is not None else "")
-    return f"{'Patient comments' if patients else 'Comments'} about {theme.lower()} ({counts}); a sample:\n{listed}"
+def _count(n: int, negative: int | None) -> str:
+    return f"{n} comments" + (f", {negative} negative" if negative is not None else "")
 
 
-def _body(user: str, max_tokens: int, patients: bool = True) -> dict[str, Any]:
-    system = SYSTEM if patients else SYSTEM_OWN
-    return {"messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
-            "max_tokens": max_tokens, "temperature": 0.0, "top_p": 1.0, "seed": 0, "stream": False}
-
-
-def summary_request(theme: str, comments: int, negative: int | None, sample: Sequence[str],
-                    patients: bool = True) -> dict[str, Any]:
-    """The chat body asking for a two-sentence summary of the theme. `sample`: redacted texts;
-    `negative`: None where the scale has no known negative end; `patients`: the NHS wording."""
-    who = "these patients say" if patients else "these comments say"
-    return _body(f"{_listing(theme, comments, negative, sample, patients)}\n\nSummarise in two sentences "
-                 f"what {who} about {theme.lower()}.", SUMMARY_TOKENS, patients)
-
-
-def quotes_request(theme: str, comments: int, negative: int | None, sample: Sequence[str],
-                   quotes: int, patients: bool = True) -> dict[str, Any]:
-    """The chat body asking for `quotes` comments copied word for word, numbered."""
-    who = "patients say" if patients else "people say"
-    return _body(f"{_listing(theme, comments, negative, sample, patients)}\n\nWhich {quotes} comments best "
-                 f"show what {who} about {theme.lower()}? Answer with the comments copied "
-                 "word for word, each on its own line starting with its number.",
-                 20 + TOKENS_PER_QUOTE * quotes, patients)
+def summary_request(theme: str, comments: int, negative: int | None,
+                    points: Sequence[tuple[str, int, int | None]], patients: bool = True) -> dict[str, Any]:
+    """The chat body asking for a summary of one theme from its points: (label, comments,
+    negative or None) each, biggest first. `negative`: None where the scale has no known
+    negative end; `patients`: the NHS wording."""
+    listed = "\n".join(f"- {label}: {_count(n, neg)}" for label, n, neg in points)
+    user = (f"Theme: {theme} ({_count(comments, negative)}).\nWhat the comments say, biggest "
+            f"point first:\n{listed}\n\nIn at most two sentences, say what most of these "
+            f"{'patients' if patients else 'comments'} say about {theme.lower()}, using the "
+            "words above. Do not add numbers.")
+    return {"messages": [{"role": "system", "content": SYSTEM if patients else SYSTEM_OWN},
+                         {"role": "user", "content": user}],
+            "max_tokens": SUMMARY_TOKENS, "temperature": 0.0, "top_p": 1.0, "seed": 0,
+            "stream": False, "response_format": {"type": "json_object", "schema": SCHEMA}}
 
 
 def parse_summary(text: str) -> str:
-    """The summary: the answer's lines joined, a leading 'Summary:' dropped."""
-    joined = " ".join(line.strip() for line in text.splitlines() if line.strip())
-    return re.sub(r"^\**summary\**\s*:\s*", "", joined, flags=re.IGNORECASE)
-
-
-def parse_quotes(text: str) -> list[tuple[int, str]]:
-    """(comment number as cited, 1-based; the words) for each numbered line of the answer. The
-    words are trimmed of surrounding quote marks and of one final full stop the model may add;
-    nothing else is changed (grounding checks them verbatim)."""
-    out = []
-    for line in text.splitlines():
-        m = QUOTE_LINE.match(line)
-        if m:
-            words = m.group(2).strip().strip(QUOTE_MARKS).strip()
-            out.append((int(m.group(1)), words[:-1] if words.endswith(".") else words))
-    return out
+    """The summary in the answer: the JSON object's `summary`, else the text itself (an engine
+    that ignored the schema), whitespace collapsed, a leading 'Summary:' dropped."""
+    stripped = text.strip()
+    try:
+        data = json.loads(stripped)
+        if isinstance(data, dict) and isinstance(data.get("summary"), str):
+            stripped = data["summary"]
+    except ValueError:
+        pass
+    out = " ".join(stripped.split())
+    return out[8:].lstrip() if out.lower().startswith("summary:") else out
 
 
 def completion_text(completion: dict[str, Any]) -> str:

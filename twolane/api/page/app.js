@@ -996,7 +996,7 @@
     const items = state.items.slice(0, size);
     try {
       $("summary-status").textContent = "Summary job: submitting…";
-      const r = await call("POST", "v1/summaries", { items, quotes_per_theme: 3 });
+      const r = await call("POST", "v1/summaries", { items, points_per_theme: 5 });
       if (r.status !== 202) throw new ApiProblem(r.status, await reasonOf(r));
       const job = await r.json();
       state.cancelled = false;
@@ -1018,9 +1018,21 @@
     }
   }
 
+  // A point's line: "12 comments, 5 negative" (estimated from a sample when the theme is big)
+  function pointCounts(t, p) {
+    const est = t.sampled < t.comments ? " (estimated from a sample)" : "";
+    return `${summaryCounts(p)}${est}`;
+  }
+
+  function modelLine(b) {
+    const prose = b.llm === "none" ? "No summaries (no language model)" : `Summaries written by ${b.llm}` +
+      " and printed only where they pass the checks";
+    return `${prose}; themes and counts by the instant model ${b.model_version}; points by ` +
+      `${b.points_by}, quotes copied from the comments (personal details removed).`;
+  }
+
   function renderSummaries(body) {
-    $("summary-model").textContent = `Summaries written by ${body.llm}; themes and counts by the ` +
-      `instant model ${body.model_version}. Check them against the comments before you use them.`;
+    $("summary-model").textContent = `${modelLine(body)} Check them against the comments before you use them.`;
     const cards = body.themes.map((t) => {
       const card = document.createElement("article");
       card.className = "theme-card";
@@ -1029,16 +1041,44 @@
       const counts = document.createElement("p");
       counts.className = "muted small";
       counts.textContent = summaryCounts(t);
+      card.append(h, counts);
       const summary = document.createElement("p");
-      summary.textContent = t.summary || "(no summary)";
-      card.append(h, counts, summary);
-      for (const q of t.quotes) {
+      if (t.summary) {
+        summary.className = "summary";
+        summary.textContent = t.summary;
+      } else {
+        summary.className = "summary withheld";
+        summary.textContent = `No summary: ${t.withheld || "no comments"}`;
+      }
+      card.append(summary);
+      const top = Math.max(1, ...t.points.map((p) => p.comments));
+      for (const p of t.points) {
+        const point = document.createElement("div");
+        point.className = "point";
+        const label = document.createElement("p");
+        label.className = "point-label";
+        label.textContent = p.point;
+        const bar = document.createElement("div");
+        bar.className = "bar";
+        const fill = document.createElement("span");
+        fill.style.width = `${Math.round((100 * p.comments) / top)}%`;
+        const n = document.createElement("span");
+        n.className = "bar-count small";
+        n.textContent = pointCounts(t, p);
+        bar.append(fill);
         const quote = document.createElement("blockquote");
-        quote.textContent = `“${q.text}”`;
+        quote.textContent = `“${p.quote.text}”`;
         const cite = document.createElement("cite");
-        cite.textContent = `comment ${q.comment_id}`;
+        cite.textContent = `comment ${p.quote.comment_id}`;
         quote.append(cite);
-        card.append(quote);
+        point.append(label, bar, n, quote);
+        card.append(point);
+      }
+      if (t.other) {
+        const other = document.createElement("p");
+        other.className = "muted small";
+        other.textContent = `${plural(t.other, "other comment")} in no point`;
+        card.append(other);
       }
       return card;
     });
@@ -1053,12 +1093,15 @@
 
   function downloadMarkdown() {
     const b = state.summary;
-    const lines = [`# Comments by theme`, "",
-      `Summaries written by ${b.llm}; themes and counts by the instant model ${b.model_version}.`, ""];
+    const lines = [`# Comments by theme`, "", `${modelLine(b)}`, ""];
     for (const t of b.themes) {
       lines.push(`## ${t.theme}`, "", `${summaryCounts(t)}.`, "",
-        t.summary || "(no summary)", "");
-      for (const q of t.quotes) lines.push(`> ${q.text}`, `> (comment ${q.comment_id})`, "");
+        t.summary || `*No summary: ${t.withheld || "no comments"}.*`, "");
+      for (const p of t.points) {
+        lines.push(`- **${p.point}**: ${pointCounts(t, p)}`, "", `  > ${p.quote.text}`,
+          `  > (comment ${p.quote.comment_id})`, "");
+      }
+      if (t.other) lines.push(`${plural(t.other, "other comment")} in no point.`, "");
     }
     save(new Blob([lines.join("\n")], { type: "text/markdown;charset=utf-8" }), reportName("md"));
   }
@@ -1071,16 +1114,21 @@
   function downloadHtml() {
     const b = state.summary;
     const parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Comments by theme</title>",
-      "</head><body><h1>Comments by theme</h1>",
-      `<p>Summaries written by ${escapeHtml(b.llm)}; themes and counts by the instant model ` +
-      `${escapeHtml(b.model_version)}.</p>`];
+      "<style>.withheld{color:#777}.bar{background:#e3e8ec;height:.6em}.bar span{display:block;" +
+      "height:100%;background:#2c7fb8}</style></head><body><h1>Comments by theme</h1>",
+      `<p>${escapeHtml(modelLine(b))}</p>`];
     for (const t of b.themes) {
-      parts.push(`<h2>${escapeHtml(t.theme)}</h2><p>${summaryCounts(t)}.</p>` +
-        `<p>${escapeHtml(t.summary || "(no summary)")}</p>`);
-      for (const q of t.quotes) {
-        parts.push(`<blockquote>${escapeHtml(q.text)}<br><small>comment ` +
-          `${escapeHtml(q.comment_id)}</small></blockquote>`);
+      parts.push(`<h2>${escapeHtml(t.theme)}</h2><p>${summaryCounts(t)}.</p>` + (t.summary
+        ? `<p>${escapeHtml(t.summary)}</p>`
+        : `<p class="withheld">No summary: ${escapeHtml(t.withheld || "no comments")}.</p>`));
+      const top = Math.max(1, ...t.points.map((p) => p.comments));
+      for (const p of t.points) {
+        parts.push(`<h3>${escapeHtml(p.point)}</h3><div class="bar"><span style="width:` +
+          `${Math.round((100 * p.comments) / top)}%"></span></div><p>${escapeHtml(pointCounts(t, p))}</p>` +
+          `<blockquote>${escapeHtml(p.quote.text)}<br><small>comment ` +
+          `${escapeHtml(p.quote.comment_id)}</small></blockquote>`);
       }
+      if (t.other) parts.push(`<p>${plural(t.other, "other comment")} in no point.</p>`);
     }
     parts.push("</body></html>");
     save(new Blob([parts.join("\n")], { type: "text/html;charset=utf-8" }), reportName("html"));

@@ -30,8 +30,17 @@ from twolane.contract import JobAccepted, JobRequest, JobResults, JobState, chec
 from twolane.intake import Origin
 from twolane.jobs.service import JobRejected
 from twolane.jobs.store import JobGone, JobNotFound, JobRecord
-from twolane.summaries.plan import Plan, UnknownTheme, assemble, llm_name, plan_summaries
+from twolane.summaries.plan import (
+    LLM_OFF,
+    Plan,
+    UnknownTheme,
+    assemble,
+    judge_with,
+    llm_name,
+    plan_summaries,
+)
 from twolane.summaries.schemas import SummaryRequest, SummaryResults
+from twolane.wiring import sentence_encoder
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)], route_class=StrictRoute,
                    responses=ERROR_RESPONSES)
@@ -69,22 +78,26 @@ def submit_job(body: JobRequest, jobs: JobsDep, settings: SettingsDep, owner: Ow
                               "description": "no text-generation model is configured"}})
 async def submit_summary(body: SummaryRequest, jobs: JobsDep, model: ModelDep,
                          settings: SettingsDep, owner: OwnerDep) -> JSONResponse:
-    """Grounded theme summaries: the instant lane finds each theme's comments (`comments`) and
-    the negative ones (`negative`); the LLM writes a `summary` of a representative sample of
-    them (identifiers redacted first); `quotes` are spans of one comment of the theme, checked
-    word for word (a quote that fails is dropped). Same lifecycle as /v1/jobs: 202 +
-    `results_url`; the 200 is a SummaryResults. `themes` (optional) names the themes to report."""
+    """Theme summaries a report can print: the instant lane finds each theme's comments
+    (`comments`) and the negative ones (`negative`); its `points` (groups of comments that say
+    the same thing, each with a count and its most central comment as the quote, identifiers
+    redacted) are found without any LLM; the LLM writes a `summary` from the points and counts,
+    printed only when it passes the checks, else `withheld` says why. Same lifecycle as
+    /v1/jobs: 202 + `results_url`; the 200 is a SummaryResults. `themes` (optional) names the
+    themes to report."""
     limits = settings.api
     check_items(body.items, max_items=limits.max_job_items, max_text_chars=limits.max_text_chars)
     service = jobs.get()
-    reason = service.invoker.unavailable_reason("summary")
+    llm = llm_name(settings.generation_model)
+    reason = None if llm == LLM_OFF else service.invoker.unavailable_reason("summary")
     if reason:  # before classifying 50,000 comments for nothing
         raise RequestRejected(503, reason)
     predictor = model.get()
     try:
         plan, requests = await run_model(len(body.items), plan_summaries, body.items, predictor,
-                                         llm_name(settings.generation_model),
-                                         themes=body.themes, quotes_per_theme=body.quotes_per_theme)
+                                         llm, themes=body.themes,
+                                         points_per_theme=body.points_per_theme,
+                                         encoder=sentence_encoder(settings))
     except UnknownTheme as exc:
         raise RequestRejected(422, f"themes: {len(exc.themes)} theme(s) the model does not know; "
                                    "GET /v1/models lists the labels") from exc
@@ -92,7 +105,7 @@ async def submit_summary(body: SummaryRequest, jobs: JobsDep, model: ModelDep,
         if requests:
             record = service.submit_parts("summary", "summary", len(body.items), plan.model_dump(),
                                           requests, owner=owner, units=_units(plan))
-        else:  # no theme has a comment: nothing for the LLM to write
+        else:  # the LLM switched off, or no theme has a comment: nothing for the LLM to write
             record = service.submit_done("summary", "summary", {"plan": plan.model_dump(),
                                                                 "completions": []},
                                          len(body.items), owner=owner)
@@ -127,7 +140,7 @@ def _state(r: JobRecord) -> JobState:
                        404: {"model": Problem, "description": "no such job (or another key's)"},
                        410: {"model": Problem,
                              "description": "results were handed out already and deleted"}})
-def get_job(job_id: str, jobs: JobsDep, owner: OwnerDep) -> JSONResponse:
+def get_job(job_id: str, jobs: JobsDep, owner: OwnerDep, model: ModelDep) -> JSONResponse:
     """202 with the job's state while it runs; 200 with its results exactly once (they are then
     deleted); 410 after that; 404 for an unknown id, or a job another API key made."""
     try:
@@ -144,14 +157,10 @@ def get_job(job_id: str, jobs: JobsDep, owner: OwnerDep) -> JSONResponse:
     p = got.payload
     if rec.kind == "summary":
         plan = Plan.model_validate(p["plan"])
-        try:
-            themes, _proposed, _kept = assemble(plan, p["completions"])
-        except ValueError:
-            failed = _state(rec).model_copy(update={"status": "failed",
-                                                    "error": "the LLM's answer could not be read"})
-            return JSONResponse(failed.model_dump(), status_code=200)
+        tone = judge_with(model.loaded) if model.loaded is not None else None
+        themes = assemble(plan, p["completions"], p.get("errors") or (), tone)
         out: Any = SummaryResults(job_id=job_id, model_version=plan.model_version, llm=plan.llm,
-                                  themes=themes)
+                                  points_by=plan.points_by, themes=themes)
     else:
         out = JobResults(job_id=job_id, model_version=p["model_version"], target=p["target"],
                          results=p["results"])

@@ -17,6 +17,8 @@ import shutil
 import warnings
 from pathlib import Path
 
+from model_build.transformer import packaged_minilm
+from model_build.transformer.model import load_tokenizer
 from twolane.settings import REPO_ROOT
 
 NAME = "all-MiniLM-L6-v2-int8"
@@ -30,8 +32,6 @@ def export(out: Path = DEFAULT_OUT, *, quantise: bool = True) -> Path:
     import torch
     from torch import nn
     from transformers import AutoModel
-
-    from model_build.transformer.model import load_tokenizer, packaged_minilm
 
     src = packaged_minilm()
     encoder = AutoModel.from_pretrained(str(src), attn_implementation="eager").eval()

@@ -135,7 +135,7 @@ def build_cascade(
 
 
 @app.command()
-def up(
+def up(  # noqa: PLR0913 (typer: one argument per CLI option)
     port: int = typer.Option(8000, help="Port of the API."),
     no_batch: bool = typer.Option(False, "--no-batch", help="Do not build or start the batch lane."),
     workers: int | None = typer.Option(
@@ -146,12 +146,27 @@ def up(
         None, "--batch-host", help="Host of the batch lane: 'sagemaker' (async endpoint: the "
         "local runner around the container, the default) or 'lambda' (the batch-worker Lambda, "
         "one invocation per shard) (TWOLANE_BATCH_INVOKER)."),
+    data: Path | None = typer.Option(
+        None, "--data", help="A team's labelled comments (CSV, TSV, .xlsx, JSONL; docs/own_data.md): "
+        "build that file's models if missing and serve them. Default: the NHS models."),
+    id_column: str | None = IdOpt,
+    text_column: str | None = TextOpt,
+    labels_column: str | None = LabelsOpt,
+    label_sep: str | None = SepOpt,
+    label_columns: str | None = WideOpt,
+    sentiment_column: str | None = SentOpt,
+    sentiment_order: str | None = OrderOpt,
+    context_column: str | None = ContextOpt,
+    unlabellable: str | None = UnlOpt,
 ) -> None:
     """Run everything locally: build default models if missing, start API, drop folder, batch lane."""
     import os
 
+    from model_build.dataspec import SpecArgs
     from local_stack.stack import up as run_up
     from twolane.settings import get_settings
+
+    spec = SpecArgs.from_flags(locals())
 
     if batch_host is not None and batch_host not in ("sagemaker", "lambda"):
         raise typer.BadParameter("--batch-host must be 'sagemaker' or 'lambda'")
@@ -163,6 +178,20 @@ def up(
     if no_batch:  # the API answers 503 for jobs, as a deployment without the batch lane does
         os.environ["TWOLANE_BATCH_ENABLED"] = "0"
     get_settings.cache_clear()
+    if data is None and not spec.empty:
+        raise typer.BadParameter("the data-spec flags need --data FILE")
+    if data is not None:  # a team's own file, end to end (local_stack.own_data)
+        from local_stack.own_data import up as up_with_data
+        from model_build.data import DataError
+        from model_build.instant import BuildError
+
+        try:
+            up_with_data(data, spec, port=port, batch=not no_batch)
+        except DataError as err:
+            raise _refuse(err, 2) from None
+        except BuildError as err:
+            raise _refuse(err, 1) from None
+        return
     run_up(port=port, batch=not no_batch)
 
 

@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -93,12 +94,13 @@ def _local_aws(endpoint: str, access_key_id: str, secret_access_key: str) -> Set
     return get_settings()
 
 
-def _start_batch(settings: Settings) -> Any | None:
-    """The batch lane, if it can start; the instant lane runs either way."""
+def _start_batch(settings: Settings, build_args: tuple[str, ...] = ()) -> Any | None:
+    """The batch lane, if it can start; the instant lane runs either way. build_args: extra
+    `twolane build batch` arguments for its background build (a data file and its spec)."""
     try:
         from local_stack.batch_lane import start_batch_lane
 
-        return start_batch_lane(settings)
+        return start_batch_lane(settings, build_args=build_args)
     except Exception as exc:
         log.warning("batch lane not started: %s", exc)
         console.print(f"[yellow]Batch lane not started ({type(exc).__name__}: {exc}). "
@@ -137,9 +139,12 @@ def _dropbox_ready(dropbox: Path | None) -> Path | None:
     return dropbox
 
 
-def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
-       moto_port: int | None = None, dropbox: Path | None = Path("dropbox")) -> None:
-    """Run the local stack until Ctrl-C: API, local S3 + drop folder, and (if `batch`) the batch lane."""
+def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",  # noqa: PLR0913
+       moto_port: int | None = None, dropbox: Path | None = Path("dropbox"),
+       batch_build_args: Sequence[str] = ()) -> None:
+    """Run the local stack until Ctrl-C: API, local S3 + drop folder, and (if `batch`) the batch
+    lane; `batch_build_args`: extra arguments of its background batch build
+    (local_stack.own_data: a team's file and its data spec)."""
     from local_stack.invoker import local_job_service
     from local_stack.s3local import LocalS3
     from local_stack.watcher import DropFolderWatcher
@@ -180,7 +185,7 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",
         watcher.start()
         running.callback(watcher.stop)
 
-        batch_handle = _start_batch(settings) if batch else None
+        batch_handle = _start_batch(settings, tuple(batch_build_args)) if batch else None
         if batch_handle is not None:
             running.callback(_stop_batch, batch_handle)
         close = getattr(jobs.invoker, "close", None)  # the Lambda stand-in's worker threads

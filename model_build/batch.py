@@ -260,8 +260,13 @@ def instant_out_of_fold(manifest: Manifest, fit: Dataset, val: Dataset) -> dict[
             from model_build import lexicon
 
             dirs = lexicon.directions(vec.vocabulary_, instant.lexicon_terms(fit_texts, cfg))
-        sent = instant.fit_sentiment(Xf[np.flatnonzero(has)], fit.sentiment[has], cfg, dirs,
-                                     view if cfg.sentiment_char_view else None, k)
+        if manifest.build.get("sentiment_head") == "plain":  # model_build.choose chose the baseline
+            from model_build.choose import fit_plain
+
+            sent = fit_plain(Xf[np.flatnonzero(has)], fit.sentiment[has], k, cfg.sentiment_baseline_C)
+        else:
+            sent = instant.fit_sentiment(Xf[np.flatnonzero(has)], fit.sentiment[has], cfg, dirs,
+                                         view if cfg.sentiment_char_view else None, k)
         out["sentiment"] = sent.predict_proba(Xv).astype(np.float32)
     return out
 
@@ -451,9 +456,6 @@ def _cascade(t: _Tuning, inst: Manifest, inst_rule: DecideRule, instant_bundle: 
 
     if s_val is None or "sentiment" not in oof:
         return None
-    if not is_nhs(t.ds):  # model_build.cascade scores on the NHS scale: NHS bundles only so far
-        t.log("cascade: not learned (a data spec's taxonomy; NHS bundles only so far)")
-        return None
     probe = BatchEnsemble(members=["transformer", "instant"], weight_transformer=best["weight_transformer"],
                           combine=best["combine"], instant_model=best["instant_model"],
                           instant_version=inst.version, instant_dir="", sentiment=sent_mix,
@@ -464,7 +466,8 @@ def _cascade(t: _Tuning, inst: Manifest, inst_rule: DecideRule, instant_bundle: 
         inst.taxonomy, inst_rule, probe, served, t.val.texts, t.val.question_types,
         oof[best["instant_model"]], oof["sentiment"], p_val, s_val)
     rule = cascade.learn(t.val.Y, t.val.sentiment, instant, batch, thresholds, lnp, inst.version,
-                         t.escalate_share, non_junk=cascade.non_junk_share(t.ds.train.texts))
+                         t.escalate_share, non_junk=cascade.non_junk_share(t.ds.train.texts),
+                         multilabel=inst.taxonomy.multilabel)
     t.log(f"cascade: escalate {rule.escalate_share:.1%} of comments "
           f"(theme margin < {rule.theme_margin_below:.3f}, sentiment margin < {rule.sentiment_margin_below:.3f}); "
           f"{rule.chosen_by}")

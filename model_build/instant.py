@@ -120,6 +120,12 @@ class Config:
     # gamma .5 with C .3 .671, .7 .675; alpha .5 .672, 2 .675 (docs/quality.md).
     sentiment_polarity_gamma: float = 0.5
     sentiment_polarity_alpha: float = 1.0
+    # The sentiment head served is this tuned one or a plain TF-IDF + logistic regression
+    # (C = sentiment_baseline_C, balanced), whichever has the better out-of-fold accuracy on
+    # the training rows (model_build.choose; issue 31: on drug reviews the tuned head was
+    # .712 against the plain one's .755). False: the tuned head, no choice.
+    sentiment_baseline: bool = True
+    sentiment_baseline_C: float = 10.0
     # XGBoost: 15 rounds at eta .8 (issue 10, speed). Trees are most of the ensemble's serving
     # time. Nested 5-fold OOF, ensemble .6/.4 with the char view and ratio .5 (macro, micro,
     # exact, hamming): 50 rounds at .3 .577/.791/.693/.0164; 30 at .45 .578/.792/.694/.0163;
@@ -660,6 +666,8 @@ class _Fitted:
     oof: dict[str, np.ndarray]  # linear, xgboost, ensemble
     oof_sent: np.ndarray | None
     sentiment_rows: int
+    sentiment_choice: Any = None  # model_build.choose.Choice; None: no sentiment or no choice made
+    sentiment_other: Any = None  # the head not chosen (its test accuracy goes in the report)
 
 
 def _rows(ds: Dataset, cfg: Config) -> _Rows:
@@ -707,6 +715,7 @@ def _fit(ds: Dataset, r: _Rows, cfg: Config, prog: Progress) -> _Fitted:
     ts = prog.add_task("sentiment", total=1)
     has_sent = r.sentiment >= 0
     sent, oof_sent, k = None, None, len(ds.sentiment_classes)
+    choice, other = None, None
     if k:  # the data spec has a sentiment column
         dirs = None
         if cfg.sentiment_lexicon:
@@ -714,14 +723,34 @@ def _fit(ds: Dataset, r: _Rows, cfg: Config, prog: Progress) -> _Fitted:
 
             dirs = lexicon.directions(vec.vocabulary_, lexicon_terms(r.tr_texts, cfg))
         sview = view if cfg.sentiment_char_view else None
-        sent = fit_sentiment(Xall[np.flatnonzero(has_sent)], r.sentiment[has_sent], cfg, dirs, sview, k)
+        # unordered classes (words without --sentiment-order): no ends for the polarity scaling
+        scfg = cfg if ds.spec is None or ds.spec.sentiment_ordered else replace(cfg, sentiment_polarity_gamma=0.0)
+        sent = fit_sentiment(Xall[np.flatnonzero(has_sent)], r.sentiment[has_sent], scfg, dirs, sview, k)
         # out-of-fold sentiment of the label rows: the fallback's sentiment rule in oof_scores
-        oof_sent = sentiment_out_of_fold(lambda X, y: fit_sentiment(X, y, cfg, dirs, sview, k),
+        oof_sent = sentiment_out_of_fold(lambda X, y: fit_sentiment(X, y, scfg, dirs, sview, k),
                                          Xall, r.sentiment, r.lab_rows, cfg.folds, k)
+        if cfg.sentiment_baseline:  # never below a plain TF-IDF + LR (model_build.choose)
+            sent, oof_sent, choice, other = _choose_sentiment(Xall, r, has_sent, sent, oof_sent, cfg, k)
     prog.advance(ts)
     w_lin, w_xgb = cfg.ensemble_weights
     oof = {"linear": oof_lin, "xgboost": oof_xgb, "ensemble": (w_lin * oof_lin + w_xgb * oof_xgb) / (w_lin + w_xgb)}
-    return _Fitted(vec, view, Xte, linear, xgb, sent, oof, oof_sent, int(has_sent.sum()))
+    return _Fitted(vec, view, Xte, linear, xgb, sent, oof, oof_sent, int(has_sent.sum()), choice, other)
+
+
+def _choose_sentiment(Xall: Any, r: _Rows, has_sent: np.ndarray, tuned: Sentiment, oof_tuned: np.ndarray,
+                      cfg: Config, k: int) -> tuple[Sentiment, np.ndarray, Any, Sentiment]:
+    """(the head to serve, its out-of-fold probabilities, the model_build.choose.Choice, the
+    other head): the tuned head or the plain baseline, by out-of-fold accuracy on the label
+    rows (the same folds as `oof_tuned`)."""
+    from model_build import choose
+
+    oof_plain = sentiment_out_of_fold(lambda X, y: choose.fit_plain(X, y, k, cfg.sentiment_baseline_C),
+                                      Xall, r.sentiment, r.lab_rows, cfg.folds, k)
+    plain = choose.fit_plain(Xall[np.flatnonzero(has_sent)], r.sentiment[has_sent], k, cfg.sentiment_baseline_C)
+    choice = choose.choose(r.sentiment[r.lab_rows], {choose.TUNED: oof_tuned, choose.PLAIN: oof_plain}, cfg.folds)
+    if choice.chosen == choose.PLAIN:
+        return plain, oof_plain, choice, tuned
+    return tuned, oof_tuned, choice, plain
 
 
 def _tune(ds: Dataset, r: _Rows, f: _Fitted, cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -791,7 +820,7 @@ def _export_and_gate(r: _Rows, f: _Fitted, thresholds: dict[str, np.ndarray], cf
     return blob, onx, par, known
 
 
-def _test_metrics(ds: Dataset, r: _Rows, onx: dict[str, np.ndarray], known: np.ndarray,
+def _test_metrics(ds: Dataset, r: _Rows, f: _Fitted, onx: dict[str, np.ndarray], known: np.ndarray,
                   thresholds: dict[str, np.ndarray], cfg: Config
                   ) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
     """Test metrics from the ONNX outputs (what serves), with the shared scoring rule; per
@@ -815,6 +844,14 @@ def _test_metrics(ds: Dataset, r: _Rows, onx: dict[str, np.ndarray], known: np.n
     if "sentiment" in onx:
         s_true = np.where(unl, -1, test.sentiment)  # unlabellable rows get no sentiment
         test_metrics["sentiment"] = metrics.sentiment_scores(s_true, onx["sentiment"].argmax(1))
+        if f.sentiment_choice is not None:  # the other head on the same rows (report only)
+            from model_build.choose import PLAIN, TUNED, accuracy
+
+            other = TUNED if f.sentiment_choice.chosen == PLAIN else PLAIN
+            f.sentiment_choice.test_accuracy = {
+                f.sentiment_choice.chosen: round(test_metrics["sentiment"]["accuracy"], 4),
+                other: round(accuracy(s_true, f.sentiment_other.predict_proba(f.Xte)), 4)}
+            test_metrics["sentiment_choice"] = f.sentiment_choice.as_dict()
     test_metrics["scoring"] = metrics.__doc__.split("Scoring rule", 1)[1].strip()
     return test_metrics, per, preds
 
@@ -833,7 +870,7 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
         f = _fit(ds, r, cfg, prog)
         thresholds, oof_scores = _tune(ds, r, f, cfg)
         blob, onx, par, known = _export_and_gate(r, f, thresholds, cfg, prog)
-    test_metrics, per, preds = _test_metrics(ds, r, onx, known, thresholds, cfg)
+    test_metrics, per, preds = _test_metrics(ds, r, f, onx, known, thresholds, cfg)
     nhs = ds.spec is None or ds.spec.preset == "nhs"
 
     version = new_version(ds.fingerprint)
@@ -885,6 +922,10 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
                  "low_support_note": MIN_SUPPORT_NOTE},
         parity=par, library_versions=_versions(),
         build={**asdict(cfg), "vocabulary_size": len(f.vec.vocabulary_),
+               # what the sentiment head was fitted with (model_build.batch refits the same)
+               "sentiment_head": f.sentiment_choice.chosen if f.sentiment_choice else "tuned",
+               "sentiment_polarity_gamma": cfg.sentiment_polarity_gamma
+               if ds.spec is None or ds.spec.sentiment_ordered else 0.0,
                "word_aliases_count": len(f.vec.aliases_),
                "char_view_size": 0 if f.view is None else int(f.view.M.shape[1]),
                "question_type_token": " qt_<what_good|could_improve|nonspecific>" if use_qt else (
@@ -923,6 +964,10 @@ def run(data: Path | None = None, out: Path | None = None, rows: int | None = No
         ds = dataspec.load(Path(data) if data else DEFAULT_DATA, spec)
     if rows:
         ds = ds.head(rows)
+    if ds.spec is not None and not ds.spec.sentiment_ordered and ds.spec.sentiment_column:
+        from model_build.dataspec import unordered_note
+
+        console.print(unordered_note(ds.spec.sentiment_column, ds.sentiment_classes))
     console.print(f"instant build: {len(ds.ids)} rows from {Path(ds.source).name}, "
                   f"{int((~ds.is_test).sum())} train / {int(ds.is_test.sum())} test, "
                   f"{len(ds.labels)} labels ({'multi' if ds.multilabel else 'single'}-label), "
@@ -953,6 +998,11 @@ def summarise(m: dict[str, Any]) -> None:
     if s is not None:
         console.print(f"  sentiment test accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}  "
                       f"parity {par['sentiment']['identical_rows']:.2%}")
+    c = metrics["test"].get("sentiment_choice")
+    if c is not None:
+        from model_build.choose import Choice
+
+        console.print("  " + Choice(**c).line())
 
 
 def build_small_bundle(out: Path, rows: int = 800) -> Path:

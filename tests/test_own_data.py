@@ -137,7 +137,6 @@ def test_refusals_name_the_column_or_value(tmp_path: Path) -> None:
     _refused(tmp_path, df.assign(condition="Pain"), args, "one class only \\('Pain'\\)")
     _refused(tmp_path, df.head(MIN_ROWS - 1), args, f"{MIN_ROWS - 1} rows with text")
     _refused(tmp_path, df.assign(id="7"), args, "id column 'id' repeats 1 id")
-    _refused(tmp_path, df, replace(args, sentiment_column="rating"), "holds words .*--sentiment-order")
     _refused(tmp_path, df, replace(args, sentiment_column="rating", sentiment_order=("negative", "positive")),
              "'neutral', which --sentiment-order does not name")
     _refused(tmp_path, df.assign(rating="positive"),
@@ -204,6 +203,12 @@ def test_manifest_and_report_carry_the_taxonomy(own_bundle: Path) -> None:
     assert set(rep["per_label"]) == set(TOP) and "confusions" in rep and "accuracy" in rep["scores"]
     assert "<svg" in (own_bundle / "report.html").read_text(encoding="utf-8")
     assert "drift_reference.json" in m.files  # drift works in its own taxonomy (tests/test_drift.py)
+    # the sentiment head: the tuned one or the plain baseline, by CV on the training rows
+    choice = m.metrics["test"]["sentiment_choice"]  # type: ignore[index]
+    assert choice["chosen"] == m.build["sentiment_head"] and choice["margin"] >= 0
+    assert set(choice["cv_accuracy"]) == set(choice["test_accuracy"]) == {"tuned", "plain"}
+    assert rep["sentiment_choice"] == choice and "sentiment head:" in (own_bundle / "report.html").read_text(
+        encoding="utf-8")
 
 
 def test_served_in_its_own_taxonomy(own_bundle: Path) -> None:

@@ -82,6 +82,8 @@ class DataSpec(Section):
     label_columns: list[str] = Field(default_factory=list)  # wide 0/1 columns, one per label
     sentiment_column: str | None = None
     sentiment_order: list[str] = Field(default_factory=list)  # class order as read (worst..best or as given)
+    # False: words given without --sentiment-order, classes sorted by name (no negative end)
+    sentiment_ordered: bool = True
     context_column: str | None = None
     # the context values seen in training (as written in the file); a value not among them
     # conditions nothing at serving time

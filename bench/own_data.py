@@ -106,7 +106,8 @@ def choice_of(bundle: Path) -> dict[str, Any] | None:
     from twolane.bundle import read_manifest
 
     test = read_manifest(bundle).metrics.get("test", {})
-    return test.get("sentiment_choice") if isinstance(test, dict) else None
+    choice = test.get("sentiment_choice") if isinstance(test, dict) else None
+    return choice if isinstance(choice, dict) else None
 
 
 def multilabel_baseline(train_texts: list[str], Y: np.ndarray, test_texts: list[str]) -> np.ndarray:
@@ -277,6 +278,15 @@ def _second_md(s: dict[str, Any] | None) -> str:
         choice = (f" Sentiment head chosen: **{c['chosen']}** (CV {c['cv_accuracy'][c['chosen']]:.3f} vs "
                   f"{other} {c['cv_accuracy'][other]:.3f}; test {c['test_accuracy'][c['chosen']]:.3f} vs "
                   f"{c['test_accuracy'][other]:.3f}).")
+    def cells(lk: str | None, sk: str) -> str:
+        ls = [f"{lab[lk][k]:.3f}" for k in ("macro_f1", "micro_f1", "exact_accuracy")] if lk else ["", "", ""]
+        return " | ".join([*ls, f"{sen[sk]['accuracy']:.3f}", f"{sen[sk]['macro_f1']:.3f}"])
+
+    rows = "\n".join(f"| {name} | {cells(lk, sk)} |" for name, lk, sk in (
+        ("instant lane", "instant", "instant"),
+        ("TF-IDF + LR per label (C=10, balanced); sentiment: sklearn defaults, C=1",
+         "baseline_tfidf_lr_per_label", "baseline_tfidf_lr"),
+        ("TF-IDF + LR, sentiment C by 5-fold CV, balanced", None, "baseline_tfidf_lr_tuned")))
     return f"""
 ### A second public set of another shape: NHS patient feedback, multi-label
 
@@ -286,9 +296,7 @@ ordered sentiment classes; {d['train_rows']} train / {d['test_rows']} test rows;
 
 | model | label macro-F1 | micro-F1 | exact match | sentiment accuracy | sentiment macro-F1 |
 |---|---|---|---|---|---|
-| instant lane | {lab['instant']['macro_f1']:.3f} | {lab['instant']['micro_f1']:.3f} | {lab['instant']['exact_accuracy']:.3f} | {sen['instant']['accuracy']:.3f} | {sen['instant']['macro_f1']:.3f} |
-| TF-IDF + LR per label (C=10, balanced; sentiment: sklearn defaults, C=1) | {lab['baseline_tfidf_lr_per_label']['macro_f1']:.3f} | {lab['baseline_tfidf_lr_per_label']['micro_f1']:.3f} | {lab['baseline_tfidf_lr_per_label']['exact_accuracy']:.3f} | {sen['baseline_tfidf_lr']['accuracy']:.3f} | {sen['baseline_tfidf_lr']['macro_f1']:.3f} |
-| TF-IDF + LR, sentiment C by 5-fold CV, balanced | | | | {sen['baseline_tfidf_lr_tuned']['accuracy']:.3f} | {sen['baseline_tfidf_lr_tuned']['macro_f1']:.3f} |
+{rows}
 
 Sentiment is scored on the test rows with a true sentiment and labellable text (junk text,
 "n/a" or blank, gets no sentiment by rule), as bench/cascade.py scores it.

@@ -162,8 +162,8 @@ def up(  # noqa: PLR0913 (typer: one argument per CLI option)
     """Run everything locally: build default models if missing, start API, drop folder, batch lane."""
     import os
 
-    from model_build.dataspec import SpecArgs
     from local_stack.stack import up as run_up
+    from model_build.dataspec import SpecArgs
     from twolane.settings import get_settings
 
     spec = SpecArgs.from_flags(locals())

@@ -715,7 +715,8 @@ def _fit(ds: Dataset, r: _Rows, cfg: Config, prog: Progress) -> _Fitted:
     ts = prog.add_task("sentiment", total=1)
     has_sent = r.sentiment >= 0
     sent, oof_sent, k = None, None, len(ds.sentiment_classes)
-    choice, other = None, None
+    choice: Any = None  # model_build.choose.Choice
+    other: Sentiment | None = None
     if k:  # the data spec has a sentiment column
         dirs = None
         if cfg.sentiment_lexicon:

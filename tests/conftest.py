@@ -26,7 +26,8 @@ E2E_MODULES = frozenset({
     "test_infra_artifacts", "test_recommender_run",
 })
 MODEL_FIXTURES = frozenset({"instant_bundle", "batch_bundle", "lambda_module", "lambda_host", "own_bundle",
-                            "spec_bundle", "own_batch_bundle", "other_batch_bundle"})
+                            "spec_bundle", "own_batch_bundle", "other_batch_bundle", "unordered_cli_build",
+                            "up_prepared"})
 
 
 def tier_of(item: pytest.Item) -> str:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,23 +39,29 @@ def test_sentiment_words_without_an_order_are_unordered_classes(tmp_path: Path) 
     assert numeric.spec is not None and numeric.spec.sentiment_ordered
 
 
-def test_cli_builds_unordered_words_with_a_note(tmp_path: Path) -> None:
-    """`twolane build instant` with sentiment words and no order: built (never refused), one
-    note line; the served classes are the words."""
+@pytest.fixture(scope="module")
+def unordered_cli_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """`twolane build instant` (a process) on sentiment words with no order: (bundle, stderr)."""
     import subprocess
     import sys
 
-    from twolane.bundle import read_manifest
-
-    df = reviews(25)
-    path = write(df, tmp_path / "r.csv")
+    tmp = tmp_path_factory.mktemp("unordered")
+    path = write(reviews(25), tmp / "r.csv")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     r = subprocess.run([sys.executable, "-m", "local_stack.cli", "build", "instant", "--data", str(path),
-                        "--out", str(tmp_path / "b"), "--text-column", "review", "--labels-column", "condition",
-                        "--sentiment-column", "rating"], capture_output=True, text=True, env=env, timeout=900)
+                        "--out", str(tmp / "b"), "--text-column", "review", "--labels-column", "condition",
+                        "--sentiment-column", "rating"], capture_output=True, text=True, env=env, timeout=1200)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "unordered classes" in r.stderr and "sentiment head:" in r.stderr
-    bundle = next((tmp_path / "b" / "instant").iterdir())
+    return next((tmp / "b" / "instant").iterdir()), r.stderr
+
+
+def test_cli_builds_unordered_words_with_a_note(unordered_cli_build: tuple[Path, str]) -> None:
+    """Sentiment words and no order: built (never refused), one note line; the served classes
+    are the words; the build says which sentiment head won."""
+    from twolane.bundle import read_manifest
+
+    bundle, stderr = unordered_cli_build
+    assert "unordered classes" in stderr and "sentiment head:" in stderr
     m = read_manifest(bundle, verify=True)
     assert m.sentiment_classes == ["negative", "neutral", "positive"]
     assert m.data_spec is not None and not m.data_spec.sentiment_ordered
@@ -97,44 +105,74 @@ def test_single_label_margin_is_the_gap_between_the_top_two() -> None:
     assert theme_ml[0] == pytest.approx(abs(np.log(0.7 / 0.3) - np.log(0.9 / 0.1)))
 
 
-def test_up_with_data_prepares_its_own_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`twolane up --data`'s preparation: the file's own bundles root (the NHS root untouched),
-    its instant bundle built there once, the batch lane declared in its taxonomy, and the
-    background batch build given the same file and spec."""
+SPEC = SpecArgs(text_column="review", labels_column="condition", sentiment_column="rating",
+                sentiment_order=("negative", "neutral", "positive"))
+
+
+@pytest.fixture(scope="module")
+def up_prepared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """`twolane up --data`'s preparation run twice on one file (a small real instant build):
+    what it left in the environment and returned each time."""
     from local_stack import own_data
-    from twolane.bundle import read_manifest, resolve_bundle
     from twolane.settings import get_settings
 
-    df = reviews(25)
-    path = write(df, tmp_path / "team reviews.csv")
-    spec = SpecArgs(text_column="review", labels_column="condition", sentiment_column="rating",
-                    sentiment_order=("negative", "neutral", "positive"))
-    for name in ("TWOLANE_BUNDLES", "TWOLANE_BATCH_TAXONOMY", *own_data.PINNED):
-        monkeypatch.setenv(name, "x")  # recorded, so undone whatever prepare() sets
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("TWOLANE_BUNDLES", str(tmp_path / "bundles"))
-    monkeypatch.setenv("TWOLANE_INSTANT_BUNDLE", str(tmp_path / "elsewhere"))  # --data wins
-    get_settings.cache_clear()
+    tmp = tmp_path_factory.mktemp("up-data")
+    path = write(reviews(25), tmp / "team reviews.csv")
     import model_build.instant as instant
 
     small = replace(instant.SMALL, xgb_rounds=5, word_aliases=False)
     real_run = instant.run
-    monkeypatch.setattr(instant, "run", lambda **kw: real_run(**kw, cfg=small))  # a small real build
-    try:
-        args = own_data.prepare(path, spec)
-        root = Path(os.environ["TWOLANE_BUNDLES"])
-        assert root.parent == tmp_path / "bundles" / "data" and root.name.startswith("team-reviews-")
-        assert "TWOLANE_INSTANT_BUNDLE" not in os.environ
-        bundle = resolve_bundle(root, "instant")
-        tax = read_manifest(bundle).taxonomy
-        assert json.loads(os.environ["TWOLANE_BATCH_TAXONOMY"]) == json.loads(tax.model_dump_json())
-        assert args == ["--data", str(path.resolve()), "--text-column", "review", "--labels-column", "condition",
-                        "--sentiment-column", "rating", "--sentiment-order", "negative,neutral,positive"]
-        # the batch build reads the same spec from those flags (the CLI's own parsing)
-        flags = dict(zip(args[2::2], args[3::2], strict=True))
-        again = SpecArgs.from_flags({k.removeprefix("--").replace("-", "_"): v for k, v in flags.items()})
-        assert again == spec
-        assert own_data.prepare(path, spec) == args  # a second start reuses the bundle
-        assert resolve_bundle(root, "instant") == bundle and len(list((root / "instant").iterdir())) == 1
-    finally:
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("TWOLANE_BUNDLES", "TWOLANE_BATCH_TAXONOMY", *own_data.PINNED):
+            mp.setenv(name, "x")  # recorded, so undone whatever prepare() sets
+            mp.delenv(name)
+        mp.setenv("TWOLANE_BUNDLES", str(tmp / "bundles"))
+        mp.setenv("TWOLANE_INSTANT_BUNDLE", str(tmp / "elsewhere"))  # --data wins
+        mp.setattr(instant, "run", lambda **kw: real_run(**kw, cfg=small))  # a small real build
         get_settings.cache_clear()
+        try:
+            first = own_data.prepare(path, SPEC)
+            env = {k: os.environ.get(k) for k in ("TWOLANE_BUNDLES", "TWOLANE_BATCH_TAXONOMY",
+                                                  "TWOLANE_INSTANT_BUNDLE")}
+            second = own_data.prepare(path, SPEC)
+            yield {"path": path, "tmp": tmp, "first": first, "second": second, "env": env}
+        finally:
+            get_settings.cache_clear()
+
+
+def test_up_with_data_prepares_its_own_root(up_prepared: dict[str, Any]) -> None:
+    """`twolane up --data`'s preparation: the file's own bundles root (the NHS root untouched),
+    its instant bundle built there once, the batch lane declared in its taxonomy, and the
+    background batch build given the same file and spec."""
+    from twolane.bundle import read_manifest, resolve_bundle
+
+    env, path = up_prepared["env"], up_prepared["path"]
+    root = Path(env["TWOLANE_BUNDLES"])
+    assert root.parent == up_prepared["tmp"] / "bundles" / "data" and root.name.startswith("team-reviews-")
+    assert env["TWOLANE_INSTANT_BUNDLE"] is None
+    bundle = resolve_bundle(root, "instant")
+    tax = read_manifest(bundle).taxonomy
+    assert json.loads(env["TWOLANE_BATCH_TAXONOMY"]) == json.loads(tax.model_dump_json())
+    args = up_prepared["first"]
+    assert args == ["--data", str(path.resolve()), "--text-column", "review", "--labels-column", "condition",
+                    "--sentiment-column", "rating", "--sentiment-order", "negative,neutral,positive"]
+    # the batch build reads the same spec from those flags (the CLI's own parsing)
+    flags = dict(zip(args[2::2], args[3::2], strict=True))
+    assert SpecArgs.from_flags({k.removeprefix("--").replace("-", "_"): v for k, v in flags.items()}) == SPEC
+    assert up_prepared["second"] == args  # a second start reuses the bundle
+    assert len(list((root / "instant").iterdir())) == 1
+
+
+def test_up_data_refuses_a_bad_file_in_one_line(tmp_path: Path) -> None:
+    """`twolane up --data` with a column that is not there: one line, exit 2, nothing started."""
+    import subprocess
+    import sys
+
+    path = write(reviews(10), tmp_path / "r.csv")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+           "TWOLANE_BUNDLES": str(tmp_path / "bundles")}
+    r = subprocess.run([sys.executable, "-m", "local_stack.cli", "up", "--data", str(path), "--port", "0",
+                        "--text-column", "comment"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "no text column 'comment'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "bundles").exists()

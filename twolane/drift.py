@@ -498,5 +498,5 @@ def metric_values(report: DriftReport) -> dict[str, float]:
 
 __all__ = ["ALPHA", "DRIFTED_METRIC", "FORMAT", "METRIC_NAMES", "MIN_PSI", "REFERENCE_FILE", "SIGNALS",
            "Checker", "DriftError", "DriftReport", "DriftRequest", "Histogram", "Reference", "SignalResult",
-           "checker", "chi2_sf", "compare", "contexts_of", "holm", "labellable_view", "metric_values", "observe", "publish",
-           "reference_from", "report_for", "two_sample"]
+           "checker", "chi2_sf", "compare", "contexts_of", "holm", "labellable_view", "metric_values", "observe",
+           "publish", "reference_from", "report_for", "two_sample"]

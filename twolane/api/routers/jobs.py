@@ -34,6 +34,7 @@ from twolane.jobs.store import JobGone, JobKind, JobNotFound, JobRecord
 from twolane.settings import Settings
 from twolane.summaries.plan import Plan, UnknownTheme, assemble, llm_name, plan_summaries
 from twolane.summaries.schemas import SummaryRequest, SummaryResults
+from twolane.wiring import cascade_rule
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)], route_class=StrictRoute,
                    responses=ERROR_RESPONSES)
@@ -73,6 +74,9 @@ def submit_job(body: JobRequest, jobs: JobsDep, settings: SettingsDep, owner: Ow
     if body.lane == "auto":
         check_items(body.items, max_items=settings.api.max_job_items,
                     max_text_chars=settings.api.max_text_chars)
+        waiting = jobs.get().invoker.unavailable_reason("classify") if cascade_rule(settings) is None else None
+        if waiting:  # no rule because no batch bundle yet (e.g. still building): 503, as plain jobs
+            raise RequestRejected(503, waiting)
         kept, escalated = cascade_split(model, settings, body.items, body.target)
         sent["items"] = [sent["items"][i] for i in escalated]
     accepted = _submit(jobs, settings, body.items, "classify", body.target, sent, owner, kept)

@@ -114,6 +114,7 @@ def test_a_job_on_the_local_batch_host_answers_in_the_spec_labels(
     from local_stack.invoker import LocalLambdaInvoker
     from twolane.api.app import create_app
     from twolane.aws import client
+    from twolane.contract import CommentIn
     from twolane.dropfolder.process import process_event
     from twolane.jobs.service import JobService
     from twolane.jobs.store import S3JobStore
@@ -152,6 +153,12 @@ def test_a_job_on_the_local_batch_host_answers_in_the_spec_labels(
                 got = auto.json()["results"]
                 assert [x["comment_id"] for x in got] == [i["comment_id"] for i in ITEMS]
                 assert all(x["lane"] in ("instant", "batch") for x in got)
+                direct_i = {d.comment_id: d.model_dump(mode="json") for d in instant.predict(
+                    [CommentIn(**i) for i in ITEMS])}
+                for x in got:  # a kept comment gets exactly /v1/predict's answer
+                    if x["lane"] == "instant":
+                        assert {k: x[k] for k in ("labels", "sentiment")} == {
+                            k: direct_i[x["comment_id"]][k] for k in ("labels", "sentiment")}
                 assert all(len(x["labels"]) == 1 and x["labels"][0] in TOP for x in got if x["comment_id"] != "c")
             # inbox/batch/ takes the file too (a batch job, not a failed/ report)
             s3 = client("s3")

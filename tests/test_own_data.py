@@ -211,6 +211,29 @@ def test_manifest_and_report_carry_the_taxonomy(own_bundle: Path) -> None:
         encoding="utf-8")
 
 
+def test_auto_jobs_keep_exactly_what_predict_gives(own_bundle: Path) -> None:
+    """The cascade's instant part on a team's bundle (issue 31): the kept results are
+    /v1/predict's answers (the file's class names, the context column read, no sentiment for
+    junk text), and the single-label margins are the top-two gaps."""
+    from twolane.bundle import Cascade
+    from twolane.contract import CommentIn
+    from twolane.predictors.cascade import split_lanes
+    from twolane.predictors.instant import InstantPredictor
+
+    pred = InstantPredictor.from_bundle(own_bundle)
+    items = [CommentIn(**i) for i in ITEMS]
+    never = Cascade(theme_margin_below=0.0, sentiment_margin_below=0.0, escalate_share=0.0, chosen_by="test",
+                    instant_version=pred.version, tuned_on="test", validation_rows=0, curve=[])
+    kept, esc = split_lanes(pred, never, items)
+    assert not esc.any()
+    assert [p.model_dump() for p in kept] == [p.model_dump() for p in pred.predict(items)]
+    assert kept[2].sentiment is None and kept[0].sentiment is not None
+    assert kept[0].sentiment.label in ("negative", "neutral", "positive")
+    always = never.model_copy(update={"theme_margin_below": 1.01})  # every gap is below 1.01
+    _, esc = split_lanes(pred, always, items)
+    assert esc.tolist() == [True, True, False]  # junk text: answered by rule, never escalated
+
+
 def test_served_in_its_own_taxonomy(own_bundle: Path) -> None:
     from fastapi.testclient import TestClient
 

@@ -25,6 +25,7 @@ from twolane.bundle import Cascade
 from twolane.contract import CommentIn, JobTarget, Prediction, restrict
 from twolane.predictors.decide import predictions
 from twolane.predictors.instant import InstantPredictor
+from twolane.rules import sentiment_names
 
 EPS = 1e-6
 NEVER = np.inf  # the margin of a row that is never escalated
@@ -84,13 +85,19 @@ def split_lanes(predictor: InstantPredictor, rule: Cascade, items: Sequence[Comm
     """The instant lane's answer for every comment (exactly what `predictor.predict(items,
     target=target)`, and so /v1/predict, gives) and which of them go to the batch lane (bool n,
     `escalate`), from one pass of the model."""
+    manifest = predictor.manifest
     texts = [i.comment_text for i in items]
-    P, S = predictor.predict_arrays(texts, [i.question_type for i in items])
+    # as predict() reads them: a bundle with its own context column reads `context`
+    contexts = [i.context if manifest.serving.use_context else i.question_type for i in items]
+    P, S = predictor.predict_arrays(texts, contexts)
     lnp = predictor.decider.lnp
-    answered = P[:, lnp] < 1.0 if lnp is not None else np.ones(len(items), bool)
+    # unlabellable rows: P's unlabellable column at 1, or (a taxonomy without one) P all 0
+    answered = np.asarray(P[:, lnp] < 1.0 if lnp is not None else P.any(1), bool)
     D = predictor.decide(P, S)
-    has_sentiment = any(e.task == "sentiment" for e in predictor.manifest.models.values())
+    has_sentiment = any(e.task == "sentiment" for e in manifest.models.values())
+    tax = manifest.taxonomy
     preds = predictions([i.comment_id for i in items], predictor.labels, D,
-                        S if has_sentiment else None, answered)
+                        S if has_sentiment else None, answered,
+                        sentiment_names=sentiment_names(tax.sentiment_classes, tax.sentiment_names))
     esc = escalate(rule, P, S, predictor.thresholds, lnp, target, predictor.manifest.taxonomy.multilabel)
     return [restrict(p, target) for p in preds], esc

@@ -50,7 +50,7 @@ def unordered_cli_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     r = subprocess.run([sys.executable, "-m", "local_stack.cli", "build", "instant", "--data", str(path),
                         "--out", str(tmp / "b"), "--text-column", "review", "--labels-column", "condition",
-                        "--sentiment-column", "rating"], capture_output=True, text=True, env=env, timeout=1200)
+                        "--sentiment-column", "rating"], capture_output=True, text=True, env=env, timeout=3600)
     assert r.returncode == 0, r.stderr[-2000:]
     return next((tmp / "b" / "instant").iterdir()), r.stderr
 
@@ -134,6 +134,8 @@ def up_prepared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
             first = own_data.prepare(path, SPEC)
             env = {k: os.environ.get(k) for k in ("TWOLANE_BUNDLES", "TWOLANE_BATCH_TAXONOMY",
                                                   "TWOLANE_INSTANT_BUNDLE")}
+            mp.setenv("TWOLANE_BUNDLES", str(tmp / "bundles"))  # a second start: a new process, same env
+            get_settings.cache_clear()
             second = own_data.prepare(path, SPEC)
             yield {"path": path, "tmp": tmp, "first": first, "second": second, "env": env}
         finally:

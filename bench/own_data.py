@@ -19,7 +19,11 @@ One scoring rule: model_build.metrics (macro-F1 over every label of the taxonomy
 accuracy on the rows with a label; sentiment accuracy and macro-F1). Writes
 bench/results/own_data.json and the own_data section of bench/RESULTS.md.
 
-    python -m bench.own_data            # ~2-4 min on 2 cores
+Also (issue 31): the instant build's sentiment-head choice (model_build.choose) on this split,
+and a second public set of another shape (`second_set`: NHS patient feedback, multi-label, five
+ordered classes, a seeded 3,000 rows) against plain baselines.
+
+    python -m bench.own_data            # ~5-10 min on 2 shared cores
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ RESULTS = ROOT / "bench" / "results" / "own_data.json"
 MD = ROOT / "bench" / "RESULTS.md"
 MIN_PER_CONDITION = 10
 ORDER = ("negative", "neutral", "positive")
+SECOND_ROWS = 3000  # rows of the second set (speed on 2 shared cores)
 
 
 def baseline(train_texts: list[str], y: np.ndarray, test_texts: list[str], tuned: bool = False) -> np.ndarray:
@@ -96,6 +101,92 @@ def reviews(tmp: Path) -> Any:
                                sentiment_column="rating", sentiment_order=ORDER))
 
 
+def choice_of(bundle: Path) -> dict[str, Any] | None:
+    """The build's sentiment-head choice (model_build.choose), as its manifest records it."""
+    from twolane.bundle import read_manifest
+
+    test = read_manifest(bundle).metrics.get("test", {})
+    choice = test.get("sentiment_choice") if isinstance(test, dict) else None
+    return choice if isinstance(choice, dict) else None
+
+
+def multilabel_baseline(train_texts: list[str], Y: np.ndarray, test_texts: list[str]) -> np.ndarray:
+    """TF-IDF (1-2-grams, min_df 2) + one logistic regression per label (C=10, balanced),
+    label on at probability >= 0.5, and at least the most probable label (as the instant
+    lane's fallback): n x L."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    X, Xt = vec.fit_transform(train_texts), vec.transform(test_texts)
+    P = np.zeros((len(test_texts), Y.shape[1]))
+    for j in range(Y.shape[1]):
+        if 0 < Y[:, j].sum() < len(Y):
+            P[:, j] = LogisticRegression(C=10.0, class_weight="balanced", max_iter=2000).fit(
+                X, Y[:, j]).predict_proba(Xt)[:, 1]
+    out = (P >= 0.5).astype(np.uint8)
+    out[np.arange(len(P)), P.argmax(1)] = 1
+    return out
+
+
+def second_set(tmp: Path, rows: int = SECOND_ROWS) -> dict[str, Any]:
+    """The instant lane against plain baselines on a second public set of another shape: the
+    NHS patient feedback (pxtextmining's public data, data/nhs-patient-feedback/): multi-label
+    (32 labels), five ordered sentiment classes; a seeded random `rows` of it (speed), its own
+    split (model_build.data)."""
+    from model_build import metrics
+    from model_build.data import DEFAULT_DATA, load_dataset
+    from model_build.instant import Config, build
+    from twolane.predictors.instant import InstantPredictor
+
+    full = load_dataset(DEFAULT_DATA)
+    keep = np.zeros(len(full.ids), bool)
+    keep[np.random.default_rng(2026).choice(len(full.ids), min(rows, len(full.ids)), replace=False)] = True
+    ds = full.subset(keep)
+    t0 = time.perf_counter()
+    bundle = build(ds, tmp / "nhs-bundles", Config())
+    build_s = time.perf_counter() - t0
+    train, test = ds.train, ds.test
+    got = InstantPredictor.from_bundle(bundle).predict_texts(test.texts, test.question_types)
+    from bench.batch import label_matrix
+
+    inst = label_matrix(got, ds.labels)
+    has = train.Y.sum(1) > 0
+    lab_texts = [t for t, h in zip(train.texts, has, strict=True) if h]
+    base = multilabel_baseline(lab_texts, train.Y[has], test.texts)
+    ok = train.sentiment >= 0
+    s_texts = [t for t, k in zip(train.texts, ok, strict=True) if k]
+    s_base = {tuned: baseline(s_texts, train.sentiment[ok], test.texts, tuned) for tuned in (False, True)}
+    from model_build.data import SENTIMENT_CLASSES
+
+    names = list(SENTIMENT_CLASSES)
+    s_inst = np.array([names.index(str(p.sentiment.score)) if p.sentiment else -1 for p in got])
+    from twolane.rules import is_unlabellable
+
+    # scored on labellable text (junk: no sentiment by rule in the lane), as bench/cascade.py
+    y_sent = np.where([is_unlabellable(t) for t in test.texts], -1, test.sentiment)
+
+    def sent(pred_: np.ndarray) -> dict[str, float]:
+        s = metrics.sentiment_scores(y_sent, pred_)
+        return {"accuracy": round(s["accuracy"], 4), "macro_f1": round(s["macro_f1"], 4), "rows": s["rows"]}
+
+    def lab(pred_: np.ndarray) -> dict[str, float]:
+        m = metrics.multilabel_scores(test.Y, pred_)
+        return {"macro_f1": round(m["macro_f1"], 4), "micro_f1": round(m["micro_f1"], 4),
+                "exact_accuracy": round(m["exact_accuracy"], 4), "rows": m["rows"]}
+
+    return {
+        "data": {"file": "data/nhs-patient-feedback/v6framework_230831.csv", "rows": len(ds.ids),
+                 "labels": len(ds.labels), "multilabel": True, "sentiment_classes": names,
+                 "train_rows": len(train.ids), "test_rows": len(test.ids),
+                 "filter": f"a seeded random {len(ds.ids)} rows (seed 2026)"},
+        "labels": {"instant": lab(inst), "baseline_tfidf_lr_per_label": lab(base)},
+        "sentiment": {"instant": sent(s_inst), "baseline_tfidf_lr": sent(s_base[False]),
+                      "baseline_tfidf_lr_tuned": sent(s_base[True])},
+        "sentiment_choice": choice_of(bundle), "instant_build_seconds": round(build_s, 1),
+    }
+
+
 def main() -> dict[str, Any]:
     from model_build import metrics
     from model_build.instant import Config, build
@@ -109,6 +200,8 @@ def main() -> dict[str, Any]:
         pred = InstantPredictor.from_bundle(bundle)
         train, test = ds.train, ds.test
         got = pred.predict_texts(test.texts)
+        choice = choice_of(bundle)
+        second = second_set(Path(tmp))
     L = len(ds.labels)
     col = {lab: j for j, lab in enumerate(ds.labels)}
     inst = np.zeros((len(got), L), np.uint8)
@@ -140,7 +233,10 @@ def main() -> dict[str, Any]:
         "sentiment": {"instant": sent(s_inst), "baseline_tfidf_lr": sent(s_base[False]),
                       "baseline_tfidf_lr_tuned": sent(s_base[True])},
         "instant_build_seconds": round(build_s, 1),
+        "sentiment_choice": choice,
+        "second_set": second,
         "cpus": os.cpu_count(),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
     }
     RESULTS.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     write_md(out)
@@ -157,6 +253,54 @@ def verdict(r: dict[str, Any]) -> str:
         out.append(f"{what}: the instant lane {word} the tuned baseline "
                    f"({table['instant'][key]:.3f} vs {tuned:.3f})")
     return "; ".join(out) + "."
+
+
+def _choice_md(c: dict[str, Any] | None) -> str:
+    if not c:
+        return ""
+    other = "plain" if c["chosen"] == "tuned" else "tuned"
+    return (f"\nThe instant build's sentiment head (model_build.choose, issue 31): **{c['chosen']}**, by "
+            f"{c['folds']}-fold cross-validated accuracy on {c['rows']} training rows "
+            f"({c['cv_accuracy'][c['chosen']]:.3f} vs {other} {c['cv_accuracy'][other]:.3f}, "
+            f"{c['margin'] * 100:+.1f} pt); on the test split {c['test_accuracy'][c['chosen']]:.3f} vs "
+            f"{c['test_accuracy'][other]:.3f}. (tuned: lexicon, polarity scaling, char view; plain: "
+            "logistic regression, C=10, balanced, on the same TF-IDF rows.)\n")
+
+
+def _second_md(s: dict[str, Any] | None) -> str:
+    if not s:
+        return ""
+    d, lab, sen = s["data"], s["labels"], s["sentiment"]
+    c = s.get("sentiment_choice")
+    choice = ""
+    if c:
+        other = "plain" if c["chosen"] == "tuned" else "tuned"
+        choice = (f" Sentiment head chosen: **{c['chosen']}** (CV {c['cv_accuracy'][c['chosen']]:.3f} vs "
+                  f"{other} {c['cv_accuracy'][other]:.3f}; test {c['test_accuracy'][c['chosen']]:.3f} vs "
+                  f"{c['test_accuracy'][other]:.3f}).")
+    def cells(lk: str | None, sk: str) -> str:
+        ls = [f"{lab[lk][k]:.3f}" for k in ("macro_f1", "micro_f1", "exact_accuracy")] if lk else ["", "", ""]
+        return " | ".join([*ls, f"{sen[sk]['accuracy']:.3f}", f"{sen[sk]['macro_f1']:.3f}"])
+
+    rows = "\n".join(f"| {name} | {cells(lk, sk)} |" for name, lk, sk in (
+        ("instant lane", "instant", "instant"),
+        ("TF-IDF + LR per label (C=10, balanced); sentiment: sklearn defaults, C=1",
+         "baseline_tfidf_lr_per_label", "baseline_tfidf_lr"),
+        ("TF-IDF + LR, sentiment C by 5-fold CV, balanced", None, "baseline_tfidf_lr_tuned")))
+    return f"""
+### A second public set of another shape: NHS patient feedback, multi-label
+
+{d['file']} (pxtextmining's public data), {d['filter']}: {d['labels']} labels, multi-label, five
+ordered sentiment classes; {d['train_rows']} train / {d['test_rows']} test rows; instant build
+{s['instant_build_seconds']} s.{choice}
+
+| model | label macro-F1 | micro-F1 | exact match | sentiment accuracy | sentiment macro-F1 |
+|---|---|---|---|---|---|
+{rows}
+
+Sentiment is scored on the test rows with a true sentiment and labellable text (junk text,
+"n/a" or blank, gets no sentiment by rule), as bench/cascade.py scores it.
+"""
 
 
 def write_md(r: dict[str, Any]) -> None:
@@ -184,6 +328,7 @@ the same test rows by model_build.metrics. Instant build {r['instant_build_secon
 {verdict(r)} With {d['test_rows']} test rows one row is {100 / d['test_rows']:.1f} points of accuracy:
 differences of a few points are within noise. The batch lane on the same data and split: the
 next section (bench/own_data_batch.py).
+{_choice_md(r.get('sentiment_choice'))}{_second_md(r.get('second_set'))}
 
 Raw figures: `bench/results/own_data.json`.
 <!-- own_data:end -->"""

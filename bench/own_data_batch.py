@@ -47,6 +47,43 @@ def sentiment_of(preds: list[Any]) -> np.ndarray:
     return np.array([names.index(p.sentiment.label) if p.sentiment else -1 for p in preds])
 
 
+def cascade_on_test(bundle: Path, test: Any) -> dict[str, Any] | None:
+    """The batch bundle's cascade rule (learned on its validation fold, issue 31: single-label
+    margin = top-two label gap) applied unchanged to the test split, both lanes as served:
+    label accuracy (single-label), macro-F1 and sentiment accuracy of the instant lane, the
+    batch lane and the cascade, and the share escalated. None without a rule."""
+    from bench.cascade import lanes
+    from model_build import metrics
+    from model_build.cascade import merge
+    from twolane.bundle import BatchEnsemble
+    from twolane.predictors.batch import BatchPredictor
+    from twolane.rules import is_unlabellable
+
+    batch = BatchPredictor.from_bundle(bundle)
+    ens = batch.manifest.ensemble
+    if not isinstance(ens, BatchEnsemble) or ens.cascade is None or batch.instant is None:
+        return None
+    rule = ens.cascade
+    inst, bat, m_t, m_s = lanes(batch, test.texts, test.question_types)
+    y_sent = np.where([is_unlabellable(t) for t in test.texts], -1, test.sentiment)
+
+    def at(D: np.ndarray, sent: np.ndarray) -> dict[str, float]:
+        m = metrics.multilabel_scores(test.Y, D.astype(np.uint8))
+        return {"accuracy": round(metrics.single_label_accuracy(test.Y, D.astype(np.uint8)), 4),
+                "macro_f1": round(m["macro_f1"], 4),
+                "sentiment_accuracy": round(metrics.sentiment_scores(y_sent, sent)["accuracy"], 4)}
+
+    esc = (m_t < rule.theme_margin_below) | (m_s < rule.sentiment_margin_below)
+    curve = []
+    for p in rule.curve:
+        e = (m_t < p.theme_margin_below) | (m_s < p.sentiment_margin_below)
+        curve.append({"val_share": p.escalate_share, "share": round(float(e.mean()), 4), **at(*merge(e, inst, bat))})
+    return {"rule": rule.model_dump(exclude={"curve"}), "instant": at(inst.D, inst.sent),
+            "batch": at(bat.D, bat.sent), "cascade": {**at(*merge(esc, inst, bat)),
+                                                      "share": round(float(esc.mean()), 4)},
+            "curve": curve}
+
+
 def main(epochs: int, max_minutes: float) -> dict[str, Any]:  # noqa: PLR0915 (one benchmark, top to bottom)
     from model_build import metrics
     from model_build.batch import build as batch_build
@@ -74,6 +111,7 @@ def main(epochs: int, max_minutes: float) -> dict[str, Any]:  # noqa: PLR0915 (o
                .predict_texts(test.texts),
                "batch_served": BatchPredictor.from_bundle(batch_bundle).predict_texts(test.texts)}
         m = read_manifest(batch_bundle)
+        cascade = cascade_on_test(batch_bundle, test)
         ts = m.build.get("train_summary")
         train_summary: dict[str, Any] = ts if isinstance(ts, dict) else {}
         served_model = m.default_model
@@ -107,7 +145,7 @@ def main(epochs: int, max_minutes: float) -> dict[str, Any]:  # noqa: PLR0915 (o
                   "max_minutes": max_minutes, "epochs_run": train_summary.get("epochs_run"),
                   "train_seconds": train_summary.get("seconds"), "served_model": served_model,
                   "build_seconds": round(batch_s, 1)},
-        "labels": labels, "sentiment": sentiment,
+        "labels": labels, "sentiment": sentiment, "cascade": cascade,
         "instant_build_seconds": round(instant_s, 1), "cpus": os.cpu_count(),
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
     }
@@ -121,6 +159,37 @@ ROWS = (("instant lane (twolane build instant)", "instant"),
         ("batch lane as served (bundle default)", "batch_served"),
         ("TF-IDF + logistic regression (sklearn defaults, C=1)", "baseline_tfidf_lr"),
         ("TF-IDF + logistic regression (C by 5-fold CV on train, balanced)", "baseline_tfidf_lr_tuned"))
+
+
+def _cascade_md(c: dict[str, Any] | None) -> str:
+    if not c:
+        return "\nNo cascade rule (the batch bundle serves the transformer alone).\n"
+    rows = "\n".join(f"| {name} | {c[k].get('share', 0 if k == 'instant' else 1):.1%} | {c[k]['accuracy']:.3f} | "
+                     f"{c[k]['macro_f1']:.3f} | {c[k]['sentiment_accuracy']:.3f} |"
+                     for name, k in (("instant lane", "instant"), ("cascade (shipped rule)", "cascade"),
+                                     ("batch lane", "batch")))
+    gap = min(c["cascade"][k] - c["batch"][k] for k in ("accuracy", "sentiment_accuracy"))
+    within = [p for p in c["curve"] if min(p[k] - c["batch"][k] for k in ("accuracy", "sentiment_accuracy"))
+              >= -0.005]
+    first = min(within, key=lambda p: p["share"]) if within else None
+    r = c["rule"]
+    return f"""
+### Cascade on a team's own data (`"lane": "auto"`, issue 31)
+
+The batch bundle's cascade rule, learned on its validation fold with the single-label margins
+(theme: the gap between the two most probable labels; sentiment: between the two most probable
+classes): escalate when theme margin < {r['theme_margin_below']:.3f} or sentiment margin <
+{r['sentiment_margin_below']:.3f} ({r['escalate_share']:.1%} of comments on validation; {r['chosen_by']}).
+Applied unchanged to the test split:
+
+| lane | share to the transformer | label accuracy | label macro-F1 | sentiment accuracy |
+|---|---|---|---|---|
+{rows}
+
+Shipped rule: worst gap to the batch lane (label and sentiment accuracy) {gap * 100:+.1f} pt at
+{c['cascade']['share']:.1%} escalated. Read off the test curve (never used to choose): the smallest
+share within 0.5 pt of the batch lane on both is {f"{first['share']:.1%}" if first else "none"}.
+"""
 
 
 def write_md(r: dict[str, Any]) -> None:
@@ -156,6 +225,7 @@ chose on the validation fold ({sen['batch_served']['accuracy']:.3f}; the transfo
 {100 / d['test_rows']:.1f} points of accuracy: differences of a few points are within noise. Times
 are on a machine shared with other jobs{load}: on an idle one they are shorter.
 
+{_cascade_md(r.get('cascade'))}
 Raw figures: `bench/results/own_data_batch.json`.
 <!-- own_data_batch:end -->"""
     text = MD.read_text(encoding="utf-8")

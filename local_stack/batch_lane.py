@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -73,13 +74,14 @@ def unavailable_reason(settings: Settings, kind: str) -> str | None:
     return "no batch model yet: run `twolane build batch` (or `twolane up`, which starts the build)"
 
 
-def start_build(settings: Settings) -> subprocess.Popen[bytes]:
-    """`twolane build batch` in a niced background process, output to the build log."""
+def start_build(settings: Settings, args: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """`twolane build batch [args]` in a niced background process, output to the build log
+    (args: e.g. `--data FILE` and its data-spec flags, twolane_cli.own_data)."""
     log = build_log(settings)
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab")  # noqa: SIM115 (handed to the child)
     cmd = ["nice", "-n", "10", sys.executable, "-m", "twolane_cli", "build", "batch",
-           "--out", str(settings.bundles)]
+           "--out", str(settings.bundles), *args]
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
                             start_new_session=True)
     out.close()
@@ -109,8 +111,10 @@ class BatchLane:
                 os.killpg(self.build.pid, signal.SIGKILL)
 
 
-def start_batch_lane(settings: Settings, build_if_missing: bool = True) -> BatchLane:
-    """Start the local batch lane (AWS clients must already point at moto). Returns at once."""
+def start_batch_lane(settings: Settings, build_if_missing: bool = True,
+                     build_args: Sequence[str] = ()) -> BatchLane:
+    """Start the local batch lane (AWS clients must already point at moto). Returns at once.
+    build_args: extra arguments of the background build (`start_build`)."""
     from local_stack.runner import AsyncRunner
 
     build = None
@@ -123,7 +127,7 @@ def start_batch_lane(settings: Settings, build_if_missing: bool = True) -> Batch
     elif build_running(settings):
         message = f"batch model is still building; see {build_log(settings)}"
     elif build_if_missing:
-        build = start_build(settings)
+        build = start_build(settings, build_args)
         message = (f"batch model is building in the background (slow: tens of minutes on a CPU); "
                    f"progress in {build_log(settings)}. Until it is done /v1/jobs answers 503; "
                    "slow-API jobs and inbox/batch/ files wait for it.")

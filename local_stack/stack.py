@@ -11,7 +11,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -114,12 +114,13 @@ def _local_aws(endpoint: str, access_key_id: str, secret_access_key: str) -> Set
     return get_settings()
 
 
-def _start_batch(settings: Settings) -> Any | None:
-    """The batch lane, if it can start; the instant lane runs either way."""
+def _start_batch(settings: Settings, build_args: tuple[str, ...] = ()) -> Any | None:
+    """The batch lane, if it can start; the instant lane runs either way. build_args: extra
+    `twolane build batch` arguments for its background build (a data file and its spec)."""
     try:
         from local_stack.batch_lane import start_batch_lane
 
-        return start_batch_lane(settings)
+        return start_batch_lane(settings, build_args=build_args)
     except Exception as exc:
         log.warning("batch lane not started: %s", exc)
         console.print(f"[yellow]Batch lane not started ({type(exc).__name__}: {exc}). "
@@ -158,13 +159,16 @@ def _dropbox_ready(dropbox: Path | None) -> Path | None:
     return dropbox
 
 
-def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",  # noqa: PLR0915 (the stack, started top to bottom)
+def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",  # noqa: PLR0913, PLR0915 (the stack, started top to bottom)
        moto_port: int | None = None, dropbox: Path | None = Path("dropbox"),
        build_instant: Callable[[Path], object] | None = None,
-       build_encoder: Callable[[Path], Path] | None = None) -> None:
+       build_encoder: Callable[[Path], Path] | None = None,
+       batch_build_args: Sequence[str] = ()) -> None:
     """Run the local stack until Ctrl-C: API, local S3 + drop folder, and (if `batch`) the batch
     lane; `build_instant` (see `ensure_instant_bundle`) when there is no instant bundle yet,
-    `build_encoder` (see `ensure_sentence_encoder`) when there is no sentence encoder yet."""
+    `build_encoder` (see `ensure_sentence_encoder`) when there is no sentence encoder yet;
+    `batch_build_args`: extra arguments of the background batch build (twolane_cli.own_data: a
+    team's file and its data spec)."""
     from local_stack import recovery, supervise
     from local_stack.invoker import local_job_service
     from local_stack.s3local import LocalS3
@@ -209,7 +213,7 @@ def up(port: int = 8000, batch: bool = True, host: str = "127.0.0.1",  # noqa: P
         watcher.start()
         running.callback(watcher.stop)
 
-        batch_handle = _start_batch(settings) if batch else None
+        batch_handle = _start_batch(settings, tuple(batch_build_args)) if batch else None
         if batch_handle is not None:
             running.callback(_stop_batch, batch_handle)
         close = getattr(jobs.invoker, "close", None)  # the Lambda stand-in's worker threads

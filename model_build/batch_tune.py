@@ -22,7 +22,7 @@ from model_build import cascade
 from model_build.data import Dataset
 from model_build.decide import decided, make_rule, served_labels, taxonomy_of, unnamed_taxonomy
 from model_build.errors import BatchBuildError
-from model_build.folds import instant_out_of_fold, is_nhs
+from model_build.folds import instant_out_of_fold
 from model_build.metrics import multilabel_scores, quality, sentiment_quality
 from twolane.bundle import (
     BatchEnsemble,
@@ -239,9 +239,6 @@ def _cascade(t: Tuning, inst: Manifest, inst_rule: DecideRule, instant_bundle: P
     was tuned on; None without sentiment on both lanes."""
     if s_val is None or "sentiment" not in oof:
         return None
-    if not is_nhs(t.ds):  # model_build.cascade scores on the NHS scale: NHS bundles only so far
-        t.log("cascade: not learned (a data spec's taxonomy; NHS bundles only so far)")
-        return None
     probe = BatchEnsemble(members=["transformer", "instant"], weight_transformer=best["weight_transformer"],
                           combine=best["combine"], instant_model=best["instant_model"],
                           instant_version=inst.version, instant_dir="", sentiment=sent_mix,
@@ -252,7 +249,8 @@ def _cascade(t: Tuning, inst: Manifest, inst_rule: DecideRule, instant_bundle: P
         inst.taxonomy, inst_rule, probe, served, t.val.texts, t.val.question_types,
         oof[best["instant_model"]], oof["sentiment"], p_val, s_val)
     rule = cascade.learn(t.val.Y, t.val.sentiment, instant, batch, thresholds, lnp, inst.version,
-                         t.escalate_share, non_junk=cascade.non_junk_share(t.ds.train.texts))
+                         t.escalate_share, non_junk=cascade.non_junk_share(t.ds.train.texts),
+                         multilabel=inst.taxonomy.multilabel)
     t.log(f"cascade: escalate {rule.escalate_share:.1%} of comments "
           f"(theme margin < {rule.theme_margin_below:.3f}, sentiment margin < {rule.sentiment_margin_below:.3f}); "
           f"{rule.chosen_by}")

@@ -91,7 +91,7 @@ class LaneOut:
 
 def lane_out(taxonomy: Taxonomy, rule: DecideRule, P: np.ndarray, S: np.ndarray,
              unknown: np.ndarray) -> LaneOut:
-    """Decide P (n x L) and S (n x 5, NaN rows: no sentiment) as the serving predictors do;
+    """Decide P (n x L) and S (n x k, NaN rows: no sentiment) as the serving predictors do;
     `unknown` rows get exactly the unlabellable label."""
     D = LabelDecider(taxonomy, rule).decide(np.asarray(P, np.float32), S, np.asarray(unknown, bool))
     has = ~np.isnan(S).any(1)
@@ -130,14 +130,15 @@ def _candidates(m: np.ndarray) -> list[float]:
 def learn(Y: np.ndarray, y_sent: np.ndarray, instant: LaneOut, batch: LaneOut,
           thresholds: np.ndarray, lnp: int | None, instant_version: str,
           escalate_share: float | None = None, tolerance: float = TOLERANCE,
-          max_share: float = MAX_SHARE, non_junk: float = 1.0) -> Cascade:
+          max_share: float = MAX_SHARE, non_junk: float = 1.0, multilabel: bool = True) -> Cascade:
     """The cascade rule from both lanes' outputs on the validation fold (Y: n x L truth, y_sent:
     n sentiment classes, -1 none; thresholds: the instant lane's, L). `escalate_share` (0..1 of
     all comments): ship the best pair escalating at most that share; None: the smallest share
     within `tolerance` of the batch lane on every goal metric, at most `max_share`. `non_junk`
     (0..1, `non_junk_share` of the training split): the fold's shares times it are the shares
-    of all comments (module docstring)."""
-    m_t, m_s = margins(instant.P, instant.S, thresholds, lnp)
+    of all comments (module docstring). `multilabel`: the taxonomy's (which theme margin,
+    twolane.predictors.cascade.margins)."""
+    m_t, m_s = margins(instant.P, instant.S, thresholds, lnp, multilabel)
     ref = scores(Y, y_sent, batch.D, batch.sent)
     grid: list[tuple[float, float, float, dict[str, float]]] = []
     for ct in _candidates(m_t):
@@ -188,7 +189,14 @@ def validation_outputs(bundle: Path, data: Path | None = None
     ens = manifest.ensemble
     if not isinstance(ens, BatchEnsemble):
         raise BundleError(f"bundle {bundle} has no ensemble with the instant lane: no cascade")
-    ds = load_dataset(data or DEFAULT_DATA)
+    if manifest.data_spec is None or manifest.data_spec.preset == "nhs":
+        ds = load_dataset(data or DEFAULT_DATA)
+    elif data is None:
+        raise BundleError(f"bundle {bundle.name} was built from a team's file: give that file with --data")
+    else:  # read as the bundle's build read it
+        from model_build.dataspec import load, spec_args_of
+
+        ds = load(data, spec_args_of(manifest.data_spec))
     if manifest.data.get("rows") not in (None, len(ds.texts)):
         ds = ds.head(int(str(manifest.data["rows"])))
     fit, val, _test = split(ds)
@@ -238,7 +246,7 @@ def for_bundle(bundle: Path, data: Path | None = None, escalate_share: float | N
     ensemble with the instant lane."""
     val, instant, batch, thresholds, lnp, version, non_junk = validation_outputs(bundle, data)
     rule = learn(val.Y, val.sentiment, instant, batch, thresholds, lnp, version, escalate_share,
-                 non_junk=non_junk)
+                 non_junk=non_junk, multilabel=read_manifest(bundle).taxonomy.multilabel)
     if write:
         manifest = read_manifest(bundle)
         assert isinstance(manifest.ensemble, BatchEnsemble)

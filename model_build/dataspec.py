@@ -7,7 +7,8 @@ The spec names the columns (`SpecArgs`, the `twolane build` flags; docs/own_data
   joined by `label_sep` (multi-label: any cell holding the separator makes the taxonomy
   multi-label), or `label_columns`: wide 0/1 columns, one per label (multi-label);
 - `sentiment_column` (default `sentiment` where present): any set of classes, numbers ordered by
-  value, words in the order `sentiment_order` gives; none at all is fine;
+  value, words in the order `sentiment_order` gives (words without an order: unordered classes,
+  sorted by name; nothing then reads an order into them); none at all is fine;
 - `context_column`: an optional categorical column that conditions the model as the NHS question
   type does (twolane.rules.context_input);
 - `unlabellable`: the data's "cannot be labelled" label (default: "Labelling not possible"
@@ -70,6 +71,18 @@ class SpecArgs:
         kw["label_columns"] = split_list(kw["label_columns"])
         kw["sentiment_order"] = split_list(kw["sentiment_order"])
         return cls(**kw)
+
+
+def spec_args_of(spec: DataSpec) -> SpecArgs:
+    """The flags that read a file as a bundle's recorded data spec read it (a non-NHS spec:
+    `twolane build cascade --data FILE` on a team's batch bundle)."""
+    return SpecArgs(
+        id_column=None if spec.id_column == "(row number)" else spec.id_column,
+        text_column=spec.text_column, labels_column=spec.labels_column,
+        label_sep=spec.label_sep, label_columns=tuple(spec.label_columns) or None,
+        sentiment_column=spec.sentiment_column,
+        sentiment_order=tuple(spec.sentiment_order) if spec.sentiment_ordered and spec.sentiment_order else None,
+        context_column=spec.context_column, unlabellable=spec.unlabellable)
 
 
 def split_list(value: str | None) -> tuple[str, ...] | None:
@@ -177,6 +190,19 @@ def _canonical(v: str) -> str:
     return str(int(x)) if x is not None and x.is_integer() else v
 
 
+def is_ordered(classes: list[str], order: tuple[str, ...] | None) -> bool:
+    """Whether sentiment classes read by `_sentiment` have an order: given by
+    --sentiment-order, or numbers (ordered by value); words without an order are unordered."""
+    return bool(order) or all(_number(v) is not None for v in classes)
+
+
+def unordered_note(column: str, classes: list[str]) -> str:
+    """The build's one-line note for words without --sentiment-order."""
+    return (f"note: sentiment column {column!r} holds words without --sentiment-order: "
+            f"{len(classes)} unordered classes ({', '.join(classes[:5])}"
+            f"{', ...' if len(classes) > 5 else ''}); give --sentiment-order to say which end is negative")
+
+
 def _sentiment(cells: pd.Series, order: tuple[str, ...] | None, col: str, path: Path
                ) -> tuple[list[str], np.ndarray]:
     present = [_canonical(v) for v in cells]
@@ -191,11 +217,8 @@ def _sentiment(cells: pd.Series, order: tuple[str, ...] | None, col: str, path: 
                             f"--sentiment-order does not name")
     elif all(_number(v) is not None for v in seen):
         classes = sorted(seen, key=lambda v: _number(v) or 0.0)
-    else:
-        words = next(v for v in seen if _number(v) is None)
-        raise DataError(f"{path.name}: sentiment column {col!r} holds words ({shown(words)}); give "
-                        f"their order with --sentiment-order, e.g. --sentiment-order "
-                        f"{','.join(seen[:3])}")
+    else:  # words and no order: unordered classes, in sorted order (`unordered_note`)
+        classes = seen
     used = sorted(set(seen))
     if len(used) < 2:
         raise DataError(f"{path.name}: sentiment column {col!r} holds one class only "
@@ -323,6 +346,7 @@ def load(path: Path | str, args: SpecArgs = SpecArgs()) -> Dataset:
                     text_column=text_col, labels_column=labels_col, label_sep=sep,
                     label_columns=list(args.label_columns or ()), sentiment_column=sent_col,
                     sentiment_order=classes, context_column=args.context_column,
+                    sentiment_ordered=not classes or is_ordered(classes, args.sentiment_order),
                     context_values=sorted({contexts[i] for i in idx if contexts[i]}),
                     unlabellable=unl)
     return Dataset(
@@ -334,4 +358,5 @@ def load(path: Path | str, args: SpecArgs = SpecArgs()) -> Dataset:
     )
 
 
-__all__ = ["MIN_ROWS", "SpecArgs", "load", "read_table", "split_list", "stratified_split"]
+__all__ = ["MIN_ROWS", "SpecArgs", "is_ordered", "load", "read_table", "spec_args_of", "split_list",
+           "stratified_split", "unordered_note"]

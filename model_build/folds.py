@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from model_build import lexicon
+from model_build import choose, lexicon
 from model_build.data import ROOT, SEED, SENTIMENT_CLASSES, Dataset
 from model_build.dataspec import stratified_split
 from model_build.instant_config import Config, inputs
@@ -128,8 +128,11 @@ def instant_out_of_fold(manifest: Manifest, fit: Dataset, val: Dataset) -> dict[
         dirs = None
         if cfg.sentiment_lexicon:
             dirs = lexicon.directions(vec.vocabulary_, lexicon_terms(fit_texts, cfg))
-        sent = fit_sentiment(Xf[np.flatnonzero(has)], fit.sentiment[has], cfg, dirs,
-                                     view if cfg.sentiment_char_view else None, k)
+        if manifest.build.get("sentiment_head") == "plain":  # model_build.choose chose the baseline
+            sent = choose.fit_plain(Xf[np.flatnonzero(has)], fit.sentiment[has], k, cfg.sentiment_baseline_C)
+        else:
+            sent = fit_sentiment(Xf[np.flatnonzero(has)], fit.sentiment[has], cfg, dirs,
+                                 view if cfg.sentiment_char_view else None, k)
         out["sentiment"] = sent.predict_proba(Xv).astype(np.float32)
     return out
 

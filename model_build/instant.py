@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from model_build import dataspec, report
+from model_build.choice import Choice
 from model_build.data import DEFAULT_DATA, Dataset, load_dataset
 from model_build.dataspec import SpecArgs
 from model_build.errors import BuildError
@@ -60,7 +61,7 @@ def build(ds: Dataset, out: Path, cfg: Config = Config()) -> Path:
         thresholds, oof_scores = tune(ds, r, f, cfg)
         blob = export_graph(f, prog)
         onx, par, known = parity_gate(r, f, blob, thresholds, cfg, prog)
-    scored = score_test(ds, r, onx, known, thresholds, cfg)
+    scored = score_test(ds, r, f, onx, known, thresholds, cfg)
     return write_bundle(ds, out, cfg, r, f, blob, thresholds, oof_scores, par, scored, t0)
 
 
@@ -80,6 +81,8 @@ def run(data: Path | None = None, out: Path | None = None, rows: int | None = No
         ds = dataspec.load(Path(data) if data else DEFAULT_DATA, spec)
     if rows:
         ds = ds.head(rows)
+    if ds.spec is not None and not ds.spec.sentiment_ordered and ds.spec.sentiment_column:
+        console.print(dataspec.unordered_note(ds.spec.sentiment_column, ds.sentiment_classes))
     console.print(f"instant build: {len(ds.ids)} rows from {Path(ds.source).name}, "
                   f"{int((~ds.is_test).sum())} train / {int(ds.is_test.sum())} test, "
                   f"{len(ds.labels)} labels ({'multi' if ds.multilabel else 'single'}-label), "
@@ -108,6 +111,9 @@ def summarise(m: dict[str, Any]) -> None:
     if s is not None:
         console.print(f"  sentiment test accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}  "
                       f"parity {par['sentiment']['identical_rows']:.2%}")
+    c = metrics["test"].get("sentiment_choice")
+    if c is not None:
+        console.print("  " + Choice(**c).line())
 
 
 def build_small_bundle(out: Path, rows: int = 800) -> Path:

@@ -72,6 +72,12 @@ class Config:
     # gamma .5 with C .3 .671, .7 .675; alpha .5 .672, 2 .675 (docs/quality.md).
     sentiment_polarity_gamma: float = 0.5
     sentiment_polarity_alpha: float = 1.0
+    # The sentiment head served is this tuned one or a plain TF-IDF + logistic regression
+    # (C = sentiment_baseline_C, balanced), whichever has the better out-of-fold accuracy on
+    # the training rows (model_build.choose; issue 31: on drug reviews the tuned head was
+    # .712 against the plain one's .755). False: the tuned head, no choice.
+    sentiment_baseline: bool = True
+    sentiment_baseline_C: float = 10.0
     # XGBoost: 15 rounds at eta .8 (issue 10, speed). Trees are most of the ensemble's serving
     # time. Nested 5-fold OOF, ensemble .6/.4 with the char view and ratio .5 (macro, micro,
     # exact, hamming): 50 rounds at .3 .577/.791/.693/.0164; 30 at .45 .578/.792/.694/.0163;

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from model_build import metrics, onnx_export, report
+from model_build.choice import PLAIN, TUNED
+from model_build.choose import accuracy
 from model_build.data import SEED, TEST_SIZE, Dataset
 from model_build.drift_reference import write_reference
 from model_build.instant_config import MIN_SUPPORT_NOTE, MODEL_FILE, SENTIMENT_OUTPUT, XGB_OUTPUT, Config
@@ -44,7 +46,7 @@ def versions() -> dict[str, str]:
             "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
 
 
-def score_test(ds: Dataset, r: Rows, onx: dict[str, np.ndarray], known: np.ndarray,
+def score_test(ds: Dataset, r: Rows, f: Fitted, onx: dict[str, np.ndarray], known: np.ndarray,
                thresholds: dict[str, np.ndarray], cfg: Config
                ) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
     """Test metrics from the ONNX outputs (what serves), with the shared scoring rule; per
@@ -68,6 +70,12 @@ def score_test(ds: Dataset, r: Rows, onx: dict[str, np.ndarray], known: np.ndarr
     if "sentiment" in onx:
         s_true = np.where(unl, -1, test.sentiment)  # unlabellable rows get no sentiment
         test_metrics["sentiment"] = metrics.sentiment_scores(s_true, onx["sentiment"].argmax(1))
+        if f.sentiment_choice is not None:  # the other head on the same rows (report only)
+            other = TUNED if f.sentiment_choice.chosen == PLAIN else PLAIN
+            f.sentiment_choice.test_accuracy = {
+                f.sentiment_choice.chosen: round(test_metrics["sentiment"]["accuracy"], 4),
+                other: round(accuracy(s_true, f.sentiment_other.predict_proba(f.Xte)), 4)}
+            test_metrics["sentiment_choice"] = f.sentiment_choice.as_dict()
     test_metrics["scoring"] = metrics.__doc__.split("Scoring rule", 1)[1].strip()
     return test_metrics, per, preds
 
@@ -132,6 +140,10 @@ def write_bundle(ds: Dataset, out: Path, cfg: Config, r: Rows, f: Fitted, blob: 
                  "low_support_note": MIN_SUPPORT_NOTE},
         parity=par, library_versions=versions(),
         build={**asdict(cfg), "vocabulary_size": len(f.vec.vocabulary_),
+               # what the sentiment head was fitted with (model_build.batch refits the same)
+               "sentiment_head": f.sentiment_choice.chosen if f.sentiment_choice else "tuned",
+               "sentiment_polarity_gamma": cfg.sentiment_polarity_gamma
+               if ds.spec is None or ds.spec.sentiment_ordered else 0.0,
                "word_aliases_count": len(f.vec.aliases_),
                "char_view_size": 0 if f.view is None else int(f.view.M.shape[1]),
                "question_type_token": " qt_<what_good|could_improve|nonspecific>" if use_qt else (

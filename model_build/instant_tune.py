@@ -5,19 +5,20 @@ served decide step (`decide`, model_build.decide)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from rich.progress import Progress
 
-from model_build import lexicon, metrics
+from model_build import choose, lexicon, metrics
 from model_build.data import Dataset
 from model_build.decide import decided, taxonomy_of
 from model_build.errors import BuildError
 from model_build.folds import out_of_fold, sentiment_out_of_fold
 from model_build.instant_config import Config, inputs, ratio
 from model_build.instant_fit import (
+    Sentiment,
     fit_char_view,
     fit_linear,
     fit_sentiment,
@@ -58,6 +59,8 @@ class Fitted:
     oof: dict[str, np.ndarray]  # linear, xgboost, ensemble
     oof_sent: np.ndarray | None
     sentiment_rows: int
+    sentiment_choice: Any = None  # model_build.choose.Choice; None: no sentiment or no choice made
+    sentiment_other: Any = None  # the head not chosen (its test accuracy goes in the report)
 
 
 def rows_of(ds: Dataset, cfg: Config) -> Rows:
@@ -104,19 +107,39 @@ def fit_models(ds: Dataset, r: Rows, cfg: Config, prog: Progress) -> Fitted:
     ts = prog.add_task("sentiment", total=1)
     has_sent = r.sentiment >= 0
     sent, oof_sent, k = None, None, len(ds.sentiment_classes)
+    choice: Any = None  # model_build.choose.Choice
+    other: Sentiment | None = None
     if k:  # the data spec has a sentiment column
         dirs = None
         if cfg.sentiment_lexicon:
             dirs = lexicon.directions(vec.vocabulary_, lexicon_terms(r.tr_texts, cfg))
         sview = view if cfg.sentiment_char_view else None
-        sent = fit_sentiment(Xall[np.flatnonzero(has_sent)], r.sentiment[has_sent], cfg, dirs, sview, k)
+        # unordered classes (words without --sentiment-order): no ends for the polarity scaling
+        scfg = cfg if ds.spec is None or ds.spec.sentiment_ordered else replace(cfg, sentiment_polarity_gamma=0.0)
+        sent = fit_sentiment(Xall[np.flatnonzero(has_sent)], r.sentiment[has_sent], scfg, dirs, sview, k)
         # out-of-fold sentiment of the label rows: the fallback's sentiment rule in oof_scores
-        oof_sent = sentiment_out_of_fold(lambda X, y: fit_sentiment(X, y, cfg, dirs, sview, k),
+        oof_sent = sentiment_out_of_fold(lambda X, y: fit_sentiment(X, y, scfg, dirs, sview, k),
                                          Xall, r.sentiment, r.lab_rows, cfg.folds, k)
+        if cfg.sentiment_baseline:  # never below a plain TF-IDF + LR (model_build.choose)
+            sent, oof_sent, choice, other = _choose_sentiment(Xall, r, has_sent, sent, oof_sent, cfg, k)
     prog.advance(ts)
     w_lin, w_xgb = cfg.ensemble_weights
     oof = {"linear": oof_lin, "xgboost": oof_xgb, "ensemble": (w_lin * oof_lin + w_xgb * oof_xgb) / (w_lin + w_xgb)}
-    return Fitted(vec, view, Xte, linear, xgb, sent, oof, oof_sent, int(has_sent.sum()))
+    return Fitted(vec, view, Xte, linear, xgb, sent, oof, oof_sent, int(has_sent.sum()), choice, other)
+
+
+def _choose_sentiment(Xall: Any, r: Rows, has_sent: np.ndarray, tuned: Sentiment, oof_tuned: np.ndarray,
+                      cfg: Config, k: int) -> tuple[Sentiment, np.ndarray, Any, Sentiment]:
+    """(the head to serve, its out-of-fold probabilities, the model_build.choose.Choice, the
+    other head): the tuned head or the plain baseline, by out-of-fold accuracy on the label
+    rows (the same folds as `oof_tuned`)."""
+    oof_plain = sentiment_out_of_fold(lambda X, y: choose.fit_plain(X, y, k, cfg.sentiment_baseline_C),
+                                      Xall, r.sentiment, r.lab_rows, cfg.folds, k)
+    plain = choose.fit_plain(Xall[np.flatnonzero(has_sent)], r.sentiment[has_sent], k, cfg.sentiment_baseline_C)
+    choice = choose.choose(r.sentiment[r.lab_rows], {choose.TUNED: oof_tuned, choose.PLAIN: oof_plain}, cfg.folds)
+    if choice.chosen == choose.PLAIN:
+        return plain, oof_plain, choice, tuned
+    return tuned, oof_tuned, choice, plain
 
 
 def tune(ds: Dataset, r: Rows, f: Fitted, cfg: Config) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from model_build import metrics
+from model_build.choice import Choice
 from twolane.bundle import Manifest
 
 REPORT_JSON = "report.json"
@@ -47,6 +48,8 @@ def content(manifest: Manifest, Y: np.ndarray, pred: np.ndarray, test_metrics: d
     }
     if "sentiment" in test_metrics:
         out["sentiment"] = test_metrics["sentiment"]
+    if "sentiment_choice" in test_metrics:  # model_build.choose: which head won, by how much
+        out["sentiment_choice"] = test_metrics["sentiment_choice"]
     if not tax.multilabel:
         out["confusions"] = metrics.confusions(Y, pred, list(tax.labels))
     return out
@@ -84,6 +87,8 @@ def _html(rep: dict[str, Any]) -> str:
     if "sentiment" in rep:
         head += (f"<p>Sentiment ({e(', '.join(rep['taxonomy']['sentiment_classes']))}): accuracy "
                  f"{rep['sentiment']['accuracy']:.3f}, macro-F1 {rep['sentiment']['macro_f1']:.3f}</p>")
+    if "sentiment_choice" in rep:
+        head += f"<p>{e(Choice(**rep['sentiment_choice']).line())}</p>"
     if rep["low_support_labels"]:
         head += (f"<p><b>Low support</b> (fewer than {rep['min_support']} training examples; do not "
                  f"rely on them): {e(', '.join(rep['low_support_labels']))}</p>")

@@ -28,7 +28,7 @@ E2E_MODULES = frozenset({
 })
 MODEL_FIXTURES = frozenset({"instant_bundle", "batch_bundle", "lambda_module", "lambda_host", "own_bundle",
                             "spec_bundle", "own_batch_bundle", "other_batch_bundle",
-                            "sentence_encoder"})
+                            "sentence_encoder", "unordered_cli_build", "up_prepared"})
 
 
 def tier_of(item: pytest.Item) -> str:

@@ -151,6 +151,46 @@ def test_half_and_half_mix_is_flagged(predictor: InstantPredictor) -> None:
     assert report.signals["known_share"].drifted
 
 
+def test_blank_rows_kept_or_removed_are_not_flagged(predictor: InstantPredictor) -> None:
+    """Issue 31: an export of the same stream without its blank and junk rows is compared on
+    its comments (junk_share alarms only on MORE junk), so neither file is flagged."""
+    from twolane.rules import is_unlabellable
+
+    for seed in range(3):
+        rows = held_out(600, 10 + seed)
+        kept = check(predictor, rows)
+        removed = check(predictor, [r for r in rows if not is_unlabellable(r[0])])
+        for report in (kept, removed):
+            assert not report.drifted, {k: (v.psi, v.p_adjusted) for k, v in report.signals.items()}
+        assert removed.signals["junk_share"].psi is not None  # tested, and one-sided
+        assert kept.signals["length"].n == removed.signals["length"].n  # labellable text only
+
+
+def test_more_junk_is_drift_of_its_own(predictor: InstantPredictor) -> None:
+    rows = held_out(300, 4)
+    junk = [("n/a", q) for _, q in rows[:100]] + [("", q) for _, q in rows[100:200]]
+    report = check(predictor, rows + junk)
+    assert report.drifted and report.signals["junk_share"].drifted
+    others = {k for k, v in report.signals.items() if v.drifted} - {"junk_share"}
+    assert not others, others  # the blanks change no other signal
+
+
+def test_a_format_1_reference_is_compared_as_built(predictor: InstantPredictor) -> None:
+    """A reference of a bundle built before issue 31 (every row in every signal, no
+    junk_share) is compared with every row of the file, as it was built."""
+    check_ = drift.checker(predictor.bundle_dir)
+    ref = check_.reference
+    assert ref.format == drift.FORMAT and "junk_share" in ref.signals
+    test = [(t, q) for t, q in held_out(200, 7)]
+    texts, qts = [t for t, _ in test], [q for _, q in test]
+    old = drift.reference_from(drift.observe(predictor, texts, qts, check_.known, ref.ngram_max,
+                                             labellable_only=False), ref.known_terms, ref.ngram_max, "old")
+    assert old.format == 1 and "junk_share" not in old.signals
+    report = drift.Checker(old, check_.known).check(predictor, texts, qts)
+    assert not report.drifted and report.signals["junk_share"].note == "not in the reference"
+    assert report.signals["length"].n == len(texts)  # every row, blanks included
+
+
 def test_no_reference_means_no_report(predictor: InstantPredictor, tmp_path: Path) -> None:
     class Plain:  # a predictor without a bundle (e.g. a fake): drift is skipped, never an error
         version = "x"

@@ -70,7 +70,8 @@ def test_the_batch_bundle_carries_the_spec(own_batch_bundle: Path, own_instant: 
     assert m.serving.context == "column"
     assert taxonomy_mismatch(read_manifest(own_instant).taxonomy, m.taxonomy) is None
     if isinstance(m.ensemble, BatchEnsemble):  # mixed in only when it beat the transformer alone
-        assert m.ensemble.cascade is None  # the cascade rule is learned for NHS bundles only
+        # the cascade rule is learned on any taxonomy (issue 31): single-label margins
+        assert m.ensemble.cascade is not None and m.ensemble.cascade.curve
         assert read_manifest(own_batch_bundle / m.ensemble.instant_dir).labels == m.labels
     assert "accuracy" in m.metrics["transformer_int8"]  # type: ignore[operator]
     rep = json.loads((own_batch_bundle / "report.json").read_text(encoding="utf-8"))  # beside the model
@@ -113,6 +114,7 @@ def test_a_job_on_the_local_batch_host_answers_in_the_spec_labels(
     from local_stack.invoker import LocalLambdaInvoker
     from twolane.api.app import create_app
     from twolane.aws import client
+    from twolane.contract import CommentIn
     from twolane.dropfolder.process import process_event
     from twolane.jobs.service import JobService
     from twolane.jobs.store import S3JobStore
@@ -142,6 +144,22 @@ def test_a_job_on_the_local_batch_host_answers_in_the_spec_labels(
             assert [x["labels"] for x in results] == [d.labels for d in direct]
             assert all(len(x["labels"]) == 1 and x["labels"][0] in TOP for x in results if x["comment_id"] != "c")
             assert {x["sentiment"]["label"] for x in results if x["sentiment"]} <= set(SENTIMENT)
+            ens = read_manifest(own_batch_bundle).ensemble
+            if isinstance(ens, BatchEnsemble) and ens.cascade is not None:  # "lane": "auto" (issue 31)
+                r = api.post("/v1/jobs", json={"items": ITEMS, "target": "ms", "lane": "auto"})
+                assert r.status_code == 202, r.text
+                auto = poll_job(api, r.json()["results_url"], timeout=120)
+                assert auto.status_code == 200, auto.text
+                got = auto.json()["results"]
+                assert [x["comment_id"] for x in got] == [i["comment_id"] for i in ITEMS]
+                assert all(x["lane"] in ("instant", "batch") for x in got)
+                direct_i = {d.comment_id: d.model_dump(mode="json") for d in instant.predict(
+                    [CommentIn(**i) for i in ITEMS])}
+                for x in got:  # a kept comment gets exactly /v1/predict's answer
+                    if x["lane"] == "instant":
+                        assert {k: x[k] for k in ("labels", "sentiment")} == {
+                            k: direct_i[x["comment_id"]][k] for k in ("labels", "sentiment")}
+                assert all(len(x["labels"]) == 1 and x["labels"][0] in TOP for x in got if x["comment_id"] != "c")
             # inbox/batch/ takes the file too (a batch job, not a failed/ report)
             s3 = client("s3")
             s3.put_object(Bucket=BUCKET, Key="inbox/batch/reviews.csv", Body=_items_csv())
@@ -243,7 +261,9 @@ def test_the_taxonomy_reaches_an_api_without_a_batch_bundle(own_batch_bundle: Pa
     from twolane.wiring import batch_taxonomy
 
     env = batch_bundle_environment(Artifacts(batch_bundle=own_batch_bundle))
-    assert "TWOLANE_CASCADE_RULE" not in env  # no cascade rule for a data spec's bundle
+    ens = read_manifest(own_batch_bundle).ensemble
+    has_rule = isinstance(ens, BatchEnsemble) and ens.cascade is not None  # learned on any taxonomy
+    assert ("TWOLANE_CASCADE_RULE" in env) == has_rule
     nowhere = Settings(bundles=tmp_path / "none")
     assert batch_taxonomy(nowhere) is None
     got = batch_taxonomy(nowhere.model_copy(update={"batch_taxonomy": env["TWOLANE_BATCH_TAXONOMY"]}))

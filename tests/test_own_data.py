@@ -137,7 +137,6 @@ def test_refusals_name_the_column_or_value(tmp_path: Path) -> None:
     _refused(tmp_path, df.assign(condition="Pain"), args, "one class only \\('Pain'\\)")
     _refused(tmp_path, df.head(MIN_ROWS - 1), args, f"{MIN_ROWS - 1} rows with text")
     _refused(tmp_path, df.assign(id="7"), args, "id column 'id' repeats 1 id")
-    _refused(tmp_path, df, replace(args, sentiment_column="rating"), "holds words .*--sentiment-order")
     _refused(tmp_path, df, replace(args, sentiment_column="rating", sentiment_order=("negative", "positive")),
              "'neutral', which --sentiment-order does not name")
     _refused(tmp_path, df.assign(rating="positive"),
@@ -204,6 +203,35 @@ def test_manifest_and_report_carry_the_taxonomy(own_bundle: Path) -> None:
     assert set(rep["per_label"]) == set(TOP) and "confusions" in rep and "accuracy" in rep["scores"]
     assert "<svg" in (own_bundle / "report.html").read_text(encoding="utf-8")
     assert "drift_reference.json" in m.files  # drift works in its own taxonomy (tests/test_drift.py)
+    # the sentiment head: the tuned one or the plain baseline, by CV on the training rows
+    choice = m.metrics["test"]["sentiment_choice"]  # type: ignore[index]
+    assert choice["chosen"] == m.build["sentiment_head"] and choice["margin"] >= 0
+    assert set(choice["cv_accuracy"]) == set(choice["test_accuracy"]) == {"tuned", "plain"}
+    assert rep["sentiment_choice"] == choice and "sentiment head:" in (own_bundle / "report.html").read_text(
+        encoding="utf-8")
+
+
+def test_auto_jobs_keep_exactly_what_predict_gives(own_bundle: Path) -> None:
+    """The cascade's instant part on a team's bundle (issue 31): the kept results are
+    /v1/predict's answers (the file's class names, the context column read, no sentiment for
+    junk text), and the single-label margins are the top-two gaps."""
+    from twolane.bundle import Cascade
+    from twolane.contract import CommentIn
+    from twolane.predictors.cascade import split_lanes
+    from twolane.predictors.instant import InstantPredictor
+
+    pred = InstantPredictor.from_bundle(own_bundle)
+    items = [CommentIn(**i) for i in ITEMS]
+    never = Cascade(theme_margin_below=0.0, sentiment_margin_below=0.0, escalate_share=0.0, chosen_by="test",
+                    instant_version=pred.version, tuned_on="test", validation_rows=0, curve=[])
+    kept, esc = split_lanes(pred, never, items)
+    assert not esc.any()
+    assert [p.model_dump() for p in kept] == [p.model_dump() for p in pred.predict(items)]
+    assert kept[2].sentiment is None and kept[0].sentiment is not None
+    assert kept[0].sentiment.label in ("negative", "neutral", "positive")
+    always = never.model_copy(update={"theme_margin_below": 1.01})  # every gap is below 1.01
+    _, esc = split_lanes(pred, always, items)
+    assert esc.tolist() == [True, True, False]  # junk text: answered by rule, never escalated
 
 
 def test_served_in_its_own_taxonomy(own_bundle: Path) -> None:

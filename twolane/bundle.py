@@ -83,6 +83,8 @@ class DataSpec(Section):
     label_columns: list[str] = Field(default_factory=list)  # wide 0/1 columns, one per label
     sentiment_column: str | None = None
     sentiment_order: list[str] = Field(default_factory=list)  # class order as read (worst..best or as given)
+    # False: words given without --sentiment-order, classes sorted by name (no negative end)
+    sentiment_ordered: bool = True
     context_column: str | None = None
     # the context values seen in training (as written in the file); a value not among them
     # conditions nothing at serving time
@@ -176,15 +178,17 @@ class Cascade(Section):
 
     The instant lane labels every comment; a comment is escalated when its theme margin (min over
     labels of |logit p - logit threshold| of the instant lane's label probabilities, the
-    unlabellable label left out) is under `theme_margin_below`, or its sentiment margin (top
-    minus second sentiment probability) is under `sentiment_margin_below`. Comments the instant
+    unlabellable label left out; a single-label taxonomy: top minus second label probability)
+    is under `theme_margin_below`, or its sentiment margin (top minus second sentiment
+    probability, any scale) is under `sentiment_margin_below`. Comments the instant
     lane cannot label (no sentiment: unlabellable or unknown text) are never escalated: both
     lanes answer them by rule. Learned on the validation fold only (`tuned_on`); `curve` is the
     best cut-off pair per share there; `escalate_share` is the shipped point's share on it.
     """
 
-    score: str = ("escalate if min_label |logit p - logit t| < theme_margin_below "
-                  "or p_sentiment_top - p_sentiment_second < sentiment_margin_below")
+    score: str = ("escalate if min_label |logit p - logit t| < theme_margin_below (single-label: "
+                  "p_label_top - p_label_second) or p_sentiment_top - p_sentiment_second < "
+                  "sentiment_margin_below")
     theme_margin_below: float = Field(ge=0.0)
     sentiment_margin_below: float = Field(ge=0.0)
     escalate_share: float = Field(ge=0.0, le=1.0)

@@ -14,6 +14,15 @@ would not be a fair reference for new comments). A file is compared signal by si
 | sentiment | predicted sentiment class, by the name clients see ("none" when unlabellable) | categories |
 | label_confidence | highest label probability (labellable comments) | binned |
 | sentiment_confidence | highest sentiment probability (comments with a sentiment) | binned |
+| junk_share | "junk" (blank, placeholder, punctuation only: twolane.rules.is_unlabellable) or "text" | categories |
+
+Blank and junk answers are a signal of their own, and only that one: every other signal reads
+the labellable comments alone (references of format 2, FORMAT), so an export with its blank
+rows removed (as many are) is compared on its comments, not on how many blanks it kept. And
+junk_share alarms one way only: a file with MORE junk than the reference (a broken export, a
+form field that stopped saving) is drift; one with fewer (a cleaned export) is not. A reference
+of format 1 (bundles built before this) holds every row in every signal and no junk_share: it
+is compared as it was built, every row kept.
 
 context is skipped when the file gives none (or the bundle reads neither), the sentiment
 signals for a bundle that scores no sentiment. Every category is read from the bundle's
@@ -45,7 +54,7 @@ from pydantic import BaseModel
 
 from twolane.bundle import Manifest
 from twolane.contract import CommentIn
-from twolane.rules import context_token, normalise, question_type_of, sentiment_names
+from twolane.rules import context_token, is_unlabellable, normalise, question_type_of, sentiment_names
 
 REFERENCE_FILE = "drift_reference.json"  # in an instant bundle, listed (hashed) in manifest.files
 ALPHA = 0.01  # family-wise false-alarm level per file (Holm over the signals)
@@ -57,12 +66,16 @@ TOKEN = re.compile(r"(?u)\b\w\w+\b")  # sklearn's default token_pattern (the TF-
 NO_SENTIMENT = "none"
 NO_LABEL = "none"  # top_label of an unlabellable comment in a taxonomy without an unlabellable label
 OTHER = "(other)"  # a category the reference never saw
+JUNK, TEXT = "junk", "text"  # junk_share's categories
+FORMAT = 2  # references written now: junk_share, the other signals on labellable text only
 
 Kind = Literal["bins", "categories"]
 SIGNALS: dict[str, Kind] = {
     "known_share": "bins", "length": "bins", "context": "categories", "top_label": "categories",
     "sentiment": "categories", "label_confidence": "bins", "sentiment_confidence": "bins",
+    "junk_share": "categories",
 }
+ONE_SIDED = {"junk_share": JUNK}  # alarms only when the file holds MORE of this category
 # CloudWatch (EMF): namespace twolane, dimension service=drift, for drop-folder files and jobs
 METRIC_NAMESPACE = "twolane"
 METRIC_SERVICE = "drift"
@@ -92,7 +105,7 @@ class Histogram(BaseModel):
 class Reference(BaseModel):
     """drift_reference.json: what the bundle's held-out comments looked like."""
 
-    format: int = 1
+    format: int = 1  # 1: every row in every signal, no junk_share; FORMAT: see the module docstring
     source: str  # which rows, e.g. "build test split"
     rows: int
     ngram_max: int
@@ -171,13 +184,42 @@ def contexts_of(manifest: Manifest, contexts: Sequence[str | None] | None) -> np
 
 
 def observe(predictor: ArrayPredictor, texts: Sequence[object],
-            contexts: Sequence[str | None] | None, known: frozenset[str], ngram_max: int
-            ) -> dict[str, np.ndarray | None]:
+            contexts: Sequence[str | None] | None, known: frozenset[str], ngram_max: int,
+            labellable_only: bool = True) -> dict[str, np.ndarray | None]:
     """Per-comment values of every signal (see the module table), arrays of length len(texts);
-    float arrays hold NaN where a signal does not apply. `contexts`: the comments' NHS
-    question types, or their context values for a bundle with a context column. context is
-    None when no comment has one (or the bundle reads none); sentiment and
-    sentiment_confidence are None for a bundle that scores no sentiment."""
+    float arrays hold NaN, category arrays None, where a signal does not apply.
+    `contexts`: the comments' context values (`Serving.contexts`: the NHS question types, or a
+    bundle's own context column). context is None when no comment has one (or the bundle reads none);
+    sentiment and sentiment_confidence are None for a bundle that scores no sentiment.
+    labellable_only (references of FORMAT): junk_share for every comment, every other signal
+    for the labellable ones only; False (format 1): every signal for every comment, no
+    junk_share."""
+    obs = _observe_all(predictor, texts, contexts, known, ngram_max)
+    return labellable_view(obs, texts) if labellable_only else obs
+
+
+def labellable_view(obs: dict[str, np.ndarray | None], texts: Sequence[object]
+                    ) -> dict[str, np.ndarray | None]:
+    """Format-1 observations of `texts` (every signal, every comment) as FORMAT reads them:
+    junk_share added, junk comments' values of every other signal NaN (floats) or None."""
+    junk = np.array([is_unlabellable(t) for t in texts], dtype=bool)
+    out: dict[str, np.ndarray | None] = {}
+    for name, v in obs.items():
+        if v is None:
+            out[name] = None
+        elif v.dtype.kind == "f":
+            out[name] = np.where(junk, np.nan, v)
+        else:
+            w = v.copy()
+            w[junk] = None
+            out[name] = w
+    out["junk_share"] = np.where(junk, JUNK, TEXT).astype(object)
+    return out
+
+
+def _observe_all(predictor: ArrayPredictor, texts: Sequence[object],
+                 contexts: Sequence[str | None] | None, known: frozenset[str], ngram_max: int
+                 ) -> dict[str, np.ndarray | None]:
     manifest = predictor.manifest
     tax = manifest.taxonomy
     clean = [normalise(t) for t in texts]
@@ -211,7 +253,10 @@ def observe(predictor: ArrayPredictor, texts: Sequence[object],
 
 
 def _present(values: np.ndarray) -> np.ndarray:
-    return values[~np.isnan(values)] if values.dtype.kind == "f" else values
+    """The values where the signal applies (not NaN, not None)."""
+    if values.dtype.kind == "f":
+        return values[~np.isnan(values)]
+    return values[np.array([v is not None for v in values], dtype=bool)] if len(values) else values
 
 
 def histogram(values: np.ndarray, kind: Kind) -> Histogram:
@@ -246,8 +291,17 @@ def reference_from(obs: dict[str, np.ndarray | None], known: Sequence[str], ngra
     """The Reference of a set of observations (see `observe`)."""
     signals = {name: histogram(v, SIGNALS[name]) for name, v in obs.items() if v is not None}
     rows = len(next(v for v in obs.values() if v is not None))
-    return Reference(source=source, rows=rows, ngram_max=ngram_max,
-                     known_terms=sorted(known), signals=signals)
+    return Reference(format=FORMAT if "junk_share" in obs else 1, source=source, rows=rows,
+                     ngram_max=ngram_max, known_terms=sorted(known), signals=signals)
+
+
+def _share(ref: Histogram, values: np.ndarray, category: str) -> tuple[float, float]:
+    """(reference share, file share) of `category` among the present values."""
+    R, N = counts_like(ref, values)
+    at = ref.categories.index(category) if category in ref.categories else None
+    r = float(R[at] / R.sum()) if at is not None and R.sum() else 0.0
+    v = _present(values).astype(str)
+    return r, float((v == category).mean()) if len(v) else 0.0
 
 
 # --------------------------------------------------------------------------- tests
@@ -345,6 +399,13 @@ def compare(reference: Reference, obs: dict[str, np.ndarray | None]) -> DriftRep
         r = results[name]
         r.p_adjusted = adj
         r.drifted = adj < ALPHA and (r.psi or 0.0) >= MIN_PSI
+        category = ONE_SIDED.get(name)
+        values = obs.get(name)
+        if category is not None and values is not None:
+            ref_share, file_share = _share(reference.signals[name], values, category)
+            if file_share <= ref_share:  # fewer blanks than the reference: a cleaned export
+                r.drifted = False
+                r.note = f"one-sided: only more {category} than the reference counts as drift"
     return DriftReport(drifted=any(r.drifted for r in results.values()), comments=comments,
                        signals=results)
 
@@ -362,7 +423,8 @@ class Checker:
         """The drift report of these comments (any number >= 1)."""
         if not texts:
             raise ValueError("no comments to compare")
-        obs = observe(predictor, texts, contexts, self.known, self.reference.ngram_max)
+        obs = observe(predictor, texts, contexts, self.known, self.reference.ngram_max,
+                      labellable_only=self.reference.format >= FORMAT)
         return compare(self.reference, obs)
 
     def check_items(self, predictor: ArrayPredictor, items: Sequence[CommentIn]) -> DriftReport:
@@ -433,7 +495,7 @@ def metric_values(report: DriftReport) -> dict[str, float]:
     return out
 
 
-__all__ = ["ALPHA", "DRIFTED_METRIC", "METRIC_NAMES", "MIN_PSI", "REFERENCE_FILE", "SIGNALS",
+__all__ = ["ALPHA", "DRIFTED_METRIC", "FORMAT", "METRIC_NAMES", "MIN_PSI", "REFERENCE_FILE", "SIGNALS",
            "Checker", "DriftError", "DriftReport", "DriftRequest", "Histogram", "Reference", "SignalResult",
-           "checker", "chi2_sf", "compare", "contexts_of", "holm", "metric_values", "observe", "publish",
-           "reference_from", "report_for", "two_sample"]
+           "checker", "chi2_sf", "compare", "contexts_of", "holm", "labellable_view", "metric_values", "observe",
+           "publish", "reference_from", "report_for", "two_sample"]

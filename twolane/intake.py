@@ -44,7 +44,7 @@ __all__ = ["CHUNK", "Door", "Intake", "IntakeRefused", "Loaded", "Models", "Orig
 
 Route = Literal["instant", "batch", "auto"]  # the lane a door asks for ("auto": the cascade)
 Door = Literal["api", "slow_api", "dropfolder"]  # where comments came in
-Refusal = Literal["taxonomy", "no_batch_lane", "no_cascade"]  # why a lane cannot take them
+Refusal = Literal["taxonomy", "no_batch_lane", "no_cascade", "batch_waiting"]  # why a lane cannot take them
 
 CHUNK = 1000  # comments per predictor call on the instant lane (bounded memory)
 
@@ -222,6 +222,10 @@ class Intake:
     def _auto(self, items: Sequence[CommentIn], target: JobTarget, origin: Origin, jobs: JobService) -> Taken:
         """The cascade: the instant lane labels every comment (as /v1/predict would), the rule
         picks the unsure ones, and only those go to the batch lane with the kept results."""
+        if cascade_rule(self.settings) is None:  # no batch bundle yet (e.g. still building): wait, as plain jobs
+            waiting = jobs.invoker.unavailable_reason("classify")
+            if waiting:
+                raise IntakeRefused("batch_waiting", waiting)
         predictor, rule = cascade_for(self.model.get(), self.settings)
         preds, esc = split_lanes(predictor, rule, items, target)
         escalated = [int(i) for i in np.flatnonzero(esc)]

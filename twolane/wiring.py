@@ -112,7 +112,7 @@ def cascade_rule(settings: Settings) -> Cascade | None:
     """The cascade rule of the batch bundle: `settings.cascade_rule` (TWOLANE_CASCADE_RULE, the
     rule as JSON; on AWS the API has no batch bundle, infra sets it from the one it deploys),
     else the manifest's `ensemble.cascade`; None when there is no batch bundle or it has no rule
-    (built before the cascade, without the instant lane, or on a team's own taxonomy)."""
+    (built before the cascade, or without the instant lane)."""
     if settings.cascade_rule:
         return _parsed(Cascade, settings.cascade_rule)
     manifest = _batch_manifest(settings)

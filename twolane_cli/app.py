@@ -133,7 +133,8 @@ def _build_default_instant(bundles: Path) -> None:
 
 
 @app.command()
-def up(
+@data_spec_flags
+def up(  # noqa: PLR0913 (typer: one argument per CLI option)
     port: int = typer.Option(8000, help="Port of the API."),
     no_batch: bool = typer.Option(False, "--no-batch", help="Do not build or start the batch lane."),
     workers: int | None = typer.Option(
@@ -144,6 +145,11 @@ def up(
         None, "--batch-host", help="Host of the batch lane: 'sagemaker' (async endpoint: the "
         "local runner around the container, the default) or 'lambda' (the batch-worker Lambda, "
         "one invocation per shard) (TWOLANE_BATCH_INVOKER)."),
+    data: Path | None = typer.Option(
+        None, "--data", help="A team's labelled comments (CSV, TSV, .xlsx, JSONL; docs/own_data.md): "
+        "build that file's models if missing and serve them. Default: the NHS models."),
+    *,
+    spec: SpecArgs,
 ) -> None:
     """Run everything locally: build default models if missing, start API, drop folder, batch lane."""
     import os
@@ -153,6 +159,8 @@ def up(
 
     if batch_host is not None and batch_host not in ("sagemaker", "lambda"):
         raise typer.BadParameter("--batch-host must be 'sagemaker' or 'lambda'")
+    if data is None and not spec.empty:
+        raise typer.BadParameter("the data-spec flags need --data FILE")
     if workers is not None:
         os.environ["TWOLANE_BATCH_WORKERS"] = str(workers)
     if batch_host is not None:
@@ -161,8 +169,20 @@ def up(
     if no_batch:  # the API answers 503 for jobs, as a deployment without the batch lane does
         os.environ["TWOLANE_BATCH_ENABLED"] = "0"
     get_settings.cache_clear()
+    batch_build_args: list[str] = []
+    if data is not None:  # a team's own file, end to end (twolane_cli.own_data)
+        from model_build.data import DataError
+        from model_build.instant import BuildError
+        from twolane_cli.own_data import prepare
+
+        try:
+            batch_build_args = prepare(data, spec)
+        except DataError as err:
+            raise _refuse(err, 2) from None
+        except BuildError as err:
+            raise _refuse(err, 1) from None
     run_up(port=port, batch=not no_batch, build_instant=_build_default_instant,
-           build_encoder=_export_encoder)
+           build_encoder=_export_encoder, batch_build_args=batch_build_args)
 
 
 @app.command()

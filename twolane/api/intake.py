@@ -27,6 +27,8 @@ def take(model: PredictorHolder, jobs: JobsHolder, settings: Settings, items: Se
     try:
         return Intake(settings, model, jobs.get).take(items, route, target, origin)
     except IntakeRefused as exc:
+        if exc.why == "batch_waiting":  # the batch lane cannot take jobs yet: 503, as plain jobs
+            raise RequestRejected(503, exc.reason) from exc
         raise RequestRejected(409, NO_CASCADE if exc.why == "no_cascade" else exc.reason) from exc
     except JobRejected as exc:  # the endpoint refused the invocation itself
         raise RequestRejected(503, exc.reason) from exc

@@ -666,6 +666,7 @@
     sentiment: "the sentiment the model gives differs",
     label_confidence: "the model is less (or more) sure of the themes",
     sentiment_confidence: "the model is less (or more) sure of the sentiment",
+    junk_share: "more of them are blank or junk answers",
   };
 
   async function checkDrift(items) {

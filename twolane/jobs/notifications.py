@@ -48,13 +48,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import SNSEvent
 
-from twolane.jobs.store import (
-    JOB_ID,
-    JobNotFound,
-    JobRecord,
-    JobStore,
-    reason_from_failure_body,
-)
+from twolane.jobs.machine import JobStore
+from twolane.jobs.record import JOB_ID, JobNotFound, JobRecord, reason_from_failure_body
 from twolane.layout import parse_s3_uri
 
 log = logging.getLogger("twolane.jobs")

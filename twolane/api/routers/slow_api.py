@@ -38,9 +38,10 @@ from twolane.api.deps import (
 )
 from twolane.api.errors import ERROR_RESPONSES, RequestRejected
 from twolane.api.gate import CODE_PARAM, KEY_HEADER, StrictRoute, results_token
-from twolane.contract import JobRequest, Prediction, check_items, strict_json_loads
+from twolane.contract import JobRequest, check_items, strict_json_loads
+from twolane.jobs.kinds import CLASSIFY, ClassifyPayload, kind_of
+from twolane.jobs.record import JobGone, JobNotFound
 from twolane.jobs.service import JobRejected
-from twolane.jobs.store import JobGone, JobNotFound
 from twolane.pxtextmining import PxShapeError, blank_rows, parse_target, read_items, result_rows
 
 router = APIRouter(tags=["pxtextmining slow API"],
@@ -122,8 +123,8 @@ async def start_container_instance(
     if lane == "instant":
         predictor = model.get()
         preds = await run_model(len(comments), predictor.predict, comments, target=tgt)
-        payload = {"model_version": predictor.version, "target": tgt,
-                   "results": [p.model_dump(mode="json") for p in preds]}
+        payload: ClassifyPayload = {"model_version": predictor.version, "target": tgt,
+                                    "results": [p.model_dump(mode="json") for p in preds]}
         record = await run_in_threadpool(service.submit_done, "classify", tgt, payload,
                                          len(comments), owner=owner, blank_rows=blanks)
     else:
@@ -155,7 +156,7 @@ def get_results(job_id: str, request: Request, jobs: JobsDep, owner: CodeOwnerDe
     service = jobs.get()
     try:
         record = service.store.get(job_id)
-        if record is None or record.kind != "classify":
+        if record is None or not kind_of(record).labels_comments:
             raise JobNotFound(job_id)
         got = service.collect(job_id, owner)
     except JobNotFound:
@@ -169,6 +170,6 @@ def get_results(job_id: str, request: Request, jobs: JobsDep, owner: CodeOwnerDe
                                      status_code=202,
                                      headers={"Retry-After": RETRY_AFTER_S})
         return PlainTextResponse(FAILED, status_code=500)
-    preds = [Prediction.model_validate(r) for r in got.payload["results"]]
+    preds = CLASSIFY.predictions(got.payload)
     rows: list[dict[str, Any]] = result_rows(preds, parse_target(rec.target), rec.blank_rows)
     return JSONResponse(rows, status_code=200)

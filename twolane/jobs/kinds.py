@@ -18,17 +18,16 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, ClassVar, NotRequired, TypedDict, cast
+from typing import ClassVar, NotRequired, TypedDict, cast
 
 from pydantic import BaseModel
 
 from twolane.contract import JobResults, JobTarget, Prediction
-from twolane.jobs.record import CascadePart, JobKind, JobRecord
+from twolane.jobs.record import CascadePart, JobKind, JobRecord, JSONObject
 from twolane.settings import BatchSettings
 from twolane.summaries.plan import Plan, assemble
 from twolane.summaries.schemas import SummaryResults
 
-JSONObject = dict[str, Any]  # one JSON object, as json.loads gives it (a result row, an LLM completion)
 Read = Callable[[str], bytes | None]  # an object's body by s3:// URI, None when absent
 
 

@@ -21,6 +21,7 @@ JobKind = Literal["classify", "summary"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "collected"})
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_REASON_CHARS = 500
+JSONObject = dict[str, Any]  # one JSON object as json.loads gives it (a result row, a message)
 OLD_SUMMARY_TARGET = "summary"  # what summary records written before typed jobs hold as target
 
 

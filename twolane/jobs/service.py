@@ -16,9 +16,18 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from twolane.jobs.invoker import Invoker, endpoint_for
-from twolane.jobs.kinds import KINDS, ClassifyPayload, JSONObject, Payload
+from twolane.jobs.kinds import KINDS, ClassifyPayload, Payload
 from twolane.jobs.machine import Collected, JobStore
-from twolane.jobs.record import CascadePart, Delivery, JobKind, JobNotFound, JobRecord, Shard, now_iso
+from twolane.jobs.record import (
+    CascadePart,
+    Delivery,
+    JobKind,
+    JobNotFound,
+    JobRecord,
+    JSONObject,
+    Shard,
+    now_iso,
+)
 from twolane.layout import shard_inference_id
 from twolane.settings import BatchSettings
 

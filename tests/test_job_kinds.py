@@ -46,9 +46,19 @@ def test_each_kind_names_its_endpoint() -> None:
 
 
 def test_classify_jobs_split_into_item_ranges_summaries_never() -> None:
-    assert CLASSIFY.shard_bounds(7, 7) is None
-    assert CLASSIFY.shard_bounds(7, 3) == [(0, 3), (3, 6), (6, 7)]
-    assert SUMMARY.shard_bounds(7, 3) is None  # its parts (one per LLM request) are given
+    body = {"items": [{"comment_id": str(i)} for i in range(7)], "target": "m"}
+    assert CLASSIFY.split(body, 7) is None
+    parts = CLASSIFY.split(body, 3)
+    assert parts is not None and [(a, b) for a, b, _ in parts] == [(0, 3), (3, 6), (6, 7)]
+    assert [[i["comment_id"] for i in p["items"]] for _, _, p in parts] == [["0", "1", "2"], ["3", "4", "5"], ["6"]]
+    assert all(p["target"] == "m" for _, _, p in parts)
+    assert SUMMARY.split(body, 3) is None  # its parts (one per LLM request) are given
+
+
+def test_a_cascade_that_escalated_nothing_is_its_kept_results() -> None:
+    payload = CLASSIFY.kept_only([{"comment_id": "a"}], "i1", "ms")
+    assert payload == {"model_version": "i1", "target": "ms", "instant_version": "i1",
+                       "results": [{"comment_id": "a", "lane": "instant"}]}
 
 
 def test_a_summary_keeps_its_plan_until_collected() -> None:

@@ -5,7 +5,7 @@ machine (`twolane.jobs.machine`), the service, the invokers and the routers ask 
 kind (`kind_of`) and never compare kind names.
 
 * `ClassifyKind` ("classify"): labels per comment. A big job is split into shards of items
-  (`shard_bounds`), whose outputs ({"model_version", "target", "results"}) are concatenated in
+  (`split`), whose outputs ({"model_version", "target", "results"}) are concatenated in
   input order; a cascade job's kept instant-lane results are merged back in (`merge_cascade`).
   Its answer is a `JobResults`.
 * `SummaryKind` ("summary"): one LLM request per theme (the parts are given at submission);
@@ -29,6 +29,7 @@ from twolane.summaries.plan import Plan, assemble
 from twolane.summaries.schemas import SummaryResults
 
 Read = Callable[[str], bytes | None]  # an object's body by s3:// URI, None when absent
+Part = tuple[int, int, JSONObject]  # one shard of a job: first item, end (exclusive), its body
 
 
 class ClassifyPayload(TypedDict):
@@ -71,9 +72,10 @@ class Kind(ABC):
     def endpoint(self, batch: BatchSettings) -> str:
         """The name of the endpoint that serves this kind."""
 
-    def shard_bounds(self, items: int, size: int) -> list[tuple[int, int]] | None:
-        """(start, end) of each shard (0-based, end exclusive) when a job of `items` items given
-        as one body is split into shards of `size`; None when it is one invocation."""
+    def split(self, body: JSONObject, size: int) -> list[Part] | None:
+        """A job given as one request body, in shards of at most `size` items: each shard's
+        (start, end, body), in input order (0-based, end exclusive); None when it is one
+        invocation."""
         return None
 
     def needed_inputs(self, record: JobRecord) -> list[str]:
@@ -103,10 +105,21 @@ class ClassifyKind(Kind):
     def endpoint(self, batch: BatchSettings) -> str:
         return batch.endpoint
 
-    def shard_bounds(self, items: int, size: int) -> list[tuple[int, int]] | None:
-        if items <= size:
+    def split(self, body: JSONObject, size: int) -> list[Part] | None:
+        """Shards of `body["items"]` (the rest of the body repeated in each)."""
+        items = body.get("items")
+        if not isinstance(items, list) or len(items) <= size:
             return None
-        return [(start, min(start + size, items)) for start in range(0, items, size)]
+        return [(start, min(start + size, len(items)), {**body, "items": items[start:start + size]})
+                for start in range(0, len(items), size)]
+
+    @staticmethod
+    def kept_only(results: list[JSONObject], instant_version: str, target: str) -> ClassifyPayload:
+        """A cascade job that escalated nothing: the instant lane's results (in input order) as
+        the job's payload, as `merge_cascade` makes it with no batch results."""
+        part = CascadePart(kept_location="", escalated=[], instant_version=instant_version)
+        return merge_cascade(part, {"results": results}, cast(ClassifyPayload, {
+            "model_version": instant_version, "target": target, "results": []}))
 
     def assemble(self, record: JobRecord, read: Read) -> ClassifyPayload | None:
         """The inference's payload (a sharded job's shards' `results` concatenated in input

@@ -13,10 +13,10 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from twolane.jobs.invoker import Invoker, endpoint_for
-from twolane.jobs.kinds import KINDS, ClassifyPayload, Payload
+from twolane.jobs.kinds import CLASSIFY, KINDS, Payload
 from twolane.jobs.machine import Collected, JobStore
 from twolane.jobs.record import (
     CascadePart,
@@ -78,7 +78,7 @@ class JobService:
         where a drop-folder job's results go (see twolane.dropfolder.delivery); `kept`: a
         cascade job's instant-lane part (see `submit_auto`).
 
-        A job whose kind splits it (`Kind.shard_bounds`: a classify job of more than
+        A job whose kind splits it (`Kind.split`: a classify job of more than
         `batch.shard_size` items in `body["items"]`) is split into shards of that size (larger
         when that would make over MAX_SHARDS), each its own input object and inference; the job
         completes when all have (see twolane.jobs.machine). `target`: a classify job's "m", "s"
@@ -103,17 +103,14 @@ class JobService:
                              "application/json")
             record = record.model_copy(update={"cascade": part})
         body_items = body.get("items")
-        bounds = None
-        if isinstance(body_items, list):
-            size = max(self.batch.shard_size, -(-len(body_items) // MAX_SHARDS))
-            bounds = KINDS[kind].shard_bounds(len(body_items), size)
-        if bounds is not None and isinstance(body_items, list):
+        n_items = len(body_items) if isinstance(body_items, list) else 0
+        parts = KINDS[kind].split(body, max(self.batch.shard_size, -(-n_items // MAX_SHARDS)))
+        if parts is not None:
             shards = [Shard(index=n, start=a, end=b, inference_id=shard_inference_id(job_id, n),
                             input_location=self.store.shard_input_location(job_id, n))
-                      for n, (a, b) in enumerate(bounds)]
+                      for n, (a, b, _) in enumerate(parts)]
             record = record.model_copy(update={"shards": shards})
-            self.store.create_sharded(record, [
-                json.dumps({**body, "items": body_items[a:b]}).encode("utf-8") for a, b in bounds])
+            self.store.create_sharded(record, [json.dumps(p).encode("utf-8") for _, _, p in parts])
         else:
             self.store.create(record, json.dumps(body).encode("utf-8"))
         if reason:
@@ -130,12 +127,9 @@ class JobService:
         once (`submit_done`: the batch host is never invoked); else the escalated comments are a
         batch job like any other (`submit`, same arguments) that carries the kept results, and
         collecting it merges both in input order, each result with its `lane`
-        (twolane.jobs.store.merge_cascade). Raises JobRejected as `submit` does."""
+        (twolane.jobs.kinds.merge_cascade). Raises JobRejected as `submit` does."""
         if not kept.escalated:
-            payload = cast(ClassifyPayload, {
-                "model_version": kept.instant_version, "target": target,
-                "instant_version": kept.instant_version,
-                "results": [{**r, "lane": "instant"} for r in kept.results]})
+            payload = CLASSIFY.kept_only(kept.results, kept.instant_version, target)
             return self.submit_done("classify", target, payload, items, owner=owner, blank_rows=blank_rows)
         return self.submit("classify", target, items, body, owner=owner, defer=defer,
                            blank_rows=blank_rows, delivery=delivery, kept=kept)

@@ -26,6 +26,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from twolane.bundle import BundleError, resolve_bundle
+from twolane.jobs.kinds import KINDS
+from twolane.jobs.record import JobKind
 from twolane.settings import REPO_ROOT, Settings
 
 BUILD_LOG = "batch-build.log"
@@ -58,9 +60,9 @@ def build_running(settings: Settings) -> bool:
     return True
 
 
-def unavailable_reason(settings: Settings, kind: str) -> str | None:
+def unavailable_reason(settings: Settings, kind: JobKind) -> str | None:
     """Why the local batch lane cannot take a job of this kind now (the API answers 503)."""
-    if kind == "summary":
+    if KINDS[kind].uses_llm:
         from local_stack.llm_lane import unavailable_reason as llm_unavailable
 
         return llm_unavailable(settings)

@@ -22,8 +22,9 @@ from twolane.jobs.invoker import (
     invocation_of,
     worker_event,
 )
+from twolane.jobs.kinds import KINDS
+from twolane.jobs.record import JobKind
 from twolane.jobs.service import JobService
-from twolane.jobs.store import JobKind
 from twolane.layout import batch_failure_key, batch_output_key, s3_uri
 from twolane.settings import Settings
 from twolane.wiring import job_service
@@ -51,7 +52,7 @@ class LocalInvoker:
 
     def queue_url(self, kind: JobKind = "classify") -> str:
         """The queue of the endpoint that serves `kind` (summaries: the LLM endpoint's)."""
-        name = self.settings.llm_queue if kind == "summary" else self.settings.batch_queue
+        name = self.settings.llm_queue if KINDS[kind].uses_llm else self.settings.batch_queue
         if name not in self._queue_urls:
             self._queue_urls[name] = self.sqs.create_queue(QueueName=name)["QueueUrl"]
         return self._queue_urls[name]
@@ -97,7 +98,7 @@ class LocalLambdaInvoker:
     def unavailable_reason(self, kind: JobKind) -> str | None:
         from local_stack.batch_lane import unavailable_reason
 
-        return NO_SUMMARIES if kind == "summary" else unavailable_reason(self.settings, kind)
+        return NO_SUMMARIES if KINDS[kind].uses_llm else unavailable_reason(self.settings, kind)
 
     def invoke(self, *, input_location: str, inference_id: str, kind: JobKind) -> Invocation:
         event = worker_event(self.settings.batch, input_location=input_location,

@@ -36,8 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from twolane.dropfolder.delivery import deliver
+from twolane.jobs.kinds import kind_of
+from twolane.jobs.machine import JobStore
+from twolane.jobs.record import JOB_ID, JobRecord
 from twolane.jobs.service import JobService
-from twolane.jobs.store import JOB_ID, JobRecord, JobStore
 from twolane.layout import BATCH_FAILURES, BATCH_INPUT, BATCH_OUTPUT, JOBS, job_record_key, s3_uri
 
 log = logging.getLogger("twolane.local")
@@ -75,15 +77,6 @@ def _records(s3: Any, bucket: str, store: JobStore) -> list[JobRecord]:
         if record is not None:
             records.append(record)
     return records
-
-
-def needed_inputs(record: JobRecord) -> list[str]:
-    """The objects a pending job still needs to finish: each pending part's input (the job's
-    own input when it has no parts), and a summary job's plan (read at collection)."""
-    if not record.shards:
-        return [record.input_location]
-    uris = [sh.input_location for sh in record.shards if sh.status == "pending"]
-    return [record.input_location, *uris] if record.kind == "summary" else uris
 
 
 def _expired(record: JobRecord, days: float, now: datetime) -> bool:
@@ -140,7 +133,7 @@ def _settle_pending(store: JobStore, record: JobRecord, dropbox: Path | None,
         store.close(job_id, RETAKEN)
         done.closed += 1
         return None
-    if not all(store.exists(u) for u in needed_inputs(record)):
+    if not all(store.exists(u) for u in kind_of(record).needed_inputs(record)):
         done.failed += 1
         log.warning("job %s: %s", job_id, LOST_INPUT)
         return store.mark_failed(job_id, LOST_INPUT)
@@ -153,7 +146,7 @@ def _settle_pending(store: JobStore, record: JobRecord, dropbox: Path | None,
 def _settle_finished(store: JobStore, record: JobRecord) -> bool:
     """A succeeded or failed job: its input text deleted (a succeeded summary keeps its plan,
     read at collection); a drop-folder job delivered. True when it is collected now."""
-    plan_kept = record.kind == "summary" and record.status == "succeeded"
+    plan_kept = kind_of(record).keeps_input and record.status == "succeeded"
     for uri in record.input_locations():
         if not (plan_kept and uri == record.input_location):
             store.delete(uri)

@@ -29,8 +29,9 @@ import numpy as np
 from twolane import drift
 from twolane.bundle import Cascade
 from twolane.contract import CommentIn, JobRequest, JobTarget, Prediction
+from twolane.jobs.kinds import ClassifyPayload
+from twolane.jobs.record import Delivery, JobRecord
 from twolane.jobs.service import JobService, Kept
-from twolane.jobs.store import Delivery, JobRecord
 from twolane.predictors import Predictor
 from twolane.predictors.cascade import split_lanes
 from twolane.predictors.instant import InstantPredictor
@@ -213,7 +214,7 @@ class Intake:
         preds = label(predictor, items, target)
         if jobs is None:
             return Taken("instant", len(items), predictions=preds, model_version=predictor.version)
-        payload = {"model_version": predictor.version, "target": target,
+        payload: ClassifyPayload = {"model_version": predictor.version, "target": target,
                    "results": [p.model_dump(mode="json") for p in preds]}
         record = jobs.submit_done("classify", target, payload, len(items), owner=origin.owner,
                                   blank_rows=list(origin.blank_rows))

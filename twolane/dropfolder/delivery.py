@@ -14,9 +14,10 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from twolane.contract import Prediction
 from twolane.dropfolder.formats import CONTENT_TYPES, write_px, write_results
-from twolane.jobs.store import JobGone, JobNotFound, JobRecord, JobStore
+from twolane.jobs.kinds import CLASSIFY
+from twolane.jobs.machine import JobStore
+from twolane.jobs.record import JobGone, JobNotFound, JobRecord
 from twolane.layout import s3_uri
 from twolane.pxtextmining import parse_target
 
@@ -36,7 +37,7 @@ def deliver(store: JobStore, record: JobRecord) -> bool:
         payload = store.results_payload(record)
         if payload is None:
             return False  # delivered (and deleted) by a repeat of this notification
-        preds = [Prediction.model_validate(r) for r in payload["results"]]
+        preds = CLASSIFY.predictions(payload)
         out = (write_px(preds, parse_target(record.target), record.blank_rows) if d.pxtextmining
                else write_results(preds, d.family))
         store.write(s3_uri(d.bucket, d.result_key), out, CONTENT_TYPES[d.family])

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twolane.batchhost.event import CONTENT_TYPE, WorkerEvent
-from twolane.jobs.store import JobKind
+from twolane.jobs.kinds import KINDS
+from twolane.jobs.record import JobKind
 from twolane.settings import BatchSettings
 
 __all__ = ["CONTENT_TYPE", "Invocation", "Invoker", "LambdaInvoker", "SageMakerInvoker"]
@@ -36,7 +37,8 @@ class Invoker(Protocol):
 
 
 def endpoint_for(batch: BatchSettings, kind: JobKind) -> str:
-    return batch.summary_endpoint if kind == "summary" else batch.endpoint
+    """The endpoint that serves jobs of `kind` (its kind says which)."""
+    return KINDS[kind].endpoint(batch)
 
 
 class SageMakerInvoker:
@@ -97,14 +99,14 @@ class LambdaInvoker:
         self.summaries = summaries  # the LLM endpoint's invoker, when one is deployed
 
     def unavailable_reason(self, kind: JobKind) -> str | None:
-        if kind == "summary":  # the worker has no LLM: the LLM endpoint, if there is one
+        if KINDS[kind].uses_llm:  # the worker has no LLM: the LLM endpoint, if there is one
             return NO_SUMMARIES if self.summaries is None else self.summaries.unavailable_reason(kind)
         return None
 
     def invoke(self, *, input_location: str, inference_id: str, kind: JobKind) -> Invocation:
         """Queue one worker run; raises when Lambda does not accept it (202). A summary goes
         to the LLM endpoint's invoker."""
-        if kind == "summary" and self.summaries is not None:
+        if KINDS[kind].uses_llm and self.summaries is not None:
             return self.summaries.invoke(input_location=input_location,
                                          inference_id=inference_id, kind=kind)
         event = worker_event(self.batch, input_location=input_location,

@@ -44,17 +44,11 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import PurePosixPath
-from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import SNSEvent
 
-from twolane.jobs.store import (
-    JOB_ID,
-    JobNotFound,
-    JobRecord,
-    JobStore,
-    reason_from_failure_body,
-)
+from twolane.jobs.machine import JobStore
+from twolane.jobs.record import JOB_ID, JobNotFound, JobRecord, JSONObject, reason_from_failure_body
 from twolane.layout import parse_s3_uri
 
 log = logging.getLogger("twolane.jobs")
@@ -65,12 +59,12 @@ WORKER_STOPPED = "the batch worker stopped before it finished (timeout or out of
 WORKER_EXPIRED = "the batch worker did not start in time (the invocation expired)"
 
 
-def is_destination_record(message: dict[str, Any]) -> bool:
+def is_destination_record(message: JSONObject) -> bool:
     """True for a Lambda async-invocation record (see the module docstring)."""
     return isinstance(message.get("requestContext"), dict) and "requestPayload" in message
 
 
-def target_of(message: dict[str, Any]) -> tuple[str, int | None] | None:
+def target_of(message: JSONObject) -> tuple[str, int | None] | None:
     """(job id, shard index or None) a notification is about: from its inferenceId, else from
     the input object's name (batch/input/<job>.json, or batch/input/<job>/<n>.json)."""
     jid = message.get("inferenceId")
@@ -93,7 +87,7 @@ def target_of(message: dict[str, Any]) -> tuple[str, int | None] | None:
     return None
 
 
-def job_id_of(message: dict[str, Any]) -> str | None:
+def job_id_of(message: JSONObject) -> str | None:
     """The job a notification is about (see `target_of`)."""
     target = target_of(message)
     return target[0] if target else None
@@ -104,7 +98,7 @@ def job_id_of(message: dict[str, Any]) -> str | None:
 Deliver = Callable[[JobStore, JobRecord], object]
 
 
-def apply_notification(store: JobStore, message: dict[str, Any],
+def apply_notification(store: JobStore, message: JSONObject,
                        deliver: Deliver | None = None) -> JobRecord | None:
     """Move the job forward per one notification (SageMaker's message, or a Lambda invocation
     record); None if it names no known job.
@@ -118,7 +112,7 @@ def apply_notification(store: JobStore, message: dict[str, Any],
     return record
 
 
-def _apply(store: JobStore, message: dict[str, Any]) -> JobRecord | None:
+def _apply(store: JobStore, message: JSONObject) -> JobRecord | None:
     target = target_of(message)
     if target is None:
         log.warning("notification names no job (inferenceId %r)",
@@ -148,7 +142,7 @@ def _apply(store: JobStore, message: dict[str, Any]) -> JobRecord | None:
     return None
 
 
-def _apply_destination_record(store: JobStore, message: dict[str, Any]) -> JobRecord | None:
+def _apply_destination_record(store: JobStore, message: JSONObject) -> JobRecord | None:
     """A Lambda invocation record: the batch worker did not finish. Its shard (or job) fails
     with a short reason, unless the worker wrote its output or failure object before it
     stopped (then that object decides, as a lost notification would be recovered)."""

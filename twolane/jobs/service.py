@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from twolane.jobs.invoker import Invoker, endpoint_for
-from twolane.jobs.store import (
+from twolane.jobs.kinds import CLASSIFY, KINDS, Payload
+from twolane.jobs.machine import Collected, JobStore
+from twolane.jobs.record import (
     CascadePart,
-    Collected,
     Delivery,
     JobKind,
     JobNotFound,
     JobRecord,
-    JobStore,
+    JSONObject,
     Shard,
     now_iso,
 )
@@ -42,7 +43,7 @@ class Kept:
     comments it kept, in input order; the positions (0-based) of the escalated comments; the
     instant bundle's version."""
 
-    results: list[dict[str, Any]]
+    results: list[JSONObject]
     escalated: list[int]
     instant_version: str
 
@@ -63,7 +64,7 @@ class JobService:
         self.invoker = invoker
         self.batch = batch
 
-    def submit(self, kind: JobKind, target: str, items: int, body: dict[str, Any], *,  # noqa: PLR0913 (optional parts)
+    def submit(self, kind: JobKind, target: str | None, items: int, body: JSONObject, *,  # noqa: PLR0913 (optional parts)
                owner: str | None = None, defer: bool = False,
                blank_rows: list[int] | None = None, delivery: Delivery | None = None,
                kept: Kept | None = None) -> JobRecord:
@@ -77,9 +78,11 @@ class JobService:
         where a drop-folder job's results go (see twolane.dropfolder.delivery); `kept`: a
         cascade job's instant-lane part (see `submit_auto`).
 
-        A classify job of more than `batch.shard_size` items (`body["items"]`) is split into
-        shards of that size (larger when that would make over MAX_SHARDS), each its own input
-        object and inference; the job completes when all have (see twolane.jobs.store).
+        A job whose kind splits it (`Kind.split`: a classify job of more than
+        `batch.shard_size` items in `body["items"]`) is split into shards of that size (larger
+        when that would make over MAX_SHARDS), each its own input object and inference; the job
+        completes when all have (see twolane.jobs.machine). `target`: a classify job's "m", "s"
+        or "ms"; None for a kind without one.
         """
         reason = self.invoker.unavailable_reason(kind)
         if reason and not defer:
@@ -100,18 +103,14 @@ class JobService:
                              "application/json")
             record = record.model_copy(update={"cascade": part})
         body_items = body.get("items")
-        size = self.batch.shard_size
-        if isinstance(body_items, list):
-            size = max(size, -(-len(body_items) // MAX_SHARDS))
-        if kind == "classify" and isinstance(body_items, list) and len(body_items) > size:
-            bounds = [(start, min(start + size, len(body_items)))
-                      for start in range(0, len(body_items), size)]
+        n_items = len(body_items) if isinstance(body_items, list) else 0
+        parts = KINDS[kind].split(body, max(self.batch.shard_size, -(-n_items // MAX_SHARDS)))
+        if parts is not None:
             shards = [Shard(index=n, start=a, end=b, inference_id=shard_inference_id(job_id, n),
                             input_location=self.store.shard_input_location(job_id, n))
-                      for n, (a, b) in enumerate(bounds)]
+                      for n, (a, b, _) in enumerate(parts)]
             record = record.model_copy(update={"shards": shards})
-            self.store.create_sharded(record, [
-                json.dumps({**body, "items": body_items[a:b]}).encode("utf-8") for a, b in bounds])
+            self.store.create_sharded(record, [json.dumps(p).encode("utf-8") for _, _, p in parts])
         else:
             self.store.create(record, json.dumps(body).encode("utf-8"))
         if reason:
@@ -119,7 +118,7 @@ class JobService:
             return record
         return self._invoke(record)
 
-    def submit_auto(self, target: str, items: int, body: dict[str, Any], kept: Kept, *,
+    def submit_auto(self, target: str, items: int, body: JSONObject, kept: Kept, *,
                     owner: str | None = None, defer: bool = False,
                     blank_rows: list[int] | None = None, delivery: Delivery | None = None) -> JobRecord:
         """A `"lane": "auto"` job (the cascade): the instant lane has labelled every comment;
@@ -128,17 +127,15 @@ class JobService:
         once (`submit_done`: the batch host is never invoked); else the escalated comments are a
         batch job like any other (`submit`, same arguments) that carries the kept results, and
         collecting it merges both in input order, each result with its `lane`
-        (twolane.jobs.store.merge_cascade). Raises JobRejected as `submit` does."""
+        (twolane.jobs.kinds.merge_cascade). Raises JobRejected as `submit` does."""
         if not kept.escalated:
-            payload = {"model_version": kept.instant_version, "target": target,
-                       "instant_version": kept.instant_version,
-                       "results": [{**r, "lane": "instant"} for r in kept.results]}
+            payload = CLASSIFY.kept_only(kept.results, kept.instant_version, target)
             return self.submit_done("classify", target, payload, items, owner=owner, blank_rows=blank_rows)
         return self.submit("classify", target, items, body, owner=owner, defer=defer,
                            blank_rows=blank_rows, delivery=delivery, kept=kept)
 
-    def submit_parts(self, kind: JobKind, target: str, items: int, body: dict[str, Any],
-                     parts: list[dict[str, Any]], *, owner: str | None = None,
+    def submit_parts(self, kind: JobKind, target: str | None, items: int, body: JSONObject,
+                     parts: list[JSONObject], *, owner: str | None = None,
                      units: list[str] | None = None) -> JobRecord:
         """A job of several given inferences (a summary job: one LLM request per theme):
         `body` is stored as the job's input and kept until the job is collected, each part is
@@ -233,7 +230,7 @@ class JobService:
         except JobRejected:
             return self.store.get(job_id)
 
-    def submit_done(self, kind: JobKind, target: str, payload: dict[str, Any], items: int, *,
+    def submit_done(self, kind: JobKind, target: str | None, payload: Payload, items: int, *,
                     owner: str | None = None, blank_rows: list[int] | None = None) -> JobRecord:
         """A job whose results exist already (labelled on the instant lane at submission): the
         same record and once-only collection as any other job, no inference to wait for."""

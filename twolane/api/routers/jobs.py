@@ -8,8 +8,6 @@ a collected one: the client learns the outcome exactly once either way. The work
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
@@ -26,20 +24,13 @@ from twolane.api.deps import (
 from twolane.api.errors import ERROR_RESPONSES, Problem, RequestRejected, problem
 from twolane.api.gate import StrictRoute
 from twolane.api.intake import take
-from twolane.contract import JobAccepted, JobRequest, JobResults, JobState, check_items
+from twolane.contract import JobAccepted, JobRequest, JobState, check_items
 from twolane.intake import Origin
+from twolane.jobs.kinds import SUMMARY, Unreadable, kind_of
+from twolane.jobs.record import JobGone, JobNotFound, JobRecord
 from twolane.jobs.service import JobRejected
-from twolane.jobs.store import JobGone, JobNotFound, JobRecord
-from twolane.summaries.plan import (
-    LLM_OFF,
-    Plan,
-    UnknownTheme,
-    assemble,
-    judge_with,
-    llm_name,
-    plan_summaries,
-)
-from twolane.summaries.schemas import SummaryRequest, SummaryResults
+from twolane.summaries.plan import LLM_OFF, UnknownTheme, judge_with, llm_name, plan_summaries
+from twolane.summaries.schemas import SummaryRequest
 from twolane.wiring import sentence_encoder
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)], route_class=StrictRoute,
@@ -103,28 +94,17 @@ async def submit_summary(body: SummaryRequest, jobs: JobsDep, model: ModelDep,
                                    "GET /v1/models lists the labels") from exc
     try:
         if requests:
-            record = service.submit_parts("summary", "summary", len(body.items), plan.model_dump(),
-                                          requests, owner=owner, units=_units(plan))
+            record = service.submit_parts("summary", None, len(body.items), plan.model_dump(),
+                                          requests, owner=owner, units=SUMMARY.units(plan))
         else:  # the LLM switched off, or no theme has a comment: nothing for the LLM to write
-            record = service.submit_done("summary", "summary", {"plan": plan.model_dump(),
-                                                                "completions": []},
+            record = service.submit_done("summary", None, {"plan": plan.model_dump(),
+                                                            "completions": []},
                                          len(body.items), owner=owner)
     except JobRejected as exc:
         raise RequestRejected(503, exc.reason) from exc
     url = f"/v1/jobs/{record.job_id}"
     accepted = JobAccepted(job_id=record.job_id, status="pending", results_url=url)
     return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": url})
-
-
-def _units(plan: Any) -> list[str]:
-    """Each LLM request of a summary plan in the job's own terms, in request order: e.g.
-    "theme 'Staff' (summary)" (what a failed request's error names; label names, no text)."""
-    units: dict[int, str] = {}
-    for tp in plan.themes:
-        for index, what in ((tp.summary_shard, "summary"), (tp.quotes_shard, "quotes")):
-            if index is not None:
-                units[index] = f"theme {tp.theme!r} ({what})"
-    return [units[i] for i in sorted(units)]
 
 
 def _state(r: JobRecord) -> JobState:
@@ -154,14 +134,10 @@ def get_job(job_id: str, jobs: JobsDep, owner: OwnerDep, model: ModelDep) -> JSO
         status = 202 if rec.status in ("pending", "running") else 200
         headers = {"Retry-After": RETRY_AFTER_S} if status == 202 else None
         return JSONResponse(_state(rec).model_dump(), status_code=status, headers=headers)
-    p = got.payload
-    if rec.kind == "summary":
-        plan = Plan.model_validate(p["plan"])
-        tone = judge_with(model.loaded) if model.loaded is not None else None
-        themes = assemble(plan, p["completions"], p.get("errors") or (), tone)
-        out: Any = SummaryResults(job_id=job_id, model_version=plan.model_version, llm=plan.llm,
-                                  points_by=plan.points_by, themes=themes)
-    else:
-        out = JobResults(job_id=job_id, model_version=p["model_version"], target=p["target"],
-                         results=p["results"])
+    tone = judge_with(model.loaded) if model.loaded is not None else None  # summaries' checks
+    try:
+        out = kind_of(rec).answer(rec, got.payload, tone=tone)
+    except Unreadable as exc:
+        failed = _state(rec).model_copy(update={"status": "failed", "error": exc.reason})
+        return JSONResponse(failed.model_dump(), status_code=200)
     return JSONResponse(out.model_dump(mode="json"), status_code=200)

@@ -36,9 +36,10 @@ from twolane.api.deps import (
 from twolane.api.errors import ERROR_RESPONSES, RequestRejected
 from twolane.api.gate import CODE_PARAM, KEY_HEADER, StrictRoute, results_token
 from twolane.api.intake import take
-from twolane.contract import Prediction, check_items, strict_json_loads
+from twolane.contract import check_items, strict_json_loads
 from twolane.intake import Origin
-from twolane.jobs.store import JobGone, JobNotFound
+from twolane.jobs.kinds import CLASSIFY, kind_of
+from twolane.jobs.record import JobGone, JobNotFound
 from twolane.pxtextmining import PxShapeError, blank_rows, parse_target, read_items, result_rows
 
 router = APIRouter(tags=["pxtextmining slow API"],
@@ -131,7 +132,7 @@ def get_results(job_id: str, request: Request, jobs: JobsDep, owner: CodeOwnerDe
     service = jobs.get()
     try:
         record = service.store.get(job_id)
-        if record is None or record.kind != "classify":
+        if record is None or not kind_of(record).labels_comments:
             raise JobNotFound(job_id)
         got = service.collect(job_id, owner)
     except JobNotFound:
@@ -145,6 +146,6 @@ def get_results(job_id: str, request: Request, jobs: JobsDep, owner: CodeOwnerDe
                                      status_code=202,
                                      headers={"Retry-After": RETRY_AFTER_S})
         return PlainTextResponse(FAILED, status_code=500)
-    preds = [Prediction.model_validate(r) for r in got.payload["results"]]
+    preds = CLASSIFY.predictions(got.payload)
     rows: list[dict[str, Any]] = result_rows(preds, parse_target(rec.target), rec.blank_rows)
     return JSONResponse(rows, status_code=200)

@@ -75,7 +75,8 @@ class Config:
     # The sentiment head served is this tuned one or a plain TF-IDF + logistic regression
     # (C = sentiment_baseline_C, balanced), whichever has the better out-of-fold accuracy on
     # the training rows (model_build.choose; issue 31: on drug reviews the tuned head was
-    # .712 against the plain one's .755). False: the tuned head, no choice.
+    # .712 against the plain one's .755). A team's own data only: the NHS build keeps the tuned
+    # head (the polarity set needs its lexicon). False: the tuned head, no choice.
     sentiment_baseline: bool = True
     sentiment_baseline_C: float = 10.0
     # XGBoost: 15 rounds at eta .8 (issue 10, speed). Trees are most of the ensemble's serving

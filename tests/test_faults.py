@@ -274,14 +274,25 @@ def test_the_sweep_deletes_leftover_text_orphans_and_expired_records(s3: Any) ->
     assert _text_objects(s3) == []
 
 
-def test_a_summary_jobs_failed_part_deletes_its_plan_and_names_the_theme(s3: Any) -> None:
+def test_a_summary_jobs_failed_parts_are_withheld_named_by_theme_and_keep_no_text(s3: Any) -> None:
+    """A summary job's failed LLM call is that theme's summary withheld, not a failed job: the
+    part is named by its theme, its text goes at once, the plan stays for the report until the
+    job (every part failed here: the LLM down) is collected, and then no text is left."""
     service, _ = _service(s3)
     rec = _in_parts(service.store, kind="summary", done=0)
     service.store.update(rec.job_id, lambda r: r.model_copy(update={"shards": [
-        sh.model_copy(update={"unit": f"theme 'Staff' ({w})"})
-        for sh, w in zip(r.shards, ("summary", "quotes", "summary"), strict=True)]}))
+        sh.model_copy(update={"unit": f"theme {t!r} (summary)"})
+        for sh, t in zip(r.shards, ("Staff", "Food", "Parking"), strict=True)]}))
     after = service.store.mark_shard(rec.job_id, 1, ok=False, reason="the LLM failed")
-    assert after.error == "theme 'Staff' (quotes) failed: the LLM failed"
+    assert after.status == "pending" and after.error is None
+    assert after.shards[1].status == "failed" and after.shards[1].describe() == "theme 'Food' (summary)"
+    assert service.store.read(after.shards[1].input_location) is None  # its text: gone at once
+    assert service.store.read(after.input_location) is not None  # the plan: kept for the report
+    for i in (0, 2):
+        after = service.store.mark_shard(rec.job_id, i, ok=False, reason="the LLM failed")
+    assert after.status == "succeeded"  # the report still comes: every theme withheld
+    got = service.store.collect(rec.job_id)
+    assert got.payload is not None and got.payload["errors"] == ["the LLM failed"] * 3
     assert _text_objects(s3) == []
 
 

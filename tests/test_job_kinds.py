@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from batchlane_helpers import bucket_ready, lane_settings, moto_server
 
-from twolane.jobs.kinds import CLASSIFY, KINDS, SUMMARY, Unreadable, kind_of, merge_cascade
+from twolane.jobs.kinds import CLASSIFY, KINDS, SUMMARY, kind_of, merge_cascade
 from twolane.jobs.record import CascadePart, JobRecord, Shard, now_iso
 from twolane.jobs.store import S3JobStore
 from twolane.layout import job_record_key, parse_s3_uri
@@ -95,25 +95,27 @@ def test_cascade_merge_puts_each_result_back_in_its_place() -> None:
         merge_cascade(part, {"results": []}, {"model_version": "b1", "target": "ms", "results": []})
 
 
-def test_an_unreadable_llm_answer_is_said_once_without_its_text() -> None:
-    plan = {"model_version": "v", "llm": "m", "quotes_per_theme": 1,
-            "themes": [{"theme": "Staff", "comments": 1, "negative": 0, "sample": [],
+def test_an_unreadable_llm_answer_is_that_themes_summary_withheld() -> None:
+    """A completion that is not a chat completion withholds that theme's summary (the report
+    still comes, with a reason that holds none of the answer)."""
+    plan = {"model_version": "v", "llm": "m", "points_by": "words",
+            "themes": [{"theme": "Staff", "comments": 1, "negative": 0, "points": [], "words": [],
                         "summary_shard": 0}]}
     rec = record(kind="summary", target=None)
-    with pytest.raises(Unreadable) as err:
-        SUMMARY.answer(rec, {"plan": plan, "completions": [{"not": "a chat completion"}]})
-    assert err.value.reason == "the LLM's answer could not be read"
+    answer = SUMMARY.answer(rec, {"plan": plan, "completions": [{"not": "a chat completion"}]})
+    assert isinstance(answer, SummaryResults)
+    (theme,) = answer.themes
+    assert theme.summary is None and theme.withheld and "not a chat completion" not in theme.withheld
 
 
 def test_summary_units_name_each_request_by_theme() -> None:
     from twolane.summaries.plan import Plan
 
-    plan = Plan.model_validate({"model_version": "v", "llm": "m", "quotes_per_theme": 1, "themes": [
-        {"theme": "Staff", "comments": 2, "negative": 1, "sample": [], "summary_shard": 0,
-         "quotes_shard": 1},
-        {"theme": "Food", "comments": 1, "negative": 0, "sample": [], "summary_shard": 2}]})
-    assert SUMMARY.units(plan) == ["theme 'Staff' (summary)", "theme 'Staff' (quotes)",
-                                   "theme 'Food' (summary)"]
+    plan = Plan.model_validate({"model_version": "v", "llm": "m", "points_by": "words", "themes": [
+        {"theme": "Staff", "comments": 2, "negative": 1, "points": [], "words": [], "summary_shard": 1},
+        {"theme": "Food", "comments": 1, "negative": 0, "points": [], "words": [], "summary_shard": 0},
+        {"theme": "Quiet", "comments": 0, "negative": 0, "points": [], "words": []}]})
+    assert SUMMARY.units(plan) == ["theme 'Food' (summary)", "theme 'Staff' (summary)"]
 
 
 # --- records written before the kinds had types -----------------------------------------------
@@ -148,7 +150,7 @@ def test_an_old_summary_record_in_the_bucket_is_handed_out_once(moto: str, tmp_p
     s3 = client("s3")
     store = S3JobStore(s3, settings.bucket)
     out = store.output_location(JOB)
-    plan = {"model_version": "v", "llm": "m", "quotes_per_theme": 1, "themes": []}
+    plan = {"model_version": "v", "llm": "m", "points_by": "words", "themes": []}
     old = {"job_id": JOB, "kind": "summary", "target": "summary", "status": "succeeded", "items": 2,
            "input_location": store.input_location(JOB), "output_location": out,
            "endpoint": "instant", "created_at": now_iso(), "updated_at": now_iso()}

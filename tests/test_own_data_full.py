@@ -74,7 +74,7 @@ def test_the_choice_keeps_the_better_head_by_cross_validation() -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     from model_build import choose
-    from model_build.instant import sentiment_out_of_fold
+    from model_build.folds import sentiment_out_of_fold
 
     df = reviews(30)
     y = df["rating"].map({"negative": 0, "neutral": 1, "positive": 2}).to_numpy()

@@ -64,7 +64,7 @@ test: check
 
 # The quick tier alone (no model build, no process): seconds, for the edit-test loop.
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest -m unit -q
+	$(BIN)/python -m pytest tests/unit -q
 
 # Benchmarks, one after another on a quiet machine; each updates bench/RESULTS.md and bench/results/.
 bench: $(STAMP)

@@ -86,7 +86,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"| transformer throughput, one comment a run (served now) | {r['comments_per_s_one_a_run']} comments/s |",
         f"| transformer throughput, mini-batches of 32 (before) | {r['comments_per_s_mini_batches']} comments/s |",
         "",
-        "One comment a run, the answer is a function of the comment alone (tests/test_batch_predictor.py "
+        "One comment a run, the answer is a function of the comment alone (tests/functional/test_batch_predictor.py "
         "checks it bit for bit); that is what lets a cascade job give exactly the batch lane's answer "
         "and a re-run file give the same counts. The fp16 model on CUDA is not quantised and keeps "
         "mini-batches.", "", "Figures: `bench/results/batch_determinism.json`.", END])

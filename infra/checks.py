@@ -19,7 +19,7 @@ CFN_LINT_IGNORE = ["W3005"]
 
 def placeholder_model(tmp: Path) -> Path:
     """A small model.tar.gz standing in for a packed batch bundle (the template only needs a
-    file to hash and upload; tests/test_infra_artifacts.py packs a real one)."""
+    file to hash and upload; tests/e2e/test_infra_artifacts.py packs a real one)."""
     folder = tmp / "placeholder-model"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "README.txt").write_text("placeholder for infrastructure tests\n")

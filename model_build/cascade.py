@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from model_build.data import DEFAULT_DATA, Dataset, load_dataset
+from model_build.dataspec import load, spec_args_of
 from model_build.folds import BUILD_DIR, instant_out_of_fold, split
 from model_build.metrics import multilabel_scores, sentiment_scores
 from twolane.bundle import (
@@ -194,8 +195,6 @@ def validation_outputs(bundle: Path, data: Path | None = None
     elif data is None:
         raise BundleError(f"bundle {bundle.name} was built from a team's file: give that file with --data")
     else:  # read as the bundle's build read it
-        from model_build.dataspec import load, spec_args_of
-
         ds = load(data, spec_args_of(manifest.data_spec))
     if manifest.data.get("rows") not in (None, len(ds.texts)):
         ds = ds.head(int(str(manifest.data["rows"])))

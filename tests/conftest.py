@@ -17,27 +17,27 @@ import pytest
 from filelock import FileLock
 
 # ----------------------------------------------------------------------------- test tiers
-# Every test gets one tier marker (`pytest -m unit` for the quick run; `make test` runs all):
-# - e2e: the whole service as a user meets it (real processes, servers, a browser, built assets);
-# - functional: real models on small real bundles, in process;
-# - unit: everything else (no bundle, no process).
-E2E_MODULES = frozenset({
-    "test_local_stack", "test_page", "test_pxtextmining", "test_container", "test_runner",
-    "test_infra_artifacts", "test_recommender_run", "test_faults",
-    "test_llm_engine",  # the real LLM engine behind its HTTP server
-})
+# A test's tier is its folder, and its marker (`make test-unit` runs tests/unit; `make test` all):
+# - tests/unit: no model bundle and no process (seconds);
+# - tests/functional: real models on small real bundles, in process;
+# - tests/e2e: the whole service as a user meets it (real processes, servers, a browser, built
+#   assets).
+# A test in tests/unit that asks for a bundle fixture is a collection error (it belongs in
+# tests/functional).
+TIERS = ("unit", "functional", "e2e")
 MODEL_FIXTURES = frozenset({"instant_bundle", "batch_bundle", "lambda_module", "lambda_host", "own_bundle",
                             "spec_bundle", "own_batch_bundle", "other_batch_bundle",
                             "sentence_encoder", "unordered_cli_build", "up_prepared"})
 
 
 def tier_of(item: pytest.Item) -> str:
-    """The tier of one collected test (see above)."""
-    if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in E2E_MODULES:
-        return "e2e"
-    if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
-        return "functional"
-    return "unit"
+    """The tier of one collected test: the tests/ folder it is in (see above)."""
+    folder = Path(str(item.fspath)).parent.name
+    if folder not in TIERS:
+        raise pytest.UsageError(f"{item.nodeid}: tests live in tests/unit, tests/functional or tests/e2e")
+    if folder == "unit" and MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+        raise pytest.UsageError(f"{item.nodeid} uses a model bundle: move it to tests/functional")
+    return folder
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -100,7 +100,7 @@ def batch_bundle(tmp_path_factory: pytest.TempPathFactory, instant_bundle: Path)
 def lambda_host(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
     """(config, SynthResult): the dev config with batch.host "lambda", the worker sized apart
     from the defaults, synthesised once offline (code-only assets, no model, no network) for
-    tests/test_infra_lambda.py and tests/test_iam_enforced.py."""
+    tests/functional/test_infra_lambda.py and tests/functional/test_iam_enforced.py."""
     from infra.checks import synth_offline
     from infra.config import load_config
 

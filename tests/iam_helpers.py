@@ -1,4 +1,4 @@
-"""Helpers for tests/test_iam_enforced.py: turn the synthesised template's role policies into
+"""Helpers for tests/functional/test_iam_enforced.py: turn the synthesised template's role policies into
 plain IAM policies for a test account, and make moto enforce them the way AWS would.
 
 moto evaluates identity policies when a request arrives after INITIAL_NO_AUTH_ACTION_COUNT

@@ -31,7 +31,7 @@ DOCS_ITEMS = [  # the shape of the examples in quick_API.md / slow_API.md / dock
     {"comment_id": "3", "comment_text": "", "question_type": "nonspecific"},
 ]
 QUICK_DOCS_ITEMS = [{k: v for k, v in i.items() if k != "question_type"} for i in DOCS_ITEMS]
-API_TEST_ITEMS = [  # the shape of pxtextmining tests/test_api.py's items
+API_TEST_ITEMS = [  # the shape of pxtextmining tests/functional/test_api.py's items
     {"comment_id": "12345", "comment_text": "Everything was fine"},
     {"comment_id": "B1", "comment_text": "", "question_type": "nonspecific"},
     {"comment_id": "B2", "comment_text": "Finding a parking space took ages"},
@@ -114,7 +114,7 @@ def quick_docs_python(http: Any, url: str) -> list[dict[str, Any]]:
 
 
 def quick_api_tests(http: Any, url: str) -> None:
-    """pxtextmining tests/test_api.py, over HTTP."""
+    """pxtextmining tests/functional/test_api.py, over HTTP."""
     response = http.get(f"{url}/")
     assert response.status_code == 200
     assert response.json() == {"test": "Hello"}

@@ -67,7 +67,7 @@ class BatchWorker(Construct):
             destination_config=lambda_.CfnEventInvokeConfig.DestinationConfigProperty(
                 on_failure=lambda_.CfnEventInvokeConfig.OnFailureProperty(
                     destination=topics.error_topic.topic_arn)))
-        # Exactly what the worker calls (tests/test_iam_enforced.py checks these with IAM
+        # Exactly what the worker calls (tests/functional/test_iam_enforced.py checks these with IAM
         # enforced): the shard's input, its results or error body, the outcome message.
         fn = self.function
         fn.add_to_role_policy(iam.PolicyStatement(

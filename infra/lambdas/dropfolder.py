@@ -38,7 +38,7 @@ class DropFolder(Construct):
             max_event_age=Duration.hours(6),
             on_failure=destinations.SqsDestination(self.failures),
         )
-        # Exactly what twolane.dropfolder.process calls (tests/test_iam_enforced.py runs it
+        # Exactly what twolane.dropfolder.process calls (tests/functional/test_iam_enforced.py runs it
         # against these policies with IAM enforced):
         #   inbox/   HeadObject + GetObject (read), CopyObject source (read), DeleteObject
         #   outbox/  PutObject (results); HeadObject on a repeated event (is the result there?)

@@ -66,7 +66,7 @@ def results_token(key: str, job_id: str) -> str:
     "r1-" + HMAC-SHA256 of the job id, keyed by the key's SHA-256 hex digest (what the AWS
     authorizer stores), 67 characters. It opens GET /api/GetResults/<job_id> only and cannot be
     turned back into the key. Twin: `functions/api/authorizer/handler.py` (stdlib-only asset);
-    tests/test_api.py checks that both give the same token."""
+    tests/functional/test_api.py checks that both give the same token."""
     secret = hashlib.sha256(key.encode("utf-8")).hexdigest().encode()
     return TOKEN_PREFIX + hmac.new(secret, job_id.encode("utf-8"), hashlib.sha256).hexdigest()
 

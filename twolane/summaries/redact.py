@@ -20,7 +20,7 @@ after a person: "James Cook", "Freeman"...); bench/identifiers.py counts what it
 
 Not caught: a first name alone ("Sarah on reception"), a name whose first name is not in the list
 or written in lower case, addresses without a postcode, dates of birth.
-Tested on a planted set (tests/test_summaries_units.py).
+Tested on a planted set (tests/functional/test_summaries_units.py).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from twolane.bundle import read_manifest
 from twolane.predictors.instant import InstantPredictor
 from twolane.rules import question_type_of
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NHS = ROOT / "data" / "nhs-patient-feedback" / "v6framework_230831.csv"
 REVIEWS = ROOT / "data" / "drift" / "product_reviews.csv"
 SEEN_ROWS = 800  # conftest's instant_bundle is built on the first 800 rows

@@ -1,4 +1,4 @@
-"""The LLM lane's grants, enforced (as tests/test_iam_enforced.py does for the batch lane): with
+"""The LLM lane's grants, enforced (as tests/functional/test_iam_enforced.py does for the batch lane): with
 `llm.enabled`, the real API handler runs a summary job under the API role only and the real
 notifications handler completes its shards under its role only, against a moto server that
 checks every call against the synthesised policies. The LLM endpoint's answers (chat

@@ -154,7 +154,7 @@ def test_runs_on_an_older_cpu_emulated(cpu: str, has: str, lacks: str) -> None:
     assert QEMU is not None and MODEL is not None
     run = subprocess.run([QEMU, "-cpu", cpu, sys.executable, "-c", EMULATED, str(MODEL)],
                          capture_output=True, text=True, timeout=300, check=False,
-                         env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                         env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert run.returncode == 0, run.stderr[-2000:]
     got = json.loads(run.stdout.strip().splitlines()[-1])
     assert got["features"].get(has) == "1" and got["features"].get(lacks) != "1", got["features"]

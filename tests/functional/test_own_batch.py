@@ -279,7 +279,7 @@ def test_cli_batch_build_refuses_a_bad_spec_in_one_line(tmp_path: Path) -> None:
     path = write(reviews(), tmp_path / "reviews.csv")
     run = subprocess.run([sys.executable, "-m", "twolane_cli", "build", "batch", "--data", str(path),
                           "--text-column", "comment", "--out", str(tmp_path / "b")],
-                         capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)
+                         capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
     assert run.returncode == 2, run.stderr
     assert "no text column 'comment'" in run.stderr and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) <= 3  # one reason (rich may wrap it)

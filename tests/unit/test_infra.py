@@ -17,7 +17,7 @@ from infra.batch_lane.endpoint import pinned_version
 from infra.checks import as_list, cfn_lint, dumps, statements, synth_offline, wildcard_actions
 from infra.config import load_config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

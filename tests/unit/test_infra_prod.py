@@ -14,7 +14,7 @@ from infra.config import load_config
 @pytest.fixture(scope="module")
 def prod(tmp_path_factory):
     # the async-endpoint host (the shipped config carries the recommender's Lambda choice,
-    # tests/test_infra_lambda.py and test_shipped_configs_deploy_the_recommended_host)
+    # tests/functional/test_infra_lambda.py and test_shipped_configs_deploy_the_recommended_host)
     cfg = endpoint_host(load_config("prod"))
     result = synth_offline(tmp_path_factory.mktemp("infra-prod"), cfg)
     return cfg, result, result.template

@@ -23,7 +23,7 @@ from infra.batch_lane.model import model_artifact
 from infra.build_lambda_asset import MARKER, PLATFORMS, REQUIRED_IN_ASSET, SDK_SET, requirements
 from infra.config import load_config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def pip_cannot_reach_the_index(tmp: Path) -> str | None:

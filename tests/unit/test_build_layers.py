@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent / "model_build"
+ROOT = Path(__file__).resolve().parents[2] / "model_build"
 MAX_LINES = 600
 
 

@@ -47,7 +47,7 @@ def unordered_cli_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
 
     tmp = tmp_path_factory.mktemp("unordered")
     path = write(reviews(25), tmp / "r.csv")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     r = subprocess.run([sys.executable, "-m", "twolane_cli", "build", "instant", "--data", str(path),
                         "--out", str(tmp / "b"), "--text-column", "review", "--labels-column", "condition",
                         "--sentiment-column", "rating"], capture_output=True, text=True, env=env, timeout=3600)
@@ -171,7 +171,7 @@ def test_up_data_refuses_a_bad_file_in_one_line(tmp_path: Path) -> None:
     import sys
 
     path = write(reviews(10), tmp_path / "r.csv")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
            "TWOLANE_BUNDLES": str(tmp_path / "bundles")}
     r = subprocess.run([sys.executable, "-m", "twolane_cli", "up", "--data", str(path), "--port", "0",
                         "--text-column", "comment"], capture_output=True, text=True, env=env, timeout=300)

@@ -21,7 +21,7 @@ from infra.config import (
     validate_config,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("env", ["dev", "prod"])

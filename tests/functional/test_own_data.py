@@ -24,7 +24,7 @@ from model_build.data import DataError
 from model_build.dataspec import MIN_ROWS, SpecArgs, load, stratified_split
 from twolane.rules import context_input, context_token, top_label
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DRUGS = ROOT / "data" / "drug-reviews" / "drug_reviews.csv"
 TOP = ["Birth Control", "Depression", "Pain", "Acne", "Anxiety", "Insomnia"]
 
@@ -202,7 +202,7 @@ def test_manifest_and_report_carry_the_taxonomy(own_bundle: Path) -> None:
     rep = json.loads((own_bundle / "report.json").read_text(encoding="utf-8"))
     assert set(rep["per_label"]) == set(TOP) and "confusions" in rep and "accuracy" in rep["scores"]
     assert "<svg" in (own_bundle / "report.html").read_text(encoding="utf-8")
-    assert "drift_reference.json" in m.files  # drift works in its own taxonomy (tests/test_drift.py)
+    assert "drift_reference.json" in m.files  # drift works in its own taxonomy (tests/functional/test_drift.py)
     # the sentiment head: the tuned one or the plain baseline, by CV on the training rows
     choice = m.metrics["test"]["sentiment_choice"]  # type: ignore[index]
     assert choice["chosen"] == m.build["sentiment_head"] and choice["margin"] >= 0

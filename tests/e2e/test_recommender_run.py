@@ -95,7 +95,7 @@ def test_workload_billing_from_reused_measurements(tmp_path: Path, config_dir: P
     from recommender.billing import Workload
 
     out = tmp_path / "report"
-    committed = Path(__file__).resolve().parent.parent / "bench" / "recommend" / "report.json"
+    committed = Path(__file__).resolve().parents[2] / "bench" / "recommend" / "report.json"
     reused = tmp_path / "measured.json"
     shutil.copy(committed, reused)
     html = run(lane="both", out=out, envs=("dev",), config_dir=config_dir, log=lambda s: None,

@@ -438,7 +438,7 @@ def test_the_pages_downloads_escape_formulas_too(tmp_path: Path) -> None:
     node = shutil.which("node")
     if node is None:
         pytest.skip("Node.js is not installed")
-    js = (Path(__file__).resolve().parent.parent / "twolane" / "api" / "page" / "app.js").read_text()
+    js = (Path(__file__).resolve().parents[2] / "twolane" / "api" / "page" / "app.js").read_text()
     rule = re.search(r"const FORMULA_START = .*?\n  function safeCell\(v\) \{.*?\n  \}", js, re.S)
     assert rule is not None, "safeCell is gone"
     rows = re.search(r"function resultRows\(\) \{.*?\n  \}", js, re.S)

@@ -16,7 +16,7 @@ from batchlane_helpers import local_s3_client, start_up, stop_up, wait_for
 from local_stack.stack import free_port, predict_file
 from twolane.rules import LABELLING_NOT_POSSIBLE
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CSV = (b"comment_id,comment_text,question_type\n"
        b"1,The nurses were kind and explained everything clearly,what_good\n"
        b"2,n/a,nonspecific\n")

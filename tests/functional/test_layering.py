@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NEVER = ("model_build", "local_stack", "infra", "recommender", "sklearn", "xgboost", "pandas",
          "torch", "transformers", "skl2onnx", "aws_cdk")
 

@@ -44,7 +44,7 @@ from twolane.api.routers.page import PAGE_DIR, prefers_html
 from twolane.rules import LABELLING_NOT_POSSIBLE
 from twolane.settings import Settings
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
 API_KEY = "page-test-key"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import grimp
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # every first-party package (bench: the benchmarks' scripts, a namespace package)
 PACKAGES = ("twolane", "twolane_cli", "local_stack", "model_build", "functions", "infra", "recommender",
             "bench")

@@ -446,7 +446,7 @@ def test_the_batch_container_stops_when_its_runner_is_killed(tmp_path: Path) -> 
     import sys
     import time
 
-    serve_dir = Path(__file__).resolve().parent.parent / "sagemaker"
+    serve_dir = Path(__file__).resolve().parents[2] / "sagemaker"
     child = (f"import sys, os, time; sys.path.insert(0, {str(serve_dir)!r}); import serve; "
              "serve.exit_with_parent(int(os.environ['TWOLANE_EXIT_WITH_PARENT']), 0.1); time.sleep(120)")
     parent = ("import os, subprocess, sys, time; env = dict(os.environ, TWOLANE_EXIT_WITH_PARENT=str(os.getpid())); "

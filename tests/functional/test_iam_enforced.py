@@ -67,7 +67,7 @@ from twolane.layout import (
     shard_inference_id,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BUCKET = "twolane-iam-test"
 HANDLERS = {
     "api": "functions.api.handler.handler",

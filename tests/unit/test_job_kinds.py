@@ -21,7 +21,7 @@ from twolane.layout import job_record_key, parse_s3_uri
 from twolane.settings import Settings
 from twolane.summaries.schemas import SummaryResults
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 JOB = "ab" * 16
 
 

@@ -2,7 +2,7 @@
 fixture: dev config, worker sized apart from the defaults, code-only assets): the worker, its
 async invoke config and exact grants, the invokers' grant and environment, no SageMaker, and
 the monitoring; plus cdk-nag and cfn-lint on that template. The async-endpoint host is covered,
-unchanged, by tests/test_infra.py and tests/test_infra_prod.py."""
+unchanged, by tests/unit/test_infra.py and tests/unit/test_infra_prod.py."""
 
 from __future__ import annotations
 

@@ -173,16 +173,17 @@ def mocked_s3(bucket: str, region: str = "eu-west-2") -> Iterator[Any]:
         mp.undo()
 
 
-def start_up(tmp_path: Path, env: dict[str, str], port: int, mport: int, log: Path) -> Any:
-    """`twolane up` (no batch lane) in a process of its own, in `tmp_path` with `env`, its
-    output appended to `log`; returns the process once GET /health answers 200 (up to 180 s).
-    Raises AssertionError, with the log, when it exits first."""
+def start_up(tmp_path: Path, env: dict[str, str], port: int, mport: int, log: Path, *,
+             batch: bool = False, bound_s: float = 180) -> Any:
+    """`twolane up` (with the batch lane when `batch`) in a process of its own, in `tmp_path`
+    with `env`, its output appended to `log`; returns the process once GET /health answers 200
+    (up to `bound_s`). Raises AssertionError, with the log, when it exits first."""
     import subprocess
     import sys
 
     import httpx
 
-    code = f"from local_stack.stack import up; up(port={port}, batch=False, moto_port={mport})"
+    code = f"from local_stack.stack import up; up(port={port}, batch={batch}, moto_port={mport})"
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
@@ -196,7 +197,7 @@ def start_up(tmp_path: Path, env: dict[str, str], port: int, mport: int, log: Pa
             return False
 
     try:
-        wait_for(healthy, 180, "the API", every=0.2)
+        wait_for(healthy, bound_s, "the API", every=0.2)
     except BaseException:
         stop_up(proc)
         raise

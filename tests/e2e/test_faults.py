@@ -36,6 +36,7 @@ from batchlane_helpers import (
     local_s3_client,
     mocked_s3,
     moto_server,
+    start_up,
     stop_up,
     wait_for,
 )
@@ -67,25 +68,8 @@ def text_in_state(state: Path) -> list[Path]:
 # --- 1 + 2: a real `twolane up` with the batch lane, SIGKILLed mid-job, started again -------
 
 def _start(tmp_path: Path, env: dict[str, str], port: int, mport: int, log: Path) -> Any:
-    code = f"from local_stack.stack import up; up(port={port}, batch=True, moto_port={mport})"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"up exited: {log.read_text()}")
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(healthy, 300, "the API", every=0.2)
-    except BaseException:
-        stop_up(proc)
-        raise
-    return proc
+    """`twolane up` with the batch lane (batchlane_helpers.start_up), healthy within 300 s."""
+    return start_up(tmp_path, env, port, mport, log, batch=True, bound_s=300)
 
 
 def _records(s3: Any, bucket: str) -> list[dict[str, Any]]:

@@ -25,8 +25,7 @@ import numpy as np
 
 from model_build.choice import PLAIN, TUNED, Choice
 from model_build.errors import BuildError
-from model_build.instant_config import CONST_LOGIT
-from model_build.instant_fit import Sentiment
+from model_build.instant_fit import Sentiment, class_weights
 
 PLAIN_C = 10.0  # the baseline's C (issue 31's baseline: C=10, balanced)
 
@@ -43,15 +42,7 @@ def fit_plain(X: Any, y: np.ndarray, classes: int, C: float = PLAIN_C) -> Any:
     cls = est.classes_
     if len(cls) < 2:
         raise BuildError("sentiment needs at least two classes in the training rows")
-    V = X.shape[1]
-    coef = np.zeros((classes, V))
-    intercept = np.full(classes, -CONST_LOGIT)
-    if len(cls) == 2:  # binary LR: softmax([-z/2, z/2]) == sigmoid(z)
-        coef[cls[0]], coef[cls[1]] = -est.coef_[0] / 2, est.coef_[0] / 2
-        intercept[cls[0]], intercept[cls[1]] = -est.intercept_[0] / 2, est.intercept_[0] / 2
-    else:
-        coef[cls] = est.coef_
-        intercept[cls] = est.intercept_
+    coef, intercept = class_weights(est, classes, X.shape[1])
     return Sentiment(est, coef, intercept, None)
 
 

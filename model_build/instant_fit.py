@@ -310,6 +310,22 @@ def polarity_scale(X: Any, y: np.ndarray, gamma: float, alpha: float = 1.0,
     return f / mean
 
 
+def class_weights(est: Any, classes: int, V: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted logistic regression's (coef classes x V, intercept classes) over every class of
+    the scale: a class absent from training gets logit -CONST_LOGIT; a binary model's one row
+    is split as softmax([-z/2, z/2]) == sigmoid(z)."""
+    coef = np.zeros((classes, V))
+    intercept = np.full(classes, -CONST_LOGIT)
+    cls = est.classes_
+    if len(cls) == 2:
+        coef[cls[0]], coef[cls[1]] = -est.coef_[0] / 2, est.coef_[0] / 2
+        intercept[cls[0]], intercept[cls[1]] = -est.intercept_[0] / 2, est.intercept_[0] / 2
+    else:
+        coef[cls] = est.coef_
+        intercept[cls] = est.intercept_
+    return coef, intercept
+
+
 def fit_sentiment(X: Any, y: np.ndarray, cfg: Config, directions: np.ndarray | None = None,
                   view: CharView | None = None, classes: int = len(SENTIMENT_CLASSES)) -> Sentiment:
     """Multinomial LR on the TF-IDF rows, plus `directions` (d x V: lexicon valence per n-gram)
@@ -347,15 +363,8 @@ def fit_sentiment(X: Any, y: np.ndarray, cfg: Config, directions: np.ndarray | N
             w = w + cfg.lexicon_scale * est.coef_[:, V:V + d] @ directions
         est = _Folded(est, w, view, view_w)
     k = classes
-    coef = np.zeros((k, V))
-    intercept = np.full(k, -CONST_LOGIT)
     cls = est.classes_
-    if len(cls) == 2:  # binary LR: softmax([-z/2, z/2]) == sigmoid(z)
-        coef[cls[0]], coef[cls[1]] = -est.coef_[0] / 2, est.coef_[0] / 2
-        intercept[cls[0]], intercept[cls[1]] = -est.intercept_[0] / 2, est.intercept_[0] / 2
-    else:
-        coef[cls] = est.coef_
-        intercept[cls] = est.intercept_
+    coef, intercept = class_weights(est, k, V)
     char_coef = None
     if view is not None and view_w is not None:
         char_coef = np.zeros((k, V))
